@@ -1,0 +1,149 @@
+"""CellStudy: an EDC for cell-therapy trials. `create_app()` is the application factory."""
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from flask import Flask, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, logout_user
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import CONFIGS
+
+from .extensions import csrf, db, login_manager, migrate
+from .timeutil import fmt_utc, utcnow
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        # We issue BEGIN ourselves (below); pysqlite's own transaction handling would not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn):
+    if conn.dialect.name != "sqlite":
+        return
+    # Writes (every POST, every CLI command) take the write lock up front, so the audit
+    # chain is read and extended by one writer at a time; GET pages read concurrently.
+    from flask import has_request_context
+
+    if has_request_context() and request.method in ("GET", "HEAD"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_app(config_name: str | None = None, overrides: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    config_name = config_name or os.environ.get("CELLSTUDY_CONFIG", "development")
+    config_class = CONFIGS[config_name]
+    if hasattr(config_class, "validate"):
+        config_class.validate()
+    app.config.from_object(config_class)
+    if overrides:
+        app.config.update(overrides)
+    os.makedirs(app.instance_path, exist_ok=True)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "cellstudy.db")
+
+    db.init_app(app)
+    migrate.init_app(app, db, render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.session_protection = "strong"
+
+    from . import models  # noqa: F401  (every table known to Alembic)
+    from .auth.models import User
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        return db.session.get(User, int(user_id))
+
+    from .auth.routes import bp as auth_bp
+    from .enrollment.routes import bp as enrollment_bp
+    from .main.routes import bp as main_bp
+    from .records.routes import bp as records_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(enrollment_bp)
+    app.register_blueprint(records_bp)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    _register_hooks(app)
+    _register_errors(app)
+    return app
+
+
+def _register_hooks(app: Flask) -> None:
+    from .auth.policy import can
+    from .study import STUDY
+
+    @app.before_request
+    def idle_timeout():
+        if request.endpoint == "static" or not current_user.is_authenticated:
+            return None
+        now = utcnow().timestamp()
+        last = session.get("last_seen")
+        limit = app.config["PERMANENT_SESSION_LIFETIME"].total_seconds()
+        if last is not None and now - last > limit:
+            logout_user()
+            session.clear()
+            flash("You were logged out after 30 minutes without activity.", "warning")
+            return redirect(url_for("auth.login", next=request.full_path))
+        session.permanent = True
+        session["last_seen"] = now
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'")
+        if current_user.is_authenticated:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    app.jinja_env.globals.update(can=can, study=STUDY)
+    app.jinja_env.filters["utc"] = fmt_utc
+
+
+def _register_errors(app: Flask) -> None:
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        return render_template("errors/error.html", code=400, title="Form expired",
+                               message="The form had expired or was not sent by this site. "
+                                       "Go back, reload the page and submit again."), 400
+
+    for code, title, message in (
+        (403, "Not permitted", "Your role does not allow this action."),
+        (404, "Not found", "There is no such page or record, or it is not at one of your sites."),
+        (405, "Not allowed", "This address does not accept that kind of request."),
+        (500, "Something went wrong", "The error was logged. Nothing was half-saved: "
+                                      "the change was rolled back."),
+    ):
+        def handler(error, code=code, title=title, message=message):
+            if code == 500:
+                db.session.rollback()
+            return render_template("errors/error.html", code=code, title=title, message=message), code
+
+        app.register_error_handler(code, handler)

@@ -1,0 +1,93 @@
+"""Who may do what, and where (PROTOCOL 2). The one place that decides it.
+
+Two checks, in this order: the role must hold the permission (else 403), and a
+subject-owned record must belong to one of the user's sites (else 404: a record of
+another site is not acknowledged to exist)."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import abort
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from ..extensions import db
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "coordinator": frozenset({"view_clinical", "view_audit", "enter_data"}),
+    "investigator": frozenset({"view_clinical", "view_audit", "enter_data", "sign_eligibility"}),
+    "monitor": frozenset({"view_clinical", "view_audit"}),
+    "data_manager": frozenset({"view_clinical", "view_audit", "all_sites"}),
+    "admin": frozenset({"manage_users"}),
+}
+
+#: endpoint -> permission, filled by @require (used by docs and the authorisation test)
+ENDPOINT_PERMISSIONS: dict[str, str | None] = {}
+
+
+def can(permission: str, user=None) -> bool:
+    user = user or current_user
+    return bool(user and user.is_authenticated and permission in PERMISSIONS.get(user.role, ()))
+
+
+def require(permission: str | None):
+    """Login required; with a permission, the role must hold it (403 otherwise)."""
+
+    def decorator(view):
+        ENDPOINT_PERMISSIONS[view.__name__] = permission
+
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if permission is not None and not can(permission):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def site_ids(user=None) -> list[int] | None:
+    """The sites whose clinical data the user may see; None means every site."""
+    user = user or current_user
+    if can("all_sites", user):
+        return None
+    if not can("view_clinical", user):
+        return []
+    return [site.id for site in user.sites]
+
+
+def scoped(stmt, site_column):
+    """Restrict a select over subject-owned data to the user's sites."""
+    ids = site_ids()
+    return stmt if ids is None else stmt.where(site_column.in_(ids))
+
+
+def get_subject_or_404(subject_id: int):
+    from ..enrollment.models import Subject
+
+    subject = db.session.execute(scoped(select(Subject).where(Subject.id == subject_id),
+                                        Subject.site_id)).scalar_one_or_none()
+    if subject is None:
+        abort(404)
+    return subject
+
+
+def get_owned_or_404(model, record_id: int, subject):
+    """A record that must belong to `subject` (itself already site-checked)."""
+    record = db.session.get(model, record_id)
+    if record is None or record.subject_id != subject.id:
+        abort(404)
+    return record
+
+
+def allowed_sites(user=None):
+    """Sites the user may register subjects at / filter by."""
+    from .models import Site
+
+    ids = site_ids(user)
+    stmt = select(Site).order_by(Site.code)
+    if ids is not None:
+        stmt = stmt.where(Site.id.in_(ids))
+    return db.session.execute(stmt).scalars().all()

@@ -1,0 +1,130 @@
+"""Subjects, screening forms, exposures and eligibility decisions (PROTOCOL 3, 4)."""
+from datetime import date, datetime
+
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from ..records.formrecord import FormRecord
+from ..timeutil import utcnow
+
+# PROTOCOL 3: screening -> (screen_failed | enrolled) -> on_treatment -> follow_up -> (completed | withdrawn | died)
+SUBJECT_STATUSES = ("screening", "screen_failed", "enrolled", "on_treatment", "follow_up",
+                    "completed", "withdrawn", "died")
+
+
+class Subject(db.Model):
+    __tablename__ = "subject"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    screening_number: Mapped[str] = mapped_column(String(20), unique=True)
+    subject_number: Mapped[str | None] = mapped_column(String(20), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="screening", index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    site = relationship("Site")
+    screenings: Mapped[list["Screening"]] = relationship(
+        back_populates="subject", order_by="Screening.attempt")
+    exposures: Mapped[list["Exposure"]] = relationship(
+        back_populates="subject", order_by="(Exposure.last_date, Exposure.id)")
+    decisions: Mapped[list["EligibilityDecision"]] = relationship(
+        back_populates="subject", order_by="EligibilityDecision.id")
+
+    @property
+    def label(self) -> str:
+        return self.subject_number or self.screening_number
+
+    @property
+    def current_screening(self) -> "Screening | None":
+        return self.screenings[-1] if self.screenings else None
+
+    @property
+    def active_exposures(self) -> list["Exposure"]:
+        return [e for e in self.exposures if e.status != "deleted"]
+
+    @property
+    def enrolment_decision(self) -> "EligibilityDecision | None":
+        for decision in reversed(self.decisions):
+            if decision.outcome == "enrolled":
+                return decision
+        return None
+
+
+class Screening(FormRecord, db.Model):
+    """The screening CRF. Field values live in `data` as canonical text (ISO dates,
+    exact decimal strings, booleans), so nothing is rounded on the way to the checker."""
+
+    __tablename__ = "screening"
+    FORM_NAME = "screening"
+    __table_args__ = (UniqueConstraint("subject_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("screening.id"))
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    subject: Mapped[Subject] = relationship(back_populates="screenings")
+    previous = relationship("Screening", remote_side="Screening.id")
+
+    def get_field(self, name):
+        return (self.data or {}).get(name)
+
+    def set_field(self, name, value) -> None:
+        data = dict(self.data or {})  # a new dict so the JSON column is marked dirty
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+        self.data = data
+
+
+class Exposure(FormRecord, db.Model):
+    """A prior or concomitant therapy/procedure (PROTOCOL 4.4). One log per subject:
+    the screening form's prior-therapy rows and the later concomitant log are the same
+    records. Never deleted: status 'deleted' with a reason (PROTOCOL 7)."""
+
+    __tablename__ = "exposure"
+    FORM_NAME = "exposure"
+    FIELDS = ("category", "name", "start_date", "last_date", "half_life_days",
+              "physiological_replacement", "indication")
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    category: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(200))
+    start_date: Mapped[date | None] = mapped_column(Date)
+    last_date: Mapped[date | None] = mapped_column(Date)
+    half_life_days: Mapped[str | None] = mapped_column(String(20))  # exact decimal text
+    physiological_replacement: Mapped[bool] = mapped_column(Boolean, default=False)
+    indication: Mapped[str | None] = mapped_column(String(200))
+    deleted_reason: Mapped[str | None] = mapped_column(Text)
+
+    subject: Mapped[Subject] = relationship(back_populates="exposures")
+
+
+class EligibilityDecision(db.Model):
+    """The eligibility decision as signed or as recorded at a screen failure: the
+    inputs, every criterion's status and reason, and the study-definition version."""
+
+    __tablename__ = "eligibility_decision"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    screening_id: Mapped[int] = mapped_column(ForeignKey("screening.id"))
+    screening_version: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))  # enrolled | screen_failed
+    eligible: Mapped[str] = mapped_column(String(8))  # "true" | "false" | "null"
+    inputs: Mapped[dict] = mapped_column(JSON)
+    criteria: Mapped[dict] = mapped_column(JSON)
+    failed_criteria: Mapped[list] = mapped_column(JSON, default=list)
+    study_version: Mapped[str] = mapped_column(String(60))
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+    decided_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    subject: Mapped[Subject] = relationship(back_populates="decisions")
+    signature = relationship("Signature")
+    decided_by = relationship("User")

@@ -1,0 +1,252 @@
+"""Subjects, the screening CRF, the exposure log, enrolment and screen failure."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, or_, select
+
+from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped
+from ..extensions import db
+from ..records.service import RecordError, StaleVersion
+from . import service
+from .eligibility import CRITERIA
+from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME, SCREENING_FIELDS, SECTIONS
+from .forms import (EnrolForm, ExposureForm, RegisterForm, RemoveForm, RescreenForm, ScreenFailForm,
+                    ScreeningForm)
+from .models import SUBJECT_STATUSES, Exposure, Screening, Subject
+
+bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
+
+
+@bp.route("/")
+@require("view_clinical")
+def subject_list():
+    q = (request.args.get("q") or "").strip()
+    status = request.args.get("status") or ""
+    stmt = scoped(select(Subject), Subject.site_id).order_by(Subject.screening_number)
+    if q:
+        like = f"%{q.upper()}%"
+        stmt = stmt.where(or_(func.upper(Subject.screening_number).like(like),
+                              func.upper(Subject.subject_number).like(like)))
+    if status in SUBJECT_STATUSES:
+        stmt = stmt.where(Subject.status == status)
+    page = db.paginate(stmt, per_page=25, error_out=False)
+    return render_template("enrollment/subject_list.html", page=page, q=q, status=status,
+                           statuses=SUBJECT_STATUSES, register_form=_register_form())
+
+
+def _register_form() -> RegisterForm:
+    form = RegisterForm()
+    form.site.choices = [(str(s.id), f"{s.code} — {s.name}") for s in allowed_sites()]
+    return form
+
+
+@bp.route("/new", methods=["POST"])
+@require("enter_data")
+def register():
+    form = _register_form()
+    if not form.validate_on_submit():
+        flash("Choose one of your sites to register the subject.", "error")
+        return redirect(url_for(".subject_list"))
+    site = next(s for s in allowed_sites() if str(s.id) == form.site.data)
+    subject = service.register_subject(site, user=current_user)
+    flash(f"Subject {subject.screening_number} registered. Enter the screening form.", "success")
+    return redirect(url_for(".screening", subject_id=subject.id))
+
+
+@bp.route("/<int:subject_id>")
+@require("view_clinical")
+def subject(subject_id):
+    subject = get_subject_or_404(subject_id)
+    screening = subject.current_screening
+    result = service.evaluate(screening)
+    return render_template("enrollment/subject.html", subject=subject, screening=screening, result=result,
+                           blockers=service.enrolment_blockers(subject, screening, result),
+                           screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(), criteria=CRITERIA)
+
+
+@bp.route("/<int:subject_id>/screening", methods=["GET", "POST"])
+@bp.route("/<int:subject_id>/screening/<int:screening_id>", methods=["GET", "POST"])
+@require("view_clinical")
+def screening(subject_id, screening_id=None):
+    subject = get_subject_or_404(subject_id)
+    screening = (get_owned_or_404(Screening, screening_id, subject) if screening_id
+                 else subject.current_screening)
+    if request.method == "POST":
+        if not _can_enter():
+            abort(403)
+        form = ScreeningForm()
+    else:
+        form = ScreeningForm(data=_form_data(screening))
+    conflict = None
+    if request.method == "POST" and form.validate():
+        values = form.values()
+        try:
+            service.save_screening(screening, values, user=current_user, expected_version=int(form.version.data or 0),
+                                   reason=form.reason.data, complete="complete" in request.form)
+        except StaleVersion as error:
+            conflict = _conflict(screening, values)
+            form.version.data = str(screening.version)  # a deliberate re-save now overrides
+            flash(str(error), "error")
+        except service.IncompleteForm as error:
+            for name in error.missing:
+                field = form[name] if name in form else form.prior_therapies_none
+                field.errors = list(field.errors) + ["Required to complete the form."]
+            flash(str(error), "error")
+        except RecordError as error:
+            _field_error(form, error)
+        else:
+            flash("Screening form saved." + (" Marked complete." if screening.status == "complete" else ""),
+                  "success")
+            return redirect(url_for(".screening", subject_id=subject.id, screening_id=screening.id))
+    elif request.method == "POST":
+        flash("Some answers need correcting: see the messages at the fields. Nothing was saved.", "error")
+    result = service.evaluate(screening)
+    if result.get("error"):
+        _field_error(form, result["error"])
+    return render_template("enrollment/screening.html", subject=subject, screening=screening, form=form,
+                           result=result, sections=SECTIONS, fields=SCREENING_FIELDS, criteria=CRITERIA,
+                           conflict=conflict, labels=EXPOSURE_CATEGORY_LABELS, can_edit=_can_enter())
+
+
+def _can_enter() -> bool:
+    from ..auth.policy import can
+
+    return can("enter_data")
+
+
+def _form_data(screening: Screening) -> dict:
+    data = {spec.name: service.from_stored(spec, (screening.data or {}).get(spec.name)) for spec in SCREENING_FIELDS}
+    data["prior_therapies_none"] = bool((screening.data or {}).get(service.NO_PRIOR_THERAPIES))
+    data["version"] = screening.version
+    return data
+
+
+def _conflict(screening: Screening, values: dict) -> list[dict]:
+    """Both edits side by side: what the user typed and what is saved now."""
+    rows = []
+    for name, (saved, mine) in service.records.diff(screening, values).items():
+        spec = FIELDS_BY_NAME.get(name)
+        rows.append({"label": spec.label if spec else "No prior therapies", "mine": mine,
+                     "saved": service.from_stored(spec, saved) if spec else saved})
+    return rows
+
+
+def _field_error(form, error) -> None:
+    message = str(error)
+    name = getattr(error, "field", None) or service.field_of_error(message)
+    if name and name in form:
+        form[name].errors = list(form[name].errors) + [message]
+    else:
+        flash(message, "error")
+
+
+@bp.route("/<int:subject_id>/exposures/new", methods=["GET", "POST"])
+@require("enter_data")
+def exposure_new(subject_id):
+    subject = get_subject_or_404(subject_id)
+    form = ExposureForm()
+    if form.validate_on_submit():
+        service.add_exposure(subject, form.values(), user=current_user)
+        flash("Therapy added to the log.", "success")
+        return redirect(url_for(".screening", subject_id=subject.id))
+    return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=None)
+
+
+@bp.route("/<int:subject_id>/exposures/<int:exposure_id>", methods=["GET", "POST"])
+@require("enter_data")
+def exposure_edit(subject_id, exposure_id):
+    subject = get_subject_or_404(subject_id)
+    exposure = get_owned_or_404(Exposure, exposure_id, subject)
+    if exposure.status == "deleted":
+        abort(404)
+    form = ExposureForm(obj=exposure) if request.method == "GET" else ExposureForm()
+    if request.method == "GET":
+        form.version.data = exposure.version
+    if form.validate_on_submit():
+        try:
+            service.update_exposure(exposure, form.values(), user=current_user,
+                                    expected_version=int(form.version.data or 0), reason=form.reason.data)
+        except RecordError as error:
+            (form.reason.errors if error.field == "reason" else form.name.errors).append(str(error))
+        else:
+            flash("Therapy updated.", "success")
+            return redirect(url_for(".screening", subject_id=subject.id))
+    return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=exposure,
+                           remove_form=RemoveForm(version=exposure.version))
+
+
+@bp.route("/<int:subject_id>/exposures/<int:exposure_id>/remove", methods=["POST"])
+@require("enter_data")
+def exposure_remove(subject_id, exposure_id):
+    subject = get_subject_or_404(subject_id)
+    exposure = get_owned_or_404(Exposure, exposure_id, subject)
+    form = RemoveForm()
+    if form.validate_on_submit():
+        try:
+            service.remove_exposure(exposure, user=current_user, expected_version=int(form.version.data or 0),
+                                    reason=form.reason.data)
+        except RecordError as error:
+            flash(str(error), "error")
+        else:
+            flash("Therapy removed from the log (kept in the audit trail).", "success")
+            return redirect(url_for(".screening", subject_id=subject.id))
+    else:
+        flash("Give a reason for the removal.", "error")
+    return redirect(url_for(".exposure_edit", subject_id=subject.id, exposure_id=exposure.id))
+
+
+@bp.route("/<int:subject_id>/enrol", methods=["GET", "POST"])
+@require("sign_eligibility")
+def enrol(subject_id):
+    subject = get_subject_or_404(subject_id)
+    screening = subject.current_screening
+    form = EnrolForm()
+    if request.method == "GET":
+        form.screening_version.data = screening.version
+    if form.validate_on_submit():
+        try:
+            service.enrol(subject, user=current_user, password=form.password.data,
+                          screening_version=int(form.screening_version.data or 0))
+        except RecordError as error:
+            (form.password.errors if error.field == "password" else form.confirm.errors).append(str(error))
+        else:
+            flash(f"Subject enrolled as {subject.subject_number}.", "success")
+            return redirect(url_for(".subject", subject_id=subject.id))
+    result = service.evaluate(screening)
+    return render_template("enrollment/enrol.html", subject=subject, screening=screening, form=form, result=result,
+                           blockers=service.enrolment_blockers(subject, screening, result), criteria=CRITERIA,
+                           meaning=service.ENROL_MEANING)
+
+
+@bp.route("/<int:subject_id>/screen-fail", methods=["POST"])
+@require("enter_data")
+def screen_fail(subject_id):
+    subject = get_subject_or_404(subject_id)
+    form = ScreenFailForm()
+    if form.validate_on_submit():
+        try:
+            decision = service.screen_fail(subject, user=current_user, note=form.note.data)
+        except RecordError as error:
+            flash(str(error), "error")
+        else:
+            flash("Screen failure recorded: " + ", ".join(decision.failed_criteria) + ".", "success")
+    else:
+        flash("The note is too long (500 characters at most).", "error")
+    return redirect(url_for(".subject", subject_id=subject.id))
+
+
+@bp.route("/<int:subject_id>/rescreen", methods=["POST"])
+@require("enter_data")
+def rescreen(subject_id):
+    subject = get_subject_or_404(subject_id)
+    form = RescreenForm()
+    if form.validate_on_submit():
+        try:
+            screening = service.rescreen(subject, user=current_user, reason=form.reason.data)
+        except RecordError as error:
+            flash(str(error), "error")
+        else:
+            flash(f"Re-screening started (attempt {screening.attempt}).", "success")
+            return redirect(url_for(".screening", subject_id=subject.id))
+    else:
+        flash("Give the reason for re-screening.", "error")
+    return redirect(url_for(".subject", subject_id=subject.id))

@@ -1,0 +1,279 @@
+"""Subject registration, the screening form's data, enrolment and screen failure
+(PROTOCOL 3, 4). Views call these; these call `records` for every write."""
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from ..auth.models import Site
+from ..extensions import db
+from ..records import service as records
+from ..records.service import RecordError
+from ..study import STUDY
+from ..timeutil import utcnow
+from . import eligibility
+from .fields import FIELDS_BY_NAME, SCREENING_FIELDS
+from .models import EligibilityDecision, Exposure, Screening, Subject
+
+NO_PRIOR_THERAPIES = "prior_therapies_none"  # the coordinator's "no prior therapies" tick
+ENROL_MEANING = "I confirm this subject meets all eligibility criteria"
+
+
+# --- stored text <-> checker values -------------------------------------------------
+
+def to_stored(spec, value):
+    """Python value from the form -> JSON-safe canonical value kept on the form."""
+    if value is None or value == "":
+        return None
+    if spec.kind == "date":
+        return value.isoformat()
+    if spec.kind == "number":
+        return format(Decimal(value), "f")
+    return value  # int, bool, choice are JSON-native
+
+
+def from_stored(spec, value):
+    if value is None:
+        return None
+    if spec.kind == "date":
+        return date.fromisoformat(value)
+    if spec.kind == "number":
+        return Decimal(value)
+    return value
+
+
+def exposure_case(exposure: Exposure) -> dict:
+    return {
+        "category": exposure.category,
+        "name": exposure.name,
+        "last_date": exposure.last_date,
+        "half_life_days": Decimal(exposure.half_life_days) if exposure.half_life_days else None,
+        "physiological_replacement": bool(exposure.physiological_replacement),
+    }
+
+
+def build_case(screening: Screening, exposures: list[Exposure] | None = None) -> dict:
+    """The checker's `case` (PROTOCOL 4.2) from a saved screening form and the
+    subject's exposure log: rows given -> a list; none but ticked "none" -> [];
+    otherwise not yet recorded -> None."""
+    data = screening.data or {}
+    case = {spec.name: from_stored(spec, data.get(spec.name)) for spec in SCREENING_FIELDS}
+    rows = exposures if exposures is not None else screening.subject.active_exposures
+    if rows:
+        case["prior_therapies"] = [exposure_case(e) for e in rows]
+    elif data.get(NO_PRIOR_THERAPIES):
+        case["prior_therapies"] = []
+    else:
+        case["prior_therapies"] = None
+    return case
+
+
+def evaluate(screening: Screening) -> dict:
+    """The checker's result for the saved form, or a bad-input result naming the field."""
+    try:
+        return eligibility.check(build_case(screening))
+    except ValueError as error:
+        return {"eligible": None, "criteria": {}, "error": str(error)}
+
+
+def field_of_error(message: str) -> str | None:
+    """Which screening field a checker ValueError names (longest name first)."""
+    for name in sorted(FIELDS_BY_NAME, key=len, reverse=True):
+        if re.search(rf"\b{re.escape(name)}\b", message):
+            return name
+    return None
+
+
+def missing_for_completion(values: dict, has_exposures: bool) -> list[str]:
+    """Fields that must be answered before the form can be marked complete. Female-only
+    fields are not asked for males; the CR date only with a malignancy history."""
+    missing = []
+    for spec in SCREENING_FIELDS:
+        if spec.female_only and values.get("sex") == "M":
+            continue
+        if spec.name == "other_malignancy_cr_date" and values.get("other_malignancy_history") is not True:
+            continue
+        if values.get(spec.name) is None:
+            missing.append(spec.name)
+    if not has_exposures and not values.get(NO_PRIOR_THERAPIES):
+        missing.append(NO_PRIOR_THERAPIES)
+    return missing
+
+
+# --- subjects -------------------------------------------------------------------------
+
+def _next_number(site: Site, attr: str) -> int:
+    """Take the next value of a site sequence under a row lock: numbers are never reused."""
+    locked = db.session.execute(select(Site).where(Site.id == site.id).with_for_update()).scalar_one()
+    value = getattr(locked, attr)
+    setattr(locked, attr, value + 1)
+    return value
+
+
+def register_subject(site: Site, *, user) -> Subject:
+    seq = _next_number(site, "next_screening_seq")
+    subject = Subject(site_id=site.id, screening_number=f"{site.code}-S{seq:03d}", status="screening",
+                      created_at=utcnow())
+    records.create(subject, user=user, form="subject", fields={"screening_number": subject.screening_number,
+                                                                "status": "screening"})
+    _new_screening(subject, attempt=1, previous=None, data={}, user=user)
+    records.commit()
+    return subject
+
+
+def _new_screening(subject: Subject, *, attempt: int, previous, data: dict, user) -> Screening:
+    screening = Screening(subject_id=subject.id, attempt=attempt, previous_id=previous.id if previous else None,
+                          data=data, status="draft", created_at=utcnow(), updated_at=utcnow())
+    records.create(screening, user=user, fields=dict(data),
+                   reason=f"re-screening after attempt {previous.attempt}" if previous else None)
+    return screening
+
+
+def save_screening(screening: Screening, values: dict, *, user, expected_version: int,
+                   reason: str | None, complete: bool) -> dict:
+    """Save the form (draft or complete). Returns the changed fields."""
+    if complete:
+        merged = {**(screening.data or {}), **{k: v for k, v in values.items()}}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        missing = missing_for_completion(merged, bool(screening.subject.active_exposures))
+        if missing:
+            raise IncompleteForm(missing)
+    changed = records.save(screening, user=user, changes=values, expected_version=expected_version, reason=reason)
+    if complete and screening.status != "complete":
+        screening.completed_at = utcnow()
+        records.set_status(screening, "complete", user=user)
+    return changed
+
+
+class IncompleteForm(RecordError):
+    def __init__(self, missing: list[str]):
+        super().__init__("Answer every question before marking the form complete.")
+        self.missing = missing
+
+
+# --- exposures (prior / concomitant therapy log) -------------------------------------
+
+def add_exposure(subject: Subject, values: dict, *, user) -> Exposure:
+    exposure = Exposure(subject_id=subject.id, status="complete", created_at=utcnow(), updated_at=utcnow(),
+                        **values)
+    records.create(exposure, user=user, fields=values)
+    records.commit()
+    return exposure
+
+
+def update_exposure(exposure: Exposure, values: dict, *, user, expected_version: int, reason: str | None) -> dict:
+    return records.save(exposure, user=user, changes=values, expected_version=expected_version, reason=reason)
+
+
+def remove_exposure(exposure: Exposure, *, user, expected_version: int, reason: str) -> None:
+    """Nothing is physically deleted (PROTOCOL 7): status 'deleted' with the reason."""
+    if exposure.version != expected_version:
+        raise records.StaleVersion(exposure)
+    if not (reason or "").strip():
+        raise records.ReasonRequired()
+    exposure.deleted_reason = reason.strip()
+    records.set_status(exposure, "deleted", user=user, reason=reason.strip())
+
+
+# --- enrolment and screen failure -------------------------------------------------------
+
+class EnrolmentRefused(RecordError):
+    pass
+
+
+def enrolment_blockers(subject: Subject, screening: Screening, result: dict) -> list[str]:
+    """Why the subject cannot be enrolled now (empty = can be)."""
+    reasons = []
+    if subject.status != "screening":
+        reasons.append(f"The subject's status is {subject.status.replace('_', ' ')}, not screening.")
+    if screening.status != "complete":
+        reasons.append("The screening form is not marked complete.")
+    if result.get("error"):
+        reasons.append(f"The screening data is invalid: {result['error']}")
+    elif result["eligible"] is False:
+        reasons.append("At least one eligibility criterion fails.")
+    elif result["eligible"] is None:
+        reasons.append("Data needed for at least one criterion is missing.")
+    return reasons
+
+
+def enrol(subject: Subject, *, user, password: str, screening_version: int) -> EligibilityDecision:
+    """PROTOCOL 3: only when check() says eligible for the saved, complete form, and an
+    investigator confirms with an e-signature. The decision is kept as signed."""
+    screening = subject.current_screening
+    if screening.version != screening_version:
+        raise records.StaleVersion(screening)
+    case = build_case(screening)
+    result = evaluate(screening)
+    blockers = enrolment_blockers(subject, screening, result)
+    if blockers:
+        raise EnrolmentRefused(" ".join(blockers))
+    signature = records.sign(screening, user=user, password=password, meaning=ENROL_MEANING)
+    seq = _next_number(subject.site, "next_subject_seq")
+    records.set_value(subject, "subject_number", f"{subject.site.code}-{seq:03d}", user=user, form="subject")
+    subject.enrolled_at = utcnow()
+    decision = _decision(subject, screening, case, result, outcome="enrolled", user=user, signature=signature)
+    records.set_status(subject, "enrolled", user=user, form="subject", commit=False,
+                       reason="eligibility confirmed by e-signature")
+    records.commit_or_stale(screening)
+    return decision
+
+
+def screen_fail(subject: Subject, *, user, note: str | None = None) -> EligibilityDecision:
+    """A screen failure records the failing criteria from the checker, not typed ones."""
+    if subject.status != "screening":
+        raise EnrolmentRefused(f"The subject's status is {subject.status.replace('_', ' ')}, not screening.")
+    screening = subject.current_screening
+    result = evaluate(screening)
+    if result.get("error") or result["eligible"] is not False:
+        raise EnrolmentRefused("A screen failure needs at least one failing criterion on the saved screening "
+                               "form: enter the value that excludes the subject first.")
+    decision = _decision(subject, screening, build_case(screening), result, outcome="screen_failed",
+                         user=user, note=note)
+    records.set_status(subject, "screen_failed", user=user, form="subject", commit=False,
+                       reason="failed: " + ", ".join(decision.failed_criteria))
+    records.commit()
+    return decision
+
+
+def rescreen(subject: Subject, *, user, reason: str) -> Screening:
+    """Re-screening is a new screening record linked to the earlier one (PROTOCOL 3).
+    Only the stable demographics are carried over; everything else is collected anew."""
+    if subject.status != "screen_failed":
+        raise EnrolmentRefused("Only a screen-failed subject can be re-screened.")
+    if not (reason or "").strip():
+        raise records.ReasonRequired()
+    previous = subject.current_screening
+    carried = {k: v for k, v in (previous.data or {}).items() if k in ("date_of_birth", "sex")}
+    screening = _new_screening(subject, attempt=previous.attempt + 1, previous=previous, data=carried, user=user)
+    records.set_status(subject, "screening", user=user, form="subject", commit=False, reason=reason.strip())
+    records.commit()
+    return screening
+
+
+def _decision(subject, screening, case, result, *, outcome, user, signature=None, note=None):
+    failed = [code for code, c in result["criteria"].items() if c["status"] == "fail"]
+    decision = EligibilityDecision(
+        subject_id=subject.id, screening_id=screening.id, screening_version=screening.version, outcome=outcome,
+        eligible={True: "true", False: "false", None: "null"}[result["eligible"]],
+        inputs=_jsonable(case), criteria=result["criteria"], failed_criteria=failed,
+        study_version=STUDY.version, signature_id=signature.id if signature else None,
+        decided_by_id=user.id, decided_at=utcnow(), note=(note or "").strip() or None)
+    records.create(decision, user=user, form="eligibility_decision",
+                   fields={"outcome": outcome, "failed_criteria": failed, "study_version": STUDY.version})
+    return decision
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value

@@ -1,0 +1,25 @@
+"""Home page: the user's sites at a glance."""
+from flask import Blueprint, redirect, render_template, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from ..auth.models import Site
+from ..auth.policy import can, require, scoped
+from ..enrollment.models import SUBJECT_STATUSES, Subject
+from ..extensions import db
+
+bp = Blueprint("main", __name__)
+
+
+@bp.route("/")
+@require(None)
+def index():
+    if not can("view_clinical"):
+        return redirect(url_for("auth.users")) if can("manage_users") else render_template("main/index.html", rows=[])
+    stmt = scoped(select(Site.code, Site.name, Subject.status, func.count(Subject.id))
+                  .join(Subject, Subject.site_id == Site.id), Subject.site_id).group_by(Site.code, Site.name, Subject.status)
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for code, name, status, n in db.session.execute(stmt):
+        counts.setdefault((code, name), {})[status] = n
+    rows = [{"code": code, "name": name, "counts": c, "total": sum(c.values())} for (code, name), c in sorted(counts.items())]
+    return render_template("main/index.html", rows=rows, statuses=SUBJECT_STATUSES, user=current_user)

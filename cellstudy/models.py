@@ -1,0 +1,4 @@
+"""Imports every model so that Alembic and create_app() see all tables."""
+from .auth.models import Site, User, user_site  # noqa: F401
+from .enrollment.models import EligibilityDecision, Exposure, Screening, Subject  # noqa: F401
+from .records.models import AuditRecord, Signature  # noqa: F401

@@ -1,0 +1,45 @@
+"""Columns and behaviour shared by every clinical form (versioned, audited, signable)."""
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
+
+from ..timeutil import utcnow
+
+
+class FormRecord:
+    """Mixin: optimistic-locking version, life-cycle status, who changed it last.
+
+    Subclasses say how a field is read and written (`get_field` / `set_field`), so
+    `records.save` can diff, audit and apply changes the same way for every form."""
+
+    FORM_NAME = "form"
+
+    version: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @declared_attr
+    def updated_by_id(cls) -> Mapped[int | None]:
+        return mapped_column(ForeignKey("user.id"))
+
+    @declared_attr
+    def updated_by(cls):
+        return relationship("User", foreign_keys=[cls.updated_by_id])
+
+    @declared_attr.directive
+    def __mapper_args__(cls):
+        # The UPDATE carries "WHERE version = <loaded>": a concurrent save cannot slip
+        # between our version check and our write (PROTOCOL 7, no lost update).
+        return {"version_id_col": cls.version}
+
+    def get_field(self, name):
+        return getattr(self, name)
+
+    def set_field(self, name, value) -> None:
+        setattr(self, name, value)
+
+    @property
+    def site_id(self) -> int:
+        return self.subject.site_id

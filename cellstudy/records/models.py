@@ -1,0 +1,56 @@
+"""Audit trail and e-signatures (PROTOCOL 7, 21 CFR Part 11)."""
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from ..timeutil import utcnow
+
+
+class AuditRecord(db.Model):
+    """One append-only, hash-chained entry. No code path updates or deletes it; the
+    database refuses it too (triggers created by the migration)."""
+
+    __tablename__ = "audit_record"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"))
+    form: Mapped[str | None] = mapped_column(String(40))
+    form_id: Mapped[int | None] = mapped_column(Integer)
+    field: Mapped[str | None] = mapped_column(String(64))
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (
+        Index("ix_audit_record_subject", "subject_id", "id"),
+        Index("ix_audit_record_form", "form", "form_id"),
+    )
+
+
+class Signature(db.Model):
+    """An electronic signature: printed name, UTC time and meaning (21 CFR 11.50).
+    A change to the signed record invalidates it (PROTOCOL 7)."""
+
+    __tablename__ = "signature"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    printed_name: Mapped[str] = mapped_column(String(120))
+    meaning: Mapped[str] = mapped_column(String(200))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), index=True)
+    form: Mapped[str] = mapped_column(String(40))
+    form_id: Mapped[int] = mapped_column(Integer)
+    form_version: Mapped[int] = mapped_column(Integer)
+    valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    invalidated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    invalidated_reason: Mapped[str | None] = mapped_column(Text)
+
+    user = relationship("User")

@@ -1,0 +1,164 @@
+"""The one write path for clinical data (ARCHITECTURE rule 2, PROTOCOL 7).
+
+Views never add or commit clinical records themselves: they call these functions,
+which check the version, require a reason for a change to a completed form, write
+the audit records, invalidate signatures of the changed form and commit, all in
+one transaction."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..extensions import db
+from ..timeutil import fmt_utc, utcnow
+from . import audit
+from .models import Signature
+
+
+class RecordError(Exception):
+    """A refused write, with a message for the person who tried it."""
+
+    field: str | None = None
+
+
+class StaleVersion(RecordError):
+    def __init__(self, record):
+        by = record.updated_by.full_name if record.updated_by else "another user"
+        super().__init__(f"This form was changed by {by} at {fmt_utc(record.updated_at)} since you opened it. "
+                         "Your entries are kept below next to the saved values: review them and save again.")
+        self.record = record
+
+
+class ReasonRequired(RecordError):
+    field = "reason"
+
+    def __init__(self):
+        super().__init__("This form is complete: give a reason for the change.")
+
+
+class SignatureRefused(RecordError):
+    field = "password"
+
+
+def _subject_scope(record) -> dict:
+    subject = getattr(record, "subject", None)
+    if subject is None and record.__class__.__name__ == "Subject":
+        subject = record
+    return {"subject_id": subject.id if subject else None, "site_id": subject.site_id if subject else None}
+
+
+def create(record, *, user, fields: dict, reason: str | None = None, form: str | None = None):
+    """Add a new clinical record and audit its creation and every value set."""
+    form = form or record.FORM_NAME
+    db.session.add(record)
+    if hasattr(record, "updated_by_id"):
+        record.updated_by_id = user.id
+    db.session.flush()
+    scope = _subject_scope(record)
+    audit.append("create", user=user, form=form, form_id=record.id, reason=reason, **scope)
+    for name, value in fields.items():
+        if audit.to_text(value) is not None:
+            audit.append("set", user=user, form=form, form_id=record.id, field=name, new=value, **scope)
+    return record
+
+
+def diff(record, changes: dict) -> dict:
+    """{field: (old, new)} for the values that really change (compared as audit text)."""
+    out = {}
+    for name, new in changes.items():
+        old = record.get_field(name)
+        if audit.to_text(old) != audit.to_text(new):
+            out[name] = (old, new)
+    return out
+
+
+def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None) -> dict:
+    """Apply `changes` to a form record; returns {field: (old, new)} of what changed."""
+    if record.version != expected_version:
+        raise StaleVersion(record)
+    changed = diff(record, changes)
+    if not changed:
+        return {}
+    reason = (reason or "").strip() or None
+    if record.status == "complete" and not reason:
+        raise ReasonRequired()
+    scope = _subject_scope(record)
+    for name, (old, new) in changed.items():
+        record.set_field(name, new)
+        audit.append("update", user=user, form=record.FORM_NAME, form_id=record.id, field=name,
+                     old=old, new=new, reason=reason, **scope)
+    _touch(record, user)
+    invalidate_signatures(record, user=user, reason=reason or "form changed")
+    commit_or_stale(record)
+    return changed
+
+
+def set_status(record, status: str, *, user, reason: str | None = None, form: str | None = None,
+               commit: bool = True) -> None:
+    old = record.status
+    if old == status:
+        return
+    record.status = status
+    audit.append("status", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
+                 form_id=record.id, field="status", old=old, new=status, reason=reason, **_subject_scope(record))
+    if hasattr(record, "updated_by_id"):
+        _touch(record, user)
+    if commit:
+        commit_or_stale(record)
+
+
+def set_value(record, name: str, value, *, user, reason: str | None = None, form: str | None = None) -> None:
+    """A system-assigned value (e.g. the subject number), audited in the caller's transaction."""
+    old = getattr(record, name)
+    setattr(record, name, value)
+    audit.append("assign", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
+                 form_id=record.id, field=name, old=old, new=value, reason=reason, **_subject_scope(record))
+
+
+def sign(record, *, user, password: str, meaning: str, form: str | None = None) -> Signature:
+    """An e-signature: the signer re-enters the password (21 CFR 11.200)."""
+    from ..auth.service import verify_password_for_signature
+
+    if not verify_password_for_signature(user, password):
+        raise SignatureRefused("Password not accepted: the signature was not applied.")
+    scope = _subject_scope(record)
+    signature = Signature(user_id=user.id, printed_name=user.full_name, meaning=meaning, signed_at=utcnow(),
+                          subject_id=scope["subject_id"], form=form or record.FORM_NAME, form_id=record.id,
+                          form_version=record.version)
+    db.session.add(signature)
+    db.session.flush()
+    audit.append("sign", user=user, form=signature.form, form_id=record.id, field="signature",
+                 new=f"{user.full_name}: {meaning}", **scope)
+    return signature
+
+
+def invalidate_signatures(record, *, user, reason: str) -> None:
+    signatures = db.session.execute(select(Signature).where(
+        Signature.form == record.FORM_NAME, Signature.form_id == record.id, Signature.valid.is_(True))).scalars()
+    for signature in signatures:
+        signature.valid = False
+        signature.invalidated_at = utcnow()
+        signature.invalidated_reason = reason
+        audit.append("unsign", user=user, form=record.FORM_NAME, form_id=record.id, field="signature",
+                     old=f"{signature.printed_name}: {signature.meaning}", reason=reason,
+                     **_subject_scope(record))
+
+
+def _touch(record, user) -> None:
+    record.updated_at = utcnow()
+    record.updated_by_id = user.id
+
+
+def commit_or_stale(record=None) -> None:
+    try:
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        if record is not None:
+            db.session.refresh(record)
+            raise StaleVersion(record) from None
+        raise
+
+
+def commit() -> None:
+    db.session.commit()

@@ -1,0 +1,150 @@
+"""The study definition: every protocol number lives here, nowhere else.
+
+Pure data (no Flask, no database). ``STUDY`` is the default definition, the original
+protocol; an amendment is a new ``Study`` built with ``dataclasses.replace``::
+
+    from dataclasses import replace
+    AMENDMENT_1 = replace(
+        STUDY,
+        version="2.0 (amendment 1)",
+        eligibility=replace(STUDY.eligibility, qtc_max_ms=470),
+    )
+    check(case, study=AMENDMENT_1)
+
+Limits are ``int`` or ``Decimal`` (never ``float``) so that rule code can compare them
+exactly (PROTOCOL 4.1). Later features add their own nested sections (infusion
+regimen, dose levels, visit schedule) next to ``eligibility`` and ``washouts``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class EligibilityLimits:
+    """The numbers of the eligibility criteria (PROTOCOL 4.3)."""
+
+    # age: completed years at screening_date
+    min_age_years: int = 18
+    # ecog: ECOG <= 1
+    ecog_max: int = 1
+    # renal: Cr <= 2 x ULN, or Cockcroft-Gault CrCl >= 50 mL/min where
+    # CrCl = (140 - age) x weight_kg x (0.85 if F) / (72 x Cr in mg/dL)
+    creatinine_uln_ratio: Decimal = Decimal("2.0")
+    crcl_min_ml_min: Decimal = Decimal("50")
+    cg_age_constant: int = 140
+    cg_denominator: int = 72
+    cg_female_factor: Decimal = Decimal("0.85")
+    # PROTOCOL 4.2: 1 mg/dL creatinine = 88.4 umol/L
+    creatinine_umol_per_mg_dl: Decimal = Decimal("88.4")
+    # bilirubin: TBIL <= 2 x ULN
+    bilirubin_uln_ratio: Decimal = Decimal("2.0")
+    # transaminases: ALT and AST <= 3 x ULN
+    transaminase_uln_ratio: Decimal = Decimal("3.0")
+    # coagulation: INR and aPTT <= 1.5 x ULN
+    coagulation_uln_ratio: Decimal = Decimal("1.5")
+    # dsa: DSA negative = MFI <= 2000
+    dsa_mfi_max: Decimal = Decimal("2000")
+    # cardiovascular: fails if QTc > 480 ms, LVEF < 50 %, NYHA class >= III
+    # (the listing's "class l or above" is garbled; PROTOCOL 4.3 keeps it a setting)
+    qtc_max_ms: Decimal = Decimal("480")
+    lvef_min_percent: Decimal = Decimal("50")
+    nyha_fail_at: int = 3
+    # pulmonary: fails if SpO2 <= 90 %
+    spo2_fail_at_or_below: Decimal = Decimal("90")
+    # prior_toxicity: recovered to <= grade 2 (CTCAE 5.0)
+    max_prior_toxicity_grade: int = 2
+    # other_malignancy: complete remission more than 5 years before screening
+    other_malignancy_cr_years: int = 5
+
+
+@dataclass(frozen=True)
+class Washout:
+    """One row of the washout table (PROTOCOL 4.4).
+
+    ``criterion`` is the eligibility code the category feeds (and the lockout code of
+    PROTOCOL 5.2); ``None`` means the exposure is recorded but never blocks. The window
+    is ``days`` or calendar ``months``; with ``half_lives`` it is
+    ``min(days, half_lives x half_life_days)`` (``days`` when the half-life is unknown).
+    """
+
+    category: str
+    criterion: str | None
+    days: int | None = None
+    months: int | None = None
+    half_lives: int | None = None
+    ignore_physiological_replacement: bool = False
+
+    def __post_init__(self) -> None:
+        if self.criterion is None:
+            if self.days is not None or self.months is not None:
+                raise ValueError(f"washout {self.category}: a window needs a criterion")
+            return
+        if (self.days is None) == (self.months is None):
+            raise ValueError(f"washout {self.category}: give days or months, not both")
+        if self.half_lives is not None and self.days is None:
+            raise ValueError(f"washout {self.category}: half_lives needs days")
+        for name in ("days", "months", "half_lives"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value <= 0):
+                raise ValueError(f"washout {self.category}: {name} must be a positive int")
+
+    @property
+    def blocks(self) -> bool:
+        return self.criterion is not None
+
+
+# PROTOCOL 4.4, in the order of its table.
+DEFAULT_WASHOUTS: tuple[Washout, ...] = (
+    Washout("systemic_steroid", "washout_steroid", days=3,
+            ignore_physiological_replacement=True),
+    Washout("systemic_antitumor", "washout_antitumor", days=14, half_lives=5),
+    Washout("radiotherapy", "washout_radiotherapy", days=28),
+    Washout("donor_lymphocyte_infusion", "washout_dli", days=42),
+    Washout("intrathecal", "washout_intrathecal", days=7),
+    Washout("gene_modified_cell_therapy", "washout_cell_therapy", months=6),
+    Washout("vaccine", "vaccine", days=28),
+    Washout("major_surgery", "major_surgery", days=28),
+    Washout("diagnostic_biopsy", None),
+)
+
+
+@dataclass(frozen=True)
+class Study:
+    protocol_id: str
+    version: str
+    eligibility: EligibilityLimits = field(default_factory=EligibilityLimits)
+    washouts: tuple[Washout, ...] = DEFAULT_WASHOUTS
+
+    def __post_init__(self) -> None:
+        categories = [w.category for w in self.washouts]
+        if len(set(categories)) != len(categories):
+            raise ValueError("study: a washout category is listed twice")
+
+    def washout(self, category: str) -> Washout:
+        """The washout row of an exposure category; KeyError if unknown."""
+        for row in self.washouts:
+            if row.category == category:
+                return row
+        raise KeyError(category)
+
+    @property
+    def exposure_categories(self) -> tuple[str, ...]:
+        return tuple(w.category for w in self.washouts)
+
+    @property
+    def exposure_criteria(self) -> tuple[str, ...]:
+        """Criterion codes fed by exposures, in table order, each once."""
+        codes: list[str] = []
+        for row in self.washouts:
+            if row.criterion is not None and row.criterion not in codes:
+                codes.append(row.criterion)
+        return tuple(codes)
+
+
+STUDY = Study(
+    protocol_id="CAR-NK-CLL1-CD33-AML",
+    version="1.0 (original protocol)",
+)
