@@ -141,10 +141,12 @@ def save_screening(screening: Screening, values: dict, *, user, expected_version
         missing = missing_for_completion(merged, bool(screening.subject.active_exposures))
         if missing:
             raise IncompleteForm(missing)
-    changed = records.save(screening, user=user, changes=values, expected_version=expected_version, reason=reason)
+    changed = records.save(screening, user=user, changes=values, expected_version=expected_version, reason=reason,
+                           commit=False)
     if complete and screening.status != "complete":
         screening.completed_at = utcnow()
-        records.set_status(screening, "complete", user=user)
+        records.set_status(screening, "complete", user=user, commit=False)
+    records.commit_or_stale(screening)
     return changed
 
 

@@ -32,7 +32,8 @@ class FormRecord:
     def __mapper_args__(cls):
         # The UPDATE carries "WHERE version = <loaded>": a concurrent save cannot slip
         # between our version check and our write (PROTOCOL 7, no lost update).
-        return {"version_id_col": cls.version}
+        # records.bump() sets the new number once per user action, not once per flush.
+        return {"version_id_col": cls.version, "version_id_generator": False}
 
     def get_field(self, name):
         return getattr(self, name)

@@ -72,7 +72,8 @@ def diff(record, changes: dict) -> dict:
     return out
 
 
-def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None) -> dict:
+def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None,
+         commit: bool = True) -> dict:
     """Apply `changes` to a form record; returns {field: (old, new)} of what changed."""
     if record.version != expected_version:
         raise StaleVersion(record)
@@ -83,13 +84,14 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     if record.status == "complete" and not reason:
         raise ReasonRequired()
     scope = _subject_scope(record)
+    _touch(record, user)
     for name, (old, new) in changed.items():
         record.set_field(name, new)
         audit.append("update", user=user, form=record.FORM_NAME, form_id=record.id, field=name,
                      old=old, new=new, reason=reason, **scope)
-    _touch(record, user)
     invalidate_signatures(record, user=user, reason=reason or "form changed")
-    commit_or_stale(record)
+    if commit:
+        commit_or_stale(record)
     return changed
 
 
@@ -98,11 +100,11 @@ def set_status(record, status: str, *, user, reason: str | None = None, form: st
     old = record.status
     if old == status:
         return
+    if hasattr(record, "updated_by_id"):
+        _touch(record, user)
     record.status = status
     audit.append("status", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
                  form_id=record.id, field="status", old=old, new=status, reason=reason, **_subject_scope(record))
-    if hasattr(record, "updated_by_id"):
-        _touch(record, user)
     if commit:
         commit_or_stale(record)
 
@@ -145,11 +147,17 @@ def invalidate_signatures(record, *, user, reason: str) -> None:
 
 
 def _touch(record, user) -> None:
+    """One new version per user action, however many fields and flushes it takes."""
     record.updated_at = utcnow()
     record.updated_by_id = user.id
+    bumped = db.session.info.setdefault("cellstudy_bumped", set())
+    if id(record) not in bumped:
+        bumped.add(id(record))
+        record.version = (record.version or 0) + 1
 
 
 def commit_or_stale(record=None) -> None:
+    db.session.info.pop("cellstudy_bumped", None)
     try:
         db.session.commit()
     except StaleDataError:
@@ -161,4 +169,5 @@ def commit_or_stale(record=None) -> None:
 
 
 def commit() -> None:
+    db.session.info.pop("cellstudy_bumped", None)
     db.session.commit()
