@@ -10,7 +10,6 @@ from sqlalchemy import select
 from .auth import service as auth
 from .auth.models import Site, User
 from .enrollment import service as enrollment
-from .enrollment.fields import FIELDS_BY_NAME
 from .extensions import db
 
 DEMO_PASSWORD = "cellstudy-demo"
@@ -51,10 +50,6 @@ def eligible_values(today: date | None = None) -> dict:
     }
 
 
-def stored(values: dict) -> dict:
-    return {k: enrollment.to_stored(FIELDS_BY_NAME[k], v) for k, v in values.items() if k in FIELDS_BY_NAME}
-
-
 def _prior_therapy(today: date) -> dict:
     return {"category": "systemic_antitumor", "name": "Venetoclax + azacitidine", "start_date": today - timedelta(days=90),
             "last_date": today - timedelta(days=40), "half_life_days": None, "physiological_replacement": False,
@@ -71,7 +66,7 @@ def make_subject(site: Site, user: User, stage: str, today: date | None = None, 
         keep = ("screening_date", "icf_signed_date", "date_of_birth", "sex", "weight_kg", *overrides)
         values = {k: values[k] for k in keep}
     enrollment.add_exposure(subject, _prior_therapy(today), user=user)
-    enrollment.save_screening(screening, stored(values), user=user, expected_version=screening.version,
+    enrollment.save_screening(screening, values, user=user, expected_version=screening.version,
                               reason=None, complete=stage != "draft")
     return subject
 

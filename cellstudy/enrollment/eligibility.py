@@ -70,7 +70,8 @@ def parse_number(value: Any, field: str) -> Fraction:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{field}: expected a finite number, got {value!r}")
-        return Fraction(Decimal(repr(value)))
+        # float.__repr__ is the shortest repr, also for subclasses (e.g. numpy.float64)
+        return Fraction(Decimal(float.__repr__(value)))
     if isinstance(value, Decimal) and not value.is_finite():
         raise ValueError(f"{field}: expected a finite number, got {value!r}")
     return Fraction(value)

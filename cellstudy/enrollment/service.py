@@ -29,10 +29,19 @@ def to_stored(spec, value):
     if value is None or value == "":
         return None
     if spec.kind == "date":
-        return value.isoformat()
+        return value if isinstance(value, str) else value.isoformat()
     if spec.kind == "number":
         return format(Decimal(value), "f")
     return value  # int, bool, choice are JSON-native
+
+
+def stored_values(values: dict) -> dict:
+    """Form answers -> the canonical values kept on the screening form."""
+    out = {}
+    for name, value in values.items():
+        spec = FIELDS_BY_NAME.get(name)
+        out[name] = to_stored(spec, value) if spec else (value if value not in ("", False) else None)
+    return out
 
 
 def from_stored(spec, value):
@@ -55,13 +64,13 @@ def exposure_case(exposure: Exposure) -> dict:
     }
 
 
-def build_case(screening: Screening, exposures: list[Exposure] | None = None) -> dict:
-    """The checker's `case` (PROTOCOL 4.2) from a saved screening form and the
-    subject's exposure log: rows given -> a list; none but ticked "none" -> [];
-    otherwise not yet recorded -> None."""
-    data = screening.data or {}
+def build_case(screening: Screening, data: dict | None = None) -> dict:
+    """The checker's `case` (PROTOCOL 4.2) from a screening form's data (the saved data
+    unless given) and the subject's exposure log: rows given -> a list; none but ticked
+    "none" -> []; otherwise not yet recorded -> None."""
+    data = (screening.data or {}) if data is None else data
     case = {spec.name: from_stored(spec, data.get(spec.name)) for spec in SCREENING_FIELDS}
-    rows = exposures if exposures is not None else screening.subject.active_exposures
+    rows = screening.subject.active_exposures
     if rows:
         case["prior_therapies"] = [exposure_case(e) for e in rows]
     elif data.get(NO_PRIOR_THERAPIES):
@@ -135,9 +144,13 @@ def _new_screening(subject: Subject, *, attempt: int, previous, data: dict, user
 def save_screening(screening: Screening, values: dict, *, user, expected_version: int,
                    reason: str | None, complete: bool) -> dict:
     """Save the form (draft or complete). Returns the changed fields."""
+    values = stored_values(values)
+    merged = {k: v for k, v in {**(screening.data or {}), **values}.items() if v is not None}
+    try:  # the checker is the judge of bad input too (PROTOCOL 4.1): refuse before saving
+        eligibility.check(build_case(screening, merged))
+    except ValueError as error:
+        raise InvalidValue(str(error), field_of_error(str(error))) from None
     if complete:
-        merged = {**(screening.data or {}), **{k: v for k, v in values.items()}}
-        merged = {k: v for k, v in merged.items() if v is not None}
         missing = missing_for_completion(merged, bool(screening.subject.active_exposures))
         if missing:
             raise IncompleteForm(missing)
@@ -148,6 +161,12 @@ def save_screening(screening: Screening, values: dict, *, user, expected_version
         records.set_status(screening, "complete", user=user, commit=False)
     records.commit_or_stale(screening)
     return changed
+
+
+class InvalidValue(RecordError):
+    def __init__(self, message: str, field: str | None):
+        super().__init__(message)
+        self.field = field
 
 
 class IncompleteForm(RecordError):
