@@ -19,6 +19,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
+import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -152,6 +153,7 @@ class Exposure:
     half_life_days: Fraction | None = None
     physiological_replacement: bool = False
     name: str | None = None
+    where: str = dataclasses.field(default="exposure", compare=False)  # for errors
 
     @property
     def title(self) -> str:
@@ -181,6 +183,7 @@ def parse_exposure(raw: Any, where: str = "exposure", *, study: Study = STUDY) -
         # PROTOCOL 4.4: physiological_replacement absent means false.
         physiological_replacement=parsed.get("physiological_replacement", False),
         name=parsed.get("name"),
+        where=where,
     )
 
 
@@ -224,7 +227,7 @@ def first_permitted_day(exposure: Exposure, *, study: Study = STUDY) -> date | N
     if row is None:
         return None
     if exposure.last_date is None:
-        raise ValueError("last_date: required to compute a washout")
+        raise ValueError(f"{exposure.where}.last_date: required to compute a washout")
     try:
         if row.months is not None:
             return add_months(exposure.last_date, row.months)
@@ -232,8 +235,8 @@ def first_permitted_day(exposure: Exposure, *, study: Study = STUDY) -> date | N
             days=math.ceil(window_days(row, exposure.half_life_days)))
     except OverflowError:
         raise ValueError(
-            f"last_date: {exposure.last_date.isoformat()} is too late for a washout "
-            "to be computed") from None
+            f"{exposure.where}.last_date: {exposure.last_date.isoformat()} is too late "
+            "for a washout to be computed") from None
 
 
 def washout_blocks(exposure: Exposure | Mapping, day: date | str, *,
