@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from config import CONFIGS
 
 from .extensions import csrf, db, login_manager, migrate
-from .timeutil import fmt_utc, utcnow
+from .timeutil import fmt_site, fmt_utc, utcnow
 
 
 @event.listens_for(Engine, "connect")
@@ -96,6 +96,14 @@ def _register_hooks(app: Flask) -> None:
     def idle_timeout():
         if request.endpoint == "static" or not current_user.is_authenticated:
             return None
+        from .auth.service import is_locked
+
+        if is_locked(current_user) or not current_user.active:
+            # A lock (e.g. from wrong signature passwords) ends the session at once.
+            logout_user()
+            session.clear()
+            flash("Your account is locked or disabled: you have been logged out.", "error")
+            return redirect(url_for("auth.login"))
         now = utcnow().timestamp()
         last = session.get("last_seen")
         limit = app.config["PERMANENT_SESSION_LIFETIME"].total_seconds()
@@ -121,8 +129,11 @@ def _register_hooks(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    app.jinja_env.globals.update(can=can, study=STUDY)
+    from .enrollment.eligibility import INCLUSION_CODES
+
+    app.jinja_env.globals.update(can=can, study=STUDY, inclusion_codes=INCLUSION_CODES)
     app.jinja_env.filters["utc"] = fmt_utc
+    app.jinja_env.filters["sitetime"] = fmt_site
 
 
 def _register_errors(app: Flask) -> None:

@@ -54,16 +54,21 @@ def authenticate(username: str, password: str) -> User:
     return user
 
 
-def verify_password_for_signature(user: User, password: str) -> bool:
-    """Signing counts like a log-in: wrong passwords move toward the account lock."""
+def verify_password_for_signature(user: User, password: str) -> str | None:
+    """Signing counts like a log-in: wrong passwords move toward the account lock.
+    Returns None when the password is accepted, else the reason for the refusal."""
     if is_locked(user) or not user.active:
-        return False
+        return "Your account is locked or disabled: the signature was not applied."
     if check_password(user.password_hash, password):
         user.failed_logins = 0
-        return True
+        return None
     _register_failure(user)
-    db.session.commit()
-    return False
+    if is_locked(user):
+        return ("Too many wrong passwords: your account is now locked for "
+                f"{current_app.config['LOGIN_LOCK_MINUTES']} minutes and you will be logged out.")
+    left = current_app.config["LOGIN_MAX_FAILURES"] - user.failed_logins
+    return (f"Password not accepted: the signature was not applied. {left} more wrong "
+            f"password{'s' if left != 1 else ''} will lock your account.")
 
 
 def get_user(username: str) -> User:

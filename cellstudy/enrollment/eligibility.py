@@ -687,6 +687,12 @@ def criteria(study: Study = STUDY) -> tuple[tuple[str, str], ...]:
 
 CRITERIA: tuple[tuple[str, str], ...] = criteria(STUDY)
 
+# PROTOCOL 4.3: the listing's inclusion criteria; every other code is an exclusion
+# (its "pass" means the excluding condition is absent).
+INCLUSION_CODES = frozenset({"age", "rr_aml", "target_antigen", "ecog", "life_expectancy", "renal",
+                             "bilirubin", "transaminases", "coagulation", "pregnancy_test", "dsa",
+                             "consent"})
+
 
 def check(case: Mapping[str, Any], *, study: Study = STUDY) -> dict:
     """Decide eligibility (PROTOCOL 4.1-4.4).

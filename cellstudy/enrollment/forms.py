@@ -25,7 +25,9 @@ def greater_than_zero(message="Must be greater than zero."):
 
 
 def not_in_future(form, field):
-    if field.data and field.data > date.today():
+    """The site's today (set by the view as form.today), not the server's."""
+    today = getattr(form, "today", None) or date.today()
+    if field.data and field.data > today:
         raise ValidationError("This date cannot be in the future.")
 
 

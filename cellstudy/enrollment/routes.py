@@ -1,11 +1,12 @@
 """Subjects, the screening CRF, the exposure log, enrolment and screen failure."""
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, or_, select
 
 from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped
 from ..extensions import db
 from ..records.service import RecordError, StaleVersion
+from ..timeutil import site_today
 from . import service
 from .eligibility import CRITERIA
 from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME, SCREENING_FIELDS, SECTIONS
@@ -67,15 +68,16 @@ def subject(subject_id):
 @bp.route("/<int:subject_id>/screening/<int:screening_id>", methods=["GET", "POST"])
 @require("view_clinical")
 def screening(subject_id, screening_id=None):
+    if request.method == "POST" and not _can_enter():
+        abort(403)  # role before site, as everywhere (auth/policy.py)
     subject = get_subject_or_404(subject_id)
     screening = (get_owned_or_404(Screening, screening_id, subject) if screening_id
                  else subject.current_screening)
     if request.method == "POST":
-        if not _can_enter():
-            abort(403)
         form = ScreeningForm()
     else:
         form = ScreeningForm(data=_form_data(screening))
+    form.today = site_today(subject.site)
     conflict = None
     if request.method == "POST" and form.validate():
         values = form.values()
@@ -93,6 +95,7 @@ def screening(subject_id, screening_id=None):
             flash(str(error), "error")
         except RecordError as error:
             _field_error(form, error)
+            flash("Nothing was saved: " + str(error), "error")
         else:
             flash("Screening form saved." + (" Marked complete." if screening.status == "complete" else ""),
                   "success")
@@ -144,6 +147,7 @@ def _field_error(form, error) -> None:
 def exposure_new(subject_id):
     subject = get_subject_or_404(subject_id)
     form = ExposureForm()
+    form.today = site_today(subject.site)
     if form.validate_on_submit():
         service.add_exposure(subject, form.values(), user=current_user)
         flash("Therapy added to the log.", "success")
@@ -159,6 +163,7 @@ def exposure_edit(subject_id, exposure_id):
     if exposure.status == "deleted":
         abort(404)
     form = ExposureForm(obj=exposure) if request.method == "GET" else ExposureForm()
+    form.today = site_today(subject.site)
     if request.method == "GET":
         form.version.data = exposure.version
     if form.validate_on_submit():
@@ -214,7 +219,7 @@ def enrol(subject_id):
     result = service.evaluate(screening)
     return render_template("enrollment/enrol.html", subject=subject, screening=screening, form=form, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result), criteria=CRITERIA,
-                           meaning=service.ENROL_MEANING)
+                           meaning=service.ENROL_MEANING, max_failures=current_app.config["LOGIN_MAX_FAILURES"])
 
 
 @bp.route("/<int:subject_id>/screen-fail", methods=["POST"])

@@ -121,9 +121,15 @@ def sign(record, *, user, password: str, meaning: str, form: str | None = None) 
     """An e-signature: the signer re-enters the password (21 CFR 11.200)."""
     from ..auth.service import verify_password_for_signature
 
-    if not verify_password_for_signature(user, password):
-        raise SignatureRefused("Password not accepted: the signature was not applied.")
     scope = _subject_scope(record)
+    refusal = verify_password_for_signature(user, password)
+    if refusal:
+        # A failed signature attempt is recorded too (21 CFR 11.300(d)); it is committed
+        # with the failure count, before anything of the refused action was written.
+        audit.append("sign_refused", user=user, form=form or record.FORM_NAME, form_id=record.id,
+                     field="signature", new=meaning, reason="password not accepted", **scope)
+        commit()
+        raise SignatureRefused(refusal)
     signature = Signature(user_id=user.id, printed_name=user.full_name, meaning=meaning, signed_at=utcnow(),
                           subject_id=scope["subject_id"], form=form or record.FORM_NAME, form_id=record.id,
                           form_version=record.version)
