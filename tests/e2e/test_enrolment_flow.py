@@ -104,7 +104,7 @@ def test_coordinator_screens_and_investigator_enrols(page, shot):
 
     # --- corrects ALT: the form is complete, so the change needs a reason ---
     page.locator("#screening-form [name=alt]").fill("38")
-    page.get_by_role("button", name="Save and mark complete").click()
+    page.get_by_role("button", name="Save changes").click()
     expect(page.locator(".flash.success")).to_have_count(0)
     reason_field = page.locator(".field.has-error", has=page.get_by_label("Reason for change"))
     expect(reason_field.locator(".error")).to_contain_text("give a reason for the change")
@@ -114,7 +114,7 @@ def test_coordinator_screens_and_investigator_enrols(page, shot):
     reason = "Transcription error: ALT is 38 U/L on the lab report of the screening visit."
     page.locator("#screening-form [name=alt]").fill("38")
     page.get_by_label("Reason for change").fill(reason)
-    page.get_by_role("button", name="Save and mark complete").click()
+    page.get_by_role("button", name="Save changes").click()
     expect(page.locator(".flash.success")).to_contain_text("Screening form saved.")
     expect(transaminases).to_have_attribute("data-status", "pass")
     expect(eligibility_badge(page)).to_have_text("eligible")
@@ -143,7 +143,8 @@ def test_coordinator_screens_and_investigator_enrols(page, shot):
     page.get_by_role("button", name="Sign and enrol").click()
     password_field = page.locator(".field", has=page.get_by_label("Your password"))
     expect(password_field).to_have_class(re.compile(r"\bhas-error\b"))
-    expect(password_field.locator(".error")).to_have_text("Password not accepted: the signature was not applied.")
+    expect(password_field.locator(".error")).to_have_text(
+        "Password not accepted: the signature was not applied. 4 more wrong passwords will lock your account.")
     expect(page.locator(".subject-header .badge")).to_have_text("screening")
     expect(page.locator(".subject-header h1")).not_to_contain_text(re.compile(r"HZ-\d{3}"))
     shot("05-enrol-wrong-password")
@@ -172,13 +173,14 @@ def test_coordinator_screens_and_investigator_enrols(page, shot):
     # --- the audit trail shows the ALT correction with its reason ---
     page.get_by_role("link", name="Audit trail").click()
     rows = page.locator("#audit tbody tr")
-    alt_change = rows.filter(has=page.locator("td:nth-child(6)", has_text=re.compile(r"^alt$"))).filter(
+    alt_change = rows.filter(has=page.locator("td:nth-child(6) small.code", has_text=re.compile(r"^alt$"))).filter(
         has=page.locator("td.old", has_text=re.compile(r"^130$")))
     expect(alt_change).to_have_count(1)
     cells = alt_change.locator("td")
     expect(cells.nth(2)).to_have_text("coord-hz")
     expect(cells.nth(3)).to_have_text("update")
-    expect(cells.nth(4)).to_contain_text("screening")
+    expect(cells.nth(4)).to_contain_text("Screening form")
+    expect(cells.nth(5)).to_contain_text("ALT")
     expect(alt_change.locator("td.old")).to_have_text("130")
     expect(alt_change.locator("td.new")).to_have_text("38")
     expect(cells.nth(8)).to_have_text(reason)

@@ -181,3 +181,41 @@ def test_subject_numbers_are_sequential_per_site_and_never_reused(app, login):
         assert db.session.get(Subject, sid).subject_number == "NB-002"
         numbers = db.session.execute(select(Subject.subject_number).where(Subject.subject_number.is_not(None))).scalars().all()
         assert len(numbers) == len(set(numbers))
+
+
+def test_wrong_signature_passwords_are_audited_and_the_lock_ends_the_session(app, login):
+    sid, version = _enrol_form(app, "HZ-S004")
+    inv = login("inv-hz")
+    form = {"password": "guess", "confirm": "y", "screening_version": str(version)}
+    for attempt in range(1, 5):
+        response = inv.post(f"/subjects/{sid}/enrol", data=form)
+        assert f"{5 - attempt} more wrong password".encode() in response.data
+    response = inv.post(f"/subjects/{sid}/enrol", data=form)
+    assert b"your account is now locked for 15 minutes" in response.data
+    # the next request of the still-open session is logged out
+    response = inv.get(f"/subjects/{sid}")
+    assert response.status_code == 302 and "/login" in response.location
+    assert inv.get("/subjects/").status_code == 302
+    with app.app_context():
+        refused = db.session.execute(select(AuditRecord).where(
+            AuditRecord.subject_id == sid, AuditRecord.action == "sign_refused")).scalars().all()
+        assert len(refused) == 5 and all(r.username == "inv-hz" for r in refused)
+        assert db.session.get(Subject, sid).status == "screening"
+
+
+def test_not_in_future_uses_the_site_date(app, login, monkeypatch):
+    """At 01:00 in Hangzhou (17:00 UTC the day before) today's local date is accepted."""
+    from datetime import datetime, timezone
+
+    import cellstudy.timeutil as timeutil
+
+    fixed = datetime(2026, 3, 9, 17, 0, tzinfo=timezone.utc)  # 2026-03-10 01:00 in Asia/Shanghai
+    monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
+    coord = login("coord-hz")
+    sid = new_subject(coord)
+    response = coord.post(f"/subjects/{sid}/screening", data={"version": "1", "save": "1",
+                                                              "screening_date": "2026-03-10"})
+    assert response.status_code == 302
+    response = coord.post(f"/subjects/{sid}/screening", data={"version": "2", "save": "1",
+                                                              "screening_date": "2026-03-11"})
+    assert b"cannot be in the future" in response.data
