@@ -82,7 +82,7 @@ def screening(subject_id, screening_id=None):
     if request.method == "POST" and form.validate():
         values = form.values()
         try:
-            service.save_screening(screening, values, user=current_user, expected_version=int(form.version.data or 0),
+            service.save_screening(screening, values, user=current_user, expected_version=_version(form.version.data),
                                    reason=form.reason.data, complete="complete" in request.form)
         except StaleVersion as error:
             conflict = _conflict(screening, values)
@@ -108,6 +108,14 @@ def screening(subject_id, screening_id=None):
     return render_template("enrollment/screening.html", subject=subject, screening=screening, form=form,
                            result=result, sections=SECTIONS, fields=SCREENING_FIELDS, criteria=CRITERIA,
                            conflict=conflict, labels=EXPOSURE_CATEGORY_LABELS, can_edit=_can_enter())
+
+
+def _version(raw) -> int:
+    """The form version the user opened; garbage counts as stale (refused, never a 500)."""
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _can_enter() -> bool:
@@ -169,7 +177,7 @@ def exposure_edit(subject_id, exposure_id):
     if form.validate_on_submit():
         try:
             service.update_exposure(exposure, form.values(), user=current_user,
-                                    expected_version=int(form.version.data or 0), reason=form.reason.data)
+                                    expected_version=_version(form.version.data), reason=form.reason.data)
         except RecordError as error:
             (form.reason.errors if error.field == "reason" else form.name.errors).append(str(error))
         else:
@@ -187,7 +195,7 @@ def exposure_remove(subject_id, exposure_id):
     form = RemoveForm()
     if form.validate_on_submit():
         try:
-            service.remove_exposure(exposure, user=current_user, expected_version=int(form.version.data or 0),
+            service.remove_exposure(exposure, user=current_user, expected_version=_version(form.version.data),
                                     reason=form.reason.data)
         except RecordError as error:
             flash(str(error), "error")
@@ -210,7 +218,7 @@ def enrol(subject_id):
     if form.validate_on_submit():
         try:
             service.enrol(subject, user=current_user, password=form.password.data,
-                          screening_version=int(form.screening_version.data or 0))
+                          screening_version=_version(form.screening_version.data))
         except RecordError as error:
             (form.password.errors if error.field == "password" else form.confirm.errors).append(str(error))
         else:

@@ -227,3 +227,12 @@ def test_monitor_sees_the_form_read_only_and_cannot_post(app, login):
     page = m.get("/subjects/1/screening").data.decode()
     assert "<fieldset disabled>" in page and "Save and mark complete" not in page
     assert m.post("/subjects/1/screening", data=screening_post(2)).status_code == 403
+
+
+@pytest.mark.parametrize("version", ["", "abc", "-5", "99999"])
+def test_a_missing_or_forged_version_is_refused_as_stale_not_a_500(app, login, version):
+    s = login("coord-hz")
+    sid = new_subject(s)
+    response = s.post(f"/subjects/{sid}/screening", data={**screening_post(1), "version": version})
+    assert response.status_code == 200 and b"since you opened it" in response.data
+    assert _screening(app, sid).version == 1
