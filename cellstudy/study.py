@@ -12,8 +12,9 @@ protocol; an amendment is a new ``Study`` built with ``dataclasses.replace``::
     check(case, study=AMENDMENT_1)
 
 Limits are ``int`` or ``Decimal`` (never ``float``) so that rule code can compare them
-exactly (PROTOCOL 4.1). Later features add their own nested sections (infusion
-regimen, dose levels, visit schedule) next to ``eligibility`` and ``washouts``.
+exactly (PROTOCOL 4.1). Sections: ``eligibility`` (4.3), ``washouts`` (4.4), ``regimen``
+(5.1-5.3: lymphodepletion, infusions, dose levels, vaccination window, DLT window),
+``visits`` (the follow-up schedule) and ``toxicity_hold`` (5.2).
 """
 
 from __future__ import annotations
@@ -112,16 +113,132 @@ DEFAULT_WASHOUTS: tuple[Washout, ...] = (
 
 
 @dataclass(frozen=True)
+class DoseLevel:
+    """A dose level of the phase I escalation (PROTOCOL 5.1): cells per infusion."""
+
+    name: str
+    cells: int
+
+    @property
+    def label(self) -> str:
+        mantissa, exponent = f"{self.cells:.0e}".split("e")
+        return f"{self.name} ({mantissa} x 10^{int(exponent)} cells)"
+
+
+@dataclass(frozen=True)
+class LymphodepletionDrug:
+    name: str
+    dose_mg_per_m2: Decimal  # per day
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A follow-up visit declared as data (ARCHITECTURE: windows are data): a target
+    `day` after the first infusion (day 0) or a number of calendar `months`, with a
+    window of `before`/`after` days around the target."""
+
+    code: str
+    label: str
+    day: int | None = None
+    months: int | None = None
+    before: int = 0
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.day is None) == (self.months is None):
+            raise ValueError(f"visit {self.code}: give day or months, not both")
+        if self.before < 0 or self.after < 0:
+            raise ValueError(f"visit {self.code}: window days must not be negative")
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """PROTOCOL 5.1 (defaults) and the numbers of the lockouts of 5.2 and 5.3."""
+
+    lymphodepletion_days: tuple[int, ...] = (-5, -4, -3)
+    lymphodepletion_drugs: tuple[LymphodepletionDrug, ...] = (
+        LymphodepletionDrug("fludarabine", Decimal("30")),
+        LymphodepletionDrug("cyclophosphamide", Decimal("300")),
+    )
+    # NK infusions: target days after the first infusion, +/- window (targets, not lockouts)
+    infusion_days: tuple[int, ...] = (0, 7, 14)
+    infusion_window_days: int = 1
+    # lockout min_interval: the next infusion at least 6 days after the latest one
+    min_interval_days: int = 6
+    dose_levels: tuple[DoseLevel, ...] = (
+        DoseLevel("DL1", 100_000_000),
+        DoseLevel("DL2", 1_000_000_000),
+        DoseLevel("DL3", 3_000_000_000),
+    )
+    # a given dose more than 10 % away from the dose level needs a deviation reason
+    dose_tolerance_percent: Decimal = Decimal("10")
+    # vaccination window: from (first infusion - 27 days), i.e. "within 4 weeks before",
+    # to (last infusion + 84 days), 12 weeks after; both ends inclusive (PROTOCOL 5.2)
+    vaccine_days_before_first: int = 28
+    vaccine_days_after_last: int = 84
+    # dose-limiting toxicity window after the first infusion (PROTOCOL 6)
+    dlt_window_days: int = 28
+    escalation_design: str = "3+3"
+    # sentinel stagger (PROTOCOL 5.3): days between the first and second subject of a level
+    sentinel_stagger_days: int | None = None
+
+    @property
+    def infusion_count(self) -> int:
+        return len(self.infusion_days)
+
+    def dose_level(self, name: str) -> DoseLevel:
+        for level in self.dose_levels:
+            if level.name == name:
+                return level
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class ToxicityHold:
+    """Lockout toxicity_hold (PROTOCOL 5.2): an open AE at or above these grades."""
+
+    crs_min_grade: int = 2
+    icans_min_grade: int = 1
+    related_min_grade: int = 3
+
+
+# PROTOCOL 5.1: days 1, 3, 7, 14, 21, 28 after the first infusion, then months 2, 3, 6.
+DEFAULT_VISITS: tuple[Visit, ...] = (
+    Visit("D1", "Day 1", day=1),
+    Visit("D3", "Day 3", day=3, before=1, after=1),
+    Visit("D7", "Day 7", day=7, before=1, after=1),
+    Visit("D14", "Day 14", day=14, before=1, after=1),
+    Visit("D21", "Day 21", day=21, before=2, after=2),
+    Visit("D28", "Day 28", day=28, before=3, after=3),
+    Visit("M2", "Month 2", months=2, before=7, after=7),
+    Visit("M3", "Month 3", months=3, before=7, after=7),
+    Visit("M6", "Month 6", months=6, before=14, after=14),
+)
+
+
+@dataclass(frozen=True)
 class Study:
     protocol_id: str
     version: str
     eligibility: EligibilityLimits = field(default_factory=EligibilityLimits)
     washouts: tuple[Washout, ...] = DEFAULT_WASHOUTS
+    regimen: Regimen = field(default_factory=Regimen)
+    visits: tuple[Visit, ...] = DEFAULT_VISITS
+    toxicity_hold: ToxicityHold = field(default_factory=ToxicityHold)
 
     def __post_init__(self) -> None:
         categories = [w.category for w in self.washouts]
         if len(set(categories)) != len(categories):
             raise ValueError("study: a washout category is listed twice")
+        codes = [v.code for v in self.visits]
+        if len(set(codes)) != len(codes):
+            raise ValueError("study: a visit code is listed twice")
+        names = [d.name for d in self.regimen.dose_levels]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("study: dose levels must be named uniquely")
+        days = self.regimen.infusion_days
+        if not days or days[0] != 0 or list(days) != sorted(set(days)):
+            raise ValueError("study: infusion days must start at day 0 and increase")
 
     def washout(self, category: str) -> Washout:
         """The washout row of an exposure category; KeyError if unknown."""
