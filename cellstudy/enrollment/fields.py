@@ -5,7 +5,7 @@ form is generated from them, so a label, range or choice list changes in one pla
 
 ``kind`` is one of ``date``, ``number`` (int, float or Decimal), ``int`` (an int only),
 ``bool`` and ``choice`` (one of ``choices``, given as ``(value, label)`` pairs);
-``text`` occurs only in ``EXPOSURE_FIELDS``. ``min``/``max`` are inclusive bounds;
+``text`` (free text) and ``time`` (HH:MM) are for the CRFs of later forms. ``min``/``max`` are inclusive bounds;
 ``positive`` additionally excludes zero (a zero ULN or zero creatinine is bad input,
 PROTOCOL 4.1). ``female_only`` fields are asked only when sex is F.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = frozenset({"date", "number", "int", "bool", "choice", "text"})
+KINDS = frozenset({"date", "number", "int", "bool", "choice", "text", "time"})
 
 DEMOGRAPHICS = "Demographics & consent"
 DISEASE = "Disease"
@@ -44,6 +44,7 @@ class FieldSpec:
     max: int | None = None
     female_only: bool = False
     positive: bool = False
+    future: bool = False  # a date that may lie ahead (a planned date); others may not
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,8 +86,8 @@ SCREENING_FIELDS: tuple[FieldSpec, ...] = (
     # --- Demographics & consent ---
     _date("screening_date", "Screening date", DEMOGRAPHICS,
           "Date the eligibility is assessed."),
-    _date("first_infusion_date", "Planned first NK infusion date", DEMOGRAPHICS,
-          "Washouts count back from this date."),
+    FieldSpec("first_infusion_date", "Planned first NK infusion date", "date", DEMOGRAPHICS,
+              help="Washouts count back from this date.", future=True),
     _date("icf_signed_date", "Date informed consent signed", DEMOGRAPHICS,
           "Must be on or before the screening date."),
     _date("date_of_birth", "Date of birth", DEMOGRAPHICS),

@@ -5,7 +5,7 @@ from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, Strin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from ..records.formrecord import FormRecord
+from ..records.formrecord import DataFormRecord, FormRecord
 from ..timeutil import utcnow
 
 # PROTOCOL 3: screening -> (screen_failed | enrolled) -> on_treatment -> follow_up -> (completed | withdrawn | died)
@@ -51,9 +51,8 @@ class Subject(db.Model):
         return None
 
 
-class Screening(FormRecord, db.Model):
-    """The screening CRF. Field values live in `data` as canonical text (ISO dates,
-    exact decimal strings, booleans), so nothing is rounded on the way to the checker."""
+class Screening(DataFormRecord, db.Model):
+    """The screening CRF (PROTOCOL 4.2); its answers live in `data` (DataFormRecord)."""
 
     __tablename__ = "screening"
     FORM_NAME = "screening"
@@ -63,23 +62,10 @@ class Screening(FormRecord, db.Model):
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     previous_id: Mapped[int | None] = mapped_column(ForeignKey("screening.id"))
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     subject: Mapped[Subject] = relationship(back_populates="screenings")
     previous = relationship("Screening", remote_side="Screening.id")
-
-    def get_field(self, name):
-        return (self.data or {}).get(name)
-
-    def set_field(self, name, value) -> None:
-        data = dict(self.data or {})  # a new dict so the JSON column is marked dirty
-        if value is None:
-            data.pop(name, None)
-        else:
-            data[name] = value
-        self.data = data
-
 
 class Exposure(FormRecord, db.Model):
     """A prior or concomitant therapy/procedure (PROTOCOL 4.4). One log per subject:

@@ -5,6 +5,7 @@ from sqlalchemy import func, or_, select
 
 from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped
 from ..extensions import db
+from ..records import crf
 from ..records.service import RecordError, StaleVersion
 from ..timeutil import site_today
 from . import service
@@ -125,9 +126,8 @@ def _can_enter() -> bool:
 
 
 def _form_data(screening: Screening) -> dict:
-    data = {spec.name: service.from_stored(spec, (screening.data or {}).get(spec.name)) for spec in SCREENING_FIELDS}
+    data = crf.form_data(screening, SCREENING_FIELDS)
     data["prior_therapies_none"] = bool((screening.data or {}).get(service.NO_PRIOR_THERAPIES))
-    data["version"] = screening.version
     return data
 
 
@@ -137,7 +137,7 @@ def _conflict(screening: Screening, values: dict) -> list[dict]:
     for name, (saved, mine) in service.records.diff(screening, values).items():
         spec = FIELDS_BY_NAME.get(name)
         rows.append({"label": spec.label if spec else "No prior therapies", "mine": mine,
-                     "saved": service.from_stored(spec, saved) if spec else saved})
+                     "saved": crf.from_stored(spec, saved) if spec else saved})
     return rows
 
 

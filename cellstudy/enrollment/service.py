@@ -10,7 +10,9 @@ from sqlalchemy import select
 
 from ..auth.models import Site
 from ..extensions import db
+from ..records import crf
 from ..records import service as records
+from ..records.crf import from_stored
 from ..records.service import RecordError
 from ..study import STUDY
 from ..timeutil import utcnow
@@ -24,34 +26,9 @@ ENROL_MEANING = "I confirm this subject meets all eligibility criteria"
 
 # --- stored text <-> checker values -------------------------------------------------
 
-def to_stored(spec, value):
-    """Python value from the form -> JSON-safe canonical value kept on the form."""
-    if value is None or value == "":
-        return None
-    if spec.kind == "date":
-        return value if isinstance(value, str) else value.isoformat()
-    if spec.kind == "number":
-        return format(Decimal(value), "f")
-    return value  # int, bool, choice are JSON-native
-
-
 def stored_values(values: dict) -> dict:
     """Form answers -> the canonical values kept on the screening form."""
-    out = {}
-    for name, value in values.items():
-        spec = FIELDS_BY_NAME.get(name)
-        out[name] = to_stored(spec, value) if spec else (value if value not in ("", False) else None)
-    return out
-
-
-def from_stored(spec, value):
-    if value is None:
-        return None
-    if spec.kind == "date":
-        return date.fromisoformat(value)
-    if spec.kind == "number":
-        return Decimal(value)
-    return value
+    return crf.stored_values(FIELDS_BY_NAME, values)
 
 
 def exposure_case(exposure: Exposure) -> dict:

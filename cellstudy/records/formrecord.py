@@ -1,7 +1,7 @@
 """Columns and behaviour shared by every clinical form (versioned, audited, signable)."""
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from ..timeutil import utcnow
@@ -44,3 +44,21 @@ class FormRecord:
     @property
     def site_id(self) -> int:
         return self.subject.site_id
+
+
+class DataFormRecord(FormRecord):
+    """A CRF whose answers live in one JSON column as canonical values (records/crf.py):
+    exact decimal text, ISO dates, booleans; nothing is rounded on the way in or out."""
+
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    def get_field(self, name):
+        return (self.data or {}).get(name)
+
+    def set_field(self, name, value) -> None:
+        data = dict(self.data or {})  # a new dict so the JSON column is marked dirty
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+        self.data = data

@@ -1,0 +1,160 @@
+"""Case report forms declared as data: a tuple of FieldSpecs (enrollment/fields.py)
+becomes a WTForms class, canonical stored values and readable display values. The
+screening CRF and every later CRF (infusion, lymphodepletion, visit, DLT) are built
+here, so validation, storage and display never drift between forms."""
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+from flask_wtf import FlaskForm
+from wtforms import DateField, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms.validators import Length, NumberRange, Optional, ValidationError
+
+YES_NO = [("", "— not answered —"), ("yes", "Yes"), ("no", "No")]
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def greater_than_zero(message="Must be greater than zero."):
+    def check(form, field):
+        if field.data is not None and field.data <= 0:
+            raise ValidationError(message)
+    return check
+
+
+def not_in_future(form, field):
+    """The site's today (set by the view as form.today), not the server's."""
+    today = getattr(form, "today", None) or date.today()
+    if field.data and field.data > today:
+        raise ValidationError("This date cannot be in the future.")
+
+
+def valid_time(form, field):
+    if field.data and not TIME_RE.match(field.data.strip()):
+        raise ValidationError("Enter a time as HH:MM (24-hour clock).")
+
+
+class YesNoField(SelectField):
+    """A tri-state answer: yes / no / not answered (missing)."""
+
+    def __init__(self, label=None, validators=None, **kwargs):
+        super().__init__(label, validators, choices=YES_NO, **kwargs)
+
+    def process_data(self, value):
+        self.data = {True: "yes", False: "no"}.get(value, "")
+
+    @property
+    def value(self):
+        return {"yes": True, "no": False}.get(self.data)
+
+
+def _bounds_message(low, high) -> str:
+    if low is not None and high is not None:
+        return f"Enter a value between {low} and {high}."
+    return f"Enter a value of at least {low}." if low is not None else f"Enter a value of at most {high}."
+
+
+def field_for(spec):
+    """The WTForms field of one FieldSpec (every answer optional: drafts may be partial)."""
+    kwargs = {"description": spec.help or ""}
+    validators = [Optional()]
+    if spec.kind == "date":
+        if not spec.future:
+            validators.append(not_in_future)
+        return DateField(spec.label, validators=validators, format="%Y-%m-%d", **kwargs)
+    if spec.kind in ("number", "int"):
+        if spec.min is not None or spec.max is not None:
+            validators.append(NumberRange(min=spec.min, max=spec.max, message=_bounds_message(spec.min, spec.max)))
+        if spec.positive:
+            validators.append(greater_than_zero())
+        if spec.kind == "int":
+            return IntegerField(spec.label, validators=validators, **kwargs)
+        return DecimalField(spec.label, validators=validators, places=None, **kwargs)
+    if spec.kind == "bool":
+        return YesNoField(spec.label, validators=[Optional()], **kwargs)
+    if spec.kind == "choice":
+        return SelectField(spec.label, choices=[("", "— not answered —"), *spec.choices],
+                           validators=[Optional()], **kwargs)
+    if spec.kind == "time":
+        return StringField(spec.label, validators=[Optional(), valid_time], **kwargs)
+    if spec.kind == "text":
+        return TextAreaField(spec.label, validators=[Optional(), Length(max=spec.max or 2000)], **kwargs)
+    raise ValueError(f"no form field for kind {spec.kind}")
+
+
+class CrfForm(FlaskForm):
+    """Base of every generated CRF form: the version opened and a reason for change."""
+
+    SPECS: tuple = ()
+    version = HiddenField()
+    reason = TextAreaField("Reason for change", validators=[Length(max=500)],
+                           description="Required when changing a completed form.")
+
+    def values(self) -> dict:
+        """The submitted answers as Python values (None = not answered)."""
+        out = {}
+        for spec in self.SPECS:
+            field = self[spec.name]
+            if isinstance(field, YesNoField):
+                out[spec.name] = field.value
+            elif isinstance(field.data, str):
+                out[spec.name] = field.data.strip() or None
+            else:
+                out[spec.name] = field.data
+        return out
+
+
+def form_class(name: str, specs, base=CrfForm, **extra):
+    return type(name, (base,), {"SPECS": tuple(specs), **{s.name: field_for(s) for s in specs}, **extra})
+
+
+def to_stored(spec, value):
+    """A form value -> the canonical JSON value kept on the record (exact decimals as text)."""
+    if value is None or value == "":
+        return None
+    if spec.kind == "date":
+        return value if isinstance(value, str) else value.isoformat()
+    if spec.kind == "number":
+        return format(Decimal(value), "f")
+    return value  # int, bool, choice, text, time are JSON-native
+
+
+def from_stored(spec, value):
+    if value is None:
+        return None
+    if spec.kind == "date":
+        return date.fromisoformat(value)
+    if spec.kind == "number":
+        return Decimal(value)
+    return value
+
+
+def stored_values(specs_by_name: dict, values: dict) -> dict:
+    out = {}
+    for name, value in values.items():
+        spec = specs_by_name.get(name)
+        out[name] = to_stored(spec, value) if spec else (value if value not in ("", False) else None)
+    return out
+
+
+def form_data(record, specs) -> dict:
+    """A saved record's values for a form's `data=` (plus the version it was opened at)."""
+    data = {spec.name: from_stored(spec, (record.data or {}).get(spec.name)) for spec in specs}
+    data["version"] = record.version
+    return data
+
+
+def display(spec, value) -> str:
+    """A stored value as a person reads it: labels for coded values, units."""
+    if value is None:
+        return "—"
+    if spec.kind == "bool":
+        return "Yes" if value else "No"
+    if spec.kind == "choice":
+        return dict(spec.choices).get(value, str(value))
+    return f"{value} {spec.unit}" if spec.unit else str(value)
+
+
+def missing(specs, values: dict, skip=()) -> list[str]:
+    return [s.name for s in specs if s.name not in skip and values.get(s.name) is None]
