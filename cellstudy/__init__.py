@@ -90,7 +90,6 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
 
 def _register_hooks(app: Flask) -> None:
     from .auth.policy import can
-    from .study import STUDY
 
     @app.before_request
     def idle_timeout():
@@ -131,7 +130,13 @@ def _register_hooks(app: Flask) -> None:
 
     from .enrollment.eligibility import INCLUSION_CODES
 
-    app.jinja_env.globals.update(can=can, study=STUDY, inclusion_codes=INCLUSION_CODES)
+    app.jinja_env.globals.update(can=can, inclusion_codes=INCLUSION_CODES)
+
+    @app.context_processor
+    def study_in_force():
+        from .settings import current_study
+
+        return {"study": current_study()}
     app.jinja_env.filters["utc"] = fmt_utc
     app.jinja_env.filters["sitetime"] = fmt_site
 

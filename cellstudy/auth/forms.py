@@ -25,3 +25,11 @@ class UserForm(FlaskForm):
     role = SelectField("Role", choices=[(r, r.replace("_", " ")) for r in ROLES])
     sites = SelectMultipleField("Sites", choices=[])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(min=12, message="At least 12 characters.")])
+
+
+class AmendmentForm(FlaskForm):
+    """Study settings (the values come from settings.editable_settings)."""
+
+    version = StringField("New version label", validators=[DataRequired("Name the amendment, e.g. '2.0 (amendment 1)'."),
+                                                           Length(max=60)])
+    reason = StringField("Reason", validators=[DataRequired("Give the reason for the change."), Length(max=500)])

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from . import service
-from .forms import UserForm, LoginForm
+from .forms import AmendmentForm, LoginForm, UserForm
 from .models import Site, User
 from .policy import require
 
@@ -61,3 +61,28 @@ def users():
             return redirect(url_for("auth.users"))
     all_users = db.session.execute(select(User).order_by(User.username)).scalars().all()
     return render_template("auth/users.html", users=all_users, form=form, is_locked=service.is_locked)
+
+
+@bp.route("/admin/study", methods=["GET", "POST"])
+@require("manage_users")
+def study_settings():
+    """The study definition in force, and the admin's amendment of its settings."""
+    from ..infusions.models import StudyAmendment
+    from ..settings import amend, current_study, editable_settings
+
+    form = AmendmentForm()
+    settings = editable_settings(current_study())
+    values = {key: request.form.get(key, "") for key, _v, _t in settings} if request.method == "POST" else {
+        key: "" if value is None else str(value) for key, value, _t in settings}
+    error = None
+    if form.validate_on_submit():
+        try:
+            amend(values, version=form.version.data.strip(), reason=form.reason.data.strip(), user=current_user)
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            flash("Study settings amended.", "success")
+            return redirect(url_for("auth.study_settings"))
+    history = db.session.execute(select(StudyAmendment).order_by(StudyAmendment.id.desc())).scalars().all()
+    return render_template("auth/study.html", form=form, settings=settings, values=values, error=error,
+                           history=history)

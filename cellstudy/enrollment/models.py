@@ -22,6 +22,7 @@ class Subject(db.Model):
     status: Mapped[str] = mapped_column(String(20), default="screening", index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dose_level: Mapped[str | None] = mapped_column(String(20), index=True)
 
     site = relationship("Site")
     screenings: Mapped[list["Screening"]] = relationship(
@@ -30,6 +31,12 @@ class Subject(db.Model):
         back_populates="subject", order_by="(Exposure.last_date, Exposure.id)")
     decisions: Mapped[list["EligibilityDecision"]] = relationship(
         back_populates="subject", order_by="EligibilityDecision.id")
+    infusions = relationship("Infusion", back_populates="subject", order_by="(Infusion.number, Infusion.id)")
+    lymphodepletion_days = relationship("LymphodepletionDay", back_populates="subject",
+                                        order_by="LymphodepletionDay.day")
+    visits = relationship("Visit", back_populates="subject", order_by="Visit.seq")
+    dlt_assessment = relationship("DltAssessment", back_populates="subject", uselist=False)
+    deviations = relationship("Deviation", back_populates="subject", order_by="Deviation.id")
 
     @property
     def label(self) -> str:

@@ -9,7 +9,8 @@ from ..records import crf
 from ..records.service import RecordError, StaleVersion
 from ..timeutil import site_today
 from . import service
-from .eligibility import CRITERIA
+from ..settings import current_study
+from .eligibility import criteria as criteria_of
 from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME, SCREENING_FIELDS, SECTIONS
 from .forms import (EnrolForm, ExposureForm, RegisterForm, RemoveForm, RescreenForm, ScreenFailForm,
                     ScreeningForm)
@@ -62,7 +63,7 @@ def subject(subject_id):
     result = service.evaluate(screening)
     return render_template("enrollment/subject.html", subject=subject, screening=screening, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result),
-                           screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(), criteria=CRITERIA)
+                           screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(), criteria=criteria_of(current_study()))
 
 
 @bp.route("/<int:subject_id>/screening", methods=["GET", "POST"])
@@ -107,7 +108,7 @@ def screening(subject_id, screening_id=None):
     if result.get("error"):
         _field_error(form, result["error"])
     return render_template("enrollment/screening.html", subject=subject, screening=screening, form=form,
-                           result=result, sections=SECTIONS, fields=SCREENING_FIELDS, criteria=CRITERIA,
+                           result=result, sections=SECTIONS, fields=SCREENING_FIELDS, criteria=criteria_of(current_study()),
                            conflict=conflict, labels=EXPOSURE_CATEGORY_LABELS, can_edit=_can_enter())
 
 
@@ -226,7 +227,7 @@ def enrol(subject_id):
             return redirect(url_for(".subject", subject_id=subject.id))
     result = service.evaluate(screening)
     return render_template("enrollment/enrol.html", subject=subject, screening=screening, form=form, result=result,
-                           blockers=service.enrolment_blockers(subject, screening, result), criteria=CRITERIA,
+                           blockers=service.enrolment_blockers(subject, screening, result), criteria=criteria_of(current_study()),
                            meaning=service.ENROL_MEANING, max_failures=current_app.config["LOGIN_MAX_FAILURES"])
 
 

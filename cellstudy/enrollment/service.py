@@ -14,7 +14,7 @@ from ..records import crf
 from ..records import service as records
 from ..records.crf import from_stored
 from ..records.service import RecordError
-from ..study import STUDY
+from ..settings import current_study
 from ..timeutil import utcnow
 from . import eligibility
 from .fields import FIELDS_BY_NAME, SCREENING_FIELDS
@@ -60,7 +60,7 @@ def build_case(screening: Screening, data: dict | None = None) -> dict:
 def evaluate(screening: Screening) -> dict:
     """The checker's result for the saved form, or a bad-input result naming the field."""
     try:
-        return eligibility.check(build_case(screening))
+        return eligibility.check(build_case(screening), study=current_study())
     except ValueError as error:
         return {"eligible": None, "criteria": {}, "error": str(error)}
 
@@ -124,7 +124,7 @@ def save_screening(screening: Screening, values: dict, *, user, expected_version
     values = stored_values(values)
     merged = {k: v for k, v in {**(screening.data or {}), **values}.items() if v is not None}
     try:  # the checker is the judge of bad input too (PROTOCOL 4.1): refuse before saving
-        eligibility.check(build_case(screening, merged))
+        eligibility.check(build_case(screening, merged), study=current_study())
     except ValueError as error:
         raise InvalidValue(str(error), field_of_error(str(error))) from None
     if complete:
@@ -258,10 +258,11 @@ def _decision(subject, screening, case, result, *, outcome, user, signature=None
         subject_id=subject.id, screening_id=screening.id, screening_version=screening.version, outcome=outcome,
         eligible={True: "true", False: "false", None: "null"}[result["eligible"]],
         inputs=_jsonable(case), criteria=result["criteria"], failed_criteria=failed,
-        study_version=STUDY.version, signature_id=signature.id if signature else None,
+        study_version=current_study().version, signature_id=signature.id if signature else None,
         decided_by_id=user.id, decided_at=utcnow(), note=(note or "").strip() or None)
     records.create(decision, user=user, form="eligibility_decision",
-                   fields={"outcome": outcome, "failed_criteria": failed, "study_version": STUDY.version})
+                   fields={"outcome": outcome, "failed_criteria": failed,
+                                                                     "study_version": current_study().version})
     return decision
 
 

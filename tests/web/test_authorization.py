@@ -66,6 +66,7 @@ ENDPOINTS: dict[str, Route] = {
     # Anyone may post to logout; it always ends on the login page.
     "auth.logout": Route({"POST": PUBLIC}),
     "auth.users": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
+    "auth.study_settings": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
     "main.index": Route({"GET": LOGGED_IN}),
     "enrollment.subject_list": Route({"GET": VIEW}),
     "enrollment.register": Route({"POST": ENTER}),

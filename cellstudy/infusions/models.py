@@ -1,0 +1,135 @@
+"""Infusions, lymphodepletion, visits, DLT assessments, deviations and dose-escalation
+reviews (PROTOCOL 5, issue 3)."""
+from datetime import date, datetime
+
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from ..records.formrecord import DataFormRecord
+from ..timeutil import utcnow
+
+INFUSION_STATES = ("scheduled", "given", "cancelled")
+VISIT_STATES = ("planned", "done", "missed")
+
+
+class Infusion(DataFormRecord, db.Model):
+    """One NK-cell infusion: scheduled (state), then administered (the CRF in `data`).
+    Rescheduling and cancelling keep the history in the audit trail."""
+
+    __tablename__ = "infusion"
+    FORM_NAME = "infusion"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    planned_date: Mapped[date] = mapped_column(Date, index=True)
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    dose_level: Mapped[str | None] = mapped_column(String(20))
+    target_deviation_reason: Mapped[str | None] = mapped_column(Text)
+    override_reason: Mapped[str | None] = mapped_column(Text)
+    override_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+    subject = relationship("Subject", back_populates="infusions")
+
+    @property
+    def date(self) -> date:
+        """The day that counts: the administration date once given, else the plan."""
+        given = (self.data or {}).get("administration_date")
+        return date.fromisoformat(given) if given else self.planned_date
+
+
+class LymphodepletionDay(DataFormRecord, db.Model):
+    """Lymphodepletion CRF, one per day (-5, -4, -3): drugs, doses, BSA, times."""
+
+    __tablename__ = "lymphodepletion_day"
+    FORM_NAME = "lymphodepletion"
+    __table_args__ = (UniqueConstraint("subject_id", "day"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    day: Mapped[int] = mapped_column(Integer)
+    planned_date: Mapped[date] = mapped_column(Date)
+
+    subject = relationship("Subject", back_populates="lymphodepletion_days")
+
+
+class Visit(DataFormRecord, db.Model):
+    """A follow-up visit of the schedule (PROTOCOL 5.1) with its window and its CRF."""
+
+    __tablename__ = "visit"
+    FORM_NAME = "visit"
+    __table_args__ = (UniqueConstraint("subject_id", "code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    code: Mapped[str] = mapped_column(String(10))
+    label: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int] = mapped_column(Integer)
+    target_date: Mapped[date] = mapped_column(Date, index=True)
+    earliest: Mapped[date] = mapped_column(Date)
+    latest: Mapped[date] = mapped_column(Date, index=True)
+    state: Mapped[str] = mapped_column(String(20), default="planned")
+    missed_reason: Mapped[str | None] = mapped_column(Text)
+
+    subject = relationship("Subject", back_populates="visits")
+
+
+class DltAssessment(DataFormRecord, db.Model):
+    """DLT assessment at the end of the DLT window (PROTOCOL 5.3/6), signed by the investigator."""
+
+    __tablename__ = "dlt_assessment"
+    FORM_NAME = "dlt_assessment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), unique=True)
+
+    subject = relationship("Subject", back_populates="dlt_assessment")
+
+
+class Deviation(db.Model):
+    """A protocol deviation: what happened, the reason given, and who signed it."""
+
+    __tablename__ = "deviation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    form: Mapped[str | None] = mapped_column(String(40))
+    form_id: Mapped[int | None] = mapped_column(Integer)
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+
+    subject = relationship("Subject", back_populates="deviations")
+    signature = relationship("Signature")
+    created_by = relationship("User")
+
+
+class EscalationReview(db.Model):
+    """The investigator's signed dose-escalation review of a decision (PROTOCOL 5.3)."""
+
+    __tablename__ = "escalation_review"
+    FORM_NAME = "escalation_review"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision: Mapped[str] = mapped_column(String(20))
+    level: Mapped[str | None] = mapped_column(String(20))
+    counts: Mapped[list] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    signature = relationship("Signature")
+
+
+class StudyAmendment(db.Model):
+    """A change of study settings by an admin: the overrides of the default study
+    definition (study.py) in force from this row on (issue 3: settings are audited)."""
+
+    __tablename__ = "study_amendment"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(60))
+    overrides: Mapped[dict] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    created_by = relationship("User")
