@@ -232,13 +232,12 @@ def _exposure_lockouts(c: _Case, study: Study, first: bool) -> dict[str, dict]:
 
 def _vaccine_lockout(c: _Case, study: Study, first: bool,
                      window: tuple[date, date]) -> dict | None:
-    vaccines = [e for e in c.exposures
-                if (row := blocking_washout(e, study)) is not None and row.criterion == VACCINE]
+    rows = [(e, blocking_washout(e, study)) for e in c.exposures]
+    vaccines = [(e, row) for e, row in rows if row is not None and row.criterion == VACCINE]
     if first:
         # PROTOCOL 5.2/4.4: a vaccine inside its 28-day window of the first infusion.
         items = []
-        for exposure in vaccines:
-            row = blocking_washout(exposure, study)
+        for exposure, row in vaccines:
             until = first_permitted_day(exposure, study=study)
             if c.proposed < until:
                 items.append((exposure, row, until))
@@ -251,7 +250,7 @@ def _vaccine_lockout(c: _Case, study: Study, first: bool,
     # PROTOCOL 5.2: at a later infusion, any vaccine inside the vaccination window is a
     # protocol deviation that blocks until the investigator overrides (until null).
     start, end = window
-    inside = [e for e in vaccines if start <= e.last_date <= end]
+    inside = [e for e, _ in vaccines if start <= e.last_date <= end]
     if not inside:
         return None
     given = "; ".join(_given(e) for e in inside)

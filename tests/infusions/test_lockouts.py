@@ -97,7 +97,7 @@ def test_dates_as_iso_strings_or_date_objects_give_the_same_answer():
 
 def test_the_case_may_carry_other_keys_and_is_not_modified():
     case = make_case(D, [], [exposure("systemic_steroid", day(-1), name="Dexamethasone",
-                                      route="iv")], [ae(grade=4, onset="2026-02-01")])
+                                      route="iv")], [{**ae(grade=4), "onset": "2026-02-01"}])
     case["subject"] = "HZ-001"
     before = repr(case)
     assert codes(run(case)) == ["washout_steroid", "toxicity_hold"]
