@@ -72,6 +72,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
 
     from .auth.routes import bp as auth_bp
     from .enrollment.routes import bp as enrollment_bp
+    from .infusions.routes import bp as infusions_bp
     from .main.routes import bp as main_bp
     from .records.routes import bp as records_bp
 
@@ -79,6 +80,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(auth_bp)
     app.register_blueprint(enrollment_bp)
     app.register_blueprint(records_bp)
+    app.register_blueprint(infusions_bp)
 
     from .cli import register_cli
 

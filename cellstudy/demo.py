@@ -81,10 +81,17 @@ def load_demo(today: date | None = None) -> bool:
     for code in ("HZ", "NB"):
         coord, inv = users[f"coord-{code.lower()}"], users[f"inv-{code.lower()}"]
         site = sites[code]
-        for _ in range(2 if code == "HZ" else 1):
+        if code == "HZ":  # on treatment: first infusion 6 days ago, the second scheduled
+            subject = make_subject(site, coord, "complete", today - timedelta(days=20))
+            _enrol(subject, inv)
+            _treat(subject, coord, today)
+            make_subject(site, coord, "complete", today)  # eligible, awaiting the investigator
+        else:  # enrolled, first infusion scheduled on the planned date
             subject = make_subject(site, coord, "complete", today)
-            enrollment.enrol(subject, user=inv, password=DEMO_PASSWORD,
-                             screening_version=subject.current_screening.version)
+            _enrol(subject, inv)
+            from .infusions import service as infusions
+
+            infusions.schedule_infusion(subject, infusions.first_infusion_date(subject), user=coord)
         failed = make_subject(site, coord, "complete", today,
                               **({"alt": Decimal("130")} if code == "HZ" else {"dsa_mfi": Decimal("3500")}))
         enrollment.screen_fail(failed, user=coord, note="Demo: excluded at screening.")
@@ -95,3 +102,41 @@ def load_demo(today: date | None = None) -> bool:
     enrollment.screen_fail(rescreened, user=users["coord-hz"])
     enrollment.rescreen(rescreened, user=users["coord-hz"], reason="Performance status improved after supportive care.")
     return True
+
+
+def _enrol(subject, investigator) -> None:
+    from .infusions import service as infusions
+
+    level, _why = infusions.proposed_dose_level()
+    enrollment.enrol(subject, user=investigator, password=DEMO_PASSWORD,
+                     screening_version=subject.current_screening.version, dose_level=level)
+
+
+def _treat(subject, user, today: date) -> None:
+    """Lymphodepletion done, infusion 1 given, D1/D3 visits done, infusion 2 scheduled."""
+    from .infusions import service as infusions
+    from .timeutil import utcnow
+
+    first = infusions.first_infusion_date(subject)
+    infusion = infusions.schedule_infusion(subject, first, user=user)
+    for day in subject.lymphodepletion_days:
+        infusions.save_lymphodepletion(day, {
+            "administration_date": day.planned_date, "height_cm": Decimal("165"), "weight_kg": Decimal("62.5"),
+            "fludarabine_mg_m2": Decimal("30"), "fludarabine_mg": Decimal("51"), "cyclophosphamide_mg_m2": Decimal("300"),
+            "cyclophosphamide_mg": Decimal("510"), "start_time": "09:00", "stop_time": "11:30"},
+            user=user, expected_version=day.version, reason=None, complete=True, today=today)
+    vitals = {f"{p}_{k}": v for p in ("pre", "during", "post") for k, v in
+              (("temp_c", Decimal("36.8")), ("hr", 78), ("sbp", 122), ("dbp", 76), ("spo2", Decimal("98")))}
+    infusions.save_infusion(infusion, {
+        "administration_date": first, "start_time": "10:05", "stop_time": "10:35", "product_lot": "NK-CLL1-24-017",
+        "viability_percent": Decimal("93.5"), "weight_kg": Decimal("62.5"), "planned_cells": 100_000_000,
+        "actual_cells": 98_000_000, "premedication": "Paracetamol 500 mg PO, chlorphenamine 4 mg IV",
+        "infusion_reaction": False, **vitals}, user=user, expected_version=infusion.version, reason=None,
+        complete=True, today=today)
+    for visit in subject.visits:
+        if visit.code in ("D1", "D3"):
+            infusions.save_visit(visit, {"visit_date": visit.target_date, "temp_c": Decimal("37.1"), "hr": 80,
+                                         "sbp": 118, "dbp": 72, "spo2": Decimal("97"), "ecog": 1,
+                                         "anc": Decimal("0.4"), "platelets": Decimal("38"), "response": "not_assessed"},
+                                 user=user, expected_version=visit.version, reason=None, complete=True, consent=None)
+    infusions.schedule_infusion(subject, first + timedelta(days=7), user=user)

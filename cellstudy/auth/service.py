@@ -54,14 +54,20 @@ def authenticate(username: str, password: str) -> User:
     return user
 
 
-def verify_password_for_signature(user: User, password: str) -> str | None:
-    """Signing counts like a log-in: wrong passwords move toward the account lock.
-    Returns None when the password is accepted, else the reason for the refusal."""
+def signature_refusal(user: User, password: str) -> str | None:
+    """None when the signer's password is accepted (no write), else why not."""
     if is_locked(user) or not user.active:
         return "Your account is locked or disabled: the signature was not applied."
-    if check_password(user.password_hash, password):
-        user.failed_logins = 0
+    if check_password(user.password_hash, password or ""):
         return None
+    return "Password not accepted: the signature was not applied."
+
+
+def register_signature_failure(user: User) -> str:
+    """Signing counts like a log-in: a wrong password moves toward the account lock.
+    Returns the message for the signer."""
+    if is_locked(user) or not user.active:
+        return "Your account is locked or disabled: the signature was not applied."
     _register_failure(user)
     if is_locked(user):
         return ("Too many wrong passwords: your account is now locked for "

@@ -190,7 +190,11 @@ EXPOSURE_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("diagnostic_biopsy", "Diagnostic biopsy"),
 )
 
-EXPOSURE_CATEGORY_LABELS: dict[str, str] = dict(EXPOSURE_CATEGORIES)
+# The log also holds medications and procedures outside the washout table (e.g.
+# tocilizumab during the study): they never block and are not checker input.
+OTHER_CATEGORY = ("other", "Other medication or procedure (no washout)")
+
+EXPOSURE_CATEGORY_LABELS: dict[str, str] = dict((*EXPOSURE_CATEGORIES, OTHER_CATEGORY))
 
 # The columns of one prior_therapies entry (PROTOCOL 4.4).
 EXPOSURE_FIELDS: tuple[FieldSpec, ...] = (

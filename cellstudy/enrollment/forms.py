@@ -3,13 +3,13 @@ the exposure log, registration, enrolment and screen failure."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, DateField, DecimalField, HiddenField, IntegerField, SelectField, StringField,
-                     TextAreaField)
+from wtforms import (BooleanField, DateField, DecimalField, HiddenField, IntegerField, PasswordField, SelectField,
+                     StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from ..auth.forms import SignatureForm
 from ..records.crf import CrfForm, YesNoField, field_for, greater_than_zero, not_in_future
-from .fields import EXPOSURE_CATEGORIES, SCREENING_FIELDS
+from .fields import EXPOSURE_CATEGORIES, OTHER_CATEGORY, SCREENING_FIELDS
 
 class _ScreeningBase(CrfForm):
     SPECS = SCREENING_FIELDS
@@ -27,7 +27,7 @@ ScreeningForm = type("ScreeningForm", (_ScreeningBase,), {spec.name: field_for(s
 
 class ExposureForm(FlaskForm):
     version = HiddenField()
-    category = SelectField("Category", choices=[("", "— choose —"), *EXPOSURE_CATEGORIES],
+    category = SelectField("Category", choices=[("", "— choose —"), *EXPOSURE_CATEGORIES, OTHER_CATEGORY],
                            validators=[DataRequired("Choose a category.")])
     name = StringField("Name", validators=[DataRequired("Enter the drug, treatment or procedure."), Length(max=200)])
     start_date = DateField("First dose / start date", validators=[Optional(), not_in_future])
@@ -40,6 +40,9 @@ class ExposureForm(FlaskForm):
     physiological_replacement = BooleanField("Physiological replacement dose (steroids)")
     indication = StringField("Indication", validators=[Optional(), Length(max=200)])
     reason = TextAreaField("Reason for change", validators=[Length(max=500)])
+    deviation_reason = TextAreaField("Protocol-deviation reason (vaccine inside the no-vaccination window)",
+                                     validators=[Optional(), Length(max=500)])
+    password = PasswordField("Investigator password (signs the deviation)", validators=[Optional()])
 
     def validate_last_date(self, field):
         if field.data and self.start_date.data and field.data < self.start_date.data:
@@ -77,6 +80,9 @@ class RegisterForm(FlaskForm):
 
 class EnrolForm(SignatureForm):
     screening_version = HiddenField()
+    dose_level = SelectField("Dose level", choices=[])
+    dose_level_reason = TextAreaField("Reason for a dose level other than the proposed one",
+                                      validators=[Optional(), Length(max=500)])
 
 
 class ScreenFailForm(FlaskForm):

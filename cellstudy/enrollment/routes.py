@@ -61,9 +61,14 @@ def subject(subject_id):
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
     result = service.evaluate(screening)
+    from ..infusions import service as infusions
+
     return render_template("enrollment/subject.html", subject=subject, screening=screening, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result),
-                           screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(), criteria=criteria_of(current_study()))
+                           screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(),
+                           criteria=criteria_of(current_study()), window=infusions.vaccination_window(subject),
+                           today=site_today(subject.site), visit_status=infusions.visit_status,
+                           dlt_window_end=infusions.dlt_window_end(subject))
 
 
 @bp.route("/<int:subject_id>/screening", methods=["GET", "POST"])
@@ -158,9 +163,23 @@ def exposure_new(subject_id):
     form = ExposureForm()
     form.today = site_today(subject.site)
     if form.validate_on_submit():
-        service.add_exposure(subject, form.values(), user=current_user)
-        flash("Therapy added to the log.", "success")
-        return redirect(url_for(".screening", subject_id=subject.id))
+        from ..infusions import service as infusions
+
+        values = form.values()
+        try:
+            if values["category"] == "vaccine":  # PROTOCOL 5.2: the no-vaccination window applies here too
+                values.pop("category")
+                infusions.record_vaccine(subject, values, user=current_user,
+                                         deviation_reason=form.deviation_reason.data, password=form.password.data)
+            else:
+                service.add_exposure(subject, values, user=current_user)
+        except RecordError as error:
+            db.session.rollback()
+            for name, message in (getattr(error, "errors", None) or {"name": str(error)}).items():
+                form[name].errors = list(form[name].errors) + [message]
+        else:
+            flash("Therapy added to the log.", "success")
+            return redirect(url_for(".screening", subject_id=subject.id))
     return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=None)
 
 
@@ -180,6 +199,7 @@ def exposure_edit(subject_id, exposure_id):
             service.update_exposure(exposure, form.values(), user=current_user,
                                     expected_version=_version(form.version.data), reason=form.reason.data)
         except RecordError as error:
+            db.session.rollback()
             (form.reason.errors if error.field == "reason" else form.name.errors).append(str(error))
         else:
             flash("Therapy updated.", "success")
@@ -211,24 +231,32 @@ def exposure_remove(subject_id, exposure_id):
 @bp.route("/<int:subject_id>/enrol", methods=["GET", "POST"])
 @require("sign_eligibility")
 def enrol(subject_id):
+    from ..infusions import service as infusions
+
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
     form = EnrolForm()
+    proposed, why = infusions.proposed_dose_level()
+    form.dose_level.choices = [(lv.name, lv.label) for lv in current_study().regimen.dose_levels]
     if request.method == "GET":
         form.screening_version.data = screening.version
+        form.dose_level.data = proposed
     if form.validate_on_submit():
         try:
             service.enrol(subject, user=current_user, password=form.password.data,
-                          screening_version=_version(form.screening_version.data))
+                          screening_version=_version(form.screening_version.data), dose_level=form.dose_level.data,
+                          dose_level_reason=form.dose_level_reason.data)
         except RecordError as error:
-            (form.password.errors if error.field == "password" else form.confirm.errors).append(str(error))
+            db.session.rollback()
+            target = {"password": form.password, "dose_level": form.dose_level_reason}.get(error.field, form.confirm)
+            target.errors = list(target.errors) + [str(error)]
         else:
             flash(f"Subject enrolled as {subject.subject_number}.", "success")
             return redirect(url_for(".subject", subject_id=subject.id))
     result = service.evaluate(screening)
     return render_template("enrollment/enrol.html", subject=subject, screening=screening, form=form, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result), criteria=criteria_of(current_study()),
-                           meaning=service.ENROL_MEANING, max_failures=current_app.config["LOGIN_MAX_FAILURES"])
+                           proposed=proposed, proposal_reason=why, meaning=service.ENROL_MEANING, max_failures=current_app.config["LOGIN_MAX_FAILURES"])
 
 
 @bp.route("/<int:subject_id>/screen-fail", methods=["POST"])

@@ -47,7 +47,12 @@ def build_case(screening: Screening, data: dict | None = None) -> dict:
     "none" -> []; otherwise not yet recorded -> None."""
     data = (screening.data or {}) if data is None else data
     case = {spec.name: from_stored(spec, data.get(spec.name)) for spec in SCREENING_FIELDS}
-    rows = screening.subject.active_exposures
+    study = current_study()
+    planned = case.get("first_infusion_date")
+    # Prior therapies only: a medication started on or after the (planned) first infusion
+    # belongs to treatment, not eligibility (its lockouts are the scheduler's, PROTOCOL 5.2).
+    rows = [e for e in screening.subject.active_exposures if e.category in study.exposure_categories
+            and (planned is None or (e.start_date or e.last_date) is None or (e.start_date or e.last_date) < planned)]
     if rows:
         case["prior_therapies"] = [exposure_case(e) for e in rows]
     elif data.get(NO_PRIOR_THERAPIES):
@@ -154,15 +159,24 @@ class IncompleteForm(RecordError):
 
 # --- exposures (prior / concomitant therapy log) -------------------------------------
 
-def add_exposure(subject: Subject, values: dict, *, user) -> Exposure:
+def add_exposure(subject: Subject, values: dict, *, user, commit: bool = True) -> Exposure:
     exposure = Exposure(subject_id=subject.id, status="complete", created_at=utcnow(), updated_at=utcnow(),
                         **values)
     records.create(exposure, user=user, fields=values)
-    records.commit()
+    if commit:
+        records.commit()
     return exposure
 
 
 def update_exposure(exposure: Exposure, values: dict, *, user, expected_version: int, reason: str | None) -> dict:
+    from ..infusions.service import vaccination_window
+
+    window = vaccination_window(exposure.subject)
+    given = values.get("last_date")
+    moved = given != exposure.last_date or values.get("category") != exposure.category
+    if values.get("category") == "vaccine" and moved and window and given and window[0] <= given <= window[1]:
+        raise RecordError("A vaccine inside the no-vaccination window is a protocol deviation: record it on the "
+                          "vaccination log, with the deviation reason and the investigator's signature.")
     return records.save(exposure, user=user, changes=values, expected_version=expected_version, reason=reason)
 
 
@@ -198,7 +212,8 @@ def enrolment_blockers(subject: Subject, screening: Screening, result: dict) -> 
     return reasons
 
 
-def enrol(subject: Subject, *, user, password: str, screening_version: int) -> EligibilityDecision:
+def enrol(subject: Subject, *, user, password: str, screening_version: int, dose_level: str | None = None,
+          dose_level_reason: str | None = None) -> EligibilityDecision:
     """PROTOCOL 3: only when check() says eligible for the saved, complete form, and an
     investigator confirms with an e-signature. The decision is kept as signed."""
     screening = subject.current_screening
@@ -209,6 +224,9 @@ def enrol(subject: Subject, *, user, password: str, screening_version: int) -> E
     blockers = enrolment_blockers(subject, screening, result)
     if blockers:
         raise EnrolmentRefused(" ".join(blockers))
+    from ..infusions import service as infusions
+
+    infusions.check_dose_level(dose_level, dose_level_reason)
     signature = records.sign(screening, user=user, password=password, meaning=ENROL_MEANING)
     seq = _next_number(subject.site, "next_subject_seq")
     records.set_value(subject, "subject_number", f"{subject.site.code}-{seq:03d}", user=user, form="subject")
@@ -216,6 +234,8 @@ def enrol(subject: Subject, *, user, password: str, screening_version: int) -> E
     decision = _decision(subject, screening, case, result, outcome="enrolled", user=user, signature=signature)
     records.set_status(subject, "enrolled", user=user, form="subject", commit=False,
                        reason="eligibility confirmed by e-signature")
+    infusions.assign_dose_level(subject, dose_level, dose_level_reason, user=user)
+    infusions.on_enrolled(subject, user=user)
     records.commit_or_stale(screening)
     return decision
 

@@ -109,6 +109,7 @@ class EscalationReview(db.Model):
 
     __tablename__ = "escalation_review"
     FORM_NAME = "escalation_review"
+    version = 1  # signed once, never edited
     id: Mapped[int] = mapped_column(primary_key=True)
     decision: Mapped[str] = mapped_column(String(20))
     level: Mapped[str | None] = mapped_column(String(20))

@@ -119,17 +119,22 @@ def set_value(record, name: str, value, *, user, reason: str | None = None, form
 
 def sign(record, *, user, password: str, meaning: str, form: str | None = None) -> Signature:
     """An e-signature: the signer re-enters the password (21 CFR 11.200)."""
-    from ..auth.service import verify_password_for_signature
+    from ..auth.service import register_signature_failure, signature_refusal
 
     scope = _subject_scope(record)
-    refusal = verify_password_for_signature(user, password)
-    if refusal:
-        # A failed signature attempt is recorded too (21 CFR 11.300(d)); it is committed
-        # with the failure count, before anything of the refused action was written.
-        audit.append("sign_refused", user=user, form=form or record.FORM_NAME, form_id=record.id,
-                     field="signature", new=meaning, reason="password not accepted", **scope)
+    form = form or record.FORM_NAME
+    record_id = record.id
+    if signature_refusal(user, password):
+        # Nothing of the refused action is kept; the failed attempt is recorded
+        # (21 CFR 11.300(d)) and counts toward the account lock.
+        db.session.rollback()
+        if record_id is not None and db.session.get(type(record), record_id) is None:
+            record_id = None  # the record itself was part of the refused action
+        message = register_signature_failure(user)
+        audit.append("sign_refused", user=user, form=form, form_id=record_id, field="signature", new=meaning,
+                     reason="password not accepted", **scope)
         commit()
-        raise SignatureRefused(refusal)
+        raise SignatureRefused(message)
     signature = Signature(user_id=user.id, printed_name=user.full_name, meaning=meaning, signed_at=utcnow(),
                           subject_id=scope["subject_id"], form=form or record.FORM_NAME, form_id=record.id,
                           form_version=record.version)

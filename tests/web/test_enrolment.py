@@ -23,11 +23,11 @@ def test_investigator_enrols_an_eligible_subject_with_an_e_signature(app, login)
     page = inv.get(f"/subjects/{sid}/enrol").data.decode()
     assert MEANING in page and "Dr Wang Lei" in page
     response = inv.post(f"/subjects/{sid}/enrol", data={"password": "cellstudy-demo", "confirm": "y",
-                                                          "screening_version": str(version)})
+                                                          "screening_version": str(version), "dose_level": "DL1"})
     assert response.status_code == 302
     with app.app_context():
         subject = db.session.get(Subject, sid)
-        assert subject.status == "enrolled" and subject.subject_number == "HZ-003"
+        assert subject.status == "enrolled" and subject.subject_number == "HZ-002"
         decision = subject.enrolment_decision
         assert decision.eligible == "true" and decision.study_version == STUDY.version
         assert decision.screening_version == version
@@ -41,14 +41,14 @@ def test_investigator_enrols_an_eligible_subject_with_an_e_signature(app, login)
         actions = {r.action for r in db.session.execute(select(AuditRecord).where(AuditRecord.subject_id == sid)).scalars()}
         assert {"sign", "assign", "status"} <= actions
     page = inv.get(f"/subjects/{sid}").data.decode()
-    assert "HZ-003" in page and "Signed by <strong>Dr Wang Lei</strong>" in page
+    assert "HZ-002" in page and "Signed by <strong>Dr Wang Lei</strong>" in page
 
 
 def test_wrong_password_does_not_enrol_and_counts_toward_the_lock(app, login):
     sid, version = _enrol_form(app, "HZ-S004")
     inv = login("inv-hz")
     response = inv.post(f"/subjects/{sid}/enrol", data={"password": "guess", "confirm": "y",
-                                                          "screening_version": str(version)})
+                                                          "screening_version": str(version), "dose_level": "DL1"})
     assert response.status_code == 200 and b"Password not accepted" in response.data
     with app.app_context():
         assert db.session.get(Subject, sid).status == "screening"
@@ -59,7 +59,7 @@ def test_wrong_password_does_not_enrol_and_counts_toward_the_lock(app, login):
 def test_the_meaning_must_be_confirmed(app, login):
     sid, version = _enrol_form(app, "HZ-S004")
     response = login("inv-hz").post(f"/subjects/{sid}/enrol", data={"password": "cellstudy-demo",
-                                                                      "screening_version": str(version)})
+                                                                      "screening_version": str(version), "dose_level": "DL1"})
     assert response.status_code == 200 and b"Tick the box" in response.data
     with app.app_context():
         assert db.session.get(Subject, sid).status == "screening"
@@ -74,7 +74,7 @@ def test_a_subject_that_is_not_eligible_cannot_be_enrolled(app, login):
     with app.app_context():
         version = db.session.get(Subject, sid).current_screening.version
     response = inv.post(f"/subjects/{sid}/enrol", data={"password": "cellstudy-demo", "confirm": "y",
-                                                          "screening_version": str(version)})
+                                                          "screening_version": str(version), "dose_level": "DL1"})
     assert response.status_code == 200
     with app.app_context():
         assert db.session.get(Subject, sid).status == "screening"
@@ -94,7 +94,7 @@ def test_the_investigator_signs_the_version_they_saw(app, login):
     coord.post(f"/subjects/{sid}/screening", data=screening_post(version, {"weight_kg": "63"}, complete=True,
                                                                  reason="re-weighed"))
     response = inv.post(f"/subjects/{sid}/enrol", data={"password": "cellstudy-demo", "confirm": "y",
-                                                          "screening_version": str(version)})
+                                                          "screening_version": str(version), "dose_level": "DL1"})
     assert response.status_code == 200 and b"since you opened it" in response.data
     with app.app_context():
         assert db.session.get(Subject, sid).status == "screening"
@@ -105,7 +105,7 @@ def test_a_coordinator_cannot_enrol(app, login):
     coord = login("coord-hz")
     assert coord.get(f"/subjects/{sid}/enrol").status_code == 403
     assert coord.post(f"/subjects/{sid}/enrol", data={"password": "cellstudy-demo", "confirm": "y",
-                                                        "screening_version": str(version)}).status_code == 403
+                                                        "screening_version": str(version), "dose_level": "DL1"}).status_code == 403
 
 
 def test_a_change_after_enrolment_rechecks_and_warns_without_unenrolling(app, login):
@@ -122,7 +122,7 @@ def test_a_change_after_enrolment_rechecks_and_warns_without_unenrolling(app, lo
     assert "signature invalidated" in page
     with app.app_context():
         subject = db.session.get(Subject, sid)
-        assert subject.status == "enrolled"
+        assert subject.status == "on_treatment"
         assert subject.enrolment_decision.signature.valid is False
         assert subject.enrolment_decision.criteria["ecog"]["status"] == "pass"  # kept as signed
 
@@ -176,7 +176,7 @@ def test_subject_numbers_are_sequential_per_site_and_never_reused(app, login):
     with app.app_context():
         sid, version = subject_by_number("NB-S003").id, subject_by_number("NB-S003").current_screening.version
     inv_nb.post(f"/subjects/{sid}/enrol", data={"password": "cellstudy-demo", "confirm": "y",
-                                                "screening_version": str(version)})
+                                                "screening_version": str(version), "dose_level": "DL1"})
     with app.app_context():
         assert db.session.get(Subject, sid).subject_number == "NB-002"
         numbers = db.session.execute(select(Subject.subject_number).where(Subject.subject_number.is_not(None))).scalars().all()
@@ -186,7 +186,7 @@ def test_subject_numbers_are_sequential_per_site_and_never_reused(app, login):
 def test_wrong_signature_passwords_are_audited_and_the_lock_ends_the_session(app, login):
     sid, version = _enrol_form(app, "HZ-S004")
     inv = login("inv-hz")
-    form = {"password": "guess", "confirm": "y", "screening_version": str(version)}
+    form = {"password": "guess", "confirm": "y", "screening_version": str(version), "dose_level": "DL1"}
     for attempt in range(1, 5):
         response = inv.post(f"/subjects/{sid}/enrol", data=form)
         assert f"{5 - attempt} more wrong password".encode() in response.data

@@ -1,0 +1,340 @@
+"""Treatment and follow-up screens: scheduling with lockouts, administration and visit
+CRFs, vaccinations, DLT assessment, dose escalation, calendar, overdue and deviations."""
+from datetime import date, timedelta
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, site_ids
+from ..extensions import db
+from ..records import crf
+from ..records.service import RecordError, StaleVersion
+from ..settings import current_study
+from ..timeutil import site_today, utcnow
+from . import service
+from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, sections
+from .forms import (CancelForm, DltForm, InfusionForm, LymphodepletionForm, MissedForm, RescheduleForm, ReviewForm,
+                    ScheduleForm, VaccineForm, VisitForm)
+from .models import Infusion, LymphodepletionDay, Visit
+
+bp = Blueprint("infusions", __name__)
+
+
+def _version(raw) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _refused(form, error, default_field=None) -> None:
+    """Show a refused write at its field; nothing of it is kept."""
+    db.session.rollback()
+    errors = getattr(error, "errors", None) or {getattr(error, "field", None) or default_field: str(error)}
+    for name, message in errors.items():
+        if name and name in form:
+            form[name].errors = list(form[name].errors) + [message]
+        else:
+            flash(message, "error")
+    flash("Nothing was saved: " + str(error), "error")
+
+
+# --- scheduling ---------------------------------------------------------------------------
+
+@bp.route("/subjects/<int:subject_id>/infusions", methods=["GET", "POST"])
+@require("view_clinical")
+def infusions(subject_id):
+    if request.method == "POST" and not can("enter_data"):
+        abort(403)
+    subject = get_subject_or_404(subject_id)
+    form = ScheduleForm()
+    evaluation = None
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                infusion = service.schedule_infusion(
+                    subject, form.proposed_date.data, user=current_user, deviation_reason=form.deviation_reason.data,
+                    override_reason=form.override_reason.data, password=form.password.data)
+            except RecordError as error:
+                _refused(form, error, "proposed_date")
+                evaluation = getattr(error, "result", None)
+            else:
+                flash(f"Infusion {infusion.number} scheduled for {infusion.planned_date.isoformat()}.", "success")
+                return redirect(url_for(".infusions", subject_id=subject.id))
+    else:
+        raw = request.args.get("proposed")
+        if raw:
+            try:
+                form.proposed_date.data = date.fromisoformat(raw)
+            except ValueError:
+                form.proposed_date.errors = ["Enter the proposed date as YYYY-MM-DD."]
+    if evaluation is None and form.proposed_date.data and not form.proposed_date.errors:
+        evaluation = service.evaluate_proposal(subject, form.proposed_date.data)
+    return render_template("infusions/schedule.html", subject=subject, form=form, evaluation=evaluation,
+                           **_plan_context(subject))
+
+
+def _plan_context(subject) -> dict:
+    from . import schedule
+
+    study = current_study()
+    first = service.first_infusion_date(subject)
+    plan = schedule.infusion_plan(first, study) if first else []
+    by_number = {}
+    for infusion in subject.infusions:
+        by_number.setdefault(infusion.number, []).append(infusion)
+    return {"plan": plan, "by_number": by_number, "first": first, "window": service.vaccination_window(subject),
+            "today": site_today(subject.site), "study": study, "cancel_form": CancelForm(),
+            "reschedule_form": RescheduleForm()}
+
+
+@bp.route("/subjects/<int:subject_id>/infusions/<int:infusion_id>/reschedule", methods=["POST"])
+@require("enter_data")
+def reschedule(subject_id, infusion_id):
+    subject = get_subject_or_404(subject_id)
+    infusion = get_owned_or_404(Infusion, infusion_id, subject)
+    form = RescheduleForm()
+    if form.validate_on_submit():
+        try:
+            service.reschedule(infusion, form.proposed_date.data, user=current_user,
+                               expected_version=_version(form.version.data), reason=form.reason.data,
+                               deviation_reason=form.deviation_reason.data, override_reason=form.override_reason.data,
+                               password=form.password.data)
+        except RecordError as error:
+            db.session.rollback()
+            flash(f"Infusion {infusion.number} was not rescheduled: {error}", "error")
+        else:
+            flash(f"Infusion {infusion.number} rescheduled to {form.proposed_date.data.isoformat()}.", "success")
+    else:
+        flash("Not rescheduled: " + "; ".join(e for errs in form.errors.values() for e in errs), "error")
+    return redirect(url_for(".infusions", subject_id=subject.id))
+
+
+@bp.route("/subjects/<int:subject_id>/infusions/<int:infusion_id>/cancel", methods=["POST"])
+@require("enter_data")
+def cancel(subject_id, infusion_id):
+    subject = get_subject_or_404(subject_id)
+    infusion = get_owned_or_404(Infusion, infusion_id, subject)
+    form = CancelForm()
+    if form.validate_on_submit():
+        try:
+            service.cancel(infusion, user=current_user, expected_version=_version(form.version.data),
+                           reason=form.reason.data)
+        except RecordError as error:
+            db.session.rollback()
+            flash(f"Infusion {infusion.number} was not cancelled: {error}", "error")
+        else:
+            flash(f"Infusion {infusion.number} cancelled.", "success")
+    else:
+        flash("Give the reason for cancelling.", "error")
+    return redirect(url_for(".infusions", subject_id=subject.id))
+
+
+# --- CRFs -------------------------------------------------------------------------------------
+
+def _crf_page(subject, record, form_cls, specs, save, title, template="infusions/crf.html", prefill=None, **extra):
+    """GET shows the CRF; POST saves it through `save(form, values, version, reason, complete)`.
+    `prefill` suggests values for empty fields (e.g. the planned dose from the dose level)."""
+    if request.method == "POST":
+        if not can("enter_data"):
+            abort(403)
+        form = form_cls()
+    else:
+        data = crf.form_data(record, specs)
+        form = form_cls(data={**data, **{k: v for k, v in (prefill or {}).items() if data.get(k) is None}})
+    form.today = site_today(subject.site)
+    if request.method == "POST" and form.validate():
+        try:
+            save(form, form.values(), _version(form.version.data), form.reason.data, "complete" in request.form)
+        except StaleVersion as error:
+            db.session.rollback()
+            db.session.refresh(record)
+            form.version.data = str(record.version)
+            flash(str(error), "error")
+        except RecordError as error:
+            _refused(form, error)
+        else:
+            flash(f"{title} saved." + (" Marked complete." if record.status == "complete" else ""), "success")
+            return redirect(request.path)
+    elif request.method == "POST":
+        flash("Some answers need correcting: see the messages at the fields. Nothing was saved.", "error")
+    return render_template(template, subject=subject, record=record, form=form, specs=specs, title=title,
+                           sections=sections(specs), can_edit=can("enter_data"), **extra)
+
+
+@bp.route("/subjects/<int:subject_id>/infusions/<int:infusion_id>", methods=["GET", "POST"])
+@require("view_clinical")
+def infusion(subject_id, infusion_id):
+    if request.method == "POST" and not can("enter_data"):
+        abort(403)
+    subject = get_subject_or_404(subject_id)
+    record = get_owned_or_404(Infusion, infusion_id, subject)
+    prefill = {"planned_cells": current_study().regimen.dose_level(record.dose_level).cells,
+               "administration_date": record.planned_date} if record.dose_level else {}
+
+    def save(form, values, version, reason, complete):
+        service.save_infusion(record, values, user=current_user, expected_version=version, reason=reason,
+                              complete=complete, today=site_today(subject.site))
+
+    page = _crf_page(subject, record, InfusionForm, INFUSION_FIELDS, save, f"Infusion {record.number}",
+                     prefill=prefill, kind="infusion")
+    return page
+
+
+@bp.route("/subjects/<int:subject_id>/lymphodepletion/<int:day_id>", methods=["GET", "POST"])
+@require("view_clinical")
+def lymphodepletion(subject_id, day_id):
+    if request.method == "POST" and not can("enter_data"):
+        abort(403)
+    subject = get_subject_or_404(subject_id)
+    record = get_owned_or_404(LymphodepletionDay, day_id, subject)
+
+    def save(form, values, version, reason, complete):
+        service.save_lymphodepletion(record, values, user=current_user, expected_version=version, reason=reason,
+                                     complete=complete, today=site_today(subject.site))
+
+    return _crf_page(subject, record, LymphodepletionForm, LYMPHODEPLETION_FIELDS, save,
+                     f"Lymphodepletion day {record.day}", expected=service.expected_doses(record),
+                     kind="lymphodepletion")
+
+
+@bp.route("/subjects/<int:subject_id>/visits/<int:visit_id>", methods=["GET", "POST"])
+@require("view_clinical")
+def visit(subject_id, visit_id):
+    if request.method == "POST" and not can("enter_data"):
+        abort(403)
+    subject = get_subject_or_404(subject_id)
+    record = get_owned_or_404(Visit, visit_id, subject)
+    consent = (subject.current_screening.data or {}).get("icf_signed_date") if subject.current_screening else None
+
+    def save(form, values, version, reason, complete):
+        service.save_visit(record, values, user=current_user, expected_version=version, reason=reason,
+                           complete=complete, consent=date.fromisoformat(consent) if consent else None)
+
+    return _crf_page(subject, record, VisitForm, VISIT_FIELDS, save, f"Visit {record.label}", kind="visit",
+                     missed_form=MissedForm(version=record.version),
+                     visit_status=service.visit_status(record, site_today(subject.site)))
+
+
+@bp.route("/subjects/<int:subject_id>/visits/<int:visit_id>/missed", methods=["POST"])
+@require("enter_data")
+def visit_missed(subject_id, visit_id):
+    subject = get_subject_or_404(subject_id)
+    record = get_owned_or_404(Visit, visit_id, subject)
+    form = MissedForm()
+    if form.validate_on_submit():
+        try:
+            service.mark_missed(record, user=current_user, expected_version=_version(form.version.data),
+                                reason=form.reason.data)
+        except RecordError as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            flash(f"Visit {record.label} recorded as missed.", "success")
+    else:
+        flash("Give the reason the visit was missed.", "error")
+    return redirect(url_for(".visit", subject_id=subject.id, visit_id=record.id))
+
+
+@bp.route("/subjects/<int:subject_id>/dlt", methods=["GET", "POST"])
+@require("view_clinical")
+def dlt(subject_id):
+    if request.method == "POST" and not can("enter_data"):
+        abort(403)
+    subject = get_subject_or_404(subject_id)
+    window_end = service.dlt_window_end(subject)
+    if window_end is None:
+        flash("The DLT assessment opens once the first infusion is given.", "info")
+        return redirect(url_for("enrollment.subject", subject_id=subject.id))
+    record = service.dlt_form(subject, user=current_user) if subject.dlt_assessment is None and \
+        can("enter_data") else subject.dlt_assessment
+    if record is None:
+        abort(404)
+
+    def save(form, values, version, reason, complete):
+        if complete and not can("sign_eligibility"):
+            raise service.InvalidForm({"password": "Only an investigator completes and signs the DLT assessment."})
+        service.save_dlt(record, values, user=current_user, expected_version=version, reason=reason,
+                         complete=complete, password=form.password.data)
+
+    return _crf_page(subject, record, DltForm, DLT_FIELDS, save, "DLT assessment", kind="dlt", window_end=window_end)
+
+
+# --- vaccinations --------------------------------------------------------------------------
+
+@bp.route("/subjects/<int:subject_id>/vaccinations", methods=["GET", "POST"])
+@require("view_clinical")
+def vaccinations(subject_id):
+    if request.method == "POST" and not can("enter_data"):
+        abort(403)
+    subject = get_subject_or_404(subject_id)
+    form = VaccineForm()
+    form.today = site_today(subject.site)
+    if form.validate_on_submit():
+        values = {"name": form.name.data.strip(), "last_date": form.last_date.data, "start_date": form.last_date.data,
+                  "indication": (form.indication.data or "").strip() or None}
+        try:
+            service.record_vaccine(subject, values, user=current_user, deviation_reason=form.deviation_reason.data,
+                                   password=form.password.data)
+        except RecordError as error:
+            _refused(form, error)
+        else:
+            flash("Vaccination recorded.", "success")
+            return redirect(url_for(".vaccinations", subject_id=subject.id))
+    vaccines = [e for e in subject.active_exposures if e.category == "vaccine"]
+    return render_template("infusions/vaccinations.html", subject=subject, form=form, vaccines=vaccines,
+                           window=service.vaccination_window(subject),
+                           deviations={d.form_id: d for d in subject.deviations if d.form == "exposure"})
+
+
+# --- across subjects -------------------------------------------------------------------------
+
+@bp.route("/calendar")
+@require("view_clinical")
+def calendar():
+    from ..auth.policy import allowed_sites
+
+    sites = allowed_sites()
+    start = min((site_today(s) for s in sites), default=utcnow().date())
+    items = service.calendar(site_ids(), start, 28)
+    return render_template("infusions/calendar.html", items=items, start=start, end=start + timedelta(days=27))
+
+
+@bp.route("/overdue")
+@require("view_clinical")
+def overdue():
+    lists = service.overdue(site_ids(), utcnow().date())
+    return render_template("infusions/overdue.html", **lists)
+
+
+@bp.route("/deviations")
+@require("view_clinical")
+def deviations():
+    return render_template("infusions/deviations.html", deviations=service.deviations(site_ids()))
+
+
+@bp.route("/escalation", methods=["GET", "POST"])
+@require("view_clinical")
+def escalation():
+    if request.method == "POST" and not can("sign_eligibility"):
+        abort(403)
+    form = ReviewForm()
+    if form.validate_on_submit():
+        try:
+            review = service.sign_review(user=current_user, password=form.password.data, comment=form.comment.data)
+        except RecordError as error:
+            _refused(form, error, "password")
+        else:
+            flash(f"Dose-escalation review signed: {review.decision}"
+                  f"{' ' + review.level if review.level else ''}.", "success")
+            return redirect(url_for(".escalation"))
+    counts = service.escalation_counts()
+    visible = site_ids()
+    for row in counts:  # subjects of other sites are counted, never named (PROTOCOL 2)
+        row["subjects"] = [s for s in row["subjects"] if visible is None or s["subject"].site_id in visible]
+    from .models import EscalationReview
+    from sqlalchemy import select
+
+    reviews = db.session.execute(select(EscalationReview).order_by(EscalationReview.id.desc())).scalars().all()
+    return render_template("infusions/escalation.html", counts=counts, decision=service.escalation_decision(),
+                           proposal=service.proposed_dose_level(), form=form, reviews=reviews)
