@@ -131,6 +131,14 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
 
 # --- scheduling ------------------------------------------------------------------------------
 
+def _lock_subject(subject: Subject) -> None:
+    """Serialise scheduling for one subject: two coordinators scheduling at once cannot
+    both take infusion n; the second sees the first's infusion (a lockout or a conflict).
+    On SQLite every write transaction is already exclusive (BEGIN IMMEDIATE)."""
+    db.session.execute(select(Subject.id).where(Subject.id == subject.id).with_for_update())
+    db.session.expire(subject, ["infusions"])
+
+
 def _require_treatment(subject: Subject) -> None:
     if subject.status not in TREATMENT_STATUSES:
         raise SchedulingRefused(f"Infusions are scheduled for enrolled subjects; this subject is "
@@ -169,6 +177,7 @@ def _deviation(subject, *, kind, description, reason, user, form=None, form_id=N
 
 def schedule_infusion(subject: Subject, proposed: date, *, user, deviation_reason: str | None = None,
                       override_reason: str | None = None, password: str | None = None) -> Infusion:
+    _lock_subject(subject)
     _require_treatment(subject)
     evaluation = evaluate_proposal(subject, proposed)
     if evaluation["target_deviation"] and not (deviation_reason or "").strip():
@@ -209,6 +218,7 @@ def reschedule(infusion: Infusion, proposed: date, *, user, expected_version: in
                deviation_reason: str | None = None, override_reason: str | None = None,
                password: str | None = None) -> Infusion:
     subject = infusion.subject
+    _lock_subject(subject)
     if infusion.state != "scheduled":
         raise SchedulingRefused(f"Infusion {infusion.number} is {infusion.state}: it cannot be rescheduled.")
     if infusion.version != expected_version:
