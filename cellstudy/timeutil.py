@@ -44,4 +44,12 @@ def fmt_site(value: datetime | None, site) -> Markup:
         return Markup("")
     local = value.astimezone(site_zone(site))
     return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        value.isoformat(), fmt_utc(value), local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or ""))
+        value.isoformat(), fmt_utc(value), local.strftime("%Y-%m-%d %H:%M ") + _offset(local))
+
+
+def _offset(local: datetime) -> str:
+    """"UTC+8", "UTC-3:30": unambiguous where abbreviations are not (CST is China and US)."""
+    minutes = int(local.utcoffset().total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours}" + (f":{rest:02d}" if rest else "")

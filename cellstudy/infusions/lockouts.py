@@ -225,8 +225,8 @@ def _exposure_lockouts(c: _Case, study: Study, first: bool) -> dict[str, dict]:
         until = max(u for _, _, u in items)
         reason = "; ".join(f"{_given(e)}: {_washout_text(row, e)}, first permitted "
                            f"{u.isoformat()}" for e, row, u in items)
-        lockouts[code] = _lockout(code, until, f"{reason} (before the first infusion "
-                                               f"{c.proposed.isoformat()})")
+        lockouts[code] = _lockout(code, until, f"{reason} (a washout before the first infusion, "
+                                               f"proposed for {c.proposed.isoformat()})")
     return lockouts
 
 

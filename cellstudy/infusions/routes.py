@@ -19,6 +19,14 @@ from .models import Infusion, LymphodepletionDay, Visit
 
 bp = Blueprint("infusions", __name__)
 
+LOCKOUT_LABELS = {
+    "washout_steroid": "Steroid washout", "washout_antitumor": "Antitumor therapy washout",
+    "washout_radiotherapy": "Radiotherapy washout", "washout_dli": "DLI washout",
+    "washout_intrathecal": "Intrathecal treatment washout", "washout_cell_therapy": "Cell therapy washout",
+    "major_surgery": "Major surgery", "vaccine": "Vaccine", "min_interval": "Minimum interval",
+    "max_infusions": "Maximum number of infusions", "toxicity_hold": "Toxicity hold", "stagger": "Sentinel stagger",
+}
+
 
 def _version(raw) -> int:
     try:
@@ -36,7 +44,8 @@ def _refused(form, error, default_field=None) -> None:
             form[name].errors = list(form[name].errors) + [message]
         else:
             flash(message, "error")
-    flash("Nothing was saved: " + str(error), "error")
+    message = str(error)
+    flash(message if "Nothing was saved" in message else "Nothing was saved: " + message, "error")
 
 
 # --- scheduling ---------------------------------------------------------------------------
@@ -84,6 +93,7 @@ def _plan_context(subject) -> dict:
     for infusion in subject.infusions:
         by_number.setdefault(infusion.number, []).append(infusion)
     return {"plan": plan, "by_number": by_number, "first": first, "window": service.vaccination_window(subject),
+            "lockout_labels": LOCKOUT_LABELS,
             "today": site_today(subject.site), "study": study, "cancel_form": CancelForm(),
             "reschedule_form": RescheduleForm()}
 

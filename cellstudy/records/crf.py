@@ -79,7 +79,10 @@ def field_for(spec):
     if spec.kind == "time":
         return StringField(spec.label, validators=[Optional(), valid_time], **kwargs)
     if spec.kind == "text":
-        return TextAreaField(spec.label, validators=[Optional(), Length(max=spec.max or 2000)], **kwargs)
+        length = Length(max=spec.max or 2000)
+        if spec.max and spec.max <= 100:  # a code or a short name: one line
+            return StringField(spec.label, validators=[Optional(), length], **kwargs)
+        return TextAreaField(spec.label, validators=[Optional(), length], **kwargs)
     raise ValueError(f"no form field for kind {spec.kind}")
 
 
