@@ -4,6 +4,7 @@ from datetime import date, timedelta
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from sqlalchemy import inspect as sa_inspect
 
 from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, site_ids
 from ..extensions import db
@@ -15,7 +16,7 @@ from . import service
 from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, sections
 from .forms import (CancelForm, DltForm, InfusionForm, LymphodepletionForm, MissedForm, RescheduleForm, ReviewForm,
                     ScheduleForm, VaccineForm, VisitForm)
-from .models import Infusion, LymphodepletionDay, Visit
+from .models import DltAssessment, Infusion, LymphodepletionDay, Visit
 
 bp = Blueprint("infusions", __name__)
 
@@ -158,7 +159,8 @@ def _crf_page(subject, record, form_cls, specs, save, title, template="infusions
             save(form, form.values(), _version(form.version.data), form.reason.data, "complete" in request.form)
         except StaleVersion as error:
             db.session.rollback()
-            db.session.refresh(record)
+            if sa_inspect(record).persistent:
+                db.session.refresh(record)
             form.version.data = str(record.version)
             flash(str(error), "error")
         except RecordError as error:
@@ -256,14 +258,18 @@ def dlt(subject_id):
     if window_end is None:
         flash("The DLT assessment opens once the first infusion is given.", "info")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
-    record = service.dlt_form(subject, user=current_user) if subject.dlt_assessment is None and \
-        can("enter_data") else subject.dlt_assessment
-    if record is None:
-        abort(404)
+    record = subject.dlt_assessment
+    created = False
+    if record is None and request.method == "POST":
+        record, created = service.dlt_form(subject, user=current_user), True
+    elif record is None:  # shown empty; nothing is written by a GET
+        record = DltAssessment(subject_id=subject.id, status="draft", data={}, version=0)
 
     def save(form, values, version, reason, complete):
         if complete and not can("sign_eligibility"):
             raise service.InvalidForm({"password": "Only an investigator completes and signs the DLT assessment."})
+        if created and version <= 0:  # the first save of a form opened before it existed
+            version = record.version
         service.save_dlt(record, values, user=current_user, expected_version=version, reason=reason,
                          complete=complete, password=form.password.data)
 

@@ -471,13 +471,12 @@ def dlt_window_end(subject: Subject) -> date | None:
 
 
 def dlt_form(subject: Subject, *, user) -> DltAssessment:
-    if subject.dlt_assessment is None:
-        form = DltAssessment(subject_id=subject.id, status="draft", data={}, created_at=utcnow(),
-                             updated_at=utcnow())
-        records.create(form, user=user, fields={})
-        records.commit()
-        db.session.refresh(subject)
-    return subject.dlt_assessment
+    """The subject's DLT assessment, created (uncommitted) at its first save."""
+    if subject.dlt_assessment is not None:
+        return subject.dlt_assessment
+    form = DltAssessment(subject_id=subject.id, status="draft", data={}, created_at=utcnow(), updated_at=utcnow())
+    records.create(form, user=user, fields={})
+    return form
 
 
 def save_dlt(form: DltAssessment, values: dict, *, user, expected_version: int, reason: str | None,

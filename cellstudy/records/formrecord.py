@@ -52,10 +52,20 @@ class DataFormRecord(FormRecord):
 
     data: Mapped[dict] = mapped_column(JSON, default=dict)
 
+    def _is_column(self, name: str) -> bool:
+        """Structural fields (a planned date, a state, a reason) are table columns; the
+        CRF's answers are keys of `data`."""
+        return name != "data" and name in self.__table__.columns
+
     def get_field(self, name):
+        if self._is_column(name):
+            return getattr(self, name)
         return (self.data or {}).get(name)
 
     def set_field(self, name, value) -> None:
+        if self._is_column(name):
+            setattr(self, name, value)
+            return
         data = dict(self.data or {})  # a new dict so the JSON column is marked dirty
         if value is None:
             data.pop(name, None)

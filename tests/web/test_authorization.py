@@ -10,8 +10,14 @@ Order of the checks, as documented in cellstudy/auth/policy.py:
   anonymous                          -> 302 to the login page (public endpoints excepted)
   role lacks the capability          -> 403
   record of a site not assigned      -> 404 (not 403, not the record)
-  nested record of another subject   -> 404
+  nested record of another subject   -> 404 (and a nested id that does not exist)
   otherwise                          -> 200 (GET), 200 or 302 (POST, an empty form)
+
+Site-scoped routes name a subject; the enrolment routes are tried on a subject in
+screening, the treatment routes (infusions blueprint) on the treated demo subject of the
+site (HZ-001 on treatment, NB-001 enrolled with infusion 1 scheduled). The lists across
+subjects (/subjects/, /calendar, /overdue, /deviations, /escalation) have no subject in
+the URL: their content is checked for site isolation separately.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from cellstudy.auth.models import Site
+from cellstudy.auth.models import Site, User
 from cellstudy.enrollment.models import Subject
 from cellstudy.extensions import db
 
@@ -54,10 +60,14 @@ USERS: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
+SCREENING, TREATED = "screening", "treated"
+
+
 @dataclass(frozen=True)
 class Route:
     methods: dict[str, str]  # method -> PUBLIC | LOGGED_IN | capability
     site_scoped: bool = False  # the URL names a subject-owned record
+    subject: str = SCREENING  # which demo subject the URL names: SCREENING | TREATED
 
 
 ENDPOINTS: dict[str, Route] = {
@@ -79,6 +89,25 @@ ENDPOINTS: dict[str, Route] = {
     "enrollment.screen_fail": Route({"POST": ENTER}, site_scoped=True),
     "enrollment.rescreen": Route({"POST": ENTER}, site_scoped=True),
     "records.subject_audit": Route({"GET": AUDIT}, site_scoped=True),
+    # Treatment and follow-up (PROTOCOL 5): viewing needs view_clinical, writing enter_data.
+    "infusions.infusions": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.infusion": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.reschedule": Route({"POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.cancel": Route({"POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.lymphodepletion": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.visit": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.visit_missed": Route({"POST": ENTER}, site_scoped=True, subject=TREATED),
+    # Completing (signing) the DLT assessment additionally needs the investigator: checked
+    # inside the form, not by the route (an empty POST does not complete it).
+    "infusions.dlt": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "infusions.vaccinations": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    # Lists across subjects: not site-scoped URLs, the content is filtered by the user's sites
+    # (test_lists_show_only_assigned_sites).
+    "infusions.calendar": Route({"GET": VIEW}),
+    "infusions.overdue": Route({"GET": VIEW}),
+    "infusions.deviations": Route({"GET": VIEW}),
+    # The dose-escalation review is an investigator's e-signature.
+    "infusions.escalation": Route({"GET": VIEW, "POST": SIGN}),
 }
 
 #: Allowed requests that answer with a redirect rather than a page:
@@ -91,8 +120,16 @@ REDIRECTS: dict[tuple[str, str, str], str] = {
     ("main.index", "GET", "admin"): "/admin/users",  # the admin's start page: no clinical data
 }
 
+#: Allowed requests whose answer depends on the subject's state:
+#: endpoint -> (Rec attribute, Location when the attribute is false; {id} is the subject id).
+#: The DLT assessment opens once the first infusion is given (NB-001 has none given yet).
+STATE_REDIRECTS: dict[str, tuple[str, str]] = {
+    "infusions.dlt": ("dlt_open", "/subjects/{id}"),
+}
+
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
-NESTED_ARGS = {"screening_id", "exposure_id"}
+NESTED_ARGS = {"screening_id", "exposure_id", "infusion_id", "day_id", "visit_id"}
+NESTED_VARIANTS = ("missing", "nested_missing", "nested_same_site", "nested_other_site")
 MISSING_ID = 10**7
 
 
@@ -100,19 +137,52 @@ MISSING_ID = 10**7
 
 @dataclass(frozen=True)
 class Rec:
-    """A demo subject and one record of each nested kind belonging to it."""
+    """A demo subject and one record of each nested kind belonging to it (None: it has none)."""
     id: int
-    number: str
+    number: str  # the label the pages show (the subject number once enrolled)
+    names: tuple[str, ...]  # every number of the subject: none may show where it is hidden
     site: str
     screening_id: int
     exposure_id: int
+    infusion_id: int | None = None
+    day_id: int | None = None
+    visit_id: int | None = None
+    dlt_open: bool = False  # an infusion is given: the DLT assessment is open
 
 
-def demo_records(app) -> dict[str, tuple[Rec, Rec]]:
-    """site code -> (primary subject, a second subject of the same site).
+@dataclass(frozen=True)
+class SiteRecs:
+    screening: Rec  # in screening, screening form complete (the enrolment page has something to show)
+    second: Rec  # another subject of the site with a screening form and an exposure
+    treated: Rec  # enrolled, with infusions, lymphodepletion days and visits
 
-    The primary subject is in screening with a complete screening form (so the
-    enrolment page has something to show); both have an active exposure."""
+    def subjects_for(self, route: Route) -> tuple[Rec, Rec, Rec]:
+        """(own, host, donor) for a route: `own` is the subject the URL names; for the
+        nested_same_site variant the URL names `host` with a record of `donor`, another
+        subject of the same site. Only the treated subject of a site has treatment
+        records, so for those routes the URL names the site's screening subject with a
+        record of the treated one."""
+        if route.subject == TREATED:
+            return self.treated, self.screening, self.treated
+        return self.screening, self.screening, self.second
+
+
+def _rec(subject, code) -> Rec:
+    infusions = [i for i in subject.infusions if i.state != "cancelled"]
+    scheduled = [i for i in infusions if i.state == "scheduled"]
+    planned = [v for v in subject.visits if v.state == "planned"]
+    return Rec(subject.id, subject.label, tuple(n for n in (subject.screening_number, subject.subject_number) if n),
+               code, subject.current_screening.id, subject.active_exposures[0].id,
+               # a scheduled infusion and a planned visit: rescheduling, cancelling and
+               # "missed" are possible for them (valid-ish targets for the POSTs)
+               (scheduled or infusions)[0].id if infusions else None,
+               subject.lymphodepletion_days[0].id if subject.lymphodepletion_days else None,
+               (planned or subject.visits)[0].id if subject.visits else None,
+               any(i.state == "given" for i in infusions))
+
+
+def demo_records(app) -> dict[str, SiteRecs]:
+    """site code -> the site's demo subjects used by the matrix."""
     with app.app_context():
         codes = {site.code: site.id for site in db.session.scalars(select(Site))}
         assert set(codes) == set(ALL_SITES), f"demo sites changed: {sorted(codes)}"
@@ -124,8 +194,12 @@ def demo_records(app) -> dict[str, tuple[Rec, Rec]]:
             primary = next(s for s in usable
                            if s.status == "screening" and s.current_screening.status == "complete")
             second = next(s for s in usable if s.id != primary.id)
-            out[code] = tuple(Rec(s.id, s.screening_number, code, s.current_screening.id,
-                                  s.active_exposures[0].id) for s in (primary, second))
+            treated = next(s for s in usable if s.infusions and s.lymphodepletion_days and s.visits)
+            out[code] = SiteRecs(_rec(primary, code), _rec(second, code), _rec(treated, code))
+        # What the demo promises (cellstudy/demo.py): HZ-001 on treatment with infusion 1
+        # given, NB-001 enrolled with infusion 1 scheduled.
+        assert out["HZ"].treated.number == "HZ-001" and out["HZ"].treated.dlt_open
+        assert out["NB"].treated.number == "NB-001" and not out["NB"].treated.dlt_open
         db.session.remove()
         return out
 
@@ -153,7 +227,7 @@ def home_and_away(username) -> tuple[str, str]:
     return home, ("NB" if home == "HZ" else "HZ")
 
 
-def expectation(username, endpoint, method, variant, site):
+def expectation(username, endpoint, method, variant, site, subject: Rec | None = None):
     required = ENDPOINTS[endpoint].methods[method]
     if required != PUBLIC:
         if username is None:
@@ -161,13 +235,17 @@ def expectation(username, endpoint, method, variant, site):
         if required != LOGGED_IN and required not in ROLE_CAPS[USERS[username][0]]:
             return 403
         if ENDPOINTS[endpoint].site_scoped:
-            if variant in ("missing", "nested_same_site", "nested_other_site"):
+            if variant in NESTED_VARIANTS:
                 return 404
             if site not in user_sites(username):
                 return 404
     for who in (username, "user" if username else None, "*"):
         if (endpoint, method, who) in REDIRECTS:
             return ("redirect", REDIRECTS[endpoint, method, who])
+    if endpoint in STATE_REDIRECTS and subject is not None:
+        attribute, location = STATE_REDIRECTS[endpoint]
+        if not getattr(subject, attribute):
+            return ("redirect", location.format(id=subject.id))
     return "allowed"
 
 
@@ -181,8 +259,6 @@ def _build(app, rule, values) -> str:
 def cases_for(app, username, recs) -> list[Case]:
     """Every rule x method (HEAD/OPTIONS aside) x record variant for one user."""
     home, away = home_and_away(username)
-    own, own_second = recs[home]
-    other, _ = recs[away]
     unknown, cases = [], []
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
         route = ENDPOINTS.get(rule.endpoint)
@@ -199,8 +275,13 @@ def cases_for(app, username, recs) -> list[Case]:
             unknown.append(f"{rule.rule}: no test value for {sorted(args - {'subject_id', 'filename'} - NESTED_ARGS)}")
             continue
 
-        def nested(rec):
-            return {k: getattr(rec, k) for k in args & NESTED_ARGS}
+        own, host, donor = recs[home].subjects_for(route)
+        other = recs[away].subjects_for(route)[0]
+
+        def nested(rec, missing=False):
+            values = {k: MISSING_ID if missing else getattr(rec, k) for k in args & NESTED_ARGS}
+            assert None not in values.values(), f"{rule.rule}: demo subject {rec.number} has no {sorted(values)}"
+            return values
 
         variants = []
         if "filename" in args:
@@ -210,14 +291,17 @@ def cases_for(app, username, recs) -> list[Case]:
                          ("other_site", {"subject_id": other.id, **nested(other)}, away, other, other),
                          ("missing", {"subject_id": MISSING_ID, **nested(own)}, None, None, own)]
             if args & NESTED_ARGS:
-                variants += [("nested_same_site", {"subject_id": own.id, **nested(own_second)}, home, None, own_second),
+                assert host.id != donor.id and host.site == donor.site == home
+                variants += [("nested_missing", {"subject_id": own.id, **nested(own, missing=True)}, home, None, other),
+                             ("nested_same_site", {"subject_id": host.id, **nested(donor)}, home, None, donor),
                              ("nested_other_site", {"subject_id": own.id, **nested(other)}, home, None, other)]
         else:
             variants.append(("-", {}, None, None, None))
         for method in methods:
             for variant, values, site, subject, hidden in variants:
                 cases.append(Case(rule.endpoint, method, _build(app, rule, values), variant,
-                                  expectation(username, rule.endpoint, method, variant, site), subject, hidden))
+                                  expectation(username, rule.endpoint, method, variant, site, subject),
+                                  subject, hidden))
     assert not unknown, "routes without a written authorisation expectation:\n" + "\n".join(unknown)
     return cases
 
@@ -251,8 +335,10 @@ def _problem(case: Case, response) -> str | None:
             return f"expected 200 or 302 (allowed POST), got {status} {location}"
         if status == 302 and path == "/login":
             return "allowed POST redirected to the login page (session lost?)"
-    if exp != "allowed" and case.hidden and case.hidden.number in body:
-        return f"status {status} but the body shows {case.hidden.number}"
+    if exp != "allowed" and case.hidden:
+        shown = [n for n in case.hidden.names if n in body]
+        if shown:
+            return f"status {status} but the body shows {', '.join(shown)}"
     return None
 
 
@@ -310,6 +396,14 @@ def test_expectations_cover_every_outcome(app):
     assert set(outcomes) == {"login", 403, 404, "allowed", "redirect"}
     scoped = {e for e, r in ENDPOINTS.items() if r.site_scoped}
     assert outcomes["allowed"] >= scoped and outcomes[404] >= scoped
+    # Every nested record kind is tried in every variant.
+    variants = {}
+    for rule in app.url_map.iter_rules():
+        for arg in set(rule.arguments) & NESTED_ARGS:
+            variants.setdefault(arg, set()).update(
+                c.variant for c in cases_for(app, "coord-hz", recs) if c.endpoint == rule.endpoint)
+    expected = {"own", "other_site", "missing", "nested_missing", "nested_same_site", "nested_other_site"}
+    assert variants == {arg: expected for arg in NESTED_ARGS}
 
 
 def test_endpoint_permissions_agree_with_the_table(app):
@@ -361,6 +455,73 @@ def test_subject_list_shows_only_assigned_sites(app, login, username):
     for code in ALL_SITES:
         for number in numbers[code]:
             assert (number in body) == (code in user_sites(username)), (username, number)
+
+
+def _site_subject_names(app) -> dict[str, set[str]]:
+    """site code -> every screening and subject number of the site's subjects."""
+    with app.app_context():
+        names = {code: set() for code in ALL_SITES}
+        for subject, code in db.session.execute(select(Subject, Site.code).join(Site)):
+            names[code].update(n for n in (subject.screening_number, subject.subject_number) if n)
+        db.session.remove()
+    return names
+
+
+def _record_deviations(app, recs) -> None:
+    """A protocol deviation at each site, through the service (a vaccine given inside the
+    no-vaccination window, signed by the site's investigator), so /deviations has content
+    of both sites."""
+    from datetime import timedelta
+
+    from cellstudy.demo import DEMO_PASSWORD
+    from cellstudy.infusions import service
+    from cellstudy.timeutil import site_today
+
+    with app.app_context():
+        for code in sorted(ALL_SITES):
+            subject = db.session.get(Subject, recs[code].treated.id)
+            investigator = db.session.scalar(select(User).where(User.username == f"inv-{code.lower()}"))
+            given = site_today(subject.site) - timedelta(days=1)
+            window = service.vaccination_window(subject)
+            assert window and window[0] <= given <= window[1], (code, window)
+            service.record_vaccine(subject, {"name": "Influenza vaccine", "last_date": given, "start_date": given,
+                                             "indication": "seasonal"}, user=investigator,
+                                   deviation_reason="Given by the family doctor", password=DEMO_PASSWORD)
+            assert subject.deviations, code
+        db.session.remove()
+
+
+#: Lists across subjects -> the demo subjects that must be listed for their own sites
+#: ("treated": the site's treated subject); the overdue list is empty in the demo.
+LISTS = {"/calendar": {"treated"}, "/overdue": set(), "/deviations": {"treated"}, "/escalation": {"treated"}}
+
+
+@pytest.mark.parametrize("username", [u for u, (role, _) in USERS.items() if VIEW in ROLE_CAPS[role]])
+def test_lists_show_only_assigned_sites(app, login, username):
+    """PROTOCOL 2: the calendar, overdue, deviation and dose-escalation lists name only
+    subjects of the user's sites (the escalation counts are study-wide, the names are not)."""
+    recs = demo_records(app)
+    _record_deviations(app, recs)
+    names = _site_subject_names(app)
+    session = login(username)
+    problems = []
+    for url, listed in LISTS.items():
+        response = session.get(url)
+        if response.status_code != 200:
+            problems.append(f"{url}: {response.status_code}")
+            continue
+        body = response.get_data(as_text=True)
+        for code in sorted(ALL_SITES):
+            if code in user_sites(username):
+                for kind in sorted(listed):
+                    rec = getattr(recs[code], kind)
+                    if rec.number not in body:
+                        problems.append(f"{url}: own-site subject {rec.number} is not listed")
+            else:
+                leaked = sorted(n for n in names[code] if n in body)
+                if leaked:
+                    problems.append(f"{url}: shows subjects of site {code}: {', '.join(leaked)}")
+    assert not problems, f"{username}:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("username", ["coord-hz", "inv-nb"])

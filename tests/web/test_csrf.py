@@ -21,11 +21,11 @@ from cellstudy.extensions import db
 from .test_authorization import (ENDPOINTS, IGNORED_METHODS, LOGGED_IN, PUBLIC, ROLE_CAPS, USERS,
                                  demo_records)
 
-PASSWORD = "cellstudy-demo"
-
 #: Actions that change state and must never answer a GET.
 ACTIONS = {"auth.logout", "enrollment.register", "enrollment.exposure_remove", "enrollment.screen_fail",
-           "enrollment.rescreen"}
+           "enrollment.rescreen", "infusions.reschedule", "infusions.cancel", "infusions.visit_missed"}
+
+PASSWORD = "cellstudy-demo"
 
 
 @pytest.fixture
@@ -91,10 +91,16 @@ def post_rules(app):
     return sorted(rules, key=lambda r: (r.endpoint == "auth.logout", r.rule))
 
 
-def url_of(app, rule, rec) -> str:
-    values = {"subject_id": rec.id, "screening_id": rec.screening_id, "exposure_id": rec.exposure_id}
+def url_of(app, rule, site_recs) -> str:
+    """The URL of `rule` for the site's demo subject of the route (a subject in screening
+    for the enrolment routes, the treated subject with its own infusion, lymphodepletion
+    day or visit for the treatment routes): a valid target, so an allowed POST with a
+    token reaches the form or the action."""
+    route = ENDPOINTS.get(rule.endpoint)
+    rec = site_recs.subjects_for(route)[0] if route is not None and route.site_scoped else None
+    values = {k: rec.id if k == "subject_id" else getattr(rec, k) for k in rule.arguments} if rec else {}
     with app.test_request_context():
-        return url_for(rule.endpoint, **{k: values[k] for k in rule.arguments})
+        return url_for(rule.endpoint, **values)
 
 
 def test_login_needs_a_valid_token(csrf_app):
@@ -111,8 +117,7 @@ def test_login_needs_a_valid_token(csrf_app):
 
 
 def test_every_post_route_refuses_a_missing_token(csrf_app):
-    recs = demo_records(csrf_app)
-    own = recs["HZ"][0]
+    own = demo_records(csrf_app)["HZ"]
     clients = {}
     checked = []
     for rule in post_rules(csrf_app):
@@ -136,14 +141,18 @@ def test_every_post_route_refuses_a_missing_token(csrf_app):
         # The same request with the session's token gets past CSRF (to validation or the action).
         response = client.post(url, data={"csrf_token": page_token(client)})
         assert response.status_code in (200, 302), f"{username} POST {url} with a token: {response.status_code}"
+        assert b"Form expired" not in response.data, f"{username} POST {url} with a token: refused as expired"
+        if response.status_code == 302 and rule.endpoint != "auth.logout":
+            assert urlsplit(response.location).path != "/login", f"{username} POST {url} with a token: logged out"
         checked.append(rule.endpoint)
     assert {"auth.login", "auth.logout", "auth.users", "enrollment.screening", "enrollment.enrol"} <= set(checked)
+    assert {e for e, r in ENDPOINTS.items() if "POST" in r.methods} == set(checked)
 
 
 def test_state_changing_routes_refuse_get(csrf_app):
     """Action routes are POST-only: a GET (a link, an <img>, a prefetch) answers 405."""
     client = log_in(csrf_app, "inv-hz")
-    own = demo_records(csrf_app)["HZ"][0]
+    own = demo_records(csrf_app)["HZ"]
     seen = set()
     for rule in csrf_app.url_map.iter_rules():
         if rule.endpoint not in ACTIONS:
@@ -193,3 +202,30 @@ def test_a_refused_post_changes_nothing(csrf_app):
     response = client.post("/subjects/new", data={"site": str(hz), "csrf_token": page_token(client, "/subjects/")})
     assert response.status_code == 302 and "/screening" in response.location
     assert subjects()[0] == before + 1
+
+
+def test_a_refused_treatment_action_changes_nothing(csrf_app):
+    """Cancelling HZ-001's scheduled infusion: refused without the token (the infusion
+    stays scheduled), done with the token from the scheduling page."""
+    from cellstudy.infusions.models import Infusion
+
+    treated = demo_records(csrf_app)["HZ"].treated
+    client = log_in(csrf_app, "coord-hz")
+
+    def infusion():
+        with csrf_app.app_context():
+            record = db.session.get(Infusion, treated.infusion_id)
+            state, version = record.state, record.version
+            db.session.remove()
+            return state, version
+
+    state, version = infusion()
+    assert state == "scheduled"
+    url = f"/subjects/{treated.id}/infusions/{treated.infusion_id}/cancel"
+    form = {"version": str(version), "reason": "Subject withdrew consent for this infusion."}
+    assert client.post(url, data=form).status_code == 400
+    assert infusion() == (state, version)
+    response = client.post(url, data={**form, "csrf_token": page_token(client, f"/subjects/{treated.id}/infusions")})
+    assert response.status_code == 302 and urlsplit(response.location).path == f"/subjects/{treated.id}/infusions"
+    state, _ = infusion()
+    assert state == "cancelled", f"the cancel was accepted (302) but infusion {treated.infusion_id} is {state}"
