@@ -83,7 +83,7 @@ def load_demo(today: date | None = None) -> bool:
         site = sites[code]
         if code == "HZ":  # on treatment: first infusion 6 days ago, the second scheduled
             subject = make_subject(site, coord, "complete", today - timedelta(days=20))
-            _enrol(subject, inv)
+            _enrol(subject, inv, on=today - timedelta(days=22))
             _treat(subject, coord, today)
             make_subject(site, coord, "complete", today)  # eligible, awaiting the investigator
         else:  # enrolled, first infusion scheduled on the planned date
@@ -104,12 +104,21 @@ def load_demo(today: date | None = None) -> bool:
     return True
 
 
-def _enrol(subject, investigator) -> None:
+def _enrol(subject, investigator, on: date | None = None) -> None:
+    """Enrol at the proposed dose level. `on` back-dates the enrolment of a subject whose
+    treatment the demo places in the past (demo data only: real enrolments are dated
+    by the signature)."""
+    from datetime import datetime, time, timezone
+
     from .infusions import service as infusions
 
     level, _why = infusions.proposed_dose_level()
-    enrollment.enrol(subject, user=investigator, password=DEMO_PASSWORD,
-                     screening_version=subject.current_screening.version, dose_level=level)
+    decision = enrollment.enrol(subject, user=investigator, password=DEMO_PASSWORD,
+                                screening_version=subject.current_screening.version, dose_level=level)
+    if on is not None:
+        stamp = datetime.combine(on, time(2, 0), tzinfo=timezone.utc)
+        subject.enrolled_at = decision.decided_at = decision.signature.signed_at = stamp
+        db.session.commit()
 
 
 def _treat(subject, user, today: date) -> None:

@@ -36,6 +36,11 @@ def site_today(site) -> date:
     return utcnow().astimezone(site_zone(site)).date()
 
 
+def site_date(value: datetime, site) -> date:
+    """The site-local calendar date of a stored UTC time."""
+    return as_utc(value).astimezone(site_zone(site)).date()
+
+
 def fmt_site(value: datetime | None, site) -> Markup:
     """A stored UTC time shown in the site's time zone (ARCHITECTURE rule 5), with the
     UTC time in the tooltip and the machine-readable attribute."""

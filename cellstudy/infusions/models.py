@@ -116,7 +116,8 @@ class EscalationReview(db.Model):
     counts: Mapped[list] = mapped_column(JSON)
     reason: Mapped[str] = mapped_column(Text)
     comment: Mapped[str | None] = mapped_column(Text)
-    signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
+    # set in the same transaction, once the review row exists to be signed
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     signature = relationship("Signature")

@@ -165,6 +165,8 @@ def _crf_page(subject, record, form_cls, specs, save, title, template="infusions
             flash(str(error), "error")
         except RecordError as error:
             _refused(form, error)
+            if not sa_inspect(record).persistent:  # a first save that was refused: nothing exists yet
+                record.status, record.version, record.data = "draft", 0, {}
         else:
             flash(f"{title} saved." + (" Marked complete." if record.status == "complete" else ""), "success")
             return redirect(request.path)

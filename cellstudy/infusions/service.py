@@ -14,7 +14,7 @@ from ..records import crf
 from ..records import service as records
 from ..records.service import RecordError
 from ..settings import current_study
-from ..timeutil import site_today, utcnow
+from ..timeutil import site_date, site_today, utcnow
 from . import escalation, lockouts, schedule
 from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, by_name
 from .models import Deviation, DltAssessment, EscalationReview, Infusion, LymphodepletionDay, Visit
@@ -81,8 +81,26 @@ def open_adverse_events(subject: Subject) -> list[dict]:
 
 
 def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = None) -> dict:
-    return {"proposed_date": proposed, "infusion_dates": [i.date for i in active_infusions(subject, exclude)],
+    """The lockout checker's case. A new infusion is judged after every other infusion
+    (PROTOCOL 5.2); a rescheduled one after the infusions that stay before it, its later
+    neighbours being checked separately (`_later_neighbours`)."""
+    dates = [i.date for i in active_infusions(subject, exclude)]
+    if exclude is not None:
+        dates = [d for d in dates if d < proposed]
+    return {"proposed_date": proposed, "infusion_dates": dates,
             "exposures": lockout_exposures(subject), "open_adverse_events": open_adverse_events(subject)}
+
+
+def _later_neighbours(subject: Subject, proposed: date, exclude: Infusion) -> dict | None:
+    """Moving an infusion must keep the minimum interval to the infusions after it too."""
+    gap = current_study().regimen.min_interval_days
+    close = [i.date for i in active_infusions(subject, exclude) if i.date >= proposed
+             and (i.date - proposed).days < gap]
+    if not close:
+        return None
+    return {"code": "min_interval", "until": None,
+            "reason": f"the next infusion is on {min(close).isoformat()}: infusions must be at least {gap} days "
+                      "apart (move or cancel that infusion first)"}
 
 
 def stagger_lockout(subject: Subject, proposed: date, is_first: bool) -> dict | None:
@@ -106,27 +124,56 @@ def stagger_lockout(subject: Subject, proposed: date, is_first: bool) -> dict | 
 
 
 def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None = None) -> dict:
-    """Everything the scheduling screen shows for a proposed date."""
+    """Everything the scheduling screen shows for a proposed date (a new infusion, or
+    `exclude` moved to that date)."""
     study = current_study()
     case = lockout_case(subject, proposed, exclude)
     result = lockouts.check(case, study=study)
     is_first = not case["infusion_dates"]
     blocks = list(result["lockouts"])
+    if exclude is not None:
+        later = _later_neighbours(subject, proposed, exclude)
+        if later and not any(lo["code"] == "min_interval" for lo in blocks):
+            blocks.append(later)
     stagger = stagger_lockout(subject, proposed, is_first)
     if stagger:
         blocks.append(stagger)
     earliest = lockouts.earliest_clear_date(case, study=study)
     if stagger and earliest is not None:
         earliest = max(earliest, date.fromisoformat(stagger["until"]))
-    number = len(case["infusion_dates"]) + 1
-    anchor = proposed if is_first else min(case["infusion_dates"])
+    if exclude is not None and any(lo["until"] is None for lo in blocks):
+        earliest = None
+    number = exclude.number if exclude is not None else len(case["infusion_dates"]) + 1
+    others = [i.date for i in active_infusions(subject, exclude)]
+    anchor = min(others + [proposed]) if number != 1 else proposed
     deviation = (schedule.target_deviation(number, anchor, proposed, study)
-                 if number <= study.regimen.infusion_count else None)
+                 if 1 < number <= study.regimen.infusion_count else None)
+    latest = max(case["infusion_dates"], default=None)
+    enrolled = site_date(subject.enrolled_at, subject.site) if subject.enrolled_at else None
+    if enrolled and proposed < enrolled:
+        blocks.insert(0, {"code": "before_enrolment", "until": enrolled.isoformat(),
+                          "reason": f"the subject was enrolled on {enrolled.isoformat()}: an infusion cannot "
+                                    "precede enrolment"})
     return {"proposed": proposed, "number": number, "is_first": is_first, "lockouts": blocks,
             "allowed": not blocks, "earliest": earliest, "target_deviation": deviation,
             "vaccination_window": result["vaccination_window"],
-            "overridable": [lo["code"] for lo in blocks if not (is_first and lo["code"] in ELIGIBILITY_CODES)],
+            "overridable": [lo["code"] for lo in blocks if _overridable(lo, is_first, proposed, latest)],
             "undated": undated_exposures(subject)}
+
+
+def _overridable(lockout: dict, is_first: bool, proposed: date, latest: date | None) -> bool:
+    """PROTOCOL 5.2: before the first infusion the eligibility codes cannot be overridden.
+    Neither can what is bad input rather than a judgement: a second infusion on the same
+    day (or before the latest), more infusions than the protocol has, or an infusion before
+    enrolment."""
+    code = lockout["code"]
+    if is_first and code in ELIGIBILITY_CODES:
+        return False
+    if code in ("max_infusions", "before_enrolment"):
+        return False
+    if code == "min_interval" and (lockout["until"] is None or (latest is not None and proposed <= latest)):
+        return False
+    return True
 
 
 # --- scheduling ------------------------------------------------------------------------------
@@ -153,8 +200,10 @@ def _authorise(subject, evaluation, *, user, override_reason, password, record) 
     codes = [lo["code"] for lo in evaluation["lockouts"]]
     hard = [c for c in codes if c not in evaluation["overridable"]]
     if hard:
-        raise SchedulingRefused("This date is locked out (" + ", ".join(hard) + "); before the first infusion the "
-                                "eligibility washouts cannot be overridden. Choose another date.", evaluation)
+        raise SchedulingRefused("This date is locked out (" + ", ".join(hard) + ") and that cannot be overridden: "
+                                "before the first infusion the eligibility washouts cannot be overridden, nor can "
+                                "a second infusion on the same day, more infusions than the protocol has, or an "
+                                "infusion before enrolment. Choose another date.", evaluation)
     if not override_reason or not password:
         raise SchedulingRefused("This date is locked out (" + ", ".join(codes) + "). An investigator can override "
                                 "with a reason and an e-signature.", evaluation)
@@ -602,7 +651,7 @@ def sign_review(*, user, password: str, comment: str | None) -> EscalationReview
     counts = [{k: row[k] for k in ("level", "evaluable", "dlt", "pending")} for row in escalation_counts()]
     review = EscalationReview(decision=decision["decision"], level=decision["level"] or decision["mtd"],
                               counts=counts, reason=decision["reason"], comment=(comment or "").strip() or None,
-                              signature_id=0, created_at=utcnow())
+                              created_at=utcnow())
     db.session.add(review)
     db.session.flush()
     signature = records.sign(review, user=user, password=password, meaning=REVIEW_MEANING)
@@ -663,7 +712,7 @@ def calendar(site_ids: list[int] | None, start: date, days: int = 28) -> list[di
         evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion)
         items.append({"date": infusion.planned_date, "kind": "infusion", "subject": infusion.subject,
                       "label": f"Infusion {infusion.number}", "record": infusion,
-                      "warnings": evaluation["lockouts"] if not infusion.override_signature_id else []})
+                      "warnings": evaluation["lockouts"], "overridden": bool(infusion.override_signature_id)})
     for visit in db.session.execute(vstmt).scalars():
         items.append({"date": max(visit.target_date, start), "kind": "visit", "subject": visit.subject,
                       "label": f"Visit {visit.label}", "record": visit, "warnings": [],

@@ -2,8 +2,14 @@
 
 Each record carries the SHA-256 of its canonical content and of the previous record's
 hash, so any edit, deletion or insertion breaks the chain; `verify()` walks it.
-Appends are serialised (PostgreSQL advisory lock; SQLite write transactions are
-BEGIN IMMEDIATE, see extensions setup) so two requests cannot fork the chain.
+
+`append()` queues a record in the caller's transaction; the queue is written when the
+transaction commits (a `before_commit` hook): the chain's tail is read and extended
+under a lock held only for those few statements (a PostgreSQL advisory lock; SQLite
+write transactions are BEGIN IMMEDIATE), so concurrent saves cannot fork the chain
+and do not queue behind each other's page work. A rollback discards the queue with
+the change it described: if it is not committed, it did not happen, and neither did
+its audit record.
 """
 from __future__ import annotations
 
@@ -13,13 +19,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import select, text
+from sqlalchemy import event, insert, select, text
+from sqlalchemy.orm import Session
 
 from ..extensions import db
 from ..timeutil import as_utc, utcnow
 from .models import AuditRecord
 
 GENESIS = "0" * 64
+_PENDING = "cellstudy_audit_pending"
 _CHAIN_LOCK_KEY = 7_220_117  # arbitrary constant for pg_advisory_xact_lock
 _HASHED = ("at", "user_id", "username", "action", "site_id", "subject_id", "form",
            "form_id", "field", "old_value", "new_value", "reason")
@@ -44,29 +52,22 @@ def _stamp(value: datetime) -> str:
     return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+def _encode(parts) -> bytes:
+    """Length-prefixed fields ("-" for null): unambiguous, whatever the text contains."""
+    return "".join("-" if p is None else f"{len(s)}:{s}" for p in parts for s in (str(p),)).encode()
+
+
 def canonical(values: dict) -> bytes:
-    row = [(_stamp(values[k]) if k == "at" else values[k]) for k in _HASHED]
-    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(_stamp(values[k]) if k == "at" else values[k] for k in _HASHED)
 
 
 def chain_hash(prev_hash: str, values: dict) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(values)).hexdigest()
 
 
-def _lock_chain() -> None:
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_KEY})
-
-
-def _last_hash() -> str:
-    last = db.session.execute(select(AuditRecord.hash).order_by(AuditRecord.id.desc()).limit(1)).scalar()
-    return last or GENESIS
-
-
 def append(action: str, *, user=None, username: str | None = None, site_id=None, subject_id=None,
-           form=None, form_id=None, field=None, old=None, new=None, reason=None) -> AuditRecord:
-    """Append one record in the caller's transaction (committed with the change it records)."""
-    _lock_chain()
+           form=None, form_id=None, field=None, old=None, new=None, reason=None) -> dict:
+    """Queue one record; it is written, chained, with the transaction's commit."""
     values = {
         "at": utcnow(),
         "user_id": user.id if user is not None else None,
@@ -81,11 +82,34 @@ def append(action: str, *, user=None, username: str | None = None, site_id=None,
         "new_value": to_text(new),
         "reason": reason or None,
     }
-    prev = _last_hash()
-    record = AuditRecord(**values, prev_hash=prev, hash=chain_hash(prev, values))
-    db.session.add(record)
-    db.session.flush()  # the next append in this transaction must see this hash
-    return record
+    db.session.info.setdefault(_PENDING, []).append(values)
+    return values
+
+
+def pending() -> list[dict]:
+    """The records queued in this transaction (for a view that wants to show them)."""
+    return list(db.session.info.get(_PENDING, ()))
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    queued = session.info.pop(_PENDING, None)
+    if not queued:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_KEY})
+    prev = session.execute(select(AuditRecord.hash).order_by(AuditRecord.id.desc()).limit(1)).scalar() or GENESIS
+    rows = []
+    for values in queued:
+        digest = chain_hash(prev, values)
+        rows.append({**values, "prev_hash": prev, "hash": digest})
+        prev = digest
+    session.execute(insert(AuditRecord), rows)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard_pending(session: Session, previous_transaction) -> None:
+    session.info.pop(_PENDING, None)
 
 
 @dataclass
@@ -96,19 +120,28 @@ class Verification:
     problem: str | None = None
 
 
-def verify(batch: int = 5000) -> Verification:
-    """Walk the chain in id order; stop at the first record that does not match."""
-    cols = [AuditRecord.id, AuditRecord.prev_hash, AuditRecord.hash] + [getattr(AuditRecord, k) for k in _HASHED]
-    stmt = select(*cols).order_by(AuditRecord.id).execution_options(yield_per=batch)
+def verify(batch: int = 20000) -> Verification:
+    """Walk the chain in id order; stop at the first record that does not match.
+
+    Reads the stored values through the driver (the time as canonical text computed by
+    the database), so the cost is about hashing the stored bytes."""
+    dialect = db.session.get_bind().dialect.name
+    stamp = ("to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')" if dialect == "postgresql"
+             else "replace(at, ' ', 'T')")
+    columns = ", ".join([stamp] + list(_HASHED[1:]))
+    sql = f"SELECT id, prev_hash, hash, {columns} FROM audit_record ORDER BY id"
+    connection = db.session.connection()
+    result = connection.exec_driver_sql(sql) if dialect != "postgresql" else \
+        connection.execution_options(stream_results=True, max_row_buffer=batch).exec_driver_sql(sql)
+    sha256 = hashlib.sha256
     prev = GENESIS
     checked = 0
-    for row in db.session.execute(stmt):
+    for row in result:
         rid, prev_hash, stored = row[0], row[1], row[2]
-        values = dict(zip(_HASHED, row[3:]))
         if prev_hash != prev:
             return Verification(False, checked, rid, f"record {rid}: previous-hash link broken "
                                 f"(expected {prev[:12]}…, stored {prev_hash[:12]}…)")
-        if chain_hash(prev, values) != stored:
+        if sha256(prev.encode() + _encode(row[3:])).hexdigest() != stored:
             return Verification(False, checked, rid, f"record {rid}: content does not match its hash")
         prev = stored
         checked += 1

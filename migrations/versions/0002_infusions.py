@@ -114,7 +114,7 @@ def upgrade():
     sa.Column('counts', sa.JSON(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('comment', sa.Text(), nullable=True),
-    sa.Column('signature_id', sa.Integer(), nullable=False),
+    sa.Column('signature_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['signature_id'], ['signature.id'], name=op.f('fk_escalation_review_signature_id_signature')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_escalation_review'))

@@ -62,6 +62,9 @@ def enrolled_subject(live_server):
         subject = make_subject(site, users["coord-hz"], "complete", today + timedelta(days=PLANNED_FIRST_IN_DAYS - 14))
         enrollment.enrol(subject, user=users["inv-hz"], password=DEMO_PASSWORD,
                          screening_version=subject.current_screening.version, dose_level="DL1")
+        # the enrolment is dated a week back: an infusion cannot precede it
+        subject.enrolled_at = subject.enrolled_at - timedelta(days=7)
+        db.session.commit()
         info = {"id": subject.id, "number": subject.subject_number, "today": today,
                 "planned_first": today + timedelta(days=PLANNED_FIRST_IN_DAYS)}
         assert subject.status == "enrolled" and subject.dose_level == "DL1" and not subject.infusions
