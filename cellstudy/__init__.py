@@ -114,7 +114,8 @@ def _register_hooks(app: Flask) -> None:
             flash("You were logged out after 30 minutes without activity.", "warning")
             return redirect(url_for("auth.login", next=request.full_path))
         session.permanent = True
-        session["last_seen"] = now
+        if last is None or now - last > 30:  # re-signing the cookie on every hit buys nothing
+            session["last_seen"] = now
         return None
 
     @app.after_request
@@ -132,7 +133,9 @@ def _register_hooks(app: Flask) -> None:
 
     from .enrollment.eligibility import INCLUSION_CODES
 
-    app.jinja_env.globals.update(can=can, inclusion_codes=INCLUSION_CODES)
+    from .records.render import render_field
+
+    app.jinja_env.globals.update(can=can, inclusion_codes=INCLUSION_CODES, render_field=render_field)
 
     @app.context_processor
     def study_in_force():

@@ -7,6 +7,8 @@ of a new study definition, reviewed like any code change."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from decimal import Decimal, InvalidOperation
 
 from flask import g, has_app_context
@@ -68,9 +70,17 @@ def current_study() -> Study:
     if "cellstudy_study" not in g:
         from .infusions.models import StudyAmendment
 
-        latest = db.session.execute(select(StudyAmendment).order_by(StudyAmendment.id.desc()).limit(1)).scalar()
-        g.cellstudy_study = apply(latest.overrides, version=latest.version) if latest else STUDY
+        latest = db.session.execute(select(StudyAmendment.id, StudyAmendment.version, StudyAmendment.overrides)
+                                    .order_by(StudyAmendment.id.desc()).limit(1)).first()
+        g.cellstudy_study = _amended(latest.id, latest.version, json.dumps(latest.overrides, sort_keys=True)) \
+            if latest else STUDY
     return g.cellstudy_study
+
+
+@functools.lru_cache(maxsize=64)
+def _amended(amendment_id: int, version: str, overrides_json: str) -> Study:
+    """Amendments never change once written: each is built once per process."""
+    return apply(json.loads(overrides_json), version=version)
 
 
 def amend(values: dict, *, version: str, reason: str, user) -> Study:

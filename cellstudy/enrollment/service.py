@@ -2,6 +2,8 @@
 (PROTOCOL 3, 4). Views call these; these call `records` for every write."""
 from __future__ import annotations
 
+import functools
+import json
 import re
 from datetime import date
 from decimal import Decimal
@@ -64,10 +66,34 @@ def build_case(screening: Screening, data: dict | None = None) -> dict:
 
 def evaluate(screening: Screening) -> dict:
     """The checker's result for the saved form, or a bad-input result naming the field."""
+    case = build_case(screening)
+    result = _evaluate_cached(json.dumps(_jsonable(case), sort_keys=True), current_study())
+    # a copy: the cached answer must never be changed by a caller
+    return {**result, "criteria": {code: dict(c) for code, c in result["criteria"].items()}}
+
+
+@functools.lru_cache(maxsize=4096)
+def _evaluate_cached(case_json: str, study) -> dict:
+    """check() is pure: the same case and study definition give the same answer, so a
+    page shown again (the same form version, the same therapy log) reuses it. The key is
+    the whole input, never an id, so a changed value can never hit a stale entry."""
+    case = json.loads(case_json)
     try:
-        return eligibility.check(build_case(screening), study=current_study())
+        return eligibility.check(_from_json(case), study=study)
     except ValueError as error:
         return {"eligible": None, "criteria": {}, "error": str(error)}
+
+
+def _from_json(case: dict) -> dict:
+    """Decimals come back from their exact text (json.loads gives str for them)."""
+    out = {}
+    for name, value in case.items():
+        spec = FIELDS_BY_NAME.get(name)
+        out[name] = from_stored(spec, value) if spec else value
+    if case.get("prior_therapies"):
+        out["prior_therapies"] = [{**e, "half_life_days": Decimal(e["half_life_days"]) if e.get("half_life_days")
+                                   else None} for e in case["prior_therapies"]]
+    return out
 
 
 def field_of_error(message: str) -> str | None:
