@@ -34,12 +34,21 @@ def _sqlite_begin(conn):
         return
     # Writes (every POST, every CLI command) take the write lock up front, so the audit
     # chain is read and extended by one writer at a time; GET pages read concurrently.
-    from flask import has_request_context
+    from flask import g, has_request_context
 
-    if has_request_context() and request.method in ("GET", "HEAD"):
+    if has_request_context() and (request.method in ("GET", "HEAD") or g.get("cellstudy_committed")):
+        # reads, and whatever a POST reads after its write is committed (the redirect)
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@event.listens_for(Engine, "commit")
+def _mark_committed(conn):
+    from flask import g, has_request_context
+
+    if has_request_context() and conn.dialect.name == "sqlite":
+        g.cellstudy_committed = True
 
 
 def create_app(config_name: str | None = None, overrides: dict | None = None) -> Flask:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from decimal import Decimal, InvalidOperation
 
 from flask import g, has_app_context
@@ -63,18 +64,33 @@ def parse(key: str, raw, kind):
     return value
 
 
+#: database URL -> (read at, study): the amendment in force, re-read at most every few
+#: seconds per process (an amendment is rare; every page needs the definition).
+_IN_FORCE: dict[str, tuple[float, Study]] = {}
+REFRESH_SECONDS = 5.0
+
+
 def current_study() -> Study:
-    """The definition in force now (cached for the request)."""
+    """The definition in force now (cached for the request, and per process for a few
+    seconds; the process that records an amendment sees it at once)."""
     if not has_app_context():
         return STUDY
     if "cellstudy_study" not in g:
-        from .infusions.models import StudyAmendment
-
-        latest = db.session.execute(select(StudyAmendment.id, StudyAmendment.version, StudyAmendment.overrides)
-                                    .order_by(StudyAmendment.id.desc()).limit(1)).first()
-        g.cellstudy_study = _amended(latest.id, latest.version, json.dumps(latest.overrides, sort_keys=True)) \
-            if latest else STUDY
+        key = str(db.engine.url)
+        cached = _IN_FORCE.get(key)
+        if cached is None or time.monotonic() - cached[0] > REFRESH_SECONDS:
+            cached = (time.monotonic(), _read_in_force())
+            _IN_FORCE[key] = cached
+        g.cellstudy_study = cached[1]
     return g.cellstudy_study
+
+
+def _read_in_force() -> Study:
+    from .infusions.models import StudyAmendment
+
+    latest = db.session.execute(select(StudyAmendment.id, StudyAmendment.version, StudyAmendment.overrides)
+                                .order_by(StudyAmendment.id.desc()).limit(1)).first()
+    return _amended(latest.id, latest.version, json.dumps(latest.overrides, sort_keys=True)) if latest else STUDY
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,4 +120,5 @@ def amend(values: dict, *, version: str, reason: str, user) -> Study:
                      old=old, new=new, reason=f"{version}: {reason}")
     db.session.commit()
     g.pop("cellstudy_study", None)
+    _IN_FORCE.pop(str(db.engine.url), None)
     return proposed

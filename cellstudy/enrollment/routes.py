@@ -2,6 +2,7 @@
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import joinedload
 
 from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped
 from ..extensions import db
@@ -24,7 +25,7 @@ bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
 def subject_list():
     q = (request.args.get("q") or "").strip()
     status = request.args.get("status") or ""
-    stmt = scoped(select(Subject), Subject.site_id).order_by(Subject.screening_number)
+    stmt = scoped(select(Subject).options(joinedload(Subject.site)), Subject.site_id).order_by(Subject.screening_number)
     if q:
         like = f"%{q.upper()}%"
         stmt = stmt.where(or_(func.upper(Subject.screening_number).like(like),
@@ -88,6 +89,8 @@ def screening(subject_id, screening_id=None):
     conflict = None
     if request.method == "POST" and form.validate():
         values = form.values()
+        done_url = url_for(".screening", subject_id=subject.id, screening_id=screening.id)
+        completing = "complete" in request.form and screening.status != "complete"
         try:
             service.save_screening(screening, values, user=current_user, expected_version=_version(form.version.data),
                                    reason=form.reason.data, complete="complete" in request.form)
@@ -104,9 +107,8 @@ def screening(subject_id, screening_id=None):
             _field_error(form, error)
             flash("Nothing was saved: " + str(error), "error")
         else:
-            flash("Screening form saved." + (" Marked complete." if screening.status == "complete" else ""),
-                  "success")
-            return redirect(url_for(".screening", subject_id=subject.id, screening_id=screening.id))
+            flash("Screening form saved." + (" Marked complete." if completing else ""), "success")
+            return redirect(done_url)  # built before the commit: no reload of the saved rows
     elif request.method == "POST":
         flash("Some answers need correcting: see the messages at the fields. Nothing was saved.", "error")
     result = service.evaluate(screening)
