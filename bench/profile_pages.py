@@ -1,0 +1,182 @@
+"""Where the time goes, in-process (no HTTP, no gunicorn): for each benchmarked page the
+SQL queries per request, the mean time per request through Flask's test client, the
+statements of one request, and a cProfile of the loop; plus a cProfile of
+cellstudy.records.audit.verify(). Run by bench/run.py after the load test:
+
+    .venv/bin/python bench/profile_pages.py --url DATABASE_URL --out bench/out/profile-sqlite.txt
+
+Prints one JSON line; the details go to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+import urllib.parse
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.environ.get("BENCH_APP_ROOT") or os.path.dirname(BENCH)  # run.py: its snapshot of the app
+sys.path.insert(0, ROOT)
+sys.path.insert(0, BENCH)
+
+REASON = "bench: profile"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("-n", type=int, default=40, help="requests per page")
+    args = parser.parse_args()
+
+    from sqlalchemy import event, select
+
+    from bare_app import app as bare
+    from cellstudy import create_app
+    from cellstudy.auth.models import Site
+    from cellstudy.enrollment.models import Screening, Subject
+    from cellstudy.extensions import db
+    from cellstudy.records import audit
+    from run import PASSWORD, USERNAME, form_pairs
+
+    _instrument()
+    app = create_app("development", overrides={"SQLALCHEMY_DATABASE_URI": args.url, "WTF_CSRF_ENABLED": False})
+    report = io.StringIO()
+    result: dict = {"endpoints": {}}
+
+    with app.app_context():
+        statements: list[str] = []
+
+        @event.listens_for(db.engine, "before_cursor_execute")
+        def _count(conn, cursor, statement, parameters, context, executemany):
+            statements.append(" ".join(statement.split())[:160])
+            conn.info["bench_t0"] = time.perf_counter()
+
+        @event.listens_for(db.engine, "after_cursor_execute")
+        def _sql_time(conn, cursor, statement, parameters, context, executemany):
+            TIMERS["sql"] += time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
+
+        hz = db.session.execute(select(Site.id).where(Site.code == "HZ")).scalar_one()
+        ids = db.session.execute(select(Subject.id).where(Subject.site_id == hz, Subject.status == "screening")
+                                 .order_by(Subject.id.desc()).limit(args.n * 3)).scalars().all()
+        db.session.remove()
+
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = "cellstudy-bench/1"
+    resp = client.post("/login", data={"username": USERNAME, "password": PASSWORD})
+    assert resp.status_code == 302, resp.status_code
+
+    form = client.get(f"/subjects/{ids[0]}/screening").get_data(as_text=True)
+    base = [(k, v) for k, v in form_pairs(form, "screening-form") if k not in ("version", "weight_kg", "reason")]
+    base += [("reason", REASON), ("complete", "1")]
+
+    def post_args(i: int):
+        sid = ids[args.n + 10 + i]
+        with app.app_context():
+            scr = db.session.execute(select(Screening).join(Subject).where(Subject.id == sid)
+                                     .order_by(Screening.attempt.desc())).scalars().first()
+            version, weight = scr.version, scr.data.get("weight_kg")
+            db.session.remove()
+        new = "70" if weight != "70" else "62.5"
+        return f"/subjects/{sid}/screening", urllib.parse.urlencode(base + [("version", version), ("weight_kg", new)])
+
+    # The floor: an authenticated request that does nothing (GET /login redirects a logged-in
+    # user): session, login, before/after-request hooks, no page.
+    _measure("floor (auth + hooks, 302)", lambda i: client.get("/login"), args.n, statements, result, report,
+             expect=302)
+    pages = {
+        "subject list": lambda i: client.get("/subjects/"),
+        "subject page": lambda i: client.get(f"/subjects/{ids[i]}"),
+        "screening GET": lambda i: client.get(f"/subjects/{ids[i]}/screening"),
+    }
+    for name, call in pages.items():
+        _measure(name, call, args.n, statements, result, report, expect=200)
+
+    posts = [post_args(i) for i in range(args.n + 10)]
+    _measure("screening save (POST)",
+             lambda i: client.post(posts[i][0], data=posts[i][1], content_type="application/x-www-form-urlencoded"),
+             args.n, statements, result, report, expect=302)
+
+    bare_client = bare.test_client()
+    _measure("bare", lambda i: bare_client.get("/"), args.n, [], result, report, expect=200)
+
+    with app.app_context():
+        profile = cProfile.Profile()
+        t = time.perf_counter()
+        profile.enable()
+        checked = audit.verify()
+        profile.disable()
+        result["verify"] = {"seconds": time.perf_counter() - t, "records": checked.checked, "ok": checked.ok}
+        report.write(f"\n==== audit.verify(): {checked.checked} records, {result['verify']['seconds']:.2f} s "
+                     f"(under cProfile)\n")
+        _stats(profile, report, 25)
+
+    with open(args.out, "w") as f:
+        f.write(report.getvalue())
+    print(json.dumps(result))
+
+
+TIMERS = {"sql": 0.0, "template": 0.0, "evaluate": 0.0}
+
+
+def _instrument() -> None:
+    """Time spent in SQL (cursor execute), in template rendering (including any lazy-load
+    SQL it triggers) and in the eligibility evaluation, per request."""
+    import flask.templating
+
+    from cellstudy.enrollment import service
+
+    def timed(key, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                TIMERS[key] += time.perf_counter() - t
+        return wrapper
+
+    flask.templating._render = timed("template", flask.templating._render)
+    service.evaluate = timed("evaluate", service.evaluate)
+
+
+def _measure(name, call, n, statements, result, report, expect):
+    call(0)  # first request: template compile, caches
+    statements.clear()
+    resp = call(1)
+    if resp.status_code != expect:
+        raise SystemExit(f"{name}: HTTP {resp.status_code}, expected {expect}")
+    one = list(statements)
+    for key in TIMERS:
+        TIMERS[key] = 0.0
+    t = time.perf_counter()
+    for i in range(2, n):
+        call(i)
+    ms = (time.perf_counter() - t) * 1000 / (n - 2)
+    parts = {key: value * 1000 / (n - 2) for key, value in TIMERS.items()}
+    profile = cProfile.Profile()
+    profile.enable()
+    for i in range(n, n + 10):  # fresh targets: a save must not reuse a version
+        call(i)
+    profile.disable()
+    result["endpoints"][name] = {"queries": len(one), "ms": ms, **{f"{k}_ms": v for k, v in parts.items()}}
+    report.write(f"\n==== {name}: {len(one)} SQL statements per request, {ms:.2f} ms per request in-process "
+                 f"(SQL {parts['sql']:.2f} ms, template rendering {parts['template']:.2f} ms incl. lazy loads, "
+                 f"eligibility evaluate() {parts['evaluate']:.2f} ms)\n")
+    for s in one:
+        report.write(f"  {s}\n")
+    _stats(profile, report, 30)
+
+
+def _stats(profile, report, limit):
+    buf = io.StringIO()
+    pstats.Stats(profile, stream=buf).sort_stats("cumulative").print_stats(limit)
+    report.write(buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()
