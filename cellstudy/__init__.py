@@ -77,7 +77,10 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
 
     @login_manager.user_loader
     def load_user(user_id: str):
-        return db.session.get(User, int(user_id))
+        from sqlalchemy.orm import joinedload
+
+        # the user's sites come with the user: every page's permission check needs them
+        return db.session.get(User, int(user_id), options=[joinedload(User.sites)])
 
     from .auth.routes import bp as auth_bp
     from .enrollment.routes import bp as enrollment_bp

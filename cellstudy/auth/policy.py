@@ -86,8 +86,7 @@ def allowed_sites(user=None):
     """Sites the user may register subjects at / filter by."""
     from .models import Site
 
-    ids = site_ids(user)
-    stmt = select(Site).order_by(Site.code)
-    if ids is not None:
-        stmt = stmt.where(Site.id.in_(ids))
-    return db.session.execute(stmt).scalars().all()
+    user = user or current_user
+    if not can("all_sites", user):
+        return list(user.sites) if can("view_clinical", user) else []
+    return db.session.execute(select(Site).order_by(Site.code)).scalars().all()

@@ -158,6 +158,28 @@ def _field_error(form, error) -> None:
         flash(message, "error")
 
 
+@bp.route("/<int:subject_id>/medications")
+@require("view_clinical")
+def medications(subject_id):
+    """The therapy log: prior therapies and concomitant medications/procedures (one log)."""
+    subject = get_subject_or_404(subject_id)
+    first = None
+    if subject.current_screening and (subject.current_screening.data or {}).get("first_infusion_date"):
+        from datetime import date as _date
+
+        first = _date.fromisoformat(subject.current_screening.data["first_infusion_date"])
+    removed = [e for e in subject.exposures if e.status == "deleted"]
+    return render_template("enrollment/medications.html", subject=subject, first=first,
+                           labels=EXPOSURE_CATEGORY_LABELS, removed=removed)
+
+
+def _back(subject) -> str:
+    """Where the therapy log forms return: the log page or the screening form."""
+    if request.args.get("next") == "medications":
+        return url_for(".medications", subject_id=subject.id)
+    return url_for(".screening", subject_id=subject.id)
+
+
 @bp.route("/<int:subject_id>/exposures/new", methods=["GET", "POST"])
 @require("enter_data")
 def exposure_new(subject_id):
@@ -181,7 +203,7 @@ def exposure_new(subject_id):
                 form[name].errors = list(form[name].errors) + [message]
         else:
             flash("Therapy added to the log.", "success")
-            return redirect(url_for(".screening", subject_id=subject.id))
+            return redirect(_back(subject))
     return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=None)
 
 
@@ -205,7 +227,7 @@ def exposure_edit(subject_id, exposure_id):
             (form.reason.errors if error.field == "reason" else form.name.errors).append(str(error))
         else:
             flash("Therapy updated.", "success")
-            return redirect(url_for(".screening", subject_id=subject.id))
+            return redirect(_back(subject))
     return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=exposure,
                            remove_form=RemoveForm(version=exposure.version))
 

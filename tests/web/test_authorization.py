@@ -89,6 +89,7 @@ ENDPOINTS: dict[str, Route] = {
     "enrollment.screen_fail": Route({"POST": ENTER}, site_scoped=True),
     "enrollment.rescreen": Route({"POST": ENTER}, site_scoped=True),
     "records.subject_audit": Route({"GET": AUDIT}, site_scoped=True),
+    "enrollment.medications": Route({"GET": VIEW}, site_scoped=True),
     # Treatment and follow-up (PROTOCOL 5): viewing needs view_clinical, writing enter_data.
     "infusions.infusions": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
     "infusions.infusion": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
