@@ -191,7 +191,7 @@ def infusion(subject_id, infusion_id):
                               complete=complete, today=site_today(subject.site))
 
     page = _crf_page(subject, record, InfusionForm, INFUSION_FIELDS, save, f"Infusion {record.number}",
-                     prefill=prefill, kind="infusion")
+                     prefill=prefill, kind="infusion", per_kg=service.cells_per_kg(record.data or {}))
     return page
 
 

@@ -434,6 +434,17 @@ def save_infusion(infusion: Infusion, values: dict, *, user, expected_version: i
     return changed
 
 
+def cells_per_kg(data: dict) -> dict[str, str]:
+    """Planned and given dose per kg of the day's weight, for display ("1.6 x 10^6")."""
+    weight = data.get("weight_kg")
+    out = {}
+    for key in ("planned_cells", "actual_cells"):
+        if weight and data.get(key):
+            mantissa, exponent = f"{Decimal(data[key]) / Decimal(weight):.2e}".split("e")
+            out[key] = f"{mantissa} x 10^{int(exponent)}"
+    return out
+
+
 def _advance_status(subject: Subject, *, user) -> None:
     """PROTOCOL 3: enrolled -> on_treatment at the first infusion given -> follow_up when
     every protocol infusion is given."""
