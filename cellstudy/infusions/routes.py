@@ -273,7 +273,8 @@ def dlt(subject_id):
         if created and version <= 0:  # the first save of a form opened before it existed
             version = record.version
         service.save_dlt(record, values, user=current_user, expected_version=version, reason=reason,
-                         complete=complete, password=form.password.data)
+                         complete=complete, password=form.password.data, today=site_today(subject.site),
+                         window_end=window_end)
 
     return _crf_page(subject, record, DltForm, DLT_FIELDS, save, "DLT assessment", kind="dlt", window_end=window_end)
 

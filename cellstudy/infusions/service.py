@@ -540,10 +540,16 @@ def dlt_form(subject: Subject, *, user) -> DltAssessment:
 
 
 def save_dlt(form: DltAssessment, values: dict, *, user, expected_version: int, reason: str | None,
-             complete: bool, password: str | None) -> dict:
+             complete: bool, password: str | None, today: date | None = None, window_end: date | None = None) -> dict:
     """The DLT assessment; completing it is the investigator's e-signature."""
     def consistent(merged):
         errors = {}
+        # PROTOCOL 5.3: evaluable = completed the DLT window or had a DLT. Signing a subject
+        # evaluable without DLT before the window ends would count toward escalation too early.
+        if complete and merged.get("evaluable") and not merged.get("dlt") and today and window_end \
+                and today < window_end:
+            errors["evaluable"] = (f"The DLT window ends on {window_end.isoformat()}: without a DLT the subject "
+                                   "becomes evaluable once the window is completed.")
         if merged.get("dlt") and merged.get("evaluable") is False:
             errors["evaluable"] = "A subject with a DLT is evaluable (PROTOCOL 5.3)."
         if merged.get("evaluable") is False and not merged.get("evaluable_reason"):

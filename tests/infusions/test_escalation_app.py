@@ -204,7 +204,8 @@ def test_a_coordinator_saves_a_draft_but_cannot_complete_the_dlt_assessment(app,
     assert counts(app)["DL1"] == (2, 0, 0, 2, 0)  # a draft counts for nothing
 
 
-def test_the_investigator_completes_the_dlt_assessment_with_an_e_signature(app, login):
+def test_the_investigator_completes_the_dlt_assessment_with_an_e_signature(app, login, clock):
+    clock(23)  # HZ-001's DLT window (infusion 1 on T-6, 28 days) is completed
     sid = sid_of(app, "HZ-001")
     inv = login("inv-hz")
     page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, evaluable="yes", dlt="no")))
@@ -231,7 +232,8 @@ def test_the_investigator_completes_the_dlt_assessment_with_an_e_signature(app, 
     assert re.search(r"HZ-001</a></td>\s*<td colspan=\"4\">evaluable", page)
 
 
-def test_a_refused_first_signature_shows_the_dlt_form_still_unsigned(app, login):
+def test_a_refused_first_signature_shows_the_dlt_form_still_unsigned(app, login, clock):
+    clock(23)
     sid = sid_of(app, "HZ-001")
     page = text(login("inv-hz").post(f"/subjects/{sid}/dlt", data=dlt_post(
         app, sid, complete=True, password="guess", evaluable="yes", dlt="no")))
@@ -363,6 +365,7 @@ def three_evaluable_at_dl1(app, login, clock):
     assert response.status_code == 302
     give_first_infusion(app, login, clock, "NB-001", day(14))
     give_first_infusion(app, login, clock, "HZ-002", day(14))
+    clock(43)  # every DLT window (the last ends on T+42) is completed
     for number in ("HZ-001", "NB-001", "HZ-002"):
         sign_dlt(app, login, number)
     assert counts(app)["DL1"] == (3, 3, 0, 0, 0)
@@ -397,3 +400,17 @@ def test_a_signed_escalate_review_opens_the_next_level(app, login, clock):
         assert db.session.get(Subject, sid).dose_level == "DL2"
     assert not [d for d in db_deviations(app) if d["subject_id"] == sid]
     assert counts(app)["DL2"] == (1, 0, 0, 1, 0)
+
+
+def test_a_subject_without_dlt_is_not_evaluable_before_the_window_ends(app, login, clock):
+    """PROTOCOL 5.3: evaluable = completed the DLT window or had a DLT."""
+    sid = sid_of(app, "HZ-001")  # infusion 1 on T-6: the window ends on T+22
+    clock(21)
+    inv = login("inv-hz")
+    page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW,
+                                                               evaluable="yes", dlt="no")))
+    assert f"The DLT window ends on {day(22).isoformat()}" in page
+    assert dlt_record(app, sid) is None and counts(app)["DL1"] == (2, 0, 0, 2, 0)
+    # a DLT makes the subject evaluable at once
+    sign_dlt(app, login, "HZ-001", evaluable="yes", dlt="yes", dlt_description="Grade 4 ICANS on day 9")
+    assert counts(app)["DL1"] == (2, 1, 1, 1, 0)
