@@ -25,6 +25,7 @@ install-dev: $(VENV)/.installed-dev
 ## run: migrate the SQLite database, load the demo study once, serve on 127.0.0.1:5000
 run: install
 	$(BIN)/flask db upgrade
+	$(BIN)/flask ctcae load
 	$(BIN)/flask demo load
 	@echo "Serving on http://127.0.0.1:5000  (Ctrl-C to stop)"
 	$(BIN)/flask run --host 127.0.0.1 --port 5000

@@ -14,6 +14,16 @@ users_cli = AppGroup("users", help="Manage user accounts (audited).")
 audit_cli = AppGroup("audit", help="Audit trail tools.")
 sites_cli = AppGroup("sites", help="Manage sites.")
 demo_cli = AppGroup("demo", help="The demo study.")
+ctcae_cli = AppGroup("ctcae", help="The CTCAE v5.0 dictionary.")
+
+
+@ctcae_cli.command("load")
+def ctcae_load():
+    """Load the shipped CTCAE v5.0 dictionary into the database (idempotent)."""
+    from .adverse_events.loader import load
+
+    total, inserted, updated = load()
+    click.echo(f"CTCAE v5.0: {total} terms ({inserted} inserted, {updated} updated).")
 
 
 def _fail(error: Exception):
@@ -109,5 +119,5 @@ def demo_load():
 
 
 def register_cli(app: Flask) -> None:
-    for group in (users_cli, audit_cli, sites_cli, demo_cli):
+    for group in (users_cli, audit_cli, sites_cli, demo_cli, ctcae_cli):
         app.cli.add_command(group)

@@ -2,5 +2,6 @@
 from .auth.models import Site, User, user_site  # noqa: F401
 from .enrollment.models import EligibilityDecision, Exposure, Screening, Subject  # noqa: F401
 from .records.models import AuditRecord, Signature  # noqa: F401
+from .adverse_events.models import CtcaeTerm  # noqa: F401
 from .infusions.models import (Deviation, DltAssessment, EscalationReview, Infusion,  # noqa: F401
                                LymphodepletionDay, StudyAmendment, Visit)
