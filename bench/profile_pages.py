@@ -1,7 +1,9 @@
 """Where the time goes, in-process (no HTTP, no gunicorn): for each benchmarked page the
 SQL queries per request, the mean time per request through Flask's test client, the
-statements of one request, and a cProfile of the loop; plus a cProfile of
-cellstudy.records.audit.verify(). Run by bench/run.py after the load test:
+statements of one request (grouped and counted when there are many), and a cProfile of
+the loop; plus a cProfile of cellstudy.records.audit.verify(). A page that takes more
+than half a second (the study calendar at scale) is timed over fewer requests. Run by
+bench/run.py after the load test:
 
     .venv/bin/python bench/profile_pages.py --url DATABASE_URL --out bench/out/profile-sqlite.txt
 
@@ -18,6 +20,7 @@ import pstats
 import sys
 import time
 import urllib.parse
+from datetime import timedelta
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.environ.get("BENCH_APP_ROOT") or os.path.dirname(BENCH)  # run.py: its snapshot of the app
@@ -42,6 +45,8 @@ def main() -> None:
     from cellstudy.enrollment.models import Screening, Subject
     from cellstudy.extensions import db
     from cellstudy.records import audit
+    from cellstudy.timeutil import site_today
+    from dataset import PER_SUBJECT_FIELDS, PROPOSE_IN_DAYS, _own_values
     from run import PASSWORD, USERNAME, form_pairs
 
     _instrument()
@@ -61,9 +66,15 @@ def main() -> None:
         def _sql_time(conn, cursor, statement, parameters, context, executemany):
             TIMERS["sql"] += time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
 
-        hz = db.session.execute(select(Site.id).where(Site.code == "HZ")).scalar_one()
-        ids = db.session.execute(select(Subject.id).where(Subject.site_id == hz, Subject.status == "screening")
+        hz = db.session.execute(select(Site).where(Site.code == "HZ")).scalar_one()
+        proposed = (site_today(hz) + timedelta(days=PROPOSE_IN_DAYS)).isoformat()
+        # The scale subjects (the last ones loaded; all enrolled and treated, complete screening forms).
+        ids = db.session.execute(select(Subject.id).join(Screening, Screening.subject_id == Subject.id)
+                                 .where(Subject.site_id == hz.id, Screening.status == "complete")
                                  .order_by(Subject.id.desc()).limit(args.n * 3)).scalars().all()
+        scheduling = db.session.execute(select(Subject.id).where(
+            Subject.site_id == hz.id, Subject.status.in_(("enrolled", "on_treatment")))
+            .order_by(Subject.id.desc()).limit(args.n * 3)).scalars().all()
         db.session.remove()
 
     client = app.test_client()
@@ -72,7 +83,8 @@ def main() -> None:
     assert resp.status_code == 302, resp.status_code
 
     form = client.get(f"/subjects/{ids[0]}/screening").get_data(as_text=True)
-    base = [(k, v) for k, v in form_pairs(form, "screening-form") if k not in ("version", "weight_kg", "reason")]
+    base = [(k, v) for k, v in form_pairs(form, "screening-form")
+            if k not in ("version", "weight_kg", "reason", *PER_SUBJECT_FIELDS)]
     base += [("reason", REASON), ("complete", "1")]
 
     def post_args(i: int):
@@ -80,10 +92,11 @@ def main() -> None:
         with app.app_context():
             scr = db.session.execute(select(Screening).join(Subject).where(Subject.id == sid)
                                      .order_by(Screening.attempt.desc())).scalars().first()
-            version, weight = scr.version, scr.data.get("weight_kg")
+            version, weight, own = scr.version, scr.data.get("weight_kg"), _own_values(scr.data)
             db.session.remove()
         new = "70" if weight != "70" else "62.5"
-        return f"/subjects/{sid}/screening", urllib.parse.urlencode(base + [("version", version), ("weight_kg", new)])
+        return (f"/subjects/{sid}/screening",
+                urllib.parse.urlencode(base + [("version", version), ("weight_kg", new)]) + own)
 
     # The floor: an authenticated request that does nothing (GET /login redirects a logged-in
     # user): session, login, before/after-request hooks, no page.
@@ -93,6 +106,9 @@ def main() -> None:
         "subject list": lambda i: client.get("/subjects/"),
         "subject page": lambda i: client.get(f"/subjects/{ids[i]}"),
         "screening GET": lambda i: client.get(f"/subjects/{ids[i]}/screening"),
+        "calendar": lambda i: client.get("/calendar"),
+        "scheduling screen": lambda i: client.get(f"/subjects/{scheduling[i % len(scheduling)]}/infusions"
+                                                  f"?proposed={proposed}"),
     }
     for name, call in pages.items():
         _measure(name, call, args.n, statements, result, report, expect=200)
@@ -121,15 +137,19 @@ def main() -> None:
     print(json.dumps(result))
 
 
-TIMERS = {"sql": 0.0, "template": 0.0, "evaluate": 0.0}
+TIMERS = {"sql": 0.0, "template": 0.0, "evaluate": 0.0, "lockouts": 0.0}
 
 
 def _instrument() -> None:
     """Time spent in SQL (cursor execute), in template rendering (including any lazy-load
-    SQL it triggers) and in the eligibility evaluation, per request."""
+    SQL it triggers), in the eligibility evaluation and in the lockout evaluation of a
+    proposed infusion date (infusions.service.evaluate_proposal: the scheduling screen once,
+    the calendar once per scheduled infusion; including the SQL of its lazy loads), per
+    request."""
     import flask.templating
 
     from cellstudy.enrollment import service
+    from cellstudy.infusions import service as infusions
 
     def timed(key, fn):
         def wrapper(*a, **kw):
@@ -142,10 +162,16 @@ def _instrument() -> None:
 
     flask.templating._render = timed("template", flask.templating._render)
     service.evaluate = timed("evaluate", service.evaluate)
+    infusions.evaluate_proposal = timed("lockouts", infusions.evaluate_proposal)
 
 
 def _measure(name, call, n, statements, result, report, expect):
+    t = time.perf_counter()
     call(0)  # first request: template compile, caches
+    if time.perf_counter() - t > 0.5:  # a slow page (the calendar at scale): fewer requests
+        n, profiled = min(n, 6), 2
+    else:
+        profiled = 10
     statements.clear()
     resp = call(1)
     if resp.status_code != expect:
@@ -160,16 +186,31 @@ def _measure(name, call, n, statements, result, report, expect):
     parts = {key: value * 1000 / (n - 2) for key, value in TIMERS.items()}
     profile = cProfile.Profile()
     profile.enable()
-    for i in range(n, n + 10):  # fresh targets: a save must not reuse a version
+    for i in range(n, n + profiled):  # fresh targets: a save must not reuse a version
         call(i)
     profile.disable()
-    result["endpoints"][name] = {"queries": len(one), "ms": ms, **{f"{k}_ms": v for k, v in parts.items()}}
+    result["endpoints"][name] = {"queries": len(one), "ms": ms, "requests_timed": n - 2,
+                                 **{f"{k}_ms": v for k, v in parts.items()}}
     report.write(f"\n==== {name}: {len(one)} SQL statements per request, {ms:.2f} ms per request in-process "
-                 f"(SQL {parts['sql']:.2f} ms, template rendering {parts['template']:.2f} ms incl. lazy loads, "
-                 f"eligibility evaluate() {parts['evaluate']:.2f} ms)\n")
-    for s in one:
-        report.write(f"  {s}\n")
-    _stats(profile, report, 30)
+                 f"over {n - 2} requests (SQL {parts['sql']:.2f} ms, template rendering {parts['template']:.2f} ms "
+                 f"incl. lazy loads, eligibility evaluate() {parts['evaluate']:.2f} ms, lockout evaluate_proposal() "
+                 f"{parts['lockouts']:.2f} ms)\n")
+    if len(one) <= 40:
+        for s in one:
+            report.write(f"  {s}\n")
+    else:  # many: the distinct statements (parameters are bound, so the text repeats), most frequent first
+        counts: dict[str, int] = {}
+        for s in one:
+            counts[s] = counts.get(s, 0) + 1
+        for s, c in sorted(counts.items(), key=lambda kv: -kv[1])[:25]:
+            report.write(f"  {c:6d} x {s}\n")
+        if len(counts) > 25:
+            report.write(f"  ... {len(counts) - 25} more distinct statements\n")
+    _stats(profile, report, 40 if len(one) > 40 else 30)
+    if len(one) > 40:  # and where the time is spent itself
+        buf = io.StringIO()
+        pstats.Stats(profile, stream=buf).sort_stats("tottime").print_stats(25)
+        report.write(buf.getvalue())
 
 
 def _stats(profile, report, limit):

@@ -8,14 +8,16 @@
 --   thread starts again with every version + 1 (its previous save of that form was
 --   sent ~1,000 requests earlier; at most 4 are in flight per thread);
 -- * weight_kg flips between two values on each pass (starting with the one the form
---   does not hold), so every save changes one field,
+--   does not hold), so every save changes one field (the subjects' screening dates
+--   differ: each request carries its form's own, unchanged),
 --   and the form is complete, so the body carries a reason for the change.
 --
 --   wrk -t2 -c8 -d10s -s bench/save.lua URL -- <targets.lua> <threads>
 --
 -- targets.lua (written by bench/run.py) defines:
---   targets = { {subject_id, version, w}, ... }  (w = 1 when the form already holds weights[1])
---   body = "<urlencoded form minus version and weight>"
+--   targets = { {subject_id, version, w, own}, ... }  (w = 1 when the form already holds weights[1];
+--             own = "&k=v..." the form's own answers of the fields that differ between subjects)
+--   body = "<urlencoded form minus version, weight and those fields>"
 --   weights = { "70", "62.5" }
 -- A successful save answers 302 (redirect to the saved form); anything else is counted.
 
@@ -52,14 +54,14 @@ function request()
       -- consume a target (its form would then be one version behind on the next pass).
       verified = true
       local t = mine[1]
-      return wrk.format("POST", "/subjects/" .. t[1] .. "/screening", nil, body)
+      return wrk.format("POST", "/subjects/" .. t[1] .. "/screening", nil, body .. (t[4] or ""))
    end
    local k = counter % #mine
    local pass = math.floor(counter / #mine)
    counter = counter + 1
    local t = mine[k + 1]
    local path = "/subjects/" .. t[1] .. "/screening"
-   local b = body .. "&version=" .. (t[2] + pass) .. "&weight_kg=" .. weights[((pass + t[3]) % 2) + 1]
+   local b = body .. (t[4] or "") .. "&version=" .. (t[2] + pass) .. "&weight_kg=" .. weights[((pass + t[3]) % 2) + 1]
    return wrk.format("POST", path, nil, b)
 end
 
