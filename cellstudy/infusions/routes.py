@@ -315,8 +315,9 @@ def calendar():
 
     sites = allowed_sites()
     start = min((site_today(s) for s in sites), default=utcnow().date())
-    items = service.calendar(site_ids(), start, 28)
-    return render_template("infusions/calendar.html", items=items, start=start, end=start + timedelta(days=27))
+    page = request.args.get("page", 1, type=int)
+    result = service.calendar(site_ids(), start, 28, page=page)
+    return render_template("infusions/calendar.html", start=start, end=start + timedelta(days=27), **result)
 
 
 @bp.route("/overdue")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import case, func, literal, select, union_all
+from sqlalchemy.orm import joinedload, selectinload
 
 from ..enrollment.models import Exposure, Subject
 from ..extensions import db
@@ -714,27 +715,55 @@ def on_enrolled(subject: Subject, *, user) -> None:
 
 # --- lists across sites ------------------------------------------------------------------------
 
-def calendar(site_ids: list[int] | None, start: date, days: int = 28) -> list[dict]:
-    """Infusions and visits in [start, start + days) across the sites, with lockout warnings."""
+CALENDAR_PAGE = 50
+
+
+def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int = 1,
+             per_page: int = CALENDAR_PAGE) -> dict:
+    """Infusions and visits in [start, start + days) across the sites, a page at a time,
+    ordered in the database; lockout warnings are evaluated for the infusions shown."""
     end = start + timedelta(days=days)
-    stmt = select(Infusion).join(Subject).where(Infusion.state == "scheduled", Infusion.planned_date >= start,
-                                                Infusion.planned_date < end)
-    vstmt = select(Visit).join(Subject).where(Visit.state == "planned", Visit.latest >= start,
-                                              Visit.target_date < end)
+    visit_day = case((Visit.target_date < start, start), else_=Visit.target_date)
+    infusions = (select(Infusion.id.label("id"), Infusion.planned_date.label("day"), literal(0).label("kind"))
+                 .join(Subject, Subject.id == Infusion.subject_id)
+                 .where(Infusion.state == "scheduled", Infusion.planned_date >= start, Infusion.planned_date < end))
+    visits = (select(Visit.id.label("id"), visit_day.label("day"), literal(1).label("kind"))
+              .join(Subject, Subject.id == Visit.subject_id)
+              .where(Visit.state == "planned", Visit.latest >= start, Visit.target_date < end))
     if site_ids is not None:
-        stmt = stmt.where(Subject.site_id.in_(site_ids))
-        vstmt = vstmt.where(Subject.site_id.in_(site_ids))
+        infusions = infusions.where(Subject.site_id.in_(site_ids))
+        visits = visits.where(Subject.site_id.in_(site_ids))
+    both = union_all(infusions, visits).subquery()
+    total = db.session.execute(select(func.count()).select_from(both)).scalar()
+    pages = max(1, -(-total // per_page))
+    page = min(max(page, 1), pages)
+    rows = db.session.execute(select(both.c.id, both.c.day, both.c.kind)
+                              .order_by(both.c.day, both.c.kind, both.c.id)
+                              .limit(per_page).offset((page - 1) * per_page)).all()
+    inf_ids = [r.id for r in rows if r.kind == 0]
+    visit_ids = [r.id for r in rows if r.kind == 1]
+    # one query per kind, the subjects with what the lockouts need: no query per row
+    subject_loads = (selectinload(Subject.infusions), selectinload(Subject.exposures), joinedload(Subject.site))
+    loaded_infusions = {i.id: i for i in db.session.execute(
+        select(Infusion).where(Infusion.id.in_(inf_ids))
+        .options(joinedload(Infusion.subject).options(*subject_loads))).scalars()} if inf_ids else {}
+    loaded_visits = {v.id: v for v in db.session.execute(
+        select(Visit).where(Visit.id.in_(visit_ids))
+        .options(joinedload(Visit.subject).joinedload(Subject.site))).scalars()} if visit_ids else {}
     items = []
-    for infusion in db.session.execute(stmt).scalars():
-        evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion)
-        items.append({"date": infusion.planned_date, "kind": "infusion", "subject": infusion.subject,
-                      "label": f"Infusion {infusion.number}", "record": infusion,
-                      "warnings": evaluation["lockouts"], "overridden": bool(infusion.override_signature_id)})
-    for visit in db.session.execute(vstmt).scalars():
-        items.append({"date": max(visit.target_date, start), "kind": "visit", "subject": visit.subject,
-                      "label": f"Visit {visit.label}", "record": visit, "warnings": [],
-                      "window": (visit.earliest, visit.latest)})
-    return sorted(items, key=lambda i: (i["date"], i["subject"].label, i["kind"]))
+    for row in rows:
+        if row.kind == 0:
+            infusion = loaded_infusions[row.id]
+            evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion)
+            items.append({"date": infusion.planned_date, "kind": "infusion", "subject": infusion.subject,
+                          "label": f"Infusion {infusion.number}", "record": infusion,
+                          "warnings": evaluation["lockouts"], "overridden": bool(infusion.override_signature_id)})
+        else:
+            visit = loaded_visits[row.id]
+            items.append({"date": max(visit.target_date, start), "kind": "visit", "subject": visit.subject,
+                          "label": f"Visit {visit.label}", "record": visit, "warnings": [],
+                          "window": (visit.earliest, visit.latest)})
+    return {"items": items, "total": total, "page": page, "pages": pages}
 
 
 def overdue(site_ids: list[int] | None, today: date) -> dict:

@@ -619,7 +619,7 @@ def test_the_calendar_warns_of_a_lockout_on_a_scheduled_infusion(app, login, clo
     (row,) = [r for r in calendar_rows(text(login("coord-hz").get("/calendar"))) if "Infusion 2" in r]
     assert "vaccine:" in row and "Influenza (inactivated)" in row and "inside the vaccination window" in row
     with app.test_request_context():
-        items = service.calendar([subject_by_number("HZ-001").site_id], date.today())
+        items = service.calendar([subject_by_number("HZ-001").site_id], date.today())["items"]
         (item,) = [i for i in items if i["kind"] == "infusion"]
         assert [w["code"] for w in item["warnings"]] == ["vaccine"]
 
@@ -642,3 +642,25 @@ def test_the_calendar_still_warns_of_a_lockout_that_arose_after_an_override(app,
         "password": PW}).status_code == 302
     (row,) = [r for r in calendar_rows(text(login("coord-hz").get("/calendar"))) if "Infusion 3" in r]
     assert "vaccine:" in row, row
+
+
+def test_the_calendar_pages_in_date_order_without_a_query_per_row(app):
+    """50 items a page, ordered by the database; the subjects' logs loaded once per page."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        first = service.calendar(None, date.today(), 28, page=1, per_page=3)
+        assert first["total"] >= 4 and first["pages"] == -(-first["total"] // 3) and len(first["items"]) == 3
+        second = service.calendar(None, date.today(), 28, page=2, per_page=3)
+        dates = [i["date"] for i in first["items"] + second["items"]]
+        assert dates == sorted(dates)
+        assert not {id(i["record"]) for i in first["items"]} & {id(i["record"]) for i in second["items"]}
+        statements = []
+        listener = lambda *args: statements.append(1)  # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            db.session.expunge_all()
+            service.calendar(None, date.today(), 28, page=1, per_page=50)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+        assert len(statements) <= 12, len(statements)
