@@ -2,7 +2,7 @@
 reviews (PROTOCOL 5, issue 3)."""
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -19,6 +19,7 @@ class Infusion(DataFormRecord, db.Model):
 
     __tablename__ = "infusion"
     FORM_NAME = "infusion"
+    __table_args__ = (Index("ix_infusion_state_planned_date", "state", "planned_date"),)  # the calendar
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -58,7 +59,8 @@ class Visit(DataFormRecord, db.Model):
 
     __tablename__ = "visit"
     FORM_NAME = "visit"
-    __table_args__ = (UniqueConstraint("subject_id", "code"),)
+    __table_args__ = (UniqueConstraint("subject_id", "code"),
+                      Index("ix_visit_state_target_date", "state", "target_date"))  # the calendar
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     code: Mapped[str] = mapped_column(String(10))

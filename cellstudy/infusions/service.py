@@ -124,7 +124,8 @@ def stagger_lockout(subject: Subject, proposed: date, is_first: bool) -> dict | 
                       f"from {until.isoformat()}, {days} days after the first subject's ({min(firsts).isoformat()})."}
 
 
-def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None = None) -> dict:
+def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None = None,
+                      with_earliest: bool = True) -> dict:
     """Everything the scheduling screen shows for a proposed date (a new infusion, or
     `exclude` moved to that date)."""
     study = current_study()
@@ -139,7 +140,8 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
     stagger = stagger_lockout(subject, proposed, is_first)
     if stagger:
         blocks.append(stagger)
-    earliest = lockouts.earliest_clear_date(case, study=study)
+    earliest = lockouts.earliest_clear_date(case, study=study) if with_earliest and blocks else (
+        proposed if not blocks else None)
     if stagger and earliest is not None:
         earliest = max(earliest, date.fromisoformat(stagger["until"]))
     if exclude is not None and any(lo["until"] is None for lo in blocks):
@@ -754,7 +756,8 @@ def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int 
     for row in rows:
         if row.kind == 0:
             infusion = loaded_infusions[row.id]
-            evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion)
+            evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion,
+                                           with_earliest=False)
             items.append({"date": infusion.planned_date, "kind": "infusion", "subject": infusion.subject,
                           "label": f"Infusion {infusion.number}", "record": infusion,
                           "warnings": evaluation["lockouts"], "overridden": bool(infusion.override_signature_id)})
