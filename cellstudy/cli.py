@@ -8,7 +8,6 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from .auth import service as auth
-from .extensions import db
 
 users_cli = AppGroup("users", help="Manage user accounts (audited).")
 audit_cli = AppGroup("audit", help="Audit trail tools.")

@@ -124,7 +124,6 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
 def _treat(subject, user, today: date) -> None:
     """Lymphodepletion done, infusion 1 given, D1/D3 visits done, infusion 2 scheduled."""
     from .infusions import service as infusions
-    from .timeutil import utcnow
 
     first = infusions.first_infusion_date(subject)
     infusion = infusions.schedule_infusion(subject, first, user=user)

@@ -3,13 +3,14 @@ the exposure log, registration, enrolment and screen failure."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, DateField, DecimalField, HiddenField, IntegerField, PasswordField, SelectField,
-                     StringField, TextAreaField)
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms import (BooleanField, DateField, DecimalField, HiddenField, PasswordField, SelectField, StringField,
+                     TextAreaField)
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ..auth.forms import SignatureForm
-from ..records.crf import CrfForm, YesNoField, field_for, greater_than_zero, not_in_future
+from ..records.crf import CrfForm, field_for, greater_than_zero, not_in_future
 from .fields import EXPOSURE_CATEGORIES, OTHER_CATEGORY, SCREENING_FIELDS
+
 
 class _ScreeningBase(CrfForm):
     SPECS = SCREENING_FIELDS

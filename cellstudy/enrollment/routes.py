@@ -92,7 +92,7 @@ def screening(subject_id, screening_id=None):
         done_url = url_for(".screening", subject_id=subject.id, screening_id=screening.id)
         completing = "complete" in request.form and screening.status != "complete"
         try:
-            service.save_screening(screening, values, user=current_user, expected_version=_version(form.version.data),
+            service.save_screening(screening, values, user=current_user, expected_version=crf.opened_version(form.version.data),
                                    reason=form.reason.data, complete="complete" in request.form)
         except StaleVersion as error:
             conflict = _conflict(screening, values)
@@ -117,14 +117,6 @@ def screening(subject_id, screening_id=None):
     return render_template("enrollment/screening.html", subject=subject, screening=screening, form=form,
                            result=result, sections=SECTIONS, fields=SCREENING_FIELDS, criteria=criteria_of(current_study()),
                            conflict=conflict, labels=EXPOSURE_CATEGORY_LABELS, can_edit=_can_enter())
-
-
-def _version(raw) -> int:
-    """The form version the user opened; garbage counts as stale (refused, never a 500)."""
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return -1
 
 
 def _can_enter() -> bool:
@@ -221,7 +213,7 @@ def exposure_edit(subject_id, exposure_id):
     if form.validate_on_submit():
         try:
             service.update_exposure(exposure, form.values(), user=current_user,
-                                    expected_version=_version(form.version.data), reason=form.reason.data)
+                                    expected_version=crf.opened_version(form.version.data), reason=form.reason.data)
         except RecordError as error:
             db.session.rollback()
             (form.reason.errors if error.field == "reason" else form.name.errors).append(str(error))
@@ -240,7 +232,7 @@ def exposure_remove(subject_id, exposure_id):
     form = RemoveForm()
     if form.validate_on_submit():
         try:
-            service.remove_exposure(exposure, user=current_user, expected_version=_version(form.version.data),
+            service.remove_exposure(exposure, user=current_user, expected_version=crf.opened_version(form.version.data),
                                     reason=form.reason.data)
         except RecordError as error:
             flash(str(error), "error")
@@ -268,7 +260,7 @@ def enrol(subject_id):
     if form.validate_on_submit():
         try:
             service.enrol(subject, user=current_user, password=form.password.data,
-                          screening_version=_version(form.screening_version.data), dose_level=form.dose_level.data,
+                          screening_version=crf.opened_version(form.screening_version.data), dose_level=form.dose_level.data,
                           dose_level_reason=form.dose_level_reason.data)
         except RecordError as error:
             db.session.rollback()

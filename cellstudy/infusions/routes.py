@@ -29,13 +29,6 @@ LOCKOUT_LABELS = {
 }
 
 
-def _version(raw) -> int:
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        return -1
-
-
 def _refused(form, error, default_field=None) -> None:
     """Show a refused write at its field; nothing of it is kept."""
     db.session.rollback()
@@ -108,7 +101,7 @@ def reschedule(subject_id, infusion_id):
     if form.validate_on_submit():
         try:
             service.reschedule(infusion, form.proposed_date.data, user=current_user,
-                               expected_version=_version(form.version.data), reason=form.reason.data,
+                               expected_version=crf.opened_version(form.version.data), reason=form.reason.data,
                                deviation_reason=form.deviation_reason.data, override_reason=form.override_reason.data,
                                password=form.password.data)
         except RecordError as error:
@@ -129,7 +122,7 @@ def cancel(subject_id, infusion_id):
     form = CancelForm()
     if form.validate_on_submit():
         try:
-            service.cancel(infusion, user=current_user, expected_version=_version(form.version.data),
+            service.cancel(infusion, user=current_user, expected_version=crf.opened_version(form.version.data),
                            reason=form.reason.data)
         except RecordError as error:
             db.session.rollback()
@@ -156,7 +149,7 @@ def _crf_page(subject, record, form_cls, specs, save, title, template="infusions
     form.today = site_today(subject.site)
     if request.method == "POST" and form.validate():
         try:
-            save(form, form.values(), _version(form.version.data), form.reason.data, "complete" in request.form)
+            save(form, form.values(), crf.opened_version(form.version.data), form.reason.data, "complete" in request.form)
         except StaleVersion as error:
             db.session.rollback()
             if sa_inspect(record).persistent:
@@ -238,7 +231,7 @@ def visit_missed(subject_id, visit_id):
     form = MissedForm()
     if form.validate_on_submit():
         try:
-            service.mark_missed(record, user=current_user, expected_version=_version(form.version.data),
+            service.mark_missed(record, user=current_user, expected_version=crf.opened_version(form.version.data),
                                 reason=form.reason.data)
         except RecordError as error:
             db.session.rollback()

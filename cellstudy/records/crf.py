@@ -16,6 +16,15 @@ YES_NO = [("", "— not answered —"), ("yes", "Yes"), ("no", "No")]
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+def opened_version(raw) -> int:
+    """The form version the user opened (a hidden field); garbage counts as stale, so the
+    save is refused as a conflict, never a 500."""
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return -1
+
+
 def greater_than_zero(message="Must be greater than zero."):
     def check(form, field):
         if field.data is not None and field.data <= 0:
