@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from sqlalchemy import case, func, literal, select, union_all
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from ..enrollment.models import Exposure, Subject
 from ..extensions import db
@@ -616,7 +616,9 @@ def escalation_counts() -> list[dict]:
     """Per dose level (study-wide): assigned, evaluable, DLT, pending, from the DLT forms
     (a subject with a DLT is evaluable at once)."""
     study = current_study()
-    subjects = db.session.execute(select(Subject).where(Subject.dose_level.is_not(None))).scalars().all()
+    # every assigned subject with its DLT form and infusions in three queries, not per subject
+    subjects = db.session.execute(select(Subject).where(Subject.dose_level.is_not(None)).options(
+        selectinload(Subject.dlt_assessment), selectinload(Subject.infusions))).scalars().all()
     levels = {lv.name: {"level": lv.name, "evaluable": 0, "dlt": 0, "pending": 0, "assigned": 0, "not_evaluable": 0,
                         "subjects": []} for lv in study.regimen.dose_levels}
     for subject in subjects:
@@ -771,9 +773,12 @@ def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int 
 
 def overdue(site_ids: list[int] | None, today: date) -> dict:
     """Visits past their window with nothing recorded, and forms still missing."""
-    vstmt = select(Visit).join(Subject).where(Visit.state == "planned", Visit.latest < today)
-    istmt = select(Infusion).join(Subject).where(Infusion.state == "scheduled", Infusion.planned_date < today)
-    dstmt = select(Visit).join(Subject).where(Visit.state == "done", Visit.status != "complete")
+    with_subject = (contains_eager(Visit.subject).joinedload(Subject.site),)
+    vstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "planned", Visit.latest < today)
+    istmt = select(Infusion).join(Subject).options(contains_eager(Infusion.subject).joinedload(Subject.site)).where(
+        Infusion.state == "scheduled", Infusion.planned_date < today)
+    dstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "done",
+                                                                      Visit.status != "complete")
     if site_ids is not None:
         vstmt, istmt, dstmt = (s.where(Subject.site_id.in_(site_ids)) for s in (vstmt, istmt, dstmt))
     return {"visits": db.session.execute(vstmt.order_by(Visit.latest)).scalars().all(),
@@ -782,7 +787,8 @@ def overdue(site_ids: list[int] | None, today: date) -> dict:
 
 
 def deviations(site_ids: list[int] | None) -> list[Deviation]:
-    stmt = select(Deviation).join(Subject).order_by(Deviation.id.desc())
+    stmt = select(Deviation).join(Subject).order_by(Deviation.id.desc()).options(
+        contains_eager(Deviation.subject).joinedload(Subject.site), joinedload(Deviation.signature))
     if site_ids is not None:
         stmt = stmt.where(Subject.site_id.in_(site_ids))
     return db.session.execute(stmt).scalars().all()
