@@ -82,6 +82,8 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
         # the user's sites come with the user: every page's permission check needs them
         return db.session.get(User, int(user_id), options=[joinedload(User.sites)])
 
+    from .adverse_events.listing_routes import bp as safety_bp
+    from .adverse_events.routes import bp as adverse_events_bp
     from .auth.routes import bp as auth_bp
     from .enrollment.routes import bp as enrollment_bp
     from .infusions.routes import bp as infusions_bp
@@ -93,6 +95,8 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(enrollment_bp)
     app.register_blueprint(records_bp)
     app.register_blueprint(infusions_bp)
+    app.register_blueprint(adverse_events_bp)
+    app.register_blueprint(safety_bp)
 
     from .cli import register_cli
 

@@ -92,6 +92,7 @@ def load_demo(today: date | None = None) -> bool:
             from .infusions import service as infusions
 
             infusions.schedule_infusion(subject, infusions.first_infusion_date(subject), user=coord)
+        _adverse_events(subject, coord, today)
         failed = make_subject(site, coord, "complete", today,
                               **({"alt": Decimal("130")} if code == "HZ" else {"dsa_mfi": Decimal("3500")}))
         enrollment.screen_fail(failed, user=coord, note="Demo: excluded at screening.")
@@ -102,6 +103,58 @@ def load_demo(today: date | None = None) -> bool:
     enrollment.screen_fail(rescreened, user=users["coord-hz"])
     enrollment.rescreen(rescreened, user=users["coord-hz"], reason="Performance status improved after supportive care.")
     return True
+
+
+def _adverse_events(subject, user, today: date) -> None:
+    """HZ-001: a grade 1 CRS after infusion 1 (two assessments, resolved), a febrile
+    neutropenia SAE (resolved, its report still due: the SAE list has something to show)
+    and ongoing nausea; its D1/D3 labs leave lab-based suggestions. NB-001: a headache
+    before treatment. Nothing open holds HZ-001's next infusion (PROTOCOL 5.2)."""
+    from .adverse_events import service as aes
+    from .adverse_events.fields import CRS_FIELDS
+
+    def ae(values, complete=True):
+        base = {"ongoing": None, "serious": False, "related_nk": "unlikely", "related_ld": "unlikely",
+                "expectedness": "expected", "action": "none", "outcome": "recovered"}
+        aes.save_ae(subject, aes.new_ae(subject), {**base, **values}, user=user, expected_version=0, reason=None,
+                    complete=complete, today=today)
+
+    def baseline(when):  # the pre-infusion CRS and ICANS (ICE) baseline: grade 0
+        from .adverse_events.fields import ICANS_FIELDS, ICE_ITEMS
+
+        for kind, specs, values in (
+                ("crs", CRS_FIELDS, {"max_temp_c": Decimal("36.7"), "fever_masked": False, "hypotension": "none",
+                                     "hypoxia": "none"}),
+                ("icans", ICANS_FIELDS, {**{name: True for name, _ in ICE_ITEMS}, "consciousness": "normal",
+                                         "seizure": "none", "motor_weakness": "none", "cerebral_edema": "none"})):
+            aes.save_assessment(subject, aes.new_assessment(subject, kind), kind,
+                                {"assessment_date": when, "assessment_time": "09:00", **values}, user=user,
+                                expected_version=0, reason=None, complete=True, today=today, specs=specs)
+
+    if subject.site.code != "HZ":
+        baseline(today)
+        ae({"term": "Headache", "onset_date": today, "ongoing": True, "grade": "1", "outcome": "not_recovered",
+            "related_nk": None, "related_ld": None, "action": None, "expectedness": None}, complete=False)
+        return
+    first = today - timedelta(days=6)
+    baseline(first - timedelta(days=1))
+    for when, temp in ((first + timedelta(days=1), "38.6"), (first + timedelta(days=2), "37.4")):
+        record = aes.new_assessment(subject, "crs")
+        aes.save_assessment(subject, record, "crs", {
+            "assessment_date": when, "assessment_time": "14:00", "max_temp_c": Decimal(temp), "fever_masked": False,
+            "hypotension": "none", "hypoxia": "none"}, user=user, expected_version=0, reason=None, complete=True,
+            today=today, specs=CRS_FIELDS)
+    crs = subject.adverse_events[-1]
+    aes.save_ae(subject, crs, {**aes.values_of(crs), "ongoing": False, "end_date": first + timedelta(days=2),
+                               "serious": False, "related_nk": "probable", "related_ld": "unlikely",
+                               "expectedness": "expected", "action": "none", "outcome": "recovered"},
+                user=user, expected_version=crs.version, reason=None, complete=True, today=today)
+    ae({"term": "Febrile neutropenia", "onset_date": first + timedelta(days=2), "end_date": first + timedelta(days=4),
+        "ongoing": False, "grade": "3", "serious": True, "sae_hospitalisation": True,
+        "awareness_date": first + timedelta(days=2), "awareness_time": "09:30", "related_nk": "possible",
+        "related_ld": "probable", "expectedness": "expected", "action": "delayed", "outcome": "recovered"})
+    ae({"term": "Nausea", "onset_date": first, "ongoing": True, "grade": "1", "related_nk": "possible",
+        "outcome": "recovering"})
 
 
 def _enrol(subject, investigator, on: date | None = None) -> None:

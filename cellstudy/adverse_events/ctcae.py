@@ -14,7 +14,8 @@ Public API:
 - ``get(term)``, ``allowed_grades(term)``, ``grade_definition(term, grade)``: the term
   is matched case-insensitively after trimming surrounding spaces; an unknown term or a
   non-string raises ``KeyError`` (PROTOCOL 6).
-- ``search(query, limit=20)``: search as you type over term, SOC and MedDRA code.
+- ``search(query, limit=20)``: search as you type over term, SOC and MedDRA code, and
+  over ``SYNONYMS`` (abbreviations and common names: "ALT", "CRS", "neutropenia").
 - ``lab_terms()``, ``lab_unit(term)``, ``suggest_lab_grade(term, value, *, uln, lln,
   unit)``: a grade suggested from one lab value; the user confirms it (PROTOCOL 6).
 """
@@ -194,16 +195,112 @@ def grade_definition(term: str, grade: int) -> str:
 # ---------------------------------------------------------------------------
 # Search as you type (PROTOCOL 6: "the term is chosen from the dictionary")
 
+_ALT, _AST = "Alanine aminotransferase increased", "Aspartate aminotransferase increased"
+_BILI, _ALP, _GGT = "Blood bilirubin increased", "Alkaline phosphatase increased", "GGT increased"
+_ANC, _PLT, _WBC = "Neutrophil count decreased", "Platelet count decreased", "White blood cell decreased"
+_BLOOD_OTHER = "Blood and lymphatic system disorders - Other, specify"
+_IMMUNE_OTHER = "Immune system disorders - Other, specify"
+_NERVOUS_OTHER = "Nervous system disorders - Other, specify"  # = fields.ICANS_TERM
+
+#: abbreviation or common name -> the CTCAE v5.0 terms it stands for, best first.
+#: Matched case-insensitively, whitespace collapsed; every target must be a term
+#: (checked on first use). CTCAE v5.0 has no term for GVHD, HLH or ICANS: they are
+#: recorded under their SOC's "Other, specify" term with a verbatim term.
+SYNONYMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    # liver
+    "ALT": (_ALT,), "SGPT": (_ALT,), "AST": (_AST,), "SGOT": (_AST,),
+    "LFT": (_ALT, _AST, _BILI, _ALP, _GGT), "transaminases": (_ALT, _AST), "transaminitis": (_ALT, _AST),
+    "ALP": (_ALP,), "bilirubin": (_BILI,), "jaundice": (_BILI,),
+    # blood counts
+    "ANC": (_ANC,), "neutropenia": (_ANC, "Febrile neutropenia"), "neutrophils": (_ANC,),
+    "FN": ("Febrile neutropenia",), "neutropenic fever": ("Febrile neutropenia",),
+    "thrombocytopenia": (_PLT,), "platelets": (_PLT,), "PLT": (_PLT,),
+    "WBC": (_WBC,), "leukopenia": (_WBC,), "leucopenia": (_WBC,),
+    "lymphopenia": ("Lymphocyte count decreased",), "ALC": ("Lymphocyte count decreased",),
+    "Hb": ("Anemia",), "Hgb": ("Anemia",), "anaemia": ("Anemia",),
+    "hemoglobin": ("Anemia", "Hemoglobin increased"), "haemoglobin": ("Anemia", "Hemoglobin increased"),
+    "DIC": ("Disseminated intravascular coagulation",),
+    "aPTT": ("Activated partial thromboplastin time prolonged",),
+    "PTT": ("Activated partial thromboplastin time prolonged",),
+    "TTP": ("Thrombotic thrombocytopenic purpura",), "HUS": ("Hemolytic uremic syndrome",),
+    "HLH": (_BLOOD_OTHER,), "hemophagocytic lymphohistiocytosis": (_BLOOD_OTHER,),
+    "MAS": (_BLOOD_OTHER,), "macrophage activation syndrome": (_BLOOD_OTHER,), "IEC-HS": (_BLOOD_OTHER,),
+    # cell therapy
+    "CRS": ("Cytokine release syndrome",), "cytokine storm": ("Cytokine release syndrome",),
+    "ICANS": (_NERVOUS_OTHER,), "neurotoxicity": (_NERVOUS_OTHER,),
+    "GVHD": (_IMMUNE_OTHER,), "graft versus host disease": (_IMMUNE_OTHER,),
+    "graft-versus-host disease": (_IMMUNE_OTHER,),
+    "IRR": ("Infusion related reaction",), "infusion reaction": ("Infusion related reaction",),
+    "TLS": ("Tumor lysis syndrome",), "tumour lysis syndrome": ("Tumor lysis syndrome",),
+    "CLS": ("Capillary leak syndrome",),
+    "PRES": ("Reversible posterior leukoencephalopathy syndrome",),
+    "cerebral edema": ("Edema cerebral",), "cerebral oedema": ("Edema cerebral",),
+    # general, kidney, chemistry
+    "fever": ("Fever",), "pyrexia": ("Fever",),
+    "hypoxemia": ("Hypoxia",), "hypoxaemia": ("Hypoxia",), "desaturation": ("Hypoxia",),
+    "low blood pressure": ("Hypotension",),
+    "AKI": ("Acute kidney injury",), "acute renal failure": ("Acute kidney injury",),
+    "renal failure": ("Acute kidney injury", "Chronic kidney disease"),
+    "creatinine": ("Creatinine increased",),
+    "LDH": ("Blood lactate dehydrogenase increased",),
+    "CK": ("CPK increased",), "CPK": ("CPK increased",),
+    "hyperkalaemia": ("Hyperkalemia",), "hypokalaemia": ("Hypokalemia",),
+    "hyponatraemia": ("Hyponatremia",), "hypernatraemia": ("Hypernatremia",),
+    "hypocalcaemia": ("Hypocalcemia",), "hypercalcaemia": ("Hypercalcemia",),
+    "diarrhoea": ("Diarrhea",),
+    # infections, heart
+    "CMV": ("Cytomegalovirus infection reactivation",), "HSV": ("Herpes simplex reactivation",),
+    "UTI": ("Urinary tract infection",), "URTI": ("Upper respiratory infection",),
+    "URI": ("Upper respiratory infection",), "pneumonia": ("Lung infection",),
+    "AF": ("Atrial fibrillation",), "AFib": ("Atrial fibrillation",),
+})
+#: a query prefixes a synonym only from this many characters on ("a" alone would put
+#: ALT, AST and AKI before every term starting with "a")
+SYNONYM_MIN_PREFIX = 2
+
+
+class _SynonymIndex(NamedTuple):
+    keys: list[str]  # sorted normalised synonyms ...
+    targets: list[tuple[int, ...]]  # ... and the term indexes of each, best first
+
+
+@functools.cache
+def _synonyms() -> _SynonymIndex:
+    d = _dictionary()
+    pairs: dict[str, tuple[int, ...]] = {}
+    for name, targets in SYNONYMS.items():
+        key = _normalise_query(name)
+        if not key or key in pairs:
+            raise RuntimeError(f"SYNONYMS: {name!r} is empty or repeated")
+        missing = [t for t in targets if t.casefold() not in d.by_key]
+        if missing or not targets:
+            raise RuntimeError(f"SYNONYMS: {name!r} -> {missing!r}: not CTCAE v5.0 terms")
+        pairs[key] = tuple(dict.fromkeys(d.by_key[t.casefold()] for t in targets))
+    keys = sorted(pairs)
+    return _SynonymIndex(keys, [pairs[k] for k in keys])
+
 
 def _prefix_range(keys: list[str], prefix: str) -> tuple[int, int]:
     return bisect.bisect_left(keys, prefix), bisect.bisect_left(keys, prefix + _TOP)
 
 
+def _take_in_order(indexes, seen: set[int], found: list[int], limit: int) -> bool:
+    for i in indexes:
+        if i not in seen:
+            seen.add(i)
+            found.append(i)
+            if len(found) >= limit:
+                return True
+    return False
+
+
 def search(query: str, limit: int = 20) -> list[Term]:
     """Terms matching ``query`` (case-insensitive, whitespace collapsed), best first.
 
-    Ranks, each in dictionary order and each term in its best rank only:
-    0 the term itself; 1 terms starting with the query; 2 terms in which every query
+    Ranks, each in dictionary order (unless said) and each term in its best rank only:
+    0 the term itself; S the targets of ``SYNONYMS`` (in the table's order) whose
+    name equals the query, then of those the query starts (from 2 characters on, in
+    name order: "neutro" -> "neutropenia", "neutrophils"); 1 terms starting with the query; 2 terms in which every query
     word starts a word ("febrile neut", "count neutrophil"); 3 terms whose MedDRA code
     starts with the query (digits only); 4 terms of a SOC that starts with the query or
     whose words are each started by a query word ("blood and lymph").
@@ -232,6 +329,16 @@ def search(query: str, limit: int = 20) -> list[Term]:
     exact = d.by_key.get(q)
     if exact is not None and take((exact,)):
         return [d.terms[i] for i in found]
+
+    syn = _synonyms()
+    if len(q) >= SYNONYM_MIN_PREFIX:
+        lo, hi = _prefix_range(syn.keys, q)  # a key equal to the query sorts first
+    else:
+        lo = bisect.bisect_left(syn.keys, q)
+        hi = lo + 1 if lo < len(syn.keys) and syn.keys[lo] == q else lo
+    for n in range(lo, hi):
+        if _take_in_order(syn.targets[n], seen, found, limit):
+            return [d.terms[i] for i in found]
 
     lo, hi = _prefix_range(d.term_keys, q)
     if take(d.term_key_idx[lo:hi]):

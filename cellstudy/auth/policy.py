@@ -13,11 +13,13 @@ from sqlalchemy import select
 
 from ..extensions import db
 
+# export_safety: the safety listings, summaries and SDTM AE domain as files (issue 4):
+# investigators for their sites, monitors for theirs, data managers for all.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "coordinator": frozenset({"view_clinical", "view_audit", "enter_data"}),
-    "investigator": frozenset({"view_clinical", "view_audit", "enter_data", "sign_eligibility"}),
-    "monitor": frozenset({"view_clinical", "view_audit"}),
-    "data_manager": frozenset({"view_clinical", "view_audit", "all_sites"}),
+    "investigator": frozenset({"view_clinical", "view_audit", "enter_data", "sign_eligibility", "export_safety"}),
+    "monitor": frozenset({"view_clinical", "view_audit", "export_safety"}),
+    "data_manager": frozenset({"view_clinical", "view_audit", "all_sites", "export_safety"}),
     "admin": frozenset({"manage_users"}),
 }
 

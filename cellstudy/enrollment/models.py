@@ -37,6 +37,7 @@ class Subject(db.Model):
     visits = relationship("Visit", back_populates="subject", order_by="Visit.seq")
     dlt_assessment = relationship("DltAssessment", back_populates="subject", uselist=False)
     deviations = relationship("Deviation", back_populates="subject", order_by="Deviation.id")
+    adverse_events = relationship("AdverseEvent", back_populates="subject", order_by="AdverseEvent.number")
 
     @property
     def label(self) -> str:

@@ -76,9 +76,18 @@ def undated_exposures(subject: Subject) -> list[Exposure]:
 
 
 def open_adverse_events(subject: Subject) -> list[dict]:
-    """PROTOCOL 5.2 toxicity hold input. Adverse events arrive with the adverse-events
-    feature (issue 4); until then a subject has none recorded."""
-    return []
+    """PROTOCOL 5.2 toxicity hold input: the subject's open adverse events (issue 4)."""
+    from ..adverse_events.service import open_for_lockouts
+
+    return open_for_lockouts(subject)
+
+
+def refresh_treatment_emergent(subject: Subject, *, user) -> None:
+    """Treatment-emergent is computed from the first lymphodepletion day: when that day
+    is recorded or corrected, the subject's AEs follow (audited)."""
+    from ..adverse_events.service import refresh_treatment_emergent as refresh
+
+    refresh(subject, user=user)
 
 
 def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = None) -> dict:
@@ -433,6 +442,7 @@ def save_infusion(infusion: Infusion, values: dict, *, user, expected_version: i
                                    f"{data['planned_cells']}", reason=data["dose_deviation_reason"], user=user,
                        form="infusion", form_id=infusion.id)
         _advance_status(subject, user=user)
+        refresh_treatment_emergent(subject, user=user)
     records.commit_or_stale(infusion)
     return changed
 
@@ -481,6 +491,8 @@ def save_lymphodepletion(day: LymphodepletionDay, values: dict, *, user, expecte
         if data.get("bsa_m2") != value:  # computed, never typed (Mosteller)
             records.save(day, user=user, changes={"bsa_m2": value}, expected_version=day.version,
                          reason=reason or "BSA computed from height and weight", commit=False)
+    if "administration_date" in changed:
+        refresh_treatment_emergent(day.subject, user=user)
     records.commit_or_stale(day)
     return changed
 

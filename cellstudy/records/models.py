@@ -54,3 +54,31 @@ class Signature(db.Model):
     invalidated_reason: Mapped[str | None] = mapped_column(Text)
 
     user = relationship("User")
+
+
+class Query(db.Model):
+    """A data clarification query on a form or one of its fields (PROTOCOL 7). Issue 4
+    opens system queries (discrepancies found by the app, e.g. an AE grade that differs
+    from the grade computed from the CRS/ICANS assessments); issue 6 adds the thread,
+    manual queries and the monitor's workflow on this table."""
+
+    __tablename__ = "query"
+    __table_args__ = (Index("ix_query_form", "form", "form_id", "field"),
+                      Index("ix_query_state_site", "state", "site_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), index=True)
+    form: Mapped[str] = mapped_column(String(40))
+    form_id: Mapped[int | None] = mapped_column(Integer)
+    field: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(10), default="system")  # system | manual
+    state: Mapped[str] = mapped_column(String(12), default="open")  # open | answered | closed | cancelled
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None: opened by the system
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    close_note: Mapped[str | None] = mapped_column(Text)
+
+    created_by = relationship("User", foreign_keys=[created_by_id])
+    closed_by = relationship("User", foreign_keys=[closed_by_id])

@@ -257,6 +257,128 @@ def test_search_speed_is_reported_not_asserted():
     print(f"\nctcae.search: {per_query * 1e6:.1f} us per query over {len(queries)} queries")
 
 
+# --- search synonyms (abbreviations and common names) ------------------------------------
+
+
+def test_every_synonym_target_is_a_ctcae_term():
+    assert ctcae.SYNONYMS
+    for name, targets in ctcae.SYNONYMS.items():
+        assert name == name.strip() and targets, name
+        for target in targets:
+            assert ctcae.get(target).term == target, (name, target)
+
+
+def test_synonym_names_are_unique_case_insensitively():
+    keys = [" ".join(name.casefold().split()) for name in ctcae.SYNONYMS]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize(
+    "query, first",
+    [
+        ("ALT", "Alanine aminotransferase increased"),
+        ("alt", "Alanine aminotransferase increased"),
+        ("AST", "Aspartate aminotransferase increased"),
+        ("ANC", "Neutrophil count decreased"),
+        ("neutropenia", "Neutrophil count decreased"),
+        ("thrombocytopenia", "Platelet count decreased"),
+        ("CRS", "Cytokine release syndrome"),
+        (" crs ", "Cytokine release syndrome"),
+        ("ICANS", "Nervous system disorders - Other, specify"),
+        ("TLS", "Tumor lysis syndrome"),
+        ("FN", "Febrile neutropenia"),
+        ("fever", "Fever"),
+        ("AKI", "Acute kidney injury"),
+        ("LDH", "Blood lactate dehydrogenase increased"),
+        ("bilirubin", "Blood bilirubin increased"),
+        ("creatinine", "Creatinine increased"),
+        ("WBC", "White blood cell decreased"),
+        ("Hb", "Anemia"),
+        ("anaemia", "Anemia"),
+        ("DIC", "Disseminated intravascular coagulation"),
+        ("GVHD", "Immune system disorders - Other, specify"),
+        ("HLH", "Blood and lymphatic system disorders - Other, specify"),
+    ],
+)
+def test_search_finds_abbreviations_and_common_names(query, first):
+    assert _names(query)[0] == first
+
+
+def test_protocol_icans_synonym_is_the_term_the_ae_form_records_icans_under():
+    from cellstudy.adverse_events.fields import CRS_TERM, ICANS_TERM
+    assert ctcae.SYNONYMS["ICANS"] == (ICANS_TERM,)
+    assert ctcae.SYNONYMS["CRS"] == (CRS_TERM,)
+
+
+def test_synonym_hits_come_first_then_the_existing_ranking():
+    # "ALT" is also the start of the word "alteration": that term comes after
+    names = _names("ALT", 50)
+    assert names[0] == "Alanine aminotransferase increased"
+    assert "Voice alteration" in names[1:]
+    # several targets keep the table's order; the rest follows without repeats
+    names = _names("LFT", 50)
+    assert names[:5] == list(ctcae.SYNONYMS["LFT"])
+    assert len(names) == len(set(names))
+
+
+def test_a_query_that_starts_a_synonym_finds_it():
+    assert _names("thrombocyto")[0] == "Platelet count decreased"
+    assert _names("ica")[0] == "Nervous system disorders - Other, specify"
+    # "neutro" starts "neutropenia" and "neutrophils" (and the term itself)
+    assert _names("neutro")[:2] == ["Neutrophil count decreased", "Febrile neutropenia"]
+
+
+def test_the_synonym_equal_to_the_query_comes_before_longer_ones():
+    # "af" is a synonym; "afib" starts with it
+    assert _names("af")[0] == "Atrial fibrillation"
+    # "renal failure" and "acute renal failure": the query "renal failure" gives its own first
+    assert _names("renal failure")[:2] == ["Acute kidney injury", "Chronic kidney disease"]
+
+
+def test_the_exact_term_stays_first():
+    assert _names("Anemia")[0] == "Anemia"
+    assert _names("hemoglobin")[:2] == ["Anemia", "Hemoglobin increased"]
+    assert _names("Hemoglobin increased")[0] == "Hemoglobin increased"
+
+
+def test_a_single_letter_does_not_start_synonyms():
+    # "a" would start ALT, AST, AKI, ANC ...: the existing ranking only
+    assert _names("a", 5) == [t.term for t in ctcae.terms() if t.term.casefold().startswith("a")][:5]
+
+
+def test_a_query_longer_than_the_synonym_does_not_match_it():
+    assert "Alanine aminotransferase increased" not in _names("altx", 100)
+    assert _names("crsx") == []
+
+
+def test_synonyms_respect_the_limit():
+    assert _names("LFT", 2) == list(ctcae.SYNONYMS["LFT"][:2])
+    assert _names("LFT", 0) == []
+
+
+def test_a_bad_synonym_target_fails_loudly(monkeypatch):
+    monkeypatch.setattr(ctcae, "SYNONYMS", {"XYZ": ("Not a CTCAE term",)})
+    ctcae._synonyms.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="Not a CTCAE term"):
+            ctcae.search("xyz")
+    finally:
+        monkeypatch.undo()
+        ctcae._synonyms.cache_clear()
+    assert _names("CRS")[0] == "Cytokine release syndrome"
+
+
+def test_synonym_search_speed_is_reported_not_asserted():
+    queries = ["a", "al", "alt", "c", "cr", "crs", "ne", "neu", "neutro", "ic", "ican", "icans", "h", "hb",
+               "hem", "hemo", "lf", "lft", "re", "renal f"] * 10
+    ctcae.search("warm up")
+    t0 = time.perf_counter()
+    for q in queries:
+        ctcae.search(q)
+    per_query = (time.perf_counter() - t0) / len(queries)
+    print(f"\nctcae.search with synonyms: {per_query * 1e6:.1f} us per query over {len(queries)} queries")
+
+
 # --- lab grading ---------------------------------------------------------------------
 
 ALT = "Alanine aminotransferase increased"

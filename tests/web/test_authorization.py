@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
+from cellstudy.adverse_events.models import CrsAssessment, IcansAssessment
 from cellstudy.auth.models import Site, User
 from cellstudy.enrollment.models import Subject
 from cellstudy.extensions import db
@@ -37,12 +38,13 @@ PUBLIC = "public"  # no log-in needed
 LOGGED_IN = "logged_in"  # any authenticated user, no capability
 
 VIEW, AUDIT, ENTER, SIGN, USERS_ADMIN = "view_clinical", "view_audit", "enter_data", "sign_eligibility", "manage_users"
+EXPORT = "export_safety"  # safety listings as files: investigators, monitors, data managers (issue 4)
 
 ROLE_CAPS: dict[str, frozenset[str]] = {
     "coordinator": frozenset({VIEW, AUDIT, ENTER}),
-    "investigator": frozenset({VIEW, AUDIT, ENTER, SIGN}),
-    "monitor": frozenset({VIEW, AUDIT}),
-    "data_manager": frozenset({VIEW, AUDIT}),
+    "investigator": frozenset({VIEW, AUDIT, ENTER, SIGN, EXPORT}),
+    "monitor": frozenset({VIEW, AUDIT, EXPORT}),
+    "data_manager": frozenset({VIEW, AUDIT, EXPORT}),
     "admin": frozenset({USERS_ADMIN}),
 }
 
@@ -109,7 +111,36 @@ ENDPOINTS: dict[str, Route] = {
     "infusions.deviations": Route({"GET": VIEW}),
     # The dose-escalation review is an investigator's e-signature.
     "infusions.escalation": Route({"GET": VIEW, "POST": SIGN}),
+    # Adverse events (issue 4): site staff record; the SAE/SUSAR report is the investigator's
+    # e-signature; monitors and data managers read.
+    "adverse_events.subject_aes": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "adverse_events.ae_new": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.ae": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.change_grade": Route({"POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.remove": Route({"POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.report": Route({"POST": SIGN}, site_scoped=True, subject=TREATED),
+    "adverse_events.dismiss": Route({"POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.crs_new": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.crs": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.icans_new": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    "adverse_events.icans": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
+    # The CTCAE term picker's JSON and the SAE worklist (content filtered by site).
+    "adverse_events.ctcae_search": Route({"GET": VIEW}),
+    "adverse_events.ctcae_term": Route({"GET": VIEW}),
+    "adverse_events.saes": Route({"GET": VIEW}),
+    # Safety listings and summaries: on screen for every clinical role (rows of the user's
+    # sites); as files (CSV, XLSX, PDF, SDTM) for investigators, monitors and data managers.
+    "safety.ae": Route({"GET": VIEW}),
+    "safety.sae": Route({"GET": VIEW}),
+    "safety.dlt": Route({"GET": VIEW}),
+    "safety.summary": Route({"GET": VIEW}),
+    "safety.crs_icans": Route({"GET": VIEW}),
+    "safety.export": Route({"GET": EXPORT}),
+    "safety.sdtm_ae": Route({"GET": EXPORT}),
 }
+
+#: URL arguments that are neither a subject nor a nested record: a fixed test value
+FIXED_ARGS = {"kind": "sae", "listing": "sae", "fmt": "csv"}
 
 #: Allowed requests that answer with a redirect rather than a page:
 #: (endpoint, method, who) -> path of the Location; who is a username, "*" (anyone)
@@ -129,7 +160,7 @@ STATE_REDIRECTS: dict[str, tuple[str, str]] = {
 }
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
-NESTED_ARGS = {"screening_id", "exposure_id", "infusion_id", "day_id", "visit_id"}
+NESTED_ARGS = {"screening_id", "exposure_id", "infusion_id", "day_id", "visit_id", "ae_id", "crs_id", "icans_id"}
 NESTED_VARIANTS = ("missing", "nested_missing", "nested_same_site", "nested_other_site")
 MISSING_ID = 10**7
 
@@ -148,6 +179,9 @@ class Rec:
     infusion_id: int | None = None
     day_id: int | None = None
     visit_id: int | None = None
+    ae_id: int | None = None
+    crs_id: int | None = None
+    icans_id: int | None = None
     dlt_open: bool = False  # an infusion is given: the DLT assessment is open
 
 
@@ -179,7 +213,13 @@ def _rec(subject, code) -> Rec:
                (scheduled or infusions)[0].id if infusions else None,
                subject.lymphodepletion_days[0].id if subject.lymphodepletion_days else None,
                (planned or subject.visits)[0].id if subject.visits else None,
+               subject.adverse_events[0].id if subject.adverse_events else None,
+               _first_id(CrsAssessment, subject), _first_id(IcansAssessment, subject),
                any(i.state == "given" for i in infusions))
+
+
+def _first_id(model, subject) -> int | None:
+    return db.session.scalar(select(model.id).where(model.subject_id == subject.id).order_by(model.id).limit(1))
 
 
 def demo_records(app) -> dict[str, SiteRecs]:
@@ -272,7 +312,8 @@ def cases_for(app, username, recs) -> list[Case]:
             unknown.append(f"{rule.rule} ({rule.endpoint}): no expectation for {missing_methods}")
             continue
         args = set(rule.arguments)
-        if args - {"subject_id", "filename"} - NESTED_ARGS:
+        fixed = {k: FIXED_ARGS[k] for k in args & set(FIXED_ARGS)}
+        if args - {"subject_id", "filename"} - NESTED_ARGS - set(FIXED_ARGS):
             unknown.append(f"{rule.rule}: no test value for {sorted(args - {'subject_id', 'filename'} - NESTED_ARGS)}")
             continue
 
@@ -281,6 +322,7 @@ def cases_for(app, username, recs) -> list[Case]:
 
         def nested(rec, missing=False):
             values = {k: MISSING_ID if missing else getattr(rec, k) for k in args & NESTED_ARGS}
+            values.update(fixed)
             assert None not in values.values(), f"{rule.rule}: demo subject {rec.number} has no {sorted(values)}"
             return values
 
@@ -297,7 +339,7 @@ def cases_for(app, username, recs) -> list[Case]:
                              ("nested_same_site", {"subject_id": host.id, **nested(donor)}, home, None, donor),
                              ("nested_other_site", {"subject_id": own.id, **nested(other)}, home, None, other)]
         else:
-            variants.append(("-", {}, None, None, None))
+            variants.append(("-", dict(fixed), None, None, None))
         for method in methods:
             for variant, values, site, subject, hidden in variants:
                 cases.append(Case(rule.endpoint, method, _build(app, rule, values), variant,

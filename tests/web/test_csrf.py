@@ -18,7 +18,7 @@ from cellstudy.auth.models import Site
 from cellstudy.enrollment.models import Subject
 from cellstudy.extensions import db
 
-from .test_authorization import (ENDPOINTS, IGNORED_METHODS, LOGGED_IN, PUBLIC, ROLE_CAPS, USERS,
+from .test_authorization import (ENDPOINTS, FIXED_ARGS, IGNORED_METHODS, LOGGED_IN, PUBLIC, ROLE_CAPS, USERS,
                                  demo_records)
 
 #: Actions that change state and must never answer a GET.
@@ -98,7 +98,8 @@ def url_of(app, rule, site_recs) -> str:
     token reaches the form or the action."""
     route = ENDPOINTS.get(rule.endpoint)
     rec = site_recs.subjects_for(route)[0] if route is not None and route.site_scoped else None
-    values = {k: rec.id if k == "subject_id" else getattr(rec, k) for k in rule.arguments} if rec else {}
+    values = {k: rec.id if k == "subject_id" else FIXED_ARGS[k] if k in FIXED_ARGS else getattr(rec, k)
+              for k in rule.arguments} if rec else {}
     with app.test_request_context():
         return url_for(rule.endpoint, **values)
 

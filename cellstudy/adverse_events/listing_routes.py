@@ -1,0 +1,224 @@
+"""Safety listings, summaries and their exports (issue 4; PROTOCOL 8).
+
+Pages (view_clinical): /safety/ae, /safety/sae, /safety/dlt, /safety/summary,
+/safety/crs-icans. Files (export_safety): /safety/<listing>.<csv|xlsx|pdf> and the SDTM
+AE domain /safety/sdtm/ae.csv. Rows come only from the user's sites (`site_ids()`).
+The queries live in listings.py, the file formats in cellstudy/exports/.
+
+Every export is audited ("export", form "safety_<listing>", field = the format, new =
+{"filters", "rows", "sites"}) and committed *before* the file is sent: a download that
+is interrupted is still on record. A CSV streams, so its row count is the count query's
+(same filters, run just before the stream); the XLSX and PDF counts are the rows
+written.
+"""
+from __future__ import annotations
+
+import tempfile
+from types import SimpleNamespace
+
+from flask import Blueprint, Response, flash, redirect, render_template, request, send_file, stream_with_context, \
+    url_for
+from flask_login import current_user
+
+from ..auth.policy import allowed_sites, can, require, site_ids
+from ..records import audit
+from ..records import service as records
+from ..settings import current_study
+from ..timeutil import fmt_utc, utcnow
+from . import listings
+from .listings import AE_SORTS, SAE_SORTS
+
+bp = Blueprint("safety", __name__, url_prefix="/safety")
+
+#: listing key -> (title, file name part, sort keys)
+LISTINGS = {
+    "ae": ("Adverse event listing", "ae_listing", AE_SORTS),
+    "sae": ("Serious adverse event listing", "sae_listing", SAE_SORTS),
+    "dlt": ("Dose-limiting toxicity listing", "dlt_listing", AE_SORTS),
+    "summary": ("Subjects with adverse events by system organ class, term and worst grade", "ae_summary", {}),
+    "crs-icans": ("CRS and ICANS summary", "crs_icans_summary", {}),
+}
+FORMATS = {"csv": "text/csv; charset=utf-8",
+           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+           "pdf": "application/pdf"}
+#: a PDF is laid out whole in memory: bigger listings go out as CSV or XLSX
+PDF_MAX_ROWS = 2000
+#: XLSX files up to this size stay in memory, bigger ones spill to a temporary file
+XLSX_SPOOL_BYTES = 8 * 1024 * 1024
+
+
+def _filters(listing: str):
+    sites = [s.code for s in allowed_sites()]
+    levels = [d.name for d in current_study().regimen.dose_levels]
+    filters, errors = listings.parse_filters(request.args, sites=sites, dose_levels=levels,
+                                             sorts=LISTINGS[listing][2] or {"onset": "Onset"})
+    return filters, errors, sites, levels
+
+
+def _page_context(listing: str, filters, errors, sites, levels) -> dict:
+    return {"listing": listing, "title": LISTINGS[listing][0], "filters": filters, "errors": errors,
+            "sites": sites, "levels": levels, "can_export": can("export_safety"), "sorts": LISTINGS[listing][2]}
+
+
+def _listing_page(listing: str):
+    filters, errors, sites, levels = _filters(listing)
+    page = listings.listing_page(listing, filters, site_ids())
+    for row in page.rows:  # times on screen are shown in the site's zone (ARCHITECTURE rule 5)
+        row["zone"] = SimpleNamespace(timezone=row["timezone"])
+    columns = listings.sae_columns() if listing == "sae" else listings.ae_columns()
+    return render_template("safety/listing.html", page=page, columns=columns,
+                           **_page_context(listing, page.filters, errors, sites, levels))
+
+
+@bp.route("/ae", endpoint="ae")
+@require("view_clinical")
+def ae_listing():
+    return _listing_page("ae")
+
+
+@bp.route("/sae", endpoint="sae")
+@require("view_clinical")
+def sae_listing():
+    return _listing_page("sae")
+
+
+@bp.route("/dlt", endpoint="dlt")
+@require("view_clinical")
+def dlt_listing():
+    return _listing_page("dlt")
+
+
+@bp.route("/summary", endpoint="summary")
+@require("view_clinical")
+def ae_summary():
+    filters, errors, sites, levels = _filters("summary")
+    table = listings.summary_table(filters, site_ids(), levels)
+    return render_template("safety/summary.html", table=table, cells=listings.SUMMARY_CELLS,
+                           **_page_context("summary", filters, errors, sites, levels))
+
+
+@bp.route("/crs-icans", endpoint="crs_icans")
+@require("view_clinical")
+def crs_icans_summary():
+    filters, errors, sites, levels = _filters("crs-icans")
+    result = listings.crs_icans_summary(filters, site_ids(), levels)
+    return render_template("safety/crs_icans.html", summary=result, rows=listings.crs_icans_rows(result),
+                           **_page_context("crs-icans", filters, errors, sites, levels))
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+def _stamp(now) -> str:
+    return now.strftime("%Y%m%dT%H%MZ")
+
+
+def _filename(part: str, fmt: str, now) -> str:
+    return f"{current_study().protocol_id}_{part}_{_stamp(now)}.{fmt}"
+
+
+def _audit_export(key: str, fmt: str, filters, rows: int, sites: list[str]) -> None:
+    """One audit record per export: who (the user), when (the record's time), what
+    (listing, format, filters, the sites it covered) and how many rows."""
+    ids = site_ids()
+    site_id = None
+    if filters.site:
+        site_id = next((s.id for s in allowed_sites() if s.code == filters.site), None)
+    audit.append("export", user=current_user, form=f"safety_{key}", field=fmt, site_id=site_id,
+                 new={"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(sites)})
+    records.commit()
+
+
+def _meta(title: str, filters, ignored, sites, now) -> list[tuple[str, str]]:
+    study = current_study()
+    ids = site_ids()
+    return [("Protocol", f"{study.protocol_id} (version {study.version})"), ("Listing", title),
+            ("Filters", filters.describe(ignored)),
+            ("Sites", "All sites" if ids is None else ", ".join(sorted(sites)) or "None"),
+            ("Exported by", f"{current_user.full_name} ({current_user.username})"),
+            ("Exported at", fmt_utc(now))]
+
+
+def _send(listing: str, key: str, fmt: str, columns, rows, *, count, filters, ignored, sites, title, part):
+    """Write the rows as `fmt`, audit the export, answer with the file. `count` is the
+    row count when it is known before the rows are read (the CSV streams them)."""
+    from ..exports import tabular
+
+    now = utcnow()
+    filename = _filename(part, fmt, now)
+    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    meta = _meta(title, filters, ignored, sites, now)
+    if fmt == "csv":
+        _audit_export(key, fmt, filters, count if count is not None else len(rows), sites)
+        stream = stream_with_context(chunk.encode("utf-8") for chunk in tabular.csv_stream(columns, rows))
+        return Response(stream, mimetype="text/csv", headers=disposition)
+    if fmt == "xlsx":
+        spool = tempfile.SpooledTemporaryFile(max_size=XLSX_SPOOL_BYTES)
+        try:
+            written = tabular.write_xlsx(columns, rows, spool, title=title, meta=meta)
+        except BaseException:
+            spool.close()
+            raise
+        _audit_export(key, fmt, filters, written, sites)
+        spool.seek(0)
+        return send_file(spool, mimetype=FORMATS["xlsx"], as_attachment=True, download_name=filename)
+    if count is not None and count > PDF_MAX_ROWS:
+        flash(f"The PDF is limited to {PDF_MAX_ROWS:,} rows and this listing has {count:,}: narrow the filters, "
+              "or export it as XLSX or CSV.", "error")
+        return redirect(url_for(f".{listing.replace('-', '_')}", **filters.args()))
+    rows = list(rows)
+    footer = f"{current_study().protocol_id} · {title} · exported {fmt_utc(now)} by {current_user.username}"
+    pdf = tabular.pdf_listing(columns, rows, title=title, meta=meta, footer=footer)
+    _audit_export(key, fmt, filters, len(rows), sites)
+    return Response(pdf, mimetype=FORMATS["pdf"], headers=disposition)
+
+
+@bp.route('/<any(ae, sae, dlt, summary, "crs-icans"):listing>.<any(csv, xlsx, pdf):fmt>', endpoint="export")
+@require("export_safety")
+def export_listing(listing, fmt):
+    """A listing or summary as CSV, XLSX or PDF, with the page's filters and order.
+    Filters that do not parse are not silently dropped from a file: the user is sent
+    back to the page, which says what is wrong."""
+    filters, errors, sites, levels = _filters(listing)
+    page_endpoint = f".{listing.replace('-', '_')}"
+    if errors:
+        for message in errors.values():
+            flash(message, "error")
+        flash("Nothing was exported: correct the filters first.", "error")
+        return redirect(url_for(page_endpoint, **request.args.to_dict()))
+    title, part, _ = LISTINGS[listing]
+    key = listing.replace("-", "_")
+    ids = site_ids()
+    common = {"filters": filters, "sites": sites, "title": title, "part": part}
+    if listing in ("ae", "sae", "dlt"):
+        columns = listings.sae_columns() if listing == "sae" else listings.ae_columns()
+        rows = listings.iter_listing(listing, filters, ids)
+        total = listings.count(listing, filters, ids)
+        return _send(listing, key, fmt, columns, rows, count=total, ignored=(), **common)
+    if listing == "summary":
+        table = listings.summary_table(filters, ids, levels)
+        columns, rows = listings.summary_columns(table), listings.summary_export_rows(table)
+    else:
+        result = listings.crs_icans_summary(filters, ids, levels)
+        columns, rows = listings.crs_icans_columns(result), listings.crs_icans_rows(result)
+    return _send(listing, key, fmt, columns, rows, count=len(rows), ignored=listings.SUMMARY_IGNORES, **common)
+
+
+@bp.route("/sdtm/ae.csv", endpoint="sdtm_ae")
+@require("export_safety")
+def sdtm_ae_domain():
+    """The CDISC SDTM AE domain of the user's sites (complete AEs; no filters: a domain
+    is delivered whole), as CSV, streamed."""
+    from ..exports import sdtm, tabular
+
+    study = current_study()
+    ids = site_ids()
+    sites = [s.code for s in allowed_sites()]
+    columns = sdtm.AE_COLUMNS
+    total = listings.count_sdtm(ids)
+    now = utcnow()
+    _audit_export("sdtm_ae", "csv", listings.Filters(), total, sites)
+    source = listings.iter_sdtm_source(ids, studyid=study.protocol_id)
+    stream = stream_with_context(chunk.encode("utf-8") for chunk in
+                                 tabular.csv_stream(columns, sdtm.ae_domain(source, studyid=study.protocol_id)))
+    filename = _filename("sdtm_ae", "csv", now)
+    return Response(stream, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
