@@ -13,6 +13,7 @@ from ..records import crf
 from ..records.service import RecordError, StaleVersion
 from ..timeutil import site_today, utcnow
 from . import ctcae, service
+from ..infusions.fields import VISIT_FIELDS
 from ..infusions.fields import sections as sections_of
 from .fields import AE_FIELDS, CRS_FIELDS, GRADE_CHOICES, ICANS_FIELDS
 from .forms import AeForm, ChangeGradeForm, CrsForm, DismissForm, IcansForm, RemoveAeForm, ReportForm
@@ -62,7 +63,7 @@ def subject_aes(subject_id):
                            suggestions=service.lab_suggestions(subject), dismiss_form=DismissForm(),
                            crs=service.assessments(subject, "crs"), icans=service.assessments(subject, "icans"),
                            queries=service.open_queries(subject), window=service.dlt_window(subject),
-                           can_edit=can("enter_data"))
+                           lab_labels={spec.name: spec.label for spec in VISIT_FIELDS}, can_edit=can("enter_data"))
 
 
 def _ae_page(subject, ae, prefill=None):
@@ -106,6 +107,8 @@ def _ae_page(subject, ae, prefill=None):
         allowed = {str(g["grade"]) for g in info["grades"]}
         form.grade.choices = [("", "— not answered —"), *[c for c in GRADE_CHOICES if c[0] in allowed]]
     window = service.dlt_window(subject)
+    if window:
+        form.dlt.description = f"Only for an onset inside the DLT window, {window[0]} to {window[1]}."
     return render_template("adverse_events/ae.html", subject=subject, ae=ae, form=form, term_info=info,
                            sections=sections_of(AE_FIELDS), specs=AE_FIELDS, window=window,
                            clock=service.clocks(ae) if ae.id else None, grade_form=ChangeGradeForm(version=ae.version),

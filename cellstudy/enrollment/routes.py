@@ -8,7 +8,7 @@ from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, r
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
-from ..timeutil import site_today
+from ..timeutil import site_today, utcnow
 from . import service
 from ..settings import current_study
 from .eligibility import criteria as criteria_of
@@ -62,9 +62,13 @@ def subject(subject_id):
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
     result = service.evaluate(screening)
+    from ..adverse_events import service as adverse_events
     from ..infusions import service as infusions
 
-    return render_template("enrollment/subject.html", subject=subject, screening=screening, result=result,
+    now = utcnow()
+    aes = [{"ae": ae, "clock": adverse_events.clocks(ae, now)} for ae in subject.adverse_events if ae.status != "deleted"]
+    return render_template("enrollment/subject.html", subject=subject, aes=aes,
+                           lab_suggestions=len(adverse_events.lab_suggestions(subject)), screening=screening, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result),
                            screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(),
                            criteria=criteria_of(current_study()), window=infusions.vaccination_window(subject),

@@ -4,7 +4,8 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from ..auth.models import Site
-from ..auth.policy import can, require, scoped
+from ..adverse_events.service import sae_worklist
+from ..auth.policy import can, require, scoped, site_ids
 from ..enrollment.models import SUBJECT_STATUSES, Subject
 from ..extensions import db
 
@@ -22,4 +23,7 @@ def index():
     for code, name, status, n in db.session.execute(stmt):
         counts.setdefault((code, name), {})[status] = n
     rows = [{"code": code, "name": name, "counts": c, "total": sum(c.values())} for (code, name), c in sorted(counts.items())]
-    return render_template("main/index.html", rows=rows, statuses=SUBJECT_STATUSES, user=current_user)
+    # SAE reports due or overdue (and SUSAR reports) at the user's sites: the site dashboard
+    saes = [r for r in sae_worklist(site_ids()) if r["sae"]["state"] in ("due", "overdue")
+            or (r["susar"] and r["susar"]["state"] in ("due", "overdue"))]
+    return render_template("main/index.html", rows=rows, statuses=SUBJECT_STATUSES, user=current_user, saes=saes)

@@ -443,3 +443,14 @@ def test_monitors_read_but_cannot_record(app, login, hz):
     assert monitor.get(f"/subjects/{hz}/adverse-events").status_code == 200
     assert monitor.post(f"/subjects/{hz}/adverse-events/new", data=ae_post()).status_code == 403
     assert monitor.post(f"/subjects/{hz}/crs/new", data=crs_post()).status_code == 403
+
+
+def test_the_site_dashboard_and_subject_page_show_saes_due(app, login, hz):
+    """The demo's febrile neutropenia SAE of HZ-001 has no report yet: overdue on the
+    HZ dashboard and the subject page, absent from NB's dashboard."""
+    home = text(login("coord-hz").get("/"))
+    panel = home.split('id="sae-dashboard"')[1].split("</section>")[0]
+    assert "Febrile neutropenia" in panel and "OVERDUE" in panel
+    assert "Febrile neutropenia" not in text(login("coord-nb").get("/"))
+    overview = text(login("monitor-hz").get(f"/subjects/{hz}"))
+    assert 'id="adverse-events"' in overview and "OVERDUE" in overview and "lab-based AE suggestion" in overview
