@@ -6,6 +6,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export FLASK_APP := wsgi.py
 
 .PHONY: run test install install-dev browser bench clean
+.PHONY: bench-ae
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,12 @@ test: install-dev browser
 bench: install-dev
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 	$(BIN)/python bench/run.py
+
+## bench-ae: issue 4's benchmark (safety listings and exports at 100,000 AEs), see bench/RESULTS.md
+bench-ae: install-dev
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	@command -v sqlite3 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sqlite3; }
+	$(BIN)/python bench/ae_bench.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
