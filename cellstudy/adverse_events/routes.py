@@ -11,6 +11,7 @@ from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, si
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
+from ..records.views import show_refusal
 from ..timeutil import site_today, utcnow
 from . import ctcae, service
 from ..infusions.fields import VISIT_FIELDS
@@ -23,17 +24,6 @@ bp = Blueprint("adverse_events", __name__)
 
 KINDS = {"crs": ("CRS assessment", CrsAssessment, CrsForm, CRS_FIELDS),
          "icans": ("ICANS assessment", IcansAssessment, IcansForm, ICANS_FIELDS)}
-
-
-def _show_errors(form, error) -> None:
-    db.session.rollback()
-    errors = getattr(error, "errors", None) or {getattr(error, "field", None): str(error)}
-    for name, message in errors.items():
-        if name and name in form:
-            form[name].errors = list(form[name].errors) + [message]
-        else:
-            flash(message, "error")
-    flash(str(error) if "Nothing was saved" in str(error) else f"Nothing was saved: {error}", "error")
 
 
 def _term_info(term: str | None) -> dict | None:
@@ -91,7 +81,7 @@ def _ae_page(subject, ae, prefill=None):
             form.version.data = str(ae.version)
             flash(str(error), "error")
         except RecordError as error:
-            _show_errors(form, error)
+            show_refusal(form, error)
             if not sa_inspect(ae).persistent:
                 ae.status, ae.version = "draft", 0
         else:
@@ -253,7 +243,7 @@ def _assessment_page(subject, kind: str, record):
             form.version.data = str(record.version)
             flash(str(error), "error")
         except RecordError as error:
-            _show_errors(form, error)
+            show_refusal(form, error)
             if not sa_inspect(record).persistent:
                 record.status, record.version, record.data = "draft", 0, {}
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from ..enrollment.models import Subject
 from ..extensions import db
@@ -26,15 +27,6 @@ SAE_REPORT_HOURS = 24
 #: AE columns a form value goes to directly (the rest of the answers live in `data`)
 _COLUMNS = ("term", "verbatim", "onset_date", "end_date", "ongoing", "serious", "related_nk", "related_ld",
             "expectedness", "action", "outcome", "death_date", "dlt")
-
-
-class Refused(RecordError):
-    """A save refused with messages at the fields."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        self.field = next(iter(errors), None)
-        super().__init__("Some answers need correcting: see the messages at the fields. Nothing was saved.")
 
 
 # --- the subject's treatment dates -----------------------------------------------------
@@ -143,10 +135,6 @@ def _changes(subject: Subject, v: dict) -> dict:
 
 # --- AE create / save ------------------------------------------------------------------------------
 
-def _lock_subject(subject: Subject) -> None:
-    db.session.execute(select(Subject.id).where(Subject.id == subject.id).with_for_update())
-
-
 def new_ae(subject: Subject, category: str = "other") -> AdverseEvent:
     """A transient AE for the empty form (numbered when first saved)."""
     # subject_id, not the relationship: a transient AE must not be cascaded into the
@@ -156,7 +144,7 @@ def new_ae(subject: Subject, category: str = "other") -> AdverseEvent:
 
 
 def _next_number(subject: Subject) -> int:
-    _lock_subject(subject)
+    records.lock(subject)
     top = db.session.execute(select(func.max(AdverseEvent.number))
                              .where(AdverseEvent.subject_id == subject.id)).scalar()
     return (top or 0) + 1
@@ -168,7 +156,7 @@ def save_ae(subject: Subject, ae: AdverseEvent, values: dict, *, user, expected_
     v = _normalise(values)
     errors = rules.validate(v, context(subject, today, ae), complete=complete)
     if errors:
-        raise Refused(errors)
+        raise records.InvalidForm(errors)
     changes = _changes(subject, v)
     grade = v.get("grade")
     if ae.id is None:
@@ -242,7 +230,7 @@ def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_ve
     if ae.version != expected_version:
         raise records.StaleVersion(ae)
     if not ae.episodes:
-        raise Refused({"grade": "Save the AE with its onset and grade first."})
+        raise records.InvalidForm({"grade": "Save the AE with its onset and grade first."})
     current = ae.episodes[-1]
     errors = {}
     if grade == current.grade:
@@ -258,14 +246,14 @@ def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_ve
     if "grade" in problems or "outcome" in problems or "death_date" in problems:
         errors["new_grade"] = problems.get("grade") or problems.get("outcome") or problems.get("death_date")
     if errors:
-        raise Refused(errors)
+        raise records.InvalidForm(errors)
     _episode_update(ae, current, "end_date", start, user=user, reason="grade changed")
     _add_episode(ae, grade, start, user=user)
     worst = max(e.grade for e in ae.episodes)
     records.save(ae, user=user, changes={"grade": worst}, expected_version=expected_version,
                  reason=f"grade changed to {grade} on {start.isoformat()}", commit=False)
     if ae.version == expected_version:  # the worst grade did not move: still a new version of the AE
-        records._touch(ae, user)
+        records.touch(ae, user)
     _sync_discrepancy(ae, user=user)
     records.commit_or_stale(ae)
 
@@ -415,7 +403,7 @@ def save_assessment(subject: Subject, record, kind: str, values: dict, *, user, 
         errors["hypotension" if kind == "crs" else "consciousness"] = (
             "Every component is needed to compute the grade: complete them or save a draft.")
     if errors:
-        raise Refused(errors)
+        raise records.InvalidForm(errors)
     by_name = {s.name: s for s in specs}
     changes = stored_values(by_name, values)
     changes["assessed_on"] = when
@@ -593,6 +581,7 @@ def sae_worklist(site_ids: list[int] | None, now: datetime | None = None) -> lis
     now = now or utcnow()
     stmt = (select(AdverseEvent).where(AdverseEvent.serious.is_(True), AdverseEvent.status != "deleted",
                                        AdverseEvent.awareness_at.is_not(None))
+            .options(joinedload(AdverseEvent.subject), joinedload(AdverseEvent.site))
             .order_by(AdverseEvent.sae_due_at))
     if site_ids is not None:
         stmt = stmt.where(AdverseEvent.site_id.in_(site_ids))

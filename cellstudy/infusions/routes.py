@@ -10,6 +10,7 @@ from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, si
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
+from ..records.views import show_refusal
 from ..settings import current_study
 from ..timeutil import site_today, utcnow
 from . import service
@@ -29,19 +30,6 @@ LOCKOUT_LABELS = {
 }
 
 
-def _refused(form, error, default_field=None) -> None:
-    """Show a refused write at its field; nothing of it is kept."""
-    db.session.rollback()
-    errors = getattr(error, "errors", None) or {getattr(error, "field", None) or default_field: str(error)}
-    for name, message in errors.items():
-        if name and name in form:
-            form[name].errors = list(form[name].errors) + [message]
-        else:
-            flash(message, "error")
-    message = str(error)
-    flash(message if "Nothing was saved" in message else "Nothing was saved: " + message, "error")
-
-
 # --- scheduling ---------------------------------------------------------------------------
 
 @bp.route("/subjects/<int:subject_id>/infusions", methods=["GET", "POST"])
@@ -59,7 +47,7 @@ def infusions(subject_id):
                     subject, form.proposed_date.data, user=current_user, deviation_reason=form.deviation_reason.data,
                     override_reason=form.override_reason.data, password=form.password.data)
             except RecordError as error:
-                _refused(form, error, "proposed_date")
+                show_refusal(form, error, "proposed_date")
                 evaluation = getattr(error, "result", None)
             else:
                 flash(f"Infusion {infusion.number} scheduled for {infusion.planned_date.isoformat()}.", "success")
@@ -157,7 +145,7 @@ def _crf_page(subject, record, form_cls, specs, save, title, template="infusions
             form.version.data = str(record.version)
             flash(str(error), "error")
         except RecordError as error:
-            _refused(form, error)
+            show_refusal(form, error)
             if not sa_inspect(record).persistent:  # a first save that was refused: nothing exists yet
                 record.status, record.version, record.data = "draft", 0, {}
         else:
@@ -289,7 +277,7 @@ def vaccinations(subject_id):
             service.record_vaccine(subject, values, user=current_user, deviation_reason=form.deviation_reason.data,
                                    password=form.password.data)
         except RecordError as error:
-            _refused(form, error)
+            show_refusal(form, error)
         else:
             flash("Vaccination recorded.", "success")
             return redirect(url_for(".vaccinations", subject_id=subject.id))
@@ -336,7 +324,7 @@ def escalation():
         try:
             review = service.sign_review(user=current_user, password=form.password.data, comment=form.comment.data)
         except RecordError as error:
-            _refused(form, error, "password")
+            show_refusal(form, error, "password")
         else:
             flash(f"Dose-escalation review signed: {review.decision}"
                   f"{' ' + review.level if review.level else ''}.", "success")

@@ -13,7 +13,7 @@ from ..enrollment.models import Exposure, Subject
 from ..extensions import db
 from ..records import crf
 from ..records import service as records
-from ..records.service import RecordError
+from ..records.service import InvalidForm, RecordError
 from ..settings import current_study
 from ..timeutil import site_date, site_today, utcnow
 from . import escalation, lockouts, schedule
@@ -194,7 +194,7 @@ def _lock_subject(subject: Subject) -> None:
     """Serialise scheduling for one subject: two coordinators scheduling at once cannot
     both take infusion n; the second sees the first's infusion (a lockout or a conflict).
     On SQLite every write transaction is already exclusive (BEGIN IMMEDIATE)."""
-    db.session.execute(select(Subject.id).where(Subject.id == subject.id).with_for_update())
+    records.lock(subject)
     db.session.expire(subject, ["infusions"])
 
 
@@ -365,12 +365,6 @@ def visit_status(visit: Visit, today: date) -> str:
 
 
 # --- CRFs ------------------------------------------------------------------------------------
-
-class InvalidForm(RecordError):
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("Some answers need correcting: see the messages at the fields. Nothing was saved.")
-        self.errors = errors
-
 
 def _save_crf(record, specs, values, *, user, expected_version, reason, complete, required, checks=()):
     """Save a CRF: canonical values, cross-field checks, completion, one transaction."""

@@ -29,6 +29,15 @@ class StaleVersion(RecordError):
         self.record = record
 
 
+class InvalidForm(RecordError):
+    """A save refused with messages at the fields ({field: message}); nothing is saved."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("Some answers need correcting: see the messages at the fields. Nothing was saved.")
+        self.errors = errors
+        self.field = next(iter(errors), None)
+
+
 class ReasonRequired(RecordError):
     field = "reason"
 
@@ -84,7 +93,7 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     if record.status == "complete" and not reason:
         raise ReasonRequired()
     scope = _subject_scope(record)
-    _touch(record, user)
+    touch(record, user)
     for name, (old, new) in changed.items():
         record.set_field(name, new)
         audit.append("update", user=user, form=record.FORM_NAME, form_id=record.id, field=name,
@@ -101,7 +110,7 @@ def set_status(record, status: str, *, user, reason: str | None = None, form: st
     if old == status:
         return
     if hasattr(record, "updated_by_id"):
-        _touch(record, user)
+        touch(record, user)
     record.status = status
     audit.append("status", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
                  form_id=record.id, field="status", old=old, new=status, reason=reason, **_subject_scope(record))
@@ -157,7 +166,15 @@ def invalidate_signatures(record, *, user, reason: str) -> None:
                      **_subject_scope(record))
 
 
-def _touch(record, user) -> None:
+def lock(row) -> None:
+    """Lock one row for the rest of the transaction (SELECT ... FOR UPDATE), so writes that
+    depend on it (numbering, scheduling) are serialised. SQLite's write transactions are
+    already exclusive."""
+    model = type(row)
+    db.session.execute(select(model.id).where(model.id == row.id).with_for_update())
+
+
+def touch(record, user) -> None:
     """One new version per user action, however many fields and flushes it takes."""
     record.updated_at = utcnow()
     record.updated_by_id = user.id
