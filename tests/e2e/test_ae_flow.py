@@ -15,41 +15,18 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from cellstudy.demo import DEMO_PASSWORD, DEMO_USERS
 from cellstudy.extensions import db
+
+from .ui import FULL_NAME, expect, iso, log_in, log_out
 
 pytestmark = pytest.mark.e2e
 
-FULL_NAME = {username: full_name for username, full_name, *_ in DEMO_USERS}
 CRS_TERM = "Cytokine release syndrome"
 #: the SAE listing's columns, in order (sheet 1, row 1 of the XLSX)
 SAE_HEADER = ["Subject", "Site", "Dose level", "AE", "CTCAE term", "Verbatim term", "Worst grade", "Onset",
               "Seriousness criteria", "Attribution NK cells", "Attribution lymphodepletion", "Expectedness",
               "Outcome", "Site aware (UTC)", "SAE report due (UTC)", "SAE report submitted (UTC)", "SAE report",
               "SUSAR", "SUSAR report due (UTC)", "SUSAR report submitted (UTC)", "SUSAR report", "Form status"]
-
-
-def expect(target):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(target)
-
-
-def log_in(page, username, password=DEMO_PASSWORD):
-    page.goto("/login")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name=f"Welcome, {FULL_NAME[username]}")).to_be_visible()
-
-
-def log_out(page):
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("status")).to_contain_text("You are logged out.")
-
-
-def iso(day) -> str:
-    return day.isoformat()
 
 
 @pytest.fixture

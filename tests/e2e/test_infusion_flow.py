@@ -15,36 +15,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from cellstudy.demo import DEMO_PASSWORD, DEMO_USERS, make_subject
+from cellstudy.demo import DEMO_PASSWORD, make_subject
 from cellstudy.extensions import db
+
+from .ui import FULL_NAME, expect, iso, log_in, log_out
 
 pytestmark = pytest.mark.e2e
 
-FULL_NAME = {username: full_name for username, full_name, *_ in DEMO_USERS}
 PLANNED_FIRST_IN_DAYS = -1  # the screening form's planned first infusion: yesterday at the site
-
-
-def expect(target):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(target)
-
-
-def log_in(page, username, password=DEMO_PASSWORD):
-    page.goto("/login")
-    page.get_by_label("User name").fill(username)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name=f"Welcome, {FULL_NAME[username]}")).to_be_visible()
-
-
-def log_out(page):
-    page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("status")).to_contain_text("You are logged out.")
-
-
-def iso(day) -> str:
-    return day.isoformat()
 
 
 @pytest.fixture
