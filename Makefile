@@ -7,6 +7,8 @@ export FLASK_APP := wsgi.py
 
 .PHONY: run test install install-dev browser bench clean
 .PHONY: bench-ae
+.PHONY: bench-audit
+.PHONY: pdf-tools bench-pdf
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +40,14 @@ browser:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 ## test: the whole suite on SQLite; with TEST_DATABASE_URL set, the database tests again on PostgreSQL
-test: install-dev browser
+## pdf-tools: Debian's CJK fonts (PDFs print Chinese site names and terms) and poppler-utils (pdftoppm, pdftotext)
+pdf-tools:
+	@{ fc-list 2>/dev/null | grep -q "Noto Sans CJK SC" && command -v pdftoppm >/dev/null 2>&1; } || { \
+	  echo "Installing fonts-noto-cjk and poppler-utils for the PDFs and their tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    fonts-noto-cjk fonts-liberation fonts-dejavu-core poppler-utils; }
+
+test: install-dev browser pdf-tools
 	$(BIN)/pytest
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
 	  echo "== PostgreSQL suite: $$TEST_DATABASE_URL"; \
@@ -56,5 +65,14 @@ bench-ae: install-dev
 	@command -v sqlite3 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sqlite3; }
 	$(BIN)/python bench/ae_bench.py
 
+## bench-audit: issue 6's benchmark (audit trail viewer, flask audit verify, dashboards on the scale dataset)
+bench-audit: install-dev
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+	$(BIN)/python bench/audit_bench.py
+
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+## bench-pdf: issue 5's benchmark (filled CRF, casebook of 40 forms and 500 audit records), see bench/RESULTS.md
+bench-pdf: install-dev pdf-tools
+	$(BIN)/python bench/pdf_bench.py

@@ -265,10 +265,87 @@ def listing_combos(today: str, dose_level: str) -> dict[str, str]:
     }
 
 
+def _cache_path(kind: str) -> str:
+    return os.path.join(OUT, f"dataset-{kind}.json")
+
+
+def _database_url(kind: str) -> str:
+    if kind == "sqlite":
+        return "sqlite:///" + os.path.join(OUT, "ae.db")
+    admin = urllib.parse.urlsplit(h.PG_ADMIN_URL)
+    return urllib.parse.urlunsplit(("postgresql+psycopg", admin.netloc, "/" + PG_DB, "", ""))
+
+
+def _database_exists(kind: str) -> bool:
+    if kind == "sqlite":
+        return os.path.exists(os.path.join(OUT, "ae.db"))
+    import psycopg
+
+    with psycopg.connect(h.PG_ADMIN_URL, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone() is not None
+
+
+REAPPLY_INDEXES = r'''
+import importlib.util, os, sys
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import create_engine, text
+spec = importlib.util.spec_from_file_location("m0006", os.path.join(os.environ["BENCH_APP_ROOT"], "migrations",
+                                              "versions", "0006_listing_indexes.py"))
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+
+
+class Recreate(Operations):
+    # every index the migration creates is dropped first if it is there: the index as the
+    # working tree defines it now, whatever an earlier run left
+    def create_index(self, name, table, *args, **kw):
+        self.execute(text(f"DROP INDEX IF EXISTS {name}"))
+        return super().create_index(name, table, *args, **kw)
+
+
+engine = create_engine(sys.argv[1])
+with engine.begin() as conn:
+    m.op = Recreate(MigrationContext.configure(conn))
+    m.upgrade()
+    if engine.dialect.name == "postgresql":  # as the loader's VACUUM (ANALYZE) left it
+        conn.execute(text("ANALYZE adverse_event; ANALYZE subject"))
+print("ok")
+'''
+
+
+def reapply_listing_indexes(url: str) -> None:
+    """A reused dataset gets migration 0006's indexes as the working tree has them now
+    (each dropped if there, then created), so a changed index is measured without a reload."""
+    proc = subprocess.run([PY, "-c", REAPPLY_INDEXES, url], capture_output=True, text=True, timeout=900,
+                          env=h.app_env())
+    if proc.returncode != 0:
+        raise RuntimeError("re-applying migration 0006 failed: " + proc.stderr[-2000:])
+
+
 def run_database(kind: str, args) -> dict:
     res: dict = {"db": kind}
+    cache = _cache_path(kind)
+    if args.reuse and os.path.exists(cache) and _database_exists(kind):
+        url = _database_url(kind)
+        with open(cache) as f:
+            res.update(json.load(f))
+        res["reused"] = True
+        log(f"== {kind}: reusing the dataset loaded {res.get('loaded_at', '?')} ({cache}); migration 0006 re-applied")
+        t = time.perf_counter()
+        reapply_listing_indexes(url)
+        log(f"   indexes re-applied in {time.perf_counter() - t:.0f} s")
+        if args.load_only:
+            return res
+        res.update(measure(kind, url, args, res["aes"]))
+        res["verify_after"] = h.audit_verify(url)
+        log(f"   after the exports: {res['verify_after']['output']}")
+        if args.profile:
+            res["profile"] = profile(kind, url, res["aes"]["today"])
+        return res
     log(f"== {kind}: fresh database, scale dataset ({args.subjects} subjects) + {args.aes:,} AEs")
     url = fresh_database(kind)
+    keep = args.keep or args.reuse or args.load_only
     try:
         t = time.perf_counter()
         load = h.dataset("load", url, "--subjects", str(args.subjects), "--real", str(args.real))
@@ -288,14 +365,23 @@ def run_database(kind: str, args) -> dict:
         log(f"   flask audit verify: {res['verify']['seconds']:.1f} s: {res['verify']['output']}")
         if not res["verify"]["ok"]:
             raise RuntimeError(f"flask audit verify failed after loading: {res['verify']['output']}")
+        if keep:
+            with open(cache, "w") as f:
+                json.dump({**{k: res[k] for k in ("load_s", "load", "aes_s", "aes", "verify")},
+                           "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
+                          f, indent=1, default=str)
+        if args.load_only:
+            return res
         res.update(measure(kind, url, args, aes))
         res["verify_after"] = h.audit_verify(url)
         log(f"   after the exports: {res['verify_after']['output']}")
         if args.profile:
             res["profile"] = profile(kind, url, res["aes"]["today"])
     finally:
-        if not args.keep:
+        if not keep:
             drop_database(kind, url)
+            if os.path.exists(cache):
+                os.remove(cache)
     return res
 
 
@@ -869,16 +955,20 @@ def report(results: dict) -> str:
     lines += ["What each side includes:",
               "- App CSV / XLSX: the whole request through HTTP on 127.0.0.1 (gunicorn sync worker, production "
               "config): session and permission checks, the count query and the export's audit record, the "
-              "listing query, building the row dicts, writing the file, sending it; the client reads and "
-              "discards the bytes. Each app export runs on a freshly started single-worker gunicorn (for a clean "
-              "VmHWM), warmed by a log-in and one listing page.",
+              "listing query, turning each row into the export's values (`listings.iter_listing_values`: "
+              "labels, study day), writing the file (CSV: one generated line maker; XLSX: the app's own "
+              "streaming writer, `tabular._XlsxWriter`, since issue 4's speed work), sending it; the client "
+              "reads and discards the bytes. Each app export runs on a freshly started single-worker gunicorn "
+              "(for a clean VmHWM), warmed by a log-in and one listing page.",
               "- sqlite3 CLI: `sqlite3 -csv -header <db> \"<query>\" > /dev/null` with one SQL statement giving the "
               "same columns, labels, values and order (bench/ae_bench.py `listing_sql`); the app's and the CLI's "
               "files are parsed and compared before timing.",
               "- Raw XlsxWriter: one workbook in constant_memory mode (same options as the app: default date "
               "format, no string conversion), column widths, bold header, frozen first row, autofilter, then "
               "`write_row` for each of the rows and `close()`. Not timed: reading the rows (the app's own listing "
-              "query, fetched into a list of cell values first). The app additionally writes its About sheet.",
+              "query, fetched into a list of cell values first). The app additionally reads the rows from the "
+              "database and writes its About sheet. (The app no longer writes its XLSX with XlsxWriter: "
+              "XlsxWriter here is the reference the target names.)",
               f"- Listing: wrk with bench/get.lua (status 200 and `id=\"listing\"` checked on every response), "
               f"{a['duration']:.0f} s per run after a 1 s warm-up, logged in as `dm` (data manager: all sites).",
               "- *CPU others %*: the share of the 2 CPUs that processes other than this benchmark's used during "
@@ -889,7 +979,8 @@ def report(results: dict) -> str:
               "short-lived postgres processes reaped meanwhile (our queries' parallel workers, psql's backend).",
               "", "How to reproduce: `make bench-ae` (= `.venv/bin/python bench/ae_bench.py`; options `--db "
               "sqlite|postgres|both`, `--aes N`, `--reps N`, `--duration S`, `--no-write`, `--no-profile`, "
-              "`--keep`, `--report-from JSON`). Raw figures: bench/out/ae/results-*.json.", "", END]
+              "`--keep`, `--reuse` (measure the datasets a `--keep`/`--load-only` run left, with migration 0006's "
+              "indexes re-applied), `--load-only`, `--report-from JSON`). Raw figures: bench/out/ae/results-*.json.", "", END]
     return "\n".join(lines)
 
 
@@ -941,6 +1032,10 @@ def main() -> None:
     parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
     parser.add_argument("--no-write", dest="write", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the databases (default: dropped at the end)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the databases a run with --keep/--reuse/--load-only left (bench/out/ae/dataset-"
+                             "*.json), re-applying migration 0006's indexes; load (and keep) them when missing")
+    parser.add_argument("--load-only", action="store_true", help="load (and keep) the datasets, measure nothing")
     parser.add_argument("--report-from", metavar="JSON")
     args = parser.parse_args()
     if args.report_from:
@@ -964,6 +1059,9 @@ def main() -> None:
     for kind in (["sqlite", "postgresql"] if args.db == "both" else
                  ["postgresql" if args.db == "postgres" else "sqlite"]):
         results["databases"].append(run_database(kind, args))
+    if args.load_only:
+        log(f"datasets loaded and kept in {(time.time() - started) / 60:.1f} min; measure with --reuse")
+        return
     results["elapsed_s"] = time.time() - started
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     raw = os.path.join(OUT, f"results-{stamp}.json")

@@ -83,11 +83,16 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
         return db.session.get(User, int(user_id), options=[joinedload(User.sites)])
 
     from .adverse_events.listing_routes import bp as safety_bp
+    from .audit_viewer.routes import bp as audit_viewer_bp
+    from .dashboards.routes import bp as dashboards_bp
     from .adverse_events.routes import bp as adverse_events_bp
     from .auth.routes import bp as auth_bp
     from .enrollment.routes import bp as enrollment_bp
     from .infusions.routes import bp as infusions_bp
+    from .jobs.routes import bp as jobs_bp
     from .main.routes import bp as main_bp
+    from .monitoring.routes import bp as monitoring_bp
+    from .pdf.routes import bp as pdf_bp
     from .records.routes import bp as records_bp
 
     app.register_blueprint(main_bp)
@@ -97,6 +102,14 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(infusions_bp)
     app.register_blueprint(adverse_events_bp)
     app.register_blueprint(safety_bp)
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(pdf_bp)
+    app.register_blueprint(audit_viewer_bp)
+    app.register_blueprint(dashboards_bp)
+    app.register_blueprint(monitoring_bp)
+    from .monitoring.routes import field_badges, monitoring_panel
+
+    app.jinja_env.globals.update(field_badges=field_badges, monitoring_panel=monitoring_panel)
 
     from .cli import register_cli
 

@@ -16,12 +16,12 @@ DEMO_PASSWORD = "cellstudy-demo"
 DEMO_SITES = (("HZ", "Hangzhou — First Affiliated Hospital, Zhejiang University", "Asia/Shanghai"),
               ("NB", "Ningbo (fictional second site)", "Asia/Shanghai"))
 DEMO_USERS = (
-    ("coord-hz", "Lin Mei (coordinator)", "coordinator", ("HZ",)),
-    ("coord-nb", "Chen Yu (coordinator)", "coordinator", ("NB",)),
+    ("coord-hz", "Lin Mei", "coordinator", ("HZ",)),
+    ("coord-nb", "Chen Yu", "coordinator", ("NB",)),
     ("inv-hz", "Dr Wang Lei", "investigator", ("HZ",)),
     ("inv-nb", "Dr Zhao Qing", "investigator", ("NB",)),
-    ("monitor-hz", "Sara Keller (monitor)", "monitor", ("HZ",)),
-    ("dm", "Omar Haddad (data manager)", "data_manager", ()),
+    ("monitor-hz", "Sara Keller", "monitor", ("HZ",)),
+    ("dm", "Omar Haddad", "data_manager", ()),
     ("admin", "System Administrator", "admin", ()),
 )
 
@@ -102,7 +102,36 @@ def load_demo(today: date | None = None) -> bool:
     rescreened = make_subject(sites["HZ"], users["coord-hz"], "complete", today, ecog=2)
     enrollment.screen_fail(rescreened, user=users["coord-hz"])
     enrollment.rescreen(rescreened, user=users["coord-hz"], reason="Performance status improved after supportive care.")
+    _monitoring(users)
     return True
+
+
+def _monitoring(users) -> None:
+    """Issue 6: a few queries (open, answered, a missing-data one) and verified forms, so the
+    monitoring pages have something to show."""
+    from .enrollment.models import Subject
+    from .monitoring import service as monitoring
+
+    hz = db.session.execute(select(Subject).where(Subject.subject_number == "HZ-001")).scalar_one()
+    nb = db.session.execute(select(Subject).where(Subject.subject_number == "NB-001")).scalar_one()
+    monitor, dm = users["monitor-hz"], users["dm"]
+    fn = next(ae for ae in hz.adverse_events if ae.term == "Febrile neutropenia")
+    nausea = next(ae for ae in hz.adverse_events if ae.term == "Nausea")
+    monitoring.open_query(hz, user=monitor, form="adverse_event", form_id=fn.id, field="awareness_time",
+                          text="The hospital admission note says 08:45: please check the awareness time.")
+    answered = monitoring.open_query(hz, user=monitor, form="adverse_event", form_id=nausea.id, field="related_ld",
+                                     text="Attribution to lymphodepletion is not recorded: please assess it.")
+    monitoring.act(answered, "answer", user=users["inv-hz"],
+                   text="Assessed with the investigator: unlikely; the form will be updated at the next visit.")
+    monitoring.open_query(hz, user=monitor, form="dlt_assessment", form_id=None, field=None,
+                          text="Missing data: the DLT assessment is due at the end of the DLT window.")
+    monitoring.open_query(nb, user=dm, form="adverse_event", form_id=nb.adverse_events[0].id, field="grade",
+                          text="Headache grade 1 with paracetamol taken: please confirm the grade.")
+    monitoring.verify(hz.infusions[0], user=monitor)
+    for visit in hz.visits:
+        if visit.status == "complete":
+            monitoring.verify(visit, user=monitor)
+    monitoring.verify(fn, user=monitor, fields=["term", "onset_date", "grade"])
 
 
 def _adverse_events(subject, user, today: date) -> None:

@@ -6,3 +6,6 @@ from .adverse_events.models import (AdverseEvent, CrsAssessment, CtcaeTerm, Grad
                                     IcansAssessment, LabSuggestionDismissal)
 from .infusions.models import (Deviation, DltAssessment, EscalationReview, Infusion,  # noqa: F401
                                LymphodepletionDay, StudyAmendment, Visit)
+from .jobs.models import Job  # noqa: F401
+from .monitoring.models import DataLock, QueryMessage, SdvMark  # noqa: F401
+from .dashboards import models as dashboard_indexes  # noqa: F401  (the dashboards' indexes on adverse_event and the CRFs)

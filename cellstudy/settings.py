@@ -19,7 +19,7 @@ from .extensions import db
 from .records import audit
 from .study import STUDY, Study
 
-SECTIONS = ("eligibility", "regimen", "toxicity_hold")
+SECTIONS = ("eligibility", "regimen", "toxicity_hold", "edit_checks")  # edit_checks: issue 6 (monitoring)
 
 
 def editable_settings(study: Study = STUDY) -> list[tuple[str, object, type]]:

@@ -202,6 +202,38 @@ class ToxicityHold:
     related_min_grade: int = 3
 
 
+@dataclass(frozen=True)
+class EditChecks:
+    """Implausible-but-valid values (issue 6): a save that passes validation but meets one
+    of these opens a system query for the monitor; correcting the value closes it."""
+
+    weight_min_kg: Decimal = Decimal("30")
+    weight_max_kg: Decimal = Decimal("200")
+    alt_uln_multiple: Decimal = Decimal("20")
+    qtc_max_ms: Decimal = Decimal("600")
+    visit_window_check: int = 1  # 1: a visit dated outside its window opens a query; 0: off
+
+
+# Source data verification plan per form type (issue 6): "all" (100 %: every field),
+# "key" (the key fields listed) or "none" (not required).
+DEFAULT_SDV_PLAN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("screening", "all", ()),
+    ("exposure", "key", ("category", "name", "last_date")),
+    ("lymphodepletion", "key", ("administration_date", "weight_kg")),
+    ("infusion", "all", ()),
+    ("visit", "key", ("visit_date", "ecog", "anc", "platelets", "alt", "ast", "response")),
+    ("dlt_assessment", "all", ()),
+    ("adverse_event", "key", ("term", "onset_date", "end_date", "grade", "serious", "related_nk",
+                              "related_ld", "outcome")),
+    ("crs_assessment", "all", ()),
+    ("icans_assessment", "all", ()),
+)
+
+# Form types the investigator must sign once complete (besides any form whose signature a
+# later change invalidated, which always needs signing again).
+DEFAULT_SIGNATURE_FORMS: tuple[str, ...] = ("adverse_event", "dlt_assessment")
+
+
 # PROTOCOL 5.1: days 1, 3, 7, 14, 21, 28 after the first infusion, then months 2, 3, 6.
 DEFAULT_VISITS: tuple[Visit, ...] = (
     Visit("D1", "Day 1", day=1),
@@ -225,6 +257,9 @@ class Study:
     regimen: Regimen = field(default_factory=Regimen)
     visits: tuple[Visit, ...] = DEFAULT_VISITS
     toxicity_hold: ToxicityHold = field(default_factory=ToxicityHold)
+    edit_checks: EditChecks = field(default_factory=EditChecks)
+    sdv_plan: tuple[tuple[str, str, tuple[str, ...]], ...] = DEFAULT_SDV_PLAN
+    signature_forms: tuple[str, ...] = DEFAULT_SIGNATURE_FORMS
 
     def __post_init__(self) -> None:
         categories = [w.category for w in self.washouts]

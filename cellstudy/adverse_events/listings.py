@@ -26,9 +26,12 @@ import statistics
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, false, func, literal, null, or_, select, union_all
+from sqlalchemy import String, Table, and_, case, cast, false, func, literal, null, or_, select, union_all
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.selectable import Join
 
 from ..auth.models import Site
 from ..enrollment.models import Subject
@@ -36,7 +39,7 @@ from ..extensions import db
 from ..infusions.models import Infusion
 from ..timeutil import as_utc, fmt_utc, utcnow
 from .fields import ACTIONS, ATTRIBUTIONS, CRITERIA_CODES, CRS_TERM, ICANS_TERM, ICANS_VERBATIM, OUTCOMES
-from .models import AdverseEvent
+from .models import LISTING_COUNT_INDEX, AdverseEvent
 
 PAGE_SIZE = 50
 #: rows fetched from the database at a time by the export iterators
@@ -212,6 +215,19 @@ def parse_filters(args: Mapping[str, str], *, sites: Iterable[str] | None = None
 
 # --- shared pieces of the queries ----------------------------------------------------------------
 
+@compiles(Table, "sqlite")
+def _sqlite_table_hint(table, compiler, **kw):
+    """SQLAlchemy's SQLite compiler drops `Select.with_hint()` text; SQLite has one such
+    hint, `INDEXED BY <index>` after the table name, which the listings need (SQLite
+    plans without statistics). Rendered only for a table in a FROM clause that carries
+    a hint for "sqlite"; every other table compiles as before."""
+    text = compiler.visit_table(table, **kw)
+    hints = kw.get("fromhints")
+    if kw.get("asfrom") and hints and table in hints:
+        text += " " + hints[table]
+    return text
+
+
 def _scope(conditions: list, site_ids: list[int] | None, site_column) -> None:
     if site_ids is not None:
         conditions.append(site_column.in_(site_ids) if site_ids else false())
@@ -269,11 +285,17 @@ def _sort_columns(key: str) -> list:
     }[key]
 
 
+#: sort keys whose columns are never empty: no NULLS LAST, which would keep SQLite (and
+#: PostgreSQL, descending) from reading them in index order (ix_subject_label)
+_NEVER_NULL_SORTS = frozenset({"subject"})
+
+
 def _order_by(filters: Filters) -> list:
     descending = filters.dir == "desc"
     out = []
     for column in _sort_columns(filters.sort):
-        out.append((column.desc() if descending else column.asc()).nulls_last())
+        column = column.desc() if descending else column.asc()
+        out.append(column if filters.sort in _NEVER_NULL_SORTS else column.nulls_last())
     out.append(AdverseEvent.id.desc() if descending else AdverseEvent.id.asc())
     return out
 
@@ -297,15 +319,49 @@ _SAE_COLUMNS = (
 LISTINGS = ("ae", "sae", "dlt")
 
 
-def _listing_select(kind: str, filters: Filters, site_ids: list[int] | None):
+class _SubjectFirstJoin(Join):
+    """subject JOIN adverse_event that SQLite must run with subject as the outer loop
+    (its CROSS JOIN: an inner join whose order the planner keeps); other databases get
+    the plain JOIN. For `sort=subject`: the subjects in label order, then their AEs."""
+
+    inherit_cache = True
+
+
+@compiles(_SubjectFirstJoin, "sqlite")
+def _sqlite_subject_first(join, compiler, **kw):
+    text = compiler.visit_join(join, **kw)
+    left = join.left._compiler_dispatch(compiler, asfrom=True)  # "subject": a plain table, no join inside
+    assert text.startswith(left + " JOIN "), text
+    return left + " CROSS JOIN " + text[len(left) + len(" JOIN "):]
+
+
+#: SQLite plans without statistics: for these orders it is told which index of
+#: adverse_event to read (the rows come out in the listing's order, or nearly: no sort
+#: of every matching AE). Measured at 100,000 AEs (bench/RESULTS.md, issue 4).
+#: - newest onset first: walk the onset index backwards, stop after a page;
+#: - worst grade first: walk the (grade, id) index backwards;
+#: - subject: read the subjects in label order (ix_subject_label) and each one's AEs
+#:   through its subject index, instead of sorting every AE by subject.
+#: PostgreSQL chooses these plans itself (migration 0006's indexes).
+_SQLITE_SORT_INDEX = {("onset", "desc"): "ix_adverse_event_onset", ("grade", "desc"): "ix_adverse_event_grade_id",
+                      ("subject", "asc"): "ix_adverse_event_subject_id",
+                      ("subject", "desc"): "ix_adverse_event_subject_id"}
+
+
+def _listing_select(kind: str, filters: Filters, site_ids: list[int] | None, *, columns=None):
     if kind not in LISTINGS:
         raise ValueError(f"unknown listing {kind!r}")
     where = _listing_where(kind, filters, site_ids, joined=True)
-    columns = _LISTING_COLUMNS + (_SAE_COLUMNS if kind == "sae" else ())
-    return (select(*columns).select_from(AdverseEvent)
-            .join(Subject, Subject.id == AdverseEvent.subject_id)
-            .join(Site, Site.id == AdverseEvent.site_id)
-            .where(*where))
+    if columns is None:
+        columns = _LISTING_COLUMNS + (_SAE_COLUMNS if kind == "sae" else ())
+    if filters.sort == "subject":
+        base = _SubjectFirstJoin(Subject.__table__, AdverseEvent.__table__, Subject.id == AdverseEvent.subject_id)
+        stmt = select(*columns).select_from(base)
+    else:
+        stmt = select(*columns).select_from(AdverseEvent).join(Subject, Subject.id == AdverseEvent.subject_id)
+    stmt = stmt.join(Site, Site.id == AdverseEvent.site_id).where(*where)
+    index = _SQLITE_SORT_INDEX.get((filters.sort, filters.dir))
+    return stmt.with_hint(AdverseEvent, f"INDEXED BY {index}", "sqlite") if index else stmt
 
 
 def _listing_where(kind: str, filters: Filters, site_ids: list[int] | None, *, joined: bool = False) -> list:
@@ -320,16 +376,13 @@ def _listing_where(kind: str, filters: Filters, site_ids: list[int] | None, *, j
 def count(kind: str, filters: Filters, site_ids: list[int] | None) -> int:
     """The rows of a listing: a count with the same filters, over the AE table alone.
 
-    On SQLite the filters are evaluated in one pass over the table (COUNT of a CASE)
-    rather than through an index: without planner statistics SQLite would walk the
-    site or grade index and look each row up in the table, four times slower than the
-    scan when a filter keeps a large share of 100,000 AEs. PostgreSQL plans with its
-    statistics and gets the plain WHERE."""
+    Every column the filters use is in the index LISTING_COUNT_INDEX (migration 0006),
+    so the count reads that index, never the table: PostgreSQL plans an index-only
+    scan with its statistics; SQLite, which has none, is told to (INDEXED BY): left
+    alone it would walk the site or grade index and look each row up in the table."""
     where = _listing_where(kind, filters, site_ids)
-    if db.session.get_bind().dialect.name == "sqlite":
-        stmt = select(func.count(case((and_(*where), 1)))).select_from(AdverseEvent)
-    else:
-        stmt = select(func.count()).select_from(AdverseEvent).where(*where)
+    stmt = (select(func.count()).select_from(AdverseEvent).where(*where)
+            .with_hint(AdverseEvent, f"INDEXED BY {LISTING_COUNT_INDEX}", "sqlite"))
     return db.session.execute(stmt).scalar_one()
 
 
@@ -465,6 +518,83 @@ def iter_listing(kind: str, filters: Filters, site_ids: list[int] | None, *,
             yield _row(r, kind, first, now)
     finally:
         result.close()
+
+
+#: what `iter_listing_values` reads for the AE and DLT listings: their export columns
+#: (ae_columns) and what the study day needs, nothing else
+_EXPORT_COLUMNS = (
+    AdverseEvent.subject_id, func.coalesce(Subject.subject_number, Subject.screening_number).label("subject"),
+    Site.code.label("site"), Subject.dose_level, AdverseEvent.number, AdverseEvent.term, AdverseEvent.soc,
+    AdverseEvent.meddra_code, AdverseEvent.verbatim, AdverseEvent.grade, AdverseEvent.serious,
+    AdverseEvent.related_nk, AdverseEvent.related_ld, AdverseEvent.dlt, AdverseEvent.onset_date,
+    AdverseEvent.end_date, AdverseEvent.ongoing, AdverseEvent.outcome, AdverseEvent.status,
+)
+
+
+def listing_columns(kind: str) -> list:
+    """The export columns of a listing ("ae", "sae" or "dlt")."""
+    return sae_columns() if kind == "sae" else ae_columns()
+
+
+def iter_listing_values(kind: str, filters: Filters, site_ids: list[int] | None, *,
+                        now: datetime | None = None, for_csv: bool = False) -> Iterator[tuple]:
+    """The rows of `iter_listing` as tuples in the order of `listing_columns(kind)`,
+    with the same values (the CSV and XLSX exports read these): streamed the same way.
+
+    For the AE and DLT listings (100,000 rows and more) the select holds only the
+    export's columns and each row becomes its tuple in one step, without the row dict
+    (`_row`) the page uses: the per-row work of an export is most of its time. The SAE
+    listing (its clocks and criteria need `_row`) goes through the dicts.
+
+    `for_csv`: values that only need to read the same in a CSV (`tabular.csv_stream`
+    writes a date and its ISO text alike, and a 1/0 like True/False in a bool column):
+    on SQLite the rows then come straight from the driver, dates as their stored ISO
+    text and booleans as 1/0, past SQLAlchemy's row processing (the CSV's largest cost
+    after the query itself)."""
+    if kind == "sae":
+        get = itemgetter(*[c.key for c in listing_columns(kind)])
+        yield from map(get, iter_listing(kind, filters, site_ids, now=now))
+        return
+    first = {sid: day.toordinal() for sid, day in first_infusion_dates(None, site_ids).items()}
+    attribution, outcomes = ATTRIBUTION_LABELS.get, OUTCOME_LABELS.get
+    reference = first.get
+    stmt = _listing_select(kind, filters, site_ids, columns=_EXPORT_COLUMNS).order_by(*_order_by(filters))
+    raw = for_csv and db.session.get_bind().dialect.name == "sqlite"
+    ordinals: dict = {}  # onset (ISO text on SQLite's raw rows) -> day number: a few hundred distinct dates
+    if raw:
+        result = db.session.connection().execute(stmt)  # no yield_per: SQLite's cursor steps as it is read
+        rows = _raw_rows(result.cursor)
+    else:
+        result = _stream(stmt)
+        rows = result
+    try:
+        for (subject_id, subject, site, dose_level, number, term, soc, meddra_code, verbatim, grade, serious,
+             related_nk, related_ld, dlt, onset, end, ongoing, outcome, status) in rows:
+            day = reference(subject_id)
+            if day is not None and onset is not None:
+                ordinal = ordinals.get(onset)
+                if ordinal is None:
+                    ordinal = ordinals[onset] = (date.fromisoformat(onset) if onset.__class__ is str
+                                                 else onset).toordinal()
+                day = ordinal - day
+                if day >= 0:
+                    day += 1  # SDTM study day: no day 0
+            else:
+                day = None
+            yield (subject, site, dose_level, day, number, term, soc, meddra_code, verbatim, grade, serious,
+                   attribution(related_nk, related_nk), attribution(related_ld, related_ld), dlt, onset,
+                   end if end is not None else ("Ongoing" if ongoing else None), outcomes(outcome, outcome),
+                   status)
+    finally:
+        result.close()
+
+
+def _raw_rows(cursor) -> Iterator[tuple]:
+    while True:
+        batch = cursor.fetchmany(YIELD_PER)
+        if not batch:
+            return
+        yield from batch
 
 
 def _stream(stmt):

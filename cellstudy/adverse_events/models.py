@@ -3,9 +3,10 @@
 grade episodes, CRS and ICANS assessments, and dismissed lab-based suggestions."""
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..enrollment.models import Subject
 from ..extensions import db
 from ..records.formrecord import DataFormRecord
 from ..timeutil import utcnow
@@ -26,6 +27,10 @@ class CtcaeTerm(db.Model):
     navigational_note: Mapped[str | None] = mapped_column(Text)
 
 
+#: the covering index of the listings' count (listings.count forces it on SQLite)
+LISTING_COUNT_INDEX = "ix_adverse_event_listing_count"
+
+
 class AdverseEvent(DataFormRecord, db.Model):
     """One adverse event (PROTOCOL 6). What the listings filter and sort on is a column;
     the rest of the CRF's answers live in `data`. The grade is the worst grade of its
@@ -39,6 +44,16 @@ class AdverseEvent(DataFormRecord, db.Model):
         Index("ix_adverse_event_grade", "grade", "onset_date"),
         Index("ix_adverse_event_serious", "serious", "onset_date"),
         Index("ix_adverse_event_site_onset", "site_id", "onset_date"),
+        # the safety listings at 100,000 AEs (migration 0006): the count reads this index
+        # alone; PostgreSQL's descending sorts put empty values last (DESC NULLS LAST),
+        # which needs indexes of their own there (SQLite's backward scan gives it as is)
+        Index(LISTING_COUNT_INDEX, "onset_date", "status", "site_id", "grade", "serious", "related",
+              "treatment_emergent", "dlt", "subject_id"),
+        Index("ix_adverse_event_grade_id", "grade", "id"),
+        Index("ix_adverse_event_onset_desc", text("onset_date DESC NULLS LAST"), text("id DESC"))
+        .ddl_if(dialect="postgresql"),
+        Index("ix_adverse_event_grade_desc", text("grade DESC NULLS LAST"), text("id DESC"))
+        .ddl_if(dialect="postgresql"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
@@ -162,3 +177,10 @@ class LabSuggestionDismissal(db.Model):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+
+
+# The subject label the safety listings sort by (subject number, else screening number):
+# `sort=subject` walks the subjects in this order and reads each one's AEs through
+# ix_adverse_event_subject_id, instead of sorting every AE (migration 0006). Declared
+# here, with the listings it serves, on the enrollment module's table.
+Index("ix_subject_label", func.coalesce(Subject.subject_number, Subject.screening_number))

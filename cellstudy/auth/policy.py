@@ -15,13 +15,27 @@ from ..extensions import db
 
 # export_safety: the safety listings, summaries and SDTM AE domain as files (issue 4):
 # investigators for their sites, monitors for theirs, data managers for all.
+# export_casebooks: the PDF casebooks of a whole site as a background job (issue 5), same roles.
+# export_audit: the audit trail as CSV, filtered or study-wide (issue 6), same roles.
+# view_dashboards: the monitor's dashboard of their sites (data managers: every site, plus
+# the data-manager dashboard, which also needs all_sites) (issue 6).
 PERMISSIONS: dict[str, frozenset[str]] = {
     "coordinator": frozenset({"view_clinical", "view_audit", "enter_data"}),
-    "investigator": frozenset({"view_clinical", "view_audit", "enter_data", "sign_eligibility", "export_safety"}),
-    "monitor": frozenset({"view_clinical", "view_audit", "export_safety"}),
-    "data_manager": frozenset({"view_clinical", "view_audit", "all_sites", "export_safety"}),
+    "investigator": frozenset({"view_clinical", "view_audit", "enter_data", "sign_eligibility", "export_safety",
+                               "export_casebooks", "export_audit"}),
+    "monitor": frozenset({"view_clinical", "view_audit", "export_safety", "export_casebooks", "export_audit",
+                          "view_dashboards"}),
+    "data_manager": frozenset({"view_clinical", "view_audit", "all_sites", "export_safety", "export_casebooks",
+                               "export_audit", "view_dashboards"}),
     "admin": frozenset({"manage_users"}),
 }
+
+# Queries, SDV, signatures and locks (issue 6, PROTOCOL 2): monitors and data managers raise,
+# close, re-open and cancel queries; site staff answer them; only monitors verify against
+# source; only investigators sign forms and casebooks; only data managers lock and unlock.
+_MONITORING_PERMISSIONS = {"coordinator": {"answer_query"}, "investigator": {"answer_query", "sign_forms"},
+                           "monitor": {"raise_query", "verify"}, "data_manager": {"raise_query", "lock"}}
+PERMISSIONS.update({role: PERMISSIONS[role] | perms for role, perms in _MONITORING_PERMISSIONS.items()})
 
 #: endpoint -> permission, filled by @require (used by docs and the authorisation test)
 ENDPOINT_PERMISSIONS: dict[str, str | None] = {}

@@ -28,12 +28,14 @@ not export an empty column.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from itertools import islice
 from operator import itemgetter
 from typing import Any, BinaryIO
@@ -43,8 +45,11 @@ KINDS = frozenset({"text", "int", "date", "bool", "number"})
 #: rows per CSV chunk: a 1,000-row chunk of a typical AE listing is 100-200 KB,
 #: big enough that the per-chunk cost vanishes, small enough to stream
 CSV_BATCH_ROWS = 1000
+#: rows per write into the XLSX sheet's zip entry
+XLSX_BATCH_ROWS = 1000
+#: zlib level of the XLSX parts (XlsxWriter's, and zipfile's, default is 6)
+XLSX_DEFLATE_LEVEL = 6
 
-PDF_TEMPLATE = "exports/listing_pdf.html"
 PDF_AUTHOR = "CellStudy"
 
 
@@ -112,10 +117,12 @@ def _getter(columns: Sequence[Column]) -> Callable[[Any], tuple]:
     return lambda row: (row[key],)
 
 
-def _row_maker(columns: Sequence[Column], converters: dict[str, Callable | None]) -> Callable[[Any], Sequence]:
-    """A function row dict -> sequence of cell values, with the converters precomputed:
-    the per-row work is one itemgetter call plus one call per converted column."""
-    get = _getter(columns)
+def _row_maker(columns: Sequence[Column], converters: dict[str, Callable | None],
+               values: bool = False) -> Callable[[Any], Sequence]:
+    """A function row dict (or, with ``values``, a sequence of the columns' values) ->
+    sequence of cell values, with the converters precomputed: the per-row work is one
+    itemgetter call plus one call per converted column."""
+    get = tuple if values else _getter(columns)
     convert = [(i, converters[c.kind]) for i, c in enumerate(columns) if converters[c.kind] is not None]
     if not convert:
         return get
@@ -131,9 +138,10 @@ def _row_maker(columns: Sequence[Column], converters: dict[str, Callable | None]
 
 # --- CSV ------------------------------------------------------------------------------
 
-def _csv_line_maker(columns: Sequence[Column]) -> Callable[[Any], str]:
-    """A function row dict -> the row's CSV line *before quoting* (fields joined by
-    commas, no line end), converting each field like ``_CSV_CONVERTERS`` + str().
+def _csv_line_maker(columns: Sequence[Column], values: bool = False) -> Callable[[Any], str]:
+    """A function row dict (with ``values``: the sequence of the columns' values) -> the
+    row's CSV line *before quoting* (fields joined by commas, no line end), converting
+    each field like ``_CSV_CONVERTERS`` + str().
 
     Built once per export as one f-string (the source holds only the column
     positions and the kind's expression, never a key or a value): it is about twice
@@ -152,14 +160,20 @@ def _csv_line_maker(columns: Sequence[Column]) -> Callable[[Any], str]:
             expr = f"'' if {v} is None else {v}"
         fields.append("{(" + expr + ")!s}")
     names = ", ".join(f"v{i}" for i in range(len(columns)))
-    source = f'def line(row):\n    {names}, = _get(row)\n    return f"{",".join(fields)}"\n'
+    source = (f'def line(row):\n    {names}, = {"row" if values else "_get(row)"}\n'
+              f'    return f"{",".join(fields)}"\n')
     namespace = {"_get": get, "_YN": _YN}
     exec(compile(source, "<csv line>", "exec"), namespace)  # noqa: S102 (no data in the source)
     return namespace["line"]
 
 
-def csv_stream(columns: Sequence[Column], rows: Iterable[dict]) -> Iterator[str]:
+def csv_stream(columns: Sequence[Column], rows: Iterable[dict] | Iterable[Sequence], *,
+               values: bool = False) -> Iterator[str]:
     """The listing as CSV text, yielded in chunks of ``CSV_BATCH_ROWS`` rows.
+
+    ``rows`` are dicts keyed by the columns' keys, or with ``values=True`` sequences of
+    the columns' values in column order (what `listings.iter_listing_values` gives:
+    no dict per row, for the 100,000-row exports); the file is the same.
 
     RFC 4180 (the csv module's "excel" dialect, QUOTE_MINIMAL): comma separated,
     a field quoted when it holds a comma, a double quote or a line break, CRLF line
@@ -172,31 +186,32 @@ def csv_stream(columns: Sequence[Column], rows: Iterable[dict]) -> Iterator[str]
     Streams: at most one batch of rows is held at a time, so the rows may come from
     a server-side cursor of any length."""
     columns = list(columns)
-    make = _row_maker(columns, _CSV_CONVERTERS)
-    line_of = _csv_line_maker(columns)
+    make = _row_maker(columns, _CSV_CONVERTERS, values)
+    line_of = _csv_line_maker(columns, values)
     commas = len(columns) - 1
     quoted = io.StringIO()  # rows that need quoting go through the csv module
     writer = csv.writer(quoted)
     writer.writerow([c.label for c in columns])
-    chunk = [quoted.getvalue()]
+    yield quoted.getvalue()
     it = iter(rows)
     while True:
+        chunk = []
+        append = chunk.append
         for row in islice(it, CSV_BATCH_ROWS):
             line = line_of(row)
             # no field needs quoting iff the line has exactly the separators and no
             # quote or line break (an empty single field must be written as "")
             if line.count(",") == commas and '"' not in line and "\n" not in line and "\r" not in line and line:
-                chunk.append(line)
-                chunk.append("\r\n")
+                append(line)
             else:
                 quoted.seek(0)
                 quoted.truncate()
                 writer.writerow(make(row))
-                chunk.append(quoted.getvalue())
+                append(quoted.getvalue()[:-2])  # the csv module's line end: added by the join
         if not chunk:
             return
-        yield "".join(chunk)
-        chunk = []
+        append("")
+        yield "\r\n".join(chunk)
 
 
 # --- XLSX -----------------------------------------------------------------------------
@@ -211,133 +226,345 @@ def _sheet_name(title: str) -> str:
     return name if name and name.lower() not in ("history", "about") else "Listing"
 
 
-def write_xlsx(columns: Sequence[Column], rows: Iterable[dict], out: BinaryIO | str | os.PathLike, *,
-               title: str, meta: Sequence[tuple[str, str]]) -> int:
+def write_xlsx(columns: Sequence[Column], rows: Iterable[dict] | Iterable[Sequence],
+               out: BinaryIO | str | os.PathLike, *, title: str, meta: Sequence[tuple[str, str]],
+               values: bool = False) -> int:
     """Write the listing as an XLSX workbook to ``out`` (a path or a binary file
-    object); return the number of data rows.
+    object); return the number of data rows. ``rows``: dicts keyed by the columns'
+    keys, or with ``values=True`` sequences of the columns' values in column order.
 
     Sheet 1 is the listing (bold frozen header, autofilter over all rows, column
     widths from the columns); sheet "About" holds the title, the ``meta`` pairs
     (filters, exported by, export time, ...) and the row count, which is added here
     because only the writer knows it when the rows are streamed.
 
-    Memory stays flat: XlsxWriter's constant_memory mode writes each row to a
-    temporary file as soon as the next row starts. The temporary files live in a
-    private directory that is removed even when the rows raise; in that case
-    nothing is written to ``out`` (no truncated workbook that looks complete).
+    The workbook is written by `_XlsxWriter` below, not by XlsxWriter: at 100,000 rows
+    XlsxWriter's per-cell path alone takes 17-23 s on the 2-core benchmark machine
+    (about 10 us a cell), over the 15 s target, and no faster maintained writer that
+    streams was found (docs/decisions.md, bench/RESULTS.md "Issue 4"). The XML is the
+    one XlsxWriter writes for the same cells (inline strings, the same escapes, dates as
+    serial numbers in a yyyy-mm-dd style), each row made by one generated function.
+
+    Memory stays flat: the rows' XML is spooled to a temporary file as they come (the
+    sheet's <dimension>, which comes first, needs their count), then deflated into the
+    zip. The file is built in a private temporary directory and copied to ``out`` only
+    when complete: if the rows raise, nothing is written to ``out`` (no truncated
+    workbook that looks complete).
 
     Text is always written as a string cell, never as a formula or a hyperlink, so
     a value such as "=HYPERLINK(...)" stays inert text."""
-    import xlsxwriter
-
     columns = list(columns)
-    make = _row_maker(columns, _XLSX_CONVERTERS)
+    if not columns:
+        raise ValueError("A listing needs at least one column")
     with tempfile.TemporaryDirectory(prefix="cellstudy-xlsx-") as tmpdir:
-        workbook = xlsxwriter.Workbook(out, {
-            "constant_memory": True,
-            "in_memory": False,  # in_memory would switch constant_memory off
-            "tmpdir": tmpdir,
-            "default_date_format": "yyyy-mm-dd",
-            "strings_to_formulas": False,
-            "strings_to_urls": False,
-            "strings_to_numbers": False,
-        })
-        workbook.set_properties({"title": str(title), "author": PDF_AUTHOR})
-        bold = workbook.add_format({"bold": True})
-        sheet = workbook.add_worksheet(_sheet_name(title))
-        about = workbook.add_worksheet("About")
-
-        for i, column in enumerate(columns):
-            sheet.set_column(i, i, column.width)
-        sheet.write_row(0, 0, [c.label for c in columns], bold)
-        sheet.freeze_panes(1, 0)
-        write_row = sheet.write_row
-        count = 0
-        for count, values in enumerate(map(make, rows), start=1):
-            write_row(count, 0, values)
-        # constant_memory only needs the range at close(): the last row is known now
-        sheet.autofilter(0, 0, count, len(columns) - 1)
-
-        about.set_column(0, 0, 24)
-        about.set_column(1, 1, 80)
-        about.write_string(0, 0, str(title), bold)
-        line = 2
-        for label, value in meta:
-            about.write_string(line, 0, str(label), bold)
-            about.write_string(line, 1, _display(value))
-            line += 1
-        about.write_string(line, 0, "Rows", bold)
-        about.write_number(line, 1, count)
-        workbook.close()
+        path = os.path.join(tmpdir, "listing.xlsx")
+        writer = _XlsxWriter(path, title=str(title))
+        try:
+            count = writer.listing(_sheet_name(title), columns, rows, values=values)
+            writer.about(str(title), [(str(label), _display(value)) for label, value in meta], count)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        if isinstance(out, (str, os.PathLike)):
+            shutil.copyfile(path, out)
+        else:
+            with open(path, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
     return count
 
 
+# --- the XLSX writer ---------------------------------------------------------------------------
+
+_XML_HEAD = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_NS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
+#: cellXfs of styles.xml: 0 default, 1 bold (header, About labels), 2 date yyyy-mm-dd
+_BOLD, _DATE = 1, 2
+_STYLES = (
+    _XML_HEAD + f'<styleSheet xmlns="{_NS_MAIN}">'
+    '<numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy-mm-dd"/></numFmts>'
+    '<fonts count="2"><font><sz val="11"/><color theme="1"/><name val="Calibri"/><family val="2"/>'
+    '<scheme val="minor"/></font><font><b/><sz val="11"/><color theme="1"/><name val="Calibri"/><family val="2"/>'
+    '<scheme val="minor"/></font></fonts>'
+    '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/>'
+    '</fill></fills>'
+    '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+    '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
+    '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
+    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+    '<dxfs count="0"/><tableStyles count="0" defaultTableStyle="TableStyleMedium9" '
+    'defaultPivotStyle="PivotStyleLight16"/></styleSheet>')
+_SHEET_TAIL = '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>'
+#: what XlsxWriter escapes in text: &, <, >; control characters as _xHHHH_ (and a literal
+#: "_xHHHH_" by escaping its underscore); a leading or trailing space is preserved
+_TEXT_SPECIAL = re.compile(r"[&<>\x00-\x08\x0b-\x1f\ufffe\uffff]|_x[0-9a-fA-F]{4}_|^\s|\s$")
+_CONTROL_ESCAPE = re.compile(r"(_x[0-9a-fA-F]{4}_)")
+_CONTROL_CHAR = re.compile(r"([\x00-\x08\x0b-\x1f])")
+#: date -> Excel serial (1900 date system: day 1 = 1900-01-01, with Excel's 1900-02-29)
+_EXCEL_EPOCH = date(1899, 12, 30).toordinal()
+
+
+def _inline_text(text: str) -> str:
+    """The <is> of an inline string cell, escaped as XlsxWriter does."""
+    if not _TEXT_SPECIAL.search(text):
+        return f"<is><t>{text}</t></is>"
+    preserve = text[:1].isspace() or text[-1:].isspace()
+    text = _CONTROL_ESCAPE.sub(r"_x005F\1", text)
+    text = _CONTROL_CHAR.sub(lambda m: f"_x{ord(m.group(1)):04X}_", text)
+    text = text.replace("\ufffe", "_xFFFE_").replace("\uffff", "_xFFFF_")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f'<is><t xml:space="preserve">{text}</t></is>' if preserve else f"<is><t>{text}</t></is>"
+
+
+def _serial(value) -> str:
+    """A date or datetime as Excel's serial number (days since 1899-12-30)."""
+    days = value.toordinal() - _EXCEL_EPOCH
+    if isinstance(value, datetime):
+        seconds = value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
+        return f"{days + seconds / 86400:.16G}"
+    if days < 61:  # Excel's nonexistent 1900-02-29 shifts the dates after it only
+        days -= 1
+    return str(days)
+
+
+def _number(value) -> str:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} cannot be written to an XLSX number cell")
+    return f"{value:.16G}"
+
+
+def _column_letters(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _col_width(width: float) -> str:
+    """A width in characters as XlsxWriter's set_column stores it (pixels, then back)."""
+    pixels = int(width * 7 + 0.5) + 5 if width >= 1 else int(width * 12 + 0.5)
+    return f"{(pixels * 256 // 7) / 256.0:.16g}"
+
+
+def _row_writer(columns: Sequence[Column], values: bool) -> Callable[[int, Any], str]:
+    """A function (row number, row) -> the row's <row> element, generated once per
+    export like the CSV line maker: per column, the cell for the column's kind (the
+    source holds only column positions, letters and kinds, never data)."""
+    lines = ["def row_xml(n, row):", f"    {', '.join(f'v{i}' for i in range(len(columns)))}, = "
+             + ("row" if values else "_get(row)"), "    out = [f'<row r=\"{n}\">']"]
+    for i, column in enumerate(columns):
+        v, ref = f"v{i}", f"{_column_letters(i)}{{n}}"
+        text_cell = f"f'<c r=\"{ref}\" t=\"inlineStr\">{{_text(_str({v}))}}</c>'"
+        if column.kind in ("int", "number"):
+            cell = (f"(f'<c r=\"{ref}\" t=\"b\"><v>{{int({v})}}</v></c>' if {v}.__class__ is bool else "
+                    f"f'<c r=\"{ref}\"><v>{{_num({v})}}</v></c>' if {v}.__class__ is not str else {text_cell})")
+        elif column.kind == "date":
+            cell = (f"(f'<c r=\"{ref}\" s=\"{_DATE}\"><v>{{_serial({v})}}</v></c>' if hasattr({v}, 'toordinal') "
+                    f"else {text_cell})")
+        elif column.kind == "bool":
+            cell = f"f'<c r=\"{ref}\" t=\"inlineStr\">{{_text(_YN.get({v}, {v}) if {v}.__class__ is bool else _str({v}))}}</c>'"
+        else:
+            cell = text_cell
+        # None and "" are no cell (XlsxWriter writes an empty string as a blank, and a
+        # blank without a format not at all)
+        lines.append(f"    if {v} is not None and {v} != '':\n        out.append({cell})")
+    lines.append("    out.append('</row>')\n    return ''.join(out)")
+    namespace = {"_get": _getter(columns), "_text": _cached_text(), "_str": _str, "_num": _number, "_serial": _serial,
+                 "_YN": _YN}
+    exec(compile("\n".join(lines) + "\n", "<xlsx row>", "exec"), namespace)  # noqa: S102 (no data in the source)
+    return namespace["row_xml"]
+
+
+def _str(value) -> str:
+    return value if value.__class__ is str else str(value)
+
+
+def _cached_text(limit: int = 50_000) -> Callable[[str], str]:
+    """_inline_text with a cache: a listing repeats its terms, SOCs, sites and labels."""
+    cache: dict[str, str] = {}
+
+    def text(value: str) -> str:
+        out = cache.get(value)
+        if out is None:
+            if len(cache) >= limit:
+                cache.clear()
+            out = cache[value] = _inline_text(value)
+        return out
+
+    return text
+
+
+class _XlsxWriter:
+    """A two-sheet workbook (the listing, then "About"), each sheet streamed into its
+    own deflated zip entry (the listing's rows through a temporary file, for its
+    <dimension>). The package parts are the ones XlsxWriter writes for such a
+    workbook (content types, relationships, workbook with the autofilter's defined
+    name, styles, document properties)."""
+
+    def __init__(self, path: str, *, title: str):
+        import zipfile
+
+        self.tmpdir = os.path.dirname(path)  # a private directory (write_xlsx's)
+        self.zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=XLSX_DEFLATE_LEVEL)
+        self.title = title
+        self.sheets: list[tuple[str, str | None]] = []  # (name, autofilter range)
+        self.entry = None  # the sheet being written
+
+    def abort(self) -> None:
+        """Close what is open after a failure (the file is then thrown away)."""
+        try:
+            if self.entry is not None:
+                self.entry.close()
+        finally:
+            self.zip.close()
+
+    def _sheet(self, name: str, widths: Sequence[float], frozen: bool, dimension: str):
+        index = len(self.sheets) + 1
+        entry = self.entry = self.zip.open(f"xl/worksheets/sheet{index}.xml", "w", force_zip64=True)
+        pane = ('<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+                '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/>') if frozen else ""
+        selected = ' tabSelected="1"' if index == 1 else ""
+        cols = "".join(f'<col min="{i}" max="{i}" width="{_col_width(w)}" customWidth="1"/>'
+                       for i, w in enumerate(widths, start=1))
+        entry.write((_XML_HEAD + f'<worksheet xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}"><dimension ref="{dimension}"/>'
+                     f'<sheetViews><sheetView{selected} workbookViewId="0">{pane}</sheetView></sheetViews>'
+                     f'<sheetFormatPr defaultRowHeight="15"/><cols>{cols}</cols><sheetData>').encode())
+        return entry
+
+    def listing(self, name: str, columns: Sequence[Column], rows: Iterable, *, values: bool) -> int:
+        # The rows go to a temporary file first: the sheet's <dimension> (which readers
+        # such as openpyxl's read-only mode size their rows by) comes before them and
+        # needs their count. XlsxWriter's constant_memory mode does the same.
+        row_xml = _row_writer(columns, values)
+        count = 0
+        it = iter(rows)
+        with open(os.path.join(self.tmpdir, "rows.xml"), "w+b") as spool:
+            while True:
+                chunk = [row_xml(count + i, row) for i, row in enumerate(islice(it, XLSX_BATCH_ROWS), start=2)]
+                if not chunk:
+                    break
+                count += len(chunk)
+                spool.write("".join(chunk).encode())
+            ref = f"A1:{_column_letters(len(columns) - 1)}{count + 1}"
+            entry = self._sheet(name, [c.width for c in columns], frozen=True, dimension=ref)
+            text = _cached_text()
+            header = "".join(f'<c r="{_column_letters(i)}1" s="{_BOLD}" t="inlineStr">{text(c.label)}</c>'
+                             for i, c in enumerate(columns))
+            entry.write(f'<row r="1">{header}</row>'.encode())
+            spool.seek(0)
+            shutil.copyfileobj(spool, entry, 1 << 20)
+        entry.write(f'</sheetData><autoFilter ref="{ref}"/>{_SHEET_TAIL}'.encode())
+        entry.close()
+        self.entry = None
+        self.sheets.append((name, ref))
+        return count
+
+    def about(self, title: str, meta: Sequence[tuple[str, str]], count: int) -> None:
+        entry = self._sheet("About", [24, 80], frozen=False, dimension=f"A1:B{len(meta) + 3}")
+        text = _cached_text()
+        rows = [f'<row r="1"><c r="A1" s="{_BOLD}" t="inlineStr">{text(title)}</c></row>']
+        line = 3
+        for label, value in meta:
+            cells = f'<c r="A{line}" s="{_BOLD}" t="inlineStr">{text(label)}</c>'
+            if value:  # XlsxWriter writes no cell for an empty string
+                cells += f'<c r="B{line}" t="inlineStr">{text(value)}</c>'
+            rows.append(f'<row r="{line}">{cells}</row>')
+            line += 1
+        rows.append(f'<row r="{line}"><c r="A{line}" s="{_BOLD}" t="inlineStr">{text("Rows")}</c>'
+                    f'<c r="B{line}"><v>{count}</v></c></row>')
+        entry.write(("".join(rows) + "</sheetData>" + _SHEET_TAIL).encode())
+        entry.close()
+        self.entry = None
+        self.sheets.append(("About", None))
+
+    def close(self) -> None:
+        from xml.sax.saxutils import escape, quoteattr
+
+        z = self.zip
+        try:
+            n = len(self.sheets)
+            overrides = "".join(
+                f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/'
+                'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>' for i in range(1, n + 1))
+            z.writestr("[Content_Types].xml", _XML_HEAD + (
+                '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+                '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+                '<Default Extension="xml" ContentType="application/xml"/>'
+                '<Override PartName="/docProps/app.xml" ContentType="application/'
+                'vnd.openxmlformats-officedocument.extended-properties+xml"/>'
+                '<Override PartName="/docProps/core.xml" ContentType="application/'
+                'vnd.openxmlformats-package.core-properties+xml"/>'
+                '<Override PartName="/xl/styles.xml" ContentType="application/'
+                'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+                '<Override PartName="/xl/workbook.xml" ContentType="application/'
+                f'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>{overrides}</Types>'))
+            z.writestr("_rels/.rels", _XML_HEAD + (
+                f'<Relationships xmlns="{_NS_PKG_REL}">'
+                f'<Relationship Id="rId1" Type="{_NS_REL}/officeDocument" Target="xl/workbook.xml"/>'
+                '<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/'
+                'metadata/core-properties" Target="docProps/core.xml"/>'
+                f'<Relationship Id="rId3" Type="{_NS_REL}/extended-properties" Target="docProps/app.xml"/>'
+                '</Relationships>'))
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            z.writestr("docProps/core.xml", _XML_HEAD + (
+                '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/'
+                'core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/'
+                'terms/" xmlns:dcmitype="http://purl.org/dc/dcmitype/" xmlns:xsi="http://www.w3.org/2001/'
+                f'XMLSchema-instance"><dc:title>{escape(self.title)}</dc:title>'
+                f'<dc:creator>{PDF_AUTHOR}</dc:creator><cp:lastModifiedBy>{PDF_AUTHOR}</cp:lastModifiedBy>'
+                f'<dcterms:created xsi:type="dcterms:W3CDTF">{now}</dcterms:created>'
+                f'<dcterms:modified xsi:type="dcterms:W3CDTF">{now}</dcterms:modified></cp:coreProperties>'))
+            z.writestr("docProps/app.xml", _XML_HEAD + (
+                '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
+                '<Application>Microsoft Excel</Application><DocSecurity>0</DocSecurity></Properties>'))
+            sheets = "".join(f'<sheet name={quoteattr(name)} sheetId="{i}" r:id="rId{i}"/>'
+                             for i, (name, _) in enumerate(self.sheets, start=1))
+            names = "".join(
+                f'<definedName name="_xlnm._FilterDatabase" localSheetId="{i}" hidden="1">'
+                f"{escape(_quote_sheet(name))}!{_absolute(ref)}</definedName>"
+                for i, (name, ref) in enumerate(self.sheets) if ref)
+            z.writestr("xl/workbook.xml", _XML_HEAD + (
+                f'<workbook xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}"><bookViews><workbookView xWindow="240" '
+                f'yWindow="15" windowWidth="16095" windowHeight="9660"/></bookViews><sheets>{sheets}</sheets>'
+                + (f"<definedNames>{names}</definedNames>" if names else "") + '<calcPr calcId="124519"/></workbook>'))
+            rels = "".join(f'<Relationship Id="rId{i}" Type="{_NS_REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+                           for i in range(1, n + 1))
+            z.writestr("xl/_rels/workbook.xml.rels", _XML_HEAD + (
+                f'<Relationships xmlns="{_NS_PKG_REL}">{rels}<Relationship Id="rId{n + 1}" '
+                f'Type="{_NS_REL}/styles" Target="styles.xml"/></Relationships>'))
+            z.writestr("xl/styles.xml", _STYLES)
+        finally:
+            z.close()
+
+
+def _quote_sheet(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def _absolute(ref: str) -> str:
+    """"A1:R101" -> "$A$1:$R$101"."""
+    return ":".join(re.sub(r"([A-Z]+)(\d+)", r"$\1$\2", part) for part in ref.split(":"))
+
+
 # --- PDF ------------------------------------------------------------------------------
-
-def refuse_fetch(url: str, timeout: int = 10, ssl_context=None):
-    """WeasyPrint URL fetcher that fetches nothing (PROTOCOL 8: no PDF may fetch
-    anything from the network, nor read local files through file:// URLs).
-
-    Same contract as WeasyPrint's legacy fetcher functions: return a dict
-    (``string`` or ``file_obj``, ``mime_type``, ``encoding``, ``redirected_url``)
-    or raise. WeasyPrint logs the refusal and renders without the resource."""
-    raise ValueError(f"CellStudy PDFs fetch no resources: refused {url!r}")
-
-
-@functools.cache
-def _fetcher_class():
-    # WeasyPrint >= 66 expects an URLFetcher instance; this one hands every URL to
-    # the module's refuse_fetch, looked up at call time so it can be replaced.
-    from weasyprint.urls import URLFetcher, URLFetcherResponse
-
-    class ModuleFetcher(URLFetcher):
-        def fetch(self, url, headers=None):
-            result = refuse_fetch(url)
-            if isinstance(result, URLFetcherResponse):
-                return result
-            content_type = result.get("mime_type") or "application/octet-stream"
-            if result.get("encoding"):
-                content_type += f"; charset={result['encoding']}"
-            body = result["string"] if "string" in result else result["file_obj"]
-            return URLFetcherResponse(result.get("redirected_url") or url, body,
-                                      headers={"Content-Type": content_type})
-
-    return ModuleFetcher
-
-
-def html_to_pdf(html: str) -> bytes:
-    """Render HTML to PDF with WeasyPrint; every URL goes through ``refuse_fetch``."""
-    from weasyprint import HTML
-
-    fetcher = _fetcher_class()(fail_on_errors=False)
-    return HTML(string=html, url_fetcher=fetcher).write_pdf()
-
-
-@functools.cache
-def _standalone_env():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.PackageLoader("cellstudy", "templates"), autoescape=True)
-
-
-def _render(template: str, **context) -> str:
-    # The app's Jinja environment when there is one (its loader and filters), but not
-    # flask.render_template: its context processors query the database for things a
-    # PDF listing does not show. Outside an app (scripts, pure tests) a plain
-    # environment over the same templates, autoescaping too.
-    from flask import current_app, has_app_context
-
-    env = current_app.jinja_env if has_app_context() else _standalone_env()
-    return env.get_template(template).render(**context)
-
+# Issue 5: the PDF is laid out by cellstudy.pdf (cellstudy/pdf/build.py `listing`), with
+# the header, footer and static-only URL fetcher every PDF of the app shares; this module
+# keeps converting the values by column kind, as for CSV and XLSX.
 
 def pdf_listing(columns: Sequence[Column], rows: Iterable[dict], *, title: str,
-                meta: Sequence[tuple[str, str]], footer: str) -> bytes:
+                meta: Sequence[tuple[str, str]], footer: str, user=None) -> bytes:
     """The listing as a PDF: A4 landscape, the column header repeated on every page,
     a running header (title; the ``meta`` pairs such as filters and export time),
-    ``footer`` bottom left and "Page x of y" bottom right. PDF title = ``title``,
-    author = "CellStudy". Values are HTML-escaped by the template, and nothing is
-    fetched (``refuse_fetch``).
+    the footer bottom left (``footer``, or who exported it when: ``user``) and "Page x
+    of y" bottom right. PDF title = ``title``, author = "CellStudy". Values are
+    HTML-escaped by the template; only the app's static files are fetched
+    (cellstudy.pdf.render).
 
     Unlike CSV and XLSX this holds every row in memory (a PDF is laid out as a
     whole): callers should keep PDF listings to a printable size."""
@@ -348,6 +575,7 @@ def pdf_listing(columns: Sequence[Column], rows: Iterable[dict], *, title: str,
     total = sum(c.width for c in columns)
     layout = [{"label": c.label, "percent": f"{100 * c.width / total:.3f}",
                "align": "num" if c.kind in ("int", "number") else "text"} for c in columns]
-    html = _render(PDF_TEMPLATE, title=str(title), meta=[(str(k), _display(v)) for k, v in meta],
-                   footer=str(footer), columns=layout, rows=body, row_count=len(body), author=PDF_AUTHOR)
-    return html_to_pdf(html)
+    from ..pdf import build
+
+    return build.listing(layout, body, title=str(title), meta=[(str(k), _display(v)) for k, v in meta],
+                         user=user, footer=str(footer))

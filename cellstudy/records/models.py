@@ -32,6 +32,13 @@ class AuditRecord(db.Model):
     __table_args__ = (
         Index("ix_audit_record_subject", "subject_id", "id"),
         Index("ix_audit_record_form", "form", "form_id"),
+        # the audit trail viewer's filters, each ending in id for its keyset pages (issue 6)
+        Index("ix_audit_record_site", "site_id", "id"),
+        Index("ix_audit_record_form_type", "form", "id"),
+        Index("ix_audit_record_form_action", "form", "action", "id"),
+        Index("ix_audit_record_username", "username", "id"),
+        Index("ix_audit_record_action", "action", "id"),
+        Index("ix_audit_record_at", "at"),
     )
 
 
@@ -79,6 +86,16 @@ class Query(db.Model):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     close_note: Mapped[str | None] = mapped_column(Text)
+    # issue 6 (monitoring): who is to answer, when it was answered, last activity;
+    # the thread is monitoring.models.QueryMessage (query.messages)
+    assignee_role: Mapped[str | None] = mapped_column(String(20))  # coordinator | investigator
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rule: Mapped[str | None] = mapped_column(String(40))  # the edit check that opened a system query
 
     created_by = relationship("User", foreign_keys=[created_by_id])
     closed_by = relationship("User", foreign_keys=[closed_by_id])
+    assignee = relationship("User", foreign_keys=[assignee_id])
+    answered_by = relationship("User", foreign_keys=[answered_by_id])

@@ -3,6 +3,7 @@ Jinja macro and WTForms widgets cost more than the rest of the page together, so
 markup of `_macros.html`'s `field` is produced here in plain Python, the same HTML."""
 from __future__ import annotations
 
+from flask import g
 from markupsafe import Markup, escape
 
 _TEXT_KW = {
@@ -40,7 +41,10 @@ def render_field(f, unit: str | None = None, extra_class: str = "") -> Markup:
         parts.append(f'<label class="check"><input id="{fid}" name="{escape(f.name)}" type="checkbox" value="y"'
                      f'{checked}{described}> {escape(f.label.text)}</label>')
     else:
-        parts.append(f'<label for="{fid}">{escape(f.label.text)}</label><div class="control">')
+        # issue 6: the field's open queries and SDV mark, set by the page's field_badges(record)
+        badge = g.get("monitoring_badges", {}).get(f.name, "") if g else ""
+        parts.append(f'<label for="{fid}">{escape(f.label.text)}{" " + badge if badge else ""}</label>'
+                     '<div class="control">')
         if kind in ("SelectField", "YesNoField", "SelectMultipleField"):
             parts.append(_select(f, described))
         elif kind == "TextAreaField":

@@ -56,6 +56,14 @@ def _subject_scope(record) -> dict:
     return {"subject_id": subject.id if subject else None, "site_id": subject.site_id if subject else None}
 
 
+def _monitoring():
+    """Issue 6 hooks (locks, SDV, edit-check queries, query links), imported late:
+    monitoring builds on this module."""
+    from ..monitoring import service as monitoring
+
+    return monitoring
+
+
 def create(record, *, user, fields: dict, reason: str | None = None, form: str | None = None):
     """Add a new clinical record and audit its creation and every value set."""
     form = form or record.FORM_NAME
@@ -63,11 +71,14 @@ def create(record, *, user, fields: dict, reason: str | None = None, form: str |
     if hasattr(record, "updated_by_id"):
         record.updated_by_id = user.id
     db.session.flush()
+    _monitoring().check_writable(record)
     scope = _subject_scope(record)
     audit.append("create", user=user, form=form, form_id=record.id, reason=reason, **scope)
     for name, value in fields.items():
         if audit.to_text(value) is not None:
             audit.append("set", user=user, form=form, form_id=record.id, field=name, new=value, **scope)
+    _monitoring().after_write(record, user=user, changed={n: (None, v) for n, v in fields.items()},
+                              reason=reason, created=True)
     return record
 
 
@@ -86,19 +97,24 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     """Apply `changes` to a form record; returns {field: (old, new)} of what changed."""
     if record.version != expected_version:
         raise StaleVersion(record)
+    monitoring = _monitoring()
+    monitoring.check_writable(record)
     changed = diff(record, changes)
     if not changed:
         return {}
     reason = (reason or "").strip() or None
     if record.status == "complete" and not reason:
         raise ReasonRequired()
+    reason, answered = monitoring.link_queries(record, changed, reason)
     scope = _subject_scope(record)
     touch(record, user)
     for name, (old, new) in changed.items():
         record.set_field(name, new)
         audit.append("update", user=user, form=record.FORM_NAME, form_id=record.id, field=name,
                      old=old, new=new, reason=reason, **scope)
+    _flush_or_stale(record)  # a concurrent save shows here, before any hook reads the database
     invalidate_signatures(record, user=user, reason=reason or "form changed")
+    monitoring.after_write(record, user=user, changed=changed, reason=reason, answered=answered)
     if commit:
         commit_or_stale(record)
     return changed
@@ -109,17 +125,22 @@ def set_status(record, status: str, *, user, reason: str | None = None, form: st
     old = record.status
     if old == status:
         return
+    _monitoring().check_writable(record)
     if hasattr(record, "updated_by_id"):
         touch(record, user)
     record.status = status
     audit.append("status", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
                  form_id=record.id, field="status", old=old, new=status, reason=reason, **_subject_scope(record))
+    if hasattr(record, "updated_by_id"):
+        _flush_or_stale(record)
+    _monitoring().after_status(record, user=user, reason=reason)
     if commit:
         commit_or_stale(record)
 
 
 def set_value(record, name: str, value, *, user, reason: str | None = None, form: str | None = None) -> None:
     """A system-assigned value (e.g. the subject number), audited in the caller's transaction."""
+    _monitoring().check_writable(record)
     old = getattr(record, name)
     setattr(record, name, value)
     audit.append("assign", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
@@ -146,7 +167,7 @@ def sign(record, *, user, password: str, meaning: str, form: str | None = None) 
         raise SignatureRefused(message)
     signature = Signature(user_id=user.id, printed_name=user.full_name, meaning=meaning, signed_at=utcnow(),
                           subject_id=scope["subject_id"], form=form or record.FORM_NAME, form_id=record.id,
-                          form_version=record.version)
+                          form_version=getattr(record, "version", None) or 0)  # a casebook (subject): 0
     db.session.add(signature)
     db.session.flush()
     audit.append("sign", user=user, form=signature.form, form_id=record.id, field="signature",
@@ -182,6 +203,18 @@ def touch(record, user) -> None:
     if id(record) not in bumped:
         bumped.add(id(record))
         record.version = (record.version or 0) + 1
+
+
+def _flush_or_stale(record) -> None:
+    """Write the versioned UPDATE now: a save that lost the race (PostgreSQL: the row was
+    updated by a transaction that committed meanwhile) is refused as a version conflict
+    here, not as an error from a later autoflush."""
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        db.session.refresh(record)
+        raise StaleVersion(record) from None
 
 
 def commit_or_stale(record=None) -> None:

@@ -124,7 +124,8 @@ def test_user_cli_create_set_role_assign_site_disable(app):
     with app.app_context():
         assert [s.code for s in db.session.get(User, user.id).sites] == ["HZ", "NB"]
         actions = db.session.execute(select(AuditRecord.action).where(AuditRecord.form == "user",
-                                                                      AuditRecord.form_id == user.id)).scalars().all()
+                                                                      AuditRecord.form_id == user.id)
+                                     .order_by(AuditRecord.id)).scalars().all()
         assert actions == ["user_create", "user_site", "user_role"]
     bad = runner.invoke(args=["users", "set-role", "coord-2", "superuser"])
     assert bad.exit_code == 2 and "Unknown role" in bad.output

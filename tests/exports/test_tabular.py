@@ -281,40 +281,31 @@ def test_pdf_is_a4_landscape_with_metadata(long_pdf):
 
 @pytest.fixture
 def counting_fetcher(monkeypatch):
+    # issue 5: every PDF of the app goes through cellstudy.pdf.render.fetch, which serves
+    # the app's own static files only (tests/pdf/test_fetcher.py tests it in full)
+    from cellstudy.pdf import render
+
     calls = []
-    refuse = tabular.refuse_fetch
+    fetch = render.fetch
 
-    def counting(url, timeout=10, ssl_context=None):
+    def counting(url):
         calls.append(url)
-        return refuse(url, timeout, ssl_context)
+        return fetch(url)
 
-    monkeypatch.setattr(tabular, "refuse_fetch", counting)
+    monkeypatch.setattr(render, "fetch", counting)
     return calls
 
 
 def test_the_fetcher_refuses_and_is_the_one_weasyprint_uses(counting_fetcher):
     # control for the next test: an <img> in the HTML does reach our fetcher
-    pdf = tabular.html_to_pdf('<p>x</p><img src="http://example.invalid/logo.png">'
-                              '<img src="file:///etc/passwd">')
+    from cellstudy.pdf import render
+
+    pdf = render.html_to_pdf('<p>x</p><img src="http://example.invalid/logo.png">'
+                             '<img src="file:///etc/passwd">')
     assert pdf.startswith(b"%PDF")
     assert counting_fetcher == ["http://example.invalid/logo.png", "file:///etc/passwd"]
     with pytest.raises(ValueError):
-        tabular.refuse_fetch("https://example.invalid/")
-
-
-def test_a_replacement_fetcher_may_return_a_legacy_dict(monkeypatch):
-    # issue 5 swaps refuse_fetch for a fetcher of the app's own static files
-    served = []
-
-    def serve(url, timeout=10, ssl_context=None):
-        served.append(url)
-        return {"string": 'p::after { content: "styled-by-fetched-css" }', "mime_type": "text/css",
-                "encoding": "utf-8"}
-
-    monkeypatch.setattr(tabular, "refuse_fetch", serve)
-    pdf = tabular.html_to_pdf('<link rel="stylesheet" href="https://cellstudy.invalid/static/pdf.css"><p>x</p>')
-    assert served == ["https://cellstudy.invalid/static/pdf.css"]
-    assert "styled-by-fetched-css" in pdf_text(pdf)[1][0]
+        render.fetch("https://example.invalid/")
 
 
 def test_pdf_shows_urls_and_markup_in_values_as_text(counting_fetcher):
@@ -322,7 +313,7 @@ def test_pdf_shows_urls_and_markup_in_values_as_text(counting_fetcher):
         '<img src="http://example.invalid/x.png">', "file:///etc/passwd",
         '<link rel="stylesheet" href="http://example.invalid/a.css">'))]
     pdf = pdf_listing(COLUMNS, rows, title="<b>AE</b> listing", meta=[("Filters", "<i>none</i>")], footer="f")
-    assert counting_fetcher == []
+    assert counting_fetcher == ["https://cellstudy.invalid/static/pdf.css"]  # the stylesheet, nothing else
     reader, pages = pdf_text(pdf)
     text = " ".join(" ".join(pages).split())
     assert 'src="http://example.invalid/x.png"' in text
@@ -361,3 +352,86 @@ def test_pdf_cjk_text_is_extracted_the_same():
     _, pages = pdf_text(pdf_listing(COLUMNS, rows, title="不良事件 AE listing", meta=[], footer=""))
     assert "王磊 发热" in pages[0]
     assert "不良事件 AE listing" in pages[0]
+
+
+# --- rows as values, and the XLSX writer against XlsxWriter (issue 4's speed work) ---------------
+
+EDGE_TERMS = [" leading space", "trailing space ", "tab\tinside", "bell\x07and nul\x00", "literal _x0041_ escape",
+              "a & b < c > d", "quote \" and apostrophe '", "\u00e9\u00e8 \U0001F600", "", "x" * 300,
+              "\ufffe non-character"]
+
+
+def test_rows_as_values_give_the_same_csv_and_xlsx(tmp_path):
+    from operator import itemgetter
+
+    values = [itemgetter(*[c.key for c in COLUMNS])(r) for r in TRICKY_ROWS]
+    assert "".join(csv_stream(COLUMNS, values, values=True)) == "".join(csv_stream(COLUMNS, TRICKY_ROWS))
+    write_xlsx(COLUMNS, TRICKY_ROWS, tmp_path / "dicts.xlsx", title="AE listing", meta=META)
+    write_xlsx(COLUMNS, iter(values), tmp_path / "values.xlsx", title="AE listing", meta=META, values=True)
+    a, b = read_xlsx(tmp_path / "dicts.xlsx"), read_xlsx(tmp_path / "values.xlsx")
+    for sa, sb in zip(a.worksheets, b.worksheets):
+        assert [[(c.value, c.data_type, c.number_format) for c in r] for r in sa.iter_rows()] == \
+               [[(c.value, c.data_type, c.number_format) for c in r] for r in sb.iter_rows()]
+
+
+def test_xlsx_cells_are_the_ones_xlsxwriter_writes(tmp_path):
+    """The app's XLSX writer against XlsxWriter (constant_memory, as the app used it
+    before) for the same rows: every cell's value, type, number format and font, the
+    frozen header, the autofilter and the column widths read back the same."""
+    import xlsxwriter
+
+    rows = TRICKY_ROWS + [{**TRICKY_ROWS[0], "term": term, "ae_number": 10 + i} for i, term in enumerate(EDGE_TERMS)]
+    rows += [{**TRICKY_ROWS[0], "onset_date": datetime(2024, 3, 1, 13, 30), "grade": True, "temp": 1e-7},
+             {**TRICKY_ROWS[0], "onset_date": date(1900, 1, 15), "temp": 12345678901234567}]
+    ours = tmp_path / "ours.xlsx"
+    write_xlsx(COLUMNS, rows, ours, title="AE listing", meta=META)
+    theirs = tmp_path / "xlsxwriter.xlsx"
+    book = xlsxwriter.Workbook(str(theirs), {"constant_memory": True, "default_date_format": "yyyy-mm-dd",
+                                             "strings_to_formulas": False, "strings_to_urls": False,
+                                             "strings_to_numbers": False})
+    bold = book.add_format({"bold": True})
+    sheet = book.add_worksheet("AE listing")
+    for i, column in enumerate(COLUMNS):
+        sheet.set_column(i, i, column.width)
+    sheet.write_row(0, 0, [c.label for c in COLUMNS], bold)
+    sheet.freeze_panes(1, 0)
+    for n, row in enumerate(rows, start=1):
+        sheet.write_row(n, 0, [tabular._yn(row[c.key]) if c.kind == "bool" else
+                               tabular._text(row[c.key]) if c.kind == "text" else row[c.key] for c in COLUMNS])
+    sheet.autofilter(0, 0, len(rows), len(COLUMNS) - 1)
+    about = book.add_worksheet("About")
+    about.set_column(0, 0, 24)
+    about.set_column(1, 1, 80)
+    about.write_string(0, 0, "AE listing", bold)
+    for line, (label, value) in enumerate(META, start=2):
+        about.write_string(line, 0, label, bold)
+        about.write_string(line, 1, value)
+    about.write_string(len(META) + 2, 0, "Rows", bold)
+    about.write_number(len(META) + 2, 1, len(rows))
+    book.close()
+    a, b = read_xlsx(ours), read_xlsx(theirs)
+    assert a.sheetnames == b.sheetnames
+    for sa, sb in zip(a.worksheets, b.worksheets):
+        cells_a = [[(c.value, c.data_type, c.number_format, c.font.b) for c in r] for r in sa.iter_rows()]
+        cells_b = [[(c.value, c.data_type, c.number_format, c.font.b) for c in r] for r in sb.iter_rows()]
+        assert cells_a == cells_b
+        assert (sa.freeze_panes, sa.auto_filter.ref) == (sb.freeze_panes, sb.auto_filter.ref)
+        assert {k: d.width for k, d in sa.column_dimensions.items()} == \
+               {k: d.width for k, d in sb.column_dimensions.items()}
+
+
+def test_xlsx_sheets_state_their_dimensions_for_read_only_readers(tmp_path):
+    """openpyxl's read-only mode (and other streaming readers) size the rows by the
+    sheet's <dimension>: every row comes back as wide as the sheet."""
+    path = tmp_path / "ae.xlsx"
+    write_xlsx(COLUMNS, TRICKY_ROWS, path, title="AE listing", meta=META)
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        listing = list(book.worksheets[0].iter_rows(values_only=True))
+        about = list(book["About"].iter_rows(values_only=True))
+        assert book.worksheets[0].calculate_dimension() == f"A1:G{len(TRICKY_ROWS) + 1}"
+    finally:
+        book.close()
+    assert {len(r) for r in listing} == {len(COLUMNS)} and len(listing) == len(TRICKY_ROWS) + 1
+    assert {len(r) for r in about} == {2}
+    assert about[0] == ("AE listing", None)

@@ -39,14 +39,27 @@ LOGGED_IN = "logged_in"  # any authenticated user, no capability
 
 VIEW, AUDIT, ENTER, SIGN, USERS_ADMIN = "view_clinical", "view_audit", "enter_data", "sign_eligibility", "manage_users"
 EXPORT = "export_safety"  # safety listings as files: investigators, monitors, data managers (issue 4)
+AUDIT_EXPORT = "export_audit"  # the audit trail as CSV (issue 6): investigators, monitors, data managers
+DASHBOARDS = "view_dashboards"  # the monitor dashboard (issue 6): monitors and data managers
+EVERY_SITE = "all_sites"  # the data-manager dashboard across every site (issue 6): data managers only
+CASEBOOKS = "export_casebooks"  # a whole site's PDF casebooks as a background job (issue 5): inv., monitors, DMs
+NOT_FOUND = "not_found"  # any logged-in user gets 404 (a background job: only its submitter sees it)
 
 ROLE_CAPS: dict[str, frozenset[str]] = {
     "coordinator": frozenset({VIEW, AUDIT, ENTER}),
-    "investigator": frozenset({VIEW, AUDIT, ENTER, SIGN, EXPORT}),
-    "monitor": frozenset({VIEW, AUDIT, EXPORT}),
-    "data_manager": frozenset({VIEW, AUDIT, EXPORT}),
+    "investigator": frozenset({VIEW, AUDIT, ENTER, SIGN, EXPORT, AUDIT_EXPORT, CASEBOOKS}),
+    "monitor": frozenset({VIEW, AUDIT, EXPORT, AUDIT_EXPORT, DASHBOARDS, CASEBOOKS}),
+    "data_manager": frozenset({VIEW, AUDIT, EXPORT, AUDIT_EXPORT, DASHBOARDS, EVERY_SITE, CASEBOOKS}),
     "admin": frozenset({USERS_ADMIN}),
 }
+
+# Queries, SDV, signatures and locks (issue 6), by hand from PROTOCOL 2: monitors and data
+# managers raise/close queries, site staff answer them, only monitors verify (SDV), only
+# investigators sign forms and casebooks, only data managers lock and unlock.
+RAISE_QUERY, ANSWER_QUERY, VERIFY, SIGN_FORMS, LOCK = "raise_query", "answer_query", "verify", "sign_forms", "lock"
+_MONITORING_CAPS = {"coordinator": {ANSWER_QUERY}, "investigator": {ANSWER_QUERY, SIGN_FORMS},
+                    "monitor": {RAISE_QUERY, VERIFY}, "data_manager": {RAISE_QUERY, LOCK}}
+ROLE_CAPS = {role: caps | _MONITORING_CAPS.get(role, frozenset()) for role, caps in ROLE_CAPS.items()}
 
 ALL_SITES = frozenset({"HZ", "NB"})
 
@@ -137,10 +150,57 @@ ENDPOINTS: dict[str, Route] = {
     "safety.crs_icans": Route({"GET": VIEW}),
     "safety.export": Route({"GET": EXPORT}),
     "safety.sdtm_ae": Route({"GET": EXPORT}),
+    # The audit trail viewer (issue 6): every clinical role reads the trail of its sites (the
+    # content is site-filtered; /subjects/<id>/audit is records.subject_audit above); files and
+    # the study-wide background export for investigators, monitors and data managers.
+    "audit_viewer.trail": Route({"GET": AUDIT}),
+    "audit_viewer.export_csv": Route({"GET": AUDIT_EXPORT}),
+    "audit_viewer.study_export": Route({"POST": AUDIT_EXPORT}),
+    # Dashboards (issue 6): the monitor's (own sites) and the data manager's (every site).
+    "dashboards.monitor": Route({"GET": DASHBOARDS}),
+    "dashboards.data_manager": Route({"GET": EVERY_SITE}),
+    # Queries, SDV, signatures and locks (issue 6). The actions name their target in the
+    # POSTed form, checked against the subject of the URL (an empty POST is refused with a
+    # message); the lists are filtered by the user's sites.
+    "monitoring.subject": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "monitoring.raise_query": Route({"POST": RAISE_QUERY}, site_scoped=True, subject=TREATED),
+    "monitoring.answer_query": Route({"POST": ANSWER_QUERY}, site_scoped=True, subject=TREATED),
+    "monitoring.resolve_query": Route({"POST": RAISE_QUERY}, site_scoped=True, subject=TREATED),
+    "monitoring.verify_forms": Route({"POST": VERIFY}, site_scoped=True, subject=TREATED),
+    "monitoring.sign_forms": Route({"POST": SIGN_FORMS}, site_scoped=True, subject=TREATED),
+    "monitoring.lock_data": Route({"POST": LOCK}, site_scoped=True, subject=TREATED),
+    "monitoring.query_list": Route({"GET": VIEW}),
+    "monitoring.sdv_progress": Route({"GET": VIEW}),
+    "monitoring.signature_list": Route({"GET": VIEW}),
+    "monitoring.lock_list": Route({"GET": LOCK}),
+    "monitoring.lock_study": Route({"POST": LOCK}),
+    "monitoring.unlock_data": Route({"POST": LOCK}),
+    # PDFs (issue 5): blank CRFs for every clinical role; a filled CRF is read like its form
+    # (view_clinical, the subject's site, a record of another subject is a 404); the casebook
+    # carries the audit trail (view_audit); a site's casebooks are a background job.
+    "pdf.blank_crfs": Route({"GET": VIEW}),
+    "pdf.blank_crf": Route({"GET": VIEW}),
+    "pdf.screening": Route({"GET": VIEW}, site_scoped=True),
+    "pdf.lymphodepletion": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "pdf.infusion": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "pdf.visit": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "pdf.ae": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "pdf.crs": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "pdf.icans": Route({"GET": VIEW}, site_scoped=True, subject=TREATED),
+    "pdf.filled_log": Route({"GET": VIEW}, site_scoped=True),
+    "pdf.casebook": Route({"GET": AUDIT}, site_scoped=True),
+    "pdf.site_casebooks": Route({"GET": CASEBOOKS, "POST": CASEBOOKS}),
+    # Background jobs (issue 5): the list is the user's own; a job's pages are its submitter's
+    # only, and no demo user submitted job FIXED_ARGS["job_id"] (tests/jobs checks the owner).
+    "jobs.index": Route({"GET": LOGGED_IN}),
+    "jobs.show": Route({"GET": NOT_FOUND}),
+    "jobs.status": Route({"GET": NOT_FOUND}),
+    "jobs.download": Route({"GET": NOT_FOUND}),
 }
 
 #: URL arguments that are neither a subject nor a nested record: a fixed test value
-FIXED_ARGS = {"kind": "sae", "listing": "sae", "fmt": "csv"}
+FIXED_ARGS = {"kind": "sae", "listing": "sae", "fmt": "csv", "form": "infusion", "log": "vaccination",
+              "job_id": 10**7}
 
 #: Allowed requests that answer with a redirect rather than a page:
 #: (endpoint, method, who) -> path of the Location; who is a username, "*" (anyone)
@@ -270,6 +330,8 @@ def home_and_away(username) -> tuple[str, str]:
 
 def expectation(username, endpoint, method, variant, site, subject: Rec | None = None):
     required = ENDPOINTS[endpoint].methods[method]
+    if required == NOT_FOUND:
+        return "login" if username is None else 404
     if required != PUBLIC:
         if username is None:
             return "login"
@@ -357,7 +419,7 @@ def _order(case: Case):
 def _problem(case: Case, response) -> str | None:
     status, location = response.status_code, response.headers.get("Location", "")
     path = urlsplit(location).path
-    body = response.get_data(as_text=True)
+    body = _pdf_text(response.get_data()) if response.mimetype == "application/pdf" else response.get_data(as_text=True)
     exp = case.expected
     if exp == "login":
         if status != 302 or path != "/login":
@@ -383,6 +445,16 @@ def _problem(case: Case, response) -> str | None:
         if shown:
             return f"status {status} but the body shows {', '.join(shown)}"
     return None
+
+
+def _pdf_text(data: bytes) -> str:
+    """A PDF's first page and metadata as text (issue 5: the subject number is in them)."""
+    import io
+
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    return (reader.pages[0].extract_text() or "") + " " + " ".join(str(v) for v in (reader.metadata or {}).values())
 
 
 # --- the tests -----------------------------------------------------------------------------
@@ -456,7 +528,7 @@ def test_endpoint_permissions_agree_with_the_table(app):
     from cellstudy.auth.policy import ENDPOINT_PERMISSIONS
 
     def roles_with(requirement):
-        if requirement in (None, LOGGED_IN):
+        if requirement in (None, LOGGED_IN, NOT_FOUND):  # NOT_FOUND: @require(None), then 404 inside
             return set(ROLE_CAPS)
         return {role for role, caps in ROLE_CAPS.items() if requirement in caps}
 

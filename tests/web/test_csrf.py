@@ -23,7 +23,11 @@ from .test_authorization import (ENDPOINTS, FIXED_ARGS, IGNORED_METHODS, LOGGED_
 
 #: Actions that change state and must never answer a GET.
 ACTIONS = {"auth.logout", "enrollment.register", "enrollment.exposure_remove", "enrollment.screen_fail",
-           "enrollment.rescreen", "infusions.reschedule", "infusions.cancel", "infusions.visit_missed"}
+           "enrollment.rescreen", "infusions.reschedule", "infusions.cancel", "infusions.visit_missed",
+           "audit_viewer.study_export"}
+# Queries, SDV, signatures and locks (issue 6): POST only
+ACTIONS |= {"monitoring.raise_query", "monitoring.answer_query", "monitoring.resolve_query", "monitoring.verify_forms",
+            "monitoring.sign_forms", "monitoring.lock_data", "monitoring.lock_study", "monitoring.unlock_data"}
 
 PASSWORD = "cellstudy-demo"
 

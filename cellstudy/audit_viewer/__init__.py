@@ -1,0 +1,1 @@
+"""The audit trail viewer (issue 6): per field, form, subject, site and study."""

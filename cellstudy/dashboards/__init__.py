@@ -1,0 +1,1 @@
+"""The monitor and data-manager dashboards (issue 6)."""

@@ -1,0 +1,72 @@
+"""Monitoring records (issue 6): query threads, source data verification marks and
+data locks. None of them is clinical data; every change to them is audited."""
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
+
+from ..extensions import db
+from ..timeutil import utcnow
+
+MESSAGE_KINDS = ("open", "answer", "close", "reopen", "cancel", "note")
+LOCK_SCOPES = ("form", "subject", "study")
+
+
+class QueryMessage(db.Model):
+    """One entry of a query's thread: who, when, what kind, the text."""
+
+    __tablename__ = "query_message"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("query.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None: the system
+    kind: Mapped[str] = mapped_column(String(10))
+    text: Mapped[str] = mapped_column(Text)
+
+    user = relationship("User")
+    query = relationship("Query", backref=backref("messages", order_by="QueryMessage.id"))
+
+
+class SdvMark(db.Model):
+    """A field verified against source by a monitor. A later change of the field clears
+    the mark (cleared_at, cleared_reason); the row stays as history."""
+
+    __tablename__ = "sdv_mark"
+    __table_args__ = (Index("ix_sdv_mark_form", "form", "form_id", "cleared_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), index=True)
+    form: Mapped[str] = mapped_column(String(40))
+    form_id: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str] = mapped_column(String(64))
+    form_version: Mapped[int] = mapped_column(Integer)
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    verified_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cleared_reason: Mapped[str | None] = mapped_column(Text)
+
+    verified_by = relationship("User")
+
+
+class DataLock(db.Model):
+    """A data manager's lock of one form, one subject or the whole study. Active while
+    unlocked_at is null; unlocking needs a reason. Rows are never deleted."""
+
+    __tablename__ = "data_lock"
+    __table_args__ = (Index("ix_data_lock_form", "form", "form_id"),
+                      Index("ix_data_lock_scope", "scope", "unlocked_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(10))  # form | subject | study
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), index=True)
+    form: Mapped[str | None] = mapped_column(String(40))
+    form_id: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    locked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    locked_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    unlocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unlocked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    unlock_reason: Mapped[str | None] = mapped_column(Text)
+
+    locked_by = relationship("User", foreign_keys=[locked_by_id])
+    unlocked_by = relationship("User", foreign_keys=[unlocked_by_id])

@@ -1,0 +1,223 @@
+"""The monitoring state of a form instance, for pages, dashboards and PDFs (issue 6).
+
+Contract (other packages rely on it; keep it)::
+
+    record_state(form_name: str, form_id: int) -> dict
+        sdv:               "verified" | "partly verified" | "not verified" | "not required"
+        verified_fields:   list[str]   field names with a current SDV mark, sorted
+        locked:            bool        the form, its subject or the whole study is locked
+        open_queries:      list[Query] unresolved queries (state open or answered) on the
+                                       form or its fields, oldest first
+        signatures:        list[Signature] valid signatures of the form, oldest first
+        signature_needed:  bool        a change invalidated its signature (not signed
+                                       again), or its type must be signed once complete
+
+    record_states(keys: Iterable[tuple[str, int]]) -> dict[(form_name, form_id), dict]
+        the same for many records in a fixed number of queries (dashboards, lists)
+
+An unknown form name or id gives the state of "nothing recorded": sdv "not required"
+for an unknown type, no queries, no signatures, locked only under a study lock.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..records.models import Query, Signature
+from . import catalog, rules
+from .models import DataLock, SdvMark
+
+STATE_KEYS = ("sdv", "verified_fields", "locked", "open_queries", "signatures", "signature_needed")
+
+
+def sdv_plan(form_name: str, study=None) -> tuple[str, tuple[str, ...]]:
+    """(plan, required fields) of a form type under the study definition in force."""
+    from ..settings import current_study
+
+    study = study or current_study()
+    ft = catalog.get(form_name)
+    if ft is None:
+        return "none", ()
+    for name, plan, key_fields in study.sdv_plan:
+        if name == form_name:
+            return plan, rules.required_fields(plan, key_fields, ft.field_names)
+    return "none", ()
+
+
+def record_state(form_name: str, form_id: int) -> dict:
+    return record_states([(form_name, form_id)])[(form_name, form_id)]
+
+
+def _chunks(items: list, size: int = 400):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    from ..settings import current_study
+
+    keys = list(dict.fromkeys((f, int(i)) for f, i in keys if i is not None))
+    out: dict[tuple[str, int], dict] = {}
+    if not keys:
+        return out
+    study = current_study()
+    by_form: dict[str, list[int]] = defaultdict(list)
+    for form, fid in keys:
+        by_form[form].append(fid)
+
+    # records: status (complete?) and subject (for subject locks)
+    info: dict[tuple[str, int], tuple[str | None, int | None]] = {}
+    for form, ids in by_form.items():
+        ft = catalog.get(form)
+        if ft is None:
+            continue
+        model = ft.model
+        for chunk in _chunks(ids):
+            for rid, status, subject_id in db.session.execute(
+                    select(model.id, model.status, model.subject_id).where(model.id.in_(chunk))):
+                info[(form, rid)] = (status, subject_id)
+
+    verified: dict[tuple[str, int], set] = defaultdict(set)
+    queries: dict[tuple[str, int], list] = defaultdict(list)
+    valid: dict[tuple[str, int], list] = defaultdict(list)
+    invalidated: dict[tuple[str, int], int] = defaultdict(int)
+    form_locks: set[tuple[str, int]] = set()
+    for form, ids in by_form.items():
+        for chunk in _chunks(ids):
+            for fid, field in db.session.execute(select(SdvMark.form_id, SdvMark.field).where(
+                    SdvMark.form == form, SdvMark.form_id.in_(chunk), SdvMark.cleared_at.is_(None))):
+                verified[(form, fid)].add(field)
+            for query in db.session.execute(select(Query).where(
+                    Query.form == form, Query.form_id.in_(chunk), Query.state.in_(rules.UNRESOLVED))
+                    .order_by(Query.created_at, Query.id)).scalars():
+                queries[(form, query.form_id)].append(query)
+            for signature in db.session.execute(select(Signature).where(
+                    Signature.form == form, Signature.form_id.in_(chunk)).order_by(Signature.id)).scalars():
+                if signature.valid:
+                    valid[(form, signature.form_id)].append(signature)
+                else:
+                    invalidated[(form, signature.form_id)] += 1
+            for (fid,) in db.session.execute(select(DataLock.form_id).where(
+                    DataLock.scope == "form", DataLock.form == form, DataLock.form_id.in_(chunk),
+                    DataLock.unlocked_at.is_(None))):
+                form_locks.add((form, fid))
+
+    study_locked = study_lock() is not None
+    subject_ids = {sid for _, sid in info.values() if sid is not None}
+    locked_subjects: set[int] = set()
+    for chunk in _chunks(sorted(subject_ids)):
+        locked_subjects.update(db.session.execute(select(DataLock.subject_id).where(
+            DataLock.scope == "subject", DataLock.subject_id.in_(chunk),
+            DataLock.unlocked_at.is_(None))).scalars())
+
+    for key in keys:
+        form, _fid = key
+        status, subject_id = info.get(key, (None, None))
+        plan, required = sdv_plan(form, study)
+        done = verified.get(key, set())
+        out[key] = {
+            "sdv": rules.sdv_status(plan, required, done),
+            "verified_fields": sorted(done),
+            "locked": bool(study_locked or key in form_locks or (subject_id in locked_subjects)),
+            "open_queries": queries.get(key, []),
+            "signatures": valid.get(key, []),
+            "signature_needed": rules.signature_needed(
+                form, complete=status == "complete", valid=len(valid.get(key, ())),
+                invalidated=invalidated.get(key, 0), signature_forms=study.signature_forms),
+        }
+    return out
+
+
+# --- SDV progress in SQL (lists and dashboards over many records) ---------------------------------
+
+def sdv_rows(site_ids: list[int] | None = None, forms: Iterable[str] | None = None):
+    """One row per completed form under an SDV plan, computed in SQL (no per-record state):
+    (form, form_id, subject_id, site_id, verified_required_fields, required_count). The form
+    is verified when the two counts are equal."""
+    from sqlalchemy import func
+    from sqlalchemy.sql import literal
+
+    from ..enrollment.models import Subject
+
+    out = []
+    for name, ft in catalog.form_types().items():
+        if forms is not None and name not in forms:
+            continue
+        plan, required = sdv_plan(name)
+        if plan == "none" or not required:
+            continue
+        marks = (select(SdvMark.form_id, func.count(func.distinct(SdvMark.field)).label("n"))
+                 .where(SdvMark.form == name, SdvMark.cleared_at.is_(None), SdvMark.field.in_(required))
+                 .group_by(SdvMark.form_id).subquery())
+        model = ft.model
+        stmt = (select(literal(name), model.id, model.subject_id, Subject.site_id, func.coalesce(marks.c.n, 0))
+                .join(Subject, Subject.id == model.subject_id).outerjoin(marks, marks.c.form_id == model.id)
+                .where(model.status == "complete"))
+        if site_ids is not None:
+            stmt = stmt.where(Subject.site_id.in_(site_ids))
+        out.extend((*row, len(required)) for row in db.session.execute(stmt))
+    return out
+
+
+def sdv_progress(site_ids: list[int] | None = None) -> dict[tuple[int, str], tuple[int, int]]:
+    """(site_id, form) -> (completed forms verified, completed forms under the plan)."""
+    totals: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for form, _fid, _subject, site_id, done, required in sdv_rows(site_ids):
+        bucket = totals[(site_id, form)]
+        bucket[0] += done >= required
+        bucket[1] += 1
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+# --- locks --------------------------------------------------------------------------------------------
+
+def study_lock() -> DataLock | None:
+    return db.session.execute(select(DataLock).where(DataLock.scope == "study", DataLock.unlocked_at.is_(None))
+                              .order_by(DataLock.id).limit(1)).scalar()
+
+
+def subject_lock(subject_id: int | None) -> DataLock | None:
+    if subject_id is None:
+        return None
+    return db.session.execute(select(DataLock).where(
+        DataLock.scope == "subject", DataLock.subject_id == subject_id, DataLock.unlocked_at.is_(None))
+        .order_by(DataLock.id).limit(1)).scalar()
+
+
+def form_lock(form: str, form_id: int | None) -> DataLock | None:
+    if form_id is None:
+        return None
+    return db.session.execute(select(DataLock).where(
+        DataLock.scope == "form", DataLock.form == form, DataLock.form_id == form_id,
+        DataLock.unlocked_at.is_(None)).order_by(DataLock.id).limit(1)).scalar()
+
+
+def lock_in_force(form: str | None, form_id: int | None, subject_id: int | None) -> DataLock | None:
+    """The lock that forbids changing this record (the study's, the subject's or the
+    form's), or None."""
+    from sqlalchemy import and_, or_
+
+    scopes = [DataLock.scope == "study"]
+    if subject_id is not None:
+        scopes.append(and_(DataLock.scope == "subject", DataLock.subject_id == subject_id))
+    if form and form_id is not None:
+        scopes.append(and_(DataLock.scope == "form", DataLock.form == form, DataLock.form_id == form_id))
+    rows = db.session.execute(select(DataLock).where(DataLock.unlocked_at.is_(None), or_(*scopes))
+                              .order_by(DataLock.id)).scalars().all()
+    order = {"study": 0, "subject": 1, "form": 2}
+    return min(rows, key=lambda r: (order[r.scope], r.id)) if rows else None
+
+
+def subject_queries(subject_id: int, unresolved_only: bool = True) -> list[Query]:
+    stmt = select(Query).where(Query.subject_id == subject_id)
+    if unresolved_only:
+        stmt = stmt.where(Query.state.in_(rules.UNRESOLVED))
+    return db.session.execute(stmt.order_by(Query.created_at, Query.id)).scalars().all()
+
+
+__all__ = ["record_state", "record_states", "sdv_plan", "sdv_rows", "sdv_progress", "lock_in_force", "study_lock",
+           "subject_lock",
+           "form_lock", "subject_queries", "STATE_KEYS"]

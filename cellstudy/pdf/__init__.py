@@ -1,0 +1,1 @@
+"""PDF case report forms, casebooks and listings (issue 5)."""
