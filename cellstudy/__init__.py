@@ -114,6 +114,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .cli import register_cli
 
     register_cli(app)
+    from .infusions import judgement
+
+    judgement.init_app(app)  # planned infusions re-judged when their facts change (issue 11)
     _register_hooks(app)
     _register_errors(app)
     return app

@@ -85,10 +85,17 @@ def current_study() -> Study:
     return g.cellstudy_study
 
 
-def _read_in_force() -> Study:
+def study_in_force(session=None) -> Study:
+    """The definition in force, read in the caller's transaction (no per-process cache):
+    what a rule that stores its judgement must use (issue 11)."""
+    return _read_in_force(session)
+
+
+def _read_in_force(session=None) -> Study:
     from .infusions.models import StudyAmendment
 
-    latest = db.session.execute(select(StudyAmendment.id, StudyAmendment.version, StudyAmendment.overrides)
+    session = session if session is not None else db.session
+    latest = session.execute(select(StudyAmendment.id, StudyAmendment.version, StudyAmendment.overrides)
                                 .order_by(StudyAmendment.id.desc()).limit(1)).first()
     return _amended(latest.id, latest.version, json.dumps(latest.overrides, sort_keys=True)) if latest else STUDY
 

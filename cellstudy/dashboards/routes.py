@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template, request
 
 from ..auth.policy import allowed_sites, require
+from ..infusions.service import locked_planned
 from . import service
 
 bp = Blueprint("dashboards", __name__, url_prefix="/dashboards")
@@ -27,7 +28,8 @@ def monitor_dashboard():
     board = service.build([site.id] if site else [])
     figures = board.sites[0] if board.sites else None
     return render_template("dashboards/monitor.html", board=board, figures=figures, site=site, sites=sites,
-                           buckets=[b for b, _, _ in service.AGE_BUCKETS])
+                           buckets=[b for b, _, _ in service.AGE_BUCKETS],
+                           locked=locked_planned([site.id] if site else []))
 
 
 @bp.route("/data-manager", endpoint="data_manager")
@@ -35,4 +37,4 @@ def monitor_dashboard():
 def data_manager_dashboard():
     board = service.build(None)
     return render_template("dashboards/data_manager.html", board=board, total=board.total(),
-                           buckets=[b for b, _, _ in service.AGE_BUCKETS])
+                           buckets=[b for b, _, _ in service.AGE_BUCKETS], locked=locked_planned(None))

@@ -157,42 +157,59 @@ def decide(levels: list[dict]) -> dict:
                              f"{lv.evaluable} evaluable: escalate to {up.name}", level=up)
 
 
-def stagger_until(first_infusion_of_level: date | None, subjects_dosed_at_level: int,
-                  stagger_days: int | None) -> date | None:
-    """The sentinel stagger of PROTOCOL 5.3: the first day the next subject of a dose
-    level may have the first infusion, or None when no stagger applies.
+@dataclass(frozen=True)
+class Stagger:
+    """A first infusion held back by the sentinel stagger: ``until`` is the first day it
+    may be given; the sentinel is ``sentinel_key``'s first infusion on ``sentinel_date``."""
 
-    PROTOCOL 5.3: "the second subject of a dose level may not have the first infusion
-    until N days after the first subject's first infusion". ``subjects_dosed_at_level``
-    counts the other subjects of the level who already have a first infusion (given,
-    or scheduled: a scheduled sentinel must hold the second subject back too), and
-    ``first_infusion_of_level`` is the earliest of those first infusions (None when
-    there is none). The stagger applies only to the second subject, so only when that
-    count is 1; ``stagger_days`` None or 0 is the study setting "no stagger".
+    until: date
+    sentinel_date: date
+    sentinel_key: Any
+
+
+def _stagger_date(value: Any, field: str) -> date:
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise ValueError(f"{field}: expected a date, got {value!r}")
+    return value
+
+
+def sentinel_stagger(own_date: date, own_key: Any, level_firsts: list[tuple[date, Any]],
+                     stagger_days: int | None) -> Stagger | None:
+    """The sentinel stagger of PROTOCOL 5.3 (amended 2026-12-02) for one subject's first
+    infusion on ``own_date``.
+
+    ``level_firsts`` holds the first infusion (given, else planned) of every OTHER subject
+    of the same dose level, as ``(date, key)``; ``key`` is any orderable identity of the
+    subject (the subject id), which breaks ties between first infusions on the same day:
+    the lower key is the sentinel. The sentinel is the level's subject with the earliest
+    first infusion, this subject included; every other subject of the level may have the
+    first infusion only from the sentinel's + ``stagger_days`` on. Returns None when this
+    subject is the sentinel, when no stagger is set (None or 0), or when ``own_date`` is on
+    or after that day; else the day it may have it and who the sentinel is.
     """
-    if isinstance(stagger_days, bool) or not (
-            stagger_days is None or isinstance(stagger_days, int)):
+    if isinstance(stagger_days, bool) or not (stagger_days is None or isinstance(stagger_days, int)):
         raise ValueError(f"stagger_days: expected an integer or None, got {stagger_days!r}")
     if stagger_days is not None and stagger_days < 0:
         raise ValueError(f"stagger_days: must not be negative, got {stagger_days}")
-    if isinstance(subjects_dosed_at_level, bool) or not isinstance(subjects_dosed_at_level, int):
-        raise ValueError("subjects_dosed_at_level: expected an integer, "
-                         f"got {subjects_dosed_at_level!r}")
-    if subjects_dosed_at_level < 0:
-        raise ValueError("subjects_dosed_at_level: must not be negative, "
-                         f"got {subjects_dosed_at_level}")
-    if first_infusion_of_level is not None and (
-            isinstance(first_infusion_of_level, datetime)
-            or not isinstance(first_infusion_of_level, date)):
-        raise ValueError("first_infusion_of_level: expected a date or None, "
-                         f"got {first_infusion_of_level!r}")
-    if (subjects_dosed_at_level == 0) != (first_infusion_of_level is None):
-        raise ValueError("first_infusion_of_level: give the date exactly when "
-                         f"subjects_dosed_at_level > 0 (got {subjects_dosed_at_level} "
-                         f"and {first_infusion_of_level!r})")
-    if not stagger_days or subjects_dosed_at_level != 1:
+    own_date = _stagger_date(own_date, "own_date")
+    if not isinstance(level_firsts, (list, tuple)):
+        raise ValueError(f"level_firsts: expected a list of (date, key), got {level_firsts!r}")
+    others = []
+    for i, item in enumerate(level_firsts):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"level_firsts[{i}]: expected a (date, key) pair, got {item!r}")
+        if item[1] == own_key:
+            raise ValueError(f"level_firsts[{i}]: this subject ({own_key!r}) is listed among the others")
+        others.append((_stagger_date(item[0], f"level_firsts[{i}]"), item[1]))
+    if not stagger_days or not others:
         return None
+    sentinel_date, sentinel_key = min(others, key=lambda pair: (pair[0], pair[1]))
+    if (own_date, own_key) < (sentinel_date, sentinel_key):
+        return None  # this subject is the sentinel
     try:
-        return first_infusion_of_level + timedelta(days=stagger_days)
+        until = sentinel_date + timedelta(days=stagger_days)
     except OverflowError:
         raise ValueError("stagger_days: the stagger ends beyond the calendar") from None
+    if own_date >= until:
+        return None
+    return Stagger(until=until, sentinel_date=sentinel_date, sentinel_key=sentinel_key)

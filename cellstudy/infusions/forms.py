@@ -33,7 +33,11 @@ class CancelForm(FlaskForm):
                                                                 Length(max=500)])
 
 
-InfusionForm = form_class("InfusionForm", INFUSION_FIELDS)
+InfusionForm = form_class(
+    "InfusionForm", INFUSION_FIELDS,
+    override_reason=TextAreaField("Override reason (investigator)", validators=[Optional(), Length(max=500)],
+                                  description="Only when the infusion is locked and the protocol allows an override."),
+    override_password=PasswordField("Investigator password (e-signature of the override)", validators=[Optional()]))
 LymphodepletionForm = form_class("LymphodepletionForm", LYMPHODEPLETION_FIELDS)
 VisitForm = form_class("VisitForm", VISIT_FIELDS)
 DltForm = form_class("DltForm", DLT_FIELDS, password=PasswordField(

@@ -47,6 +47,16 @@ VACCINE = "vaccine"
 LOCKOUT_CODES: tuple[str, ...] = (
     *WASHOUT_CODES, VACCINE, "min_interval", "max_infusions", "toxicity_hold",
 )
+# What people read for each code (one declaration; pages show the label, the code on hover).
+# `stagger` (PROTOCOL 5.3) and `before_enrolment` are the scheduler's, shown beside these.
+LOCKOUT_LABELS: dict[str, str] = {
+    "washout_steroid": "Steroid washout", "washout_antitumor": "Antitumor therapy washout",
+    "washout_radiotherapy": "Radiotherapy washout", "washout_dli": "DLI washout",
+    "washout_intrathecal": "Intrathecal treatment washout", "washout_cell_therapy": "Cell therapy washout",
+    "major_surgery": "Major surgery", "vaccine": "Vaccine", "min_interval": "Minimum interval",
+    "max_infusions": "Maximum number of infusions", "toxicity_hold": "Toxicity hold",
+    "stagger": "Sentinel stagger", "before_enrolment": "Before enrolment",
+}
 CASE_KEYS: tuple[str, ...] = (
     "proposed_date", "infusion_dates", "exposures", "open_adverse_events",
 )

@@ -2,7 +2,7 @@
 reviews (PROTOCOL 5, issue 3)."""
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -29,15 +29,48 @@ class Infusion(DataFormRecord, db.Model):
     target_deviation_reason: Mapped[str | None] = mapped_column(Text)
     override_reason: Mapped[str | None] = mapped_column(Text)
     override_signature_id: Mapped[int | None] = mapped_column(ForeignKey("signature.id"))
+    # the lockouts ({code, reason}) the override's signature covers: a lockout that appears
+    # later (another AE, a new exposure) is not covered and locks the infusion again
+    override_lockouts: Mapped[list | None] = mapped_column(JSON)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
 
     subject = relationship("Subject", back_populates="infusions")
+    # loaded with the infusions (one query for a subject's or a page's infusions)
+    judgement = relationship("InfusionJudgement", back_populates="infusion", uselist=False, lazy="selectin")
 
     @property
     def date(self) -> date:
         """The day that counts: the administration date once given, else the plan."""
         given = (self.data or {}).get("administration_date")
         return date.fromisoformat(given) if given else self.planned_date
+
+
+class InfusionJudgement(db.Model):
+    """The stored judgement of a planned (not yet given) infusion: the lockouts of PROTOCOL
+    5.2 and the stagger of 5.3 for its planned date, judged again in the transaction that
+    changes any fact it depends on (issue 11, infusions/judgement.py). Pages read it; they
+    never recompute it per row. Derived data: not an audited clinical record."""
+
+    __tablename__ = "infusion_judgement"
+    __table_args__ = (Index("ix_infusion_judgement_site_locked", "site_id", "locked"),)
+    infusion_id: Mapped[int] = mapped_column(ForeignKey("infusion.id"), primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    planned_date: Mapped[date] = mapped_column(Date)
+    # any lockout the scheduling override does not cover
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # [{code, until, reason, overridden}] in the order of PROTOCOL 5.2, then stagger
+    lockouts: Mapped[list] = mapped_column(JSON, default=list)
+    study_version: Mapped[str] = mapped_column(String(60))
+    judged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    infusion = relationship("Infusion", back_populates="judgement")
+    subject = relationship("Subject")
+
+    @property
+    def open_lockouts(self) -> list[dict]:
+        return [lo for lo in self.lockouts if not lo.get("overridden")]
 
 
 class LymphodepletionDay(DataFormRecord, db.Model):

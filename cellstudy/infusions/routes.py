@@ -14,6 +14,7 @@ from ..records.views import show_refusal
 from ..settings import current_study
 from ..timeutil import site_today, utcnow
 from . import service
+from .lockouts import LOCKOUT_LABELS
 from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, sections
 from .forms import (CancelForm, DltForm, InfusionForm, LymphodepletionForm, MissedForm, RescheduleForm, ReviewForm,
                     ScheduleForm, VaccineForm, VisitForm)
@@ -21,13 +22,6 @@ from .models import DltAssessment, Infusion, LymphodepletionDay, Visit
 
 bp = Blueprint("infusions", __name__)
 
-LOCKOUT_LABELS = {
-    "washout_steroid": "Steroid washout", "washout_antitumor": "Antitumor therapy washout",
-    "washout_radiotherapy": "Radiotherapy washout", "washout_dli": "DLI washout",
-    "washout_intrathecal": "Intrathecal treatment washout", "washout_cell_therapy": "Cell therapy washout",
-    "major_surgery": "Major surgery", "vaccine": "Vaccine", "min_interval": "Minimum interval",
-    "max_infusions": "Maximum number of infusions", "toxicity_hold": "Toxicity hold", "stagger": "Sentinel stagger",
-}
 
 
 # --- scheduling ---------------------------------------------------------------------------
@@ -169,7 +163,8 @@ def infusion(subject_id, infusion_id):
 
     def save(form, values, version, reason, complete):
         service.save_infusion(record, values, user=current_user, expected_version=version, reason=reason,
-                              complete=complete, today=site_today(subject.site))
+                              complete=complete, today=site_today(subject.site),
+                              override_reason=form.override_reason.data, override_password=form.override_password.data)
 
     page = _crf_page(subject, record, InfusionForm, INFUSION_FIELDS, save, f"Infusion {record.number}",
                      prefill=prefill, kind="infusion", per_kg=service.cells_per_kg(record.data or {}))

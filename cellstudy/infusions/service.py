@@ -18,7 +18,8 @@ from ..settings import current_study
 from ..timeutil import site_date, site_today, utcnow
 from . import escalation, lockouts, schedule
 from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, by_name
-from .models import Deviation, DltAssessment, EscalationReview, Infusion, LymphodepletionDay, Visit
+from .models import (Deviation, DltAssessment, EscalationReview, Infusion, InfusionJudgement, LymphodepletionDay,
+                     Visit)
 
 # PROTOCOL 5.2: before the first infusion the eligibility codes cannot be overridden.
 ELIGIBILITY_CODES = frozenset({"washout_steroid", "washout_antitumor", "washout_radiotherapy", "washout_dli",
@@ -54,11 +55,11 @@ def first_infusion_date(subject: Subject) -> date | None:
     return date.fromisoformat(planned) if planned else None
 
 
-def lockout_exposures(subject: Subject) -> list[dict]:
+def lockout_exposures(subject: Subject, study=None) -> list[dict]:
     """The subject's exposure log as lockout input: categories of the washout table,
     with a last date (an undated entry cannot be judged: it is listed as missing data
     on the scheduling screen instead)."""
-    study = current_study()
+    study = study or current_study()
     out = []
     for e in subject.active_exposures:
         if e.category in study.exposure_categories and e.last_date is not None:
@@ -68,8 +69,8 @@ def lockout_exposures(subject: Subject) -> list[dict]:
     return out
 
 
-def undated_exposures(subject: Subject) -> list[Exposure]:
-    study = current_study()
+def undated_exposures(subject: Subject, study=None) -> list[Exposure]:
+    study = study or current_study()
     return [e for e in subject.active_exposures
             if e.category in study.exposure_categories and e.last_date is None
             and study.washout(e.category).blocks]
@@ -90,7 +91,7 @@ def refresh_treatment_emergent(subject: Subject, *, user) -> None:
     refresh(subject, user=user)
 
 
-def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = None) -> dict:
+def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = None, study=None) -> dict:
     """The lockout checker's case. A new infusion is judged after every other infusion
     (PROTOCOL 5.2); a rescheduled one after the infusions that stay before it, its later
     neighbours being checked separately (`_later_neighbours`)."""
@@ -98,12 +99,12 @@ def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = No
     if exclude is not None:
         dates = [d for d in dates if d < proposed]
     return {"proposed_date": proposed, "infusion_dates": dates,
-            "exposures": lockout_exposures(subject), "open_adverse_events": open_adverse_events(subject)}
+            "exposures": lockout_exposures(subject, study), "open_adverse_events": open_adverse_events(subject)}
 
 
-def _later_neighbours(subject: Subject, proposed: date, exclude: Infusion) -> dict | None:
+def _later_neighbours(subject: Subject, proposed: date, exclude: Infusion, study) -> dict | None:
     """Moving an infusion must keep the minimum interval to the infusions after it too."""
-    gap = current_study().regimen.min_interval_days
+    gap = study.regimen.min_interval_days
     close = [i.date for i in active_infusions(subject, exclude) if i.date >= proposed
              and (i.date - proposed).days < gap]
     if not close:
@@ -113,40 +114,64 @@ def _later_neighbours(subject: Subject, proposed: date, exclude: Infusion) -> di
                       "apart (move or cancel that infusion first)"}
 
 
-def stagger_lockout(subject: Subject, proposed: date, is_first: bool) -> dict | None:
-    """PROTOCOL 5.3 sentinel stagger, shown beside the lockouts as code `stagger`."""
-    days = current_study().regimen.sentinel_stagger_days
+def first_infusions_of_level(level: str, session=None) -> dict[int, date]:
+    """PROTOCOL 5.3: each subject of a dose level with a first infusion, and its date
+    (the earliest infusion not cancelled: the date given, else the planned date)."""
+    session = session if session is not None else db.session
+    rows = session.execute(
+        select(Infusion.subject_id, Infusion.planned_date, Infusion.data)
+        .join(Subject, Subject.id == Infusion.subject_id)
+        .where(Subject.dose_level == level, Infusion.state != "cancelled")).all()
+    firsts: dict[int, date] = {}
+    for subject_id, planned, data in rows:
+        given = (data or {}).get("administration_date")
+        day = date.fromisoformat(given) if given else planned
+        if subject_id not in firsts or day < firsts[subject_id]:
+            firsts[subject_id] = day
+    return firsts
+
+
+def stagger_lockout(subject: Subject, proposed: date, is_first: bool, study=None,
+                    level_firsts: dict[int, date] | None = None) -> dict | None:
+    """PROTOCOL 5.3 sentinel stagger (amended 2026-12-02), shown beside the lockouts as code
+    `stagger`: the sentinel is the level's subject with the earliest first infusion; no other
+    subject of the level may have a first infusion before the sentinel's + N days.
+    `level_firsts` ({subject id: first infusion date} of the level) saves the query when
+    many infusions are judged at once."""
+    days = (study or current_study()).regimen.sentinel_stagger_days
     if not days or not is_first or not subject.dose_level:
         return None
-    others = db.session.execute(
-        select(Infusion.planned_date, Infusion.data, Infusion.subject_id)
-        .join(Subject, Subject.id == Infusion.subject_id)
-        .where(Subject.dose_level == subject.dose_level, Subject.id != subject.id,
-               Infusion.number == 1, Infusion.state != "cancelled")).all()
-    firsts = [date.fromisoformat(d["administration_date"]) if (d or {}).get("administration_date") else p
-              for p, d, _ in others]
-    until = escalation.stagger_until(min(firsts) if firsts else None, len(firsts), days)
-    if until is None or proposed >= until:
+    if level_firsts is None:
+        level_firsts = first_infusions_of_level(subject.dose_level)
+    others = [(day, sid) for sid, day in level_firsts.items() if sid != subject.id]
+    held = escalation.sentinel_stagger(proposed, subject.id, others, days)
+    if held is None:
         return None
-    return {"code": "stagger", "until": until.isoformat(),
-            "reason": f"Sentinel stagger: the second subject of {subject.dose_level} may have the first infusion "
-                      f"from {until.isoformat()}, {days} days after the first subject's ({min(firsts).isoformat()})."}
+    sentinel = db.session.get(Subject, held.sentinel_key)
+    name = sentinel.label if sentinel is not None else f"subject {held.sentinel_key}"
+    return {"code": "stagger", "until": held.until.isoformat(),
+            "reason": f"Sentinel stagger: {name} is the sentinel of {subject.dose_level} (first infusion "
+                      f"{held.sentinel_date.isoformat()}); other subjects of the level may have their first "
+                      f"infusion from {held.until.isoformat()}, {days} days later."}
 
 
 def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None = None,
-                      with_earliest: bool = True) -> dict:
-    """Everything the scheduling screen shows for a proposed date (a new infusion, or
-    `exclude` moved to that date)."""
-    study = current_study()
-    case = lockout_case(subject, proposed, exclude)
+                      with_earliest: bool = True, *, study=None,
+                      level_firsts: dict[int, date] | None = None) -> dict:
+    """The one judgement of an infusion date (PROTOCOL 5.2 lockouts + the 5.3 stagger):
+    what the scheduling screen shows for a proposed date (a new infusion, or `exclude`
+    moved to that date), and what is stored for every planned infusion (judgement.py).
+    `study` is the definition to judge under (default: the one in force for the request)."""
+    study = study or current_study()
+    case = lockout_case(subject, proposed, exclude, study)
     result = lockouts.check(case, study=study)
     is_first = not case["infusion_dates"]
     blocks = list(result["lockouts"])
     if exclude is not None:
-        later = _later_neighbours(subject, proposed, exclude)
+        later = _later_neighbours(subject, proposed, exclude, study)
         if later and not any(lo["code"] == "min_interval" for lo in blocks):
             blocks.append(later)
-    stagger = stagger_lockout(subject, proposed, is_first)
+    stagger = stagger_lockout(subject, proposed, is_first, study, level_firsts)
     if stagger:
         blocks.append(stagger)
     earliest = lockouts.earliest_clear_date(case, study=study) if with_earliest and blocks else (
@@ -170,7 +195,7 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
             "allowed": not blocks, "earliest": earliest, "target_deviation": deviation,
             "vaccination_window": result["vaccination_window"],
             "overridable": [lo["code"] for lo in blocks if _overridable(lo, is_first, proposed, latest)],
-            "undated": undated_exposures(subject)}
+            "undated": undated_exposures(subject, study), "study_version": study.version}
 
 
 def _overridable(lockout: dict, is_first: bool, proposed: date, latest: date | None) -> bool:
@@ -261,7 +286,14 @@ def schedule_infusion(subject: Subject, proposed: date, *, user, deviation_reaso
     return infusion
 
 
+def covered(lockout_list: list[dict]) -> list[dict]:
+    """What an override's signature covers: each lockout's code and reason as shown."""
+    return [{"code": lo["code"], "reason": lo["reason"]} for lo in lockout_list]
+
+
 def _note_deviations(subject, infusion, evaluation, *, user, deviation_reason, override_reason, signature):
+    # the override covers exactly the lockouts it was signed for (judgement.py)
+    infusion.override_lockouts = covered(evaluation["lockouts"]) if signature is not None else None
     if signature is not None:
         infusion.override_reason = override_reason.strip()
         infusion.override_signature_id = signature.id
@@ -392,12 +424,60 @@ def _times_in_order(merged):
     return {}
 
 
+ADMINISTRATION_OVERRIDE_MEANING = ("I authorise giving this infusion despite the lockouts listed, for the reason "
+                                   "given")
+
+
+def administration_gate(infusion: Infusion) -> dict:
+    """The last gate (issue 11): the infusion judged afresh for its date at the moment its
+    administration is recorded; `open` holds the lockouts no signed override covers."""
+    from .judgement import mark_overrides
+
+    evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion, with_earliest=False)
+    marked = mark_overrides(evaluation["lockouts"], infusion.override_lockouts, evaluation["overridable"])
+    return {**evaluation, "marked": marked, "open": [lo for lo in marked if not lo["overridden"]]}
+
+
+def _gate_administration(infusion: Infusion, *, user, override_reason: str | None, password: str | None):
+    """Refuse recording as given an infusion whose date is locked, unless an investigator
+    overrides where PROTOCOL 5.2 allows it (reason + e-signature). Returns (gate, signature)."""
+    from ..auth.policy import can
+    from .lockouts import LOCKOUT_LABELS
+
+    gate = administration_gate(infusion)
+    if not gate["open"]:
+        return gate, None
+    text = "; ".join(f"{LOCKOUT_LABELS.get(lo['code'], lo['code'])}: {lo['reason']}"
+                     + (f" (until {lo['until']})" if lo["until"] else "") for lo in gate["open"])
+    hard = [lo for lo in gate["open"] if lo["code"] not in gate["overridable"]]
+    if hard:
+        raise InvalidForm({"administration_date": f"Infusion {infusion.number} cannot be given on "
+                                                  f"{infusion.planned_date.isoformat()}: {text}. This lockout cannot "
+                                                  "be overridden: reschedule the infusion."})
+    if not (override_reason or "").strip():
+        raise InvalidForm({"administration_date": f"Infusion {infusion.number} is locked on "
+                                                  f"{infusion.planned_date.isoformat()}: {text}.",
+                           "override_reason": "Only an investigator can override this lockout, with a reason and an "
+                                              "e-signature."})
+    if not can("sign_eligibility", user):
+        raise InvalidForm({"override_reason": "Only an investigator can override a lockout."})
+    if not password:
+        raise InvalidForm({"override_password": "Sign the override: enter your password."})
+    signature = records.sign(infusion, user=user, password=password, meaning=ADMINISTRATION_OVERRIDE_MEANING)
+    return gate, signature
+
+
 def save_infusion(infusion: Infusion, values: dict, *, user, expected_version: int, reason: str | None,
-                  complete: bool, today: date) -> dict:
+                  complete: bool, today: date, override_reason: str | None = None,
+                  override_password: str | None = None) -> dict:
     subject = infusion.subject
     if infusion.state == "cancelled":
         raise SchedulingRefused("This infusion was cancelled.")
     study = current_study()
+    gate = signature = None
+    if complete and infusion.state == "scheduled":
+        gate, signature = _gate_administration(infusion, user=user, override_reason=override_reason,
+                                               password=override_password)
 
     def dates(merged):
         given = merged.get("administration_date")
@@ -435,6 +515,15 @@ def save_infusion(infusion: Infusion, values: dict, *, user, expected_version: i
                        description=f"Infusion {infusion.number}: {data['actual_cells']} cells given for a planned "
                                    f"{data['planned_cells']}", reason=data["dose_deviation_reason"], user=user,
                        form="infusion", form_id=infusion.id)
+        if signature is not None:
+            infusion.override_lockouts = covered(gate["lockouts"])
+            infusion.override_reason = override_reason.strip()
+            infusion.override_signature_id = signature.id
+            _deviation(subject, kind="lockout_override",
+                       description=f"Infusion {infusion.number} given on {infusion.planned_date.isoformat()} despite: "
+                                   + "; ".join(lo["reason"] for lo in gate["open"]),
+                       reason=override_reason.strip(), user=user, form="infusion", form_id=infusion.id,
+                       signature=signature)
         _advance_status(subject, user=user)
         refresh_treatment_emergent(subject, user=user)
     records.commit_or_stale(infusion)
@@ -731,7 +820,7 @@ CALENDAR_PAGE = 50
 def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int = 1,
              per_page: int = CALENDAR_PAGE) -> dict:
     """Infusions and visits in [start, start + days) across the sites, a page at a time,
-    ordered in the database; lockout warnings are evaluated for the infusions shown."""
+    ordered in the database; the infusions' lockouts are their stored judgements."""
     end = start + timedelta(days=days)
     visit_day = case((Visit.target_date < start, start), else_=Visit.target_date)
     infusions = (select(Infusion.id.label("id"), Infusion.planned_date.label("day"), literal(0).label("kind"))
@@ -753,10 +842,9 @@ def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int 
     inf_ids = [r.id for r in rows if r.kind == 0]
     visit_ids = [r.id for r in rows if r.kind == 1]
     # one query per kind, the subjects with what the lockouts need: no query per row
-    subject_loads = (selectinload(Subject.infusions), selectinload(Subject.exposures), joinedload(Subject.site))
     loaded_infusions = {i.id: i for i in db.session.execute(
         select(Infusion).where(Infusion.id.in_(inf_ids))
-        .options(joinedload(Infusion.subject).options(*subject_loads))).scalars()} if inf_ids else {}
+        .options(joinedload(Infusion.subject).joinedload(Subject.site))).scalars()} if inf_ids else {}
     loaded_visits = {v.id: v for v in db.session.execute(
         select(Visit).where(Visit.id.in_(visit_ids))
         .options(joinedload(Visit.subject).joinedload(Subject.site))).scalars()} if visit_ids else {}
@@ -764,11 +852,12 @@ def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int 
     for row in rows:
         if row.kind == 0:
             infusion = loaded_infusions[row.id]
-            evaluation = evaluate_proposal(infusion.subject, infusion.planned_date, exclude=infusion,
-                                           with_earliest=False)
+            judgement = infusion.judgement  # stored, kept current (judgement.py): never recomputed per row
             items.append({"date": infusion.planned_date, "kind": "infusion", "subject": infusion.subject,
-                          "label": f"Infusion {infusion.number}", "record": infusion,
-                          "warnings": evaluation["lockouts"], "overridden": bool(infusion.override_signature_id)})
+                          "label": f"Infusion {infusion.number}", "record": infusion, "judgement": judgement,
+                          "warnings": judgement.lockouts if judgement else [],
+                          "locked": bool(judgement and judgement.locked),
+                          "overridden": bool(infusion.override_signature_id)})
         else:
             visit = loaded_visits[row.id]
             items.append({"date": max(visit.target_date, start), "kind": "visit", "subject": visit.subject,
@@ -790,6 +879,17 @@ def overdue(site_ids: list[int] | None, today: date) -> dict:
     return {"visits": db.session.execute(vstmt.order_by(Visit.latest)).scalars().all(),
             "infusions": db.session.execute(istmt.order_by(Infusion.planned_date)).scalars().all(),
             "forms": db.session.execute(dstmt).scalars().all()}
+
+
+def locked_planned(site_ids: list[int] | None) -> list[InfusionJudgement]:
+    """Planned infusions now locked (issue 11): their stored judgements, soonest first."""
+    stmt = (select(InfusionJudgement).where(InfusionJudgement.locked.is_(True))
+            .options(joinedload(InfusionJudgement.subject).joinedload(Subject.site),
+                     joinedload(InfusionJudgement.infusion))
+            .order_by(InfusionJudgement.planned_date, InfusionJudgement.infusion_id))
+    if site_ids is not None:
+        stmt = stmt.where(InfusionJudgement.site_id.in_(site_ids))
+    return db.session.execute(stmt).scalars().all()
 
 
 def deviations(site_ids: list[int] | None) -> list[Deviation]:

@@ -8,6 +8,7 @@ from ..adverse_events.service import sae_worklist
 from ..auth.policy import can, require, scoped, site_ids
 from ..enrollment.models import SUBJECT_STATUSES, Subject
 from ..extensions import db
+from ..infusions.service import locked_planned
 
 bp = Blueprint("main", __name__)
 
@@ -26,4 +27,7 @@ def index():
     # SAE reports due or overdue (and SUSAR reports) at the user's sites: the site dashboard
     saes = [r for r in sae_worklist(site_ids()) if r["sae"]["state"] in ("due", "overdue")
             or (r["susar"] and r["susar"]["state"] in ("due", "overdue"))]
-    return render_template("main/index.html", rows=rows, statuses=SUBJECT_STATUSES, user=current_user, saes=saes)
+    # planned infusions whose stored judgement is now locked: coordinators and investigators of the site
+    locked = locked_planned(site_ids()) if can("enter_data") else None
+    return render_template("main/index.html", rows=rows, statuses=SUBJECT_STATUSES, user=current_user, saes=saes,
+                           locked=locked)

@@ -194,7 +194,7 @@ def invalidate_casebook(subject_id: int | None, *, user, reason: str) -> None:
 # --- the lock guard: every flush of clinical data --------------------------------------------------
 
 _CLINICAL_MODULES = ("cellstudy.enrollment.", "cellstudy.infusions.", "cellstudy.adverse_events.")
-_NOT_CLINICAL = {"StudyAmendment", "CtcaeTerm"}
+_NOT_CLINICAL = {"StudyAmendment", "CtcaeTerm", "InfusionJudgement"}  # judgement: derived, issue 11
 
 
 def _clinical_subject_id(obj):

@@ -1,14 +1,14 @@
 """The 3+3 decision of PROTOCOL 5.3 (``decide``) and the sentinel stagger
-(``stagger_until``): a table for every path of rules 1 and 2, bad input, and Hypothesis
+(``sentinel_stagger``): a table for every path of rules 1 and 2, bad input, and Hypothesis
 properties of the decision."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellstudy.infusions.escalation import DECISIONS, decide, stagger_until
+from cellstudy.infusions.escalation import DECISIONS, decide, sentinel_stagger
 
 SETTINGS = settings(max_examples=500, deadline=None)
 
@@ -298,42 +298,73 @@ def test_names_do_not_matter(rows):
             assert _index(rows, a[key]) == _index(renamed, b[key])
 
 
-# --- sentinel stagger (PROTOCOL 5.3) -------------------------------------------------
+# --- sentinel stagger (PROTOCOL 5.3, amended 2026-12-02) ------------------------------
 
 FIRST = date(2024, 3, 1)
 
 
-@pytest.mark.parametrize("first, dosed, stagger, expected", [
-    # the second subject waits N days after the first subject's first infusion
-    (FIRST, 1, 7, date(2024, 3, 8)),
-    (FIRST, 1, 1, date(2024, 3, 2)),
-    (date(2024, 2, 25), 1, 14, date(2024, 3, 10)),
+@pytest.mark.parametrize("own, key, others, stagger, expected", [
+    # the second subject waits N days after the sentinel's first infusion
+    (FIRST, 2, [(FIRST, 1)], 7, date(2024, 3, 8)),
+    (date(2024, 3, 7), 2, [(FIRST, 1)], 7, date(2024, 3, 8)),   # the day before: held
+    (date(2024, 3, 8), 2, [(FIRST, 1)], 7, None),                # the day itself: free
+    (date(2024, 3, 1), 2, [(FIRST, 1)], 1, date(2024, 3, 2)),
+    (date(2024, 3, 9), 2, [(date(2024, 2, 25), 1)], 14, date(2024, 3, 10)),
+    # every later subject, not only the second (the amendment)
+    (date(2024, 3, 3), 5, [(FIRST, 1), (date(2024, 3, 8), 2), (date(2024, 3, 9), 3)], 7, date(2024, 3, 8)),
+    (date(2024, 3, 5), 5, [(date(2024, 3, 9), 3), (FIRST, 1)], 7, date(2024, 3, 8)),
+    # the sentinel is the earliest first infusion, this subject included
+    (date(2024, 2, 28), 9, [(FIRST, 1)], 7, None),
+    # same day: the lower key is the sentinel
+    (FIRST, 1, [(FIRST, 2)], 7, None),
+    (FIRST, 2, [(FIRST, 1)], 7, date(2024, 3, 8)),
     # no stagger set: the study default
-    (FIRST, 1, None, None),
-    (FIRST, 1, 0, None),
+    (FIRST, 2, [(FIRST, 1)], None, None),
+    (FIRST, 2, [(FIRST, 1)], 0, None),
     # the first subject of a level is the sentinel: nothing to wait for
-    (None, 0, 7, None),
-    # only the second subject is staggered
-    (FIRST, 2, 7, None),
-    (FIRST, 5, 7, None),
+    (FIRST, 1, [], 7, None),
 ])
-def test_stagger_until(first, dosed, stagger, expected):
-    assert stagger_until(first, dosed, stagger) == expected
+def test_sentinel_stagger(own, key, others, stagger, expected):
+    result = sentinel_stagger(own, key, others, stagger)
+    assert (result.until if result else None) == expected
+    if result:
+        assert (result.sentinel_date, result.sentinel_key) == min(others)
 
 
 @pytest.mark.parametrize("args, message", [
-    ((FIRST, 1, -1), "stagger_days"),
-    ((FIRST, 1, 1.5), "stagger_days"),
-    ((FIRST, 1, True), "stagger_days"),
-    ((FIRST, -1, 7), "subjects_dosed_at_level"),
-    ((FIRST, 1.0, 7), "subjects_dosed_at_level"),
-    ((FIRST, True, 7), "subjects_dosed_at_level"),
-    ((None, 1, 7), "first_infusion_of_level"),
-    ((FIRST, 0, 7), "first_infusion_of_level"),
-    ((datetime(2024, 3, 1, 9, 0), 1, 7), "first_infusion_of_level"),
-    (("2024-03-01", 1, 7), "first_infusion_of_level"),
-    ((date(9999, 12, 30), 1, 7), "calendar"),
+    ((FIRST, 2, [(FIRST, 1)], -1), "stagger_days"),
+    ((FIRST, 2, [(FIRST, 1)], 1.5), "stagger_days"),
+    ((FIRST, 2, [(FIRST, 1)], True), "stagger_days"),
+    ((datetime(2024, 3, 1, 9, 0), 2, [(FIRST, 1)], 7), "own_date"),
+    (("2024-03-01", 2, [(FIRST, 1)], 7), "own_date"),
+    ((FIRST, 2, [("2024-03-01", 1)], 7), r"level_firsts\[0\]"),
+    ((FIRST, 2, [(datetime(2024, 3, 1, 9, 0), 1)], 7), r"level_firsts\[0\]"),
+    ((FIRST, 2, [FIRST], 7), r"level_firsts\[0\]"),
+    ((FIRST, 2, [(FIRST, 2)], 7), "among the others"),
+    ((FIRST, 2, None, 7), "level_firsts"),
+    ((date(9999, 12, 30), 2, [(date(9999, 12, 30), 1)], 7), "calendar"),
 ])
 def test_stagger_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
-        stagger_until(*args)
+        sentinel_stagger(*args)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.dates(min_value=date(2024, 1, 1), max_value=date(2024, 12, 31)),
+                          st.integers(min_value=1, max_value=50)), min_size=1, max_size=8,
+                unique_by=lambda t: t[1]),
+       st.integers(min_value=1, max_value=30))
+def test_stagger_holds_every_subject_but_the_sentinel(firsts, days):
+    """Whatever the dates: exactly the sentinel is free of the stagger, and every other
+    subject is held back exactly when before the sentinel's + N days."""
+    sentinel = min(firsts)
+    for own in firsts:
+        others = [f for f in firsts if f is not own]
+        result = sentinel_stagger(own[0], own[1], others, days)
+        if own == sentinel:
+            assert result is None
+        else:
+            held = own[0] < sentinel[0] + timedelta(days=days)
+            assert (result is not None) == held
+            if held:
+                assert result.until == sentinel[0] + timedelta(days=days)
