@@ -30,6 +30,7 @@ run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask ctcae load
 	$(BIN)/flask demo load
+	$(BIN)/flask rejudge-infusions
 	@echo "Serving on http://127.0.0.1:5000  (Ctrl-C to stop)"
 	$(BIN)/flask run --host 127.0.0.1 --port 5000
 
