@@ -110,6 +110,12 @@ def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
     judged = 0
     for start in range(0, len(subject_ids), _CHUNK):
         chunk = subject_ids[start:start + _CHUNK]
+        # Serialise with any other transaction judging these subjects (PostgreSQL; SQLite's
+        # write transactions are exclusive already): the facts are read after the lock, so a
+        # concurrent change committed meanwhile is seen and its judgement is not overwritten
+        # by one made without it. In id order: two judges never wait on each other in a cycle.
+        session.execute(select(Subject.id).where(Subject.id.in_(chunk)).order_by(Subject.id)
+                        .with_for_update(key_share=True))  # FOR NO KEY UPDATE: inserts referencing the subject pass
         subjects = session.execute(
             select(Subject).where(Subject.id.in_(chunk))
             .options(selectinload(Subject.infusions).joinedload(_infusion_judgement()),

@@ -174,6 +174,7 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
     stagger = stagger_lockout(subject, proposed, is_first, study, level_firsts)
     if stagger:
         blocks.append(stagger)
+    effects = stagger_effects(subject, proposed, study, level_firsts) if is_first and not stagger else []
     earliest = lockouts.earliest_clear_date(case, study=study) if with_earliest and blocks else (
         proposed if not blocks else None)
     if stagger and earliest is not None:
@@ -195,7 +196,29 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
             "allowed": not blocks, "earliest": earliest, "target_deviation": deviation,
             "vaccination_window": result["vaccination_window"],
             "overridable": [lo["code"] for lo in blocks if _overridable(lo, is_first, proposed, latest)],
-            "undated": undated_exposures(subject, study), "study_version": study.version}
+            "undated": undated_exposures(subject, study), "study_version": study.version,
+            "stagger_effects": effects}
+
+
+def stagger_effects(subject: Subject, proposed: date, study, level_firsts: dict[int, date] | None = None) -> list[str]:
+    """A first infusion on `proposed` that would make this subject its level's sentinel holds
+    the other subjects of the level whose first infusion falls inside the stagger: said
+    before scheduling, since their planned infusions would then be locked (PROTOCOL 5.3)."""
+    days = study.regimen.sentinel_stagger_days
+    if not days or not subject.dose_level:
+        return []
+    if level_firsts is None:
+        level_firsts = first_infusions_of_level(subject.dose_level)
+    others = [(day, sid) for sid, day in level_firsts.items() if sid != subject.id]
+    if not others or escalation.sentinel_stagger(proposed, subject.id, others, days) is not None:
+        return []
+    held = []
+    for day, sid in sorted(others):
+        rest = [(d, s) for d, s in others if s != sid] + [(proposed, subject.id)]
+        if escalation.sentinel_stagger(day, sid, rest, days) is not None:
+            other = db.session.get(Subject, sid)
+            held.append(f"{other.label if other else sid} (first infusion {day.isoformat()})")
+    return held
 
 
 def _overridable(lockout: dict, is_first: bool, proposed: date, latest: date | None) -> bool:
@@ -234,15 +257,18 @@ def _authorise(subject, evaluation, *, user, override_reason, password, record) 
     e-signature and a reason (PROTOCOL 5.2). Returns the override signature or None."""
     if evaluation["allowed"]:
         return None
+    from .lockouts import LOCKOUT_LABELS
+
     codes = [lo["code"] for lo in evaluation["lockouts"]]
-    hard = [c for c in codes if c not in evaluation["overridable"]]
+    hard = [LOCKOUT_LABELS.get(c, c) for c in codes if c not in evaluation["overridable"]]
+    labels = [LOCKOUT_LABELS.get(c, c) for c in codes]
     if hard:
         raise SchedulingRefused("This date is locked out (" + ", ".join(hard) + ") and that cannot be overridden: "
                                 "before the first infusion the eligibility washouts cannot be overridden, nor can "
                                 "a second infusion on the same day, more infusions than the protocol has, or an "
                                 "infusion before enrolment. Choose another date.", evaluation)
     if not override_reason or not password:
-        raise SchedulingRefused("This date is locked out (" + ", ".join(codes) + "). An investigator can override "
+        raise SchedulingRefused("This date is locked out (" + ", ".join(labels) + "). An investigator can override "
                                 "with a reason and an e-signature.", evaluation)
     from ..auth.policy import can
 
@@ -902,3 +928,13 @@ def deviations(site_ids: list[int] | None) -> list[Deviation]:
 
 def subject_today(subject: Subject) -> date:
     return site_today(subject.site)
+
+
+# --- public wrappers for other features ------------------------------------------------------------
+
+def record_deviation(subject: Subject, *, kind: str, description: str, reason: str, user, form: str | None = None,
+                     form_id: int | None = None, signature=None) -> Deviation:
+    """A protocol deviation recorded by another feature (issue 11: enrollment/reconfirm.py), the
+    same row and audit as this module's own (`_deviation`); not committed."""
+    return _deviation(subject, kind=kind, description=description, reason=reason, user=user, form=form,
+                      form_id=form_id, signature=signature)

@@ -195,7 +195,7 @@ def test_a_locked_date_is_refused_and_the_suggested_date_schedules_with_an_audit
     response = schedule(coord, sid, planned)
     page = text(response)
     assert response.status_code == 200
-    assert "Nothing was saved" in page and "locked out (washout_steroid)" in page
+    assert "Nothing was saved" in page and f"locked out ({LOCKOUT_LABELS['washout_steroid']})" in page
     assert "Use " + (planned + timedelta(days=2)).isoformat() in page
     assert not active(app, sid)
     assert [r for r in audit(app, subject_id=sid) if r["form"] == "infusion"] == infusion_audit_before
@@ -352,7 +352,7 @@ def test_max_infusions_refuses_a_fourth_infusion(app, login):
     assert until_of(items["max_infusions"]) is None and "Lifted only by a change of the facts" in items["max_infusions"]
     assert "the protocol has 3" in items["max_infusions"] and "Use " not in page
     response = schedule(coord, sid, day(30))
-    assert response.status_code == 200 and "locked out (max_infusions)" in text(response)
+    assert response.status_code == 200 and f"locked out ({LOCKOUT_LABELS['max_infusions']})" in text(response)
     assert len(active(app, sid)) == 3
 
 
