@@ -107,9 +107,15 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(audit_viewer_bp)
     app.register_blueprint(dashboards_bp)
     app.register_blueprint(monitoring_bp)
+    from .amendments.routes import bp as amendments_bp
+
+    app.register_blueprint(amendments_bp)
     from .monitoring.routes import field_badges, monitoring_panel
 
     app.jinja_env.globals.update(field_badges=field_badges, monitoring_panel=monitoring_panel)
+    from .records import views as crf_views
+
+    crf_views.init_app(app)  # a locked CRF renders read-only, whichever form it is (issue 11)
 
     from .cli import register_cli
 
@@ -117,6 +123,12 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .infusions import judgement
 
     judgement.init_app(app)  # planned infusions re-judged when their facts change (issue 11)
+    from .enrollment import reconfirm
+
+    reconfirm.init_app(app)  # screening changes after enrolment open an eligibility review (issue 11)
+    from . import amendments
+
+    amendments.init_app(app)  # amendments whose effective date arrived come into force (issue 11)
     _register_hooks(app)
     _register_errors(app)
     return app

@@ -117,6 +117,24 @@ def demo_load():
         click.echo(f"  {username:<11} {role:<13} {where}")
 
 
+study_cli = AppGroup("study", help="The study definition and its amendments.")
+
+
+@study_cli.command("apply-due")
+def study_apply_due():
+    """Bring approved amendments whose effective date (UTC) has arrived into force (idempotent;
+    each app process also does it at start-up and every AMENDMENTS_CHECK_SECONDS)."""
+    from .amendments.service import apply_due
+    from .settings import study_in_force
+
+    applied = apply_due()
+    for amendment in applied:
+        click.echo(f"In force: {amendment.label} (effective {amendment.effective_date.isoformat()}).")
+    if not applied:
+        click.echo("No amendment is due.")
+    click.echo(f"Study definition in force: version {study_in_force().version}.")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (users_cli, audit_cli, sites_cli, demo_cli, ctcae_cli):
+    for group in (users_cli, audit_cli, sites_cli, demo_cli, ctcae_cli, study_cli):
         app.cli.add_command(group)

@@ -214,6 +214,56 @@ class EditChecks:
     visit_window_check: int = 1  # 1: a visit dated outside its window opens a query; 0: off
 
 
+# What people call each amendable setting, with its unit (issue 11: "raw setting names become
+# labels with units"). Declared once, here next to the numbers; the settings screen, the
+# amendment pages and the audit viewer read it (settings.setting_label). A setting of the
+# sections above without a label here is a test failure (tests/auth/test_amendments_app.py).
+SETTING_SECTIONS: dict[str, str] = {
+    "eligibility": "Eligibility (PROTOCOL 4.3)",
+    "regimen": "Regimen and lockouts (PROTOCOL 5.1-5.3)",
+    "toxicity_hold": "Toxicity hold (PROTOCOL 5.2)",
+    "edit_checks": "Edit checks (implausible values open a query)",
+}
+#: "section.name" -> (label, unit or None)
+SETTING_LABELS: dict[str, tuple[str, str | None]] = {
+    "eligibility.min_age_years": ("Minimum age", "years"),
+    "eligibility.ecog_max": ("Highest ECOG performance status", "ECOG 0-5"),
+    "eligibility.creatinine_uln_ratio": ("Creatinine limit", "x ULN"),
+    "eligibility.crcl_min_ml_min": ("Lowest creatinine clearance (Cockcroft-Gault)", "mL/min"),
+    "eligibility.bilirubin_uln_ratio": ("Total bilirubin limit", "x ULN"),
+    "eligibility.transaminase_uln_ratio": ("ALT and AST limit", "x ULN"),
+    "eligibility.coagulation_uln_ratio": ("INR and aPTT limit", "x ULN"),
+    "eligibility.dsa_mfi_max": ("Highest donor-specific antibody", "MFI"),
+    "eligibility.qtc_max_ms": ("Longest QTc", "ms"),
+    "eligibility.lvef_min_percent": ("Lowest LVEF", "%"),
+    "eligibility.nyha_fail_at": ("NYHA class that excludes (this class and above)", None),
+    "eligibility.spo2_fail_at_or_below": ("SpO2 that excludes (this value and below)", "%"),
+    "eligibility.max_prior_toxicity_grade": ("Highest residual toxicity of prior therapy", "CTCAE grade"),
+    "eligibility.other_malignancy_cr_years": ("Other malignancy: complete remission for more than", "years"),
+    "regimen.infusion_window_days": ("Infusion target window", "± days"),
+    "regimen.min_interval_days": ("Minimum interval between infusions", "days"),
+    "regimen.dose_tolerance_percent": ("Dose difference allowed without a deviation", "%"),
+    "regimen.vaccine_days_before_first": ("No vaccination before the first infusion", "days"),
+    "regimen.vaccine_days_after_last": ("No vaccination after the last infusion", "days"),
+    "regimen.dlt_window_days": ("DLT window after the first infusion", "days"),
+    "regimen.sentinel_stagger_days": ("Sentinel stagger", "days"),
+    "toxicity_hold.crs_min_grade": ("Hold for CRS from grade", "ASTCT grade"),
+    "toxicity_hold.icans_min_grade": ("Hold for ICANS from grade", "ASTCT grade"),
+    "toxicity_hold.related_min_grade": ("Hold for a related AE from grade", "CTCAE grade"),
+    "edit_checks.weight_min_kg": ("Weight below", "kg"),
+    "edit_checks.weight_max_kg": ("Weight above", "kg"),
+    "edit_checks.alt_uln_multiple": ("ALT above", "x ULN"),
+    "edit_checks.qtc_max_ms": ("QTc above", "ms"),
+    "edit_checks.visit_window_check": ("Visit outside its window", "1 = on, 0 = off"),
+}
+
+
+def setting_label(key: str) -> str:
+    """"Sentinel stagger (days)": the label and unit of a setting; an unknown key as it is."""
+    label, unit = SETTING_LABELS.get(key, (key, None))
+    return f"{label} ({unit})" if unit else label
+
+
 # Source data verification plan per form type (issue 6): "all" (100 %: every field),
 # "key" (the key fields listed) or "none" (not required).
 DEFAULT_SDV_PLAN: tuple[tuple[str, str, tuple[str, ...]], ...] = (

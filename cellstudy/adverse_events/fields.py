@@ -5,6 +5,7 @@ are generated from these specs, so a label or a choice list changes in one place
 from __future__ import annotations
 
 from ..enrollment.fields import FieldSpec
+from .grading import CRS_COMPONENTS, ICANS_COMPONENTS
 
 EVENT = "Event"
 GRADE = "Grade"
@@ -166,6 +167,23 @@ ICANS_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("cerebral_edema", "Raised intracranial pressure / cerebral oedema", "choice", ICANS, choices=EDEMA),
     FieldSpec("notes", "Notes", "text", ADMIN, max=1000),
 )
+
+# The components that drive a CRS or ICANS grade (grading.CRS_COMPONENTS, ICANS_COMPONENTS)
+# as people read them: the label of the component's own field; fever (read from the highest
+# temperature) and the ICE score (the sum of its ten items) have no field of their own.
+_COMPONENT_FIELDS = {spec.name: spec.label for spec in (*CRS_FIELDS, *ICANS_FIELDS)}
+COMPONENT_LABELS: dict[str, str] = {
+    name: _COMPONENT_FIELDS.get(name) or {"fever": "Fever", "ice_score": "ICE score"}[name]
+    for name in (*CRS_COMPONENTS, *ICANS_COMPONENTS)}
+
+
+def component_label(names: str | None) -> str:
+    """A stored driver ("ice_score", or "hypotension, hypoxia" on a tie) or a component
+    name as its label(s); an unknown name is shown as stored."""
+    if not names:
+        return ""
+    return ", ".join(COMPONENT_LABELS.get(name.strip(), name.strip()) for name in names.split(","))
+
 
 #: the CTCAE term a CRS or ICANS event is recorded under
 CRS_TERM = "Cytokine release syndrome"

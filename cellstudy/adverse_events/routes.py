@@ -16,11 +16,13 @@ from ..timeutil import site_today, utcnow
 from . import ctcae, service
 from ..infusions.fields import VISIT_FIELDS
 from ..infusions.fields import sections as sections_of
-from .fields import AE_FIELDS, CRS_FIELDS, GRADE_CHOICES, ICANS_FIELDS
+from .fields import AE_FIELDS, CRS_FIELDS, GRADE_CHOICES, ICANS_FIELDS, component_label
 from .forms import AeForm, ChangeGradeForm, CrsForm, DismissForm, IcansForm, RemoveAeForm, ReportForm
 from .models import AdverseEvent, CrsAssessment, IcansAssessment
 
 bp = Blueprint("adverse_events", __name__)
+# "driven by hypotension": the component's label, never its code (issue 11)
+bp.add_app_template_filter(component_label, "component_label")
 
 KINDS = {"crs": ("CRS assessment", CrsAssessment, CrsForm, CRS_FIELDS),
          "icans": ("ICANS assessment", IcansAssessment, IcansForm, ICANS_FIELDS)}

@@ -10,9 +10,11 @@ signature) have no spec; they are named in SYSTEM_FIELDS below.
 from __future__ import annotations
 
 from ..adverse_events import fields as ae_fields
+from ..amendments import STATUS_LABELS as AMENDMENT_STATUS
 from ..enrollment import fields as enrollment_fields
 from ..enrollment.fields import FieldSpec
 from ..infusions import fields as infusion_fields
+from ..study import SETTING_LABELS, setting_label
 
 # form name (AuditRecord.form, FORM_NAME) -> (label, the specs of its fields)
 FORM_SPECS: dict[str, tuple[str, tuple[FieldSpec, ...]]] = {
@@ -35,7 +37,7 @@ OTHER_FORMS: dict[str, str] = {
     "deviation": "Protocol deviation",
     "escalation_review": "Dose-escalation review",
     "lab_suggestion": "Lab-based AE suggestion",
-    "study_amendment": "Study settings",
+    "study_amendment": "Study amendment",
     "user": "User account",
     "ctcae_term": "CTCAE dictionary",
     "query": "Query",
@@ -82,8 +84,8 @@ SYSTEM_FIELDS: dict[str, tuple[str, dict | None]] = {
     "computed_grade": ("Computed grade", None),
     "adverse_event_id": ("Adverse event", None),
     "assessed_on": ("Assessed on", None),
-    "driver": ("Component that drove the grade", None),
-    "ice_score": ("ICE score", None),
+    "driver": ("Component that drove the grade", ae_fields.COMPONENT_LABELS),
+    "ice_score": (ae_fields.COMPONENT_LABELS["ice_score"], None),
     "outcome": ("Outcome", {"enrolled": "Enrolled", "screen_failed": "Screen failed"}),
     "failed_criteria": ("Failed criteria", None),
     "study_version": ("Study definition version", None),
@@ -116,7 +118,7 @@ ACTIONS: dict[str, str] = {
     "dismiss": "Suggestion dismissed",
     "export": "Exported",
     "download": "Downloaded",
-    "setting": "Study setting changed",
+    "setting": "Amendment: setting changed",
     "reference_load": "Reference data loaded",
     "account_locked": "Account locked",
     "user_create": "User created",
@@ -139,6 +141,10 @@ def _field_map() -> dict[str, dict[str, tuple[str, dict | None]]]:
     out["ae_grade_episode"] = {"grade": ("Grade (CTCAE v5.0)", grade)}
     out["adverse_event"]["category"] = ("Category", dict(ae_fields.CATEGORIES))
     out["exposure"]["category"] = ("Category", dict(enrollment_fields.EXPOSURE_CATEGORY_LABELS))
+    # study amendments (issue 11): each setting by its label and unit (study.SETTING_LABELS)
+    out["study_amendment"] = {key: (setting_label(key), None) for key in SETTING_LABELS} | {
+        "version": ("Version label", None), "effective_date": ("Effective date (UTC)", None),
+        "in_force_at": ("In force since (UTC)", None), "status": ("Status", dict(AMENDMENT_STATUS))}
     return out
 
 

@@ -37,6 +37,16 @@ _MONITORING_PERMISSIONS = {"coordinator": {"answer_query"}, "investigator": {"an
                            "monitor": {"raise_query", "verify"}, "data_manager": {"raise_query", "lock"}}
 PERMISSIONS.update({role: PERMISSIONS[role] | perms for role, perms in _MONITORING_PERMISSIONS.items()})
 
+# Study amendments (issue 11, PROTOCOL 2 "admin: study definition"): the admin proposes (and
+# withdraws) an amendment; it takes effect only once an investigator approves it with an
+# e-signature (any investigator: the study definition is not a site's). Every role may read
+# the amendments and their before/after (the definition every page works under).
+_AMENDMENT_PERMISSIONS = {"admin": {"propose_amendment", "view_amendments"},
+                          "investigator": {"approve_amendment", "view_amendments"},
+                          "coordinator": {"view_amendments"}, "monitor": {"view_amendments"},
+                          "data_manager": {"view_amendments"}}
+PERMISSIONS.update({role: PERMISSIONS[role] | perms for role, perms in _AMENDMENT_PERMISSIONS.items()})
+
 #: endpoint -> permission, filled by @require (used by docs and the authorisation test)
 ENDPOINT_PERMISSIONS: dict[str, str | None] = {}
 

@@ -93,3 +93,17 @@ class ScreenFailForm(FlaskForm):
 class RescreenForm(FlaskForm):
     reason = TextAreaField("Reason for re-screening", validators=[DataRequired("Give the reason for re-screening."),
                                                                 Length(max=500)])
+
+
+class ReconfirmForm(SignatureForm):
+    """Re-confirm eligibility after a change (issue 11): the screening version it was judged on."""
+
+    screening_version = HiddenField()
+
+
+class EligibilityDeviationForm(SignatureForm):
+    reason = TextAreaField("Reason for the protocol deviation",
+                           validators=[DataRequired("Give the reason for the deviation."),
+                                       Length(max=2000, message="The reason is too long (2000 characters at most).")],
+                           description="Why the subject stays on study although eligibility is not re-confirmed, "
+                                       "and what was done.")

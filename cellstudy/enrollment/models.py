@@ -1,7 +1,7 @@
 """Subjects, screening forms, exposures and eligibility decisions (PROTOCOL 3, 4)."""
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -122,3 +122,42 @@ class EligibilityDecision(db.Model):
     subject: Mapped[Subject] = relationship(back_populates="decisions")
     signature = relationship("Signature")
     decided_by = relationship("User")
+
+
+class EligibilityReview(db.Model):
+    """An enrolled subject's eligibility to look at again (issue 11): the screening data
+    changed after enrolment, or an amendment changes a criterion the signed decision
+    rests on. The site's investigator re-confirms (a new signed EligibilityDecision kept
+    beside the old one) or records a protocol deviation; either resolves it. At most one
+    unresolved review per subject and cause (enforced in enrollment/reconfirm.py under the
+    subject's row lock, and by the partial unique index behind it)."""
+
+    __tablename__ = "eligibility_review"
+    FORM_NAME = "eligibility_review"
+    __table_args__ = (
+        Index("ux_eligibility_review_open", "subject_id", "cause", unique=True,
+              sqlite_where=text("resolved_at IS NULL"), postgresql_where=text("resolved_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    cause: Mapped[str] = mapped_column(String(20))  # screening_changed | amendment
+    detail: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    opened_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    resolution: Mapped[str | None] = mapped_column(String(20))  # reconfirmed | deviation
+    decision_id: Mapped[int | None] = mapped_column(ForeignKey("eligibility_decision.id"))
+    deviation_id: Mapped[int | None] = mapped_column(ForeignKey("deviation.id"))
+
+    subject: Mapped[Subject] = relationship()
+    opened_by = relationship("User", foreign_keys=[opened_by_id])
+    resolved_by = relationship("User", foreign_keys=[resolved_by_id])
+    decision = relationship("EligibilityDecision")
+    deviation = relationship("Deviation")
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None

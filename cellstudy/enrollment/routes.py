@@ -4,20 +4,28 @@ from flask_login import current_user
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload
 
-from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped
+from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped, site_ids
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
 from ..timeutil import site_today, utcnow
-from . import service
+from . import reconfirm, service
 from ..settings import current_study
 from .eligibility import criteria as criteria_of
 from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME, SCREENING_FIELDS, SECTIONS
-from .forms import (EnrolForm, ExposureForm, RegisterForm, RemoveForm, RescreenForm, ScreenFailForm,
-                    ScreeningForm)
+from .forms import (EligibilityDeviationForm, EnrolForm, ExposureForm, ReconfirmForm, RegisterForm, RemoveForm,
+                    RescreenForm, ScreenFailForm, ScreeningForm)
 from .models import SUBJECT_STATUSES, Exposure, Screening, Subject
 
 bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
+
+
+@bp.app_template_filter("criterion_labels")
+def criterion_labels(codes) -> str:
+    """Criteria as the protocol words them, under the definition in force ("ALT and AST <= 3 x
+    ULN; radiotherapy within 4 weeks"), never their codes (issue 11)."""
+    texts = dict(criteria_of(current_study()))
+    return "; ".join((t[:1].upper() + t[1:]) for t in (texts.get(code, code) for code in codes or ()))
 
 
 @bp.route("/")
@@ -67,7 +75,8 @@ def subject(subject_id):
 
     now = utcnow()
     aes = [{"ae": ae, "clock": adverse_events.clocks(ae, now)} for ae in subject.adverse_events if ae.status != "deleted"]
-    return render_template("enrollment/subject.html", subject=subject, aes=aes,
+    return render_template("enrollment/subject.html", subject=subject, aes=aes, reviews=reconfirm.reviews_of(subject),
+                           decision_of_record=reconfirm.decision_of_record(subject),
                            lab_suggestions=len(adverse_events.lab_suggestions(subject)), screening=screening, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result),
                            screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(),
@@ -159,13 +168,16 @@ def _field_error(form, error) -> None:
 def medications(subject_id):
     """The therapy log: prior therapies and concomitant medications/procedures (one log)."""
     subject = get_subject_or_404(subject_id)
-    first = None
-    if subject.current_screening and (subject.current_screening.data or {}).get("first_infusion_date"):
+    # the same cutoff as the eligibility case (service.build_case): the enrolment date once
+    # enrolled, before that the planned first infusion
+    enrolled_on = service.enrolment_date(subject)
+    first = enrolled_on
+    if first is None and subject.current_screening and (subject.current_screening.data or {}).get("first_infusion_date"):
         from datetime import date as _date
 
         first = _date.fromisoformat(subject.current_screening.data["first_infusion_date"])
     removed = [e for e in subject.exposures if e.status == "deleted"]
-    return render_template("enrollment/medications.html", subject=subject, first=first,
+    return render_template("enrollment/medications.html", subject=subject, first=first, enrolled_on=enrolled_on,
                            labels=EXPOSURE_CATEGORY_LABELS, removed=removed)
 
 
@@ -200,7 +212,7 @@ def exposure_new(subject_id):
         else:
             flash("Therapy added to the log.", "success")
             return redirect(_back(subject))
-    return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=None)
+    return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=None, can_edit=True)
 
 
 @bp.route("/<int:subject_id>/exposures/<int:exposure_id>", methods=["GET", "POST"])
@@ -225,7 +237,7 @@ def exposure_edit(subject_id, exposure_id):
             flash("Therapy updated.", "success")
             return redirect(_back(subject))
     return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=exposure,
-                           remove_form=RemoveForm(version=exposure.version))
+                           remove_form=RemoveForm(version=exposure.version), can_edit=True)
 
 
 @bp.route("/<int:subject_id>/exposures/<int:exposure_id>/remove", methods=["POST"])
@@ -290,7 +302,7 @@ def screen_fail(subject_id):
         except RecordError as error:
             flash(str(error), "error")
         else:
-            flash("Screen failure recorded: " + ", ".join(decision.failed_criteria) + ".", "success")
+            flash("Screen failure recorded: " + criterion_labels(decision.failed_criteria) + ".", "success")
     else:
         flash("The note is too long (500 characters at most).", "error")
     return redirect(url_for(".subject", subject_id=subject.id))
@@ -312,3 +324,88 @@ def rescreen(subject_id):
     else:
         flash("Give the reason for re-screening.", "error")
     return redirect(url_for(".subject", subject_id=subject.id))
+
+
+# --- eligibility after enrolment (issue 11) -------------------------------------------------------------
+
+@bp.route("/eligibility-reviews")
+@require("view_clinical")
+def eligibility_reviews():
+    """The open eligibility reviews of the user's sites: the investigator's worklist."""
+    return render_template("enrollment/reviews.html", reviews=reconfirm.open_reviews(site_ids()))
+
+
+def _review_page(subject, reconfirm_form=None, deviation_form=None):
+    screening = subject.current_screening
+    result = service.evaluate(screening)
+    if reconfirm_form is None:
+        reconfirm_form = ReconfirmForm(prefix="reconfirm")
+    reconfirm_form.screening_version.data = screening.version  # judged on the data shown now
+    decision = reconfirm.decision_of_record(subject)
+    reviews = reconfirm.reviews_of(subject)
+    return render_template("enrollment/review.html", subject=subject, screening=screening, result=result,
+                           open_reviews=[r for r in reviews if r.is_open],
+                           resolved=[r for r in reviews if not r.is_open], decision=decision,
+                           blockers=reconfirm.reconfirm_blockers(subject, result),
+                           changed=reconfirm.changed_statuses(reconfirm.signed_result(decision), result)
+                           if decision else [],
+                           reconfirm_form=reconfirm_form,
+                           deviation_form=deviation_form or EligibilityDeviationForm(prefix="deviation"),
+                           criteria=criteria_of(current_study()), reconfirm_meaning=reconfirm.RECONFIRM_MEANING,
+                           deviation_meaning=reconfirm.DEVIATION_MEANING,
+                           max_failures=current_app.config["LOGIN_MAX_FAILURES"])
+
+
+@bp.route("/<int:subject_id>/eligibility-review")
+@require("sign_eligibility")
+def eligibility_review(subject_id):
+    """The subject's open eligibility reviews, the current check and the two actions."""
+    return _review_page(get_subject_or_404(subject_id))
+
+
+def _refusal(form, error) -> None:
+    """A refused action's message at the field it names (the password, the reason), else at
+    the confirmation box."""
+    name = getattr(error, "field", None)
+    target = form[name] if name in ("password", "reason") and name in form else form.confirm
+    target.errors = list(target.errors) + [str(error)]
+
+
+@bp.route("/<int:subject_id>/eligibility-review/reconfirm", methods=["POST"])
+@require("sign_eligibility")
+def eligibility_reconfirm(subject_id):
+    subject = get_subject_or_404(subject_id)
+    form = ReconfirmForm(prefix="reconfirm")
+    if form.validate_on_submit():
+        try:
+            reconfirm.reconfirm(subject, user=current_user, password=form.password.data,
+                                screening_version=crf.opened_version(form.screening_version.data))
+        except StaleVersion:
+            db.session.rollback()
+            form.confirm.errors = list(form.confirm.errors) + [
+                "The screening data changed since you opened this page: review the criteria again and sign again."]
+        except RecordError as error:
+            db.session.rollback()
+            _refusal(form, error)
+        else:
+            flash("Eligibility re-confirmed and signed; the earlier decision is kept in the history.", "success")
+            return redirect(url_for(".subject", subject_id=subject.id))
+    return _review_page(subject, reconfirm_form=form)
+
+
+@bp.route("/<int:subject_id>/eligibility-review/deviation", methods=["POST"])
+@require("sign_eligibility")
+def eligibility_deviation(subject_id):
+    subject = get_subject_or_404(subject_id)
+    form = EligibilityDeviationForm(prefix="deviation")
+    if form.validate_on_submit():
+        try:
+            reconfirm.record_deviation(subject, user=current_user, password=form.password.data,
+                                       reason=form.reason.data)
+        except RecordError as error:
+            db.session.rollback()
+            _refusal(form, error)
+        else:
+            flash("Protocol deviation recorded and signed; the eligibility review is resolved.", "success")
+            return redirect(url_for(".subject", subject_id=subject.id))
+    return _review_page(subject, deviation_form=form)

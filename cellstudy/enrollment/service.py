@@ -17,7 +17,7 @@ from ..records import service as records
 from ..records.crf import from_stored
 from ..records.service import RecordError
 from ..settings import current_study
-from ..timeutil import utcnow
+from ..timeutil import site_date, utcnow
 from . import eligibility
 from .fields import FIELDS_BY_NAME, SCREENING_FIELDS
 from .models import EligibilityDecision, Exposure, Screening, Subject
@@ -50,11 +50,13 @@ def build_case(screening: Screening, data: dict | None = None) -> dict:
     data = (screening.data or {}) if data is None else data
     case = {spec.name: from_stored(spec, data.get(spec.name)) for spec in SCREENING_FIELDS}
     study = current_study()
-    planned = case.get("first_infusion_date")
-    # Prior therapies only: a medication started on or after the (planned) first infusion
-    # belongs to treatment, not eligibility (its lockouts are the scheduler's, PROTOCOL 5.2).
+    # Prior therapies only. Before enrolment, a medication started on or after the planned
+    # first infusion belongs to treatment; once enrolled, every exposure dated on or after
+    # the enrolment date is on-study (issue 11): a lockout input of the scheduler (PROTOCOL
+    # 5.2), never an eligibility input.
+    cutoff = enrolment_date(screening.subject) or case.get("first_infusion_date")
     rows = [e for e in screening.subject.active_exposures if e.category in study.exposure_categories
-            and (planned is None or (e.start_date or e.last_date) is None or (e.start_date or e.last_date) < planned)]
+            and not is_on_study(exposure_anchor(e.start_date, e.last_date), cutoff)]
     if rows:
         case["prior_therapies"] = [exposure_case(e) for e in rows]
     elif data.get(NO_PRIOR_THERAPIES):
@@ -62,6 +64,26 @@ def build_case(screening: Screening, data: dict | None = None) -> dict:
     else:
         case["prior_therapies"] = None
     return case
+
+
+def exposure_anchor(start_date: date | None, last_date: date | None) -> date | None:
+    """The date that places an exposure before or after enrolment: its start (first dose),
+    else its last date; None when undated."""
+    return start_date or last_date
+
+
+def is_on_study(anchor: date | None, cutoff: date | None) -> bool:
+    """On-study = dated on or after the cutoff (the enrolment date of an enrolled subject).
+    An undated exposure cannot be placed: it stays an eligibility input (it makes its
+    criterion missing, PROTOCOL 4.4), so nothing is silently dropped."""
+    return cutoff is not None and anchor is not None and anchor >= cutoff
+
+
+def enrolment_date(subject: Subject) -> date | None:
+    """The site-calendar date the subject was enrolled (None before enrolment)."""
+    if subject.status in ("screening", "screen_failed") or subject.enrolled_at is None:
+        return None
+    return site_date(subject.enrolled_at, subject.site)
 
 
 def evaluate(screening: Screening) -> dict:

@@ -15,7 +15,7 @@ result is stored in it. What a change can affect:
   infusion, or the subject itself (enrolment, dose level): that subject's planned infusions;
 - an infusion number 1 (its date, its state) or a subject's dose level: also the planned
   first infusions of every subject of that dose level (the stagger);
-- a study amendment: every planned infusion.
+- a study amendment coming into force (its `in_force_at` written): every planned infusion.
 """
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def _noted(session: Session, obj, created: bool, deleted: bool) -> None:
     """The write hook: note what the written row can affect (no reads, no writes)."""
     name = type(obj).__name__
     if name == "StudyAmendment":
-        request_rejudge_all(session)
+        # an amendment changes the judgements when it comes into force (or stops being in
+        # force), not while it is proposed, approved for a later date, rejected or withdrawn
+        if sa_inspect(obj).attrs.in_force_at.history.has_changes() or deleted:
+            request_rejudge_all(session)
     elif name == "Subject":
         levels = _history_values(obj, "dose_level") if (created or sa_inspect(obj).attrs.dose_level.history.has_changes()) else ()
         request_rejudge(session, [obj.id], levels)

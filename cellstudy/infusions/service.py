@@ -262,14 +262,16 @@ def _authorise(subject, evaluation, *, user, override_reason, password, record) 
     codes = [lo["code"] for lo in evaluation["lockouts"]]
     hard = [LOCKOUT_LABELS.get(c, c) for c in codes if c not in evaluation["overridable"]]
     labels = [LOCKOUT_LABELS.get(c, c) for c in codes]
+    details = " " + " ".join(f"{LOCKOUT_LABELS.get(lo['code'], lo['code'])}: {lo['reason']}."
+                             for lo in evaluation["lockouts"])
     if hard:
         raise SchedulingRefused("This date is locked out (" + ", ".join(hard) + ") and that cannot be overridden: "
                                 "before the first infusion the eligibility washouts cannot be overridden, nor can "
                                 "a second infusion on the same day, more infusions than the protocol has, or an "
-                                "infusion before enrolment. Choose another date.", evaluation)
+                                "infusion before enrolment. Choose another date." + details, evaluation)
     if not override_reason or not password:
         raise SchedulingRefused("This date is locked out (" + ", ".join(labels) + "). An investigator can override "
-                                "with a reason and an e-signature.", evaluation)
+                                "with a reason and an e-signature." + details, evaluation)
     from ..auth.policy import can
 
     if not can("sign_eligibility", user):

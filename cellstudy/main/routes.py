@@ -9,6 +9,7 @@ from ..auth.policy import can, require, scoped, site_ids
 from ..enrollment.models import SUBJECT_STATUSES, Subject
 from ..extensions import db
 from ..infusions.service import locked_planned
+from ..enrollment.reconfirm import open_reviews
 
 bp = Blueprint("main", __name__)
 
@@ -29,5 +30,7 @@ def index():
             or (r["susar"] and r["susar"]["state"] in ("due", "overdue"))]
     # planned infusions whose stored judgement is now locked: coordinators and investigators of the site
     locked = locked_planned(site_ids()) if can("enter_data") else None
+    # enrolled subjects whose eligibility is to be re-confirmed: the site's investigators (issue 11)
+    reviews_to_confirm = open_reviews(site_ids()) if can("sign_eligibility") else None
     return render_template("main/index.html", rows=rows, statuses=SUBJECT_STATUSES, user=current_user, saes=saes,
-                           locked=locked)
+                           locked=locked, reviews_to_confirm=reviews_to_confirm)

@@ -40,6 +40,8 @@ class VerifyForm(FlaskForm):
 class SignForm(FlaskForm):
     target = HiddenField()  # "form:id" or "casebook"
     password = PasswordField("Password", description="Re-enter your password to sign.")
+    # a casebook with work outstanding: the ticked confirmation's text (issue 11)
+    confirm_outstanding = StringField("Confirmation", validators=[Optional(), Length(max=20000)])
 
 
 class LockForm(FlaskForm):

@@ -16,6 +16,7 @@ from ..enrollment.models import Subject
 from ..extensions import db
 from ..records.models import Query
 from ..records.service import RecordError
+from ..records.views import lock_notice
 from ..timeutil import as_utc, utcnow
 from . import catalog, rules, service, state
 from .forms import (AnswerForm, LockForm, RaiseQueryForm, ResolveForm, SignForm, StudyLockForm, UnlockForm,
@@ -28,22 +29,7 @@ PER_PAGE = 50
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def subject_forms(subject) -> list[tuple[str, object]]:
-    """Every saved form of a subject, in casebook order (removed records left out)."""
-    from ..adverse_events.models import CrsAssessment, IcansAssessment
-
-    out: list[tuple[str, object]] = [("screening", s) for s in subject.screenings]
-    out += [("exposure", e) for e in subject.exposures if e.status != "deleted"]
-    out += [("lymphodepletion", d) for d in subject.lymphodepletion_days]
-    out += [("infusion", i) for i in subject.infusions if i.state != "cancelled"]
-    out += [("visit", v) for v in subject.visits]
-    if subject.dlt_assessment is not None:
-        out.append(("dlt_assessment", subject.dlt_assessment))
-    out += [("adverse_event", a) for a in subject.adverse_events if a.status != "deleted"]
-    for model, name in ((CrsAssessment, "crs_assessment"), (IcansAssessment, "icans_assessment")):
-        out += [(name, r) for r in db.session.execute(select(model).where(model.subject_id == subject.id)
-                                                      .order_by(model.id)).scalars()]
-    return out
+subject_forms = state.subject_forms  # every saved form of a subject, in casebook order
 
 
 def _target(subject, raw: str | None):
@@ -95,11 +81,18 @@ def _query_or_404(subject, raw) -> Query:
 def field_badges(record) -> Markup:
     """Called once at the top of a CRF template: remembers the record's unresolved queries
     and SDV marks per field, for records/render.py's field markup (the badges). Returns a
-    notice when the form is locked (else nothing)."""
+    notice when the form is locked, saying who locked it and when (else nothing)."""
     form = getattr(record, "FORM_NAME", None)
+    if "crf_lock" in g:  # the page's lock, found once by records/views.py (new records too)
+        notice = lock_notice(g.crf_lock, g.crf_site) if g.crf_lock is not None else Markup("")
+    else:
+        subject = getattr(record, "subject", None)
+        lock = state.lock_in_force(form if catalog.get(form) else None, getattr(record, "id", None),
+                                   getattr(record, "subject_id", None)) if record is not None else None
+        notice = lock_notice(lock, getattr(subject, "site", None)) if lock is not None else Markup("")
     if not catalog.get(form) or getattr(record, "id", None) is None:
         g.monitoring_badges = {}
-        return Markup("")
+        return notice
     st = state.record_state(form, record.id)
     badges: dict[str, list[str]] = defaultdict(list)
     for query in st["open_queries"]:
@@ -110,13 +103,7 @@ def field_badges(record) -> Markup:
     for field in st["verified_fields"]:
         badges[field].append('<span class="badge sdv-ok" title="source data verified">SDV ✓</span>')
     g.monitoring_badges = {k: Markup(" ".join(v)) for k, v in badges.items()}
-    if st["locked"]:
-        lock = state.lock_in_force(form, record.id, record.subject_id)
-        where = {"study": "the whole study is", "subject": "this subject's data is", "form": "this form is"}
-        return Markup('<p class="alert danger locked-notice" role="status">Locked: {} locked{}; '
-                      'nothing on this form can be changed.</p>').format(
-            where[lock.scope], f" ({lock.reason})" if lock.reason else "")
-    return Markup("")
+    return notice
 
 
 def monitoring_panel(record, subject=None) -> Markup:
@@ -160,7 +147,12 @@ def query_actions(query) -> tuple[str, ...]:
 @bp.route("/subjects/<int:subject_id>/monitoring", endpoint="subject")  # the audit viewer links here
 @require("view_clinical")
 def subject_page(subject_id):
-    subj = get_subject_or_404(subject_id)
+    return _subject_page(get_subject_or_404(subject_id))
+
+
+def _subject_page(subj, casebook_errors: dict | None = None, confirmed: str | None = None):
+    """The subject's monitoring page; after a refused casebook signature, with the message
+    at its field and the confirmation kept as ticked."""
     forms = subject_forms(subj)
     states = state.record_states((name, r.id) for name, r in forms)
     rows = [{"form": name, "record": r, "title": catalog.record_title(name, r),
@@ -176,7 +168,10 @@ def subject_page(subject_id):
                            verify_form=VerifyForm(), sign_form=SignForm(), lock_form=LockForm(),
                            unlock_form=UnlockForm(), casebook=valid, casebook_invalid=invalid,
                            subject_lock=state.subject_lock(subj.id), study_lock=state.study_lock(),
-                           labels=catalog, now=utcnow(), rules=rules)
+                           labels=catalog, now=utcnow(), rules=rules,
+                           outstanding=None if valid else service.casebook_outstanding(
+                               subj, forms, states, [q for q in all_queries if q.state in rules.UNRESOLVED]),
+                           casebook_errors=casebook_errors or {}, confirmed=confirmed)
 
 
 # --- queries -------------------------------------------------------------------------------------
@@ -384,11 +379,10 @@ def sign_forms(subject_id):
     if not form.validate_on_submit():
         flash("Nothing was saved: the form had expired.", "error")
         return _back(subj)
+    if form.target.data == "casebook":
+        return _sign_casebook(subj, form)
     try:
-        if form.target.data == "casebook":
-            service.sign_casebook(subj, user=current_user, password=form.password.data or "")
-            flash("Casebook signed.", "success")
-        elif form.target.data:
+        if form.target.data:
             name, record = _target(subj, form.target.data)
             service.sign_form(record, user=current_user, password=form.password.data or "")
             flash(f"{catalog.record_title(name, record)} signed.", "success")
@@ -396,6 +390,21 @@ def sign_forms(subject_id):
             flash("Nothing was saved: choose what to sign.", "error")
     except RecordError as error:
         _refused(error)
+    return _back(subj)
+
+
+def _sign_casebook(subj, form):
+    """A refused casebook signature shows the page again with the message at its field
+    (the confirmation, the password) and the confirmation kept; nothing is signed."""
+    confirmed = form.confirm_outstanding.data or None
+    try:
+        service.sign_casebook(subj, user=current_user, password=form.password.data or "", confirmation=confirmed)
+    except RecordError as error:
+        db.session.rollback()
+        field = error.field if error.field in ("confirm_outstanding", "password") else "password"
+        flash("The casebook was not signed: see the message at the field.", "error")
+        return _subject_page(subj, casebook_errors={field: str(error)}, confirmed=confirmed)
+    flash("Casebook signed.", "success")
     return _back(subj)
 
 
@@ -506,10 +515,10 @@ def unlock_data():
 @require("lock")
 def lock_list():
     rows = service.active_locks(site_ids())
-    subjects = {s.id: s for s in db.session.execute(select(Subject).where(
-        Subject.id.in_({r.subject_id for r in rows if r.subject_id}))).scalars()}
     history = db.session.execute(select(DataLock).where(DataLock.unlocked_at.is_not(None))
                                  .order_by(DataLock.id.desc()).limit(50)).scalars().all()
+    subjects = {s.id: s for s in db.session.execute(select(Subject).where(
+        Subject.id.in_({r.subject_id for r in [*rows, *history] if r.subject_id}))).scalars()}
     return render_template("monitoring/locks.html", rows=rows, subjects=subjects, history=history,
                            study_lock=state.study_lock(), study_form=StudyLockForm(), unlock_form=UnlockForm(),
                            catalog=catalog)

@@ -81,6 +81,26 @@ def signature_needed(form: str, *, complete: bool, valid: int, invalidated: int,
     return bool(complete and form in signature_forms)
 
 
+def casebook_confirmation(query_ids, drafts, unsigned) -> str | None:
+    """What the investigator confirms to sign a casebook that still has work outstanding
+    (issue 11), naming it: the unresolved queries (their numbers), the draft forms and the
+    forms still needing a signature (their titles). None when nothing is outstanding: the
+    casebook is then signed without it. The text is kept in the signature's audit record."""
+    parts = []
+    if query_ids:
+        n = len(query_ids)
+        parts.append(f"{n} unresolved {'query' if n == 1 else 'queries'} ({', '.join(f'#{i}' for i in query_ids)})")
+    if drafts:
+        n = len(drafts)
+        parts.append(f"{n} draft {'form' if n == 1 else 'forms'} ({', '.join(drafts)})")
+    if unsigned:
+        n = len(unsigned)
+        parts.append(f"{n} {'form' if n == 1 else 'forms'} still needing a signature ({', '.join(unsigned)})")
+    if not parts:
+        return None
+    return "I sign this casebook knowing that it still has " + "; ".join(parts) + "."
+
+
 # --- edit checks --------------------------------------------------------------------------------
 
 def _number(value) -> Decimal | None:

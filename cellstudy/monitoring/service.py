@@ -438,8 +438,49 @@ def sign_form(record, *, user, password: str) -> Signature:
     return signature
 
 
-def sign_casebook(subject, *, user, password: str) -> Signature:
-    signature = records.sign(subject, user=user, password=password, meaning=CASEBOOK_MEANING, form="casebook")
+class ConfirmationRequired(RecordError):
+    """A casebook signed with work outstanding, without the confirmation naming it."""
+
+    field = "confirm_outstanding"
+
+
+def _has_answers(form: str, record) -> bool:
+    """A draft somebody started: planned visits, scheduled infusions and lymphodepletion days
+    are drafts nobody has filled in yet, not outstanding work."""
+    return any(record.get_field(spec.name) is not None for spec in catalog.get(form).specs)
+
+
+def casebook_outstanding(subject, forms=None, states=None, queries=None) -> dict:
+    """What is still open in a subject's casebook (issue 11): its unresolved queries, its
+    started draft forms and the forms still needing a signature, each as (form, record),
+    and the confirmation naming them that signing then requires (None: nothing open).
+    A page that has read the subject's forms, their states or queries passes them in."""
+    forms = state.subject_forms(subject) if forms is None else forms
+    states = state.record_states((name, r.id) for name, r in forms) if states is None else states
+    queries = state.subject_queries(subject.id) if queries is None else queries
+    drafts = [(name, r) for name, r in forms if r.status == "draft" and _has_answers(name, r)]
+    unsigned = [(name, r) for name, r in forms if states[(name, r.id)]["signature_needed"]]
+    confirmation = rules.casebook_confirmation(
+        [q.id for q in queries], [catalog.record_title(n, r) for n, r in drafts],
+        [catalog.record_title(n, r) for n, r in unsigned])
+    return {"queries": queries, "drafts": drafts, "unsigned": unsigned, "confirmation": confirmation}
+
+
+def sign_casebook(subject, *, user, password: str, confirmation: str | None = None) -> Signature:
+    """The investigator approves the subject's casebook. With queries, drafts or unsigned
+    forms outstanding, only with the confirmation naming them as they are now (the page's
+    text, re-computed here), which the signature's audit record keeps; checked before the
+    password, so a missing tick does not count as a failed signature."""
+    needed = casebook_outstanding(subject)["confirmation"]
+    given = " ".join((confirmation or "").split())
+    if needed and not given:
+        raise ConfirmationRequired("Tick the confirmation naming what is still outstanding (or resolve it "
+                                   "first) to sign this casebook. Nothing was signed.")
+    if needed and given != " ".join(needed.split()):
+        raise ConfirmationRequired("What is outstanding changed since the page was opened: read the list "
+                                   "again and tick the new confirmation. Nothing was signed.")
+    signature = records.sign(subject, user=user, password=password, meaning=CASEBOOK_MEANING, form="casebook",
+                             reason=needed)
     records.commit()
     return signature
 

@@ -111,6 +111,9 @@ def filled_crf(subject, key: str, record, user, size: str = "a4") -> tuple[bytes
     """One filled CRF (``record`` None for the two logs)."""
     doc = documents.single_doc(subject, key, record)
     page = _page(title=f"{doc.title} — {subject.label}", user=user, size=size, site=subject.site, subject=subject)
+    # issue 11: the version the record was saved under, not the one in force now (an empty
+    # log has no entry: the definition in force)
+    page.form_version = doc.study_version or page.form_version
     pdf = render_pdf("pdf/crf.html", pdf=page, docs=[doc], **_context(site_obj=subject.site))
     part = key if record is None else f"{key}-{record.id}"
     return pdf, filename(page.protocol_id, subject.label, part)

@@ -11,6 +11,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from ..adverse_events.fields import component_label
 from ..adverse_events.models import AdverseEvent, CrsAssessment, IcansAssessment
 from ..enrollment.fields import EXPOSURE_CATEGORY_LABELS
 from ..enrollment.models import Screening, Subject
@@ -25,6 +26,8 @@ MODELS = {"screening": Screening, "lymphodepletion": LymphodepletionDay, "infusi
           "dlt": DltAssessment, "ae": AdverseEvent, "crs": CrsAssessment, "icans": IcansAssessment}
 UNRESOLVED = ("open", "answered")
 SDV_UNAVAILABLE = "not yet available"
+#: a record written outside the write path (bulk loads) has no study version of its own
+NOT_RECORDED = "not recorded"
 
 
 def site_time(value, site) -> str:
@@ -100,7 +103,7 @@ def _facts(key: str, record, site) -> list[tuple[str, str]]:
         return out
     if key in ("crs", "icans"):
         out = [("Computed grade (ASTCT 2019)", str(record.grade) if record.grade is not None else "—"),
-               ("Driven by", record.driver or "—")]
+               ("Driven by", component_label(record.driver) or "—")]
         if key == "icans":
             out.append(("ICE score (computed)", str(record.ice_score) if record.ice_score is not None else "—"))
         if record.adverse_event is not None:
@@ -159,7 +162,7 @@ class SubjectContext:
         queries = self.queries.get(k, [])
         doc = FormDoc(key=key, title=record_title(key, record), type_title=ft.title, form_name=ft.form_name,
                       filled=True, record_id=record.id, status=record.status, version=record.version,
-                      updated=record.updated_at,
+                      study_version=record.study_version or NOT_RECORDED, updated=record.updated_at,
                       updated_by=record.updated_by.full_name if record.updated_by else None,
                       facts=_facts(key, record, self.site), sdv=state["sdv"], locked=state.get("locked"),
                       queries=queries, signatures=self.signatures.get(k, []), anchor=f"{key}-{record.id}")
@@ -172,6 +175,9 @@ class SubjectContext:
         columns = list(ft.columns())
         doc = FormDoc(key=key, title=ft.title, type_title=ft.title, form_name=ft.form_name, filled=True,
                       columns=columns, anchor=f"{key}-log", sdv=None)
+        # a log's version: the one its most recently saved entry was saved under (issue 11)
+        latest = max(rows, key=lambda r: (as_utc(r.updated_at) or as_utc(r.created_at), r.id), default=None)
+        doc.study_version = (latest.study_version or NOT_RECORDED) if latest is not None else None
         deviations = {d.form_id: d for d in self.subject.deviations if d.form == "exposure"}
         for row in rows:
             values = {}
@@ -272,11 +278,12 @@ def field_labels() -> dict[str, str]:
 
 FORM_LABELS = {ft.form_name: ft.title for ft in FORM_TYPES.values()} | {
     "subject": "Subject", "eligibility_decision": "Eligibility decision", "exposure": "Therapy log entry",
-    "ae_grade_episode": "AE grade episode", "job": "Background job"}
+    "ae_grade_episode": "AE grade episode", "job": "Background job", "eligibility_review": "Eligibility review"}
 
 
 def audit_rows(subject: Subject) -> list[dict]:
     """The subject's audit trail, oldest first, as text (the appendix of the casebook)."""
+    from ..audit_viewer import labels as audit_labels
     from ..records.models import AuditRecord
 
     labels = field_labels()
@@ -284,11 +291,16 @@ def audit_rows(subject: Subject) -> list[dict]:
     rows = []
     for r in db.session.execute(select(AuditRecord).where(AuditRecord.subject_id == subject.id)
                                 .order_by(AuditRecord.id)).scalars():
+        # coded values as their labels ("Systemic antitumor therapy", "Female"), as the audit
+        # trail viewer shows them (issue 11): one declaration per label, in the field specs
+        coded = r.action in audit_labels.VALUE_ACTIONS
+        old, new = ((audit_labels.value_label(r.form, r.field, v) if coded else v) or ""
+                    for v in (r.old_value, r.new_value))
         rows.append({"id": r.id, "at": fmt_utc(r.at).removesuffix(" UTC"), "site_at": site_time(r.at, site),
-                     "user": r.username, "action": r.action,
+                     "user": r.username, "action": audit_labels.action_label(r.action),
                      "form": f"{FORM_LABELS.get(r.form, r.form or '')}{f' #{r.form_id}' if r.form_id else ''}",
-                     "field": labels.get(r.field, r.field or ""), "old": r.old_value or "",
-                     "new": r.new_value or "", "reason": r.reason or ""})
+                     "field": labels.get(r.field) or audit_labels.field_label(r.form, r.field), "old": old,
+                     "new": new, "reason": r.reason or ""})
     return rows
 
 

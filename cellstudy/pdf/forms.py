@@ -77,6 +77,8 @@ class FormDoc:
     record_id: int | None = None
     status: str | None = None
     version: int | None = None
+    # the study-definition version in force at the record's last save (issue 11)
+    study_version: str | None = None
     updated: datetime | None = None
     updated_by: str | None = None
     facts: list[tuple[str, str]] = field(default_factory=list)

@@ -19,6 +19,9 @@ class FormRecord:
     status: Mapped[str] = mapped_column(String(20), default="draft")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The study-definition version in force at the record's last save (issue 11), set by the
+    # write path (records.service); its PDF prints it. Null only for rows written outside it.
+    study_version: Mapped[str | None] = mapped_column(String(60))
 
     @declared_attr
     def updated_by_id(cls) -> Mapped[int | None]:

@@ -21,6 +21,12 @@ def _input(f, extra: str, described: str) -> str:
             f'{described}{required}>')
 
 
+def read_only() -> bool:
+    """The page shows a locked CRF (records/views.py sets g.crf_lock): its fields render
+    disabled, whatever template draws them (issue 11)."""
+    return bool(g and g.get("crf_lock") is not None)
+
+
 def _select(f, described: str) -> str:
     options = []
     for choice in f.iter_choices():
@@ -33,7 +39,8 @@ def _select(f, described: str) -> str:
 def render_field(f, unit: str | None = None, extra_class: str = "") -> Markup:
     kind = f.type
     fid = escape(f.id)
-    described = f' aria-describedby="{fid}-help"'
+    # the attributes every control of the field carries: its help, and "disabled" when locked
+    described = f' aria-describedby="{fid}-help"' + (" disabled" if read_only() else "")
     errors = f.errors
     parts = [f'<div class="field {escape(extra_class)}{" has-error" if errors else ""}">']
     if kind == "BooleanField":

@@ -70,6 +70,7 @@ def create(record, *, user, fields: dict, reason: str | None = None, form: str |
     db.session.add(record)
     if hasattr(record, "updated_by_id"):
         record.updated_by_id = user.id
+    stamp_study_version(record)
     db.session.flush()
     _monitoring().check_writable(record)
     scope = _subject_scope(record)
@@ -147,8 +148,11 @@ def set_value(record, name: str, value, *, user, reason: str | None = None, form
                  form_id=record.id, field=name, old=old, new=value, reason=reason, **_subject_scope(record))
 
 
-def sign(record, *, user, password: str, meaning: str, form: str | None = None) -> Signature:
-    """An e-signature: the signer re-enters the password (21 CFR 11.200)."""
+def sign(record, *, user, password: str, meaning: str, form: str | None = None,
+         reason: str | None = None) -> Signature:
+    """An e-signature: the signer re-enters the password (21 CFR 11.200). `reason`: what the
+    signer confirmed beyond the meaning (issue 11: a casebook signed with work outstanding),
+    kept in the signature's audit record."""
     from ..auth.service import register_signature_failure, signature_refusal
 
     scope = _subject_scope(record)
@@ -171,7 +175,7 @@ def sign(record, *, user, password: str, meaning: str, form: str | None = None) 
     db.session.add(signature)
     db.session.flush()
     audit.append("sign", user=user, form=signature.form, form_id=record.id, field="signature",
-                 new=f"{user.full_name}: {meaning}", **scope)
+                 new=f"{user.full_name}: {meaning}", reason=reason, **scope)
     return signature
 
 
@@ -199,10 +203,26 @@ def touch(record, user) -> None:
     """One new version per user action, however many fields and flushes it takes."""
     record.updated_at = utcnow()
     record.updated_by_id = user.id
+    stamp_study_version(record)
     bumped = db.session.info.setdefault("cellstudy_bumped", set())
     if id(record) not in bumped:
         bumped.add(id(record))
         record.version = (record.version or 0) + 1
+
+
+def stamp_study_version(record) -> None:
+    """The study-definition version in force at this save (issue 11), read in this
+    transaction (no per-process cache), once per transaction."""
+    if not hasattr(type(record), "study_version"):
+        return
+    from ..settings import study_in_force
+
+    memo = db.session.info.get("cellstudy_study_version")
+    if memo is None or memo[0] is None or memo[0] is not db.session().get_transaction():
+        with db.session.no_autoflush:  # the versioned UPDATE is flushed by _flush_or_stale, not here
+            version = study_in_force(db.session).version
+        memo = db.session.info["cellstudy_study_version"] = (db.session().get_transaction(), version)
+    record.study_version = memo[1]
 
 
 def _flush_or_stale(record) -> None:

@@ -79,10 +79,16 @@
   }
   input.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(search, 60); });
   input.addEventListener("keydown", function (ev) {
+    // Enter in the picker only ever picks the highlighted option: never the form's implicit
+    // submission, which saved a stray draft AE (issue 11). The save buttons still submit.
+    if (ev.key === "Enter") {
+      ev.preventDefault();
+      if (!list.hidden && active >= 0) { pick(active); }
+      return;
+    }
     if (list.hidden) { if (ev.key === "ArrowDown") { search(); } return; }
     if (ev.key === "ArrowDown") { ev.preventDefault(); highlight(Math.min(active + 1, items.length - 1)); }
     else if (ev.key === "ArrowUp") { ev.preventDefault(); highlight(Math.max(active - 1, 0)); }
-    else if (ev.key === "Enter") { if (active >= 0) { ev.preventDefault(); pick(active); } }
     else if (ev.key === "Escape") { close(); }
   });
   input.addEventListener("blur", function () { setTimeout(close, 100); });

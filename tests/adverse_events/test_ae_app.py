@@ -344,7 +344,7 @@ def test_a_crs_assessment_is_graded_shows_its_driver_and_opens_the_crs_event(app
     response = coord.post(f"/subjects/{hz}/crs/new", data=crs_post(assessment_date=day(-1)))
     assert response.status_code == 302
     page = plain(text(coord.get(response.headers["Location"])))
-    assert "CRS grade 3" in page and "driven by hypotension" in page
+    assert "CRS grade 3" in page and "driven by Hypotension" in page
     with app.app_context():
         record = db.session.scalars(select(CrsAssessment).where(CrsAssessment.grade == 3)).one()
         ae = record.adverse_event
@@ -402,7 +402,7 @@ def test_the_ice_score_is_summed_by_the_app_and_drives_the_icans_grade(app, logi
         "version": "0", "assessment_date": day(0), **items, "consciousness": "awakens_spontaneously", "seizure": "none",
         "motor_weakness": "none", "cerebral_edema": "none", "complete": "1"})
     page = plain(text(coord.get(response.headers["Location"])))
-    assert "ICANS grade 2" in page and "ICE score 5/10" in page and "driven by ice score" in page
+    assert "ICANS grade 2" in page and "ICE score 5/10" in page and "driven by ICE score" in page
     with app.app_context():
         ae = db.session.scalars(select(AdverseEvent).where(AdverseEvent.category == "icans")).one()
         assert ae.grade == 2 and ae.verbatim.startswith("Immune effector cell-associated neurotoxicity")

@@ -1,24 +1,41 @@
-"""Study settings: an admin amendment is validated, versioned, audited and in force
-for the rules at once (issue 3)."""
+"""Study settings: an admin amendment is validated, versioned, audited, and in force for the
+rules once an investigator has approved it (issue 3; issue 11: amendments as controlled
+changes, the whole flow in tests/auth/test_amendments_app.py)."""
 from sqlalchemy import select
 
 from cellstudy.extensions import db
 from cellstudy.infusions.models import StudyAmendment
 from cellstudy.records.models import AuditRecord
 from cellstudy.settings import current_study, editable_settings
+from cellstudy.timeutil import utcnow
+
+PW = "cellstudy-demo"
 
 
-def _form(overrides=None, version="2.0 (amendment 1)", reason="Sponsor amendment"):
+def _form(overrides=None, version="2.0 (amendment 1)", reason="Sponsor amendment", effective=None):
     data = {key: "" if value is None else str(value) for key, value, _ in editable_settings()}
     data.update(overrides or {})
-    return {**data, "version": version, "reason": reason}
+    return {**data, "version": version, "reason": reason,
+            "effective_date": effective or utcnow().date().isoformat()}
+
+
+def _approve(app, login, username="inv-hz"):
+    with app.app_context():
+        amendment_id = db.session.execute(select(StudyAmendment.id).where(StudyAmendment.status == "proposed")
+                                          ).scalar_one()
+    return login(username).post("/amendments/approve",
+                                data={"amendment_id": str(amendment_id), "password": PW, "confirm": "y"})
 
 
 def test_admin_amends_a_setting_and_it_is_audited_and_in_force(app, login):
     admin = login("admin")
-    assert b"min interval days" in admin.get("/admin/study").data
+    assert b"Minimum interval between infusions (days)" in admin.get("/admin/study").data  # labels, not raw names
     response = admin.post("/admin/study", data=_form({"eligibility.nyha_fail_at": "2"}))
     assert response.status_code == 302
+    with app.test_request_context():
+        # proposed, not yet approved: the definition in force is unchanged
+        assert current_study().version == "1.0 (original protocol)" and current_study().eligibility.nyha_fail_at == 3
+    assert _approve(app, login).status_code == 302
     with app.test_request_context():
         study = current_study()
         assert study.version == "2.0 (amendment 1)" and study.eligibility.nyha_fail_at == 2
@@ -36,6 +53,7 @@ def test_bad_setting_values_are_refused_naming_the_setting(app, login):
         response = admin.post("/admin/study", data=_form({"regimen.min_interval_days": value}))
         assert response.status_code == 200
         assert b"regimen.min_interval_days" in response.data and message.encode() in response.data
+        assert b"Minimum interval between infusions (days): " in response.data  # the message names the setting
     with app.app_context():
         assert db.session.execute(select(StudyAmendment)).first() is None
 

@@ -2,8 +2,8 @@
 until) wherever staff work (issue 11, item 2): one test per lockout code x place.
 
 Each case makes a fact change after the infusion was scheduled, as site staff would (an
-exposure, a vaccine, an AE, an amendment), so the lockout exists only because the stored
-judgement was kept current. HZ-S004 is enrolled as HZ-002 (DL1) and its first infusion is
+exposure, a vaccine, an AE, an amendment approved by the investigator), so the lockout exists
+only because the stored judgement was kept current. HZ-S004 is enrolled as HZ-002 (DL1) and its first infusion is
 scheduled for T+14; HZ-001 has infusion 1 given on T-6 and infusion 2 planned on T+1."""
 from __future__ import annotations
 
@@ -60,6 +60,31 @@ def _toxicity_hold(app, login):
     return sid, 2
 
 
+def _amend(app, values: dict, version: str) -> None:
+    """Through the controlled path: proposed by the admin, approved with an investigator's e-signature."""
+    from cellstudy.amendments import service as amendments
+    from cellstudy.auth.models import User
+
+    with app.app_context():
+        users = {u.username: u for u in db.session.execute(select(User)).scalars()}
+        amendments.amend(values, version=version, reason="DSMB recommendation", user=users["admin"],
+                         approver=users["inv-hz"], password=PW)
+        db.session.remove()
+
+
+def _min_interval(app, login):
+    """HZ-001: infusion 1 given on T-6, infusion 2 planned on T+1; the interval becomes 8 days."""
+    _amend(app, {"regimen.min_interval_days": "8"}, "1.1 (minimum interval 8 days)")
+    return sid_of(app, "HZ-001"), 2
+
+
+def _stagger(app, login):
+    """HZ-002's first infusion on T+14 is 20 days after the sentinel HZ-001's (T-6); a 21-day stagger."""
+    sid = _first_infusion(app, login)
+    _amend(app, {"regimen.sentinel_stagger_days": "21"}, "1.1 (sentinel stagger 21 days)")
+    return sid, 1
+
+
 CASES = {
     "washout_steroid": _exposure("systemic_steroid", FIRST - timedelta(days=2)),
     "washout_antitumor": _exposure("systemic_antitumor", FIRST - timedelta(days=13)),
@@ -70,7 +95,10 @@ CASES = {
     "major_surgery": _exposure("major_surgery", FIRST - timedelta(days=27)),
     "vaccine": _vaccine,
     "toxicity_hold": _toxicity_hold,
+    "min_interval": _min_interval,
+    "stagger": _stagger,
 }
+# max_infusions and before_enrolment cannot arise for an infusion once scheduled (docs/decisions.md)
 
 # place -> (who looks, the page, must the lockout appear inside an element with this id)
 PLACES = {

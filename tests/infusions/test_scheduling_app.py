@@ -570,10 +570,16 @@ def test_an_amended_minimum_interval_changes_the_min_interval_lockout(app, login
     assert "no lockout" in text(coord.get(url))
 
     form = {key: "" if value is None else str(value) for key, value, _ in editable_settings()}
-    form.update({"regimen.min_interval_days": "7", "version": "2.0 (amendment 1)", "reason": "DSMB recommendation"})
+    form.update({"regimen.min_interval_days": "7", "version": "2.0 (amendment 1)", "reason": "DSMB recommendation",
+                 "effective_date": day(0).isoformat()})
     assert login("admin").post("/admin/study", data=form).status_code == 302
     assert [(r["field"], r["old"], r["new"]) for r in audit(app, action="setting")] == \
         [("regimen.min_interval_days", "6", "7")]
+    # issue 11: in force once an investigator approves it with an e-signature
+    assert "no lockout" in text(coord.get(url))
+    amendment_id = [r["form_id"] for r in audit(app, action="setting")][0]
+    assert login("inv-hz").post("/amendments/approve", data={"amendment_id": str(amendment_id), "password": PW,
+                                                             "confirm": "y"}).status_code == 302
 
     page = text(coord.get(url))
     items = lockout_items(page)

@@ -369,8 +369,11 @@ def test_signing_a_form_and_a_change_invalidates_it(app, login, hz):
         sig = db.session.scalars(select(Signature).where(Signature.form == "adverse_event",
                                                          Signature.form_id == nausea)).one()
         assert sig.meaning == "I approve the data recorded on this form" and sig.signed_at is not None
-    # casebook
-    assert inv.post(sign, data={"target": "casebook", "password": PW}).status_code == 302
+    # casebook (issue 11: with queries open and AEs unsigned, only with the confirmation naming them)
+    page = text(inv.get(f"/subjects/{hz['id']}/monitoring"))
+    confirmation = re.search(r'name="confirm_outstanding" type="checkbox" value="([^"]*)"', page).group(1)
+    assert inv.post(sign, data={"target": "casebook", "password": PW,
+                                "confirm_outstanding": confirmation}).status_code == 302
     assert "I approve this casebook" in text(inv.get(f"/subjects/{hz['id']}/monitoring"))
     # a change invalidates the form's and the casebook's signature, visibly
     assert coord.post(f"/subjects/{hz['id']}/adverse-events/{nausea}",
@@ -396,7 +399,8 @@ def test_form_subject_and_study_locks(app, login, hz):
         assert who.post(lock, data={"target": f"adverse_event:{nausea}"}).status_code == 403
     assert dm.post(lock, data={"target": f"adverse_event:{nausea}", "reason": "SAE reconciliation"}).status_code == 302
     assert state_of(app, "adverse_event", nausea)["locked"] is True
-    assert "Locked: this form is locked (SAE reconciliation)" in text(coord.get(f"/subjects/{hz['id']}/adverse-events/{nausea}"))
+    page = text(coord.get(f"/subjects/{hz['id']}/adverse-events/{nausea}"))
+    assert "Locked by Omar Haddad on " in page and "this form is locked (SAE reconciliation)" in page
     before = ae_row(app, nausea)
     page = text(coord.post(f"/subjects/{hz['id']}/adverse-events/{nausea}",
                            data=ae_form(app, nausea, comments="x", reason="y")))

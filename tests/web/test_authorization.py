@@ -61,6 +61,13 @@ _MONITORING_CAPS = {"coordinator": {ANSWER_QUERY}, "investigator": {ANSWER_QUERY
                     "monitor": {RAISE_QUERY, VERIFY}, "data_manager": {RAISE_QUERY, LOCK}}
 ROLE_CAPS = {role: caps | _MONITORING_CAPS.get(role, frozenset()) for role, caps in ROLE_CAPS.items()}
 
+# Study amendments (issue 11), by hand from PROTOCOL 2 ("admin: study definition") and the issue:
+# the admin proposes and withdraws, an investigator approves (e-signature) or rejects, every
+# role reads the amendments (the definition every page works under).
+PROPOSE, APPROVE, READ_AMENDMENTS = "propose_amendment", "approve_amendment", "view_amendments"
+ROLE_CAPS = {role: caps | {READ_AMENDMENTS} | ({PROPOSE} if role == "admin" else set())
+             | ({APPROVE} if role == "investigator" else set()) for role, caps in ROLE_CAPS.items()}
+
 ALL_SITES = frozenset({"HZ", "NB"})
 
 #: demo user -> (role, sites whose clinical data the user may see)
@@ -91,7 +98,12 @@ ENDPOINTS: dict[str, Route] = {
     # Anyone may post to logout; it always ends on the login page.
     "auth.logout": Route({"POST": PUBLIC}),
     "auth.users": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
-    "auth.study_settings": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
+    "auth.study_settings": Route({"GET": PROPOSE, "POST": PROPOSE}),
+    # the amendments and their before/after; the actions name the amendment in the POSTed form
+    "amendments.index": Route({"GET": READ_AMENDMENTS}),
+    "amendments.approve": Route({"POST": APPROVE}),
+    "amendments.reject": Route({"POST": APPROVE}),
+    "amendments.withdraw": Route({"POST": PROPOSE}),
     "main.index": Route({"GET": LOGGED_IN}),
     "enrollment.subject_list": Route({"GET": VIEW}),
     "enrollment.register": Route({"POST": ENTER}),
@@ -105,6 +117,12 @@ ENDPOINTS: dict[str, Route] = {
     "enrollment.rescreen": Route({"POST": ENTER}, site_scoped=True),
     "records.subject_audit": Route({"GET": AUDIT}, site_scoped=True),
     "enrollment.medications": Route({"GET": VIEW}, site_scoped=True),
+    # Eligibility after enrolment (issue 11): the worklist is read by every clinical role (its
+    # content filtered by site); re-confirming or recording the deviation is the investigator's.
+    "enrollment.eligibility_reviews": Route({"GET": VIEW}),
+    "enrollment.eligibility_review": Route({"GET": SIGN}, site_scoped=True, subject=TREATED),
+    "enrollment.eligibility_reconfirm": Route({"POST": SIGN}, site_scoped=True, subject=TREATED),
+    "enrollment.eligibility_deviation": Route({"POST": SIGN}, site_scoped=True, subject=TREATED),
     # Treatment and follow-up (PROTOCOL 5): viewing needs view_clinical, writing enter_data.
     "infusions.infusions": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),
     "infusions.infusion": Route({"GET": VIEW, "POST": ENTER}, site_scoped=True, subject=TREATED),

@@ -28,6 +28,8 @@ ACTIONS = {"auth.logout", "enrollment.register", "enrollment.exposure_remove", "
 # Queries, SDV, signatures and locks (issue 6): POST only
 ACTIONS |= {"monitoring.raise_query", "monitoring.answer_query", "monitoring.resolve_query", "monitoring.verify_forms",
             "monitoring.sign_forms", "monitoring.lock_data", "monitoring.lock_study", "monitoring.unlock_data"}
+# Study amendments (issue 11): POST only
+ACTIONS |= {"amendments.approve", "amendments.reject", "amendments.withdraw"}
 
 PASSWORD = "cellstudy-demo"
 

@@ -1,0 +1,24 @@
+"""Study amendments as controlled changes (issue 11): the admin proposes, an investigator
+approves with an e-signature, the amendment comes into force on its effective date.
+The life cycle is service.py; the pages are routes.py; the definition in force is read by
+cellstudy.settings."""
+from __future__ import annotations
+
+#: what a reader calls each status (the pages and the audit viewer)
+STATUS_LABELS = {"proposed": "Awaiting approval", "approved": "Approved", "rejected": "Rejected",
+                 "withdrawn": "Withdrawn"}
+
+
+def init_app(app) -> None:
+    """The start-up check (an amendment whose effective date arrived while no process was
+    running comes into force now) and, outside tests unless AMENDMENTS_SCHEDULER is set, the
+    scheduled run, started with the first request a process serves (so that `flask` commands,
+    `flask db upgrade` among them, start no thread)."""
+    from . import service
+
+    service.check_due(app)
+    if app.config.get("AMENDMENTS_SCHEDULER", not app.testing):
+        @app.before_request
+        def _start_amendment_scheduler():
+            if "cellstudy.amendments" not in app.extensions:
+                service.start_scheduler(app)
