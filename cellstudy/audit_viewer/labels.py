@@ -9,9 +9,12 @@ signature) have no spec; they are named in SYSTEM_FIELDS below.
 """
 from __future__ import annotations
 
+import json
+
 from ..adverse_events import fields as ae_fields
 from ..amendments import STATUS_LABELS as AMENDMENT_STATUS
 from ..enrollment import fields as enrollment_fields
+from ..enrollment.eligibility import criterion_texts
 from ..enrollment.fields import FieldSpec
 from ..infusions import fields as infusion_fields
 from ..study import SETTING_LABELS, setting_label
@@ -34,6 +37,7 @@ OTHER_FORMS: dict[str, str] = {
     "subject": "Subject",
     "ae_grade_episode": "AE grade episode",
     "eligibility_decision": "Eligibility decision",
+    "eligibility_review": "Eligibility review (after enrolment)",
     "deviation": "Protocol deviation",
     "escalation_review": "Dose-escalation review",
     "lab_suggestion": "Lab-based AE suggestion",
@@ -86,7 +90,13 @@ SYSTEM_FIELDS: dict[str, tuple[str, dict | None]] = {
     "assessed_on": ("Assessed on", None),
     "driver": ("Component that drove the grade", ae_fields.COMPONENT_LABELS),
     "ice_score": (ae_fields.COMPONENT_LABELS["ice_score"], None),
-    "outcome": ("Outcome", {"enrolled": "Enrolled", "screen_failed": "Screen failed"}),
+    "outcome": ("Outcome", {"enrolled": "Enrolled", "screen_failed": "Screen failed",
+                            "reconfirmed": "Eligibility re-confirmed"}),
+    "cause": ("Cause", {"screening_changed": "Screening data changed after enrolment",
+                        "amendment": "Study amendment changed an eligibility rule"}),
+    "detail": ("Detail", None),
+    "resolution": ("Resolution", {"reconfirmed": "Eligibility re-confirmed",
+                                  "deviation": "Protocol deviation recorded"}),
     "failed_criteria": ("Failed criteria", None),
     "study_version": ("Study definition version", None),
     "role": ("Role", None),
@@ -186,6 +196,12 @@ def value_label(form: str | None, field: str | None, value: str | None) -> str:
     codes = found[1] if found else None
     if codes and value in codes:
         return codes[value]
+    if field == "failed_criteria":  # a JSON list of criterion codes: as the protocol words them
+        try:
+            listed = json.loads(value)
+        except ValueError:
+            return value
+        return "; ".join(criterion_texts(listed)) if isinstance(listed, list) else value
     return value
 
 

@@ -687,6 +687,13 @@ def criteria(study: Study = STUDY) -> tuple[tuple[str, str], ...]:
 
 CRITERIA: tuple[tuple[str, str], ...] = criteria(STUDY)
 
+
+def criterion_texts(codes, study: Study = STUDY) -> list[str]:
+    """Criteria as the protocol words them ("ALT and AST <= 3 x ULN"), never their codes; an
+    unknown code is kept as it is."""
+    texts = dict(criteria(study))
+    return [(t[:1].upper() + t[1:]) for t in (texts.get(code, code) for code in codes or ())]
+
 # PROTOCOL 4.3: the listing's inclusion criteria; every other code is an exclusion
 # (its "pass" means the excluding condition is absent).
 INCLUSION_CODES = frozenset({"age", "rr_aml", "target_antigen", "ecog", "life_expectancy", "renal",

@@ -12,6 +12,7 @@ from ..timeutil import site_today, utcnow
 from . import reconfirm, service
 from ..settings import current_study
 from .eligibility import criteria as criteria_of
+from .eligibility import criterion_texts
 from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME, SCREENING_FIELDS, SECTIONS
 from .forms import (EligibilityDeviationForm, EnrolForm, ExposureForm, ReconfirmForm, RegisterForm, RemoveForm,
                     RescreenForm, ScreenFailForm, ScreeningForm)
@@ -24,8 +25,7 @@ bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
 def criterion_labels(codes) -> str:
     """Criteria as the protocol words them, under the definition in force ("ALT and AST <= 3 x
     ULN; radiotherapy within 4 weeks"), never their codes (issue 11)."""
-    texts = dict(criteria_of(current_study()))
-    return "; ".join((t[:1].upper() + t[1:]) for t in (texts.get(code, code) for code in codes or ()))
+    return "; ".join(criterion_texts(codes, current_study()))
 
 
 @bp.route("/")

@@ -300,7 +300,8 @@ def screen_fail(subject: Subject, *, user, note: str | None = None) -> Eligibili
     decision = _decision(subject, screening, build_case(screening), result, outcome="screen_failed",
                          user=user, note=note)
     records.set_status(subject, "screen_failed", user=user, form="subject", commit=False,
-                       reason="failed: " + ", ".join(decision.failed_criteria))
+                       reason="failed: " + "; ".join(eligibility.criterion_texts(decision.failed_criteria,
+                                                                              current_study())))
     records.commit()
     return decision
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import zlib
+
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from ..records import hooks
@@ -76,6 +78,22 @@ def _noted(session: Session, obj, created: bool, deleted: bool) -> None:
             request_rejudge(session, [ae.subject_id])
 
 
+_LEVEL_LOCK_NAMESPACE = 7_220_118  # pg_advisory_xact_lock(namespace, level): see lock_levels
+
+
+def lock_levels(session: Session, levels: Iterable[str | None]) -> None:
+    """Serialise the transactions that can change a dose level's stagger (PostgreSQL; SQLite's
+    write transactions are exclusive already). Taken, in name order, at the start of every
+    infusion write (service._lock_subject) and before the judges lock subject rows, so that a
+    first infusion being scheduled and an amendment re-judging everything (or two first
+    infusions of one level) wait for each other instead of deadlocking on the subjects."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for level in sorted({lv for lv in levels if lv}):
+        key = zlib.crc32(level.encode()) - 2**31  # a signed 32-bit int
+        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": _LEVEL_LOCK_NAMESPACE, "key": key})
+
+
 def _rejudge(session: Session) -> None:
     """The commit hook: judge the noted planned infusions again, in this transaction."""
     pending = session.info.pop(_PENDING, None)
@@ -86,6 +104,7 @@ def _rejudge(session: Session) -> None:
     from .models import Infusion
 
     study = study_in_force(session)
+    lock_levels(session, [lv.name for lv in study.regimen.dose_levels] if pending["all"] else pending["levels"])
     if pending["all"]:
         ids = set(session.execute(select(Infusion.subject_id).where(Infusion.state == "scheduled")).scalars())
         from .models import InfusionJudgement

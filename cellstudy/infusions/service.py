@@ -242,6 +242,9 @@ def _lock_subject(subject: Subject) -> None:
     """Serialise scheduling for one subject: two coordinators scheduling at once cannot
     both take infusion n; the second sees the first's infusion (a lockout or a conflict).
     On SQLite every write transaction is already exclusive (BEGIN IMMEDIATE)."""
+    from .judgement import lock_levels
+
+    lock_levels(db.session, [subject.dose_level])  # the stagger: see judgement.lock_levels
     records.lock(subject)
     db.session.expire(subject, ["infusions"])
 
@@ -364,6 +367,7 @@ def reschedule(infusion: Infusion, proposed: date, *, user, expected_version: in
 
 
 def cancel(infusion: Infusion, *, user, expected_version: int, reason: str) -> None:
+    _lock_subject(infusion.subject)
     if infusion.state != "scheduled":
         raise SchedulingRefused(f"Infusion {infusion.number} is {infusion.state}: it cannot be cancelled.")
     if infusion.version != expected_version:
@@ -482,13 +486,14 @@ def _gate_administration(infusion: Infusion, *, user, override_reason: str | Non
         raise InvalidForm({"administration_date": f"Infusion {infusion.number} cannot be given on "
                                                   f"{infusion.planned_date.isoformat()}: {text}. This lockout cannot "
                                                   "be overridden: reschedule the infusion."})
-    if not (override_reason or "").strip():
-        raise InvalidForm({"administration_date": f"Infusion {infusion.number} is locked on "
-                                                  f"{infusion.planned_date.isoformat()}: {text}.",
-                           "override_reason": "Only an investigator can override this lockout, with a reason and an "
-                                              "e-signature."})
+    locked = f"Infusion {infusion.number} is locked on {infusion.planned_date.isoformat()}: {text}."
     if not can("sign_eligibility", user):
-        raise InvalidForm({"override_reason": "Only an investigator can override a lockout."})
+        raise InvalidForm({"administration_date": locked + " Only an investigator can override this lockout, with a "
+                                                           "reason and an e-signature."})
+    if not (override_reason or "").strip():
+        raise InvalidForm({"administration_date": locked,
+                           "override_reason": "Give the reason for giving the infusion despite the lockout, and sign "
+                                              "with your password."})
     if not password:
         raise InvalidForm({"override_password": "Sign the override: enter your password."})
     signature = records.sign(infusion, user=user, password=password, meaning=ADMINISTRATION_OVERRIDE_MEANING)
@@ -504,6 +509,7 @@ def save_infusion(infusion: Infusion, values: dict, *, user, expected_version: i
     study = current_study()
     gate = signature = None
     if complete and infusion.state == "scheduled":
+        _lock_subject(subject)
         gate, signature = _gate_administration(infusion, user=user, override_reason=override_reason,
                                                password=override_password)
 

@@ -57,3 +57,20 @@ def test_system_values_statuses_and_actions():
     assert labels.form_label(None) == ""
     codes = [c for c, _ in labels.form_choices()]
     assert set(SPECS) <= set(codes) and len(codes) == len(set(codes))
+
+
+def test_failed_criteria_and_eligibility_reviews_read_as_words_not_codes():
+    """Issue 11: screen-failure codes and the eligibility review's fields are labelled."""
+    from cellstudy.enrollment.eligibility import CRITERIA
+
+    texts = dict(CRITERIA)
+    shown = labels.value_label("eligibility_decision", "failed_criteria", '["transaminases", "washout_radiotherapy"]')
+    assert shown == f"{texts['transaminases']}; {texts['washout_radiotherapy'][:1].upper()}" \
+                    f"{texts['washout_radiotherapy'][1:]}"
+    assert "transaminases" not in shown and "washout_" not in shown
+    assert labels.value_label("eligibility_decision", "failed_criteria", "not json") == "not json"
+    assert labels.form_label("eligibility_review") == "Eligibility review (after enrolment)"
+    assert labels.value_label("eligibility_review", "cause", "screening_changed") == \
+        "Screening data changed after enrolment"
+    assert labels.value_label("eligibility_review", "resolution", "deviation") == "Protocol deviation recorded"
+    assert labels.field_label("eligibility_review", "detail") == "Detail"

@@ -126,3 +126,49 @@ def test_the_stagger_boundary_is_the_sentinels_plus_n_days(app, login, clock, da
     inf = first_infusion(app, "NB-001")  # T+14 = sentinel T-6 + 20 days
     assert (inf["codes"] == ["stagger"]) is held
     assert inf["planned"] - timedelta(days=20) == day(-6)
+
+
+def test_an_amendment_with_a_future_effective_date_re_judges_when_the_date_arrives(app, login, monkeypatch):
+    """Approved today for T+3: nothing is re-judged until the date arrives; then the due check
+    (the scheduled run and the start-up check call it) brings it into force and every planned
+    infusion is judged under it, in that transaction."""
+    from datetime import datetime, time, timezone
+
+    import cellstudy.timeutil as timeutil
+    from cellstudy.amendments import service as amendments
+
+    def at(day_offset: int) -> None:
+        fixed = datetime.combine(day(day_offset), time(0, 30), tzinfo=timezone.utc)
+        monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
+
+    at(0)
+    hz1 = first_infusion(app, "HZ-001")
+    with app.app_context():
+        inf2 = db.session.execute(select(Infusion.id).where(Infusion.subject_id == hz1["sid"],
+                                                            Infusion.number == 2)).scalar_one()
+        users = {u.username: u for u in db.session.execute(select(User)).scalars()}
+        proposal = amendments.propose({"toxicity_hold.related_min_grade": "1"}, label="1.1 (hold from grade 1)",
+                                      reason="DSMB recommendation", effective_date=day(3), user=users["admin"])
+        amendments.approve(proposal.id, user=users["inv-hz"], password=PW)
+        db.session.remove()
+    # an open related grade 1 AE: held only under the amendment
+    response = login("coord-hz").post(f"/subjects/{hz1['sid']}/adverse-events/new", data={
+        "version": "0", "term": "Nausea", "onset_date": day(-1).isoformat(), "ongoing": "yes", "grade": "1",
+        "serious": "no", "related_nk": "probable", "related_ld": "unlikely", "expectedness": "expected",
+        "action": "none", "outcome": "recovering", "complete": "1"})
+    assert response.status_code == 302
+    with app.app_context():
+        j = db.session.get(InfusionJudgement, inf2)
+        assert (j.locked, j.study_version) == (False, "1.0 (original protocol)")
+        at(2)
+        assert amendments.apply_due() == []  # not yet
+        db.session.remove()
+    at(3)
+    with app.app_context():
+        assert [a.label for a in amendments.apply_due()] == ["1.1 (hold from grade 1)"]
+        db.session.remove()
+    with app.app_context():
+        j = db.session.get(InfusionJudgement, inf2)
+        assert j.locked and [lo["code"] for lo in j.lockouts] == ["toxicity_hold"]
+        assert j.study_version == "1.1 (hold from grade 1)"
+        assert amendments.apply_due() == []  # once only
