@@ -35,8 +35,8 @@ class Infusion(DataFormRecord, db.Model):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
 
     subject = relationship("Subject", back_populates="infusions")
-    # loaded with the infusions (one query for a subject's or a page's infusions)
-    judgement = relationship("InfusionJudgement", back_populates="infusion", uselist=False, lazy="selectin")
+    # loaded with the infusions, in the same statement (a page's infusions need no query of their own)
+    judgement = relationship("InfusionJudgement", back_populates="infusion", uselist=False, lazy="joined")
 
     @property
     def date(self) -> date:

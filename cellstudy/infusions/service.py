@@ -118,10 +118,16 @@ def first_infusions_of_level(level: str, session=None) -> dict[int, date]:
     """PROTOCOL 5.3: each subject of a dose level with a first infusion, and its date
     (the earliest infusion not cancelled: the date given, else the planned date)."""
     session = session if session is not None else db.session
+    # infusions are numbered in date order (each at least the minimum interval after the one
+    # before), so a subject's first infusion is its lowest-numbered one not cancelled
+    first = (select(Infusion.subject_id.label("subject_id"), func.min(Infusion.number).label("number"))
+             .join(Subject, Subject.id == Infusion.subject_id)
+             .where(Subject.dose_level == level, Infusion.state != "cancelled")
+             .group_by(Infusion.subject_id).subquery())
     rows = session.execute(
         select(Infusion.subject_id, Infusion.planned_date, Infusion.data)
-        .join(Subject, Subject.id == Infusion.subject_id)
-        .where(Subject.dose_level == level, Infusion.state != "cancelled")).all()
+        .join(first, (first.c.subject_id == Infusion.subject_id) & (first.c.number == Infusion.number))
+        .where(Infusion.state != "cancelled")).all()
     firsts: dict[int, date] = {}
     for subject_id, planned, data in rows:
         given = (data or {}).get("administration_date")
@@ -174,7 +180,9 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
     stagger = stagger_lockout(subject, proposed, is_first, study, level_firsts)
     if stagger:
         blocks.append(stagger)
-    effects = stagger_effects(subject, proposed, study, level_firsts) if is_first and not stagger else []
+    # what scheduling this date would do to the level's other subjects: for the screen only
+    effects = stagger_effects(subject, proposed, study, level_firsts) if with_earliest and is_first and not stagger \
+        else []
     earliest = lockouts.earliest_clear_date(case, study=study) if with_earliest and blocks else (
         proposed if not blocks else None)
     if stagger and earliest is not None:
@@ -209,16 +217,15 @@ def stagger_effects(subject: Subject, proposed: date, study, level_firsts: dict[
         return []
     if level_firsts is None:
         level_firsts = first_infusions_of_level(subject.dose_level)
-    others = [(day, sid) for sid, day in level_firsts.items() if sid != subject.id]
-    if not others or escalation.sentinel_stagger(proposed, subject.id, others, days) is not None:
-        return []
-    held = []
-    for day, sid in sorted(others):
-        rest = [(d, s) for d, s in others if s != sid] + [(proposed, subject.id)]
-        if escalation.sentinel_stagger(day, sid, rest, days) is not None:
-            other = db.session.get(Subject, sid)
-            held.append(f"{other.label if other else sid} (first infusion {day.isoformat()})")
-    return held
+    others = sorted((day, sid) for sid, day in level_firsts.items() if sid != subject.id)
+    if not others or (proposed, subject.id) > others[0]:
+        return []  # another subject stays the sentinel
+    until = proposed + timedelta(days=days)
+    held = [(day, sid) for day, sid in others if day < until]
+    labels = {sid: label for sid, label in db.session.execute(
+        select(Subject.id, func.coalesce(Subject.subject_number, Subject.screening_number))
+        .where(Subject.id.in_([sid for _, sid in held])))} if held else {}
+    return [f"{labels.get(sid, sid)} (first infusion {day.isoformat()})" for day, sid in held]
 
 
 def _overridable(lockout: dict, is_first: bool, proposed: date, latest: date | None) -> bool:
