@@ -9,6 +9,7 @@ export FLASK_APP := wsgi.py
 .PHONY: bench-ae
 .PHONY: bench-audit
 .PHONY: pdf-tools bench-pdf
+.PHONY: bench-judgement
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,3 +78,7 @@ clean:
 ## bench-pdf: issue 5's benchmark (filled CRF, casebook of 40 forms and 500 audit records), see bench/RESULTS.md
 bench-pdf: install-dev pdf-tools
 	$(BIN)/python bench/pdf_bench.py
+
+## bench-judgement: issue 11's benchmark (saves, a first-infusion move and an amendment re-judging planned infusions; calendar and subject page against the commit before issue 11), see bench/RESULTS.md
+bench-judgement: install-dev
+	$(BIN)/python bench/judgement_bench.py

@@ -85,10 +85,11 @@ def signed_case(decision: EligibilityDecision) -> dict:
 def reviews_of(subject: Subject) -> list[EligibilityReview]:
     """The subject's reviews, open first, then the resolved ones newest first."""
     rows = db.session.execute(select(EligibilityReview).where(EligibilityReview.subject_id == subject.id)
-                              .options(joinedload(EligibilityReview.opened_by),
-                                       joinedload(EligibilityReview.resolved_by),
-                                       joinedload(EligibilityReview.decision),
-                                       joinedload(EligibilityReview.deviation))
+                              # selectin: the related rows are read only when there is a review (rarely)
+                              .options(selectinload(EligibilityReview.opened_by),
+                                       selectinload(EligibilityReview.resolved_by),
+                                       selectinload(EligibilityReview.decision),
+                                       selectinload(EligibilityReview.deviation))
                               .order_by(EligibilityReview.id.desc())).scalars().all()
     return [r for r in rows if r.is_open] + [r for r in rows if not r.is_open]
 

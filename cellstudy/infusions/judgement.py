@@ -154,7 +154,7 @@ def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
                 if subject.dose_level and study.regimen.sentinel_stagger_days:
                     if subject.dose_level not in level_firsts:
                         level_firsts[subject.dose_level] = service.first_infusions_of_level(
-                            subject.dose_level, session)
+                            subject.dose_level, session, earliest=2)
                     firsts = level_firsts[subject.dose_level]
                 evaluation = service.evaluate_proposal(subject, infusion.planned_date, exclude=infusion,
                                                        with_earliest=False, study=study, level_firsts=firsts)

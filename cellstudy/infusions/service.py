@@ -114,27 +114,22 @@ def _later_neighbours(subject: Subject, proposed: date, exclude: Infusion, study
                       "apart (move or cancel that infusion first)"}
 
 
-def first_infusions_of_level(level: str, session=None) -> dict[int, date]:
-    """PROTOCOL 5.3: each subject of a dose level with a first infusion, and its date
-    (the earliest infusion not cancelled: the date given, else the planned date)."""
+def first_infusions_of_level(level: str, session=None, earliest: int | None = None) -> dict[int, date]:
+    """PROTOCOL 5.3: each subject of a dose level with a first infusion, and its date (the
+    earliest infusion not cancelled, given or planned), in date order (ties: subject id).
+
+    An infusion is recorded as given on its planned date (save_infusion refuses any other
+    date: reschedule first), so the planned date is the date that counts for both. With
+    `earliest`, only that many subjects: the sentinel stagger needs only the two earliest
+    (the sentinel, and the sentinel of the others when a subject is the sentinel itself)."""
     session = session if session is not None else db.session
-    # infusions are numbered in date order (each at least the minimum interval after the one
-    # before), so a subject's first infusion is its lowest-numbered one not cancelled
-    first = (select(Infusion.subject_id.label("subject_id"), func.min(Infusion.number).label("number"))
-             .join(Subject, Subject.id == Infusion.subject_id)
-             .where(Subject.dose_level == level, Infusion.state != "cancelled")
-             .group_by(Infusion.subject_id).subquery())
-    rows = session.execute(
-        select(Infusion.subject_id, Infusion.planned_date, Infusion.data)
-        .join(first, (first.c.subject_id == Infusion.subject_id) & (first.c.number == Infusion.number))
-        .where(Infusion.state != "cancelled")).all()
-    firsts: dict[int, date] = {}
-    for subject_id, planned, data in rows:
-        given = (data or {}).get("administration_date")
-        day = date.fromisoformat(given) if given else planned
-        if subject_id not in firsts or day < firsts[subject_id]:
-            firsts[subject_id] = day
-    return firsts
+    first = func.min(Infusion.planned_date)
+    stmt = (select(Infusion.subject_id, first).join(Subject, Subject.id == Infusion.subject_id)
+            .where(Subject.dose_level == level, Infusion.state != "cancelled")
+            .group_by(Infusion.subject_id).order_by(first, Infusion.subject_id))
+    if earliest is not None:
+        stmt = stmt.limit(earliest)
+    return {subject_id: day for subject_id, day in session.execute(stmt)}
 
 
 def stagger_lockout(subject: Subject, proposed: date, is_first: bool, study=None,
@@ -148,7 +143,7 @@ def stagger_lockout(subject: Subject, proposed: date, is_first: bool, study=None
     if not days or not is_first or not subject.dose_level:
         return None
     if level_firsts is None:
-        level_firsts = first_infusions_of_level(subject.dose_level)
+        level_firsts = first_infusions_of_level(subject.dose_level, earliest=2)
     others = [(day, sid) for sid, day in level_firsts.items() if sid != subject.id]
     held = escalation.sentinel_stagger(proposed, subject.id, others, days)
     if held is None:
