@@ -69,16 +69,20 @@ def register():
 def subject(subject_id):
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
-    result = service.evaluate(screening)
+    reviews, record = reconfirm.reviews_of(subject), reconfirm.decision_of_record(subject)
+    # the live checker: before enrolment, or beside an open review (after enrolment the
+    # signed decision of record is shown, never recomputed)
+    live = subject.status in ("screening", "screen_failed") or record is None or any(r.is_open for r in reviews)
+    result = service.evaluate(screening) if live else None
     from ..adverse_events import service as adverse_events
     from ..infusions import service as infusions
 
     now = utcnow()
     aes = [{"ae": ae, "clock": adverse_events.clocks(ae, now)} for ae in subject.adverse_events if ae.status != "deleted"]
-    return render_template("enrollment/subject.html", subject=subject, aes=aes, reviews=reconfirm.reviews_of(subject),
-                           decision_of_record=reconfirm.decision_of_record(subject),
+    return render_template("enrollment/subject.html", subject=subject, aes=aes, reviews=reviews,
+                           decision_of_record=record,
                            lab_suggestions=len(adverse_events.lab_suggestions(subject)), screening=screening, result=result,
-                           blockers=service.enrolment_blockers(subject, screening, result),
+                           blockers=service.enrolment_blockers(subject, screening, result) if live else [],
                            screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(),
                            criteria=criteria_of(current_study()), window=infusions.vaccination_window(subject),
                            today=site_today(subject.site), visit_status=infusions.visit_status,
