@@ -90,10 +90,10 @@ def scoped(stmt, site_column):
     return stmt if ids is None else stmt.where(site_column.in_(ids))
 
 
-def get_subject_or_404(subject_id: int):
+def get_subject_or_404(subject_id: int, *options):
     from ..enrollment.models import Subject
 
-    subject = db.session.execute(scoped(select(Subject).where(Subject.id == subject_id),
+    subject = db.session.execute(scoped(select(Subject).where(Subject.id == subject_id).options(*options),
                                         Subject.site_id)).scalar_one_or_none()
     if subject is None:
         abort(404)

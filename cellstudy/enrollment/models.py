@@ -1,8 +1,9 @@
 """Subjects, screening forms, exposures and eligibility decisions (PROTOCOL 3, 4)."""
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import (JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+                        exists, text)
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from ..extensions import db
 from ..records.formrecord import DataFormRecord, FormRecord
@@ -161,3 +162,10 @@ class EligibilityReview(db.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+
+# Whether the subject has any eligibility review, as a correlated EXISTS that the subject page
+# reads in the same statement as the subject (undefer it there): most subjects have none, and
+# the page then needs no query of the reviews at all.
+Subject.has_reviews = column_property(
+    exists().where(EligibilityReview.subject_id == Subject.id).correlate_except(EligibilityReview), deferred=True)

@@ -2,7 +2,7 @@
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, undefer
 
 from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped, site_ids
 from ..extensions import db
@@ -67,9 +67,10 @@ def register():
 @bp.route("/<int:subject_id>")
 @require("view_clinical")
 def subject(subject_id):
-    subject = get_subject_or_404(subject_id)
+    subject = get_subject_or_404(subject_id, undefer(Subject.has_reviews))
     screening = subject.current_screening
-    reviews, record = reconfirm.reviews_of(subject), reconfirm.decision_of_record(subject)
+    reviews = reconfirm.reviews_of(subject) if subject.has_reviews else []
+    record = reconfirm.decision_of_record(subject)
     # the live checker: before enrolment, or beside an open review (after enrolment the
     # signed decision of record is shown, never recomputed)
     live = subject.status in ("screening", "screen_failed") or record is None or any(r.is_open for r in reviews)
