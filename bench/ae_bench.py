@@ -658,7 +658,8 @@ from datetime import date
 sys.path.insert(0, os.environ["BENCH_APP_ROOT"])
 from cellstudy import create_app
 from cellstudy.extensions import db
-from cellstudy.adverse_events import listings
+from cellstudy.safety import listings
+from cellstudy.safety.filters import Filters
 app = create_app("production", overrides={"SQLALCHEMY_DATABASE_URI": sys.argv[1]})
 out_path, reps = sys.argv[2], int(sys.argv[3])
 with app.app_context():
@@ -668,7 +669,7 @@ with app.app_context():
     t = time.perf_counter()
     # the rows the app exports (its own listing query, every site), as the cell values it writes
     rows = []
-    for r in listings.iter_listing("ae", listings.Filters(), None):
+    for r in listings.iter_listing("ae", Filters(), None):
         values = []
         for k, kind in zip(keys, kinds):
             v = r[k]

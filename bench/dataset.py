@@ -96,10 +96,14 @@ def _treat(subject, coord, inv, first, today, level: str) -> None:
     from cellstudy.demo import DEMO_PASSWORD
     from cellstudy.enrollment import service as enrollment
     from cellstudy.extensions import db
-    from cellstudy.infusions import service as infusions
+    from cellstudy.infusions.administration import save_infusion
+    from cellstudy.infusions.dose_levels import proposed_dose_level
+    from cellstudy.infusions.lymphodepletion import save_lymphodepletion
+    from cellstudy.infusions.scheduling import schedule_infusion
+    from cellstudy.infusions.visits import save_visit
     from cellstudy.settings import current_study
 
-    proposed, _why = infusions.proposed_dose_level()
+    proposed, _why = proposed_dose_level()
     screening = subject.current_screening
     decision = enrollment.enrol(subject, user=inv, password=DEMO_PASSWORD, screening_version=screening.version,
                                 dose_level=level, dose_level_reason=None if level == proposed else LEVEL_REASON)
@@ -109,11 +113,11 @@ def _treat(subject, coord, inv, first, today, level: str) -> None:
     db.session.commit()
 
     regimen = current_study().regimen
-    scheduled = [infusions.schedule_infusion(subject, first + timedelta(days=day), user=coord)
+    scheduled = [schedule_infusion(subject, first + timedelta(days=day), user=coord)
                  for day in regimen.infusion_days]
     for day in subject.lymphodepletion_days:
         if day.planned_date < today:
-            infusions.save_lymphodepletion(day, {
+            save_lymphodepletion(day, {
                 "administration_date": day.planned_date, "height_cm": Decimal("165"), "weight_kg": Decimal("62.5"),
                 "fludarabine_mg_m2": Decimal("30"), "fludarabine_mg": Decimal("51"),
                 "cyclophosphamide_mg_m2": Decimal("300"), "cyclophosphamide_mg": Decimal("510"),
@@ -124,7 +128,7 @@ def _treat(subject, coord, inv, first, today, level: str) -> None:
               (("temp_c", Decimal("36.8")), ("hr", 78), ("sbp", 122), ("dbp", 76), ("spo2", Decimal("98")))}
     for infusion in scheduled:
         if infusion.planned_date < today:
-            infusions.save_infusion(infusion, {
+            save_infusion(infusion, {
                 "administration_date": infusion.planned_date, "start_time": "10:05", "stop_time": "10:35",
                 "product_lot": "NK-CLL1-24-017", "viability_percent": Decimal("93.5"), "weight_kg": Decimal("62.5"),
                 "planned_cells": cells, "actual_cells": cells * 98 // 100,
@@ -133,12 +137,12 @@ def _treat(subject, coord, inv, first, today, level: str) -> None:
     consent = date.fromisoformat(screening.data["icf_signed_date"])
     for visit in subject.visits:
         if visit.target_date < today:
-            infusions.save_visit(visit, {"visit_date": visit.target_date, "temp_c": Decimal("37.1"), "hr": 80,
-                                         "sbp": 118, "dbp": 72, "spo2": Decimal("97"), "ecog": 1,
-                                         "anc": Decimal("0.4"), "platelets": Decimal("38"),
-                                         "response": "not_assessed"},
-                                 user=coord, expected_version=visit.version, reason=None, complete=True,
-                                 consent=consent)
+            save_visit(visit, {"visit_date": visit.target_date, "temp_c": Decimal("37.1"), "hr": 80,
+                               "sbp": 118, "dbp": 72, "spo2": Decimal("97"), "ecog": 1,
+                               "anc": Decimal("0.4"), "platelets": Decimal("38"),
+                               "response": "not_assessed"},
+                       user=coord, expected_version=visit.version, reason=None, complete=True,
+                       consent=consent)
 
 
 def load(url: str, subjects: int, real: int) -> dict:
@@ -487,8 +491,10 @@ class _AeContext:
 
     def __init__(self, subject, today):
         from cellstudy.adverse_events import service
+        from cellstudy.settings import current_study
 
         self.id, self.site_id, self.tz = subject.id, subject.site_id, subject.site.timezone
+        self.sae_report_hours = current_study().safety_reporting.sae_report_hours
         self.today = today
         self.consent = service.consent_date(subject)
         self.first_ld = service.first_lymphodepletion_date(subject)
@@ -710,36 +716,13 @@ def _gen_subject_aes(rng, ctx: _AeContext, n: int, pool) -> list[dict]:
 
 
 def _ae_changes(ctx: _AeContext, v: dict) -> dict:
-    """What the AE form's save writes (service._changes, re-derived from the public rules):
-    the columns, the derived values, then the answers kept in `data`, in that order."""
-    from cellstudy.adverse_events import ctcae, rules
-    from cellstudy.adverse_events.fields import AE_FIELDS, CRITERIA_CODES
+    """What the AE form's save writes: the service's own pure function (service._changes
+    over the subject's values read once into `ctx`), the columns, the derived values,
+    then the answers kept in `data`, in that order."""
+    from cellstudy.adverse_events import service
 
-    columns = ("term", "verbatim", "onset_date", "end_date", "ongoing", "serious", "related_nk", "related_ld",
-               "expectedness", "action", "outcome", "death_date", "dlt")
-    changes = {name: v.get(name) for name in columns}
-    entry = ctcae.get(v["term"])
-    changes["soc"], changes["meddra_code"] = entry.soc, entry.meddra_code
-    changes["related"] = rules.related(v.get("related_nk"), v.get("related_ld"))
-    changes["treatment_emergent"] = rules.treatment_emergent(v.get("onset_date"), ctx.first_ld)
-    aware = None
-    if v.get("serious") and v.get("awareness_date") and v.get("awareness_time"):
-        aware = rules.awareness_utc(v["awareness_date"], v["awareness_time"], ctx.tz)
-    changes["awareness_at"] = aware
-    changes["sae_due_at"] = aware + timedelta(hours=24) if aware else None
-    susar = bool(v.get("serious")) and rules.is_susar(v.get("serious"), v.get("expectedness"), v.get("related_nk"),
-                                                      v.get("related_ld"))
-    changes["susar"] = susar
-    changes["susar_due_at"] = aware + timedelta(days=rules.susar_days(v, v.get("outcome"))) if susar and aware else None
-    for spec in AE_FIELDS:
-        if spec.name not in columns and spec.name != "grade":
-            value = v.get(spec.name)
-            if spec.kind == "date" and value is not None:
-                value = value.isoformat()
-            if spec.kind == "bool" and value is False and spec.name in CRITERIA_CODES:
-                value = None
-            changes[spec.name] = value
-    return changes
+    return service.ae_changes(v, first_lymphodepletion=ctx.first_ld, zone=ctx.tz,
+                              sae_report_hours=ctx.sae_report_hours)
 
 
 def _assessment_changes(kind: str, values: dict) -> tuple[dict, dict]:

@@ -12,7 +12,7 @@ inserted without the ORM, so they have no judgement rows until then):
    records.hooks._WRITE_HOOKS / _COMMIT_HOOKS in the same process), interleaved; "extra"
    = p50(on) - p50(off). A third mode, every write-path hook removed (issue 11's
    eligibility re-confirmation hook too), is shown for reference.
-2. a first-infusion move (infusions.service.reschedule of a planned infusion number 1,
+2. a first-infusion move (infusions.scheduling.reschedule of a planned infusion number 1,
    nothing given yet, by one day) with regimen.sentinel_stagger_days in force (set by a
    real amendment, proposed by the admin and approved by inv-hz): it re-judges the planned
    first infusions of the dose level: < 2 s. On and off interleaved; also
@@ -197,7 +197,7 @@ def worker_writes(args) -> dict:
     from cellstudy.enrollment.models import Subject
     from cellstudy.extensions import db
     from cellstudy.infusions import judgement
-    from cellstudy.infusions import service as infusions
+    from cellstudy.infusions import scheduling
     from cellstudy.infusions.models import Infusion, InfusionJudgement
     from cellstudy.records import hooks
     from cellstudy.records.service import InvalidForm, RecordError
@@ -496,9 +496,9 @@ def worker_writes(args) -> dict:
             for delta in (-1, 1):
                 proposed = infusion.planned_date + timedelta(days=delta)
                 n0 = stmts.n
-                call = lambda: infusions.reschedule(infusion, proposed, user=coord,  # noqa: E731
-                                                    expected_version=infusion.version,
-                                                    reason="bench: first infusion moved by a day")
+                call = lambda: scheduling.reschedule(infusion, proposed, user=coord,  # noqa: E731
+                                                     expected_version=infusion.version,
+                                                     reason="bench: first infusion moved by a day")
                 t = time.perf_counter()
                 try:
                     _profile(call, profile_to) if profile_to else call()

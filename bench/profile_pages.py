@@ -143,13 +143,13 @@ TIMERS = {"sql": 0.0, "template": 0.0, "evaluate": 0.0, "lockouts": 0.0}
 def _instrument() -> None:
     """Time spent in SQL (cursor execute), in template rendering (including any lazy-load
     SQL it triggers), in the eligibility evaluation and in the lockout evaluation of a
-    proposed infusion date (infusions.service.evaluate_proposal: the scheduling screen once,
+    proposed infusion date (infusions.proposal.evaluate_proposal: the scheduling screen once,
     the calendar once per scheduled infusion; including the SQL of its lazy loads), per
     request."""
     import flask.templating
 
     from cellstudy.enrollment import service
-    from cellstudy.infusions import service as infusions
+    from cellstudy.infusions import proposal
 
     def timed(key, fn):
         def wrapper(*a, **kw):
@@ -162,7 +162,7 @@ def _instrument() -> None:
 
     flask.templating._render = timed("template", flask.templating._render)
     service.evaluate = timed("evaluate", service.evaluate)
-    infusions.evaluate_proposal = timed("lockouts", infusions.evaluate_proposal)
+    proposal.evaluate_proposal = timed("lockouts", proposal.evaluate_proposal)
 
 
 def _measure(name, call, n, statements, result, report, expect):

@@ -11,8 +11,12 @@ from sqlalchemy.engine import Engine
 
 from config import CONFIGS
 
+from . import registry
 from .extensions import csrf, db, login_manager, migrate
-from .timeutil import fmt_site, fmt_utc, utcnow
+# the features declare their forms and records (cellstudy.registry) when they load: all of
+# them load with the package, so every reader of the registry sees every form
+from . import adverse_events, amendments, audit_viewer, auth, enrollment, infusions, jobs, monitoring  # noqa: F401,E402
+from .timeutil import fmt_site, fmt_utc, wall_clock
 
 
 @event.listens_for(Engine, "connect")
@@ -82,7 +86,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
         # the user's sites come with the user: every page's permission check needs them
         return db.session.get(User, int(user_id), options=[joinedload(User.sites)])
 
-    from .adverse_events.listing_routes import bp as safety_bp
+    from .safety.routes import bp as safety_bp
     from .audit_viewer.routes import bp as audit_viewer_bp
     from .dashboards.routes import bp as dashboards_bp
     from .adverse_events.routes import bp as adverse_events_bp
@@ -93,12 +97,10 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .main.routes import bp as main_bp
     from .monitoring.routes import bp as monitoring_bp
     from .pdf.routes import bp as pdf_bp
-    from .records.routes import bp as records_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(enrollment_bp)
-    app.register_blueprint(records_bp)
     app.register_blueprint(infusions_bp)
     app.register_blueprint(adverse_events_bp)
     app.register_blueprint(safety_bp)
@@ -126,8 +128,6 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .enrollment import reconfirm
 
     reconfirm.init_app(app)  # screening changes after enrolment open an eligibility review (issue 11)
-    from . import amendments
-
     amendments.init_app(app)  # amendments whose effective date arrived come into force (issue 11)
     _register_hooks(app)
     _register_errors(app)
@@ -149,7 +149,9 @@ def _register_hooks(app: Flask) -> None:
             session.clear()
             flash("Your account is locked or disabled: you have been logged out.", "error")
             return redirect(url_for("auth.login"))
-        now = utcnow().timestamp()
+        # The machine's clock, not the study's (timeutil): 30 minutes a person really was away;
+        # a test moving the study clock by days keeps its sessions. Nothing here is recorded.
+        now = wall_clock().timestamp()
         last = session.get("last_seen")
         limit = app.config["PERMANENT_SESSION_LIFETIME"].total_seconds()
         if last is not None and now - last > limit:
@@ -179,7 +181,10 @@ def _register_hooks(app: Flask) -> None:
 
     from .records.render import render_field
 
-    app.jinja_env.globals.update(can=can, inclusion_codes=INCLUSION_CODES, render_field=render_field)
+    # a form is named by its registry label everywhere (issue 12)
+    app.jinja_env.globals.update(can=can, inclusion_codes=INCLUSION_CODES, render_field=render_field,
+                                 form_label=registry.label, log_label=registry.log_label,
+                                 record_title=registry.record_title)
 
     @app.context_processor
     def study_in_force():

@@ -11,6 +11,7 @@ from .auth import service as auth
 from .auth.models import Site, User
 from .enrollment import service as enrollment
 from .extensions import db
+from .timeutil import utcnow
 
 DEMO_PASSWORD = "cellstudy-demo"
 DEMO_SITES = (("HZ", "Hangzhou — First Affiliated Hospital, Zhejiang University", "Asia/Shanghai"),
@@ -28,7 +29,7 @@ DEMO_USERS = (
 
 def eligible_values(today: date | None = None) -> dict:
     """A complete screening form that passes every criterion (values as the form gives them)."""
-    today = today or date.today()
+    today = today or utcnow().astimezone().date()  # the server's date, by the one clock
     return {
         "screening_date": today - timedelta(days=3), "first_infusion_date": today + timedelta(days=14),
         "icf_signed_date": today - timedelta(days=5), "date_of_birth": date(1975, 4, 12), "sex": "F",
@@ -58,7 +59,7 @@ def _prior_therapy(today: date) -> dict:
 
 def make_subject(site: Site, user: User, stage: str, today: date | None = None, **overrides):
     """A subject at `stage`: draft, complete, enrolled or screen_failed, via the real services."""
-    today = today or date.today()
+    today = today or utcnow().astimezone().date()  # the server's date, by the one clock
     subject = enrollment.register_subject(site, user=user)
     screening = subject.current_screening
     values = {**eligible_values(today), **overrides}
@@ -75,7 +76,7 @@ def load_demo(today: date | None = None) -> bool:
     """Create the demo study; False when it is already there (it is loaded only once)."""
     if db.session.execute(select(Site.id).limit(1)).first():
         return False
-    today = today or date.today()
+    today = today or utcnow().astimezone().date()  # the server's date, by the one clock
     sites = {code: auth.create_site(code, name, tz) for code, name, tz in DEMO_SITES}
     users = {u[0]: auth.create_user(u[0], u[1], u[2], DEMO_PASSWORD, list(u[3])) for u in DEMO_USERS}
     for code in ("HZ", "NB"):
@@ -89,9 +90,10 @@ def load_demo(today: date | None = None) -> bool:
         else:  # enrolled, first infusion scheduled on the planned date
             subject = make_subject(site, coord, "complete", today)
             _enrol(subject, inv)
-            from .infusions import service as infusions
+            from .infusions.proposal import first_infusion_date
+            from .infusions.scheduling import schedule_infusion
 
-            infusions.schedule_infusion(subject, infusions.first_infusion_date(subject), user=coord)
+            schedule_infusion(subject, first_infusion_date(subject), user=coord)
         _adverse_events(subject, coord, today)
         failed = make_subject(site, coord, "complete", today,
                               **({"alt": Decimal("130")} if code == "HZ" else {"dsa_mfi": Decimal("3500")}))
@@ -192,9 +194,9 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
     by the signature)."""
     from datetime import datetime, time, timezone
 
-    from .infusions import service as infusions
+    from .infusions.dose_levels import proposed_dose_level
 
-    level, _why = infusions.proposed_dose_level()
+    level, _why = proposed_dose_level()
     decision = enrollment.enrol(subject, user=investigator, password=DEMO_PASSWORD,
                                 screening_version=subject.current_screening.version, dose_level=level)
     if on is not None:
@@ -205,19 +207,23 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
 
 def _treat(subject, user, today: date) -> None:
     """Lymphodepletion done, infusion 1 given, D1/D3 visits done, infusion 2 scheduled."""
-    from .infusions import service as infusions
+    from .infusions.administration import save_infusion
+    from .infusions.lymphodepletion import save_lymphodepletion
+    from .infusions.proposal import first_infusion_date
+    from .infusions.scheduling import schedule_infusion
+    from .infusions.visits import save_visit
 
-    first = infusions.first_infusion_date(subject)
-    infusion = infusions.schedule_infusion(subject, first, user=user)
+    first = first_infusion_date(subject)
+    infusion = schedule_infusion(subject, first, user=user)
     for day in subject.lymphodepletion_days:
-        infusions.save_lymphodepletion(day, {
+        save_lymphodepletion(day, {
             "administration_date": day.planned_date, "height_cm": Decimal("165"), "weight_kg": Decimal("62.5"),
             "fludarabine_mg_m2": Decimal("30"), "fludarabine_mg": Decimal("51"), "cyclophosphamide_mg_m2": Decimal("300"),
             "cyclophosphamide_mg": Decimal("510"), "start_time": "09:00", "stop_time": "11:30"},
             user=user, expected_version=day.version, reason=None, complete=True, today=today)
     vitals = {f"{p}_{k}": v for p in ("pre", "during", "post") for k, v in
               (("temp_c", Decimal("36.8")), ("hr", 78), ("sbp", 122), ("dbp", 76), ("spo2", Decimal("98")))}
-    infusions.save_infusion(infusion, {
+    save_infusion(infusion, {
         "administration_date": first, "start_time": "10:05", "stop_time": "10:35", "product_lot": "NK-CLL1-24-017",
         "viability_percent": Decimal("93.5"), "weight_kg": Decimal("62.5"), "planned_cells": 100_000_000,
         "actual_cells": 98_000_000, "premedication": "Paracetamol 500 mg PO, chlorphenamine 4 mg IV",
@@ -225,8 +231,8 @@ def _treat(subject, user, today: date) -> None:
         complete=True, today=today)
     for visit in subject.visits:
         if visit.code in ("D1", "D3"):
-            infusions.save_visit(visit, {"visit_date": visit.target_date, "temp_c": Decimal("37.1"), "hr": 80,
-                                         "sbp": 118, "dbp": 72, "spo2": Decimal("97"), "ecog": 1,
-                                         "anc": Decimal("0.4"), "platelets": Decimal("38"), "response": "not_assessed"},
-                                 user=user, expected_version=visit.version, reason=None, complete=True, consent=None)
-    infusions.schedule_infusion(subject, first + timedelta(days=7), user=user)
+            save_visit(visit, {"visit_date": visit.target_date, "temp_c": Decimal("37.1"), "hr": 80,
+                               "sbp": 118, "dbp": 72, "spo2": Decimal("97"), "ecog": 1,
+                               "anc": Decimal("0.4"), "platelets": Decimal("38"), "response": "not_assessed"},
+                       user=user, expected_version=visit.version, reason=None, complete=True, consent=None)
+    schedule_infusion(subject, first + timedelta(days=7), user=user)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from . import registry
+
 
 @dataclass(frozen=True)
 class EligibilityLimits:
@@ -214,6 +216,22 @@ class EditChecks:
     visit_window_check: int = 1  # 1: a visit dated outside its window opens a query; 0: off
 
 
+@dataclass(frozen=True)
+class SafetyReporting:
+    """The reporting timelines of PROTOCOL 6 that the clocks count. Not an amendable
+    setting (not in settings.SECTIONS, so no SETTING_LABELS entry): the protocol does not
+    call it a study setting, as it does the DLT window; a new definition changes it."""
+
+    # PROTOCOL 6: an SAE is reported within 24 hours of site awareness
+    sae_report_hours: int = 24
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sae_report_hours, bool) or not isinstance(self.sae_report_hours, int) \
+                or self.sae_report_hours <= 0:
+            raise ValueError(f"study: SAE report hours must be a positive whole number, "
+                             f"got {self.sae_report_hours!r}")
+
+
 # What people call each amendable setting, with its unit (issue 11: "raw setting names become
 # labels with units"). Declared once, here next to the numbers; the settings screen, the
 # amendment pages and the audit viewer read it (settings.setting_label). A setting of the
@@ -264,26 +282,6 @@ def setting_label(key: str) -> str:
     return f"{label} ({unit})" if unit else label
 
 
-# Source data verification plan per form type (issue 6): "all" (100 %: every field),
-# "key" (the key fields listed) or "none" (not required).
-DEFAULT_SDV_PLAN: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("screening", "all", ()),
-    ("exposure", "key", ("category", "name", "last_date")),
-    ("lymphodepletion", "key", ("administration_date", "weight_kg")),
-    ("infusion", "all", ()),
-    ("visit", "key", ("visit_date", "ecog", "anc", "platelets", "alt", "ast", "response")),
-    ("dlt_assessment", "all", ()),
-    ("adverse_event", "key", ("term", "onset_date", "end_date", "grade", "serious", "related_nk",
-                              "related_ld", "outcome")),
-    ("crs_assessment", "all", ()),
-    ("icans_assessment", "all", ()),
-)
-
-# Form types the investigator must sign once complete (besides any form whose signature a
-# later change invalidated, which always needs signing again).
-DEFAULT_SIGNATURE_FORMS: tuple[str, ...] = ("adverse_event", "dlt_assessment")
-
-
 # PROTOCOL 5.1: days 1, 3, 7, 14, 21, 28 after the first infusion, then months 2, 3, 6.
 DEFAULT_VISITS: tuple[Visit, ...] = (
     Visit("D1", "Day 1", day=1),
@@ -308,8 +306,7 @@ class Study:
     visits: tuple[Visit, ...] = DEFAULT_VISITS
     toxicity_hold: ToxicityHold = field(default_factory=ToxicityHold)
     edit_checks: EditChecks = field(default_factory=EditChecks)
-    sdv_plan: tuple[tuple[str, str, tuple[str, ...]], ...] = DEFAULT_SDV_PLAN
-    signature_forms: tuple[str, ...] = DEFAULT_SIGNATURE_FORMS
+    safety_reporting: SafetyReporting = field(default_factory=SafetyReporting)
 
     def __post_init__(self) -> None:
         categories = [w.category for w in self.washouts]
@@ -324,6 +321,18 @@ class Study:
         days = self.regimen.infusion_days
         if not days or days[0] != 0 or list(days) != sorted(set(days)):
             raise ValueError("study: infusion days must start at day 0 and increase")
+
+    @property
+    def sdv_plan(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """Source data verification plan per form type (issue 6): (form, "all" | "key" |
+        "none", the key fields), as each form declares it (cellstudy.registry)."""
+        return registry.sdv_plans()
+
+    @property
+    def signature_forms(self) -> tuple[str, ...]:
+        """Form types the investigator must sign once complete (besides any form whose
+        signature a later change invalidated, which always needs signing again)."""
+        return registry.signature_forms()
 
     def washout(self, category: str) -> Washout:
         """The washout row of an exposure category; KeyError if unknown."""

@@ -158,3 +158,18 @@ def login(app):
 def ctx(app):
     with app.app_context():
         yield
+
+
+@pytest.fixture
+def clock():
+    """The one clock (cellstudy.timeutil), set by this test and reset after it:
+    `clock.set(at)` freezes it at `at` (an aware datetime; naive = UTC; a date = its
+    00:00 UTC) and it stands still, `clock.advance(timedelta)` moves it, `clock.now()`
+    reads it. Every module, the amendments' scheduled run and the job workers read it."""
+    from types import SimpleNamespace
+
+    from cellstudy import timeutil
+
+    timeutil.reset_clock()
+    yield SimpleNamespace(set=timeutil.set_clock, advance=timeutil.advance, now=timeutil.utcnow)
+    timeutil.reset_clock()

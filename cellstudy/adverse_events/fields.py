@@ -4,7 +4,7 @@ Pure: the web forms, the stored values, the listings' labels and (issue 5) the P
 are generated from these specs, so a label or a choice list changes in one place."""
 from __future__ import annotations
 
-from ..enrollment.fields import FieldSpec
+from ..registry.fields import FieldSpec
 from .grading import CRS_COMPONENTS, ICANS_COMPONENTS
 
 EVENT = "Event"

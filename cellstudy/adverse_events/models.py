@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..enrollment.models import Subject
 from ..extensions import db
-from ..records.formrecord import DataFormRecord
+from ..records.formrecord import ClinicalRecord, DataFormRecord
 from ..timeutil import utcnow
 
 
@@ -27,7 +27,7 @@ class CtcaeTerm(db.Model):
     navigational_note: Mapped[str | None] = mapped_column(Text)
 
 
-#: the covering index of the listings' count (listings.count forces it on SQLite)
+#: the covering index of the listings' count (cellstudy.safety.queries.count forces it on SQLite)
 LISTING_COUNT_INDEX = "ix_adverse_event_listing_count"
 
 
@@ -163,7 +163,7 @@ class IcansAssessment(DataFormRecord, db.Model):
     adverse_event = relationship("AdverseEvent")
 
 
-class LabSuggestionDismissal(db.Model):
+class LabSuggestionDismissal(ClinicalRecord, db.Model):
     """A lab-based AE suggestion the user dismissed (audited; it stays dismissed)."""
 
     __tablename__ = "lab_suggestion_dismissal"

@@ -15,8 +15,9 @@ from ..records.views import show_refusal
 from ..timeutil import site_today, utcnow
 from . import ctcae, service
 from ..infusions.fields import VISIT_FIELDS
-from ..infusions.fields import sections as sections_of
-from .fields import AE_FIELDS, CRS_FIELDS, GRADE_CHOICES, ICANS_FIELDS, component_label
+from ..registry.fields import sections as sections_of
+from .fields import AE_FIELDS, GRADE_CHOICES, component_label
+from . import crfs
 from .forms import AeForm, ChangeGradeForm, CrsForm, DismissForm, IcansForm, RemoveAeForm, ReportForm
 from .models import AdverseEvent, CrsAssessment, IcansAssessment
 
@@ -24,8 +25,8 @@ bp = Blueprint("adverse_events", __name__)
 # "driven by hypotension": the component's label, never its code (issue 11)
 bp.add_app_template_filter(component_label, "component_label")
 
-KINDS = {"crs": ("CRS assessment", CrsAssessment, CrsForm, CRS_FIELDS),
-         "icans": ("ICANS assessment", IcansAssessment, IcansForm, ICANS_FIELDS)}
+#: the assessment pages: the registry's form (label, model, specs) and the page's WTForms class
+KINDS = {"crs": (crfs.CRS_ASSESSMENT, CrsForm), "icans": (crfs.ICANS_ASSESSMENT, IcansForm)}
 
 
 def _term_info(term: str | None) -> dict | None:
@@ -113,7 +114,7 @@ def _ae_page(subject, ae, prefill=None):
 def _event_assessments(ae) -> list:
     if not ae.id or ae.category not in KINDS:
         return []
-    model = KINDS[ae.category][1]
+    model = KINDS[ae.category][0].model
     return db.session.execute(db.select(model).where(model.adverse_event_id == ae.id)
                               .order_by(model.assessed_on, model.id)).scalars().all()
 
@@ -227,7 +228,8 @@ def dismiss(subject_id):
 # --- CRS and ICANS assessments ----------------------------------------------------------------
 
 def _assessment_page(subject, kind: str, record):
-    title, _, form_cls, specs = KINDS[kind]
+    form_type, form_cls = KINDS[kind]
+    title, specs = form_type.label, form_type.specs
     today = site_today(subject.site)
     if request.method == "POST":
         form = form_cls()

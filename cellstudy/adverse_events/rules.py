@@ -23,6 +23,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..study import STUDY
 from . import ctcae
 from .fields import (
     AE_REQUIRED,
@@ -349,6 +350,19 @@ def treatment_emergent(onset: date | None, first_lymphodepletion: date | None) -
     return onset is not None and first is not None and onset >= first
 
 
+def study_day(day: date | None, reference: date | None) -> int | None:
+    """The study day of ``day`` (PROTOCOL 8: the safety listings' "Study day" and SDTM
+    --DY): the reference day (the first NK-cell infusion given, RFSTDTC) is day 1, the
+    day before it is -1; there is no day 0. None when either date is unknown; a datetime
+    counts as its date. Not a date: ValueError."""
+    if day is None or reference is None:
+        return None
+    if not isinstance(day, date) or not isinstance(reference, date):
+        raise ValueError(f"study day: expected dates, got {day!r} and {reference!r}")
+    delta = day.toordinal() - reference.toordinal()
+    return delta + 1 if delta >= 0 else delta
+
+
 def in_dlt_window(onset: date | None, window: tuple[date, date] | None) -> bool:
     """Onset inside the DLT window (first and last day included); False when either is
     unknown."""
@@ -378,17 +392,35 @@ def awareness_utc(d: date, hhmm: str, zone: str) -> datetime:
     return datetime.combine(d, t, tzinfo=tz).astimezone(timezone.utc)
 
 
-def _clock(aware: datetime, due: datetime, reported: datetime | None, now: datetime) -> dict:
+#: the states of a reporting clock (SAE report, SUSAR expedited report)
+REPORTED, REPORTED_LATE, DUE, OVERDUE = "reported", "reported_late", "due", "overdue"
+CLOCK_STATES = (REPORTED, REPORTED_LATE, DUE, OVERDUE)
+
+
+def clock_state(due: datetime, reported: datetime | None, now: datetime) -> str:
+    """The one rule of a reporting clock's state, for every page, list and export:
+    reported by the due instant (included) is "reported", after it "reported_late";
+    not reported, "due" up to the due instant itself and "overdue" after it. Aware
+    datetimes (the callers check or convert)."""
     if reported is not None:
-        return {"due_at": due, "state": "reported" if reported <= due else "reported_late",
-                "remaining_seconds": 0}
+        return REPORTED if reported <= due else REPORTED_LATE
+    return DUE if now <= due else OVERDUE
+
+
+def _clock(aware: datetime, due: datetime, reported: datetime | None, now: datetime) -> dict:
+    state = clock_state(due, reported, now)
+    if reported is not None:
+        return {"due_at": due, "state": state, "remaining_seconds": 0}
     # floor: any part of a second past the due time is overdue (negative)
     remaining = math.floor((due - now).total_seconds())
-    return {"due_at": due, "state": "due" if now <= due else "overdue", "remaining_seconds": remaining}
+    return {"due_at": due, "state": state, "remaining_seconds": remaining}
 
 
-def sae_clock(awareness_at: datetime, reported_at: datetime | None, now: datetime, hours: int = 24) -> dict:
-    """The SAE reporting clock (PROTOCOL 6: within 24 hours of site awareness).
+def sae_clock(awareness_at: datetime, reported_at: datetime | None, now: datetime,
+              hours: int = STUDY.safety_reporting.sae_report_hours) -> dict:
+    """The SAE reporting clock (PROTOCOL 6: within 24 hours of site awareness; the hours
+    are the study definition's, ``Study.safety_reporting``: the caller passes the
+    definition in force, the default is the original protocol's).
 
     {"due_at": aware UTC datetime, "state": "reported" | "reported_late" | "due" |
     "overdue", "remaining_seconds": int}. Reported at the due instant is on time; not

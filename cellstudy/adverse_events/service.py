@@ -17,12 +17,11 @@ from ..records import service as records
 from ..records.models import Query
 from ..records.service import RecordError
 from ..settings import current_study
+from ..study import Study
 from ..timeutil import as_utc, utcnow
 from . import ctcae, grading, rules
 from .fields import AE_FIELDS, CRITERIA_CODES, CRS_TERM, ICANS_TERM, ICANS_VERBATIM, ICE_ITEMS
 from .models import AdverseEvent, CrsAssessment, GradeEpisode, IcansAssessment, LabSuggestionDismissal
-
-SAE_REPORT_HOURS = 24
 
 #: AE columns a form value goes to directly (the rest of the answers live in `data`)
 _COLUMNS = ("term", "verbatim", "onset_date", "end_date", "ongoing", "serious", "related_nk", "related_ld",
@@ -96,20 +95,22 @@ def _normalise(values: dict) -> dict:
     return v
 
 
-def _derived(subject: Subject, v: dict) -> dict:
+def derived_values(v: dict, *, first_lymphodepletion: date | None, zone: str, sae_report_hours: int) -> dict:
     """Values the app computes: never typed (the dictionary's SOC and code, relatedness,
-    treatment-emergent, the SAE and SUSAR clocks)."""
+    treatment-emergent, the SAE and SUSAR clocks). Pure: the subject's first
+    lymphodepletion day, its site's time zone and the study's SAE report hours are
+    passed in (the bench's bulk writer, bench/dataset.py, calls it too)."""
     out = {"soc": None, "meddra_code": None}
     if v.get("term"):
         entry = ctcae.get(v["term"])
         out["soc"], out["meddra_code"] = entry.soc, entry.meddra_code
     out["related"] = rules.related(v.get("related_nk"), v.get("related_ld"))
-    out["treatment_emergent"] = rules.treatment_emergent(v.get("onset_date"), first_lymphodepletion_date(subject))
+    out["treatment_emergent"] = rules.treatment_emergent(v.get("onset_date"), first_lymphodepletion)
     aware = None
     if v.get("serious") and v.get("awareness_date") and v.get("awareness_time"):
-        aware = rules.awareness_utc(v["awareness_date"], v["awareness_time"], subject.site.timezone)
+        aware = rules.awareness_utc(v["awareness_date"], v["awareness_time"], zone)
     out["awareness_at"] = aware
-    out["sae_due_at"] = aware + timedelta(hours=SAE_REPORT_HOURS) if aware else None
+    out["sae_due_at"] = aware + timedelta(hours=sae_report_hours) if aware else None
     susar = bool(v.get("serious")) and rules.is_susar(v.get("serious"), v.get("expectedness"),
                                                      v.get("related_nk"), v.get("related_ld"))
     out["susar"] = susar
@@ -120,8 +121,16 @@ def _derived(subject: Subject, v: dict) -> dict:
 
 def _changes(subject: Subject, v: dict) -> dict:
     """Everything a save writes to the AE except the grade (kept by its episodes)."""
+    return ae_changes(v, first_lymphodepletion=first_lymphodepletion_date(subject), zone=subject.site.timezone,
+                      sae_report_hours=current_study().safety_reporting.sae_report_hours)
+
+
+def ae_changes(v: dict, *, first_lymphodepletion: date | None, zone: str, sae_report_hours: int) -> dict:
+    """`_changes` over plain values (pure, as `derived_values`): the columns, the derived
+    values, then the answers kept in `data`, in that order."""
     changes = {name: v.get(name) for name in _COLUMNS}
-    changes.update(_derived(subject, v))
+    changes.update(derived_values(v, first_lymphodepletion=first_lymphodepletion, zone=zone,
+                                  sae_report_hours=sae_report_hours))
     for spec in AE_FIELDS:
         if spec.name not in _COLUMNS and spec.name != "grade":
             value = v.get(spec.name)
@@ -297,13 +306,15 @@ def report(ae: AdverseEvent, kind: str, *, user, password: str) -> None:
     records.commit()
 
 
-def clocks(ae: AdverseEvent, now: datetime | None = None) -> dict:
-    """{"sae": clock or None, "susar": clock or None} (rules.sae_clock's shape)."""
+def clocks(ae: AdverseEvent, now: datetime | None = None, study: Study | None = None) -> dict:
+    """{"sae": clock or None, "susar": clock or None} (rules.sae_clock's shape); the SAE
+    report hours are those of `study`, by default the definition in force."""
     now = now or utcnow()
     out = {"sae": None, "susar": None}
     if ae.status != "deleted" and ae.serious and ae.awareness_at:
         aware = as_utc(ae.awareness_at)
-        out["sae"] = rules.sae_clock(aware, as_utc(ae.sae_reported_at), now, SAE_REPORT_HOURS)
+        hours = (study or current_study()).safety_reporting.sae_report_hours
+        out["sae"] = rules.sae_clock(aware, as_utc(ae.sae_reported_at), now, hours)
         if ae.susar and ae.susar_due_at:
             days = (as_utc(ae.susar_due_at) - aware).days
             out["susar"] = rules.susar_clock(aware, days, as_utc(ae.susar_reported_at), now)
@@ -586,7 +597,8 @@ def sae_worklist(site_ids: list[int] | None, now: datetime | None = None) -> lis
     if site_ids is not None:
         stmt = stmt.where(AdverseEvent.site_id.in_(site_ids))
     rows = []
+    study = current_study()
     for ae in db.session.execute(stmt).scalars():
-        clock = clocks(ae, now)
+        clock = clocks(ae, now, study)
         rows.append({"ae": ae, "sae": clock["sae"], "susar": clock["susar"]})
     return rows

@@ -4,9 +4,18 @@ The life cycle is service.py; the pages are routes.py; the definition in force i
 cellstudy.settings."""
 from __future__ import annotations
 
+from .. import registry
+from ..study import SETTING_LABELS, setting_label
+
 #: what a reader calls each status (the pages and the audit viewer)
 STATUS_LABELS = {"proposed": "Awaiting approval", "approved": "Approved", "rejected": "Rejected",
                  "withdrawn": "Withdrawn"}
+
+# the audit trail names an amendment's settings by their labels and units (study.SETTING_LABELS)
+registry.register(registry.RecordType("study_amendment", "Study amendment", fields={
+    **{key: (setting_label(key), None) for key in SETTING_LABELS},
+    "version": ("Version label", None), "effective_date": ("Effective date (UTC)", None),
+    "in_force_at": ("In force since (UTC)", None), "status": ("Status", STATUS_LABELS)}))
 
 
 def init_app(app) -> None:

@@ -1,20 +1,22 @@
 """The amendment pages (issue 11): the list with the proposals awaiting approval (before and
 after of each setting, the eligibility impact), the investigator's approval with an
 e-signature or rejection, the admin's withdrawal. The proposal itself is made on the study
-settings page (auth.study_settings). Actions name the amendment in the POSTed form."""
+settings page (amendments.study_settings, /admin/study). Actions name the amendment in the POSTed form."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..auth.policy import can, require, site_ids
 from .. import settings
+from ..settings import SETTING_SECTIONS, current_study, editable_settings, setting_errors, setting_label, values_of
+from ..timeutil import utcnow
 from ..extensions import db
 from ..records.service import RecordError
 from . import service
-from .forms import ApproveForm, DecisionForm
+from .forms import AmendmentForm, ApproveForm, DecisionForm
 
-bp = Blueprint("amendments", __name__, url_prefix="/amendments")
+bp = Blueprint("amendments", __name__)
 
 
 def _impact_for(amendment) -> dict | None:
@@ -68,7 +70,7 @@ def _page(approve_form=None, reject_form=None, withdraw_form=None, errors_for=No
                            viewer_site=sites[0] if len(sites) == 1 else None, moment=settings.effective_moment), status
 
 
-@bp.route("", methods=["GET"], endpoint="index")
+@bp.route("/amendments", methods=["GET"], endpoint="index")
 @require("view_amendments")
 def amendment_list():
     return _page()
@@ -90,7 +92,7 @@ def _amendment_id(form) -> int | None:
         return None
 
 
-@bp.route("/approve", methods=["POST"], endpoint="approve")
+@bp.route("/amendments/approve", methods=["POST"], endpoint="approve")
 @require("approve_amendment")
 def approve_amendment():
     form = ApproveForm()
@@ -131,13 +133,13 @@ def _decide(action: str, prefix: str, verb: str):
     return _page(**{f"{prefix}_form": form}, errors_for=target)
 
 
-@bp.route("/reject", methods=["POST"], endpoint="reject")
+@bp.route("/amendments/reject", methods=["POST"], endpoint="reject")
 @require("approve_amendment")
 def reject_amendment():
     return _decide(service.reject, "reject", "rejected")
 
 
-@bp.route("/withdraw", methods=["POST"], endpoint="withdraw")
+@bp.route("/amendments/withdraw", methods=["POST"], endpoint="withdraw")
 @require("propose_amendment")
 def withdraw_amendment():
     return _decide(service.withdraw, "withdraw", "withdrawn")
@@ -149,3 +151,43 @@ def amendments_awaiting() -> list:
     if not can("approve_amendment"):
         return []
     return [{"amendment": a, "changes": service.changes(a)} for a in service.awaiting()]
+
+
+@bp.route("/admin/study", methods=["GET", "POST"])
+@require("propose_amendment")
+def study_settings():
+    """The study definition in force, and the admin's proposal of an amendment of its
+    settings (issue 11: it takes effect once an investigator approves it, cellstudy/amendments)."""
+    form = AmendmentForm()
+    base = service.proposal_base()  # a proposal builds on the latest approved amendment
+    rows = editable_settings(base)
+    values = {key: request.form.get(key, "") for key, _v, _t in rows} if request.method == "POST" else {
+        key: "" if value is None else str(value) for key, value, _t in rows}
+    if request.method == "GET":
+        form.effective_date.data = utcnow().date().isoformat()
+    errors: dict = {}
+    if form.validate_on_submit():
+        try:
+            amendment = service.propose(values, label=form.version.data, reason=form.reason.data,
+                                           effective_date=form.effective_date.data, user=current_user)
+        except service.AmendmentError as exc:
+            db.session.rollback()
+            for key, message in exc.errors.items():
+                target = getattr(form, key) if key in ("version", "reason", "effective_date") else None
+                if target is not None:
+                    target.errors = list(target.errors) + [message]
+                else:
+                    errors[key] = message
+        else:
+            flash(f"Amendment {amendment.label} proposed. It takes effect only once an investigator approves it "
+                  "with an e-signature; until then the settings in force are unchanged.", "success")
+            return redirect(url_for(".study_settings"))
+    elif request.method == "POST":
+        errors = setting_errors(values, base)
+    in_force = values_of(current_study())
+    sections = [(label, [(key, setting_label(key), in_force[key]) for key, _v, _t in rows
+                         if key.startswith(section + ".")]) for section, label in SETTING_SECTIONS.items()]
+    return render_template("amendments/study.html", form=form, sections=sections, values=values, errors=errors,
+                           awaiting=service.awaiting(), history=service.history(),
+                           in_force_id=service.in_force_id(), state=service.state,
+                           base_version=base.version)

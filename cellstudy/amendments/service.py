@@ -35,7 +35,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .. import settings, timeutil
 from ..extensions import db
-from ..infusions.models import StudyAmendment
+from ..settings.models import StudyAmendment
 from ..records import audit
 from ..records import service as records
 from ..study import STUDY, Study

@@ -11,44 +11,9 @@ from __future__ import annotations
 
 import json
 
+from .. import registry
 from ..adverse_events import fields as ae_fields
-from ..amendments import STATUS_LABELS as AMENDMENT_STATUS
-from ..enrollment import fields as enrollment_fields
 from ..enrollment.eligibility import criterion_texts
-from ..enrollment.fields import FieldSpec
-from ..infusions import fields as infusion_fields
-from ..study import SETTING_LABELS, setting_label
-
-# form name (AuditRecord.form, FORM_NAME) -> (label, the specs of its fields)
-FORM_SPECS: dict[str, tuple[str, tuple[FieldSpec, ...]]] = {
-    "screening": ("Screening", enrollment_fields.SCREENING_FIELDS),
-    "exposure": ("Prior / concomitant therapy", enrollment_fields.EXPOSURE_FIELDS),
-    "lymphodepletion": ("Lymphodepletion", infusion_fields.LYMPHODEPLETION_FIELDS),
-    "infusion": ("Infusion", infusion_fields.INFUSION_FIELDS),
-    "visit": ("Visit", infusion_fields.VISIT_FIELDS),
-    "dlt_assessment": ("DLT assessment", infusion_fields.DLT_FIELDS),
-    "adverse_event": ("Adverse event", ae_fields.AE_FIELDS),
-    "crs_assessment": ("CRS assessment", ae_fields.CRS_FIELDS),
-    "icans_assessment": ("ICANS assessment", ae_fields.ICANS_FIELDS),
-}
-
-#: forms without specs (records the app writes, and the audit trail's other subjects)
-OTHER_FORMS: dict[str, str] = {
-    "subject": "Subject",
-    "ae_grade_episode": "AE grade episode",
-    "eligibility_decision": "Eligibility decision",
-    "eligibility_review": "Eligibility review (after enrolment)",
-    "deviation": "Protocol deviation",
-    "escalation_review": "Dose-escalation review",
-    "lab_suggestion": "Lab-based AE suggestion",
-    "study_amendment": "Study amendment",
-    "user": "User account",
-    "ctcae_term": "CTCAE dictionary",
-    "query": "Query",
-    "casebook": "Casebook",
-    "audit_trail": "Audit trail",
-    "job": "Background job",
-}
 
 _STATUS = {"draft": "Draft", "complete": "Complete", "deleted": "Deleted (removed)"}
 _YES_NO = {"yes": "Yes", "no": "No"}
@@ -139,44 +104,41 @@ ACTIONS: dict[str, str] = {
 
 
 def _field_map() -> dict[str, dict[str, tuple[str, dict | None]]]:
+    """form -> field -> (label, codes), from the registry: each form's field specs, then
+    the labels it declares for the fields the system sets."""
     out: dict[str, dict[str, tuple[str, dict | None]]] = {}
-    for form, (_label, specs) in FORM_SPECS.items():
+    for name, entry in registry.record_types().items():
         fields: dict[str, tuple[str, dict | None]] = {}
-        for spec in specs:
+        for spec in getattr(entry, "specs", ()):
             label = f"{spec.label} ({spec.unit})" if spec.unit else spec.label
             codes = dict(spec.choices) if spec.choices else (_YES_NO if spec.kind == "bool" else None)
             fields[spec.name] = (label, codes)
-        out[form] = fields
-    grade = dict(ae_fields.GRADE_CHOICES)
-    out["ae_grade_episode"] = {"grade": ("Grade (CTCAE v5.0)", grade)}
-    out["adverse_event"]["category"] = ("Category", dict(ae_fields.CATEGORIES))
-    out["exposure"]["category"] = ("Category", dict(enrollment_fields.EXPOSURE_CATEGORY_LABELS))
-    # study amendments (issue 11): each setting by its label and unit (study.SETTING_LABELS)
-    out["study_amendment"] = {key: (setting_label(key), None) for key in SETTING_LABELS} | {
-        "version": ("Version label", None), "effective_date": ("Effective date (UTC)", None),
-        "in_force_at": ("In force since (UTC)", None), "status": ("Status", dict(AMENDMENT_STATUS))}
+        fields.update({field: (label, dict(codes) if codes else None) for field, (label, codes) in entry.fields.items()})
+        out[name] = fields
     return out
 
 
-_FIELDS = _field_map()
+_DERIVED: dict = {}
+
+
+def _fields_of(form: str) -> dict[str, tuple[str, dict | None]]:
+    if _DERIVED.get("generation") != registry.generation():
+        _DERIVED.update(generation=registry.generation(), fields=_field_map())
+    return _DERIVED["fields"].get(form, {})
 
 
 def form_label(form: str | None) -> str:
     if not form:
         return ""
-    if form in FORM_SPECS:
-        return FORM_SPECS[form][0]
-    if form in OTHER_FORMS:
-        return OTHER_FORMS[form]
-    if form.startswith("safety_"):
+    if registry.record_type(form) is None and form.startswith("safety_"):
         return "Safety listing: " + form.removeprefix("safety_").replace("_", " ").upper()
-    return form.replace("_", " ").capitalize()
+    return registry.label(form)
 
 
 def _field(form: str | None, field: str | None) -> tuple[str, dict | None] | None:
     if not field:
         return None
-    return _FIELDS.get(form or "", {}).get(field) or SYSTEM_FIELDS.get(field)
+    return _fields_of(form or "").get(field) or SYSTEM_FIELDS.get(field)
 
 
 def field_label(form: str | None, field: str | None) -> str:
@@ -216,8 +178,7 @@ def action_label(action: str | None) -> str:
 
 def form_choices() -> list[tuple[str, str]]:
     """(form, label) for the viewer's form-type filter."""
-    names = [*FORM_SPECS, *OTHER_FORMS]
-    return sorted(((n, form_label(n)) for n in names), key=lambda x: x[1].lower())
+    return sorted(((n, t.label) for n, t in registry.record_types().items()), key=lambda x: x[1].lower())
 
 
 def action_choices() -> list[tuple[str, str]]:

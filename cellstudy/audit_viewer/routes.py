@@ -4,8 +4,7 @@ Pages (view_audit; records of the user's sites only, data managers all):
   /audit                        the study-wide trail with filters (site, subject, form type,
                                 form id, field, user, action, date range), newest first,
                                 keyset-paginated (?before=<id> / ?after=<id>)
-  /subjects/<id>/audit          the same for one subject (endpoint records.subject_audit,
-                                served by records/routes.py through `render_trail`)
+  /subjects/<id>/audit          the same for one subject
 Files (export_audit):
   /audit/export.csv             the filtered view as CSV, streamed (more than STREAM_MAX_ROWS
                                 records: a background job, as below)
@@ -24,7 +23,7 @@ from flask import (Blueprint, Response, current_app, flash, redirect, render_tem
 from flask_login import current_user
 from sqlalchemy import or_, select
 
-from ..auth.policy import allowed_sites, can, require, site_ids
+from ..auth.policy import allowed_sites, can, get_subject_or_404, require, site_ids
 from ..extensions import db
 from ..records import audit
 from ..records import service as records
@@ -97,7 +96,7 @@ def render_trail(subject=None):
     args = filters.args()
     if subject_arg:
         args["subject"] = subject_arg
-    endpoint = "records.subject_audit" if subject is not None else "audit_viewer.trail"
+    endpoint = "audit_viewer.subject_audit" if subject is not None else "audit_viewer.trail"
     base = {"subject_id": subject.id} if subject is not None else {}
     export_args = dict(args)
     if subject is not None:
@@ -124,6 +123,13 @@ def render_trail(subject=None):
 @require("view_audit")
 def audit_trail():
     return render_trail()
+
+
+@bp.route("/subjects/<int:subject_id>/audit", endpoint="subject_audit")
+@require("view_audit")
+def subject_audit(subject_id):
+    """One subject's trail (PROTOCOL 7: who changed what, when, why)."""
+    return render_trail(get_subject_or_404(subject_id))
 
 
 def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: str | None = None,
@@ -207,7 +213,7 @@ def _query_url():
             return "#"
         if "monitoring.subject" in current_app.view_functions:
             return url_for("monitoring.subject", subject_id=query.subject_id) + f"#query-{query.id}"
-        return url_for("records.subject_audit", subject_id=query.subject_id, form=query.form,
+        return url_for("audit_viewer.subject_audit", subject_id=query.subject_id, form=query.form,
                        form_id=query.form_id or "", field=query.field or "")
 
     return {"query_url": query_url}

@@ -11,6 +11,7 @@ from flask import abort
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from .. import registry
 from ..extensions import db
 
 # export_safety: the safety listings, summaries and SDTM AE domain as files (issue 4):
@@ -91,8 +92,7 @@ def scoped(stmt, site_column):
 
 
 def get_subject_or_404(subject_id: int, *options):
-    from ..enrollment.models import Subject
-
+    Subject = registry.model_of("subject")  # declared by enrolment, which builds on this layer
     subject = db.session.execute(scoped(select(Subject).where(Subject.id == subject_id).options(*options),
                                         Subject.site_id)).scalar_one_or_none()
     if subject is None:

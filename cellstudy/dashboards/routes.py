@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template, request
 
 from ..auth.policy import allowed_sites, require
-from ..infusions.service import locked_planned
+from ..infusions.judgement import locked_planned
 from . import service
 
 bp = Blueprint("dashboards", __name__, url_prefix="/dashboards")

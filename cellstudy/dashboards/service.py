@@ -26,6 +26,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, case, func, select
 
+from .. import registry
 from ..extensions import db
 from ..timeutil import site_today, utcnow
 
@@ -34,15 +35,8 @@ FORM_COLUMNS = ("total", "complete", "incomplete", "missing", "verified", "signe
 
 
 def _form_models():
-    from ..adverse_events.models import AdverseEvent, CrsAssessment, IcansAssessment
-    from ..enrollment.models import Exposure, Screening
-    from ..infusions.models import DltAssessment, Infusion, LymphodepletionDay, Visit
-
-    return (("screening", "Screening", Screening), ("exposure", "Therapy log", Exposure),
-            ("lymphodepletion", "Lymphodepletion day", LymphodepletionDay), ("infusion", "Infusion", Infusion),
-            ("visit", "Visit", Visit), ("dlt_assessment", "DLT assessment", DltAssessment),
-            ("adverse_event", "Adverse event", AdverseEvent), ("crs_assessment", "CRS assessment", CrsAssessment),
-            ("icans_assessment", "ICANS assessment", IcansAssessment))
+    """(form, label, model) of every case report form, in casebook order (the registry)."""
+    return tuple((ft.name, ft.label, ft.model) for ft in registry.form_types().values())
 
 
 @dataclass
@@ -227,14 +221,13 @@ def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
         from ..monitoring.models import DataLock, SdvMark
     except ImportError:
         return False
-    from ..monitoring.catalog import get as form_type
 
     names = {name for name, _l, _m in forms}
     stmt = _sdv_statement()
     for name, plan, key_fields in study.sdv_plan:
         if name not in names or plan == "none":
             continue
-        ft = form_type(name)
+        ft = registry.get(name)
         required = sorted(set(rules.required_fields(plan, key_fields, ft.field_names if ft else ())))
         if not required:
             continue

@@ -3,21 +3,14 @@
 Pure data. The eligibility checker validates its input from these specs and the web
 form is generated from them, so a label, range or choice list changes in one place.
 
-``kind`` is one of ``date``, ``number`` (int, float or Decimal), ``int`` (an int only),
-``bool`` and ``choice`` (one of ``choices``, given as ``(value, label)`` pairs);
-``text`` (free text) and ``time`` (HH:MM) are for the CRFs of later forms. ``min``/``max`` are inclusive bounds;
-``positive`` additionally excludes zero (a zero ULN or zero creatinine is bad input,
-PROTOCOL 4.1). ``female_only`` fields are asked only when sex is F.
-
 ``prior_therapies`` is a repeating log of exposures, not a ``FieldSpec``: its columns
 are ``EXPOSURE_FIELDS`` and its categories ``EXPOSURE_CATEGORIES`` (PROTOCOL 4.4).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..registry.fields import FieldSpec
 
-KINDS = frozenset({"date", "number", "int", "bool", "choice", "text", "time"})
 
 DEMOGRAPHICS = "Demographics & consent"
 DISEASE = "Disease"
@@ -29,32 +22,6 @@ PRIOR_THERAPIES = "Prior therapies"
 SECTIONS: tuple[str, ...] = (
     DEMOGRAPHICS, DISEASE, LABORATORY, ORGAN_FUNCTION, MEDICAL_HISTORY, PRIOR_THERAPIES,
 )
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    label: str
-    kind: str
-    section: str
-    unit: str | None = None
-    help: str | None = None
-    choices: tuple[tuple[str, str], ...] | None = None
-    min: int | None = None
-    max: int | None = None
-    female_only: bool = False
-    positive: bool = False
-    future: bool = False  # a date that may lie ahead (a planned date); others may not
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
-        if (self.kind == "choice") != (self.choices is not None):
-            raise ValueError(f"{self.name}: choices go with kind 'choice' only")
-
-    @property
-    def choice_values(self) -> tuple[str, ...]:
-        return tuple(value for value, _ in self.choices or ())
 
 
 def _date(name, label, section, help=None):

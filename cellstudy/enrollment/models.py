@@ -6,7 +6,7 @@ from sqlalchemy import (JSON, Boolean, Date, DateTime, ForeignKey, Index, Intege
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from ..extensions import db
-from ..records.formrecord import DataFormRecord, FormRecord
+from ..records.formrecord import ClinicalRecord, DataFormRecord, FormRecord
 from ..timeutil import utcnow
 
 # PROTOCOL 3: screening -> (screen_failed | enrolled) -> on_treatment -> follow_up -> (completed | withdrawn | died)
@@ -14,7 +14,7 @@ SUBJECT_STATUSES = ("screening", "screen_failed", "enrolled", "on_treatment", "f
                     "completed", "withdrawn", "died")
 
 
-class Subject(db.Model):
+class Subject(ClinicalRecord, db.Model):
     __tablename__ = "subject"
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
@@ -43,6 +43,9 @@ class Subject(db.Model):
     @property
     def label(self) -> str:
         return self.subject_number or self.screening_number
+
+    def locked_subject_id(self) -> int | None:
+        return self.id
 
     @property
     def current_screening(self) -> "Screening | None":
@@ -100,7 +103,7 @@ class Exposure(FormRecord, db.Model):
     subject: Mapped[Subject] = relationship(back_populates="exposures")
 
 
-class EligibilityDecision(db.Model):
+class EligibilityDecision(ClinicalRecord, db.Model):
     """The eligibility decision as signed or as recorded at a screen failure: the
     inputs, every criterion's status and reason, and the study-definition version."""
 
@@ -125,7 +128,7 @@ class EligibilityDecision(db.Model):
     decided_by = relationship("User")
 
 
-class EligibilityReview(db.Model):
+class EligibilityReview(ClinicalRecord, db.Model):
     """An enrolled subject's eligibility to look at again (issue 11): the screening data
     changed after enrolment, or an amendment changes a criterion the signed decision
     rests on. The site's investigator re-confirms (a new signed EligibilityDecision kept

@@ -29,6 +29,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
 
+from .. import registry
 from ..extensions import db
 from ..records import hooks
 from ..records import service as records
@@ -125,9 +126,7 @@ def open_review(subject: Subject, cause: str, detail: str, *, user) -> Eligibili
     if cause not in CAUSES:
         raise ValueError(f"cause: {cause!r} is not one of {', '.join(CAUSES)}")
     detail = " ".join((detail or "").split()) or CAUSES[cause]
-    from ..monitoring.service import check_writable  # the write path's lock check, before anything is added
-
-    check_writable(subject)
+    records.check_writable(subject)  # the write path's lock check, before anything is added
     records.lock(subject)  # one open review per subject and cause, also under concurrent writes
     existing = db.session.execute(select(EligibilityReview).where(
         EligibilityReview.subject_id == subject.id, EligibilityReview.cause == cause,
@@ -275,15 +274,14 @@ def record_deviation(subject: Subject, *, user, password: str, reason: str):
         raise InvalidForm({"reason": "Give the reason for the deviation."})
     if len(reason) > MAX_REASON:
         raise InvalidForm({"reason": f"The reason is too long ({MAX_REASON} characters at most)."})
-    from ..infusions import service as infusions
+    from ..infusions.deviations import record_deviation
 
     description = "Eligibility not re-confirmed after enrolment: " + " / ".join(
         f"{CAUSES[r.cause]}: " + "; ".join(r.detail.split("\n")) for r in reviews)
     signature = records.sign(reviews[0], user=user, password=password, meaning=DEVIATION_MEANING,
                              form="eligibility_review")
-    deviation = infusions.record_deviation(subject, kind=DEVIATION_KIND, description=description, reason=reason,
-                                           user=user, form="eligibility_review", form_id=reviews[0].id,
-                                           signature=signature)
+    deviation = record_deviation(subject, kind=DEVIATION_KIND, description=description, reason=reason, user=user,
+                                 form="eligibility_review", form_id=reviews[0].id, signature=signature)
     for review in _open_of(subject):
         _resolve(review, "deviation", user=user, deviation=deviation)
     records.commit()
@@ -408,7 +406,8 @@ def _describe(change: dict, cutoff, categories: set) -> str | None:
     if change["kind"] == "screening":
         labels = [FIELDS_BY_NAME[n].label if n in FIELDS_BY_NAME else
                   ("No prior therapies" if n == service.NO_PRIOR_THERAPIES else n) for n in change["fields"]]
-        return "Screening form changed: " + ", ".join(labels) if labels != ["(answers)"] else "Screening form changed"
+        changed = f"{registry.label('screening')} changed"
+        return f"{changed}: " + ", ".join(labels) if labels != ["(answers)"] else changed
     if not (change["categories"] & categories):
         return None  # not an exposure of the washout table: never an eligibility input
     if all(service.is_on_study(anchor, cutoff) for anchor in change["anchors"]):

@@ -5,6 +5,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload, undefer
 
 from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped, site_ids
+from .. import registry
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
@@ -76,7 +77,9 @@ def subject(subject_id):
     live = subject.status in ("screening", "screen_failed") or record is None or any(r.is_open for r in reviews)
     result = service.evaluate(screening) if live else None
     from ..adverse_events import service as adverse_events
-    from ..infusions import service as infusions
+    from ..infusions.dose_levels import dlt_window_end
+    from ..infusions.vaccination import vaccination_window
+    from ..infusions.visits import visit_status
 
     now = utcnow()
     aes = [{"ae": ae, "clock": adverse_events.clocks(ae, now)} for ae in subject.adverse_events if ae.status != "deleted"]
@@ -85,9 +88,9 @@ def subject(subject_id):
                            lab_suggestions=len(adverse_events.lab_suggestions(subject)), screening=screening, result=result,
                            blockers=service.enrolment_blockers(subject, screening, result) if live else [],
                            screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(),
-                           criteria=criteria_of(current_study()), window=infusions.vaccination_window(subject),
-                           today=site_today(subject.site), visit_status=infusions.visit_status,
-                           dlt_window_end=infusions.dlt_window_end(subject))
+                           criteria=criteria_of(current_study()), window=vaccination_window(subject),
+                           today=site_today(subject.site), visit_status=visit_status,
+                           dlt_window_end=dlt_window_end(subject))
 
 
 @bp.route("/<int:subject_id>/screening", methods=["GET", "POST"])
@@ -125,7 +128,7 @@ def screening(subject_id, screening_id=None):
             _field_error(form, error)
             flash("Nothing was saved: " + str(error), "error")
         else:
-            flash("Screening form saved." + (" Marked complete." if completing else ""), "success")
+            flash(f"{registry.label('screening')} saved." + (" Marked complete." if completing else ""), "success")
             return redirect(done_url)  # built before the commit: no reload of the saved rows
     elif request.method == "POST":
         flash("Some answers need correcting: see the messages at the fields. Nothing was saved.", "error")
@@ -200,14 +203,13 @@ def exposure_new(subject_id):
     form = ExposureForm()
     form.today = site_today(subject.site)
     if form.validate_on_submit():
-        from ..infusions import service as infusions
 
         values = form.values()
         try:
             if values["category"] == "vaccine":  # PROTOCOL 5.2: the no-vaccination window applies here too
                 values.pop("category")
-                infusions.record_vaccine(subject, values, user=current_user,
-                                         deviation_reason=form.deviation_reason.data, password=form.password.data)
+                service.record_vaccine(subject, values, user=current_user, deviation_reason=form.deviation_reason.data,
+                               password=form.password.data)
             else:
                 service.add_exposure(subject, values, user=current_user)
         except RecordError as error:
@@ -268,12 +270,12 @@ def exposure_remove(subject_id, exposure_id):
 @bp.route("/<int:subject_id>/enrol", methods=["GET", "POST"])
 @require("sign_eligibility")
 def enrol(subject_id):
-    from ..infusions import service as infusions
+    from ..infusions.dose_levels import proposed_dose_level
 
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
     form = EnrolForm()
-    proposed, why = infusions.proposed_dose_level()
+    proposed, why = proposed_dose_level()
     form.dose_level.choices = [(lv.name, lv.label) for lv in current_study().regimen.dose_levels]
     if request.method == "GET":
         form.screening_version.data = screening.version

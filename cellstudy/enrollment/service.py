@@ -11,11 +11,16 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from ..auth.models import Site
+from ..auth.policy import can
 from ..extensions import db
 from ..records import crf
 from ..records import service as records
 from ..records.crf import from_stored
-from ..records.service import RecordError
+from ..infusions.deviations import record_deviation
+from ..infusions.dose_levels import assign_dose_level, check_dose_level
+from ..infusions.scheduling import on_enrolled
+from ..infusions.vaccination import vaccination_window
+from ..records.service import InvalidForm, RecordError
 from ..settings import current_study
 from ..timeutil import site_date, utcnow
 from . import eligibility
@@ -216,9 +221,38 @@ def add_exposure(subject: Subject, values: dict, *, user, commit: bool = True) -
     return exposure
 
 
-def update_exposure(exposure: Exposure, values: dict, *, user, expected_version: int, reason: str | None) -> dict:
-    from ..infusions.service import vaccination_window
+def record_vaccine(subject: Subject, values: dict, *, user, deviation_reason: str | None = None,
+                   password: str | None = None) -> Exposure:
+    """A vaccine on the exposure log. Inside the no-vaccination window it is a protocol
+    deviation: allowed only with a reason and an investigator's e-signature (PROTOCOL 5.2)."""
+    given = values.get("last_date")
+    window = vaccination_window(subject)
+    inside = window is not None and given is not None and window[0] <= given <= window[1]
+    if inside:
+        if not (deviation_reason or "").strip():
+            raise InvalidForm({"deviation_reason": f"{given.isoformat()} is inside the no-vaccination window "
+                                                   f"({window[0].isoformat()} to {window[1].isoformat()}): give a "
+                                                   "protocol-deviation reason."})
+        if not can("sign_eligibility", user):
+            raise InvalidForm({"password": "A vaccine inside the no-vaccination window needs an investigator's "
+                                           "e-signature: ask the investigator to record it."})
+        if not password:
+            raise InvalidForm({"password": "Sign the deviation: enter your password."})
+    exposure = add_exposure(subject, {**values, "category": "vaccine"}, user=user, commit=False)
+    if inside:
+        signature = records.sign(exposure, user=user, password=password,
+                                 meaning="I confirm this vaccination inside the no-vaccination window as a protocol "
+                                         "deviation")
+        record_deviation(subject, kind="vaccine_in_window",
+                         description=f"{values.get('name')} given {given.isoformat()}, inside the no-vaccination "
+                                     f"window {window[0].isoformat()} to {window[1].isoformat()}",
+                         reason=deviation_reason.strip(), user=user, form="exposure", form_id=exposure.id,
+                         signature=signature)
+    records.commit()
+    return exposure
 
+
+def update_exposure(exposure: Exposure, values: dict, *, user, expected_version: int, reason: str | None) -> dict:
     window = vaccination_window(exposure.subject)
     given = values.get("last_date")
     moved = given != exposure.last_date or values.get("category") != exposure.category
@@ -272,9 +306,7 @@ def enrol(subject: Subject, *, user, password: str, screening_version: int, dose
     blockers = enrolment_blockers(subject, screening, result)
     if blockers:
         raise EnrolmentRefused(" ".join(blockers))
-    from ..infusions import service as infusions
-
-    infusions.check_dose_level(dose_level, dose_level_reason)
+    check_dose_level(dose_level, dose_level_reason)
     signature = records.sign(screening, user=user, password=password, meaning=ENROL_MEANING)
     seq = _next_number(subject.site, "next_subject_seq")
     records.set_value(subject, "subject_number", f"{subject.site.code}-{seq:03d}", user=user, form="subject")
@@ -282,8 +314,8 @@ def enrol(subject: Subject, *, user, password: str, screening_version: int, dose
     decision = _decision(subject, screening, case, result, outcome="enrolled", user=user, signature=signature)
     records.set_status(subject, "enrolled", user=user, form="subject", commit=False,
                        reason="eligibility confirmed by e-signature")
-    infusions.assign_dose_level(subject, dose_level, dose_level_reason, user=user)
-    infusions.on_enrolled(subject, user=user)
+    assign_dose_level(subject, dose_level, dose_level_reason, user=user)
+    on_enrolled(subject, user=user)
     records.commit_or_stale(screening)
     return decision
 

@@ -17,6 +17,7 @@ from datetime import date, datetime
 
 from ..adverse_events.ctcae import VERBATIM_SUFFIX
 from ..adverse_events.fields import ATTRIBUTIONS, RELATED, SERIOUSNESS_CRITERIA
+from ..adverse_events.rules import study_day
 from .tabular import Column
 
 DOMAIN = "AE"
@@ -83,16 +84,6 @@ RELATED_TERM = "RELATED"
 NOT_RELATED_TERM = "NOT RELATED"
 
 _ATTRIBUTION_CODES = frozenset(code for code, _ in ATTRIBUTIONS)
-
-
-def study_day(d: date | None, ref: date | None) -> int | None:
-    """SDTM --DY: the reference start date (RFSTDTC) is day 1 and there is no day 0,
-    so a date before it is negative (the day before is -1). None when either date is
-    missing."""
-    if d is None or ref is None:
-        return None
-    days = (_as_date(d) - _as_date(ref)).days
-    return days + 1 if days >= 0 else days
 
 
 def _as_date(value: date) -> date:
@@ -187,6 +178,7 @@ def ae_record(ae: dict, *, studyid: str, seq: int) -> dict:
         "AEOUT": _choice(OUTCOME_TERMS, ae.get("outcome"), "outcome"),
         "AESTDTC": _iso(onset),
         "AEENDTC": _iso(end),
+        # SDTM --DY: RFSTDTC is day 1, there is no day 0 (the listings' study day)
         "AESTDY": study_day(onset, ref),
         "AEENDY": study_day(end, ref),
     }

@@ -35,10 +35,12 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from itertools import islice
 from operator import itemgetter
 from typing import Any, BinaryIO
+
+from ..timeutil import utcnow
 
 KINDS = frozenset({"text", "int", "date", "bool", "number"})
 
@@ -511,7 +513,7 @@ class _XlsxWriter:
                 'metadata/core-properties" Target="docProps/core.xml"/>'
                 f'<Relationship Id="rId3" Type="{_NS_REL}/extended-properties" Target="docProps/app.xml"/>'
                 '</Relationships>'))
-            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
             z.writestr("docProps/core.xml", _XML_HEAD + (
                 '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/'
                 'core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/'

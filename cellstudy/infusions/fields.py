@@ -3,7 +3,7 @@ infusion, visit and DLT assessment. Pure: the forms, the stored values and (issu
 the PDFs are generated from these specs."""
 from __future__ import annotations
 
-from ..enrollment.fields import FieldSpec
+from ..registry.fields import FieldSpec
 
 ADMIN = "Administration"
 PRODUCT = "Product and dose"
@@ -96,14 +96,6 @@ DLT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("dlt", "Dose-limiting toxicity", "bool", DLT),
     FieldSpec("dlt_description", "Describe the DLT", "text", DLT, max=1000),
 )
-
-
-def sections(specs) -> list[str]:
-    out: list[str] = []
-    for spec in specs:
-        if spec.section not in out:
-            out.append(spec.section)
-    return out
 
 
 def by_name(specs) -> dict[str, FieldSpec]:

@@ -2,8 +2,8 @@
 
 A planned (scheduled, not yet given) infusion carries a stored judgement: the lockouts of
 PROTOCOL 5.2 and the sentinel stagger of 5.3 for its planned date, from the one judgement
-function `service.evaluate_proposal`. Pages read the stored judgement (`InfusionJudgement`);
-they never recompute it per row.
+function `proposal.evaluate_proposal`. Pages read the stored judgement (`InfusionJudgement`,
+listed by `locked_planned`); they never recompute it per row.
 
 It is kept current by the write path's hooks (records/hooks.py), not by calls in the
 services: the write hook notes, for every row a transaction writes, which subjects' planned
@@ -19,16 +19,22 @@ result is stored in it. What a change can affect:
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 
-import zlib
-
+import click
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from ..enrollment.models import Subject
+from ..extensions import db
 from ..records import hooks
+from ..settings import study_in_force
 from ..timeutil import utcnow
+from . import proposal, stagger
+from .lockouts import LOCKOUT_LABELS
+from .models import Infusion, InfusionJudgement
 
 _PENDING = "cellstudy_rejudge"
 # rows whose change can change the lockouts of their subject's planned infusions
@@ -84,7 +90,7 @@ _LEVEL_LOCK_NAMESPACE = 7_220_118  # pg_advisory_xact_lock(namespace, level): se
 def lock_levels(session: Session, levels: Iterable[str | None]) -> None:
     """Serialise the transactions that can change a dose level's stagger (PostgreSQL; SQLite's
     write transactions are exclusive already). Taken, in name order, at the start of every
-    infusion write (service._lock_subject) and before the judges lock subject rows, so that a
+    infusion write (scheduling.lock_subject) and before the judges lock subject rows, so that a
     first infusion being scheduled and an amendment re-judging everything (or two first
     infusions of one level) wait for each other instead of deadlocking on the subjects."""
     if session.get_bind().dialect.name != "postgresql":
@@ -99,16 +105,10 @@ def _rejudge(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending or not (pending["all"] or pending["subjects"] or pending["levels"]):
         return
-    from ..enrollment.models import Subject
-    from ..settings import study_in_force
-    from .models import Infusion
-
     study = study_in_force(session)
     lock_levels(session, [lv.name for lv in study.regimen.dose_levels] if pending["all"] else pending["levels"])
     if pending["all"]:
         ids = set(session.execute(select(Infusion.subject_id).where(Infusion.state == "scheduled")).scalars())
-        from .models import InfusionJudgement
-
         ids |= set(session.execute(select(InfusionJudgement.subject_id)).scalars())
     else:
         ids = set(pending["subjects"])
@@ -125,9 +125,6 @@ def _rejudge(session: Session) -> None:
 def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
     """Judge (and store) every planned infusion of these subjects; drop the judgements of
     infusions no longer planned. Returns how many planned infusions were judged."""
-    from ..enrollment.models import Subject
-    from . import service
-
     level_firsts: dict[str, dict] = {}
     judged = 0
     for start in range(0, len(subject_ids), _CHUNK):
@@ -140,7 +137,7 @@ def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
                         .with_for_update(key_share=True))  # FOR NO KEY UPDATE: inserts referencing the subject pass
         subjects = session.execute(
             select(Subject).where(Subject.id.in_(chunk))
-            .options(selectinload(Subject.infusions).joinedload(_infusion_judgement()),
+            .options(selectinload(Subject.infusions).joinedload(Infusion.judgement),
                      selectinload(Subject.exposures), selectinload(Subject.adverse_events),
                      joinedload(Subject.site))
             .execution_options(populate_existing=True)).scalars().all()
@@ -153,21 +150,15 @@ def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
                 firsts = None
                 if subject.dose_level and study.regimen.sentinel_stagger_days:
                     if subject.dose_level not in level_firsts:
-                        level_firsts[subject.dose_level] = service.first_infusions_of_level(
+                        level_firsts[subject.dose_level] = stagger.first_infusions_of_level(
                             subject.dose_level, session, earliest=2)
                     firsts = level_firsts[subject.dose_level]
-                evaluation = service.evaluate_proposal(subject, infusion.planned_date, exclude=infusion,
-                                                       with_earliest=False, study=study, level_firsts=firsts)
+                evaluation = proposal.evaluate_proposal(subject, infusion.planned_date, exclude=infusion,
+                                                        with_earliest=False, study=study, level_firsts=firsts)
                 _store(session, subject, infusion, mark_overrides(evaluation["lockouts"], infusion.override_lockouts,
                                                                   evaluation["overridable"]), study.version)
                 judged += 1
     return judged
-
-
-def _infusion_judgement():
-    from .models import Infusion
-
-    return Infusion.judgement
 
 
 def mark_overrides(lockout_list: list[dict], override_lockouts: list[dict] | None,
@@ -182,8 +173,6 @@ def mark_overrides(lockout_list: list[dict], override_lockouts: list[dict] | Non
 
 
 def _store(session: Session, subject, infusion, marked: list[dict], version: str) -> None:
-    from .models import InfusionJudgement
-
     locked = any(not lo["overridden"] for lo in marked)
     row = infusion.judgement
     if row is None:
@@ -198,12 +187,20 @@ def _store(session: Session, subject, infusion, marked: list[dict], version: str
         row.judged_at = utcnow()
 
 
+def locked_planned(site_ids: list[int] | None) -> list[InfusionJudgement]:
+    """Planned infusions now locked (issue 11): their stored judgements, soonest first."""
+    stmt = (select(InfusionJudgement).where(InfusionJudgement.locked.is_(True))
+            .options(joinedload(InfusionJudgement.subject).joinedload(Subject.site),
+                     joinedload(InfusionJudgement.infusion))
+            .order_by(InfusionJudgement.planned_date, InfusionJudgement.infusion_id))
+    if site_ids is not None:
+        stmt = stmt.where(InfusionJudgement.site_id.in_(site_ids))
+    return db.session.execute(stmt).scalars().all()
+
+
 def rejudge_everything(session: Session) -> int:
     """Judge every planned infusion now (after a bulk import that bypassed the ORM, or on an
     installation upgraded to issue 11); commits. Returns how many were judged."""
-    from ..settings import study_in_force
-    from .models import Infusion
-
     ids = sorted(set(session.execute(select(Infusion.subject_id).where(Infusion.state == "scheduled")).scalars()))
     judged = judge_subjects(session, ids, study_in_force(session))
     session.commit()
@@ -212,10 +209,6 @@ def rejudge_everything(session: Session) -> int:
 
 def init_app(app) -> None:
     """Register the re-judging with the write path (called by the application factory)."""
-    import click
-
-    from .lockouts import LOCKOUT_LABELS
-
     hooks.on_write(_noted)
     hooks.before_commit(_rejudge)
     app.jinja_env.globals["lockout_labels"] = LOCKOUT_LABELS
@@ -223,6 +216,4 @@ def init_app(app) -> None:
     @app.cli.command("rejudge-infusions")
     def rejudge_infusions_command():
         """Judge every planned infusion again and store the judgements (issue 11)."""
-        from ..extensions import db
-
         click.echo(f"{rejudge_everything(db.session)} planned infusions judged.")

@@ -6,19 +6,28 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from sqlalchemy import inspect as sa_inspect
 
-from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, site_ids
+from ..auth.policy import allowed_sites, can, get_owned_or_404, get_subject_or_404, require, site_ids
+from ..enrollment import service as enrollment
 from ..extensions import db
 from ..records import crf
-from ..records.service import RecordError, StaleVersion
+from ..records.service import InvalidForm, RecordError, StaleVersion
 from ..records.views import show_refusal
 from ..settings import current_study
 from ..timeutil import site_today, utcnow
-from . import service
-from .lockouts import LOCKOUT_LABELS
-from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, sections
+from . import proposal, schedule, scheduling, worklists
+from .administration import cells_per_kg, save_infusion
+from .deviations import deviations as deviation_list  # the view below is called `deviations`
+from .dose_levels import (dlt_form, dlt_window_end, escalation_counts, escalation_decision, proposed_dose_level,
+                          reviews, save_dlt, sign_review)
+from ..registry.fields import sections
+from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS
 from .forms import (CancelForm, DltForm, InfusionForm, LymphodepletionForm, MissedForm, RescheduleForm, ReviewForm,
                     ScheduleForm, VaccineForm, VisitForm)
+from .lockouts import LOCKOUT_LABELS
+from .lymphodepletion import expected_doses, save_lymphodepletion
 from .models import DltAssessment, Infusion, LymphodepletionDay, Visit
+from .vaccination import vaccination_window
+from .visits import mark_missed, save_visit, visit_status
 
 bp = Blueprint("infusions", __name__)
 
@@ -37,7 +46,7 @@ def infusions(subject_id):
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                infusion = service.schedule_infusion(
+                infusion = scheduling.schedule_infusion(
                     subject, form.proposed_date.data, user=current_user, deviation_reason=form.deviation_reason.data,
                     override_reason=form.override_reason.data, password=form.password.data)
             except RecordError as error:
@@ -54,21 +63,19 @@ def infusions(subject_id):
             except ValueError:
                 form.proposed_date.errors = ["Enter the proposed date as YYYY-MM-DD."]
     if evaluation is None and form.proposed_date.data and not form.proposed_date.errors:
-        evaluation = service.evaluate_proposal(subject, form.proposed_date.data)
+        evaluation = proposal.evaluate_proposal(subject, form.proposed_date.data)
     return render_template("infusions/schedule.html", subject=subject, form=form, evaluation=evaluation,
                            **_plan_context(subject))
 
 
 def _plan_context(subject) -> dict:
-    from . import schedule
-
     study = current_study()
-    first = service.first_infusion_date(subject)
+    first = proposal.first_infusion_date(subject)
     plan = schedule.infusion_plan(first, study) if first else []
     by_number = {}
     for infusion in subject.infusions:
         by_number.setdefault(infusion.number, []).append(infusion)
-    return {"plan": plan, "by_number": by_number, "first": first, "window": service.vaccination_window(subject),
+    return {"plan": plan, "by_number": by_number, "first": first, "window": vaccination_window(subject),
             "lockout_labels": LOCKOUT_LABELS,
             "today": site_today(subject.site), "study": study, "cancel_form": CancelForm(),
             "reschedule_form": RescheduleForm()}
@@ -82,10 +89,10 @@ def reschedule(subject_id, infusion_id):
     form = RescheduleForm()
     if form.validate_on_submit():
         try:
-            service.reschedule(infusion, form.proposed_date.data, user=current_user,
-                               expected_version=crf.opened_version(form.version.data), reason=form.reason.data,
-                               deviation_reason=form.deviation_reason.data, override_reason=form.override_reason.data,
-                               password=form.password.data)
+            scheduling.reschedule(infusion, form.proposed_date.data, user=current_user,
+                                  expected_version=crf.opened_version(form.version.data), reason=form.reason.data,
+                                  deviation_reason=form.deviation_reason.data,
+                                  override_reason=form.override_reason.data, password=form.password.data)
         except RecordError as error:
             db.session.rollback()
             flash(f"Infusion {infusion.number} was not rescheduled: {error}", "error")
@@ -104,8 +111,8 @@ def cancel(subject_id, infusion_id):
     form = CancelForm()
     if form.validate_on_submit():
         try:
-            service.cancel(infusion, user=current_user, expected_version=crf.opened_version(form.version.data),
-                           reason=form.reason.data)
+            scheduling.cancel(infusion, user=current_user, expected_version=crf.opened_version(form.version.data),
+                              reason=form.reason.data)
         except RecordError as error:
             db.session.rollback()
             flash(f"Infusion {infusion.number} was not cancelled: {error}", "error")
@@ -162,12 +169,12 @@ def infusion(subject_id, infusion_id):
                "administration_date": record.planned_date} if record.dose_level else {}
 
     def save(form, values, version, reason, complete):
-        service.save_infusion(record, values, user=current_user, expected_version=version, reason=reason,
-                              complete=complete, today=site_today(subject.site),
-                              override_reason=form.override_reason.data, override_password=form.override_password.data)
+        save_infusion(record, values, user=current_user, expected_version=version, reason=reason, complete=complete,
+                      today=site_today(subject.site), override_reason=form.override_reason.data,
+                      override_password=form.override_password.data)
 
     page = _crf_page(subject, record, InfusionForm, INFUSION_FIELDS, save, f"Infusion {record.number}",
-                     prefill=prefill, kind="infusion", per_kg=service.cells_per_kg(record.data or {}))
+                     prefill=prefill, kind="infusion", per_kg=cells_per_kg(record.data or {}))
     return page
 
 
@@ -180,11 +187,11 @@ def lymphodepletion(subject_id, day_id):
     record = get_owned_or_404(LymphodepletionDay, day_id, subject)
 
     def save(form, values, version, reason, complete):
-        service.save_lymphodepletion(record, values, user=current_user, expected_version=version, reason=reason,
-                                     complete=complete, today=site_today(subject.site))
+        save_lymphodepletion(record, values, user=current_user, expected_version=version, reason=reason,
+                             complete=complete, today=site_today(subject.site))
 
     return _crf_page(subject, record, LymphodepletionForm, LYMPHODEPLETION_FIELDS, save,
-                     f"Lymphodepletion day {record.day}", expected=service.expected_doses(record),
+                     f"Lymphodepletion day {record.day}", expected=expected_doses(record),
                      kind="lymphodepletion")
 
 
@@ -198,12 +205,12 @@ def visit(subject_id, visit_id):
     consent = (subject.current_screening.data or {}).get("icf_signed_date") if subject.current_screening else None
 
     def save(form, values, version, reason, complete):
-        service.save_visit(record, values, user=current_user, expected_version=version, reason=reason,
-                           complete=complete, consent=date.fromisoformat(consent) if consent else None)
+        save_visit(record, values, user=current_user, expected_version=version, reason=reason, complete=complete,
+                   consent=date.fromisoformat(consent) if consent else None)
 
     return _crf_page(subject, record, VisitForm, VISIT_FIELDS, save, f"Visit {record.label}", kind="visit",
                      missed_form=MissedForm(version=record.version),
-                     visit_status=service.visit_status(record, site_today(subject.site)))
+                     visit_status=visit_status(record, site_today(subject.site)))
 
 
 @bp.route("/subjects/<int:subject_id>/visits/<int:visit_id>/missed", methods=["POST"])
@@ -214,8 +221,8 @@ def visit_missed(subject_id, visit_id):
     form = MissedForm()
     if form.validate_on_submit():
         try:
-            service.mark_missed(record, user=current_user, expected_version=crf.opened_version(form.version.data),
-                                reason=form.reason.data)
+            mark_missed(record, user=current_user, expected_version=crf.opened_version(form.version.data),
+                        reason=form.reason.data)
         except RecordError as error:
             db.session.rollback()
             flash(str(error), "error")
@@ -232,25 +239,24 @@ def dlt(subject_id):
     if request.method == "POST" and not can("enter_data"):
         abort(403)
     subject = get_subject_or_404(subject_id)
-    window_end = service.dlt_window_end(subject)
+    window_end = dlt_window_end(subject)
     if window_end is None:
         flash("The DLT assessment opens once the first infusion is given.", "info")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     record = subject.dlt_assessment
     created = False
     if record is None and request.method == "POST":
-        record, created = service.dlt_form(subject, user=current_user), True
+        record, created = dlt_form(subject, user=current_user), True
     elif record is None:  # shown empty; nothing is written by a GET
         record = DltAssessment(subject_id=subject.id, status="draft", data={}, version=0)
 
     def save(form, values, version, reason, complete):
         if complete and not can("sign_eligibility"):
-            raise service.InvalidForm({"password": "Only an investigator completes and signs the DLT assessment."})
+            raise InvalidForm({"password": "Only an investigator completes and signs the DLT assessment."})
         if created and version <= 0:  # the first save of a form opened before it existed
             version = record.version
-        service.save_dlt(record, values, user=current_user, expected_version=version, reason=reason,
-                         complete=complete, password=form.password.data, today=site_today(subject.site),
-                         window_end=window_end)
+        save_dlt(record, values, user=current_user, expected_version=version, reason=reason, complete=complete,
+                 password=form.password.data, today=site_today(subject.site), window_end=window_end)
 
     return _crf_page(subject, record, DltForm, DLT_FIELDS, save, "DLT assessment", kind="dlt", window_end=window_end)
 
@@ -269,8 +275,8 @@ def vaccinations(subject_id):
         values = {"name": form.name.data.strip(), "last_date": form.last_date.data, "start_date": form.last_date.data,
                   "indication": (form.indication.data or "").strip() or None}
         try:
-            service.record_vaccine(subject, values, user=current_user, deviation_reason=form.deviation_reason.data,
-                                   password=form.password.data)
+            enrollment.record_vaccine(subject, values, user=current_user, deviation_reason=form.deviation_reason.data,
+                           password=form.password.data)
         except RecordError as error:
             show_refusal(form, error)
         else:
@@ -278,7 +284,7 @@ def vaccinations(subject_id):
             return redirect(url_for(".vaccinations", subject_id=subject.id))
     vaccines = [e for e in subject.active_exposures if e.category == "vaccine"]
     return render_template("infusions/vaccinations.html", subject=subject, form=form, vaccines=vaccines,
-                           window=service.vaccination_window(subject),
+                           window=vaccination_window(subject),
                            deviations={d.form_id: d for d in subject.deviations if d.form == "exposure"})
 
 
@@ -287,26 +293,24 @@ def vaccinations(subject_id):
 @bp.route("/calendar")
 @require("view_clinical")
 def calendar():
-    from ..auth.policy import allowed_sites
-
     sites = allowed_sites()
     start = min((site_today(s) for s in sites), default=utcnow().date())
     page = request.args.get("page", 1, type=int)
-    result = service.calendar(site_ids(), start, 28, page=page)
+    result = worklists.calendar(site_ids(), start, 28, page=page)
     return render_template("infusions/calendar.html", start=start, end=start + timedelta(days=27), **result)
 
 
 @bp.route("/overdue")
 @require("view_clinical")
 def overdue():
-    lists = service.overdue(site_ids(), utcnow().date())
+    lists = worklists.overdue(site_ids(), utcnow().date())
     return render_template("infusions/overdue.html", **lists)
 
 
 @bp.route("/deviations")
 @require("view_clinical")
 def deviations():
-    return render_template("infusions/deviations.html", deviations=service.deviations(site_ids()))
+    return render_template("infusions/deviations.html", deviations=deviation_list(site_ids()))
 
 
 @bp.route("/escalation", methods=["GET", "POST"])
@@ -317,20 +321,16 @@ def escalation():
     form = ReviewForm()
     if form.validate_on_submit():
         try:
-            review = service.sign_review(user=current_user, password=form.password.data, comment=form.comment.data)
+            review = sign_review(user=current_user, password=form.password.data, comment=form.comment.data)
         except RecordError as error:
             show_refusal(form, error, "password")
         else:
             flash(f"Dose-escalation review signed: {review.decision}"
                   f"{' ' + review.level if review.level else ''}.", "success")
             return redirect(url_for(".escalation"))
-    counts = service.escalation_counts()
+    counts = escalation_counts()
     visible = site_ids()
     for row in counts:  # subjects of other sites are counted, never named (PROTOCOL 2)
         row["subjects"] = [s for s in row["subjects"] if visible is None or s["subject"].site_id in visible]
-    from .models import EscalationReview
-    from sqlalchemy import select
-
-    reviews = db.session.execute(select(EscalationReview).order_by(EscalationReview.id.desc())).scalars().all()
-    return render_template("infusions/escalation.html", counts=counts, decision=service.escalation_decision(),
-                           proposal=service.proposed_dose_level(), form=form, reviews=reviews)
+    return render_template("infusions/escalation.html", counts=counts, decision=escalation_decision(),
+                           proposal=proposed_dose_level(), form=form, reviews=reviews())

@@ -18,10 +18,9 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
-from cellstudy.enrollment.eligibility import add_months, parse_date
+from cellstudy.enrollment.eligibility import add_months, parse_date, parse_number
 from cellstudy.study import STUDY, Study
 
 UPCOMING, DUE, OVERDUE, DONE, MISSED = "upcoming", "due", "overdue", "done", "missed"
@@ -195,19 +194,6 @@ BSA_HEIGHT_CM = (50, 250)
 BSA_WEIGHT_KG = (2, 400)
 
 
-def _exact(value: Any, field: str) -> Fraction:
-    """An int, float (by its shortest repr) or finite Decimal, exactly."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise ValueError(f"{field}: expected a number, got {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{field}: expected a finite number, got {value!r}")
-        return Fraction(Decimal(float.__repr__(value)))
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ValueError(f"{field}: expected a finite number, got {value!r}")
-    return Fraction(value)
-
-
 def bsa_mosteller(height_cm: int | float | Decimal, weight_kg: int | float | Decimal) -> Decimal:
     """Body surface area in m2 by Mosteller: sqrt(height_cm x weight_kg / 3600),
     rounded to 2 decimals half-up (e.g. 170 cm, 70 kg -> Decimal("1.82")).
@@ -218,8 +204,8 @@ def bsa_mosteller(height_cm: int | float | Decimal, weight_kg: int | float | Dec
     point, no intermediate rounding of the root), so a root that lies exactly on a
     half (e.g. 1.825) rounds up. Heights outside 50..250 cm and weights outside
     2..400 kg (both inclusive) are taken as entry errors (ValueError)."""
-    height = _exact(height_cm, "height_cm")
-    weight = _exact(weight_kg, "weight_kg")
+    height = parse_number(height_cm, "height_cm")
+    weight = parse_number(weight_kg, "weight_kg")
     for field, value, (low, high), unit in (("height_cm", height, BSA_HEIGHT_CM, "cm"),
                                             ("weight_kg", weight, BSA_WEIGHT_KG, "kg")):
         if not low <= value <= high:
@@ -251,7 +237,7 @@ def dose_deviation(planned_cells: int, actual_cells: int,
             tolerance_percent, (int, Decimal)):
         raise ValueError(f"tolerance_percent: expected an int or Decimal, "
                          f"got {tolerance_percent!r}")
-    tolerance = _exact(tolerance_percent, "tolerance_percent")
+    tolerance = parse_number(tolerance_percent, "tolerance_percent")
     if tolerance < 0:
         raise ValueError(f"tolerance_percent: must not be negative, got {tolerance_percent}")
     # cross-multiplied, so there is no division to round

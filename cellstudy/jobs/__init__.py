@@ -78,6 +78,9 @@ from sqlalchemy import update
 from ..extensions import db
 from ..timeutil import utcnow
 from .models import Job
+from .. import registry
+
+registry.register(registry.RecordType("job", "Background job"))
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from ..adverse_events.service import sae_worklist
 from ..auth.policy import can, require, scoped, site_ids
 from ..enrollment.models import SUBJECT_STATUSES, Subject
 from ..extensions import db
-from ..infusions.service import locked_planned
+from ..infusions.judgement import locked_planned
 from ..enrollment.reconfirm import open_reviews
 
 bp = Blueprint("main", __name__)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from ..extensions import db
 from ..records import audit
 from ..records import service as records
+from ..records.formrecord import ClinicalRecord
 from ..records.models import Query, Signature
 from ..records.service import RecordError
 from ..timeutil import fmt_utc, utcnow
@@ -66,7 +67,7 @@ def _text(value, what: str, required: bool = True) -> str | None:
 
 # --- hooks of the one write path -------------------------------------------------------------------
 
-def _form_of(record) -> str | None:
+def form_of(record) -> str | None:
     name = getattr(record, "FORM_NAME", None)
     return name if catalog.get(name) else None
 
@@ -74,7 +75,7 @@ def _form_of(record) -> str | None:
 def check_writable(record) -> None:
     """Refuse any write to a record under a study, subject or form lock."""
     subject_id = record.id if type(record).__name__ == "Subject" else getattr(record, "subject_id", None)
-    form = _form_of(record)
+    form = form_of(record)
     lock = state.lock_in_force(form, getattr(record, "id", None), subject_id)
     if lock is not None:
         raise Locked(lock)
@@ -83,7 +84,7 @@ def check_writable(record) -> None:
 def link_queries(record, changed: dict, reason: str | None) -> tuple[str | None, list[Query]]:
     """The reason for a correction of fields under an unresolved manual query, carrying the
     link "[query #N]" (hashed with the audit record), and the queries it answers."""
-    form = _form_of(record)
+    form = form_of(record)
     if not form or record.id is None or not changed:
         return reason, []
     queries = db.session.execute(select(Query).where(
@@ -99,7 +100,7 @@ def after_write(record, *, user, changed: dict, reason: str | None, created: boo
                 answered: list[Query] = ()) -> None:
     """After a create or save of a form: clear SDV of changed fields, answer the linked
     queries, open/close edit-check queries, invalidate the subject's casebook signature."""
-    form = _form_of(record)
+    form = form_of(record)
     if not form or record.id is None:
         return
     scope = _record_scope(record)
@@ -115,7 +116,7 @@ def after_write(record, *, user, changed: dict, reason: str | None, created: boo
 
 
 def after_status(record, *, user, reason: str | None) -> None:
-    form = _form_of(record)
+    form = form_of(record)
     if form and record.id is not None:
         scope = _record_scope(record)
         invalidate_casebook(scope["subject_id"], user=user, reason=f"{catalog.label(form)} status changed")
@@ -193,22 +194,11 @@ def invalidate_casebook(subject_id: int | None, *, user, reason: str) -> None:
 
 # --- the lock guard: every flush of clinical data --------------------------------------------------
 
-_CLINICAL_MODULES = ("cellstudy.enrollment.", "cellstudy.infusions.", "cellstudy.adverse_events.")
-_NOT_CLINICAL = {"StudyAmendment", "CtcaeTerm", "InfusionJudgement"}  # judgement: derived, issue 11
-
-
 def _clinical_subject_id(obj):
-    cls = type(obj)
-    if not cls.__module__.startswith(_CLINICAL_MODULES) or cls.__name__ in _NOT_CLINICAL:
+    """(whether a lock protects the row, its subject): the rows marked ClinicalRecord."""
+    if not isinstance(obj, ClinicalRecord):
         return False, None
-    if cls.__name__ == "Subject":
-        return True, obj.id
-    if hasattr(obj, "subject_id"):
-        subject = obj.subject_id
-        if subject is None and getattr(obj, "subject", None) is not None:
-            subject = obj.subject.id
-        return True, subject
-    return False, None
+    return True, obj.locked_subject_id()
 
 
 @event.listens_for(Session, "before_flush")
@@ -238,7 +228,7 @@ def _guard(session: Session) -> None:
     if any_lock is None:
         return
     for obj, subject_id in touched:
-        form = _form_of(obj)
+        form = form_of(obj)
         lock = state.lock_in_force(form, getattr(obj, "id", None) if obj not in session.new else None,
                                    subject_id)
         if lock is not None:
@@ -361,7 +351,7 @@ def waiting_for(user, sites) -> select:
 def verify(record, *, user, fields: list[str] | None = None, commit: bool = True) -> list[str]:
     """Mark fields of a completed form verified against source (all the plan's fields when
     `fields` is None); one audit record per field. Returns the fields newly verified."""
-    form = _form_of(record)
+    form = form_of(record)
     if form is None:
         raise RecordError("This record has no source data verification.")
     ft = catalog.get(form)
@@ -428,7 +418,7 @@ def verify_visit(subject, visit, *, user) -> int:
 # --- signatures --------------------------------------------------------------------------------------
 
 def sign_form(record, *, user, password: str) -> Signature:
-    form = _form_of(record)
+    form = form_of(record)
     if form is None or record.id is None:
         raise RecordError("This record cannot be signed here.")
     if record.status != "complete":
@@ -512,7 +502,7 @@ def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> 
         where = _scope(subject.id, subject.site_id)
         form, form_id = "subject", subject.id
     elif scope == "form":
-        form = _form_of(record)
+        form = form_of(record)
         if form is None or record.id is None:
             raise RecordError("This record cannot be locked.")
         if state.form_lock(form, record.id) is not None:

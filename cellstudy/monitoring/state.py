@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..records.models import Query, Signature
+from .. import registry
 from . import catalog, rules
 from .models import DataLock, SdvMark
 
@@ -213,20 +214,8 @@ def lock_in_force(form: str | None, form_id: int | None, subject_id: int | None)
 
 def subject_forms(subject) -> list[tuple[str, object]]:
     """Every saved form of a subject, in casebook order (removed records left out)."""
-    from ..adverse_events.models import CrsAssessment, IcansAssessment
-
-    out: list[tuple[str, object]] = [("screening", s) for s in subject.screenings]
-    out += [("exposure", e) for e in subject.exposures if e.status != "deleted"]
-    out += [("lymphodepletion", d) for d in subject.lymphodepletion_days]
-    out += [("infusion", i) for i in subject.infusions if i.state != "cancelled"]
-    out += [("visit", v) for v in subject.visits]
-    if subject.dlt_assessment is not None:
-        out.append(("dlt_assessment", subject.dlt_assessment))
-    out += [("adverse_event", a) for a in subject.adverse_events if a.status != "deleted"]
-    for model, name in ((CrsAssessment, "crs_assessment"), (IcansAssessment, "icans_assessment")):
-        out += [(name, r) for r in db.session.execute(select(model).where(model.subject_id == subject.id)
-                                                      .order_by(model.id)).scalars()]
-    return out
+    return [(name, record) for name, record in registry.subject_forms(subject)
+            if getattr(record, "status", None) != "deleted"]
 
 
 def subject_queries(subject_id: int, unresolved_only: bool = True) -> list[Query]:

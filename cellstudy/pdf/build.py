@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from ..records import audit
 from ..timeutil import fmt_utc, site_zone, utcnow
 from . import documents
-from .forms import FORM_TYPES, blank
+from .. import registry
+from .forms import blank, pdf_forms
 from .render import render_pdf
 
 #: the trial's title (PROTOCOL 1), printed in every header with the protocol id
@@ -97,11 +98,12 @@ def _page(*, title: str, user, size: str, site=None, subject=None, blank_form=Fa
 
 def _context(**extra) -> dict:
     return {"when": documents.both_times, "labels": documents.field_labels(),
-            "notes": {k: ft.note for k, ft in FORM_TYPES.items()}, "form_labels": documents.FORM_LABELS, **extra}
+            "notes": {k: ft.note for k, ft in pdf_forms().items()},
+            "form_labels": {name: t.label for name, t in registry.record_types().items()}, **extra}
 
 
 def blank_crf(key: str, user, size: str = "a4") -> tuple[bytes, str]:
-    ft = FORM_TYPES[key]
+    ft = pdf_forms()[key]
     page = _page(title=f"{ft.title} — blank CRF", user=user, size=size, blank_form=True)
     pdf = render_pdf("pdf/crf.html", pdf=page, docs=[blank(ft)], **_context(site_obj=None))
     return pdf, filename(page.protocol_id, "blank", key)

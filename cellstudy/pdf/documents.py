@@ -11,19 +11,13 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from .. import registry
 from ..adverse_events.fields import component_label
-from ..adverse_events.models import AdverseEvent, CrsAssessment, IcansAssessment
-from ..enrollment.fields import EXPOSURE_CATEGORY_LABELS
-from ..enrollment.models import Screening, Subject
+from ..enrollment.models import Subject
 from ..extensions import db
-from ..infusions.models import DltAssessment, Infusion, LymphodepletionDay, Visit
 from ..records.models import Query, Signature
 from ..timeutil import as_utc, fmt_utc, site_zone
-from .forms import FORM_TYPES, FormDoc, FormType, _sections
-
-#: form key -> model (the records of a filled CRF)
-MODELS = {"screening": Screening, "lymphodepletion": LymphodepletionDay, "infusion": Infusion, "visit": Visit,
-          "dlt": DltAssessment, "ae": AdverseEvent, "crs": CrsAssessment, "icans": IcansAssessment}
+from .forms import FormDoc, PdfForm, _sections, pdf_forms
 UNRESOLVED = ("open", "answered")
 SDV_UNAVAILABLE = "not yet available"
 #: a record written outside the write path (bulk loads) has no study version of its own
@@ -51,21 +45,8 @@ def both_times(value, site) -> str:
 # --- per form type: the record's title and what the system knows about it ------------------------
 
 def record_title(key: str, record) -> str:
-    if key == "screening":
-        return "Screening" + (f" (attempt {record.attempt})" if record.attempt > 1 else "")
-    if key == "lymphodepletion":
-        return f"Lymphodepletion day {record.day}"
-    if key == "infusion":
-        return f"Infusion {record.number}"
-    if key == "visit":
-        return f"Visit {record.label}"
-    if key == "ae":
-        term = record.verbatim or record.term or "term not entered"
-        return f"AE {record.number}: {term}"
-    if key in ("crs", "icans"):
-        when = record.assessed_on or (record.data or {}).get("assessment_date") or "undated"
-        return f"{FORM_TYPES[key].title} {when}"
-    return FORM_TYPES[key].title
+    """The registry's title of a record of the printable CRF `key`."""
+    return registry.record_title(pdf_forms()[key].form_name, record)
 
 
 def _facts(key: str, record, site) -> list[tuple[str, str]]:
@@ -112,7 +93,7 @@ def _facts(key: str, record, site) -> list[tuple[str, str]]:
     return []
 
 
-def _values(ft: FormType, record) -> dict:
+def _values(ft: PdfForm, record) -> dict:
     return {spec.name: record.get_field(spec.name) for spec in ft.specs}
 
 
@@ -146,7 +127,7 @@ class SubjectContext:
                                             .options(selectinload(Signature.user))
                                             .order_by(Signature.signed_at, Signature.id)).scalars():
             self.signatures[(signature.form, signature.form_id)].append(signature)
-        keys = [(FORM_TYPES[key].form_name, rec.id) for key, rec in records if not FORM_TYPES[key].is_log]
+        keys = [(pdf_forms()[key].form_name, rec.id) for key, rec in records if not pdf_forms()[key].is_log]
         self.states = _monitoring_states(keys)
 
     def state(self, form_name: str, form_id: int) -> dict:
@@ -156,7 +137,7 @@ class SubjectContext:
                                                           "locked": False}
 
     def doc(self, key: str, record) -> FormDoc:
-        ft = FORM_TYPES[key]
+        ft = pdf_forms()[key]
         k = (ft.form_name, record.id)
         state = self.state(*k)
         queries = self.queries.get(k, [])
@@ -171,7 +152,7 @@ class SubjectContext:
         return doc
 
     def log_doc(self, key: str, rows: list) -> FormDoc:
-        ft = FORM_TYPES[key]
+        ft = pdf_forms()[key]
         columns = list(ft.columns())
         doc = FormDoc(key=key, title=ft.title, type_title=ft.title, form_name=ft.form_name, filled=True,
                       columns=columns, anchor=f"{key}-log", sdv=None)
@@ -185,8 +166,8 @@ class SubjectContext:
                 value = getattr(row, column.name)
                 if value is None or value == "":
                     values[column.name] = ""
-                elif column.name == "category":
-                    values[column.name] = EXPOSURE_CATEGORY_LABELS.get(value, value)
+                elif column.choices:
+                    values[column.name] = dict(column.choices).get(value, value)
                 elif column.kind == "bool":
                     values[column.name] = "Yes" if value else "No"
                 elif isinstance(value, date):
@@ -215,40 +196,19 @@ def load_subject(subject_id: int) -> Subject:
     )).scalar_one()
 
 
-def _crs_icans(subject_id: int):
-    crs = db.session.execute(select(CrsAssessment).where(CrsAssessment.subject_id == subject_id)
-                             .order_by(CrsAssessment.assessed_on, CrsAssessment.id)).scalars().all()
-    icans = db.session.execute(select(IcansAssessment).where(IcansAssessment.subject_id == subject_id)
-                               .order_by(IcansAssessment.assessed_on, IcansAssessment.id)).scalars().all()
-    return crs, icans
-
-
-def _visit_day(visit: Visit) -> date:
-    given = (visit.data or {}).get("visit_date")
-    return date.fromisoformat(given) if given else visit.target_date
+def _pdf_key(ft: registry.FormType, log: registry.Log | None) -> str:
+    return log.key if log is not None else ft.pdf_key
 
 
 def casebook_records(subject: Subject) -> list[tuple[str, object]]:
-    """(form key, record) of every form of the subject in visit order (docs/decisions.md);
-    the two logs appear once each with the record None."""
-    out: list[tuple[str, object]] = [("screening", s) for s in subject.screenings]
-    out.append(("exposure", None))
-    out += [("lymphodepletion", d) for d in subject.lymphodepletion_days]
-    timeline = [(inf.date, 0, inf.number, ("infusion", inf)) for inf in subject.infusions if inf.state != "cancelled"]
-    timeline += [(_visit_day(v), 1, v.seq, ("visit", v)) for v in subject.visits]
-    out += [item for *_, item in sorted(timeline, key=lambda t: t[:3])]
-    if subject.dlt_assessment is not None:
-        out.append(("dlt", subject.dlt_assessment))
-    out += [("ae", ae) for ae in subject.adverse_events]
-    crs, icans = _crs_icans(subject.id)
-    out += [("crs", c) for c in crs] + [("icans", i) for i in icans]
-    out.append(("vaccination", None))
-    return out
+    """(PDF key, record) of every form of the subject in the registry's casebook order
+    (docs/decisions.md); each log view appears once with the record None."""
+    return [(_pdf_key(ft, log), record) for ft, log, record in registry.casebook(subject)]
 
 
 def log_rows(subject: Subject, key: str) -> list:
-    rows = subject.active_exposures
-    return [e for e in rows if e.category == "vaccine"] if key == "vaccination" else list(rows)
+    ft, log = registry.logs()[key]
+    return [r for r in ft.records_of(subject) if log.select(r)]
 
 
 def subject_docs(subject: Subject) -> tuple[list[FormDoc], SubjectContext]:
@@ -268,17 +228,12 @@ def single_doc(subject: Subject, key: str, record) -> FormDoc:
 
 def field_labels() -> dict[str, str]:
     labels: dict[str, str] = {}
-    for ft in FORM_TYPES.values():
+    for ft in pdf_forms().values():
         for spec in ft.specs:
             labels.setdefault(spec.name, spec.label)
         for column in ft.columns():
             labels.setdefault(column.name, column.label)
     return labels
-
-
-FORM_LABELS = {ft.form_name: ft.title for ft in FORM_TYPES.values()} | {
-    "subject": "Subject", "eligibility_decision": "Eligibility decision", "exposure": "Therapy log entry",
-    "ae_grade_episode": "AE grade episode", "job": "Background job", "eligibility_review": "Eligibility review"}
 
 
 def audit_rows(subject: Subject) -> list[dict]:
@@ -298,10 +253,10 @@ def audit_rows(subject: Subject) -> list[dict]:
                     for v in (r.old_value, r.new_value))
         rows.append({"id": r.id, "at": fmt_utc(r.at).removesuffix(" UTC"), "site_at": site_time(r.at, site),
                      "user": r.username, "action": audit_labels.action_label(r.action),
-                     "form": f"{FORM_LABELS.get(r.form, r.form or '')}{f' #{r.form_id}' if r.form_id else ''}",
+                     "form": f"{audit_labels.form_label(r.form)}{f' #{r.form_id}' if r.form_id else ''}",
                      "field": labels.get(r.field) or audit_labels.field_label(r.form, r.field), "old": old,
                      "new": new, "reason": r.reason or ""})
     return rows
 
 
-__all__ = ["subject_docs", "single_doc", "audit_rows", "load_subject", "casebook_records", "MODELS"]
+__all__ = ["subject_docs", "single_doc", "audit_rows", "load_subject", "casebook_records"]

@@ -1,9 +1,9 @@
 """What a PDF CRF shows, built from the same definitions as the screens.
 
-Every CRF type is a ``FormType``: its field specs (``*/fields.py``, the specs the WTForms
-classes are generated from) or, for the two logs the screens build with hand-written
-WTForms classes, the columns read off those classes. Labels, units, help texts and
-choices are never copied here.
+Every printable CRF is a ``PdfForm`` built from the form registry (cellstudy.registry):
+its field specs (the specs the WTForms classes are generated from) or, for the log views
+of a repeating form, the columns read off the screen's WTForms class. Labels, units, help
+texts, choices and notes are never copied here.
 
 ``blank(form_type)`` and ``filled(form_type, record, ...)`` give a ``FormDoc``: the
 sections with one ``Answer`` per field (tick boxes, date parts, the value), plus for a
@@ -16,24 +16,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Callable
 
-from ..adverse_events.fields import AE_FIELDS, CRS_FIELDS, ICANS_FIELDS
-from ..enrollment.fields import SCREENING_FIELDS, FieldSpec
-from ..infusions.fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS, sections
+from .. import registry
 from ..records.crf import display
+from ..registry.columns import Column
+from ..registry.fields import FieldSpec, sections
 
 TICKED, UNTICKED = "☒", "☐"
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column of a log form: label and help from the screen's WTForms field."""
-
-    name: str
-    label: str
-    kind: str = "text"
-    help: str = ""
-    choices: tuple[tuple[str, str], ...] = ()
-    width: int = 3
 
 
 @dataclass
@@ -94,24 +82,14 @@ class FormDoc:
         return bool(self.columns)
 
 
-def _wtf_columns(form_class, names, widths) -> tuple[Column, ...]:
-    """Columns of a log read off the screen's WTForms class (its unbound fields)."""
-    out = []
-    for name, width in zip(names, widths):
-        unbound = getattr(form_class, name)
-        label = unbound.kwargs.get("label") or (unbound.args[0] if unbound.args else name)
-        choices = tuple((v, l) for v, l in unbound.kwargs.get("choices", ()) if v)
-        kind = {"DateField": "date", "BooleanField": "bool", "DecimalField": "number",
-                "SelectField": "choice"}.get(unbound.field_class.__name__, "text")
-        out.append(Column(name, str(label), kind, str(unbound.kwargs.get("description") or ""), choices, width))
-    return tuple(out)
-
-
 @dataclass(frozen=True)
-class FormType:
+class PdfForm:
+    """A printable CRF: a form of the registry, or one log view of a repeating form."""
+
     key: str
     title: str
     form_name: str
+    model: type | None = None
     specs: tuple[FieldSpec, ...] = ()
     columns_of: Callable[[], tuple[Column, ...]] | None = None
     note: str = ""
@@ -124,40 +102,21 @@ class FormType:
         return self.columns_of() if self.columns_of else ()
 
 
-def _exposure_columns():
-    from ..enrollment.forms import ExposureForm
-
-    return _wtf_columns(ExposureForm, ("category", "name", "start_date", "last_date", "half_life_days",
-                                       "physiological_replacement", "indication"), (5, 5, 3, 3, 2, 2, 4))
+_BUILT: dict = {}
 
 
-def _vaccination_columns():
-    from ..infusions.forms import VaccineForm
-
-    return _wtf_columns(VaccineForm, ("name", "last_date", "indication"), (6, 3, 6))
-
-
-FORM_TYPES: dict[str, FormType] = {ft.key: ft for ft in (
-    FormType("screening", "Screening", "screening", SCREENING_FIELDS,
-             note="Questions marked ♀ are asked for female subjects only."),
-    FormType("exposure", "Prior and concomitant therapy log", "exposure", columns_of=_exposure_columns),
-    FormType("vaccination", "Vaccination log", "exposure", columns_of=_vaccination_columns,
-             note="A vaccine inside the no-vaccination window is a protocol deviation: record the reason; "
-                  "the investigator signs it."),
-    FormType("lymphodepletion", "Lymphodepletion", "lymphodepletion", LYMPHODEPLETION_FIELDS,
-             note="One form per lymphodepletion day. BSA is computed by the system (Mosteller)."),
-    FormType("infusion", "NK-cell infusion", "infusion", INFUSION_FIELDS),
-    FormType("visit", "Follow-up visit", "visit", VISIT_FIELDS),
-    FormType("dlt", "DLT assessment", "dlt_assessment", DLT_FIELDS,
-             note="Signed by the investigator at the end of the DLT window."),
-    FormType("ae", "Adverse event", "adverse_event", AE_FIELDS,
-             note="SOC, MedDRA code, relatedness, treatment-emergent and the SAE clocks are computed "
-                  "by the system."),
-    FormType("crs", "CRS assessment", "crs_assessment", CRS_FIELDS,
-             note="The grade is computed by the system (ASTCT 2019)."),
-    FormType("icans", "ICANS assessment", "icans_assessment", ICANS_FIELDS,
-             note="The ICE score and the grade are computed by the system (ASTCT 2019)."),
-)}
+def pdf_forms() -> dict[str, PdfForm]:
+    """Every printable CRF by its key, in casebook order, from the form registry."""
+    if _BUILT.get("generation") != registry.generation():
+        out: dict[str, PdfForm] = {}
+        for ft in registry.form_types().values():
+            for log in ft.logs:
+                out[log.key] = PdfForm(log.key, log.label, ft.name, ft.model, columns_of=log.columns_of,
+                                       note=log.note)
+            if not ft.logs:
+                out[ft.pdf_key] = PdfForm(ft.pdf_key, ft.label, ft.name, ft.model, ft.specs, note=ft.note)
+        _BUILT.update(generation=registry.generation(), forms=out)
+    return _BUILT["forms"]
 
 
 def _choice_list(spec: FieldSpec) -> list[tuple[str, str]]:
@@ -206,7 +165,7 @@ def _sections(specs, values: dict, verified=frozenset(), queried=frozenset()):
     return out
 
 
-def blank(form_type: FormType) -> FormDoc:
+def blank(form_type: PdfForm) -> FormDoc:
     doc = FormDoc(key=form_type.key, title=form_type.title, type_title=form_type.title,
                   form_name=form_type.form_name, filled=False, anchor=f"form-{form_type.key}")
     if form_type.is_log:

@@ -19,14 +19,13 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import SelectField
 
-from .. import jobs
+from .. import jobs, registry
 from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require
 from ..extensions import db
 from ..jobs.models import Job
 from ..records import service as records
 from . import build, tasks  # noqa: F401  (tasks registers the site casebook job)
-from .documents import MODELS
-from .forms import FORM_TYPES
+from .forms import pdf_forms
 
 bp = Blueprint("pdf", __name__)
 
@@ -56,33 +55,33 @@ def _audited(pdf: bytes, name: str, **audit) -> Response:
 @bp.route("/crfs/blank")
 @require("view_clinical")
 def blank_crfs():
-    return render_template("pdf/blank_crfs_page.html", form_types=FORM_TYPES.values(), sizes=SIZE_CHOICES)
+    return render_template("pdf/blank_crfs_page.html", form_types=pdf_forms().values(), sizes=SIZE_CHOICES)
 
 
 @bp.route("/crfs/blank/<form>.pdf")
 @require("view_clinical")
 def blank_crf(form):
-    if form not in FORM_TYPES:
+    if form not in pdf_forms():
         abort(404)
     size = _size()
     if isinstance(size, ValueError):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for(".blank_crfs"))
     pdf, name = build.blank_crf(form, current_user, size)
-    return _audited(pdf, name, what=f"blank CRF: {FORM_TYPES[form].title}", form=FORM_TYPES[form].form_name,
+    return _audited(pdf, name, what=f"blank CRF: {pdf_forms()[form].title}", form=pdf_forms()[form].form_name,
                     details={"size": size})
 
 
 def _filled(subject_id: int, form: str, record_id: int):
     subject = get_subject_or_404(subject_id)
-    record = get_owned_or_404(MODELS[form], record_id, subject)
+    record = get_owned_or_404(pdf_forms()[form].model, record_id, subject)
     size = _size()
     if isinstance(size, ValueError):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     pdf, name = build.filled_crf(subject, form, record, current_user, size)
-    return _audited(pdf, name, what=f"filled CRF: {FORM_TYPES[form].title}", subject=subject,
-                    form=FORM_TYPES[form].form_name, form_id=record.id, details={"size": size})
+    return _audited(pdf, name, what=f"filled CRF: {pdf_forms()[form].title}", subject=subject,
+                    form=pdf_forms()[form].form_name, form_id=record.id, details={"size": size})
 
 
 # One rule per form, named like the form's own page (so the nested id is checked the same way).
@@ -128,17 +127,19 @@ def icans_pdf(subject_id, icans_id):
     return _filled(subject_id, "icans", icans_id)
 
 
-@bp.route("/subjects/<int:subject_id>/crf/<any(exposure, vaccination):log>.pdf")
+@bp.route("/subjects/<int:subject_id>/crf/<log>.pdf")
 @require("view_clinical")
 def filled_log(subject_id, log):
+    if log not in registry.logs():
+        abort(404)
     subject = get_subject_or_404(subject_id)
     size = _size()
     if isinstance(size, ValueError):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     pdf, name = build.filled_crf(subject, log, None, current_user, size)
-    return _audited(pdf, name, what=f"filled CRF: {FORM_TYPES[log].title}", subject=subject,
-                    form=FORM_TYPES[log].form_name, details={"size": size})
+    return _audited(pdf, name, what=f"filled CRF: {pdf_forms()[log].title}", subject=subject,
+                    form=pdf_forms()[log].form_name, details={"size": size})
 
 
 @bp.route("/subjects/<int:subject_id>/casebook.pdf", endpoint="casebook")

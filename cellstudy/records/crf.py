@@ -12,6 +12,8 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, NumberRange, Optional, ValidationError
 
+from ..timeutil import utcnow
+
 YES_NO = [("", "— not answered —"), ("yes", "Yes"), ("no", "No")]
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -34,7 +36,7 @@ def greater_than_zero(message="Must be greater than zero."):
 
 def not_in_future(form, field):
     """The site's today (set by the view as form.today), not the server's."""
-    today = getattr(form, "today", None) or date.today()
+    today = getattr(form, "today", None) or utcnow().astimezone().date()
     if field.data and field.data > today:
         raise ValidationError("This date cannot be in the future.")
 

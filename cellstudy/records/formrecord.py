@@ -7,7 +7,21 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 from ..timeutil import utcnow
 
 
-class FormRecord:
+class ClinicalRecord:
+    """Mixin: a row of a subject's clinical data. A study, subject or form lock protects
+    exactly these rows (PROTOCOL 7): the lock guard of every flush refuses to write one of
+    a locked subject, whatever code path wrote it. Reference data (the CTCAE dictionary),
+    the study definition and derived rows (the infusion judgements) are not clinical records."""
+
+    def locked_subject_id(self) -> int | None:
+        """The subject whose locks protect this row."""
+        subject_id = getattr(self, "subject_id", None)
+        if subject_id is None and getattr(self, "subject", None) is not None:
+            subject_id = self.subject.id
+        return subject_id
+
+
+class FormRecord(ClinicalRecord):
     """Mixin: optimistic-locking version, life-cycle status, who changed it last.
 
     Subclasses say how a field is read and written (`get_field` / `set_field`), so

@@ -1,6 +1,6 @@
 """The write path's hooks: what a feature needs to know of every write, registered at start-up.
 
-Two kinds, both run inside the writing transaction:
+Three kinds, all run inside the writing transaction:
 
 - ``on_write(fn)``: ``fn(session, obj, created: bool, deleted: bool)`` for every row the
   transaction adds, changes or deletes, at each flush (so a row written by any code path is
@@ -10,8 +10,12 @@ Two kinds, both run inside the writing transaction:
   before it commits (and before the audit queue is chained): a hook here re-derives what
   the noted changes affect, in the same transaction, so that what commits is consistent.
 
-The records layer knows no feature: features register their hooks in their ``init_app``
-(called by the application factory)."""
+- ``write_path()``: what ``records.service`` asks, at each write, of the layer that keeps
+  locks, SDV, queries and casebook signatures (monitoring serves it at start-up with
+  ``serve_write_path``): whether the record may be written, which queries a correction
+  answers, and what to clear after it. Until it is served, nothing is locked or linked.
+
+The records layer knows no feature: features register their hooks at start-up."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -73,3 +77,37 @@ def _run_commit_hooks(session: Session) -> None:
 # Inserted first: the commit hooks' own writes are flushed (and any audit records they
 # queue are chained) by the listeners that run after this one.
 event.listen(Session, "before_commit", _run_commit_hooks, insert=True)
+
+
+class WritePathHooks:
+    """The write path's questions to the monitoring layer; this base answers "nothing to do"."""
+
+    def check_writable(self, record) -> None:
+        """Raise a RecordError if a lock forbids writing `record`."""
+
+    def lock_in_force(self, record, subject):
+        """The lock that keeps `record` (or, unsaved, its subject) from changing, or None."""
+        return None
+
+    def link_queries(self, record, changed: dict, reason: str | None) -> tuple[str | None, list]:
+        """The reason of a correction, carrying the queries it answers, and those queries."""
+        return reason, []
+
+    def after_write(self, record, *, user, changed: dict, reason: str | None, created: bool = False,
+                    answered: list = ()) -> None:
+        """After a create or save of a form record."""
+
+    def after_status(self, record, *, user, reason: str | None) -> None:
+        """After a status change of a form record."""
+
+
+_WRITE_PATH: list[WritePathHooks] = [WritePathHooks()]
+
+
+def serve_write_path(hooks: WritePathHooks) -> None:
+    _WRITE_PATH[0] = hooks
+
+
+def write_path() -> WritePathHooks:
+    return _WRITE_PATH[0]
+

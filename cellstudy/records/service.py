@@ -11,7 +11,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
 from ..timeutil import fmt_utc, utcnow
-from . import audit
+from . import audit, hooks
 from .models import Signature
 
 
@@ -56,12 +56,9 @@ def _subject_scope(record) -> dict:
     return {"subject_id": subject.id if subject else None, "site_id": subject.site_id if subject else None}
 
 
-def _monitoring():
-    """Issue 6 hooks (locks, SDV, edit-check queries, query links), imported late:
-    monitoring builds on this module."""
-    from ..monitoring import service as monitoring
-
-    return monitoring
+def check_writable(record) -> None:
+    """Refuse a write that a lock forbids (the monitoring layer's locks, through the hook)."""
+    hooks.write_path().check_writable(record)
 
 
 def create(record, *, user, fields: dict, reason: str | None = None, form: str | None = None):
@@ -72,13 +69,13 @@ def create(record, *, user, fields: dict, reason: str | None = None, form: str |
         record.updated_by_id = user.id
     stamp_study_version(record)
     db.session.flush()
-    _monitoring().check_writable(record)
+    check_writable(record)
     scope = _subject_scope(record)
     audit.append("create", user=user, form=form, form_id=record.id, reason=reason, **scope)
     for name, value in fields.items():
         if audit.to_text(value) is not None:
             audit.append("set", user=user, form=form, form_id=record.id, field=name, new=value, **scope)
-    _monitoring().after_write(record, user=user, changed={n: (None, v) for n, v in fields.items()},
+    hooks.write_path().after_write(record, user=user, changed={n: (None, v) for n, v in fields.items()},
                               reason=reason, created=True)
     return record
 
@@ -98,7 +95,7 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     """Apply `changes` to a form record; returns {field: (old, new)} of what changed."""
     if record.version != expected_version:
         raise StaleVersion(record)
-    monitoring = _monitoring()
+    monitoring = hooks.write_path()
     monitoring.check_writable(record)
     changed = diff(record, changes)
     if not changed:
@@ -126,7 +123,7 @@ def set_status(record, status: str, *, user, reason: str | None = None, form: st
     old = record.status
     if old == status:
         return
-    _monitoring().check_writable(record)
+    check_writable(record)
     if hasattr(record, "updated_by_id"):
         touch(record, user)
     record.status = status
@@ -134,14 +131,14 @@ def set_status(record, status: str, *, user, reason: str | None = None, form: st
                  form_id=record.id, field="status", old=old, new=status, reason=reason, **_subject_scope(record))
     if hasattr(record, "updated_by_id"):
         _flush_or_stale(record)
-    _monitoring().after_status(record, user=user, reason=reason)
+    hooks.write_path().after_status(record, user=user, reason=reason)
     if commit:
         commit_or_stale(record)
 
 
 def set_value(record, name: str, value, *, user, reason: str | None = None, form: str | None = None) -> None:
     """A system-assigned value (e.g. the subject number), audited in the caller's transaction."""
-    _monitoring().check_writable(record)
+    check_writable(record)
     old = getattr(record, name)
     setattr(record, name, value)
     audit.append("assign", user=user, form=form or getattr(record, "FORM_NAME", "subject"),

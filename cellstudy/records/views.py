@@ -5,6 +5,7 @@ from flask import before_render_template, flash, g, get_template_attribute
 from markupsafe import Markup
 
 from ..extensions import db
+from . import hooks
 
 #: where a CRF page's context holds the record it shows: `record` (infusion, lymphodepletion,
 #: visit, DLT, CRS/ICANS assessments), `ae`, `screening`, `exposure`
@@ -34,12 +35,7 @@ def show_refusal(form, error, default_field: str | None = None) -> None:
 def crf_lock(record, subject):
     """The lock in force on a CRF's record: the study's, its subject's or its own; for a
     record not saved yet, the study's or the subject's. None when it may change."""
-    # monitoring builds on this layer: imported late, as records.service does
-    from ..monitoring import catalog, state
-
-    form = getattr(record, "FORM_NAME", None)
-    return state.lock_in_force(form if catalog.get(form) else None, getattr(record, "id", None),
-                               getattr(subject, "id", None))
+    return hooks.write_path().lock_in_force(record, subject)
 
 
 def _locked_crf_read_only(sender, template, context, **extra) -> None:

@@ -276,9 +276,9 @@ def test_a_crs_of_grade_2_holds_the_next_infusion(app, login, hz):
                                                 "fever_masked": "no", "hypotension": "no_vasopressor",
                                                 "hypoxia": "none", "complete": "1"})
     with app.app_context():
-        from cellstudy.infusions import service as infusions
+        from cellstudy.infusions import proposal
 
-        result = infusions.evaluate_proposal(subject_by_number("HZ-001"), T + timedelta(days=1))
+        result = proposal.evaluate_proposal(subject_by_number("HZ-001"), T + timedelta(days=1))
         assert "toxicity_hold" in [lockout["code"] for lockout in result["lockouts"]]
 
 

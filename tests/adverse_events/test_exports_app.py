@@ -204,7 +204,7 @@ def test_ae_listing_pdf_rows(app, login, safety_data):
 
 
 def test_a_pdf_too_long_to_print_is_refused_with_a_message(app, login, safety_data, monkeypatch):
-    from cellstudy.adverse_events import listing_routes
+    from cellstudy.safety import routes as listing_routes
 
     monkeypatch.setattr(listing_routes, "PDF_MAX_ROWS", 3)
     session = login("dm")
@@ -319,11 +319,11 @@ def test_export_values_are_the_listing_rows_in_column_order(app, safety_data, ki
     of the page's row dicts in the export's column order, for every listing and order."""
     from operator import itemgetter
 
-    from cellstudy.adverse_events import listings
+    from cellstudy.safety import listings
+    from cellstudy.safety.filters import AE_SORTS, SAE_SORTS, parse_filters
 
     with app.app_context():
-        filters, errors = listings.parse_filters(query, sorts=listings.SAE_SORTS if kind == "sae" else
-                                                 listings.AE_SORTS)
+        filters, errors = parse_filters(query, sorts=SAE_SORTS if kind == "sae" else AE_SORTS)
         assert not errors
         keys = [c.key for c in listings.listing_columns(kind)]
         for sites in (None, [db.session.scalar(select(Site.id).where(Site.code == "NB"))]):
@@ -336,11 +336,15 @@ def test_export_values_are_the_listing_rows_in_column_order(app, safety_data, ki
 def test_listing_queries_use_their_indexes_on_sqlite(app, safety_data):
     """SQLite has no planner statistics: the listing names the index of its count and of
     its newest-first, worst-grade-first and subject orders (INDEXED BY, which
-    SQLAlchemy's SQLite compiler would drop without listings._sqlite_table_hint), and
+    SQLAlchemy's SQLite compiler would drop without safety.queries._sqlite_table_hint), and
     `sort=subject` reads the subjects first."""
+    from sqlalchemy import func
     from sqlalchemy import text as sql_text
 
-    from cellstudy.adverse_events import listings
+    from cellstudy.safety import listings
+    from cellstudy.safety.filters import parse_filters
+    from cellstudy.safety.queries import listing_order, listing_select, listing_where
+    from cellstudy.adverse_events.models import LISTING_COUNT_INDEX, AdverseEvent
 
     with app.app_context():
         if db.engine.dialect.name != "sqlite":
@@ -350,22 +354,22 @@ def test_listing_queries_use_their_indexes_on_sqlite(app, safety_data):
             compiled = stmt.compile(db.engine, compile_kwargs={"literal_binds": True})
             return " | ".join(r[-1] for r in db.session.execute(sql_text(f"EXPLAIN QUERY PLAN {compiled}")))
 
-        filters, _ = listings.parse_filters({"site": "HZ", "grade_min": "2"})
-        count = listings.select(listings.func.count()).select_from(listings.AdverseEvent).where(
-            *listings._listing_where("ae", filters, None)).with_hint(
-            listings.AdverseEvent, f"INDEXED BY {listings.LISTING_COUNT_INDEX}", "sqlite")
+        filters, _ = parse_filters({"site": "HZ", "grade_min": "2"})
+        count = select(func.count()).select_from(AdverseEvent).where(
+            *listing_where("ae", filters, None)).with_hint(
+            AdverseEvent, f"INDEXED BY {LISTING_COUNT_INDEX}", "sqlite")
         assert "COVERING INDEX ix_adverse_event_listing_count" in plan(count)
         for query, index in (({}, "ix_adverse_event_onset"),
                              ({"sort": "grade", "dir": "desc"}, "ix_adverse_event_grade_id"),
                              ({"sort": "subject"}, "ix_adverse_event_subject_id")):
-            filters, _ = listings.parse_filters(query)
-            stmt = listings._listing_select("ae", filters, None).order_by(*listings._order_by(filters)).limit(50)
+            filters, _ = parse_filters(query)
+            stmt = listing_select("ae", filters, None).order_by(*listing_order(filters)).limit(50)
             shown = plan(stmt)
             assert f"USING INDEX {index}" in shown, shown
             if query.get("sort") == "subject":
                 assert "SCAN subject USING INDEX ix_subject_label" in shown, shown
                 assert shown.index("SCAN subject") < shown.index("adverse_event"), shown
         # and the count the page shows is the count of the rows
-        filters, _ = listings.parse_filters({"site": "HZ", "grade_min": "2"})
+        filters, _ = parse_filters({"site": "HZ", "grade_min": "2"})
         assert listings.count("ae", filters, None) == sum(1 for _ in listings.iter_listing("ae", filters, None))
         db.session.rollback()

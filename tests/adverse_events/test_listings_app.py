@@ -3,7 +3,7 @@ web app against the real database: filters, sorting, paging, site isolation, the
 and DLT listings, the summary by SOC/term x worst grade and the CRS/ICANS summary.
 
 Every expectation is computed here independently, in Python over the ORM rows (never
-by calling cellstudy.adverse_events.listings), so the test can disagree with the app.
+by calling cellstudy.safety.listings), so the test can disagree with the app.
 
 The data: the demo study (HZ-001 on treatment with its AEs, NB-001 with a draft
 headache) plus `safety_data`, written straight through the ORM (rows a listing reads;

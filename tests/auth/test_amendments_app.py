@@ -6,8 +6,8 @@ version it was saved under and its PDF prints it; an amendment of an eligibility
 then flags, the enrolled subjects whose signed decision it would change; settings are shown
 by their labels with units.
 
-The clock: `cellstudy.timeutil.utcnow` is moved by the `moving_clock` fixture; the amendment
-code reads the time through the module, so it moves with it."""
+The clock: the one clock (`cellstudy.timeutil`, the `clock` fixture) is moved by the
+`moving_clock` fixture; every module and the scheduled run's thread read it."""
 from __future__ import annotations
 
 import html
@@ -23,7 +23,7 @@ from cellstudy.amendments import service
 from cellstudy.auth.models import User
 from cellstudy.enrollment.models import EligibilityReview, Subject
 from cellstudy.extensions import db
-from cellstudy.infusions.models import StudyAmendment
+from cellstudy.settings.models import StudyAmendment
 from cellstudy.records import service as records
 from cellstudy.records.models import AuditRecord, Signature
 from cellstudy.settings import (SETTING_LABELS, current_study, editable_settings, setting_label, study_in_force)
@@ -102,13 +102,11 @@ def user(username):
 
 
 @pytest.fixture
-def moving_clock(monkeypatch):
-    """moving_clock(day, hh=0, mm=0, ss=1): pin cellstudy.timeutil.utcnow to that UTC time."""
-    import cellstudy.timeutil as timeutil
+def moving_clock(clock):
+    """moving_clock(day, hh=0, mm=0, ss=1): pin the one clock to that UTC time (it stands still)."""
 
     def set_to(day: date, hh=0, mm=0, ss=1):
-        fixed = datetime.combine(day, time(hh, mm, ss), tzinfo=timezone.utc)
-        monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
+        clock.set(datetime.combine(day, time(hh, mm, ss), tzinfo=timezone.utc))
 
     return set_to
 
@@ -499,7 +497,7 @@ def test_a_setting_outside_eligibility_flags_nobody(app, login):
 # --- the helper for tests and scripts; the migration of existing rows ---------------------------------
 
 def test_amend_proposes_and_approves_in_one_call(app):
-    from cellstudy.settings import amend
+    from cellstudy.amendments.service import amend
 
     with app.app_context():
         study = amend({"regimen.min_interval_days": "7"}, version=V2, reason="test", user=user("admin"),

@@ -4,7 +4,7 @@ changes, the whole flow in tests/auth/test_amendments_app.py)."""
 from sqlalchemy import select
 
 from cellstudy.extensions import db
-from cellstudy.infusions.models import StudyAmendment
+from cellstudy.settings.models import StudyAmendment
 from cellstudy.records.models import AuditRecord
 from cellstudy.settings import current_study, editable_settings
 from cellstudy.timeutil import utcnow

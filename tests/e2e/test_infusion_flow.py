@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from cellstudy import registry
 from cellstudy.demo import DEMO_PASSWORD, make_subject
 from cellstudy.extensions import db
 
@@ -173,8 +174,8 @@ def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_dev
     shot("12-infusion-1-given")
 
     # --- a coordinator cannot record a vaccine inside the window: an investigator signs it ---
-    page.locator(".subject-header .subnav").get_by_role("link", name="Vaccinations").click()
-    expect(page.get_by_role("heading", name="Vaccination log")).to_be_visible()
+    page.locator(".subject-header .subnav").get_by_role("link", name=registry.log_label("vaccination")).click()
+    expect(page.get_by_role("heading", name=registry.log_label("vaccination"))).to_be_visible()
     expect(page.locator("#vaccine-window strong")).to_have_text(window_text)
     expect(page.locator("#vaccines tbody")).to_have_text("No vaccinations recorded.")
     page.get_by_label("Vaccine", exact=True).fill("Influenza (inactivated)")

@@ -28,13 +28,13 @@ def held_subject(live_server, enrolled_subject):  # noqa: F811
     from cellstudy.adverse_events import service as ae_service
     from cellstudy.auth.models import User
     from cellstudy.enrollment.models import Subject
-    from cellstudy.infusions import service
+    from cellstudy.infusions import scheduling
 
     info = dict(enrolled_subject)
     with live_server.app.app_context():
         users = {u.username: u for u in db.session.execute(select(User)).scalars()}
         subject = db.session.get(Subject, info["id"])
-        service.schedule_infusion(subject, info["planned_first"], user=users["coord-hz"])
+        scheduling.schedule_infusion(subject, info["planned_first"], user=users["coord-hz"])
         subject = db.session.get(Subject, info["id"])
         ae = ae_service.new_ae(subject)
         ae_service.save_ae(subject, ae, {

@@ -8,8 +8,9 @@ from datetime import date
 import pytest
 
 from cellstudy.adverse_events.fields import ACTIONS, OUTCOMES, SERIOUSNESS_CRITERIA
+from cellstudy.adverse_events.rules import study_day
 from cellstudy.exports import sdtm
-from cellstudy.exports.sdtm import AE_COLUMNS, AE_NAMES, AE_VARIABLES, ae_domain, ae_record, study_day
+from cellstudy.exports.sdtm import AE_COLUMNS, AE_NAMES, AE_VARIABLES, ae_domain, ae_record
 from cellstudy.exports.tabular import csv_stream
 
 STUDYID = "CARNK-AML-01"

@@ -110,16 +110,12 @@ def signature(app, signature_id: int) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def clock(monkeypatch):
-    """Pin the sites' today (and the server's) to T + n days, at 12:00 UTC (20:00 in
-    Hangzhou and Ningbo: the same date)."""
-    import cellstudy.infusions.routes as routes
-    import cellstudy.timeutil as timeutil
+def clock(clock):
+    """Pin the one clock (the sites' today and the server's) to T + n days, at 12:00 UTC
+    (20:00 in Hangzhou and Ningbo: the same date)."""
 
     def set_day(n: int) -> None:
-        fixed = datetime.combine(day(n), time(12, 0), tzinfo=timezone.utc)
-        monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
-        monkeypatch.setattr(routes, "utcnow", lambda: fixed, raising=False)
+        clock.set(datetime.combine(day(n), time(12, 0), tzinfo=timezone.utc))
 
     set_day(0)
     return set_day

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from cellstudy.enrollment.models import Subject
 from cellstudy.extensions import db
-from cellstudy.infusions import service
+from cellstudy.infusions import dose_levels
 from cellstudy.infusions.models import Deviation, DltAssessment, EscalationReview
 from cellstudy.records.models import AuditRecord, Signature
 from tests.helpers import subject_by_number
@@ -73,12 +73,12 @@ def counts(app) -> dict[str, tuple]:
     """(assigned, evaluable, dlt, pending, not evaluable) per dose level, from the service."""
     with app.app_context():
         return {row["level"]: (row["assigned"], row["evaluable"], row["dlt"], row["pending"], row["not_evaluable"])
-                for row in service.escalation_counts()}
+                for row in dose_levels.escalation_counts()}
 
 
 def decision(app) -> tuple[dict, tuple]:
     with app.app_context():
-        return service.escalation_decision(), service.proposed_dose_level()
+        return dose_levels.escalation_decision(), dose_levels.proposed_dose_level()
 
 
 def page_counts(page: str, level: str) -> tuple[int, ...]:
@@ -115,15 +115,12 @@ def enrol(app, login, number, level="DL1", reason=None):
 
 
 @pytest.fixture(autouse=True)
-def clock(monkeypatch):
-    """Pin the sites' today to T + n days (12:00 UTC: the same date in Hangzhou and Ningbo)."""
-    import cellstudy.infusions.routes as routes
-    import cellstudy.timeutil as timeutil
+def clock(clock):
+    """Pin the one clock (the sites' today) to T + n days (12:00 UTC: the same date in
+    Hangzhou and Ningbo)."""
 
     def set_day(n: int) -> None:
-        fixed = datetime.combine(day(n), time(12, 0), tzinfo=timezone.utc)
-        monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
-        monkeypatch.setattr(routes, "utcnow", lambda: fixed, raising=False)
+        clock.set(datetime.combine(day(n), time(12, 0), tzinfo=timezone.utc))
 
     set_day(0)
     return set_day
@@ -222,9 +219,9 @@ def test_the_investigator_completes_the_dlt_assessment_with_an_e_signature(app, 
     assert response.status_code == 302, text(response)[:3000]
     signed = dlt_record(app, sid)
     assert signed["status"] == "complete" and signed["data"] == {"evaluable": True, "dlt": False}
-    assert signed["signatures"] == [("Dr Wang Lei", service.DLT_MEANING, True)]
+    assert signed["signatures"] == [("Dr Wang Lei", dose_levels.DLT_MEANING, True)]
     (sign,) = audit(app, subject_id=sid, action="sign", form="dlt_assessment")
-    assert sign["username"] == "inv-hz" and service.DLT_MEANING in sign["new"]
+    assert sign["username"] == "inv-hz" and dose_levels.DLT_MEANING in sign["new"]
     # the escalation counts follow: HZ-001 evaluable, NB-001 still pending
     assert counts(app)["DL1"] == (2, 1, 0, 1, 0)
     page = text(login("monitor-hz").get("/escalation"))
@@ -352,9 +349,9 @@ def test_signing_the_escalation_review_records_it_with_the_signature(app, login)
         assert (review.decision, review.level, review.comment) == ("enrol", "DL1", "Cohort 1 on track")
         assert review.counts[0] == {"level": "DL1", "evaluable": 0, "dlt": 0, "pending": 2}
         assert (review.signature.printed_name, review.signature.meaning, review.signature.valid) == \
-            ("Dr Wang Lei", service.REVIEW_MEANING, True)
+            ("Dr Wang Lei", dose_levels.REVIEW_MEANING, True)
     (sign,) = audit(app, action="sign", form="escalation_review")
-    assert sign["username"] == "inv-hz" and service.REVIEW_MEANING in sign["new"]
+    assert sign["username"] == "inv-hz" and dose_levels.REVIEW_MEANING in sign["new"]
     assert "Dr Wang Lei" in text(inv.get("/escalation")).split("<h3>Reviews</h3>")[1]
 
 

@@ -83,7 +83,7 @@ def test_an_amendment_of_the_stagger_re_judges_every_planned_first_infusion_at_a
 def test_a_first_infusion_before_the_sentinels_would_make_it_the_sentinel_and_says_whom_it_holds(app, login):
     """At a level whose earliest first infusion is only planned, scheduling another subject
     earlier makes that subject the sentinel: the scheduling screen names who would be held."""
-    from cellstudy.infusions import service
+    from cellstudy.infusions import stagger
     from cellstudy.settings import apply
 
     hz2 = enrol(app, login)
@@ -94,12 +94,12 @@ def test_a_first_infusion_before_the_sentinels_would_make_it_the_sentinel_and_sa
 
         subject = db.session.get(Subject, hz2)
         level = {nb["sid"]: nb["planned"]}  # the level without HZ-001: its sentinel is NB-001, planned
-        assert service.stagger_effects(subject, day(10), study, level) == [
+        assert stagger.stagger_effects(subject, day(10), study, level) == [
             f"NB-001 (first infusion {day(14).isoformat()})"]
-        assert service.stagger_effects(subject, day(16), study, level) == []  # NB-001 stays the sentinel
-        held = service.stagger_lockout(subject, day(16), True, study, level)
+        assert stagger.stagger_effects(subject, day(16), study, level) == []  # NB-001 stays the sentinel
+        held = stagger.stagger_lockout(subject, day(16), True, study, level)
         assert held["code"] == "stagger" and held["until"] == day(35).isoformat()
-        assert service.stagger_lockout(subject, day(10), True, study, level) is None
+        assert stagger.stagger_lockout(subject, day(10), True, study, level) is None
 
 
 def test_an_amendment_lengthening_the_minimum_interval_locks_a_planned_second_infusion(app, login, clock):
@@ -128,18 +128,16 @@ def test_the_stagger_boundary_is_the_sentinels_plus_n_days(app, login, clock, da
     assert inf["planned"] - timedelta(days=20) == day(-6)
 
 
-def test_an_amendment_with_a_future_effective_date_re_judges_when_the_date_arrives(app, login, monkeypatch):
+def test_an_amendment_with_a_future_effective_date_re_judges_when_the_date_arrives(app, login, clock):
     """Approved today for T+3: nothing is re-judged until the date arrives; then the due check
     (the scheduled run and the start-up check call it) brings it into force and every planned
     infusion is judged under it, in that transaction."""
-    from datetime import datetime, time, timezone
+    from datetime import time
 
-    import cellstudy.timeutil as timeutil
     from cellstudy.amendments import service as amendments
 
     def at(day_offset: int) -> None:
-        fixed = datetime.combine(day(day_offset), time(0, 30), tzinfo=timezone.utc)
-        monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
+        clock(day_offset, time(0, 30))
 
     at(0)
     hz1 = first_infusion(app, "HZ-001")

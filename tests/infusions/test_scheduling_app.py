@@ -19,7 +19,7 @@ from cellstudy.infusions.lockouts import LOCKOUT_LABELS
 from cellstudy.auth.models import User
 from cellstudy.enrollment.eligibility import add_months
 from cellstudy.extensions import db
-from cellstudy.infusions import service
+from cellstudy.infusions import proposal, scheduling, worklists
 from cellstudy.infusions.models import Deviation, Infusion, LymphodepletionDay, Visit
 from cellstudy.records.models import AuditRecord, Signature
 from tests.helpers import subject_by_number
@@ -134,16 +134,12 @@ def first_infusion_subject(app, login):
 
 
 @pytest.fixture(autouse=True)
-def clock(monkeypatch):
-    """Pin the site's today (and the server's) to T + n days, at 12:00 UTC (20:00 in
-    Hangzhou and Ningbo: the same date)."""
-    import cellstudy.infusions.routes as routes
-    import cellstudy.timeutil as timeutil
+def clock(clock):
+    """Pin the one clock (the sites' today and the server's) to T + n days, at 12:00 UTC
+    (20:00 in Hangzhou and Ningbo: the same date); `at` another UTC time of that day."""
 
-    def set_day(n: int) -> None:
-        fixed = datetime.combine(day(n), time(12, 0), tzinfo=timezone.utc)
-        monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
-        monkeypatch.setattr(routes, "utcnow", lambda: fixed, raising=False)
+    def set_day(n: int, at: time = time(12, 0)) -> None:
+        clock.set(datetime.combine(day(n), at, tzinfo=timezone.utc))
 
     set_day(0)
     return set_day
@@ -264,7 +260,7 @@ def test_min_interval_is_overridden_by_an_investigator_with_reason_and_e_signatu
     assert infusion["override_reason"] == "Bridging dose agreed with the sponsor"
     sig = next(s for s in signatures(app, sid) if s["id"] == infusion["override_signature_id"])
     assert (sig["printed_name"], sig["meaning"], sig["form"], sig["form_id"], sig["valid"]) == \
-        ("Dr Wang Lei", service.OVERRIDE_MEANING, "infusion", infusion["id"], True)
+        ("Dr Wang Lei", scheduling.OVERRIDE_MEANING, "infusion", infusion["id"], True)
     devs = deviations(app, sid)
     kinds = {d["kind"]: d for d in devs}
     assert set(kinds) == {"lockout_override", "infusion_outside_target"}
@@ -274,7 +270,7 @@ def test_min_interval_is_overridden_by_an_investigator_with_reason_and_e_signatu
     assert kinds["infusion_outside_target"]["reason"] == "Earlier dose on medical advice"
     # the signature and the reason are in the audit trail
     signs = audit(app, subject_id=sid, action="sign", form="infusion")
-    assert len(signs) == 1 and signs[0]["username"] == "inv-hz" and service.OVERRIDE_MEANING in signs[0]["new"]
+    assert len(signs) == 1 and signs[0]["username"] == "inv-hz" and scheduling.OVERRIDE_MEANING in signs[0]["new"]
     assert any(r["form"] == "deviation" and r["field"] == "reason" and r["new"] == "Bridging dose agreed with the sponsor"
                for r in audit(app, subject_id=sid))
     # visible on the deviation list, to the site and its monitor, not to another site
@@ -309,7 +305,7 @@ def test_a_wrong_override_password_saves_nothing_and_leaves_a_sign_refused_recor
     refused = audit(app, subject_id=sid, action="sign_refused")
     assert len(refused) == 1
     assert (refused[0]["username"], refused[0]["form"], refused[0]["new"]) == \
-        ("inv-hz", "infusion", service.OVERRIDE_MEANING)
+        ("inv-hz", "infusion", scheduling.OVERRIDE_MEANING)
     assert failed_logins(app, "inv-hz") == 1
 
 
@@ -501,7 +497,7 @@ def test_moving_infusion_1_by_a_day_while_infusion_2_is_scheduled_is_judged_as_i
         subject = subject_by_number("NB-001")
         first = next(i for i in subject.infusions if i.number == 1)
         # 6 days before infusion 2 (the minimum interval), and infusion 2 stays in its window (T+22 +/- 1)
-        evaluation = service.evaluate_proposal(subject, day(15), exclude=first)
+        evaluation = proposal.evaluate_proposal(subject, day(15), exclude=first)
         assert evaluation["number"] == 1 and evaluation["is_first"]
         assert evaluation["lockouts"] == [] and evaluation["target_deviation"] is None
 
@@ -628,7 +624,7 @@ def test_the_calendar_warns_of_a_lockout_on_a_scheduled_infusion(app, login, clo
     assert f"{LOCKOUT_LABELS['vaccine']} :" in row and "Influenza (inactivated)" in row \
         and "inside the vaccination window" in row and "locked" in row
     with app.test_request_context():
-        items = service.calendar([subject_by_number("HZ-001").site_id], date.today())["items"]
+        items = worklists.calendar([subject_by_number("HZ-001").site_id], date.today())["items"]
         (item,) = [i for i in items if i["kind"] == "infusion"]
         assert [w["code"] for w in item["warnings"]] == ["vaccine"]
 
@@ -658,9 +654,9 @@ def test_the_calendar_pages_in_date_order_without_a_query_per_row(app):
     from sqlalchemy import event
 
     with app.app_context():
-        first = service.calendar(None, date.today(), 28, page=1, per_page=3)
+        first = worklists.calendar(None, date.today(), 28, page=1, per_page=3)
         assert first["total"] >= 4 and first["pages"] == -(-first["total"] // 3) and len(first["items"]) == 3
-        second = service.calendar(None, date.today(), 28, page=2, per_page=3)
+        second = worklists.calendar(None, date.today(), 28, page=2, per_page=3)
         dates = [i["date"] for i in first["items"] + second["items"]]
         assert dates == sorted(dates)
         assert not {id(i["record"]) for i in first["items"]} & {id(i["record"]) for i in second["items"]}
@@ -669,7 +665,7 @@ def test_the_calendar_pages_in_date_order_without_a_query_per_row(app):
         event.listen(db.engine, "before_cursor_execute", listener)
         try:
             db.session.expunge_all()
-            service.calendar(None, date.today(), 28, page=1, per_page=50)
+            worklists.calendar(None, date.today(), 28, page=1, per_page=50)
         finally:
             event.remove(db.engine, "before_cursor_execute", listener)
         assert len(statements) <= 12, len(statements)

@@ -98,7 +98,7 @@ ENDPOINTS: dict[str, Route] = {
     # Anyone may post to logout; it always ends on the login page.
     "auth.logout": Route({"POST": PUBLIC}),
     "auth.users": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
-    "auth.study_settings": Route({"GET": PROPOSE, "POST": PROPOSE}),
+    "amendments.study_settings": Route({"GET": PROPOSE, "POST": PROPOSE}),
     # the amendments and their before/after; the actions name the amendment in the POSTed form
     "amendments.index": Route({"GET": READ_AMENDMENTS}),
     "amendments.approve": Route({"POST": APPROVE}),
@@ -115,7 +115,7 @@ ENDPOINTS: dict[str, Route] = {
     "enrollment.enrol": Route({"GET": SIGN, "POST": SIGN}, site_scoped=True),
     "enrollment.screen_fail": Route({"POST": ENTER}, site_scoped=True),
     "enrollment.rescreen": Route({"POST": ENTER}, site_scoped=True),
-    "records.subject_audit": Route({"GET": AUDIT}, site_scoped=True),
+    "audit_viewer.subject_audit": Route({"GET": AUDIT}, site_scoped=True),
     "enrollment.medications": Route({"GET": VIEW}, site_scoped=True),
     # Eligibility after enrolment (issue 11): the worklist is read by every clinical role (its
     # content filtered by site); re-confirming or recording the deviation is the investigator's.
@@ -169,7 +169,7 @@ ENDPOINTS: dict[str, Route] = {
     "safety.export": Route({"GET": EXPORT}),
     "safety.sdtm_ae": Route({"GET": EXPORT}),
     # The audit trail viewer (issue 6): every clinical role reads the trail of its sites (the
-    # content is site-filtered; /subjects/<id>/audit is records.subject_audit above); files and
+    # content is site-filtered; /subjects/<id>/audit is audit_viewer.subject_audit above); files and
     # the study-wide background export for investigators, monitors and data managers.
     "audit_viewer.trail": Route({"GET": AUDIT}),
     "audit_viewer.export_csv": Route({"GET": AUDIT_EXPORT}),
@@ -607,7 +607,8 @@ def _record_deviations(app, recs) -> None:
     from datetime import timedelta
 
     from cellstudy.demo import DEMO_PASSWORD
-    from cellstudy.infusions import service
+    from cellstudy.enrollment import service as enrollment_service
+    from cellstudy.infusions import vaccination
     from cellstudy.timeutil import site_today
 
     with app.app_context():
@@ -615,11 +616,11 @@ def _record_deviations(app, recs) -> None:
             subject = db.session.get(Subject, recs[code].treated.id)
             investigator = db.session.scalar(select(User).where(User.username == f"inv-{code.lower()}"))
             given = site_today(subject.site) - timedelta(days=1)
-            window = service.vaccination_window(subject)
+            window = vaccination.vaccination_window(subject)
             assert window and window[0] <= given <= window[1], (code, window)
-            service.record_vaccine(subject, {"name": "Influenza vaccine", "last_date": given, "start_date": given,
-                                             "indication": "seasonal"}, user=investigator,
-                                   deviation_reason="Given by the family doctor", password=DEMO_PASSWORD)
+            enrollment_service.record_vaccine(subject, {"name": "Influenza vaccine", "last_date": given,
+                                                 "start_date": given, "indication": "seasonal"}, user=investigator,
+                                       deviation_reason="Given by the family doctor", password=DEMO_PASSWORD)
             assert subject.deviations, code
         db.session.remove()
 

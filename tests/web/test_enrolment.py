@@ -203,14 +203,11 @@ def test_wrong_signature_passwords_are_audited_and_the_lock_ends_the_session(app
         assert db.session.get(Subject, sid).status == "screening"
 
 
-def test_not_in_future_uses_the_site_date(app, login, monkeypatch):
+def test_not_in_future_uses_the_site_date(app, login, clock):
     """At 01:00 in Hangzhou (17:00 UTC the day before) today's local date is accepted."""
     from datetime import datetime, timezone
 
-    import cellstudy.timeutil as timeutil
-
-    fixed = datetime(2026, 3, 9, 17, 0, tzinfo=timezone.utc)  # 2026-03-10 01:00 in Asia/Shanghai
-    monkeypatch.setattr(timeutil, "utcnow", lambda: fixed)
+    clock.set(datetime(2026, 3, 9, 17, 0, tzinfo=timezone.utc))  # 2026-03-10 01:00 in Asia/Shanghai
     coord = login("coord-hz")
     sid = new_subject(coord)
     response = coord.post(f"/subjects/{sid}/screening", data={"version": "1", "save": "1",

@@ -2,7 +2,7 @@
 dose per kg."""
 from datetime import timedelta
 
-from cellstudy.infusions.service import cells_per_kg
+from cellstudy.infusions.administration import cells_per_kg
 from tests.helpers import subject_by_number
 
 

@@ -3,7 +3,9 @@
 Pages (view_clinical): /safety/ae, /safety/sae, /safety/dlt, /safety/summary,
 /safety/crs-icans. Files (export_safety): /safety/<listing>.<csv|xlsx|pdf> and the SDTM
 AE domain /safety/sdtm/ae.csv. Rows come only from the user's sites (`site_ids()`).
-The queries live in listings.py, the file formats in cellstudy/exports/.
+The rows live in listings.py (filters in filters.py, SQL in queries.py),
+the summaries in summaries.py, the SDTM source rows in sdtm_source.py, the file
+formats in cellstudy/exports/.
 
 Every export is audited ("export", form "safety_<listing>", field = the format, new =
 {"filters", "rows", "sites"}) and committed *before* the file is sent: a download that
@@ -22,12 +24,13 @@ from flask_login import current_user
 from markupsafe import Markup, escape
 
 from ..auth.policy import allowed_sites, can, require, site_ids
+from ..exports import sdtm, tabular
 from ..records import audit
 from ..records import service as records
 from ..settings import current_study
 from ..timeutil import fmt_utc, utcnow
-from . import listings
-from .listings import AE_SORTS, SAE_SORTS
+from . import listings, queries, sdtm_source, summaries
+from .filters import AE_SORTS, SAE_SORTS, Filters, parse_filters
 
 bp = Blueprint("safety", __name__, url_prefix="/safety")
 
@@ -51,7 +54,7 @@ XLSX_SPOOL_BYTES = 8 * 1024 * 1024
 def _filters(listing: str):
     sites = [s.code for s in allowed_sites()]
     levels = [d.name for d in current_study().regimen.dose_levels]
-    filters, errors = listings.parse_filters(request.args, sites=sites, dose_levels=levels,
+    filters, errors = parse_filters(request.args, sites=sites, dose_levels=levels,
                                              sorts=LISTINGS[listing][2] or {"onset": "Onset"})
     return filters, errors, sites, levels
 
@@ -152,9 +155,9 @@ def dlt_listing():
 @require("view_clinical")
 def ae_summary():
     filters, errors, sites, levels = _filters("summary")
-    table = listings.summary_table(filters, site_ids(), levels)
-    return render_template("safety/summary.html", table=table, cells=listings.SUMMARY_CELLS,
-                           row_cells=summary_cells(table["rows"], len(listings.SUMMARY_CELLS)),
+    table = summaries.summary_table(filters, site_ids(), levels)
+    return render_template("safety/summary.html", table=table, cells=summaries.SUMMARY_CELLS,
+                           row_cells=summary_cells(table["rows"], len(summaries.SUMMARY_CELLS)),
                            **_page_context("summary", filters, errors, sites, levels))
 
 
@@ -174,8 +177,8 @@ def summary_cells(rows: list[dict], width: int) -> list[Markup]:
 @require("view_clinical")
 def crs_icans_summary():
     filters, errors, sites, levels = _filters("crs-icans")
-    result = listings.crs_icans_summary(filters, site_ids(), levels)
-    return render_template("safety/crs_icans.html", summary=result, rows=listings.crs_icans_rows(result),
+    result = summaries.crs_icans_summary(filters, site_ids(), levels)
+    return render_template("safety/crs_icans.html", summary=result, rows=summaries.crs_icans_rows(result),
                            **_page_context("crs-icans", filters, errors, sites, levels))
 
 
@@ -217,8 +220,6 @@ def _send(listing: str, key: str, fmt: str, columns, rows, *, count, filters, ig
     row count when it is known before the rows are read (the CSV streams them).
     `values`: the rows are tuples in column order (listings.iter_listing_values), not
     dicts (the CSV and XLSX writers take either)."""
-    from ..exports import tabular
-
     now = utcnow()
     filename = _filename(part, fmt, now)
     disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -268,19 +269,19 @@ def export_listing(listing, fmt):
     common = {"filters": filters, "sites": sites, "title": title, "part": part}
     if listing in ("ae", "sae", "dlt"):
         columns = listings.listing_columns(listing)
-        total = listings.count(listing, filters, ids)
+        total = queries.count(listing, filters, ids)
         if fmt == "pdf":
             rows = listings.iter_listing(listing, filters, ids)
             return _send(listing, key, fmt, columns, rows, count=total, ignored=(), **common)
         rows = listings.iter_listing_values(listing, filters, ids, for_csv=fmt == "csv")  # tuples, no dicts
         return _send(listing, key, fmt, columns, rows, count=total, ignored=(), values=True, **common)
     if listing == "summary":
-        table = listings.summary_table(filters, ids, levels)
-        columns, rows = listings.summary_columns(table), listings.summary_export_rows(table)
+        table = summaries.summary_table(filters, ids, levels)
+        columns, rows = summaries.summary_columns(table), summaries.summary_export_rows(table)
     else:
-        result = listings.crs_icans_summary(filters, ids, levels)
-        columns, rows = listings.crs_icans_columns(result), listings.crs_icans_rows(result)
-    return _send(listing, key, fmt, columns, rows, count=len(rows), ignored=listings.SUMMARY_IGNORES, **common)
+        result = summaries.crs_icans_summary(filters, ids, levels)
+        columns, rows = summaries.crs_icans_columns(result), summaries.crs_icans_rows(result)
+    return _send(listing, key, fmt, columns, rows, count=len(rows), ignored=summaries.SUMMARY_IGNORES, **common)
 
 
 @bp.route("/sdtm/ae.csv", endpoint="sdtm_ae")
@@ -288,16 +289,14 @@ def export_listing(listing, fmt):
 def sdtm_ae_domain():
     """The CDISC SDTM AE domain of the user's sites (complete AEs; no filters: a domain
     is delivered whole), as CSV, streamed."""
-    from ..exports import sdtm, tabular
-
     study = current_study()
     ids = site_ids()
     sites = [s.code for s in allowed_sites()]
     columns = sdtm.AE_COLUMNS
-    total = listings.count_sdtm(ids)
+    total = sdtm_source.count_sdtm(ids)
     now = utcnow()
-    _audit_export("sdtm_ae", "csv", listings.Filters(), total, sites)
-    source = listings.iter_sdtm_source(ids, studyid=study.protocol_id)
+    _audit_export("sdtm_ae", "csv", Filters(), total, sites)
+    source = sdtm_source.iter_sdtm_source(ids, studyid=study.protocol_id)
     stream = stream_with_context(chunk.encode("utf-8") for chunk in
                                  tabular.csv_stream(columns, sdtm.ae_domain(source, studyid=study.protocol_id)))
     filename = _filename("sdtm_ae", "csv", now)

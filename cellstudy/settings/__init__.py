@@ -32,9 +32,10 @@ from decimal import Decimal, InvalidOperation
 from flask import g, has_app_context
 from sqlalchemy import func, select
 
-from . import timeutil
-from .extensions import db
-from .study import SETTING_LABELS, SETTING_SECTIONS, STUDY, Study, setting_label
+from .. import timeutil
+from ..extensions import db
+from ..study import SETTING_LABELS, SETTING_SECTIONS, STUDY, Study, setting_label
+from .models import StudyAmendment
 
 SECTIONS = ("eligibility", "regimen", "toxicity_hold", "edit_checks")  # edit_checks: issue 6 (monitoring)
 
@@ -139,16 +140,14 @@ def _today(now: datetime | None = None) -> date:
 
 
 def _in_force_row(session, today: date):
-    from .infusions.models import StudyAmendment as A
-
+    A = StudyAmendment
     return session.execute(select(A.id, A.label, A.overrides)
                            .where(A.status == "approved", A.effective_date <= today)
                            .order_by(A.effective_date.desc(), A.id.desc()).limit(1)).first()
 
 
 def _next_effective(session, today: date) -> date | None:
-    from .infusions.models import StudyAmendment as A
-
+    A = StudyAmendment
     return session.execute(select(func.min(A.effective_date))
                            .where(A.status == "approved", A.effective_date > today)).scalar()
 
@@ -206,13 +205,3 @@ def invalidate_cache() -> None:
     if has_app_context():
         g.pop("cellstudy_study", None)
         _IN_FORCE.pop(str(db.engine.url), None)
-
-
-def amend(values: dict, *, version: str, reason: str, user, approver, password: str,
-          effective_date: date | None = None):
-    """Propose and approve an amendment in one call (tests, scripts): the admin `user`
-    proposes, the investigator `approver` signs with `password`. See cellstudy.amendments."""
-    from .amendments import service
-
-    return service.amend(values, version=version, reason=reason, user=user, approver=approver, password=password,
-                         effective_date=effective_date)

@@ -1,0 +1,34 @@
+"""Saving a treatment CRF (infusion, lymphodepletion day, visit, DLT assessment): canonical
+values, cross-field checks and completion, through `records`."""
+from __future__ import annotations
+
+from ..records import crf
+from ..records import service as records
+from ..records.service import InvalidForm
+from .fields import by_name
+
+
+def save_crf(record, specs, values, *, user, expected_version, reason, complete, required, checks=()):
+    """Save a CRF: canonical values, cross-field checks, completion, one transaction."""
+    values = crf.stored_values(by_name(specs), values)
+    merged = {k: v for k, v in {**(record.data or {}), **values}.items() if v is not None}
+    errors = {}
+    for check in checks:
+        errors.update(check(merged) or {})
+    if complete:
+        for name in required(merged):
+            if merged.get(name) is None:
+                errors.setdefault(name, "Required to complete the form.")
+    if errors:
+        raise InvalidForm(errors)
+    changed = records.save(record, user=user, changes=values, expected_version=expected_version, reason=reason,
+                           commit=False)
+    if complete and record.status != "complete":
+        records.set_status(record, "complete", user=user, commit=False)
+    return changed
+
+
+def times_in_order(merged):
+    if merged.get("start_time") and merged.get("stop_time") and merged["stop_time"] < merged["start_time"]:
+        return {"stop_time": "The stop time cannot be before the start time."}
+    return {}
