@@ -10,6 +10,7 @@ export FLASK_APP := wsgi.py
 .PHONY: bench-audit
 .PHONY: pdf-tools bench-pdf
 .PHONY: bench-judgement
+.PHONY: lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +50,12 @@ pdf-tools:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    fonts-noto-cjk fonts-liberation fonts-dejavu-core poppler-utils; }
 
-test: install-dev browser pdf-tools
+## lint: ruff's lint and format checks (pyproject [tool.ruff]); part of make test
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install-dev browser pdf-tools lint
 	$(BIN)/pytest
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
 	  echo "== PostgreSQL suite: $$TEST_DATABASE_URL"; \

@@ -35,6 +35,7 @@ snapshot, server logs, the raw figures (results-<UTC time>.json), profiles. Post
 127.0.0.1:5432, user postgres; database `cellstudy_bench_ae` is dropped and re-created
 (so a concurrent `make bench`, which uses `cellstudy_bench`, is not disturbed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,6 +85,7 @@ def log(msg: str) -> None:
 
 # --- the listing's rows as SQL (the CLI side of (b)) ----------------------------------------------------
 
+
 def _labels():
     sys.path.insert(0, h.APP_ROOT)
     from cellstudy.adverse_events.fields import ATTRIBUTIONS, OUTCOMES
@@ -104,8 +106,11 @@ def listing_sql(dialect: str, where: str = "") -> str:
     pg = dialect == "postgresql"
     admin = "(i.data ->> 'administration_date')::date" if pg else "json_extract(i.data, '$.administration_date')"
     delta = "(a.onset_date - f.first)" if pg else "CAST(julianday(a.onset_date) - julianday(f.first) AS INTEGER)"
-    yn = (lambda c: f"CASE WHEN {c} THEN 'Y' WHEN NOT {c} THEN 'N' END") if pg else \
-        (lambda c: f"CASE {c} WHEN 1 THEN 'Y' WHEN 0 THEN 'N' END")
+    yn = (
+        (lambda c: f"CASE WHEN {c} THEN 'Y' WHEN NOT {c} THEN 'N' END")
+        if pg
+        else (lambda c: f"CASE {c} WHEN 1 THEN 'Y' WHEN 0 THEN 'N' END")
+    )
     return f"""
 WITH f AS (SELECT i.subject_id, min(coalesce({admin}, i.planned_date)) AS first
            FROM infusion i WHERE i.state = 'given' GROUP BY i.subject_id)
@@ -114,12 +119,12 @@ SELECT coalesce(s.subject_number, s.screening_number) AS "Subject", st.code AS "
        CASE WHEN f.first IS NULL OR a.onset_date IS NULL THEN NULL
             WHEN {delta} >= 0 THEN {delta} + 1 ELSE {delta} END AS "Study day",
        a.number AS "AE", a.term AS "CTCAE term", a.soc AS "System organ class", a.meddra_code AS "MedDRA code",
-       a.verbatim AS "Verbatim term", a.grade AS "Worst grade", {yn('a.serious')} AS "Serious",
-       {_case('a.related_nk', attributions)} AS "Attribution NK cells",
-       {_case('a.related_ld', attributions)} AS "Attribution lymphodepletion", {yn('a.dlt')} AS "DLT",
+       a.verbatim AS "Verbatim term", a.grade AS "Worst grade", {yn("a.serious")} AS "Serious",
+       {_case("a.related_nk", attributions)} AS "Attribution NK cells",
+       {_case("a.related_ld", attributions)} AS "Attribution lymphodepletion", {yn("a.dlt")} AS "DLT",
        a.onset_date AS "Onset",
-       coalesce({'a.end_date::text' if pg else 'a.end_date'}, CASE WHEN a.ongoing THEN 'Ongoing' END) AS "End",
-       {_case('a.outcome', outcomes)} AS "Outcome", a.status AS "Form status"
+       coalesce({"a.end_date::text" if pg else "a.end_date"}, CASE WHEN a.ongoing THEN 'Ongoing' END) AS "End",
+       {_case("a.outcome", outcomes)} AS "Outcome", a.status AS "Form status"
 FROM adverse_event a JOIN subject s ON s.id = a.subject_id JOIN site st ON st.id = a.site_id
 LEFT JOIN f ON f.subject_id = a.subject_id
 WHERE a.status != 'deleted' {where}
@@ -128,6 +133,7 @@ ORDER BY a.onset_date DESC NULLS LAST, a.id DESC
 
 
 # --- HTTP -------------------------------------------------------------------------------------------------
+
 
 def fetch(port: int, path: str, cookie: str, sink=None, chunk: int = 1 << 16) -> dict:
     """GET path, reading the body in chunks (discarded unless `sink` is given); the time from
@@ -152,8 +158,14 @@ def fetch(port: int, path: str, cookie: str, sink=None, chunk: int = 1 << 16) ->
     seconds = time.perf_counter() - t
     headers = dict(resp.getheaders())
     conn.close()
-    return {"status": resp.status, "seconds": seconds, "first_byte_s": first, "bytes": size, "lines": lines,
-            "content_type": headers.get("Content-Type", "")}
+    return {
+        "status": resp.status,
+        "seconds": seconds,
+        "first_byte_s": first,
+        "bytes": size,
+        "lines": lines,
+        "content_type": headers.get("Content-Type", ""),
+    }
 
 
 def _vm(pid: int) -> dict:
@@ -192,10 +204,23 @@ class RssSampler(threading.Thread):
 
 def app_server(kind: str, url: str, workers: int, name: str) -> h.Server:
     port = h.free_port()
-    env = {"CELLSTUDY_CONFIG": "production", "SECRET_KEY": SECRET, "DATABASE_URL": url,
-           "SESSION_COOKIE_SECURE": "0", "PYTHONPATH": h.APP_ROOT}
-    cmd = [os.path.join(h.VENV_BIN, "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "600",
-           "wsgi:app"]
+    env = {
+        "CELLSTUDY_CONFIG": "production",
+        "SECRET_KEY": SECRET,
+        "DATABASE_URL": url,
+        "SESSION_COOKIE_SECURE": "0",
+        "PYTHONPATH": h.APP_ROOT,
+    }
+    cmd = [
+        os.path.join(h.VENV_BIN, "gunicorn"),
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "600",
+        "wsgi:app",
+    ]
     server = h.Server(f"{name}-{kind}", cmd, port, env=env)
     server.wait_ready("/login")
     return server
@@ -214,12 +239,15 @@ def worker_pid(server: h.Server) -> int:
 def check(port: int, path: str, cookie: str, marker: str) -> str:
     status, _, page = h.request(port, "GET", path, cookie=cookie)
     if status != 200 or marker not in page:
-        raise RuntimeError(f"GET {path}: HTTP {status}, marker {marker!r} "
-                           f"{'found' if marker in page else 'missing'}: not the real page")
+        raise RuntimeError(
+            f"GET {path}: HTTP {status}, marker {marker!r} "
+            f"{'found' if marker in page else 'missing'}: not the real page"
+        )
     return page
 
 
 # --- one database ---------------------------------------------------------------------------------------
+
 
 def fresh_database(kind: str) -> str:
     if kind == "sqlite":
@@ -285,7 +313,7 @@ def _database_exists(kind: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone() is not None
 
 
-REAPPLY_INDEXES = r'''
+REAPPLY_INDEXES = r"""
 import importlib.util, os, sys
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
@@ -311,14 +339,15 @@ with engine.begin() as conn:
     if engine.dialect.name == "postgresql":  # as the loader's VACUUM (ANALYZE) left it
         conn.execute(text("ANALYZE adverse_event; ANALYZE subject"))
 print("ok")
-'''
+"""
 
 
 def reapply_listing_indexes(url: str) -> None:
     """A reused dataset gets migration 0006's indexes as the working tree has them now
     (each dropped if there, then created), so a changed index is measured without a reload."""
-    proc = subprocess.run([PY, "-c", REAPPLY_INDEXES, url], capture_output=True, text=True, timeout=900,
-                          env=h.app_env())
+    proc = subprocess.run(
+        [PY, "-c", REAPPLY_INDEXES, url], capture_output=True, text=True, timeout=900, env=h.app_env()
+    )
     if proc.returncode != 0:
         raise RuntimeError("re-applying migration 0006 failed: " + proc.stderr[-2000:])
 
@@ -358,18 +387,26 @@ def run_database(kind: str, args) -> dict:
         aes = h.dataset("aes", url, "--count", str(args.aes), "--real-aes", str(args.real_aes), "--no-verify")
         res["aes_s"] = time.perf_counter() - t
         res["aes"] = aes
-        log(f"   {aes['aes_total']:,} AEs in {res['aes_s']:.0f} s ({aes['real_aes']} through the service at "
+        log(
+            f"   {aes['aes_total']:,} AEs in {res['aes_s']:.0f} s ({aes['real_aes']} through the service at "
             f"{aes['real_ms_per_ae']:.0f} ms each, {aes['bulk_aes']:,} in bulk in {aes['bulk_s']:.0f} s); "
-            f"{aes['audit_records']:,} audit records; fidelity mismatches: {len(aes['fidelity']['mismatches'])}")
+            f"{aes['audit_records']:,} audit records; fidelity mismatches: {len(aes['fidelity']['mismatches'])}"
+        )
         res["verify"] = h.audit_verify(url)  # the chain the loader re-chained, walked by the CLI
         log(f"   flask audit verify: {res['verify']['seconds']:.1f} s: {res['verify']['output']}")
         if not res["verify"]["ok"]:
             raise RuntimeError(f"flask audit verify failed after loading: {res['verify']['output']}")
         if keep:
             with open(cache, "w") as f:
-                json.dump({**{k: res[k] for k in ("load_s", "load", "aes_s", "aes", "verify")},
-                           "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
-                          f, indent=1, default=str)
+                json.dump(
+                    {
+                        **{k: res[k] for k in ("load_s", "load", "aes_s", "aes", "verify")},
+                        "loaded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    },
+                    f,
+                    indent=1,
+                    default=str,
+                )
         if args.load_only:
             return res
         res.update(measure(kind, url, args, aes))
@@ -407,18 +444,36 @@ def measure(kind: str, url: str, args, aes: dict) -> dict:
         for label, path in combos.items():
             listing[label] = {"path": path}
             for name, threads, conns in CONCURRENCY:
-                h.wrk(base + path, duration=1, threads=threads, conns=conns, script=get_lua,
-                      script_args=["200", 'id="listing"'], headers=headers)  # warm-up
+                h.wrk(
+                    base + path,
+                    duration=1,
+                    threads=threads,
+                    conns=conns,
+                    script=get_lua,
+                    script_args=["200", 'id="listing"'],
+                    headers=headers,
+                )  # warm-up
                 h.wait_quiet(args.wait_quiet)
-                r = h.wrk(base + path, duration=args.duration, threads=threads, conns=conns, script=get_lua,
-                          script_args=["200", 'id="listing"'], headers=headers,
-                          account=Account([app], postgres=kind == "postgresql"))
-                listing[label][name] = {k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "requests", "bad",
-                                                              "cpu_others_pct", "server_cpu_ms_per_req")}
+                r = h.wrk(
+                    base + path,
+                    duration=args.duration,
+                    threads=threads,
+                    conns=conns,
+                    script=get_lua,
+                    script_args=["200", 'id="listing"'],
+                    headers=headers,
+                    account=Account([app], postgres=kind == "postgresql"),
+                )
+                listing[label][name] = {
+                    k: r.get(k)
+                    for k in ("rps", "p50_ms", "p99_ms", "requests", "bad", "cpu_others_pct", "server_cpu_ms_per_req")
+                }
                 listing[label][name]["max_ms"] = r.get("max_us", 0) / 1000
-                log(f"      {label:<48} {name}: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
+                log(
+                    f"      {label:<48} {name}: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
                     f"p99 {r['p99_ms']:6.1f} ms  unexpected {r.get('bad', 0)}  (CPU others "
-                    f"{r['cpu_others_pct']:.0f}%)")
+                    f"{r['cpu_others_pct']:.0f}%)"
+                )
         out["listing"] = listing
         # (d) the summary
         log("   (d) summary table")
@@ -434,11 +489,19 @@ def measure(kind: str, url: str, args, aes: dict) -> dict:
                 raise RuntimeError(f"/safety/summary answered {status}")
             if i >= 2:  # the first two warm the worker(s)
                 times.append(elapsed * 1000)
-        out["summary"] = {"n": len(times), "p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99),
-                          "max_ms": max(times), "bytes": len(body.encode()), "rows": body.count("<tr"),
-                          "cpu_others_pct": account.stop()}
-        log(f"      p50 {out['summary']['p50_ms']:.0f} ms, p99 {out['summary']['p99_ms']:.0f} ms "
-            f"({out['summary']['rows']} table rows)")
+        out["summary"] = {
+            "n": len(times),
+            "p50_ms": percentile(times, 50),
+            "p99_ms": percentile(times, 99),
+            "max_ms": max(times),
+            "bytes": len(body.encode()),
+            "rows": body.count("<tr"),
+            "cpu_others_pct": account.stop(),
+        }
+        log(
+            f"      p50 {out['summary']['p50_ms']:.0f} ms, p99 {out['summary']['p99_ms']:.0f} ms "
+            f"({out['summary']['rows']} table rows)"
+        )
     finally:
         app.stop()
 
@@ -472,8 +535,12 @@ def export_once(kind: str, url: str, path: str, name: str, sink_path: str | None
         after = _vm(pid)
         if r["status"] != 200:
             raise RuntimeError(f"GET {path}: HTTP {r['status']}")
-        r.update(hwm_before_mb=before.get("VmHWM"), hwm_after_mb=after.get("VmHWM"),
-                 rss_after_mb=after.get("VmRSS"), rss_samples=samples[:: max(1, len(samples) // 60)])
+        r.update(
+            hwm_before_mb=before.get("VmHWM"),
+            hwm_after_mb=after.get("VmHWM"),
+            rss_after_mb=after.get("VmRSS"),
+            rss_samples=samples[:: max(1, len(samples) // 60)],
+        )
         return r
     finally:
         server.stop()
@@ -544,8 +611,9 @@ class Others:
     def stop(self) -> float:
         import resource
 
-        mine = (time.process_time() - self.self0) + (sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
-                                                      - self.child0)
+        mine = (time.process_time() - self.self0) + (
+            sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - self.child0
+        )
         return self.account.stop(mine, 1)["cpu_others_pct"]
 
 
@@ -574,10 +642,15 @@ def _compare_files(a: str, b: str) -> dict:
 
     with open(a, newline="", encoding="utf-8") as fa, open(b, newline="", encoding="utf-8") as fb:
         ra, rb = list(csv.reader(fa)), list(csv.reader(fb))
-    out = {"rows_app": len(ra) - 1, "rows_cli": len(rb) - 1, "identical": ra == rb,
-           "bytes_app": os.path.getsize(a), "bytes_cli": os.path.getsize(b)}
+    out = {
+        "rows_app": len(ra) - 1,
+        "rows_cli": len(rb) - 1,
+        "identical": ra == rb,
+        "bytes_app": os.path.getsize(a),
+        "bytes_cli": os.path.getsize(b),
+    }
     if ra != rb:
-        for i, (x, y) in enumerate(zip(ra, rb)):
+        for i, (x, y) in enumerate(zip(ra, rb, strict=False)):
             if x != y:
                 out["first_difference"] = {"row": i, "app": x, "cli": y}
                 break
@@ -594,9 +667,11 @@ def csv_bench(kind: str, url: str, args, today: str) -> dict:
     cli_csv(kind, url, sql, cli_file)
     res["same_rows"] = _compare_files(app_file, cli_file)
     res["rows"] = res["same_rows"]["rows_app"]
-    log(f"      app and {res['reference']} output: {res['same_rows']['rows_app']:,} and "
+    log(
+        f"      app and {res['reference']} output: {res['same_rows']['rows_app']:,} and "
         f"{res['same_rows']['rows_cli']:,} rows, "
-        f"{'the same values' if res['same_rows']['identical'] else 'DIFFERENT: ' + json.dumps(res['same_rows'].get('first_difference'))}")
+        f"{'the same values' if res['same_rows']['identical'] else 'DIFFERENT: ' + json.dumps(res['same_rows'].get('first_difference'))}"
+    )
     for path in (app_file, cli_file):
         os.remove(path)
     # timed, alternating: CLI, app, CLI, app, ...
@@ -609,9 +684,11 @@ def csv_bench(kind: str, url: str, args, today: str) -> dict:
         cli_others.append(account.stop())
         h.wait_quiet(args.wait_quiet)
         app_runs.append(export_once(kind, url, "/safety/ae.csv", "csv"))
-        log(f"      rep {i + 1}: {res['reference']} {cli_times[-1]:.2f} s, app {app_runs[-1]['seconds']:.2f} s "
+        log(
+            f"      rep {i + 1}: {res['reference']} {cli_times[-1]:.2f} s, app {app_runs[-1]['seconds']:.2f} s "
             f"(peak RSS {app_runs[-1]['hwm_after_mb']:.0f} MB; CPU others {cli_others[-1]:.0f}% / "
-            f"{app_runs[-1]['cpu_others_pct']:.0f}%)")
+            f"{app_runs[-1]['cpu_others_pct']:.0f}%)"
+        )
     res["cli_others_pct"] = cli_others
     res["app_others_pct"] = [r["cpu_others_pct"] for r in app_runs[1:]]
     timed = app_runs[1:]
@@ -629,30 +706,38 @@ def csv_bench(kind: str, url: str, args, today: str) -> dict:
     since = tenk_date(kind, url, args.small_rows)
     small_path = f"/safety/ae.csv?date_from={since}"
     small = [export_once(kind, url, small_path, "csv") for _ in range(2)]
-    res["small"] = {"path": small_path, "rows": small[0]["lines"] - 1, "seconds": [r["seconds"] for r in small],
-                    "hwm_mb": max(r["hwm_after_mb"] for r in small),
-                    "hwm_before_mb": statistics.median(r["hwm_before_mb"] for r in small)}
-    log(f"      ~10k rows ({res['small']['rows']:,}): peak RSS {res['small']['hwm_mb']:.0f} MB; 100k rows: "
+    res["small"] = {
+        "path": small_path,
+        "rows": small[0]["lines"] - 1,
+        "seconds": [r["seconds"] for r in small],
+        "hwm_mb": max(r["hwm_after_mb"] for r in small),
+        "hwm_before_mb": statistics.median(r["hwm_before_mb"] for r in small),
+    }
+    log(
+        f"      ~10k rows ({res['small']['rows']:,}): peak RSS {res['small']['hwm_mb']:.0f} MB; 100k rows: "
         f"{res['hwm_100k_mb']:.0f} MB (worker after warm-up: {res['hwm_before_mb']:.0f} MB); speed "
-        f"{res['speed_ratio']:.2f} x the {res['reference']}")
+        f"{res['speed_ratio']:.2f} x the {res['reference']}"
+    )
     return res
 
 
 def tenk_date(kind: str, url: str, rows: int) -> str:
     """The onset date from which about `rows` AEs remain (the latest ones)."""
-    code = ("import json,sys\nfrom sqlalchemy import create_engine, text\n"
-            f"e = create_engine({url!r})\n"
-            "with e.connect() as c:\n"
-            f"    d = c.execute(text('SELECT onset_date FROM adverse_event ORDER BY onset_date DESC, id DESC "
-            f"LIMIT 1 OFFSET {rows - 1}')).scalar()\n"
-            "print(str(d)[:10])\n")
+    code = (
+        "import json,sys\nfrom sqlalchemy import create_engine, text\n"
+        f"e = create_engine({url!r})\n"
+        "with e.connect() as c:\n"
+        f"    d = c.execute(text('SELECT onset_date FROM adverse_event ORDER BY onset_date DESC, id DESC "
+        f"LIMIT 1 OFFSET {rows - 1}')).scalar()\n"
+        "print(str(d)[:10])\n"
+    )
     proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-1000:])
     return proc.stdout.strip()
 
 
-RAW_XLSX = r'''
+RAW_XLSX = r"""
 import json, os, sys, tempfile, time
 from datetime import date
 sys.path.insert(0, os.environ["BENCH_APP_ROOT"])
@@ -702,14 +787,18 @@ for _ in range(reps):
     size = os.path.getsize(out_path)
     os.remove(out_path)
 print(json.dumps({"rows": len(rows), "fetch_s": fetch_s, "write_s": times, "bytes": size}))
-'''
+"""
 
 
 def raw_xlsx(url: str, reps: int = 1) -> dict:
     path = os.path.join(OUT, "raw.xlsx")
-    proc = subprocess.run([PY, "-c", RAW_XLSX, url, path, str(reps)], capture_output=True, text=True, timeout=900,
-                          env=h.app_env(SECRET_KEY=SECRET, CELLSTUDY_CONFIG="production", DATABASE_URL=url,
-                                        SESSION_COOKIE_SECURE="0"))
+    proc = subprocess.run(
+        [PY, "-c", RAW_XLSX, url, path, str(reps)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=h.app_env(SECRET_KEY=SECRET, CELLSTUDY_CONFIG="production", DATABASE_URL=url, SESSION_COOKIE_SECURE="0"),
+    )
     if proc.returncode != 0:
         raise RuntimeError("raw xlsxwriter failed: " + proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -747,9 +836,11 @@ def xlsx_bench(kind: str, url: str, args) -> dict:
         raw_runs.append(raw)
         h.wait_quiet(args.wait_quiet)
         app_runs.append(export_once(kind, url, "/safety/ae.xlsx", "xlsx"))
-        log(f"      rep {i + 1}: raw XlsxWriter {raw['write_s'][0]:.2f} s ({raw['rows']:,} rows; read beforehand in "
+        log(
+            f"      rep {i + 1}: raw XlsxWriter {raw['write_s'][0]:.2f} s ({raw['rows']:,} rows; read beforehand in "
             f"{raw['fetch_s']:.1f} s), app {app_runs[-1]['seconds']:.2f} s (peak RSS "
-            f"{app_runs[-1]['hwm_after_mb']:.0f} MB)")
+            f"{app_runs[-1]['hwm_after_mb']:.0f} MB)"
+        )
     res["raw_others_pct"] = [r["cpu_others_pct"] for r in raw_runs]
     res["app_others_pct"] = [r["cpu_others_pct"] for r in app_runs[1:]]
     res["raw_s"] = [r["write_s"][0] for r in raw_runs]
@@ -762,14 +853,16 @@ def xlsx_bench(kind: str, url: str, args) -> dict:
     res["app_median_s"] = statistics.median(res["app_s"])
     res["ratio"] = res["app_median_s"] / res["raw_median_s"]
     res["hwm_mb"] = max(r["hwm_after_mb"] for r in app_runs)
-    log(f"      app {res['app_median_s']:.2f} s vs raw {res['raw_median_s']:.2f} s: {res['ratio']:.2f} x; "
-        f"{res['rows_in_file']:,} rows in the file; peak RSS {res['hwm_mb']:.0f} MB")
+    log(
+        f"      app {res['app_median_s']:.2f} s vs raw {res['raw_median_s']:.2f} s: {res['ratio']:.2f} x; "
+        f"{res['rows_in_file']:,} rows in the file; peak RSS {res['hwm_mb']:.0f} MB"
+    )
     return res
 
 
 # --- where the time goes (in-process, one request at a time) --------------------------------------------------
 
-PROFILE = r'''
+PROFILE = r"""
 import cProfile, io, json, os, pstats, sys, time
 sys.path.insert(0, os.environ["BENCH_APP_ROOT"])
 from sqlalchemy import event
@@ -815,17 +908,25 @@ with open(report_path, "w") as rep:
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
         rep.write(buf.getvalue() + "\n")
 print(json.dumps(out))
-'''
+"""
 
 
 def profile(kind: str, url: str, today: str) -> dict:
     log("   in-process profile (Flask test client, cProfile, SQL timings)")
-    paths = {**{f"listing: {k}": v for k, v in listing_combos(today, "DL2").items()},
-             "summary": "/safety/summary", "csv": "/safety/ae.csv", "xlsx": "/safety/ae.xlsx"}
+    paths = {
+        **{f"listing: {k}": v for k, v in listing_combos(today, "DL2").items()},
+        "summary": "/safety/summary",
+        "csv": "/safety/ae.csv",
+        "xlsx": "/safety/ae.xlsx",
+    }
     report = os.path.join(OUT, f"profile-{kind}.txt")
-    proc = subprocess.run([PY, "-c", PROFILE, url, json.dumps(paths), report], capture_output=True, text=True,
-                          timeout=900, env=h.app_env(SECRET_KEY=SECRET, CELLSTUDY_CONFIG="production",
-                                                     DATABASE_URL=url, SESSION_COOKIE_SECURE="0"))
+    proc = subprocess.run(
+        [PY, "-c", PROFILE, url, json.dumps(paths), report],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=h.app_env(SECRET_KEY=SECRET, CELLSTUDY_CONFIG="production", DATABASE_URL=url, SESSION_COOKIE_SECURE="0"),
+    )
     if proc.returncode != 0:
         log("      profile failed: " + proc.stderr[-800:])
         return {"error": proc.stderr[-2000:]}
@@ -837,6 +938,7 @@ def profile(kind: str, url: str, today: str) -> dict:
 
 # --- report ----------------------------------------------------------------------------------------------------
 
+
 def mark(ok: bool) -> str:
     return "met" if ok else "**MISSED**"
 
@@ -846,13 +948,19 @@ def report(results: dict) -> str:
     dbs = results["databases"]
     names = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
     a = results["args"]
-    lines = [BEGIN, "",
-             f"Run: {m['date']} · commit {m['commit']} + working tree, snapshot {m.get('snapshot', '?')} · "
-             f"`{' '.join(results['argv'])}` · {m['cpu']} (`nproc` = {m['nproc']}), Python {m['python']}, "
-             f"SQLite {m['sqlite']}, PostgreSQL {m['postgresql']}, {m['wrk']}, {m['gunicorn']} · load average at "
-             f"start {' '.join(m['loadavg_start'])} · took {results.get('elapsed_s', 0) / 60:.0f} min.", "",
-             "### Targets", "", "| target | " + " | ".join(names[d["db"]] for d in dbs) + " |",
-             "|---|" + "---|" * len(dbs)]
+    lines = [
+        BEGIN,
+        "",
+        f"Run: {m['date']} · commit {m['commit']} + working tree, snapshot {m.get('snapshot', '?')} · "
+        f"`{' '.join(results['argv'])}` · {m['cpu']} (`nproc` = {m['nproc']}), Python {m['python']}, "
+        f"SQLite {m['sqlite']}, PostgreSQL {m['postgresql']}, {m['wrk']}, {m['gunicorn']} · load average at "
+        f"start {' '.join(m['loadavg_start'])} · took {results.get('elapsed_s', 0) / 60:.0f} min.",
+        "",
+        "### Targets",
+        "",
+        "| target | " + " | ".join(names[d["db"]] for d in dbs) + " |",
+        "|---|" + "---|" * len(dbs),
+    ]
 
     def row(label, fn):
         lines.append(f"| {label} | " + " | ".join(fn(d) for d in dbs) + " |")
@@ -860,128 +968,177 @@ def report(results: dict) -> str:
     def worst_p99(d, conc):
         return max(v[conc]["p99_ms"] for v in d["listing"].values())
 
-    row("(a) AE listing, first page, filtered: p99 < 100 ms, one request at a time (wrk -c1; worst of "
+    row(
+        "(a) AE listing, first page, filtered: p99 < 100 ms, one request at a time (wrk -c1; worst of "
         f"{len(dbs[0]['listing'])} filter sets)",
-        lambda d: f"{worst_p99(d, 'c1'):.0f} ms: {mark(worst_p99(d, 'c1') < LISTING_P99_MS)}")
-    row("(a) same, 2 at a time (wrk -t2 -c2: one request per worker, 2 sync workers)",
-        lambda d: f"{worst_p99(d, 'c2'):.0f} ms: {mark(worst_p99(d, 'c2') < LISTING_P99_MS)}")
-    row("(a) same, under the load of issues 2-3's benchmark (wrk -t2 -c8, 2 workers: 4 requests queue per worker)",
-        lambda d: f"{worst_p99(d, 'c8'):.0f} ms: {mark(worst_p99(d, 'c8') < LISTING_P99_MS)}")
-    row("(b) CSV export streams: peak RSS < 200 MB at ~10k and at 100k rows",
-        lambda d: f"{d['csv']['small']['hwm_mb']:.0f} MB / {d['csv']['hwm_100k_mb']:.0f} MB: "
-                  f"{mark(max(d['csv']['small']['hwm_mb'], d['csv']['hwm_100k_mb']) < CSV_RSS_MB)}")
-    row("(b) CSV of 100,000 rows ≥ ⅓ of the sqlite3 CLI's speed (app time ≤ 3 × CLI time, same run)",
-        lambda d: (f"{d['csv']['app_median_s']:.2f} s vs {d['csv']['cli_median_s']:.2f} s = "
-                   f"{d['csv']['speed_ratio']:.2f} × the CLI's speed: {mark(d['csv']['speed_ratio'] >= CSV_SHARE)}")
-        if d["db"] == "sqlite" else
-        (f"({d['csv']['app_median_s']:.2f} s vs psql \\copy {d['csv']['cli_median_s']:.2f} s = "
-         f"{d['csv']['speed_ratio']:.2f} ×; the target names the sqlite3 CLI)"))
-    row("(c) XLSX of 100,000 rows < 15 s",
-        lambda d: f"{d['xlsx']['app_median_s']:.1f} s: {mark(d['xlsx']['app_median_s'] < XLSX_S)}")
-    row("(c) XLSX ≤ 2 × raw XlsxWriter (constant_memory) writing the same rows, same run",
-        lambda d: f"{d['xlsx']['app_median_s']:.1f} s vs {d['xlsx']['raw_median_s']:.1f} s = "
-                  f"{d['xlsx']['ratio']:.2f} ×: {mark(d['xlsx']['ratio'] <= XLSX_RATIO)}")
-    row("(d) summary table < 1 s (p99 of "
-        f"{dbs[0]['summary']['n']} sequential requests)",
-        lambda d: f"p99 {d['summary']['p99_ms']:.0f} ms (p50 {d['summary']['p50_ms']:.0f}): "
-                  f"{mark(d['summary']['p99_ms'] < SUMMARY_S * 1000)}")
+        lambda d: f"{worst_p99(d, 'c1'):.0f} ms: {mark(worst_p99(d, 'c1') < LISTING_P99_MS)}",
+    )
+    row(
+        "(a) same, 2 at a time (wrk -t2 -c2: one request per worker, 2 sync workers)",
+        lambda d: f"{worst_p99(d, 'c2'):.0f} ms: {mark(worst_p99(d, 'c2') < LISTING_P99_MS)}",
+    )
+    row(
+        "(a) same, under the load of issues 2-3's benchmark (wrk -t2 -c8, 2 workers: 4 requests queue per worker)",
+        lambda d: f"{worst_p99(d, 'c8'):.0f} ms: {mark(worst_p99(d, 'c8') < LISTING_P99_MS)}",
+    )
+    row(
+        "(b) CSV export streams: peak RSS < 200 MB at ~10k and at 100k rows",
+        lambda d: (
+            f"{d['csv']['small']['hwm_mb']:.0f} MB / {d['csv']['hwm_100k_mb']:.0f} MB: "
+            f"{mark(max(d['csv']['small']['hwm_mb'], d['csv']['hwm_100k_mb']) < CSV_RSS_MB)}"
+        ),
+    )
+    row(
+        "(b) CSV of 100,000 rows ≥ ⅓ of the sqlite3 CLI's speed (app time ≤ 3 × CLI time, same run)",
+        lambda d: (
+            (
+                f"{d['csv']['app_median_s']:.2f} s vs {d['csv']['cli_median_s']:.2f} s = "
+                f"{d['csv']['speed_ratio']:.2f} × the CLI's speed: {mark(d['csv']['speed_ratio'] >= CSV_SHARE)}"
+            )
+            if d["db"] == "sqlite"
+            else (
+                f"({d['csv']['app_median_s']:.2f} s vs psql \\copy {d['csv']['cli_median_s']:.2f} s = "
+                f"{d['csv']['speed_ratio']:.2f} ×; the target names the sqlite3 CLI)"
+            )
+        ),
+    )
+    row(
+        "(c) XLSX of 100,000 rows < 15 s",
+        lambda d: f"{d['xlsx']['app_median_s']:.1f} s: {mark(d['xlsx']['app_median_s'] < XLSX_S)}",
+    )
+    row(
+        "(c) XLSX ≤ 2 × raw XlsxWriter (constant_memory) writing the same rows, same run",
+        lambda d: (
+            f"{d['xlsx']['app_median_s']:.1f} s vs {d['xlsx']['raw_median_s']:.1f} s = "
+            f"{d['xlsx']['ratio']:.2f} ×: {mark(d['xlsx']['ratio'] <= XLSX_RATIO)}"
+        ),
+    )
+    row(
+        f"(d) summary table < 1 s (p99 of {dbs[0]['summary']['n']} sequential requests)",
+        lambda d: (
+            f"p99 {d['summary']['p99_ms']:.0f} ms (p50 {d['summary']['p50_ms']:.0f}): "
+            f"{mark(d['summary']['p99_ms'] < SUMMARY_S * 1000)}"
+        ),
+    )
     lines.append("")
     for d in dbs:
         title = names[d["db"]] + (" (file, WAL)" if d["db"] == "sqlite" else f" {m['postgresql']}")
         ae, ld = d["aes"], d["load"]
-        lines += [f"### {title}", "",
-                  f"Dataset: {ld['subjects_total']:,} subjects, **{ae['aes_total']:,} AEs** "
-                  f"({ae['real_aes']} through `service.save_ae` / `save_assessment` at {ae['real_ms_per_ae']:.0f} ms "
-                  f"per AE, {ae['bulk_aes']:,} in bulk), {ae['episodes']:,} grade episodes, "
-                  f"{ae['crs_assessments']:,} CRS and {ae['icans_assessments']:,} ICANS assessments, "
-                  f"{ae['audit_records']:,} audit records. Grades {_counts(ae['grades'])}; {ae['serious_pct']} % "
-                  f"serious, {ae['ongoing_pct']} % ongoing, {ae['related_pct']} % related, {ae['te_pct']} % "
-                  f"treatment-emergent, {ae['dlt']:,} DLTs, {ae['susar']:,} SUSARs, {ae['fatal']} fatal. "
-                  f"Loaded in **{(d['load_s'] + d['aes_s']) / 60:.1f} min**: {d['load_s']:.0f} s the subjects "
-                  f"(bench/dataset.py `load`) + {d['aes_s']:.0f} s the AEs (`aes`: {ae['generate_s']:.0f} s "
-                  f"drawing and validating the values, {ae['real_s']:.0f} s through the service, "
-                  f"{ae['bulk_s']:.0f} s bulk of which {ae['bulk_insert_s']:.0f} s inserting, "
-                  f"{ae.get('fk_check_s', 0):.1f} s checking every foreign key of the bulk rows"
-                  + (f"; PostgreSQL foreign keys: {ae['pg_fk_checks']}" if ae.get("pg_fk_checks") else "")
-                  + "). "
-                  f"Bulk rows against the service's (same values): {ae['fidelity']['aes_compared']} AEs and "
-                  f"{ae['fidelity']['assessments_compared']} assessments compared, "
-                  f"{len(ae['fidelity']['mismatches'])} mismatches. "
-                  f"`flask audit verify`: {d['verify']['seconds']:.1f} s, {d['verify']['output']}; after the "
-                  f"exports: {d['verify_after']['output']}.", "",
-                  "| (a) AE listing, first page (50 rows) | "
-                  + " | ".join(f"{c} req/s | {c} p50 ms | {c} p99 ms" for c, _, _ in CONCURRENCY)
-                  + " | server CPU ms / req (c1) | CPU others % |",
-                  "|---|" + "---:|---:|---:|" * len(CONCURRENCY) + "---:|---:|"]
+        lines += [
+            f"### {title}",
+            "",
+            f"Dataset: {ld['subjects_total']:,} subjects, **{ae['aes_total']:,} AEs** "
+            f"({ae['real_aes']} through `service.save_ae` / `save_assessment` at {ae['real_ms_per_ae']:.0f} ms "
+            f"per AE, {ae['bulk_aes']:,} in bulk), {ae['episodes']:,} grade episodes, "
+            f"{ae['crs_assessments']:,} CRS and {ae['icans_assessments']:,} ICANS assessments, "
+            f"{ae['audit_records']:,} audit records. Grades {_counts(ae['grades'])}; {ae['serious_pct']} % "
+            f"serious, {ae['ongoing_pct']} % ongoing, {ae['related_pct']} % related, {ae['te_pct']} % "
+            f"treatment-emergent, {ae['dlt']:,} DLTs, {ae['susar']:,} SUSARs, {ae['fatal']} fatal. "
+            f"Loaded in **{(d['load_s'] + d['aes_s']) / 60:.1f} min**: {d['load_s']:.0f} s the subjects "
+            f"(bench/dataset.py `load`) + {d['aes_s']:.0f} s the AEs (`aes`: {ae['generate_s']:.0f} s "
+            f"drawing and validating the values, {ae['real_s']:.0f} s through the service, "
+            f"{ae['bulk_s']:.0f} s bulk of which {ae['bulk_insert_s']:.0f} s inserting, "
+            f"{ae.get('fk_check_s', 0):.1f} s checking every foreign key of the bulk rows"
+            + (f"; PostgreSQL foreign keys: {ae['pg_fk_checks']}" if ae.get("pg_fk_checks") else "")
+            + "). "
+            f"Bulk rows against the service's (same values): {ae['fidelity']['aes_compared']} AEs and "
+            f"{ae['fidelity']['assessments_compared']} assessments compared, "
+            f"{len(ae['fidelity']['mismatches'])} mismatches. "
+            f"`flask audit verify`: {d['verify']['seconds']:.1f} s, {d['verify']['output']}; after the "
+            f"exports: {d['verify_after']['output']}.",
+            "",
+            "| (a) AE listing, first page (50 rows) | "
+            + " | ".join(f"{c} req/s | {c} p50 ms | {c} p99 ms" for c, _, _ in CONCURRENCY)
+            + " | server CPU ms / req (c1) | CPU others % |",
+            "|---|" + "---:|---:|---:|" * len(CONCURRENCY) + "---:|---:|",
+        ]
         for label, v in d["listing"].items():
             bad = sum(v[c].get("bad", 0) for c, _, _ in CONCURRENCY)
-            lines.append(f"| {label} (`{v['path']}`){' · ' + str(bad) + ' unexpected' if bad else ''} | "
-                         + " | ".join(f"{v[c]['rps']:.0f} | {v[c]['p50_ms']:.1f} | {v[c]['p99_ms']:.1f}"
-                                      for c, _, _ in CONCURRENCY)
-                         + f" | {v['c1'].get('server_cpu_ms_per_req') or 0:.0f} | "
-                         + _range([v[c].get("cpu_others_pct") for c, _, _ in CONCURRENCY]) + " |")
+            lines.append(
+                f"| {label} (`{v['path']}`){' · ' + str(bad) + ' unexpected' if bad else ''} | "
+                + " | ".join(
+                    f"{v[c]['rps']:.0f} | {v[c]['p50_ms']:.1f} | {v[c]['p99_ms']:.1f}" for c, _, _ in CONCURRENCY
+                )
+                + f" | {v['c1'].get('server_cpu_ms_per_req') or 0:.0f} | "
+                + _range([v[c].get("cpu_others_pct") for c, _, _ in CONCURRENCY])
+                + " |"
+            )
         c, x, s = d["csv"], d["xlsx"], d["summary"]
         same = c["same_rows"]
-        lines += ["",
-                  f"- (b) CSV, all {c['rows']:,} rows ({c['bytes'] / 1e6:.1f} MB): app (HTTP, end to end) "
-                  f"{', '.join(f'{t:.2f}' for t in c['app_s'])} s (first byte after "
-                  f"{statistics.median(c['app_first_byte_s']):.2f} s); {c['reference']} "
-                  f"{', '.join(f'{t:.2f}' for t in c['cli_s'])} s, alternating. Medians {c['app_median_s']:.2f} s vs "
-                  f"{c['cli_median_s']:.2f} s (other people's CPU use during the runs: app "
-                  f"{_range(c.get('app_others_pct'))} %, CLI {_range(c.get('cli_others_pct'))} %): the app runs at "
-                  f"**{c['speed_ratio']:.2f} ×** the "
-                  f"{c['reference']}'s speed. The two outputs, parsed, hold "
-                  + ("**the same rows with the same values in the same order**" if same["identical"] else
-                     f"**different values** (first difference: {same.get('first_difference')})")
-                  + f" ({same['bytes_app'] / 1e6:.1f} MB from the app, {same['bytes_cli'] / 1e6:.1f} MB from the "
-                  f"{c['reference']}, which quotes more fields). "
-                  f"Peak RSS of the serving worker (VmHWM; {c['hwm_before_mb']:.0f} MB after log-in and one "
-                  f"listing page): **{c['small']['hwm_mb']:.0f} MB** for {c['small']['rows']:,} rows, "
-                  f"**{c['hwm_100k_mb']:.0f} MB** for {c['rows']:,} rows.",
-                  f"- (c) XLSX, all rows ({x['rows_in_file']:,} in the file, {x['app_bytes'] / 1e6:.1f} MB): app "
-                  f"(HTTP, end to end) {', '.join(f'{t:.1f}' for t in x['app_s'])} s; raw XlsxWriter "
-                  f"{', '.join(f'{t:.1f}' for t in x['raw_s'])} s ({x['raw_rows']:,} rows, read beforehand in "
-                  f"{x['raw_fetch_s']:.1f} s, not timed). **{x['ratio']:.2f} ×** (other people's CPU use: app "
-                  f"{_range(x.get('app_others_pct'))} %, raw {_range(x.get('raw_others_pct'))} %). Peak RSS of the worker "
-                  f"{x['hwm_mb']:.0f} MB.",
-                  f"- (d) Summary: {s['n']} sequential requests, p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, "
-                  f"max {s['max_ms']:.0f} ms ({s['rows']} table rows, {s['bytes'] / 1024:.0f} KiB; other people's "
-                  f"CPU use {_range([s.get('cpu_others_pct')])} %)."]
+        lines += [
+            "",
+            f"- (b) CSV, all {c['rows']:,} rows ({c['bytes'] / 1e6:.1f} MB): app (HTTP, end to end) "
+            f"{', '.join(f'{t:.2f}' for t in c['app_s'])} s (first byte after "
+            f"{statistics.median(c['app_first_byte_s']):.2f} s); {c['reference']} "
+            f"{', '.join(f'{t:.2f}' for t in c['cli_s'])} s, alternating. Medians {c['app_median_s']:.2f} s vs "
+            f"{c['cli_median_s']:.2f} s (other people's CPU use during the runs: app "
+            f"{_range(c.get('app_others_pct'))} %, CLI {_range(c.get('cli_others_pct'))} %): the app runs at "
+            f"**{c['speed_ratio']:.2f} ×** the "
+            f"{c['reference']}'s speed. The two outputs, parsed, hold "
+            + (
+                "**the same rows with the same values in the same order**"
+                if same["identical"]
+                else f"**different values** (first difference: {same.get('first_difference')})"
+            )
+            + f" ({same['bytes_app'] / 1e6:.1f} MB from the app, {same['bytes_cli'] / 1e6:.1f} MB from the "
+            f"{c['reference']}, which quotes more fields). "
+            f"Peak RSS of the serving worker (VmHWM; {c['hwm_before_mb']:.0f} MB after log-in and one "
+            f"listing page): **{c['small']['hwm_mb']:.0f} MB** for {c['small']['rows']:,} rows, "
+            f"**{c['hwm_100k_mb']:.0f} MB** for {c['rows']:,} rows.",
+            f"- (c) XLSX, all rows ({x['rows_in_file']:,} in the file, {x['app_bytes'] / 1e6:.1f} MB): app "
+            f"(HTTP, end to end) {', '.join(f'{t:.1f}' for t in x['app_s'])} s; raw XlsxWriter "
+            f"{', '.join(f'{t:.1f}' for t in x['raw_s'])} s ({x['raw_rows']:,} rows, read beforehand in "
+            f"{x['raw_fetch_s']:.1f} s, not timed). **{x['ratio']:.2f} ×** (other people's CPU use: app "
+            f"{_range(x.get('app_others_pct'))} %, raw {_range(x.get('raw_others_pct'))} %). Peak RSS of the worker "
+            f"{x['hwm_mb']:.0f} MB.",
+            f"- (d) Summary: {s['n']} sequential requests, p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, "
+            f"max {s['max_ms']:.0f} ms ({s['rows']} table rows, {s['bytes'] / 1024:.0f} KiB; other people's "
+            f"CPU use {_range([s.get('cpu_others_pct')])} %).",
+        ]
         prof = d.get("profile") or {}
         if prof and "error" not in prof:
-            lines.append("- In-process (Flask test client, one request, no HTTP): " + "; ".join(
-                f"{k} {p['ms']:.0f} ms ({p['queries']} queries, {p['sql_ms']:.0f} ms SQL)" for k, p in prof.items())
-                + f". Profiles: bench/out/ae/profile-{d['db']}.txt.")
+            lines.append(
+                "- In-process (Flask test client, one request, no HTTP): "
+                + "; ".join(
+                    f"{k} {p['ms']:.0f} ms ({p['queries']} queries, {p['sql_ms']:.0f} ms SQL)" for k, p in prof.items()
+                )
+                + f". Profiles: bench/out/ae/profile-{d['db']}.txt."
+            )
         lines.append("")
-    lines += ["What each side includes:",
-              "- App CSV / XLSX: the whole request through HTTP on 127.0.0.1 (gunicorn sync worker, production "
-              "config): session and permission checks, the count query and the export's audit record, the "
-              "listing query, turning each row into the export's values (`listings.iter_listing_values`: "
-              "labels, study day), writing the file (CSV: one generated line maker; XLSX: the app's own "
-              "streaming writer, `tabular._XlsxWriter`, since issue 4's speed work), sending it; the client "
-              "reads and discards the bytes. Each app export runs on a freshly started single-worker gunicorn "
-              "(for a clean VmHWM), warmed by a log-in and one listing page.",
-              "- sqlite3 CLI: `sqlite3 -csv -header <db> \"<query>\" > /dev/null` with one SQL statement giving the "
-              "same columns, labels, values and order (bench/ae_bench.py `listing_sql`); the app's and the CLI's "
-              "files are parsed and compared before timing.",
-              "- Raw XlsxWriter: one workbook in constant_memory mode (same options as the app: default date "
-              "format, no string conversion), column widths, bold header, frozen first row, autofilter, then "
-              "`write_row` for each of the rows and `close()`. Not timed: reading the rows (the app's own listing "
-              "query, fetched into a list of cell values first). The app additionally reads the rows from the "
-              "database and writes its About sheet. (The app no longer writes its XLSX with XlsxWriter: "
-              "XlsxWriter here is the reference the target names.)",
-              f"- Listing: wrk with bench/get.lua (status 200 and `id=\"listing\"` checked on every response), "
-              f"{a['duration']:.0f} s per run after a 1 s warm-up, logged in as `dm` (data manager: all sites).",
-              "- *CPU others %*: the share of the 2 CPUs that processes other than this benchmark's used during "
-              "the measurement (the machine is shared with other people's test runs); each measurement waits up "
-              f"to {a['wait_quiet']:.0f} s for the machine to be quiet first but is not repeated. Ours: the "
-              "gunicorn processes, wrk, this script and the children it waited for (sqlite3, psql, the raw "
-              "XlsxWriter), PostgreSQL's backends of the bench database with its writers, and the CPU of the "
-              "short-lived postgres processes reaped meanwhile (our queries' parallel workers, psql's backend).",
-              "", "How to reproduce: `make bench-ae` (= `.venv/bin/python bench/ae_bench.py`; options `--db "
-              "sqlite|postgres|both`, `--aes N`, `--reps N`, `--duration S`, `--no-write`, `--no-profile`, "
-              "`--keep`, `--reuse` (measure the datasets a `--keep`/`--load-only` run left, with migration 0006's "
-              "indexes re-applied), `--load-only`, `--report-from JSON`). Raw figures: bench/out/ae/results-*.json.", "", END]
+    lines += [
+        "What each side includes:",
+        "- App CSV / XLSX: the whole request through HTTP on 127.0.0.1 (gunicorn sync worker, production "
+        "config): session and permission checks, the count query and the export's audit record, the "
+        "listing query, turning each row into the export's values (`listings.iter_listing_values`: "
+        "labels, study day), writing the file (CSV: one generated line maker; XLSX: the app's own "
+        "streaming writer, `tabular._XlsxWriter`, since issue 4's speed work), sending it; the client "
+        "reads and discards the bytes. Each app export runs on a freshly started single-worker gunicorn "
+        "(for a clean VmHWM), warmed by a log-in and one listing page.",
+        '- sqlite3 CLI: `sqlite3 -csv -header <db> "<query>" > /dev/null` with one SQL statement giving the '
+        "same columns, labels, values and order (bench/ae_bench.py `listing_sql`); the app's and the CLI's "
+        "files are parsed and compared before timing.",
+        "- Raw XlsxWriter: one workbook in constant_memory mode (same options as the app: default date "
+        "format, no string conversion), column widths, bold header, frozen first row, autofilter, then "
+        "`write_row` for each of the rows and `close()`. Not timed: reading the rows (the app's own listing "
+        "query, fetched into a list of cell values first). The app additionally reads the rows from the "
+        "database and writes its About sheet. (The app no longer writes its XLSX with XlsxWriter: "
+        "XlsxWriter here is the reference the target names.)",
+        f'- Listing: wrk with bench/get.lua (status 200 and `id="listing"` checked on every response), '
+        f"{a['duration']:.0f} s per run after a 1 s warm-up, logged in as `dm` (data manager: all sites).",
+        "- *CPU others %*: the share of the 2 CPUs that processes other than this benchmark's used during "
+        "the measurement (the machine is shared with other people's test runs); each measurement waits up "
+        f"to {a['wait_quiet']:.0f} s for the machine to be quiet first but is not repeated. Ours: the "
+        "gunicorn processes, wrk, this script and the children it waited for (sqlite3, psql, the raw "
+        "XlsxWriter), PostgreSQL's backends of the bench database with its writers, and the CPU of the "
+        "short-lived postgres processes reaped meanwhile (our queries' parallel workers, psql's backend).",
+        "",
+        "How to reproduce: `make bench-ae` (= `.venv/bin/python bench/ae_bench.py`; options `--db "
+        "sqlite|postgres|both`, `--aes N`, `--reps N`, `--duration S`, `--no-write`, `--no-profile`, "
+        "`--keep`, `--reuse` (measure the datasets a `--keep`/`--load-only` run left, with migration 0006's "
+        "indexes re-applied), `--load-only`, `--report-from JSON`). Raw figures: bench/out/ae/results-*.json.",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -1000,18 +1157,19 @@ def _counts(counts: dict) -> str:
 def write_results(block: str) -> None:
     text = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
     if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         # a new "Issue 4" section right under the title, before the issues 2-3 text
         first, _, rest = text.partition("\n")
-        section = ("\n\n## Issue 4: adverse events (safety listings and exports at 100,000 AEs)\n\n"
-                   "Targets (issue 4, \"Scale and speed\"): the AE listing page (first page, filtered) p99 under "
-                   "100 ms; the CSV export streams (peak RSS under 200 MB whatever the row count) at no less than a "
-                   "third of the speed of the sqlite3 CLI writing the same rows, side by side in one run; the XLSX "
-                   "export of 100,000 rows under 15 s and at most twice the time XlsxWriter (constant-memory mode) "
-                   "takes to write the same rows raw, in the same run; the summary table under 1 s. "
-                   "`make bench-ae` (bench/ae_bench.py) rewrites the block between its markers.\n\n"
-                   + block + "\n")
+        section = (
+            "\n\n## Issue 4: adverse events (safety listings and exports at 100,000 AEs)\n\n"
+            'Targets (issue 4, "Scale and speed"): the AE listing page (first page, filtered) p99 under '
+            "100 ms; the CSV export streams (peak RSS under 200 MB whatever the row count) at no less than a "
+            "third of the speed of the sqlite3 CLI writing the same rows, side by side in one run; the XLSX "
+            "export of 100,000 rows under 15 s and at most twice the time XlsxWriter (constant-memory mode) "
+            "takes to write the same rows raw, in the same run; the summary table under 1 s. "
+            "`make bench-ae` (bench/ae_bench.py) rewrites the block between its markers.\n\n" + block + "\n"
+        )
         text = first + section + rest
     with open(RESULTS, "w") as f:
         f.write(text)
@@ -1033,9 +1191,12 @@ def main() -> None:
     parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
     parser.add_argument("--no-write", dest="write", action="store_false")
     parser.add_argument("--keep", action="store_true", help="keep the databases (default: dropped at the end)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse the databases a run with --keep/--reuse/--load-only left (bench/out/ae/dataset-"
-                             "*.json), re-applying migration 0006's indexes; load (and keep) them when missing")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the databases a run with --keep/--reuse/--load-only left (bench/out/ae/dataset-"
+        "*.json), re-applying migration 0006's indexes; load (and keep) them when missing",
+    )
     parser.add_argument("--load-only", action="store_true", help="load (and keep) the datasets, measure nothing")
     parser.add_argument("--report-from", metavar="JSON")
     args = parser.parse_args()
@@ -1050,15 +1211,20 @@ def main() -> None:
     if not shutil.which("sqlite3"):
         sys.exit("the sqlite3 CLI is not installed: `make bench-ae` installs Debian's sqlite3")
     os.makedirs(OUT, exist_ok=True)
-    results: dict = {"argv": ["bench/ae_bench.py", *sys.argv[1:]], "machine": h.machine(), "databases": [],
-                     "args": {k: v for k, v in vars(args).items() if k != "report_from"}}
+    results: dict = {
+        "argv": ["bench/ae_bench.py", *sys.argv[1:]],
+        "machine": h.machine(),
+        "databases": [],
+        "args": {k: v for k, v in vars(args).items() if k != "report_from"},
+    }
     results["machine"]["sqlite3_cli"] = h.sh(["sqlite3", "--version"])
     if args.snapshot:
         h.APP_ROOT, results["machine"]["snapshot"] = h.take_snapshot()
         log(f"app snapshot {results['machine']['snapshot']} in {os.path.relpath(h.APP_ROOT, ROOT)}")
     started = time.time()
-    for kind in (["sqlite", "postgresql"] if args.db == "both" else
-                 ["postgresql" if args.db == "postgres" else "sqlite"]):
+    for kind in (
+        ["sqlite", "postgresql"] if args.db == "both" else ["postgresql" if args.db == "postgres" else "sqlite"]
+    ):
         results["databases"].append(run_database(kind, args))
     if args.load_only:
         log(f"datasets loaded and kept in {(time.time() - started) / 60:.1f} min; measure with --reuse")

@@ -28,6 +28,7 @@ with the same commands. Then, per database:
     .venv/bin/python bench/audit_bench.py --db sqlite --no-write --duration 3   # a smoke run
     .venv/bin/python bench/audit_bench.py --report-from bench/out/audit/results-*.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,6 +71,7 @@ def log(msg: str) -> None:
 
 # --- the dataset ------------------------------------------------------------------------------------------
 
+
 def _url(kind: str) -> str:
     if kind == "sqlite":
         return "sqlite:///" + os.path.join(OUT, "audit.db")
@@ -81,8 +83,11 @@ def _pg(sql: str, *params):
     import psycopg
 
     with psycopg.connect(h.PG_ADMIN_URL, autocommit=True) as conn:
-        return conn.execute(sql, params or None).fetchall() if sql.lstrip().upper().startswith("SELECT") else \
-            conn.execute(sql, params or None)
+        return (
+            conn.execute(sql, params or None).fetchall()
+            if sql.lstrip().upper().startswith("SELECT")
+            else conn.execute(sql, params or None)
+        )
 
 
 def prepare(kind: str, args) -> dict:
@@ -118,8 +123,14 @@ def prepare(kind: str, args) -> dict:
     info["copy_s"] = time.perf_counter() - t
     t = time.perf_counter()
     info["migrations"] = catch_up(_url(kind))
-    proc = subprocess.run([PY, "-c", APPLY_INDEXES, _url(kind)], cwd=h.APP_ROOT, env=h.app_env(),
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [PY, "-c", APPLY_INDEXES, _url(kind)],
+        cwd=h.APP_ROOT,
+        env=h.app_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"migration 0009's indexes: {proc.stderr[-2000:]}")
     info["indexes"] = proc.stdout.strip()
@@ -132,10 +143,13 @@ def catch_up(url: str) -> str:
     still empty stubs: alembic_version says 0009 but 0008's tables are missing. Then the
     copy is stamped back to 0007 (whose table, job, it has) and upgraded: 0008 and 0009 run
     for real. A dataset loaded with the current migrations needs nothing."""
-    probe = "import sys; from sqlalchemy import create_engine, inspect; " \
-            "print(' '.join(inspect(create_engine(sys.argv[1])).get_table_names()))"
-    tables = subprocess.run([PY, "-c", probe, url], env=h.app_env(), capture_output=True, text=True,
-                            check=True).stdout.split()
+    probe = (
+        "import sys; from sqlalchemy import create_engine, inspect; "
+        "print(' '.join(inspect(create_engine(sys.argv[1])).get_table_names()))"
+    )
+    tables = subprocess.run(
+        [PY, "-c", probe, url], env=h.app_env(), capture_output=True, text=True, check=True
+    ).stdout.split()
     if "sdv_mark" in tables:
         return "current"
     if "job" not in tables:
@@ -149,7 +163,7 @@ def catch_up(url: str) -> str:
 
 # Migration 0009's indexes on a database that is already at revision 0009 (issue 4's dataset
 # was migrated while 0009 was still an empty stub): the migration's own INDEXES list.
-APPLY_INDEXES = r'''
+APPLY_INDEXES = r"""
 import importlib.util, os, sys
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
@@ -171,17 +185,32 @@ with engine.begin() as conn:
     else:
         conn.exec_driver_sql("ANALYZE")
 print("created " + (", ".join(made) or "none (present)"))
-'''
+"""
 
 
 # --- serving ----------------------------------------------------------------------------------------------
 
+
 def app_server(url: str, name: str, workers: int = 2) -> h.Server:
     port = h.free_port()
-    env = {"CELLSTUDY_CONFIG": "production", "SECRET_KEY": SECRET, "DATABASE_URL": url,
-           "SESSION_COOKIE_SECURE": "0", "PYTHONPATH": h.APP_ROOT, "JOBS_WORKERS": "1"}
-    cmd = [os.path.join(h.VENV_BIN, "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "600",
-           "wsgi:app"]
+    env = {
+        "CELLSTUDY_CONFIG": "production",
+        "SECRET_KEY": SECRET,
+        "DATABASE_URL": url,
+        "SESSION_COOKIE_SECURE": "0",
+        "PYTHONPATH": h.APP_ROOT,
+        "JOBS_WORKERS": "1",
+    }
+    cmd = [
+        os.path.join(h.VENV_BIN, "gunicorn"),
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "600",
+        "wsgi:app",
+    ]
     server = h.Server(name, cmd, port, env=env)
     server.wait_ready("/login")
     return server
@@ -195,8 +224,10 @@ def login_as(port: int, username: str) -> str:
 def check(port: int, path: str, cookie: str, marker: str) -> str:
     status, _, page = h.request(port, "GET", path, cookie=cookie)
     if status != 200 or marker not in page:
-        raise RuntimeError(f"GET {path}: HTTP {status}, marker {marker!r} "
-                           f"{'found' if marker in page else 'missing'}: not the real page")
+        raise RuntimeError(
+            f"GET {path}: HTTP {status}, marker {marker!r} "
+            f"{'found' if marker in page else 'missing'}: not the real page"
+        )
     return page
 
 
@@ -207,7 +238,7 @@ WARMUP = 4  # unmeasured passes over every URL before the measured runs
 def targets(url: str) -> dict:
     """Ids and numbers the URLs need: a copied subject, an AE form, a screening form, the
     middle of the chain, today's date at HZ."""
-    code = r'''
+    code = r"""
 import json, sys
 from sqlalchemy import func, select
 from cellstudy import create_app
@@ -225,9 +256,10 @@ with app.app_context():
     last = db.session.execute(select(AuditRecord.at).order_by(AuditRecord.id.desc()).limit(1)).scalar()
     print(json.dumps({"subject_id": subject.id, "subject": subject.label, "ae_id": ae, "screening_id": scr,
                       "middle": (lo + hi) // 2, "max_id": hi, "day": last.date().isoformat(), "records": hi - lo + 1}))
-'''
-    proc = subprocess.run([PY, "-c", code, url], cwd=h.APP_ROOT, env=h.app_env(), capture_output=True, text=True,
-                          timeout=300)
+"""
+    proc = subprocess.run(
+        [PY, "-c", code, url], cwd=h.APP_ROOT, env=h.app_env(), capture_output=True, text=True, timeout=300
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -245,8 +277,11 @@ def viewer_urls(t: dict) -> list[tuple[str, str, str]]:
         (f"subject {t['subject']} (study page)", "dm", f"/audit?subject={t['subject']}"),
         (f"subject page /subjects/{t['subject_id']}/audit", "dm", f"/subjects/{t['subject_id']}/audit"),
         ("one AE form", "dm", f"/audit?form=adverse_event&form_id={t['ae_id']}"),
-        ("one field (screening weight)", "dm",
-         f"/subjects/{t['subject_id']}/audit?form=screening&form_id={t['screening_id']}&field=weight_kg"),
+        (
+            "one field (screening weight)",
+            "dm",
+            f"/subjects/{t['subject_id']}/audit?form=screening&form_id={t['screening_id']}&field=weight_kg",
+        ),
         ("deep keyset page (middle of the chain)", "dm", f"/audit?before={t['middle']}"),
         ("monitor HZ, no filter", "monitor-hz", "/audit"),
         ("monitor HZ, action: signature invalidated", "monitor-hz", "/audit?action=unsign"),
@@ -254,11 +289,21 @@ def viewer_urls(t: dict) -> list[tuple[str, str, str]]:
 
 
 def measure_get(port: int, path: str, cookie: str, duration: float) -> dict:
-    res = h.wrk(f"http://127.0.0.1:{port}{path}", duration=duration, threads=1, conns=1,
-                headers=[f"Cookie: {cookie}", f"User-Agent: {h.USER_AGENT}"])
+    res = h.wrk(
+        f"http://127.0.0.1:{port}{path}",
+        duration=duration,
+        threads=1,
+        conns=1,
+        headers=[f"Cookie: {cookie}", f"User-Agent: {h.USER_AGENT}"],
+    )
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", res.get("raw", ""))
-    return {"p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "rps": res["rps"], "requests": res.get("requests"),
-            "non_2xx": int(m.group(1)) if m else 0}
+    return {
+        "p50_ms": res["p50_ms"],
+        "p99_ms": res["p99_ms"],
+        "rps": res["rps"],
+        "requests": res.get("requests"),
+        "non_2xx": int(m.group(1)) if m else 0,
+    }
 
 
 def run_database(kind: str, args) -> dict:
@@ -266,8 +311,10 @@ def run_database(kind: str, args) -> dict:
     res: dict = {"kind": kind}
     res["prepare"] = prepare(kind, args)
     url = _url(kind)
-    log(f"   {res['prepare']['source']} in {res['prepare']['copy_s']:.0f} s; indexes "
-        f"{res['prepare']['indexes']} in {res['prepare']['indexes_s']:.0f} s")
+    log(
+        f"   {res['prepare']['source']} in {res['prepare']['copy_s']:.0f} s; indexes "
+        f"{res['prepare']['indexes']} in {res['prepare']['indexes_s']:.0f} s"
+    )
     t = targets(url)
     res["targets"] = t
     log(f"   {t['records']:,} audit records")
@@ -296,10 +343,10 @@ def run_database(kind: str, args) -> dict:
             res["viewer"].append(m)
             log(f"   viewer {label}: p50 {m['p50_ms']:.1f} ms, p99 {m['p99_ms']:.1f} ms ({rows} rows)")
         res["dashboards"] = []
-        for label, user, path, marker in (("monitor dashboard, site HZ", "monitor-hz", "/dashboards/monitor?site=HZ",
-                                           'id="forms"'),
-                                          ("data-manager dashboard, all sites", "dm", "/dashboards/data-manager",
-                                           'id="site-table"')):
+        for label, user, path, marker in (
+            ("monitor dashboard, site HZ", "monitor-hz", "/dashboards/monitor?site=HZ", 'id="forms"'),
+            ("data-manager dashboard, all sites", "dm", "/dashboards/data-manager", 'id="site-table"'),
+        ):
             check(server.port, path, cookies[user], marker)
             m = measure_get(server.port, path, cookies[user], args.duration)
             m.update(label=label, user=user, path=path)
@@ -322,8 +369,9 @@ def export_under_load(server: h.Server, cookie: str, args) -> dict:
     token = h.csrf_token(page)
     cookie = h.session_cookie(headers) or cookie  # the CSRF secret may have just been put in the session
     t0 = time.perf_counter()
-    status, headers, _ = h.request(server.port, "POST", "/audit/study-export", cookie=cookie,
-                                   body=urllib.parse.urlencode({"csrf_token": token}))
+    status, headers, _ = h.request(
+        server.port, "POST", "/audit/study-export", cookie=cookie, body=urllib.parse.urlencode({"csrf_token": token})
+    )
     location = dict((k.lower(), v) for k, v in headers).get("location", "")
     m = re.search(r"/jobs/(\d+)", location)
     if status != 302 or not m:
@@ -380,21 +428,30 @@ def drop(kind: str) -> None:
 
 # --- the report -------------------------------------------------------------------------------------------
 
+
 def _met(ok: bool) -> str:
     return "met" if ok else "**MISSED**"
 
 
 def report(results: dict) -> str:
-    lines = [BEGIN, "", "## Issue 6: audit trail viewer, `flask audit verify`, dashboards", "",
-             f"Run {results['started']} by `bench/audit_bench.py` (`make bench-audit`) on {results['machine'].get('cpu', '?')}"
-             f" ({results['machine'].get('nproc', '?')} cores, shared); app snapshot "
-             f"{results['machine'].get('snapshot', '-')}. wrk -t1 -c1 (one request at a time) for "
-             f"{results['args']['duration']:.0f} s per URL against gunicorn (2 sync workers, production config); "
-             "every URL checked for status 200 and its page marker, and requested 4 times over (warm-up, not measured) before it is measured.", ""]
+    lines = [
+        BEGIN,
+        "",
+        "## Issue 6: audit trail viewer, `flask audit verify`, dashboards",
+        "",
+        f"Run {results['started']} by `bench/audit_bench.py` (`make bench-audit`) on {results['machine'].get('cpu', '?')}"
+        f" ({results['machine'].get('nproc', '?')} cores, shared); app snapshot "
+        f"{results['machine'].get('snapshot', '-')}. wrk -t1 -c1 (one request at a time) for "
+        f"{results['args']['duration']:.0f} s per URL against gunicorn (2 sync workers, production config); "
+        "every URL checked for status 200 and its page marker, and requested 4 times over (warm-up, not measured) before it is measured.",
+        "",
+    ]
     for note in results.get("notes", ()):
         lines += [note, ""]
-    lines += ["| target | " + " | ".join(d["kind"] for d in results["databases"]) + " |",
-              "| --- | " + " | ".join("---" for _ in results["databases"]) + " |"]
+    lines += [
+        "| target | " + " | ".join(d["kind"] for d in results["databases"]) + " |",
+        "| --- | " + " | ".join("---" for _ in results["databases"]) + " |",
+    ]
     row = ["viewer filtered first page p99 < 150 ms (worst URL)"]
     for d in results["databases"]:
         worst = max(d["viewer"], key=lambda m: m["p99_ms"])
@@ -403,8 +460,10 @@ def report(results: dict) -> str:
     row = ["`flask audit verify` < 30 s per 1,000,000 records"]
     for d in results["databases"]:
         v = d["verify"]
-        row.append(f"{v['seconds']:.1f} s for {v['records']:,} records = {v['per_million_s']:.1f} s per million: "
-                   f"{_met(v['per_million_s'] < VERIFY_S_PER_MILLION)}")
+        row.append(
+            f"{v['seconds']:.1f} s for {v['records']:,} records = {v['per_million_s']:.1f} s per million: "
+            f"{_met(v['per_million_s'] < VERIFY_S_PER_MILLION)}"
+        )
     lines.append("| " + " | ".join(row) + " |")
     row = ["monitor dashboard < 200 ms (p99)"]
     for d in results["databases"]:
@@ -414,18 +473,26 @@ def report(results: dict) -> str:
     for d in results["databases"]:
         p = d["prepare"]
         ds = (p.get("dataset") or {}).get("aes", {})
-        lines += ["", f"### {d['kind']}", "",
-                  f"Dataset: {p['source']}; {d['targets']['records']:,} audit records"
-                  + (f", {ds.get('aes_total', 0):,} AEs" if ds else "")
-                  + f"; migrations on the copy: {p.get('migrations', '-')} ({p['indexes_s']:.0f} s).", "",
-                  f"`flask audit verify`: **{d['verify']['seconds']:.1f} s** wall for {d['verify']['records']:,} "
-                  f"records ({d['verify']['startup_s']:.1f} s of it interpreter and app start-up): "
-                  f"{d['verify']['output']} After the run: {d['verify_after']['output']}", "",
-                  "| audit viewer page | user | rows | p50 ms | p99 ms | req/s | non-2xx |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"### {d['kind']}",
+            "",
+            f"Dataset: {p['source']}; {d['targets']['records']:,} audit records"
+            + (f", {ds.get('aes_total', 0):,} AEs" if ds else "")
+            + f"; migrations on the copy: {p.get('migrations', '-')} ({p['indexes_s']:.0f} s).",
+            "",
+            f"`flask audit verify`: **{d['verify']['seconds']:.1f} s** wall for {d['verify']['records']:,} "
+            f"records ({d['verify']['startup_s']:.1f} s of it interpreter and app start-up): "
+            f"{d['verify']['output']} After the run: {d['verify_after']['output']}",
+            "",
+            "| audit viewer page | user | rows | p50 ms | p99 ms | req/s | non-2xx |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for m in d["viewer"]:
-            lines.append(f"| {m['label']} | {m['user']} | {m['rows']} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
-                         f"{m['rps']:.0f} | {m['non_2xx']} |")
+            lines.append(
+                f"| {m['label']} | {m['user']} | {m['rows']} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
+                f"{m['rps']:.0f} | {m['non_2xx']} |"
+            )
         lines += ["", "| dashboard | user | p50 ms | p99 ms | req/s |", "| --- | --- | ---: | ---: | ---: |"]
         for m in d["dashboards"]:
             lines.append(f"| {m['label']} | {m['user']} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['rps']:.0f} |")
@@ -433,13 +500,16 @@ def report(results: dict) -> str:
         if e:
             during = [x["p99_ms"] for x in e["during"]]
             base = d["viewer"][0]["p99_ms"]
-            lines += ["", f"Study-wide export (background job, every record as CSV): {e['state'].get('status')} in "
-                      f"{e['job_s']:.0f} s, {e['state'].get('total') or 0:,} rows. The unfiltered first page meanwhile "
-                      f"(same gunicorn, the job in one worker's thread), measured in {len(during)} windows of 5 s: "
-                      f"p99 median {sorted(during)[len(during) // 2]:.0f} ms, worst {max(during):.0f} ms; p50 median "
-                      f"{sorted(x['p50_ms'] for x in e['during'])[len(during) // 2]:.0f} ms; against p99 "
-                      f"{base:.0f} ms / p50 {d['viewer'][0]['p50_ms']:.0f} ms without the job and "
-                      f"{e['after']['p99_ms']:.0f} ms / {e['after']['p50_ms']:.0f} ms after it."]
+            lines += [
+                "",
+                f"Study-wide export (background job, every record as CSV): {e['state'].get('status')} in "
+                f"{e['job_s']:.0f} s, {e['state'].get('total') or 0:,} rows. The unfiltered first page meanwhile "
+                f"(same gunicorn, the job in one worker's thread), measured in {len(during)} windows of 5 s: "
+                f"p99 median {sorted(during)[len(during) // 2]:.0f} ms, worst {max(during):.0f} ms; p50 median "
+                f"{sorted(x['p50_ms'] for x in e['during'])[len(during) // 2]:.0f} ms; against p99 "
+                f"{base:.0f} ms / p50 {d['viewer'][0]['p50_ms']:.0f} ms without the job and "
+                f"{e['after']['p99_ms']:.0f} ms / {e['after']['p50_ms']:.0f} ms after it.",
+            ]
     lines += ["", "Raw figures: " + results.get("raw", "bench/out/audit/results-*.json") + ".", "", END]
     return "\n".join(lines)
 
@@ -448,7 +518,7 @@ def write_results(block: str) -> None:
     with open(RESULTS) as f:
         text = f.read()
     if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     with open(RESULTS, "w") as f:
@@ -476,12 +546,17 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk not found: `make bench-audit` installs Debian's wrk")
     os.makedirs(OUT, exist_ok=True)
-    results: dict = {"started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                     "machine": h.machine(), "databases": [], "args": vars(args)}
+    results: dict = {
+        "started": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": h.machine(),
+        "databases": [],
+        "args": vars(args),
+    }
     if args.snapshot:
         h.APP_ROOT, results["machine"]["snapshot"] = h.take_snapshot()
-    for kind in (["sqlite", "postgresql"] if args.db == "both" else
-                 ["postgresql" if args.db == "postgres" else "sqlite"]):
+    for kind in (
+        ["sqlite", "postgresql"] if args.db == "both" else ["postgresql" if args.db == "postgres" else "sqlite"]
+    ):
         results["databases"].append(run_database(kind, args))
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     raw = os.path.join(OUT, f"results-{stamp}.json")

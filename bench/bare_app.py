@@ -5,6 +5,7 @@ this machine. bench/run.py serves it with gunicorn (2 workers), next to the app:
 
     .venv/bin/gunicorn -w 2 -b 127.0.0.1:PORT --chdir bench bare_app:app
 """
+
 from datetime import datetime, timedelta, timezone
 
 from flask import Flask, render_template
@@ -16,9 +17,17 @@ STATUSES = ("screening", "enrolled", "screen_failed", "on_treatment", "follow_up
 
 
 def rows(n: int = 50) -> list[dict]:
-    return [{"id": i, "screening_number": f"HZ-S{i:03d}", "subject_number": f"HZ-{i:03d}" if i % 3 == 0 else None,
-             "site": "HZ", "status": STATUSES[i % len(STATUSES)], "created_at": _T0 + timedelta(hours=i)}
-            for i in range(1, n + 1)]
+    return [
+        {
+            "id": i,
+            "screening_number": f"HZ-S{i:03d}",
+            "subject_number": f"HZ-{i:03d}" if i % 3 == 0 else None,
+            "site": "HZ",
+            "status": STATUSES[i % len(STATUSES)],
+            "created_at": _T0 + timedelta(hours=i),
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 @app.route("/")

@@ -27,6 +27,7 @@ The loader then runs audit.verify() itself and refuses to report success otherwi
 
 Run by bench/run.py in a subprocess (one app and engine per database).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,12 +54,29 @@ PER_SUBJECT_FIELDS = ("screening_date", "icf_signed_date", "first_infusion_date"
 
 # Subject-owned tables in insertion order (foreign keys first), and the table each audit
 # `form` (and Signature.form / Deviation.form) names.
-ORDER = ("subject", "screening", "exposure", "signature", "eligibility_decision", "infusion",
-         "lymphodepletion_day", "visit", "deviation", "dlt_assessment")
-FORM_TABLE = {"subject": "subject", "screening": "screening", "exposure": "exposure",
-              "eligibility_decision": "eligibility_decision", "infusion": "infusion",
-              "lymphodepletion": "lymphodepletion_day", "visit": "visit", "deviation": "deviation",
-              "dlt_assessment": "dlt_assessment"}
+ORDER = (
+    "subject",
+    "screening",
+    "exposure",
+    "signature",
+    "eligibility_decision",
+    "infusion",
+    "lymphodepletion_day",
+    "visit",
+    "deviation",
+    "dlt_assessment",
+)
+FORM_TABLE = {
+    "subject": "subject",
+    "screening": "screening",
+    "exposure": "exposure",
+    "eligibility_decision": "eligibility_decision",
+    "infusion": "infusion",
+    "lymphodepletion": "lymphodepletion_day",
+    "visit": "visit",
+    "deviation": "deviation",
+    "dlt_assessment": "dlt_assessment",
+}
 
 
 def _own_values(data: dict | None) -> str:
@@ -79,14 +97,25 @@ def _tables() -> dict:
     from cellstudy.infusions.models import Deviation, DltAssessment, Infusion, LymphodepletionDay, Visit
     from cellstudy.records.models import Signature
 
-    models = (Subject, Screening, Exposure, Signature, EligibilityDecision, Infusion, LymphodepletionDay, Visit,
-              Deviation, DltAssessment)
+    models = (
+        Subject,
+        Screening,
+        Exposure,
+        Signature,
+        EligibilityDecision,
+        Infusion,
+        LymphodepletionDay,
+        Visit,
+        Deviation,
+        DltAssessment,
+    )
     tables = {m.__tablename__: m.__table__ for m in models}
     assert tuple(tables) == ORDER, tables
     return tables
 
 
 # --- one subject through the real services -------------------------------------------------
+
 
 def _treat(subject, coord, inv, first, today, level: str) -> None:
     """Enrol (investigator's e-signature, dose level), schedule the 3 infusions from
@@ -105,44 +134,94 @@ def _treat(subject, coord, inv, first, today, level: str) -> None:
 
     proposed, _why = proposed_dose_level()
     screening = subject.current_screening
-    decision = enrollment.enrol(subject, user=inv, password=DEMO_PASSWORD, screening_version=screening.version,
-                                dose_level=level, dose_level_reason=None if level == proposed else LEVEL_REASON)
+    decision = enrollment.enrol(
+        subject,
+        user=inv,
+        password=DEMO_PASSWORD,
+        screening_version=screening.version,
+        dose_level=level,
+        dose_level_reason=None if level == proposed else LEVEL_REASON,
+    )
     screened = date.fromisoformat(screening.data["screening_date"])
     stamp = datetime.combine(screened + timedelta(days=1), dtime(2, 0), tzinfo=timezone.utc)
     subject.enrolled_at = decision.decided_at = decision.signature.signed_at = stamp
     db.session.commit()
 
     regimen = current_study().regimen
-    scheduled = [schedule_infusion(subject, first + timedelta(days=day), user=coord)
-                 for day in regimen.infusion_days]
+    scheduled = [schedule_infusion(subject, first + timedelta(days=day), user=coord) for day in regimen.infusion_days]
     for day in subject.lymphodepletion_days:
         if day.planned_date < today:
-            save_lymphodepletion(day, {
-                "administration_date": day.planned_date, "height_cm": Decimal("165"), "weight_kg": Decimal("62.5"),
-                "fludarabine_mg_m2": Decimal("30"), "fludarabine_mg": Decimal("51"),
-                "cyclophosphamide_mg_m2": Decimal("300"), "cyclophosphamide_mg": Decimal("510"),
-                "start_time": "09:00", "stop_time": "11:30"},
-                user=coord, expected_version=day.version, reason=None, complete=True, today=today)
+            save_lymphodepletion(
+                day,
+                {
+                    "administration_date": day.planned_date,
+                    "height_cm": Decimal("165"),
+                    "weight_kg": Decimal("62.5"),
+                    "fludarabine_mg_m2": Decimal("30"),
+                    "fludarabine_mg": Decimal("51"),
+                    "cyclophosphamide_mg_m2": Decimal("300"),
+                    "cyclophosphamide_mg": Decimal("510"),
+                    "start_time": "09:00",
+                    "stop_time": "11:30",
+                },
+                user=coord,
+                expected_version=day.version,
+                reason=None,
+                complete=True,
+                today=today,
+            )
     cells = regimen.dose_level(level).cells
-    vitals = {f"{p}_{k}": v for p in ("pre", "during", "post") for k, v in
-              (("temp_c", Decimal("36.8")), ("hr", 78), ("sbp", 122), ("dbp", 76), ("spo2", Decimal("98")))}
+    vitals = {
+        f"{p}_{k}": v
+        for p in ("pre", "during", "post")
+        for k, v in (("temp_c", Decimal("36.8")), ("hr", 78), ("sbp", 122), ("dbp", 76), ("spo2", Decimal("98")))
+    }
     for infusion in scheduled:
         if infusion.planned_date < today:
-            save_infusion(infusion, {
-                "administration_date": infusion.planned_date, "start_time": "10:05", "stop_time": "10:35",
-                "product_lot": "NK-CLL1-24-017", "viability_percent": Decimal("93.5"), "weight_kg": Decimal("62.5"),
-                "planned_cells": cells, "actual_cells": cells * 98 // 100,
-                "premedication": "Paracetamol 500 mg PO, chlorphenamine 4 mg IV", "infusion_reaction": False,
-                **vitals}, user=coord, expected_version=infusion.version, reason=None, complete=True, today=today)
+            save_infusion(
+                infusion,
+                {
+                    "administration_date": infusion.planned_date,
+                    "start_time": "10:05",
+                    "stop_time": "10:35",
+                    "product_lot": "NK-CLL1-24-017",
+                    "viability_percent": Decimal("93.5"),
+                    "weight_kg": Decimal("62.5"),
+                    "planned_cells": cells,
+                    "actual_cells": cells * 98 // 100,
+                    "premedication": "Paracetamol 500 mg PO, chlorphenamine 4 mg IV",
+                    "infusion_reaction": False,
+                    **vitals,
+                },
+                user=coord,
+                expected_version=infusion.version,
+                reason=None,
+                complete=True,
+                today=today,
+            )
     consent = date.fromisoformat(screening.data["icf_signed_date"])
     for visit in subject.visits:
         if visit.target_date < today:
-            save_visit(visit, {"visit_date": visit.target_date, "temp_c": Decimal("37.1"), "hr": 80,
-                               "sbp": 118, "dbp": 72, "spo2": Decimal("97"), "ecog": 1,
-                               "anc": Decimal("0.4"), "platelets": Decimal("38"),
-                               "response": "not_assessed"},
-                       user=coord, expected_version=visit.version, reason=None, complete=True,
-                       consent=consent)
+            save_visit(
+                visit,
+                {
+                    "visit_date": visit.target_date,
+                    "temp_c": Decimal("37.1"),
+                    "hr": 80,
+                    "sbp": 118,
+                    "dbp": 72,
+                    "spo2": Decimal("97"),
+                    "ecog": 1,
+                    "anc": Decimal("0.4"),
+                    "platelets": Decimal("38"),
+                    "response": "not_assessed",
+                },
+                user=coord,
+                expected_version=visit.version,
+                reason=None,
+                complete=True,
+                consent=consent,
+            )
 
 
 def load(url: str, subjects: int, real: int) -> dict:
@@ -204,7 +283,7 @@ def load(url: str, subjects: int, real: int) -> dict:
         screening_audit = count() - before
         out["audit_per_subject_screening"] = screening_audit / real
         t = time.perf_counter()
-        for i, (subject, first) in enumerate(zip(templates, firsts)):
+        for i, (subject, first) in enumerate(zip(templates, firsts, strict=False)):
             _treat(subject, coord, inv, first, today, levels[i % len(levels)])
         out["treat_s"] = time.perf_counter() - t
         out["treat_ms_per_subject"] = out["treat_s"] / real * 1000
@@ -220,23 +299,31 @@ def load(url: str, subjects: int, real: int) -> dict:
         db.session.expire_all()
         scoped = db.session.execute(select(func.count(audit_t.c.id)).where(audit_t.c.subject_id.in_(tids))).scalar()
         if scoped != written:
-            raise SystemExit(f"the templates wrote {written} audit records but {scoped} name one of them: "
-                             "the copier would miss some; cannot copy them faithfully")
+            raise SystemExit(
+                f"the templates wrote {written} audit records but {scoped} name one of them: "
+                "the copier would miss some; cannot copy them faithfully"
+            )
         rows = {tid: {} for tid in tids}
         for name, table in tables.items():
             col = table.c.id if name == "subject" else table.c.subject_id
             for row in db.session.execute(select(table).where(col.in_(tids)).order_by(table.c.id)).mappings():
                 rows[row["id"] if name == "subject" else row["subject_id"]].setdefault(name, []).append(dict(row))
         aud = {tid: [] for tid in tids}
-        for row in db.session.execute(select(audit_t).where(audit_t.c.subject_id.in_(tids))
-                                      .order_by(audit_t.c.id)).mappings():
+        for row in db.session.execute(
+            select(audit_t).where(audit_t.c.subject_id.in_(tids)).order_by(audit_t.c.id)
+        ).mappings():
             aud[row["subject_id"]].append(row)
         forms = {r["form"] for rs in aud.values() for r in rs} | {
-            r["form"] for tr in rows.values() for name in ("signature", "deviation") for r in tr.get(name, [])
-            if r["form"] is not None}
+            r["form"]
+            for tr in rows.values()
+            for name in ("signature", "deviation")
+            for r in tr.get(name, [])
+            if r["form"] is not None
+        }
         if not forms <= set(FORM_TABLE):
-            raise SystemExit(f"template audit records name forms {forms - set(FORM_TABLE)}: the copier does not "
-                             "know them")
+            raise SystemExit(
+                f"template audit records name forms {forms - set(FORM_TABLE)}: the copier does not know them"
+            )
 
         n_copy = subjects - real
         max_id = lambda table: db.session.execute(select(func.max(table.c.id))).scalar() or 0  # noqa: E731
@@ -278,8 +365,9 @@ def load(url: str, subjects: int, real: int) -> dict:
                 for row in tpl.get(name, []):
                     new = {**row, "id": ids[name][row["id"]]}
                     if name == "subject":
-                        new.update(screening_number=number,
-                                   subject_number=subject_number if row["subject_number"] else None)
+                        new.update(
+                            screening_number=number, subject_number=subject_number if row["subject_number"] else None
+                        )
                     else:
                         new["subject_id"] = sid
                     if name == "screening" and row["previous_id"] is not None:
@@ -310,12 +398,19 @@ def load(url: str, subjects: int, real: int) -> dict:
             if len(audits_out) >= 20000:
                 flush_batch()
         flush_batch()
-        db.session.execute(update(Site).where(Site.id == site.id).values(
-            next_screening_seq=seq + n_copy, next_subject_seq=subj_seq + n_copy))
+        db.session.execute(
+            update(Site)
+            .where(Site.id == site.id)
+            .values(next_screening_seq=seq + n_copy, next_subject_seq=subj_seq + n_copy)
+        )
         if pg:
             for table in (*ORDER, "audit_record"):
-                db.session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                        f"(SELECT coalesce(max(id), 1) FROM {table}))"))
+                db.session.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT coalesce(max(id), 1) FROM {table}))"
+                    )
+                )
         db.session.commit()
         out["copy_s"] = time.perf_counter() - t
 
@@ -326,30 +421,55 @@ def load(url: str, subjects: int, real: int) -> dict:
         out["audit_records"] = count()
         out["subjects_total"] = db.session.execute(select(func.count(Subject.id))).scalar()
         out["subjects_hz"] = db.session.execute(
-            select(func.count(Subject.id)).where(Subject.site_id == site.id)).scalar()
+            select(func.count(Subject.id)).where(Subject.site_id == site.id)
+        ).scalar()
         out["screenings_complete"] = db.session.execute(
-            select(func.count(Screening.id)).where(Screening.status == "complete")).scalar()
-        out["scale_status"] = dict(db.session.execute(
-            select(Subject.status, func.count(Subject.id)).where(scale).group_by(Subject.status)).all())
-        out["scale_dose_levels"] = dict(db.session.execute(
-            select(Subject.dose_level, func.count(Subject.id)).where(scale).group_by(Subject.dose_level)).all())
-        out["infusions"] = dict(db.session.execute(
-            select(Infusion.state, func.count(Infusion.id)).join(Subject).where(scale)
-            .group_by(Infusion.state)).all())
-        out["visits"] = dict(db.session.execute(
-            select(Visit.state, func.count(Visit.id)).join(Subject).where(scale).group_by(Visit.state)).all())
-        out["lymphodepletion_days"] = dict(db.session.execute(
-            select(LymphodepletionDay.status, func.count(LymphodepletionDay.id)).join(Subject).where(scale)
-            .group_by(LymphodepletionDay.status)).all())
+            select(func.count(Screening.id)).where(Screening.status == "complete")
+        ).scalar()
+        out["scale_status"] = dict(
+            db.session.execute(
+                select(Subject.status, func.count(Subject.id)).where(scale).group_by(Subject.status)
+            ).all()
+        )
+        out["scale_dose_levels"] = dict(
+            db.session.execute(
+                select(Subject.dose_level, func.count(Subject.id)).where(scale).group_by(Subject.dose_level)
+            ).all()
+        )
+        out["infusions"] = dict(
+            db.session.execute(
+                select(Infusion.state, func.count(Infusion.id)).join(Subject).where(scale).group_by(Infusion.state)
+            ).all()
+        )
+        out["visits"] = dict(
+            db.session.execute(
+                select(Visit.state, func.count(Visit.id)).join(Subject).where(scale).group_by(Visit.state)
+            ).all()
+        )
+        out["lymphodepletion_days"] = dict(
+            db.session.execute(
+                select(LymphodepletionDay.status, func.count(LymphodepletionDay.id))
+                .join(Subject)
+                .where(scale)
+                .group_by(LymphodepletionDay.status)
+            ).all()
+        )
         end = today + timedelta(days=28)
         out["calendar_infusions"] = db.session.execute(
-            select(func.count(Infusion.id)).join(Subject).where(
-                Subject.site_id == site.id, Infusion.state == "scheduled", Infusion.planned_date >= today,
-                Infusion.planned_date < end)).scalar()
+            select(func.count(Infusion.id))
+            .join(Subject)
+            .where(
+                Subject.site_id == site.id,
+                Infusion.state == "scheduled",
+                Infusion.planned_date >= today,
+                Infusion.planned_date < end,
+            )
+        ).scalar()
         out["calendar_visits"] = db.session.execute(
-            select(func.count(Visit.id)).join(Subject).where(
-                Subject.site_id == site.id, Visit.state == "planned", Visit.latest >= today,
-                Visit.target_date < end)).scalar()
+            select(func.count(Visit.id))
+            .join(Subject)
+            .where(Subject.site_id == site.id, Visit.state == "planned", Visit.latest >= today, Visit.target_date < end)
+        ).scalar()
         t = time.perf_counter()
         result = audit.verify()
         out["verify_inprocess_s"] = time.perf_counter() - t
@@ -362,16 +482,25 @@ def load(url: str, subjects: int, real: int) -> dict:
             select(Subject.id, Screening.version, Screening.id, Screening.data)
             .join(Screening, Screening.subject_id == Subject.id)
             .where(Subject.site_id == site.id, Screening.status == "complete", scale)
-            .order_by(Subject.id)).all()
+            .order_by(Subject.id)
+        ).all()
         out["targets"] = [[r[0], r[1], r[2], _own_values(r[3])] for r in rows]
         out["per_subject_fields"] = list(PER_SUBJECT_FIELDS)
         # Scheduling-screen targets: the scale subjects still being scheduled (enrolled or on
         # treatment: the screen evaluates a proposal only for them).
-        out["schedule_targets"] = db.session.execute(
-            select(Subject.id).where(scale, Subject.site_id == site.id,
-                                     Subject.status.in_(("enrolled", "on_treatment"))).order_by(Subject.id)).scalars().all()
+        out["schedule_targets"] = (
+            db.session.execute(
+                select(Subject.id)
+                .where(scale, Subject.site_id == site.id, Subject.status.in_(("enrolled", "on_treatment")))
+                .order_by(Subject.id)
+            )
+            .scalars()
+            .all()
+        )
         if not out["schedule_targets"]:
-            raise SystemExit("no scale subject is enrolled or on treatment: nothing to benchmark the scheduling screen on")
+            raise SystemExit(
+                "no scale subject is enrolled or on treatment: nothing to benchmark the scheduling screen on"
+            )
     return out
 
 
@@ -401,10 +530,16 @@ def saves(url: str, reason: str) -> dict:
 
     app = _app(url)
     with app.app_context():
-        updates = db.session.execute(select(func.count(AuditRecord.id)).where(
-            AuditRecord.reason == reason, AuditRecord.action == "update", AuditRecord.form == "screening")).scalar()
-        forms = db.session.execute(select(func.count(func.distinct(AuditRecord.form_id))).where(
-            AuditRecord.reason == reason, AuditRecord.form == "screening")).scalar()
+        updates = db.session.execute(
+            select(func.count(AuditRecord.id)).where(
+                AuditRecord.reason == reason, AuditRecord.action == "update", AuditRecord.form == "screening"
+            )
+        ).scalar()
+        forms = db.session.execute(
+            select(func.count(func.distinct(AuditRecord.form_id))).where(
+                AuditRecord.reason == reason, AuditRecord.form == "screening"
+            )
+        ).scalar()
         versions = db.session.execute(select(func.sum(Screening.version))).scalar()
         total = db.session.execute(select(func.count(AuditRecord.id))).scalar()
     return {"update_records": updates, "forms_changed": forms, "version_sum": versions, "audit_records": total}
@@ -423,9 +558,11 @@ def targets(url: str, min_id: int) -> dict:
             select(Subject.id, Screening.version, Screening.data)
             .join(Screening, Screening.subject_id == Subject.id)
             .where(Subject.id >= min_id, Screening.status == "complete")
-            .order_by(Subject.id)).all()
-    return {"targets": [[sid, version, (data or {}).get("weight_kg"), _own_values(data)]
-                        for sid, version, data in rows]}
+            .order_by(Subject.id)
+        ).all()
+    return {
+        "targets": [[sid, version, (data or {}).get("weight_kg"), _own_values(data)] for sid, version, data in rows]
+    }
 
 
 # --- issue 4: adverse events on the scale subjects ---------------------------------------------
@@ -456,22 +593,61 @@ AE_SEED = 4004
 #: (CTCAE term, weight): what a CAR-NK trial after fludarabine/cyclophosphamide reports most;
 #: the remaining AE_RANDOM_SHARE is drawn uniformly from the whole dictionary.
 AE_TERMS = (
-    ("Neutrophil count decreased", 9), ("Lymphocyte count decreased", 7), ("Platelet count decreased", 6),
-    ("Anemia", 6), ("White blood cell decreased", 6), ("Febrile neutropenia", 3),
-    ("Cytokine release syndrome", 4), ("Fever", 6), ("Fatigue", 4), ("Nausea", 4), ("Vomiting", 2),
-    ("Diarrhea", 2), ("Headache", 2), ("Chills", 2), ("Infusion related reaction", 2), ("Hypotension", 2),
-    ("Sinus tachycardia", 1.5), ("Hypoxia", 1), ("Alanine aminotransferase increased", 2),
-    ("Aspartate aminotransferase increased", 2), ("Blood bilirubin increased", 1), ("Hypokalemia", 2),
-    ("Hypophosphatemia", 2), ("Hypomagnesemia", 1.5), ("Hypocalcemia", 1), ("Hyponatremia", 1),
-    ("Anorexia", 2), ("Constipation", 1.5), ("Mucositis oral", 1), ("Rash maculo-papular", 1), ("Cough", 1),
-    ("Upper respiratory infection", 1), ("Lung infection", 1), ("Sepsis", 0.6), ("Urinary tract infection", 0.6),
-    ("Creatinine increased", 0.8), ("Edema limbs", 0.8), ("Dizziness", 0.5), ("Insomnia", 0.5),
-    ("Back pain", 0.5), ("Arthralgia", 0.5), ("Myalgia", 0.5), ("Dyspnea", 0.8), ("Epistaxis", 0.5),
+    ("Neutrophil count decreased", 9),
+    ("Lymphocyte count decreased", 7),
+    ("Platelet count decreased", 6),
+    ("Anemia", 6),
+    ("White blood cell decreased", 6),
+    ("Febrile neutropenia", 3),
+    ("Cytokine release syndrome", 4),
+    ("Fever", 6),
+    ("Fatigue", 4),
+    ("Nausea", 4),
+    ("Vomiting", 2),
+    ("Diarrhea", 2),
+    ("Headache", 2),
+    ("Chills", 2),
+    ("Infusion related reaction", 2),
+    ("Hypotension", 2),
+    ("Sinus tachycardia", 1.5),
+    ("Hypoxia", 1),
+    ("Alanine aminotransferase increased", 2),
+    ("Aspartate aminotransferase increased", 2),
+    ("Blood bilirubin increased", 1),
+    ("Hypokalemia", 2),
+    ("Hypophosphatemia", 2),
+    ("Hypomagnesemia", 1.5),
+    ("Hypocalcemia", 1),
+    ("Hyponatremia", 1),
+    ("Anorexia", 2),
+    ("Constipation", 1.5),
+    ("Mucositis oral", 1),
+    ("Rash maculo-papular", 1),
+    ("Cough", 1),
+    ("Upper respiratory infection", 1),
+    ("Lung infection", 1),
+    ("Sepsis", 0.6),
+    ("Urinary tract infection", 0.6),
+    ("Creatinine increased", 0.8),
+    ("Edema limbs", 0.8),
+    ("Dizziness", 0.5),
+    ("Insomnia", 0.5),
+    ("Back pain", 0.5),
+    ("Arthralgia", 0.5),
+    ("Myalgia", 0.5),
+    ("Dyspnea", 0.8),
+    ("Epistaxis", 0.5),
     ("ICANS", 1),  # Nervous system disorders - Other, specify + the ICANS verbatim (fields.ICANS_*)
 )
 AE_RANDOM_SHARE = 0.15
-HAEM = {"Neutrophil count decreased", "Lymphocyte count decreased", "Platelet count decreased", "Anemia",
-        "White blood cell decreased", "Febrile neutropenia"}
+HAEM = {
+    "Neutrophil count decreased",
+    "Lymphocyte count decreased",
+    "Platelet count decreased",
+    "Anemia",
+    "White blood cell decreased",
+    "Febrile neutropenia",
+}
 GRADE_WEIGHTS = {1: 45, 2: 33, 3: 15, 4: 6.5}
 HAEM_GRADE_WEIGHTS = {1: 28, 2: 35, 3: 25, 4: 12}
 CRS_GRADE_WEIGHTS = {1: 60, 2: 28, 3: 9, 4: 3}
@@ -510,8 +686,12 @@ class _AeContext:
         self.days = (hi - lo).days + 1 if lo is not None and hi >= lo else 0
 
     def rules_ctx(self) -> dict:
-        return {"today": self.today, "consent_date": self.consent, "dlt_window": self.dlt_window,
-                "computed_grade": None}
+        return {
+            "today": self.today,
+            "consent_date": self.consent,
+            "dlt_window": self.dlt_window,
+            "computed_grade": None,
+        }
 
 
 def _allocate(contexts: list, total: int) -> list[int]:
@@ -522,7 +702,7 @@ def _allocate(contexts: list, total: int) -> list[int]:
     raw = [total * c.days / days for c in contexts]
     counts = [int(x) for x in raw]
     order = sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)
-    for i in order[:total - sum(counts)]:
+    for i in order[: total - sum(counts)]:
         counts[i] += 1
     return counts
 
@@ -546,15 +726,25 @@ def _crs_values(rng, grade: int, when: date) -> dict:
 
     hypotension, hypoxia = "none", "none"
     if grade >= 2:
-        level = {2: ("no_vasopressor", "low_flow"), 3: ("one_vasopressor", "high_flow"),
-                 4: ("multiple_vasopressors", "positive_pressure")}[grade]
+        level = {
+            2: ("no_vasopressor", "low_flow"),
+            3: ("one_vasopressor", "high_flow"),
+            4: ("multiple_vasopressors", "positive_pressure"),
+        }[grade]
         if rng.random() < 0.5:
             hypotension = level[0]
         else:
             hypoxia = level[1]
     temp = Decimal(rng.choice(("38.2", "38.6", "39.1", "39.4", "40.1")))
-    values = {"assessment_date": when, "assessment_time": f"{rng.randint(7, 21):02d}:{rng.choice((0, 15, 30, 45)):02d}",
-              "max_temp_c": temp, "fever_masked": False, "hypotension": hypotension, "hypoxia": hypoxia, "notes": None}
+    values = {
+        "assessment_date": when,
+        "assessment_time": f"{rng.randint(7, 21):02d}:{rng.choice((0, 15, 30, 45)):02d}",
+        "max_temp_c": temp,
+        "fever_masked": False,
+        "hypotension": hypotension,
+        "hypoxia": hypoxia,
+        "notes": None,
+    }
     assert grading.crs_grade({k: values[k] for k in grading.CRS_KEYS}) == grade
     return values
 
@@ -564,18 +754,32 @@ def _icans_values(rng, grade: int, when: date) -> dict:
     from cellstudy.adverse_events import grading
     from cellstudy.adverse_events.fields import ICE_ITEMS
 
-    ice, consciousness = {1: (8, "awakens_spontaneously"), 2: (5, "awakens_to_voice"),
-                          3: (1, "awakens_to_tactile"), 4: (None, "unarousable")}[grade]
+    ice, consciousness = {
+        1: (8, "awakens_spontaneously"),
+        2: (5, "awakens_to_voice"),
+        3: (1, "awakens_to_tactile"),
+        4: (None, "unarousable"),
+    }[grade]
     items = [name for name, _ in ICE_ITEMS]
     wrong = set(rng.sample(items, 10 - ice)) if ice is not None else set()
-    values = {"assessment_date": when,
-              "assessment_time": f"{rng.randint(7, 21):02d}:{rng.choice((0, 15, 30, 45)):02d}",
-              "ice_not_assessable": ice is None,
-              **{name: (None if ice is None else name not in wrong) for name in items},
-              "consciousness": consciousness, "seizure": "none", "motor_weakness": "none", "cerebral_edema": "none",
-              "notes": None}
-    check = {"ice_score": ice, "consciousness": consciousness, "seizure": "none", "motor_weakness": "none",
-             "cerebral_edema": "none"}
+    values = {
+        "assessment_date": when,
+        "assessment_time": f"{rng.randint(7, 21):02d}:{rng.choice((0, 15, 30, 45)):02d}",
+        "ice_not_assessable": ice is None,
+        **{name: (None if ice is None else name not in wrong) for name in items},
+        "consciousness": consciousness,
+        "seizure": "none",
+        "motor_weakness": "none",
+        "cerebral_edema": "none",
+        "notes": None,
+    }
+    check = {
+        "ice_score": ice,
+        "consciousness": consciousness,
+        "seizure": "none",
+        "motor_weakness": "none",
+        "cerebral_edema": "none",
+    }
     assert grading.icans_grade(check) == grade, (grade, check)
     return values
 
@@ -645,10 +849,18 @@ def _gen_subject_aes(rng, ctx: _AeContext, n: int, pool) -> list[dict]:
             v["awareness_date"] = min(onset + timedelta(days=rng.choice((0, 0, 1, 2))), ctx.today)
             v["awareness_time"] = f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
         haem = term in HAEM or kind != "other"
-        v["related_nk"] = _pick(rng, {"unrelated": 30, "unlikely": 25, "possible": 25, "probable": 13, "definite": 7}
-                                if kind == "other" else {"possible": 30, "probable": 45, "definite": 25})
-        v["related_ld"] = _pick(rng, {"unrelated": 25, "unlikely": 25, "possible": 30, "probable": 15, "definite": 5}
-                                if haem else {"unrelated": 50, "unlikely": 30, "possible": 15, "probable": 5})
+        v["related_nk"] = _pick(
+            rng,
+            {"unrelated": 30, "unlikely": 25, "possible": 25, "probable": 13, "definite": 7}
+            if kind == "other"
+            else {"possible": 30, "probable": 45, "definite": 25},
+        )
+        v["related_ld"] = _pick(
+            rng,
+            {"unrelated": 25, "unlikely": 25, "possible": 30, "probable": 15, "definite": 5}
+            if haem
+            else {"unrelated": 50, "unlikely": 30, "possible": 15, "probable": 5},
+        )
         v["expectedness"] = "expected" if rng.random() < (0.9 if term in names else 0.6) else "unexpected"
         after_last = ctx.last_infusion is not None and onset > ctx.last_infusion
         if after_last:
@@ -670,8 +882,14 @@ def _gen_subject_aes(rng, ctx: _AeContext, n: int, pool) -> list[dict]:
             related = rules.related(v["related_nk"], v["related_ld"])
             v["dlt"] = bool(grade >= 3 and related and rng.random() < 0.5)
         if rng.random() < 0.05:
-            v["comments"] = rng.choice(("Reviewed with the investigator.", "See source notes of the visit.",
-                                        "Confirmed on repeat testing.", "Managed as outpatient."))
+            v["comments"] = rng.choice(
+                (
+                    "Reviewed with the investigator.",
+                    "See source notes of the visit.",
+                    "Confirmed on repeat testing.",
+                    "Managed as outpatient.",
+                )
+            )
         v["_kind"] = kind
         out.append(v)
     out.sort(key=lambda v: (v["onset_date"], v["term"]))
@@ -680,9 +898,18 @@ def _gen_subject_aes(rng, ctx: _AeContext, n: int, pool) -> list[dict]:
         v = out[-1]
         if v["_kind"] == "other" and 5 in ctcae.get(v["term"]).grades:
             death = min(v["onset_date"] + timedelta(days=rng.randint(0, 10)), ctx.today)
-            v.update(grade=5, outcome="fatal", ongoing=False, end_date=death, death_date=death, serious=True,
-                     sae_death=True, sae_hospitalisation=True, awareness_date=death,
-                     awareness_time=v.get("awareness_time") or "08:30")
+            v.update(
+                grade=5,
+                outcome="fatal",
+                ongoing=False,
+                end_date=death,
+                death_date=death,
+                serious=True,
+                sae_death=True,
+                sae_hospitalisation=True,
+                awareness_date=death,
+                awareness_time=v.get("awareness_time") or "08:30",
+            )
             if v.get("dlt") is not None:
                 v["dlt"] = bool(rules.related(v["related_nk"], v["related_ld"]))
     # CRS (ICANS) events of a subject follow each other: the service adds an assessment to the
@@ -696,8 +923,11 @@ def _gen_subject_aes(rng, ctx: _AeContext, n: int, pool) -> list[dict]:
             if current is not None and (current["ongoing"] or current["end_date"] >= v["onset_date"]):
                 last_day = v["onset_date"] - timedelta(days=1)
                 if last_day >= current["onset_date"]:
-                    current.update(ongoing=False, end_date=last_day,
-                                   outcome=current["outcome"] if not current["ongoing"] else "recovered")
+                    current.update(
+                        ongoing=False,
+                        end_date=last_day,
+                        outcome=current["outcome"] if not current["ongoing"] else "recovered",
+                    )
                 else:
                     v.update(_kind="other", term="Fever", verbatim=None)
                     continue
@@ -708,8 +938,7 @@ def _gen_subject_aes(rng, ctx: _AeContext, n: int, pool) -> list[dict]:
             v["_assessment"] = _crs_values(rng, v["grade"], v["onset_date"])
         elif kind == "icans":
             v["_assessment"] = _icans_values(rng, v["grade"], v["onset_date"])
-        errors = rules.validate({k: x for k, x in v.items() if not k.startswith("_")}, ctx.rules_ctx(),
-                                complete=True)
+        errors = rules.validate({k: x for k, x in v.items() if not k.startswith("_")}, ctx.rules_ctx(), complete=True)
         if errors:
             raise SystemExit(f"generated AE refused by rules.validate: {errors} for {v}")
     return out
@@ -721,8 +950,7 @@ def _ae_changes(ctx: _AeContext, v: dict) -> dict:
     then the answers kept in `data`, in that order."""
     from cellstudy.adverse_events import service
 
-    return service.ae_changes(v, first_lymphodepletion=ctx.first_ld, zone=ctx.tz,
-                              sae_report_hours=ctx.sae_report_hours)
+    return service.ae_changes(v, first_lymphodepletion=ctx.first_ld, zone=ctx.tz, sae_report_hours=ctx.sae_report_hours)
 
 
 def _assessment_changes(kind: str, values: dict) -> tuple[dict, dict]:
@@ -765,14 +993,18 @@ class _BulkWriter:
             from psycopg import sql
 
             stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+                sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+            )
             with self.raw.cursor() as cur, cur.copy(stmt) as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             cur = self.raw.cursor()
-            cur.executemany(f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
-                            f'VALUES ({", ".join("?" * len(cols))})', rows)
+            cur.executemany(
+                f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
+                f"VALUES ({', '.join('?' * len(cols))})",
+                rows,
+            )
             cur.close()
 
     def insert(self, table, rows: list[dict]) -> None:
@@ -784,23 +1016,27 @@ class _BulkWriter:
 
             json_cols = {c.name for c in table.columns if c.type.__class__.__name__ == "JSON"}
             stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+                sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+            )
             with self.raw.cursor() as cur, cur.copy(stmt) as copy:
                 for row in rows:
                     copy.write_row([json.dumps(row[c]) if c in json_cols else row[c] for c in cols])
         else:
             procs = [table.c[c].type._cached_bind_processor(self.dialect) for c in cols]
-            pairs = list(zip(cols, procs))
+            pairs = list(zip(cols, procs, strict=False))
             params = [tuple(p(row[c]) if p else row[c] for c, p in pairs) for row in rows]
-            sql_text = (f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
-                        f'VALUES ({", ".join("?" * len(cols))})')
+            sql_text = (
+                f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
+                f"VALUES ({', '.join('?' * len(cols))})"
+            )
             cur = self.raw.cursor()
             cur.executemany(sql_text, params)
             cur.close()
 
 
-def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: str = "full",
-        verify: bool = True) -> dict:
+def aes(
+    url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: str = "full", verify: bool = True
+) -> dict:
     """Add AEs until the database holds `count` of them (see the comment above)."""
     import random
 
@@ -810,8 +1046,7 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
     from cellstudy.adverse_events import service
     from cellstudy.adverse_events.fields import CRS_FIELDS, ICANS_FIELDS
     from cellstudy.adverse_events.loader import load as load_ctcae
-    from cellstudy.adverse_events.models import (AdverseEvent, CrsAssessment, CtcaeTerm, GradeEpisode,
-                                                 IcansAssessment)
+    from cellstudy.adverse_events.models import AdverseEvent, CrsAssessment, CtcaeTerm, GradeEpisode, IcansAssessment
     from cellstudy.auth.models import Site, User
     from cellstudy.enrollment.models import Subject
     from cellstudy.extensions import db
@@ -831,11 +1066,21 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
         coord = db.session.execute(select(User).where(User.username == "coord-hz")).scalar_one()
         today = site_today(site)
         out["today"] = today.isoformat()
-        subjects = db.session.execute(
-            select(Subject).where(Subject.site_id == site.id, Subject.dose_level.is_not(None))
-            .options(selectinload(Subject.infusions), selectinload(Subject.lymphodepletion_days),
-                     selectinload(Subject.screenings), selectinload(Subject.site))
-            .order_by(Subject.id)).scalars().all()
+        subjects = (
+            db.session.execute(
+                select(Subject)
+                .where(Subject.site_id == site.id, Subject.dose_level.is_not(None))
+                .options(
+                    selectinload(Subject.infusions),
+                    selectinload(Subject.lymphodepletion_days),
+                    selectinload(Subject.screenings),
+                    selectinload(Subject.site),
+                )
+                .order_by(Subject.id)
+            )
+            .scalars()
+            .all()
+        )
         contexts = [_AeContext(s, today) for s in subjects]
         contexts = [c for c in contexts if c.days > 0]
         by_id = {s.id: s for s in subjects}
@@ -843,7 +1088,7 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
         out["aes_before"] = existing  # the demo study's
         counts = _allocate(contexts, max(0, count - existing))
         pool = _term_pool()
-        plan = [(ctx, _gen_subject_aes(rng, ctx, n, pool)) for ctx, n in zip(contexts, counts) if n]
+        plan = [(ctx, _gen_subject_aes(rng, ctx, n, pool)) for ctx, n in zip(contexts, counts, strict=False) if n]
         out["subjects_with_aes"] = len(plan)
         out["aes_per_subject_max"] = max((len(p[1]) for p in plan), default=0)
         out["generate_s"] = time.perf_counter() - t0
@@ -865,21 +1110,42 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
                 kind = v["_kind"]
                 if kind == "other":
                     ae = service.new_ae(subject)
-                    service.save_ae(subject, ae, form, user=coord, expected_version=0, reason=None, complete=True,
-                                    today=today)
+                    service.save_ae(
+                        subject, ae, form, user=coord, expected_version=0, reason=None, complete=True, today=today
+                    )
                 else:
                     real_crs += 1
                     specs = CRS_FIELDS if kind == "crs" else ICANS_FIELDS
                     record = service.new_assessment(subject, kind)
-                    service.save_assessment(subject, record, kind, v["_assessment"], user=coord, expected_version=0,
-                                            reason=None, complete=True, today=today, specs=specs)
+                    service.save_assessment(
+                        subject,
+                        record,
+                        kind,
+                        v["_assessment"],
+                        user=coord,
+                        expected_version=0,
+                        reason=None,
+                        complete=True,
+                        today=today,
+                        specs=specs,
+                    )
                     ae = record.adverse_event
                     try:
-                        service.save_ae(subject, ae, form, user=coord, expected_version=ae.version, reason=None,
-                                        complete=True, today=today)
+                        service.save_ae(
+                            subject,
+                            ae,
+                            form,
+                            user=coord,
+                            expected_version=ae.version,
+                            reason=None,
+                            complete=True,
+                            today=today,
+                        )
                     except service.Refused as error:
-                        raise SystemExit(f"the AE form refused a generated {kind} AE: {error.errors}; values "
-                                         f"{form}; AE {service.values_of(ae)} computed {ae.computed_grade}")
+                        raise SystemExit(
+                            f"the AE form refused a generated {kind} AE: {error.errors}; values "
+                            f"{form}; AE {service.values_of(ae)} computed {ae.computed_grade}"
+                        ) from error
                     _compare_assessment(fidelity, kind, record, v["_assessment"])
                 _compare_ae(fidelity, ctx, ae, v)
                 if kind == "other":
@@ -905,15 +1171,25 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
                 out["pg_fk_checks"] = "after the load, set-based"
             except Exception as error:  # noqa: BLE001
                 out["pg_fk_checks"] = f"per row (cannot skip the triggers: {error.__class__.__name__})"
-        tables = {"ae": AdverseEvent.__table__, "episode": GradeEpisode.__table__, "crs": CrsAssessment.__table__,
-                  "icans": IcansAssessment.__table__, "audit": AuditRecord.__table__}
+        tables = {
+            "ae": AdverseEvent.__table__,
+            "episode": GradeEpisode.__table__,
+            "crs": CrsAssessment.__table__,
+            "icans": IcansAssessment.__table__,
+            "audit": AuditRecord.__table__,
+        }
         max_id = lambda tb: db.session.execute(select(func.max(tb.c.id))).scalar() or 0  # noqa: E731
         next_id = {k: max_id(tb) + 1 for k, tb in tables.items()}
         first_new = dict(next_id)
-        numbers = dict(db.session.execute(select(AdverseEvent.subject_id, func.max(AdverseEvent.number))
-                                          .group_by(AdverseEvent.subject_id)).all())
-        prev = db.session.execute(select(AuditRecord.hash).order_by(AuditRecord.id.desc()).limit(1)).scalar() \
+        numbers = dict(
+            db.session.execute(
+                select(AdverseEvent.subject_id, func.max(AdverseEvent.number)).group_by(AdverseEvent.subject_id)
+            ).all()
+        )
+        prev = (
+            db.session.execute(select(AuditRecord.hash).order_by(AuditRecord.id.desc()).limit(1)).scalar()
             or audit.GENESIS
+        )
         base_at = utcnow()
         hasher = _ChainHasher(base_at, coord, site.id, pg=pg, dialect=db.engine.dialect)
         tick = 0
@@ -926,8 +1202,25 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
             nonlocal prev, tick
             tick += 1
             digest, at = hasher.hash(prev, tick, action, subject_id, form, form_id, field, old, new)
-            pend["audit"].append((next_id["audit"], at, user_id, username, action, site_id, subject_id, form,
-                                  form_id, field, old, new, None, prev, digest))
+            pend["audit"].append(
+                (
+                    next_id["audit"],
+                    at,
+                    user_id,
+                    username,
+                    action,
+                    site_id,
+                    subject_id,
+                    form,
+                    form_id,
+                    field,
+                    old,
+                    new,
+                    None,
+                    prev,
+                    digest,
+                )
+            )
             next_id["audit"] += 1
             prev = digest
 
@@ -965,25 +1258,52 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
                     elif value is not None:
                         data[name] = value
                 stamp = base_at + timedelta(microseconds=tick)
-                row.update(id=ae_id, subject_id=ctx.id, site_id=ctx.site_id, number=number, category=kind,
-                           grade=v["grade"], computed_grade=v["grade"] if kind != "other" else None,
-                           data=data, version=2, status="complete", created_at=stamp, updated_at=stamp,
-                           updated_by_id=coord.id)
+                row.update(
+                    id=ae_id,
+                    subject_id=ctx.id,
+                    site_id=ctx.site_id,
+                    number=number,
+                    category=kind,
+                    grade=v["grade"],
+                    computed_grade=v["grade"] if kind != "other" else None,
+                    data=data,
+                    version=2,
+                    status="complete",
+                    created_at=stamp,
+                    updated_at=stamp,
+                    updated_by_id=coord.id,
+                )
                 pend["ae"].append(row)
-                pend["episode"].append({"id": ep_id, "adverse_event_id": ae_id, "grade": v["grade"],
-                                        "start_date": v["onset_date"], "end_date": _episode_end(v),
-                                        "created_at": stamp, "created_by_id": coord.id})
+                pend["episode"].append(
+                    {
+                        "id": ep_id,
+                        "adverse_event_id": ae_id,
+                        "grade": v["grade"],
+                        "start_date": v["onset_date"],
+                        "end_date": _episode_end(v),
+                        "created_at": stamp,
+                        "created_by_id": coord.id,
+                    }
+                )
                 plan_ = _ae_audit_plan(v, changes)
-                for action, form, field, old, new in (plan_ if full else plan_[:1]):
+                for action, form, field, old, new in plan_ if full else plan_[:1]:
                     log_audit(action, forms[form], ae_id if form == "ae" else ep_id, field, old, new, ctx.id)
                 if kind != "other":
                     a_changes = _assessment_changes(kind, v["_assessment"])
                     a_table = tables[kind]
                     a_id = next_id[kind]
                     next_id[kind] += 1
-                    a_row = {"id": a_id, "subject_id": ctx.id, "adverse_event_id": ae_id, "data": {},
-                             "version": 2, "status": "complete", "created_at": stamp, "updated_at": stamp,
-                             "updated_by_id": coord.id}
+                    a_row = {
+                        "id": a_id,
+                        "subject_id": ctx.id,
+                        "adverse_event_id": ae_id,
+                        "data": {},
+                        "version": 2,
+                        "status": "complete",
+                        "created_at": stamp,
+                        "updated_at": stamp,
+                        "updated_by_id": coord.id,
+                    }
                     for name, value in a_changes.items():
                         if name in a_table.c and name != "data":
                             a_row[name] = value
@@ -1005,8 +1325,12 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
         flush()
         if pg:
             for name in ("adverse_event", "ae_grade_episode", "crs_assessment", "icans_assessment", "audit_record"):
-                db.session.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
-                                        f"(SELECT coalesce(max(id), 1) FROM {name}))"))
+                db.session.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                        f"(SELECT coalesce(max(id), 1) FROM {name}))"
+                    )
+                )
         t_fk = time.perf_counter()
         broken = _dangling_references(tables.values(), first_new, tables)
         if broken:
@@ -1030,16 +1354,22 @@ def aes(url: str, count: int, real_aes: int, seed: int = AE_SEED, audit_mode: st
             # the visibility map (index-only scans) and fresh statistics; done here so the
             # benchmark does not depend on whether autovacuum has run yet.
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("VACUUM (ANALYZE) adverse_event, ae_grade_episode, crs_assessment, "
-                                     "icans_assessment, subject, infusion")
+                conn.exec_driver_sql(
+                    "VACUUM (ANALYZE) adverse_event, ae_grade_episode, crs_assessment, "
+                    "icans_assessment, subject, infusion"
+                )
         out["analyze_s"] = time.perf_counter() - t
         ae = AdverseEvent
         q = lambda *cond: db.session.execute(select(func.count(ae.id)).where(*cond)).scalar()  # noqa: E731
         total = q()
         out["aes_total"] = total
         out["aes_hz"] = q(ae.site_id == site.id)
-        out["grades"] = {str(k): v for k, v in db.session.execute(
-            select(ae.grade, func.count(ae.id)).group_by(ae.grade).order_by(ae.grade)).all()}
+        out["grades"] = {
+            str(k): v
+            for k, v in db.session.execute(
+                select(ae.grade, func.count(ae.id)).group_by(ae.grade).order_by(ae.grade)
+            ).all()
+        }
         out["categories"] = dict(db.session.execute(select(ae.category, func.count(ae.id)).group_by(ae.category)).all())
         pct = lambda n: round(100 * n / total, 1) if total else 0  # noqa: E731
         out["serious_pct"] = pct(q(ae.serious.is_(True)))
@@ -1089,8 +1419,23 @@ def _compare_ae(fidelity: dict, ctx: _AeContext, ae, v: dict) -> None:
         fidelity["mismatches"].append(f"AE {ae.id} ({v['_kind']}): " + "; ".join(problems))
 
 
-AUDIT_COLUMNS = ("id", "at", "user_id", "username", "action", "site_id", "subject_id", "form", "form_id", "field",
-                 "old_value", "new_value", "reason", "prev_hash", "hash")
+AUDIT_COLUMNS = (
+    "id",
+    "at",
+    "user_id",
+    "username",
+    "action",
+    "site_id",
+    "subject_id",
+    "form",
+    "form_id",
+    "field",
+    "old_value",
+    "new_value",
+    "reason",
+    "prev_hash",
+    "hash",
+)
 
 
 class _ChainHasher:
@@ -1132,15 +1477,39 @@ class _ChainHasher:
             self.second = sec
             self.second_text = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
         stamp = f"{self.second_text}{us:06d}"
-        text = "".join((f"{len(stamp)}:{stamp}", self.who, enc(action), self.site, enc(subject_id), enc(form),
-                        enc(form_id), enc(field), enc(old), enc(new), "-"))
+        text = "".join(
+            (
+                f"{len(stamp)}:{stamp}",
+                self.who,
+                enc(action),
+                self.site,
+                enc(subject_id),
+                enc(form),
+                enc(form_id),
+                enc(field),
+                enc(old),
+                enc(new),
+                "-",
+            )
+        )
         digest = hashlib.sha256((prev + text).encode()).hexdigest()
         stored = stamp.replace("T", " ") + ("+00" if self.pg else "")
         if tick <= 2000 or tick % 499 == 0:
             at = self.base_at + timedelta(microseconds=tick)
-            values = {"at": at, "user_id": self.user.id, "username": self.user.username, "action": action,
-                      "site_id": self.site_id, "subject_id": subject_id, "form": form, "form_id": form_id,
-                      "field": field, "old_value": old, "new_value": new, "reason": None}
+            values = {
+                "at": at,
+                "user_id": self.user.id,
+                "username": self.user.username,
+                "action": action,
+                "site_id": self.site_id,
+                "subject_id": subject_id,
+                "form": form,
+                "form_id": form_id,
+                "field": field,
+                "old_value": old,
+                "new_value": new,
+                "reason": None,
+            }
             if digest != self.audit.chain_hash(prev, values):
                 raise SystemExit(f"bench hasher differs from audit.chain_hash at tick {tick}: {values}")
             if self.at_processor is not None and self.at_processor(at) != stored:
@@ -1161,9 +1530,15 @@ def _dangling_references(tables, first_new: dict, by_key: dict) -> dict:
     for table in tables:
         for fk in table.foreign_keys:
             col, target = fk.parent, fk.column
-            n = db.session.execute(select(func.count()).select_from(table).where(
-                table.c.id >= first_new[key_of[table.name]], col.is_not(None),
-                ~exists(select(target).where(target == col)))).scalar()
+            n = db.session.execute(
+                select(func.count())
+                .select_from(table)
+                .where(
+                    table.c.id >= first_new[key_of[table.name]],
+                    col.is_not(None),
+                    ~exists(select(target).where(target == col)),
+                )
+            ).scalar()
             if n:
                 broken[f"{table.name}.{col.name}"] = n
     return broken
@@ -1212,18 +1587,30 @@ def _compare_audit(fidelity: dict, ctx: _AeContext, ae, v: dict) -> None:
     fidelity["audit_compared"] = fidelity.get("audit_compared", 0) + 1
     episodes = [e.id for e in ae.episodes]
     a = AuditRecord
-    got = [tuple(r) for r in db.session.execute(
-        select(a.action, a.form, a.field, a.old_value, a.new_value)
-        .where(or_((a.form == "adverse_event") & (a.form_id == ae.id),
-                   (a.form == "ae_grade_episode") & a.form_id.in_(episodes)))
-        .order_by(a.id))]
+    got = [
+        tuple(r)
+        for r in db.session.execute(
+            select(a.action, a.form, a.field, a.old_value, a.new_value)
+            .where(
+                or_(
+                    (a.form == "adverse_event") & (a.form_id == ae.id),
+                    (a.form == "ae_grade_episode") & a.form_id.in_(episodes),
+                )
+            )
+            .order_by(a.id)
+        )
+    ]
     forms = {"ae": "adverse_event", "episode": "ae_grade_episode"}
-    want = [(action, forms[form], field, old, new)
-            for action, form, field, old, new in _ae_audit_plan(v, _ae_changes(ctx, v))]
+    want = [
+        (action, forms[form], field, old, new)
+        for action, form, field, old, new in _ae_audit_plan(v, _ae_changes(ctx, v))
+    ]
     if got != want:
-        diff = next((i for i, (x, y) in enumerate(zip(got, want)) if x != y), min(len(got), len(want)))
-        fidelity["mismatches"].append(f"AE {ae.id} audit: service {got[diff:diff + 2]}, bulk {want[diff:diff + 2]} "
-                                      f"({len(got)} vs {len(want)} records)")
+        diff = next((i for i, (x, y) in enumerate(zip(got, want, strict=False)) if x != y), min(len(got), len(want)))
+        fidelity["mismatches"].append(
+            f"AE {ae.id} audit: service {got[diff : diff + 2]}, bulk {want[diff : diff + 2]} "
+            f"({len(got)} vs {len(want)} records)"
+        )
 
 
 def _compare_assessment(fidelity: dict, kind: str, record, values: dict) -> None:
@@ -1257,10 +1644,18 @@ def main() -> None:
     a.add_argument("--count", type=int, default=100_000, help="AEs in the database afterwards (default 100,000)")
     a.add_argument("--real-aes", type=int, default=300, help="AEs saved through the real services first")
     a.add_argument("--seed", type=int, default=AE_SEED)
-    a.add_argument("--ae-audit", choices=("full", "create"), default="full",
-                   help="bulk AEs: every audit record the service writes (full), or only 'create'")
-    a.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip the in-process audit.verify() (the caller runs `flask audit verify`)")
+    a.add_argument(
+        "--ae-audit",
+        choices=("full", "create"),
+        default="full",
+        help="bulk AEs: every audit record the service writes (full), or only 'create'",
+    )
+    a.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the in-process audit.verify() (the caller runs `flask audit verify`)",
+    )
     s = sub.add_parser("saves")
     s.add_argument("--url", required=True)
     s.add_argument("--reason", required=True)
@@ -1274,8 +1669,7 @@ def main() -> None:
             out["aes"] = aes(args.url, args.aes, args.real_aes, audit_mode=args.ae_audit)
         print(json.dumps(out, default=str))
     elif args.cmd == "aes":
-        print(json.dumps(aes(args.url, args.count, args.real_aes, args.seed, args.ae_audit, args.verify),
-                         default=str))
+        print(json.dumps(aes(args.url, args.count, args.real_aes, args.seed, args.ae_audit, args.verify), default=str))
     elif args.cmd == "targets":
         print(json.dumps(targets(args.url, args.min_id)))
     else:

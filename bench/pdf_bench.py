@@ -12,6 +12,7 @@ audit records, all through the app's write path (records.create/save).
 
 Prints a table; the figures go into bench/RESULTS.md under "Issue 5".
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,9 @@ def build_dataset(app):
             return len(documents.casebook_records(documents.load_subject(subject.id)))
 
         def audit_count():
-            return db.session.scalar(select(func.count()).select_from(AuditRecord)
-                                     .where(AuditRecord.subject_id == subject.id))
+            return db.session.scalar(
+                select(func.count()).select_from(AuditRecord).where(AuditRecord.subject_id == subject.id)
+            )
 
         if subject.dlt_assessment is None:
             dlt = DltAssessment(subject_id=subject.id, data={})
@@ -68,38 +70,80 @@ def build_dataset(app):
             kind = kinds[forms() % 3]
             if kind == "ae":
                 number += 1
-                record = AdverseEvent(subject_id=subject.id, site_id=subject.site_id, number=number, category="other",
-                                      term="Nausea", onset_date=onset + timedelta(days=number), grade=1,
-                                      serious=False, related_nk="possible", related_ld="unlikely",
-                                      expectedness="expected", action="none", outcome="recovered", data={})
+                record = AdverseEvent(
+                    subject_id=subject.id,
+                    site_id=subject.site_id,
+                    number=number,
+                    category="other",
+                    term="Nausea",
+                    onset_date=onset + timedelta(days=number),
+                    grade=1,
+                    serious=False,
+                    related_nk="possible",
+                    related_ld="unlikely",
+                    expectedness="expected",
+                    action="none",
+                    outcome="recovered",
+                    data={},
+                )
                 records.create(record, user=user, fields={"term": "Nausea", "grade": 1})
             elif kind == "crs":
                 record = CrsAssessment(subject_id=subject.id, assessed_on=onset, data={})
                 records.create(record, user=user, fields={})
-                records.save(record, user=user, changes={"assessment_date": onset.isoformat(), "max_temp_c": "38.4",
-                                                         "hypotension": "none", "hypoxia": "none"},
-                             expected_version=record.version, commit=False)
+                records.save(
+                    record,
+                    user=user,
+                    changes={
+                        "assessment_date": onset.isoformat(),
+                        "max_temp_c": "38.4",
+                        "hypotension": "none",
+                        "hypoxia": "none",
+                    },
+                    expected_version=record.version,
+                    commit=False,
+                )
             else:
                 record = IcansAssessment(subject_id=subject.id, assessed_on=onset, data={})
                 records.create(record, user=user, fields={})
-                records.save(record, user=user, changes={"assessment_date": onset.isoformat(), "consciousness": "normal",
-                                                         "seizure": "none"},
-                             expected_version=record.version, commit=False)
+                records.save(
+                    record,
+                    user=user,
+                    changes={"assessment_date": onset.isoformat(), "consciousness": "normal", "seizure": "none"},
+                    expected_version=record.version,
+                    commit=False,
+                )
             records.commit()
         for i, visit in enumerate(subject.visits):  # visit CRFs filled in, within the audit budget
             if audit_count() + len(VISIT_FIELDS) > AUDIT_RECORDS:
                 break
-            values = {s.name: (f"{36 + i % 3}.{i % 10}" if s.kind == "number" else 1 + i % 4 if s.kind == "int"
-                               else (visit.target_date.isoformat() if s.kind == "date" else
-                                     s.choices[i % len(s.choices)][0] if s.kind == "choice" else f"note {i}"))
-                      for s in VISIT_FIELDS}
+            values = {
+                s.name: (
+                    f"{36 + i % 3}.{i % 10}"
+                    if s.kind == "number"
+                    else 1 + i % 4
+                    if s.kind == "int"
+                    else (
+                        visit.target_date.isoformat()
+                        if s.kind == "date"
+                        else s.choices[i % len(s.choices)][0]
+                        if s.kind == "choice"
+                        else f"note {i}"
+                    )
+                )
+                for s in VISIT_FIELDS
+            }
             records.save(visit, user=user, changes=values, expected_version=visit.version, reason="bench")
         visit = subject.visits[-1]
         i = 0
         while audit_count() < AUDIT_RECORDS:
             i += 1
-            records.save(visit, user=user, changes={"assessment_notes": f"revised note {i}"},
-                         expected_version=visit.version, reason="bench: source re-checked")
+            records.save(
+                visit,
+                user=user,
+                changes={"assessment_notes": f"revised note {i}"},
+                expected_version=visit.version,
+                reason="bench: source re-checked",
+            )
         result = forms(), audit_count(), subject.id
         db.session.remove()
         return result
@@ -115,8 +159,9 @@ def main() -> None:
     app = create_app("test", {"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False})
     started = time.perf_counter()
     forms, audits, subject_id = build_dataset(app)
-    print(f"dataset: subject HZ-001 with {forms} forms and {audits} audit records "
-          f"({time.perf_counter() - started:.1f} s)")
+    print(
+        f"dataset: subject HZ-001 with {forms} forms and {audits} audit records ({time.perf_counter() - started:.1f} s)"
+    )
 
     import io
 
@@ -144,7 +189,8 @@ def main() -> None:
             db.session.rollback()
             t = time.perf_counter()
             HTML(filename=html_path, base_url=render.BASE_URL, url_fetcher=render.url_fetcher()).write_pdf(
-                os.path.join(OUT, "weasyprint_alone.pdf"))
+                os.path.join(OUT, "weasyprint_alone.pdf")
+            )
             weasy_times.append(time.perf_counter() - t)
         with open(os.path.join(OUT, name), "wb") as out:
             out.write(pdf)
@@ -167,22 +213,41 @@ def main() -> None:
 
     crf, cb, wp = statistics.median(crf_times), statistics.median(casebook_times), statistics.median(weasy_times)
     rows = [
-        ("filled visit CRF (web route), median of 10", f"{crf:.3f} s", f"{pages} page(s)", "< 0.5 s",
-         "met" if crf < 0.5 and pages == 1 else "MISSED"),
-        (f"casebook, {summary['forms']} forms + {summary['audit_records']} audit records, median of {RUNS}",
-         f"{cb:.2f} s", f"{casebook_pages} pages", "< 8 s", "met" if cb < 8 else "MISSED"),
+        (
+            "filled visit CRF (web route), median of 10",
+            f"{crf:.3f} s",
+            f"{pages} page(s)",
+            "< 0.5 s",
+            "met" if crf < 0.5 and pages == 1 else "MISSED",
+        ),
+        (
+            f"casebook, {summary['forms']} forms + {summary['audit_records']} audit records, median of {RUNS}",
+            f"{cb:.2f} s",
+            f"{casebook_pages} pages",
+            "< 8 s",
+            "met" if cb < 8 else "MISSED",
+        ),
         ("WeasyPrint alone, same HTML from a file", f"{wp:.2f} s", "", "", ""),
         ("casebook / WeasyPrint alone", f"{cb / wp:.2f}x", "", "<= 2x", "met" if cb <= 2 * wp else "MISSED"),
-        ("peak memory (max RSS of this process)", f"{peak_mb:.0f} MB", "", "< 500 MB",
-         "met" if peak_mb < 500 else "MISSED"),
+        (
+            "peak memory (max RSS of this process)",
+            f"{peak_mb:.0f} MB",
+            "",
+            "< 500 MB",
+            "met" if peak_mb < 500 else "MISSED",
+        ),
     ]
-    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     print("| measure | figure | size | target | |\n| --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\nall runs: CRF {[round(x, 3) for x in crf_times]}, casebook {[round(x, 2) for x in casebook_times]}, "
-          f"WeasyPrint alone {[round(x, 2) for x in weasy_times]}")
+    print(
+        f"\nall runs: CRF {[round(x, 3) for x in crf_times]}, casebook {[round(x, 2) for x in casebook_times]}, "
+        f"WeasyPrint alone {[round(x, 2) for x in weasy_times]}"
+    )
     print(f"files: {OUT}/")
 
 

@@ -9,6 +9,7 @@ bench/run.py after the load test:
 
 Prints one JSON line; the details go to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,12 +70,27 @@ def main() -> None:
         hz = db.session.execute(select(Site).where(Site.code == "HZ")).scalar_one()
         proposed = (site_today(hz) + timedelta(days=PROPOSE_IN_DAYS)).isoformat()
         # The scale subjects (the last ones loaded; all enrolled and treated, complete screening forms).
-        ids = db.session.execute(select(Subject.id).join(Screening, Screening.subject_id == Subject.id)
-                                 .where(Subject.site_id == hz.id, Screening.status == "complete")
-                                 .order_by(Subject.id.desc()).limit(args.n * 3)).scalars().all()
-        scheduling = db.session.execute(select(Subject.id).where(
-            Subject.site_id == hz.id, Subject.status.in_(("enrolled", "on_treatment")))
-            .order_by(Subject.id.desc()).limit(args.n * 3)).scalars().all()
+        ids = (
+            db.session.execute(
+                select(Subject.id)
+                .join(Screening, Screening.subject_id == Subject.id)
+                .where(Subject.site_id == hz.id, Screening.status == "complete")
+                .order_by(Subject.id.desc())
+                .limit(args.n * 3)
+            )
+            .scalars()
+            .all()
+        )
+        scheduling = (
+            db.session.execute(
+                select(Subject.id)
+                .where(Subject.site_id == hz.id, Subject.status.in_(("enrolled", "on_treatment")))
+                .order_by(Subject.id.desc())
+                .limit(args.n * 3)
+            )
+            .scalars()
+            .all()
+        )
         db.session.remove()
 
     client = app.test_client()
@@ -83,40 +99,58 @@ def main() -> None:
     assert resp.status_code == 302, resp.status_code
 
     form = client.get(f"/subjects/{ids[0]}/screening").get_data(as_text=True)
-    base = [(k, v) for k, v in form_pairs(form, "screening-form")
-            if k not in ("version", "weight_kg", "reason", *PER_SUBJECT_FIELDS)]
+    base = [
+        (k, v)
+        for k, v in form_pairs(form, "screening-form")
+        if k not in ("version", "weight_kg", "reason", *PER_SUBJECT_FIELDS)
+    ]
     base += [("reason", REASON), ("complete", "1")]
 
     def post_args(i: int):
         sid = ids[args.n + 10 + i]
         with app.app_context():
-            scr = db.session.execute(select(Screening).join(Subject).where(Subject.id == sid)
-                                     .order_by(Screening.attempt.desc())).scalars().first()
+            scr = (
+                db.session.execute(
+                    select(Screening).join(Subject).where(Subject.id == sid).order_by(Screening.attempt.desc())
+                )
+                .scalars()
+                .first()
+            )
             version, weight, own = scr.version, scr.data.get("weight_kg"), _own_values(scr.data)
             db.session.remove()
         new = "70" if weight != "70" else "62.5"
-        return (f"/subjects/{sid}/screening",
-                urllib.parse.urlencode(base + [("version", version), ("weight_kg", new)]) + own)
+        return (
+            f"/subjects/{sid}/screening",
+            urllib.parse.urlencode(base + [("version", version), ("weight_kg", new)]) + own,
+        )
 
     # The floor: an authenticated request that does nothing (GET /login redirects a logged-in
     # user): session, login, before/after-request hooks, no page.
-    _measure("floor (auth + hooks, 302)", lambda i: client.get("/login"), args.n, statements, result, report,
-             expect=302)
+    _measure(
+        "floor (auth + hooks, 302)", lambda i: client.get("/login"), args.n, statements, result, report, expect=302
+    )
     pages = {
         "subject list": lambda i: client.get("/subjects/"),
         "subject page": lambda i: client.get(f"/subjects/{ids[i]}"),
         "screening GET": lambda i: client.get(f"/subjects/{ids[i]}/screening"),
         "calendar": lambda i: client.get("/calendar"),
-        "scheduling screen": lambda i: client.get(f"/subjects/{scheduling[i % len(scheduling)]}/infusions"
-                                                  f"?proposed={proposed}"),
+        "scheduling screen": lambda i: client.get(
+            f"/subjects/{scheduling[i % len(scheduling)]}/infusions?proposed={proposed}"
+        ),
     }
     for name, call in pages.items():
         _measure(name, call, args.n, statements, result, report, expect=200)
 
     posts = [post_args(i) for i in range(args.n + 10)]
-    _measure("screening save (POST)",
-             lambda i: client.post(posts[i][0], data=posts[i][1], content_type="application/x-www-form-urlencoded"),
-             args.n, statements, result, report, expect=302)
+    _measure(
+        "screening save (POST)",
+        lambda i: client.post(posts[i][0], data=posts[i][1], content_type="application/x-www-form-urlencoded"),
+        args.n,
+        statements,
+        result,
+        report,
+        expect=302,
+    )
 
     bare_client = bare.test_client()
     _measure("bare", lambda i: bare_client.get("/"), args.n, [], result, report, expect=200)
@@ -128,8 +162,9 @@ def main() -> None:
         checked = audit.verify()
         profile.disable()
         result["verify"] = {"seconds": time.perf_counter() - t, "records": checked.checked, "ok": checked.ok}
-        report.write(f"\n==== audit.verify(): {checked.checked} records, {result['verify']['seconds']:.2f} s "
-                     f"(under cProfile)\n")
+        report.write(
+            f"\n==== audit.verify(): {checked.checked} records, {result['verify']['seconds']:.2f} s (under cProfile)\n"
+        )
         _stats(profile, report, 25)
 
     with open(args.out, "w") as f:
@@ -158,6 +193,7 @@ def _instrument() -> None:
                 return fn(*a, **kw)
             finally:
                 TIMERS[key] += time.perf_counter() - t
+
         return wrapper
 
     flask.templating._render = timed("template", flask.templating._render)
@@ -189,12 +225,18 @@ def _measure(name, call, n, statements, result, report, expect):
     for i in range(n, n + profiled):  # fresh targets: a save must not reuse a version
         call(i)
     profile.disable()
-    result["endpoints"][name] = {"queries": len(one), "ms": ms, "requests_timed": n - 2,
-                                 **{f"{k}_ms": v for k, v in parts.items()}}
-    report.write(f"\n==== {name}: {len(one)} SQL statements per request, {ms:.2f} ms per request in-process "
-                 f"over {n - 2} requests (SQL {parts['sql']:.2f} ms, template rendering {parts['template']:.2f} ms "
-                 f"incl. lazy loads, eligibility evaluate() {parts['evaluate']:.2f} ms, lockout evaluate_proposal() "
-                 f"{parts['lockouts']:.2f} ms)\n")
+    result["endpoints"][name] = {
+        "queries": len(one),
+        "ms": ms,
+        "requests_timed": n - 2,
+        **{f"{k}_ms": v for k, v in parts.items()},
+    }
+    report.write(
+        f"\n==== {name}: {len(one)} SQL statements per request, {ms:.2f} ms per request in-process "
+        f"over {n - 2} requests (SQL {parts['sql']:.2f} ms, template rendering {parts['template']:.2f} ms "
+        f"incl. lazy loads, eligibility evaluate() {parts['evaluate']:.2f} ms, lockout evaluate_proposal() "
+        f"{parts['lockouts']:.2f} ms)\n"
+    )
     if len(one) <= 40:
         for s in one:
             report.write(f"  {s}\n")

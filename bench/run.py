@@ -19,6 +19,7 @@ against a trivial C server (bench/trivial_server.c).
 
 Raw figures of every run go to bench/out/results-<UTC time>.json (git-ignored).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,10 +65,10 @@ APP_ROOT = ROOT
 BEGIN, END = "<!-- bench/run.py: generated, begin -->", "<!-- bench/run.py: generated, end -->"
 
 # Targets of issue 2 (issue 3 holds its pages to the same: the foundation's targets).
-GET_SHARE = 0.40   # each GET >= 40 % of the bare page's req/s
-P99_MS = 50.0      # p99 under 50 ms
+GET_SHARE = 0.40  # each GET >= 40 % of the bare page's req/s
+P99_MS = 50.0  # p99 under 50 ms
 SAVE_P50_MS = 50.0  # a save under 50 ms p50 on PostgreSQL
-VERIFY_S = 2.0     # flask audit verify over 100,000 records under 2 s
+VERIFY_S = 2.0  # flask audit verify over 100,000 records under 2 s
 
 
 def log(msg: str) -> None:
@@ -75,6 +76,7 @@ def log(msg: str) -> None:
 
 
 # --- the machine ----------------------------------------------------------------------
+
 
 def sh(cmd: list[str]) -> str:
     try:
@@ -221,9 +223,15 @@ class CpuAccount:
         others = max(0.0, busy - steal - servers - wrk_j)
         pct = lambda x: 100.0 * x / total if total else 0.0  # noqa: E731
         per_req = lambda j: 1000.0 * j / hz / requests if requests else 0.0  # noqa: E731
-        return {"cpu_busy_pct": pct(busy), "cpu_servers_pct": pct(servers), "cpu_wrk_pct": pct(wrk_j),
-                "cpu_others_pct": pct(others), "cpu_steal_pct": pct(steal), "server_cpu_ms_per_req": per_req(servers),
-                "ours_cpu_ms_per_req": per_req(servers + wrk_j)}
+        return {
+            "cpu_busy_pct": pct(busy),
+            "cpu_servers_pct": pct(servers),
+            "cpu_wrk_pct": pct(wrk_j),
+            "cpu_others_pct": pct(others),
+            "cpu_steal_pct": pct(steal),
+            "server_cpu_ms_per_req": per_req(servers),
+            "ours_cpu_ms_per_req": per_req(servers + wrk_j),
+        }
 
 
 def take_snapshot() -> tuple[str, str]:
@@ -258,6 +266,7 @@ def app_env(**extra: str) -> dict:
 
 # --- processes ----------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -271,8 +280,9 @@ class Server:
         self.name, self.port = name, port
         self.logpath = os.path.join(OUT, f"{name}.log")
         self.logfile = open(self.logpath, "w")
-        self.proc = subprocess.Popen(cmd, cwd=cwd or APP_ROOT, env={**os.environ, **(env or {})},
-                                     stdout=self.logfile, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd or APP_ROOT, env={**os.environ, **(env or {})}, stdout=self.logfile, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, path: str = "/", timeout: float = 30.0) -> None:
         deadline = time.time() + timeout
@@ -307,6 +317,7 @@ def gunicorn(name: str, app: str, port: int, env: dict | None = None, chdir: str
 
 
 # --- HTTP as a browser would do it (for login and the checks) -----------------------------
+
 
 def request(port: int, method: str, path: str, cookie: str | None = None, body: str | None = None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -415,8 +426,18 @@ def form_pairs(page: str, form_id: str) -> list[tuple[str, str]]:
 
 # --- wrk --------------------------------------------------------------------------------------
 
-def wrk(url: str, *, duration: float, threads: int, conns: int, script: str | None = None,
-        script_args: list[str] = (), headers: list[str] = (), account: CpuAccount | None = None) -> dict:
+
+def wrk(
+    url: str,
+    *,
+    duration: float,
+    threads: int,
+    conns: int,
+    script: str | None = None,
+    script_args: list[str] = (),
+    headers: list[str] = (),
+    account: CpuAccount | None = None,
+) -> dict:
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "30s"]
     for h in headers:
         cmd += ["-H", h]
@@ -475,8 +496,14 @@ def wrk_ceiling(args) -> dict:
         server.wait_ready()
         url = f"http://127.0.0.1:{port}/"
         plain = wrk(url, duration=args.ceiling_duration, threads=args.threads, conns=args.connections)
-        lua = wrk(url, duration=args.ceiling_duration, threads=args.threads, conns=args.connections,
-                  script=os.path.join(BENCH, "get.lua"), script_args=["200", "ok"])
+        lua = wrk(
+            url,
+            duration=args.ceiling_duration,
+            threads=args.threads,
+            conns=args.connections,
+            script=os.path.join(BENCH, "get.lua"),
+            script_args=["200", "ok"],
+        )
     finally:
         server.stop()
     return {"plain": _slim(plain), "lua": _slim(lua)}
@@ -487,6 +514,7 @@ def _slim(res: dict) -> dict:
 
 
 # --- one database ------------------------------------------------------------------------------
+
 
 def fresh_database(kind: str) -> str:
     if kind == "sqlite":
@@ -507,8 +535,9 @@ def fresh_database(kind: str) -> str:
 def flask_cli(url: str, *argv: str) -> tuple[float, subprocess.CompletedProcess]:
     env = app_env(FLASK_APP="wsgi.py", CELLSTUDY_CONFIG="development", DATABASE_URL=url)
     t = time.perf_counter()
-    proc = subprocess.run([os.path.join(VENV_BIN, "flask"), *argv], cwd=APP_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [os.path.join(VENV_BIN, "flask"), *argv], cwd=APP_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     return time.perf_counter() - t, proc
 
 
@@ -516,13 +545,24 @@ def audit_verify(url: str) -> dict:
     seconds, proc = flask_cli(url, "audit", "verify")
     startup, _ = flask_cli(url, "audit", "--help")  # interpreter + app import, no database walk
     m = re.search(r"(\d+) records verified", proc.stdout)
-    return {"seconds": seconds, "startup_s": startup, "ok": proc.returncode == 0,
-            "records": int(m.group(1)) if m else None, "output": (proc.stdout + proc.stderr).strip()}
+    return {
+        "seconds": seconds,
+        "startup_s": startup,
+        "ok": proc.returncode == 0,
+        "records": int(m.group(1)) if m else None,
+        "output": (proc.stdout + proc.stderr).strip(),
+    }
 
 
 def dataset(cmd: str, url: str, *extra: str) -> dict:
-    proc = subprocess.run([PY, os.path.join(BENCH, "dataset.py"), cmd, "--url", url, *extra], cwd=APP_ROOT,
-                          env=app_env(), capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [PY, os.path.join(BENCH, "dataset.py"), cmd, "--url", url, *extra],
+        cwd=APP_ROOT,
+        env=app_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"dataset.py {cmd} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -532,15 +572,19 @@ def check_page(port: int, path: str, cookie: str, marker: str, status: int = 200
     """The page (checked: status and a text only the real page has) and the refreshed cookie."""
     got, headers, page = request(port, "GET", path, cookie=cookie)
     if got != status or marker not in page:
-        raise RuntimeError(f"GET {path}: HTTP {got}, marker {marker!r} {'found' if marker in page else 'missing'}"
-                           " (not the real page: check the login / session)")
+        raise RuntimeError(
+            f"GET {path}: HTTP {got}, marker {marker!r} {'found' if marker in page else 'missing'}"
+            " (not the real page: check the login / session)"
+        )
     return page, session_cookie(headers) or cookie
 
 
 def run_database(kind: str, args, bare: Server) -> dict:
     res: dict = {"db": kind}
-    log(f"== {kind}: fresh database, migrate, demo study, scale dataset "
-        f"({args.subjects} subjects, {args.real} through the services)")
+    log(
+        f"== {kind}: fresh database, migrate, demo study, scale dataset "
+        f"({args.subjects} subjects, {args.real} through the services)"
+    )
     url = fresh_database(kind)
     res["migrate_cli_s"], proc = flask_cli(url, "db", "upgrade")
     if proc.returncode != 0:
@@ -549,26 +593,40 @@ def run_database(kind: str, args, bare: Server) -> dict:
     load = dataset("load", url, "--subjects", str(args.subjects), "--real", str(args.real))
     res["load_s"] = time.perf_counter() - t
     targets = load.pop("targets")
-    schedule = {"proposed": load["proposed"], "subjects": load.pop("schedule_targets"),
-                "per_subject_fields": load.get("per_subject_fields", [])}
+    schedule = {
+        "proposed": load["proposed"],
+        "subjects": load.pop("schedule_targets"),
+        "per_subject_fields": load.get("per_subject_fields", []),
+    }
     load["schedule_subjects"] = len(schedule["subjects"])
     res["load"] = load
     if load.get("demo_error"):
-        log(f"   NOTE: cellstudy.demo.load_demo() failed ({load['demo_error']}); its sites and users are there, "
-            f"the rest of the demo study is not needed")
-    log(f"   loaded in {res['load_s']:.1f}s: {load['audit_records']} audit records, {load['subjects_total']} subjects; "
+        log(
+            f"   NOTE: cellstudy.demo.load_demo() failed ({load['demo_error']}); its sites and users are there, "
+            f"the rest of the demo study is not needed"
+        )
+    log(
+        f"   loaded in {res['load_s']:.1f}s: {load['audit_records']} audit records, {load['subjects_total']} subjects; "
         f"real services: screening form {load['real_ms_per_subject']:.0f} ms/subject "
         f"({load.get('audit_per_subject_screening', 0):.0f} audit records), enrolment and treatment "
         f"{load.get('treat_ms_per_subject', 0):.0f} ms/subject ({load.get('audit_per_subject_treatment', 0):.0f} audit "
-        f"records); copies {load.get('copy_s', 0):.1f}s")
+        f"records); copies {load.get('copy_s', 0):.1f}s"
+    )
 
     res["verify"] = audit_verify(url)
-    log(f"   flask audit verify: {res['verify']['seconds']:.2f}s wall ({res['verify']['startup_s']:.2f}s of it "
-        f"start-up), {res['verify']['output']}")
+    log(
+        f"   flask audit verify: {res['verify']['seconds']:.2f}s wall ({res['verify']['startup_s']:.2f}s of it "
+        f"start-up), {res['verify']['output']}"
+    )
 
     port = free_port()
-    env = {"CELLSTUDY_CONFIG": "production", "SECRET_KEY": secrets.token_hex(32), "DATABASE_URL": url,
-           "SESSION_COOKIE_SECURE": "0", "PYTHONPATH": APP_ROOT}
+    env = {
+        "CELLSTUDY_CONFIG": "production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "DATABASE_URL": url,
+        "SESSION_COOKIE_SECURE": "0",
+        "PYTHONPATH": APP_ROOT,
+    }
     app = gunicorn(f"gunicorn-{kind}", "wsgi:app", port, env=env)
     try:
         app.wait_ready("/login")
@@ -578,9 +636,21 @@ def run_database(kind: str, args, bare: Server) -> dict:
 
     if args.profile:
         log("   in-process profile (queries per request, ms per request, cProfile)")
-        proc = subprocess.run([PY, os.path.join(BENCH, "profile_pages.py"), "--url", url,
-                               "--out", os.path.join(OUT, f"profile-{kind}.txt")],
-                              cwd=APP_ROOT, env=app_env(), capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [
+                PY,
+                os.path.join(BENCH, "profile_pages.py"),
+                "--url",
+                url,
+                "--out",
+                os.path.join(OUT, f"profile-{kind}.txt"),
+            ],
+            cwd=APP_ROOT,
+            env=app_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if proc.returncode == 0:
             res["profile"] = json.loads(proc.stdout.strip().splitlines()[-1])
         else:
@@ -610,26 +680,38 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
     # lockout evaluation (?proposed=), for a subject with infusions.
     t = time.perf_counter()
     cal_page, cookie = check_page(port, "/calendar", cookie, 'id="calendar"')
-    calendar_info = {"rows": cal_page.count('<tr class="'), "warned": cal_page.count('<tr class="warn">'),
-                     "infusions": len(re.findall(r'>Infusion \d</a>', cal_page)),
-                     "visits": cal_page.count("<small>window "), "bytes": len(cal_page.encode()),
-                     "first_request_s": time.perf_counter() - t}
+    calendar_info = {
+        "rows": cal_page.count('<tr class="'),
+        "warned": cal_page.count('<tr class="warn">'),
+        "infusions": len(re.findall(r">Infusion \d</a>", cal_page)),
+        "visits": cal_page.count("<small>window "),
+        "bytes": len(cal_page.encode()),
+        "first_request_s": time.perf_counter() - t,
+    }
     if calendar_info["rows"] == 0:
         raise RuntimeError("the calendar lists nothing: the dataset has no infusion or visit in the next 4 weeks")
-    log(f"   calendar: {calendar_info['rows']} rows ({calendar_info['infusions']} infusions, "
+    log(
+        f"   calendar: {calendar_info['rows']} rows ({calendar_info['infusions']} infusions, "
         f"{calendar_info['visits']} visits, {calendar_info['warned']} with lockout warnings), "
-        f"{calendar_info['bytes'] / 1024:.0f} KiB, first request {calendar_info['first_request_s']:.2f} s")
+        f"{calendar_info['bytes'] / 1024:.0f} KiB, first request {calendar_info['first_request_s']:.2f} s"
+    )
     proposed, sched_ids = schedule["proposed"], schedule["subjects"]
-    sched_page, cookie = check_page(port, f"/subjects/{sched_ids[0]}/infusions?proposed={proposed}", cookie,
-                                    'id="proposal"')
-    scheduling_info = {"proposed": proposed, "lockouts": re.findall(r'class="lockout" data-code="([a-z_]+)"',
-                                                                    sched_page)}
+    sched_page, cookie = check_page(
+        port, f"/subjects/{sched_ids[0]}/infusions?proposed={proposed}", cookie, 'id="proposal"'
+    )
+    scheduling_info = {
+        "proposed": proposed,
+        "lockouts": re.findall(r'class="lockout" data-code="([a-z_]+)"', sched_page),
+    }
 
     # The save body: what the browser posts for this form ("Save and mark complete").
     # Without the answers that differ between subjects (each save posts its form's own: see save.lua).
     own = set(schedule["per_subject_fields"])
-    pairs = [(k, v) for k, v in form_pairs(form_page, "screening-form")
-             if k not in ("version", "weight_kg", "reason") and k not in own]
+    pairs = [
+        (k, v)
+        for k, v in form_pairs(form_page, "screening-form")
+        if k not in ("version", "weight_kg", "reason") and k not in own
+    ]
     if not any(k == "csrf_token" for k, _ in pairs) or len(pairs) < 40:
         raise RuntimeError(f"screening form parsed into {len(pairs)} fields: cannot build the save body")
     pairs += [("reason", SAVE_REASON), ("complete", "1")]
@@ -637,12 +719,22 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
 
     # One save by hand: must redirect (302) and bump the version; the conflict path answers 200.
     sid, version, own_values = targets[0][0], targets[0][1], targets[0][3]
-    got, _, _ = request(port, "POST", f"/subjects/{sid}/screening", cookie=cookie,
-                        body=body + own_values + f"&version={version}&weight_kg={WEIGHTS[0]}")
+    got, _, _ = request(
+        port,
+        "POST",
+        f"/subjects/{sid}/screening",
+        cookie=cookie,
+        body=body + own_values + f"&version={version}&weight_kg={WEIGHTS[0]}",
+    )
     if got != 302:
         raise RuntimeError(f"a screening save answered HTTP {got}, expected 302")
-    got, _, stale = request(port, "POST", f"/subjects/{sid}/screening", cookie=cookie,
-                            body=body + own_values + f"&version={version}&weight_kg={WEIGHTS[1]}")
+    got, _, stale = request(
+        port,
+        "POST",
+        f"/subjects/{sid}/screening",
+        cookie=cookie,
+        body=body + own_values + f"&version={version}&weight_kg={WEIGHTS[1]}",
+    )
     if got != 200 or "since you opened it" not in stale:
         raise RuntimeError(f"a stale save answered HTTP {got} without the conflict message")
     first_scale_id = targets[0][0]
@@ -655,17 +747,31 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
 
     endpoints = {
         "bare": dict(url=bare_url, script=get_lua, script_args=["200", "50 rows"], headers=[]),
-        "subject list": dict(url=app_url + "/subjects/", script=get_lua,
-                             script_args=["200", 'id="subjects"'], headers=headers),
-        "subject page": dict(url=app_url + f"/subjects/{first}", script=get_lua,
-                             script_args=["200", "Eligibility decisions", paths_file + ".subject"], headers=headers),
-        "screening GET": dict(url=app_url + f"/subjects/{first}/screening", script=get_lua,
-                              script_args=["200", 'id="screening-form"', paths_file + ".screening"], headers=headers),
+        "subject list": dict(
+            url=app_url + "/subjects/", script=get_lua, script_args=["200", 'id="subjects"'], headers=headers
+        ),
+        "subject page": dict(
+            url=app_url + f"/subjects/{first}",
+            script=get_lua,
+            script_args=["200", "Eligibility decisions", paths_file + ".subject"],
+            headers=headers,
+        ),
+        "screening GET": dict(
+            url=app_url + f"/subjects/{first}/screening",
+            script=get_lua,
+            script_args=["200", 'id="screening-form"', paths_file + ".screening"],
+            headers=headers,
+        ),
         SAVE: None,  # built before each run: see save_endpoint()
-        CALENDAR: dict(url=app_url + "/calendar", script=get_lua, script_args=["200", 'id="calendar"'],
-                       headers=headers),
-        SCHEDULING: dict(url=app_url + f"/subjects/{sched_ids[0]}/infusions?proposed={proposed}", script=get_lua,
-                         script_args=["200", 'id="proposal"', paths_file + ".infusions"], headers=headers),
+        CALENDAR: dict(
+            url=app_url + "/calendar", script=get_lua, script_args=["200", 'id="calendar"'], headers=headers
+        ),
+        SCHEDULING: dict(
+            url=app_url + f"/subjects/{sched_ids[0]}/infusions?proposed={proposed}",
+            script=get_lua,
+            script_args=["200", 'id="proposal"', paths_file + ".infusions"],
+            headers=headers,
+        ),
     }
     cycle = subject_ids[: args.path_cycle]
     with open(paths_file + ".subject", "w") as f:
@@ -673,8 +779,7 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
     with open(paths_file + ".screening", "w") as f:
         f.write("\n".join(f"/subjects/{s}/screening" for s in cycle) + "\n")
     with open(paths_file + ".infusions", "w") as f:
-        f.write("\n".join(f"/subjects/{s}/infusions?proposed={proposed}" for s in sched_ids[: args.path_cycle])
-                + "\n")
+        f.write("\n".join(f"/subjects/{s}/infusions?proposed={proposed}" for s in sched_ids[: args.path_cycle]) + "\n")
 
     def save_endpoint() -> dict:
         """Every scale subject's screening form with its current version and weight, read from
@@ -683,12 +788,19 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
         current = dataset("targets", url, "--min-id", str(first_scale_id))["targets"]
         tfile = os.path.join(OUT, f"save-targets-{kind}.lua")
         with open(tfile, "w") as f:
-            f.write("targets = {" + ",".join(f"{{{sid},{version},{1 if weight == WEIGHTS[0] else 0},{json.dumps(own)}}}"
-                                             for sid, version, weight, own in current) + "}\n")
+            f.write(
+                "targets = {"
+                + ",".join(
+                    f"{{{sid},{version},{1 if weight == WEIGHTS[0] else 0},{json.dumps(own)}}}"
+                    for sid, version, weight, own in current
+                )
+                + "}\n"
+            )
             f.write("body = " + json.dumps(body) + "\n")  # a JSON string is a valid Lua string here (ASCII)
             f.write("weights = {" + ",".join(json.dumps(w) for w in WEIGHTS) + "}\n")
-        return dict(url=app_url + "/subjects/", script=save_lua, script_args=[tfile, str(args.threads)],
-                    headers=headers)
+        return dict(
+            url=app_url + "/subjects/", script=save_lua, script_args=[tfile, str(args.threads)], headers=headers
+        )
 
     runs: dict[str, list] = {name: [] for name in endpoints}
     discarded: list[dict] = []
@@ -702,8 +814,9 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
             saves_answered += warm["ok"]
             save_unexpected += warm.get("bad", 0)
         elif warm.get("bad"):  # a GET answered wrong: a session problem, the figures would be meaningless
-            raise RuntimeError(f"warm-up of {name}: {warm['bad']} unexpected responses "
-                               f"(last status {warm['bad_status']})")
+            raise RuntimeError(
+                f"warm-up of {name}: {warm['bad']} unexpected responses (last status {warm['bad_status']})"
+            )
 
     retry_deadline = time.time() + args.retry_budget
     for r in range(args.rounds):
@@ -711,23 +824,32 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
             attempt, attempts = 0, []
             while True:
                 busy = wait_quiet(args.wait_quiet) if args.wait_quiet else cpu_busy(0.5)
-                res = wrk(**(ep or save_endpoint()), duration=args.duration, threads=args.threads,
-                          conns=args.connections, account=account)
+                res = wrk(
+                    **(ep or save_endpoint()),
+                    duration=args.duration,
+                    threads=args.threads,
+                    conns=args.connections,
+                    account=account,
+                )
                 res["background_busy_pct"], res["attempt"] = busy, attempt
                 if name == SAVE:
                     save_runs += 1
                     saves_answered += res["ok"]
                     save_unexpected += res.get("bad", 0)
                 note = f"  last: {res.get('bad_note')!r}" if res.get("bad") else ""
-                log(f"   round {r + 1} {name:<22} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
+                log(
+                    f"   round {r + 1} {name:<22} {res['rps']:8.1f} req/s  p50 {res['p50_ms']:6.1f} ms  "
                     f"p99 {res['p99_ms']:6.1f} ms  unexpected {res.get('bad', 0)}{note}  (CPU: ours "
                     f"{res['cpu_servers_pct'] + res['cpu_wrk_pct']:.0f}%, others {res['cpu_others_pct']:.0f}%, "
-                    f"steal {res['cpu_steal_pct']:.0f}%)")
+                    f"steal {res['cpu_steal_pct']:.0f}%)"
+                )
                 attempts.append(_slim(res))
                 contaminated = res["cpu_others_pct"] > args.max_others
                 if contaminated and attempt < args.retries and time.time() < retry_deadline:
-                    log(f"      others used {res['cpu_others_pct']:.0f}% of the CPUs (> {args.max_others:.0f}%): "
-                        f"run again")
+                    log(
+                        f"      others used {res['cpu_others_pct']:.0f}% of the CPUs (> {args.max_others:.0f}%): "
+                        f"run again"
+                    )
                     attempt += 1
                     continue
                 break
@@ -742,52 +864,90 @@ def measure(kind: str, args, app: Server, bare: Server, url: str, targets: list,
     written = after["update_records"]
     in_flight = written - saves_answered
     versions = after["version_sum"] - before["version_sum"] + 1  # +1: the hand-made save
-    check = {"saves_answered_302": saves_answered, "save_runs": save_runs, "unexpected": save_unexpected,
-             "update_audit_records": written, "in_flight_at_stop": in_flight, "version_increase": versions,
-             "forms_changed": after["forms_changed"],
-             "ok": 0 <= in_flight <= args.connections * save_runs and versions == written}
-    log(f"   saves answered 302: {saves_answered}; audit 'update' records with the bench reason: {written} "
+    check = {
+        "saves_answered_302": saves_answered,
+        "save_runs": save_runs,
+        "unexpected": save_unexpected,
+        "update_audit_records": written,
+        "in_flight_at_stop": in_flight,
+        "version_increase": versions,
+        "forms_changed": after["forms_changed"],
+        "ok": 0 <= in_flight <= args.connections * save_runs and versions == written,
+    }
+    log(
+        f"   saves answered 302: {saves_answered}; audit 'update' records with the bench reason: {written} "
         f"({in_flight} in flight when wrk stopped, at most {args.connections * save_runs}); "
         f"versions +{versions}; not saved (conflict or error): {save_unexpected} -> "
-        f"{'OK' if check['ok'] else 'MISMATCH'}")
-    return {"runs": runs, "discarded": discarded, "save_check": check, "listed_subjects": listed,
-            "calendar_page": calendar_info, "scheduling_page": scheduling_info}
+        f"{'OK' if check['ok'] else 'MISMATCH'}"
+    )
+    return {
+        "runs": runs,
+        "discarded": discarded,
+        "save_check": check,
+        "listed_subjects": listed,
+        "calendar_page": calendar_info,
+        "scheduling_page": scheduling_info,
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
     """Rounds combined: mean req/s, mean p50, worst p99; unexpected responses summed."""
-    return {"rps": statistics.mean(r["rps"] for r in runs), "p50_ms": statistics.mean(r["p50_ms"] for r in runs),
-            "p99_ms": max(r["p99_ms"] for r in runs), "requests": sum(r["requests"] for r in runs),
-            "bad": sum(r.get("bad", 0) for r in runs), "rounds_rps": [round(r["rps"], 1) for r in runs],
-            "errors": sum(r.get(k, 0) for r in runs for k in ("err_connect", "err_read", "err_write", "err_timeout")),
-            "others_pct": statistics.mean(r.get("cpu_others_pct", 0) for r in runs),
-            "ours_pct": statistics.mean(r.get("cpu_servers_pct", 0) + r.get("cpu_wrk_pct", 0) for r in runs),
-            "server_cpu_ms": statistics.mean(r.get("server_cpu_ms_per_req", 0) for r in runs),
-            "ours_cpu_ms": statistics.mean(r.get("ours_cpu_ms_per_req", 0) for r in runs)}
+    return {
+        "rps": statistics.mean(r["rps"] for r in runs),
+        "p50_ms": statistics.mean(r["p50_ms"] for r in runs),
+        "p99_ms": max(r["p99_ms"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "bad": sum(r.get("bad", 0) for r in runs),
+        "rounds_rps": [round(r["rps"], 1) for r in runs],
+        "errors": sum(r.get(k, 0) for r in runs for k in ("err_connect", "err_read", "err_write", "err_timeout")),
+        "others_pct": statistics.mean(r.get("cpu_others_pct", 0) for r in runs),
+        "ours_pct": statistics.mean(r.get("cpu_servers_pct", 0) + r.get("cpu_wrk_pct", 0) for r in runs),
+        "server_cpu_ms": statistics.mean(r.get("server_cpu_ms_per_req", 0) for r in runs),
+        "ours_cpu_ms": statistics.mean(r.get("ours_cpu_ms_per_req", 0) for r in runs),
+    }
 
 
 # --- report -------------------------------------------------------------------------------------
 
+
 def report(results: dict, args) -> str:
     m = results["machine"]
-    lines = [BEGIN, "", f"Run: {m['date']} · commit {m['commit']} + working tree, snapshot {m.get('snapshot', '?')} · `{' '.join(results['argv'])}` · wrk -t{args.threads} -c{args.connections}, "
-             f"{args.rounds} round(s) of {args.duration:.0f} s per endpoint, interleaved (warm-up {args.warmup:.0f} s).", ""]
-    lines += ["### Machine", "", "| | |", "|---|---|",
-              f"| CPU | {m['cpu']} (`nproc` = {m['nproc']}) |",
-              f"| Memory (`free -h`) | {' '.join(m['free_h'].splitlines()[1].split()[1:2]) if m['free_h'] != '?' else '?'} total |",
-              f"| Kernel | {m['kernel']} |",
-              f"| Python / SQLite / PostgreSQL | {m['python']} / {m['sqlite']} / {m['postgresql']} |",
-              f"| Load generator | {m['wrk']} |",
-              f"| Server | {m['gunicorn']}, 2 sync workers (app and bare page alike) |",
-              f"| Load average at start | {' '.join(m['loadavg_start'])} |", "",
-              "```", m["free_h"], "```", ""]
+    lines = [
+        BEGIN,
+        "",
+        f"Run: {m['date']} · commit {m['commit']} + working tree, snapshot {m.get('snapshot', '?')} · `{' '.join(results['argv'])}` · wrk -t{args.threads} -c{args.connections}, "
+        f"{args.rounds} round(s) of {args.duration:.0f} s per endpoint, interleaved (warm-up {args.warmup:.0f} s).",
+        "",
+    ]
+    lines += [
+        "### Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPU | {m['cpu']} (`nproc` = {m['nproc']}) |",
+        f"| Memory (`free -h`) | {' '.join(m['free_h'].splitlines()[1].split()[1:2]) if m['free_h'] != '?' else '?'} total |",
+        f"| Kernel | {m['kernel']} |",
+        f"| Python / SQLite / PostgreSQL | {m['python']} / {m['sqlite']} / {m['postgresql']} |",
+        f"| Load generator | {m['wrk']} |",
+        f"| Server | {m['gunicorn']}, 2 sync workers (app and bare page alike) |",
+        f"| Load average at start | {' '.join(m['loadavg_start'])} |",
+        "",
+        "```",
+        m["free_h"],
+        "```",
+        "",
+    ]
     ceil = results.get("ceiling", {})
     if "plain" in ceil:
-        lines += ["### wrk's own ceiling", "",
-                  f"wrk against a trivial C server (bench/trivial_server.c, keep-alive, 2-byte body) on the same "
-                  f"2 cores: **{ceil['plain']['rps']:,.0f} req/s** without a script, "
-                  f"{ceil['lua']['rps']:,.0f} req/s with the checking script bench/get.lua. The pages below run at "
-                  f"a few hundred req/s, far under it: wrk is not the limit.", ""]
+        lines += [
+            "### wrk's own ceiling",
+            "",
+            f"wrk against a trivial C server (bench/trivial_server.c, keep-alive, 2-byte body) on the same "
+            f"2 cores: **{ceil['plain']['rps']:,.0f} req/s** without a script, "
+            f"{ceil['lua']['rps']:,.0f} req/s with the checking script bench/get.lua. The pages below run at "
+            f"a few hundred req/s, far under it: wrk is not the limit.",
+            "",
+        ]
     lines += targets_table(results)
     for db in results["databases"]:
         kind = db["db"]
@@ -795,9 +955,12 @@ def report(results: dict, args) -> str:
         bare = runs["bare"]["rps"]
         title = "SQLite (file, WAL)" if kind == "sqlite" else f"PostgreSQL {m['postgresql']}"
         prof = db.get("profile", {}).get("endpoints", {})
-        lines += [f"### {title}", "",
-                  "| endpoint | req/s | p50 ms | p99 ms | % of bare | server CPU ms / req | CPU-normalised % of bare | SQL / request | in-process ms (SQL / template / eligibility / lockouts) | CPU others % | targets |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            f"### {title}",
+            "",
+            "| endpoint | req/s | p50 ms | p99 ms | % of bare | server CPU ms / req | CPU-normalised % of bare | SQL / request | in-process ms (SQL / template / eligibility / lockouts) | CPU others % | targets |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for name, s in runs.items():
             share = 100 * s["rps"] / bare if bare else 0
             verdicts = []
@@ -812,65 +975,87 @@ def report(results: dict, args) -> str:
                 text += f"; {s['bad']} unexpected responses, {s['errors']} socket errors"
             p = prof.get(name, {})
             q = f"{p['queries']:.0f}" if p else "–"
-            ms = (f"{p['ms']:.1f} ({p['sql_ms']:.1f} / {p['template_ms']:.1f} / {p['evaluate_ms']:.1f} / "
-                  f"{p.get('lockouts_ms', 0):.1f})" if p else "–")
+            ms = (
+                f"{p['ms']:.1f} ({p['sql_ms']:.1f} / {p['template_ms']:.1f} / {p['evaluate_ms']:.1f} / "
+                f"{p.get('lockouts_ms', 0):.1f})"
+                if p
+                else "–"
+            )
             norm = 100 * runs["bare"]["ours_cpu_ms"] / s["ours_cpu_ms"] if s["ours_cpu_ms"] else 0
             label = f"{name} (issue 3)" if name in ISSUE3 else name
-            lines.append(f"| {label} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
-                         f"{'100' if name == 'bare' else f'{share:.0f}'} | {s['server_cpu_ms']:.2f} | "
-                         f"{'100' if name == 'bare' else f'{norm:.0f}'} | {q} | {ms} | {s['others_pct']:.0f} | {text} |")
+            lines.append(
+                f"| {label} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
+                f"{'100' if name == 'bare' else f'{share:.0f}'} | {s['server_cpu_ms']:.2f} | "
+                f"{'100' if name == 'bare' else f'{norm:.0f}'} | {q} | {ms} | {s['others_pct']:.0f} | {text} |"
+            )
         floor = prof.get("floor (auth + hooks, 302)")
         if floor:
-            lines.append(f"| *(in-process only)* floor: authenticated request, no page (GET /login → 302) | | | | | "
-                         f"| | {floor['queries']:.0f} | {floor['ms']:.1f} | | |")
+            lines.append(
+                f"| *(in-process only)* floor: authenticated request, no page (GET /login → 302) | | | | | "
+                f"| | {floor['queries']:.0f} | {floor['ms']:.1f} | | |"
+            )
         lines.append("")
         rounds = "; ".join(f"{name} {', '.join(str(x) for x in s['rounds_rps'])}" for name, s in runs.items())
         counted = "; ".join(f"{name} {s['requests']:,}" for name, s in runs.items())
         others = [r.get("cpu_others_pct", 0) for rs in db["runs"].values() for r in rs]
-        lines += [f"Req/s per round: {rounds}. Responses counted (all rounds): {counted}. *CPU others %*: share of the 2 CPUs used during the run by "
-                  f"processes that are not this benchmark's (other people's tests: the machine is shared), "
-                  f"{min(others):.0f}–{max(others):.0f} % across the kept runs; "
-                  f"{len(db.get('discarded', []))} extra run(s) were made because others used more than "
-                  f"{args.max_others:.0f} %, keeping the least disturbed attempt (all in the JSON). Rounds combined: mean req/s, mean p50, worst p99. "
-                  f"*Server CPU ms / req*: CPU time of the gunicorn workers (and of the bench database's "
-                  f"PostgreSQL backends) per request; *CPU-normalised % of bare*: (server + wrk) CPU per bare "
-                  f"request ÷ the same for the page, i.e. the req/s ratio on an otherwise idle machine, robust "
-                  f"to other people's load. "
-                  f"In-process: Flask test client, one request at a time, no HTTP (bench/profile_pages.py).", ""]
+        lines += [
+            f"Req/s per round: {rounds}. Responses counted (all rounds): {counted}. *CPU others %*: share of the 2 CPUs used during the run by "
+            f"processes that are not this benchmark's (other people's tests: the machine is shared), "
+            f"{min(others):.0f}–{max(others):.0f} % across the kept runs; "
+            f"{len(db.get('discarded', []))} extra run(s) were made because others used more than "
+            f"{args.max_others:.0f} %, keeping the least disturbed attempt (all in the JSON). Rounds combined: mean req/s, mean p50, worst p99. "
+            f"*Server CPU ms / req*: CPU time of the gunicorn workers (and of the bench database's "
+            f"PostgreSQL backends) per request; *CPU-normalised % of bare*: (server + wrk) CPU per bare "
+            f"request ÷ the same for the page, i.e. the req/s ratio on an otherwise idle machine, robust "
+            f"to other people's load. "
+            f"In-process: Flask test client, one request at a time, no HTTP (bench/profile_pages.py).",
+            "",
+        ]
         v, va, ld, sc = db["verify"], db["verify_after"], db["load"], db["save_check"]
         if v["ok"] and v["records"]:
             walk = v["seconds"] - v["startup_s"]
             per100k = v["startup_s"] + walk * 100_000 / v["records"]
-            verify_text = (f"- `flask audit verify` over **{v['records']:,}** records: **{v['seconds']:.2f} s** wall "
-                           f"({v['startup_s']:.2f} s of it is interpreter + app start-up, {walk:.2f} s the walk; "
-                           f"in-process `verify()` {ld['verify_inprocess_s']:.2f} s) → target < {VERIFY_S:.0f} s "
-                           f"{'met' if v['seconds'] < VERIFY_S else '**MISSED**'} (scaled to exactly 100,000 "
-                           f"records: {per100k:.2f} s, {'met' if per100k < VERIFY_S else '**missed**'}).")
+            verify_text = (
+                f"- `flask audit verify` over **{v['records']:,}** records: **{v['seconds']:.2f} s** wall "
+                f"({v['startup_s']:.2f} s of it is interpreter + app start-up, {walk:.2f} s the walk; "
+                f"in-process `verify()` {ld['verify_inprocess_s']:.2f} s) → target < {VERIFY_S:.0f} s "
+                f"{'met' if v['seconds'] < VERIFY_S else '**MISSED**'} (scaled to exactly 100,000 "
+                f"records: {per100k:.2f} s, {'met' if per100k < VERIFY_S else '**missed**'})."
+            )
         else:
             verify_text = f"- `flask audit verify` after loading: **FAILED**: {v['output']}"
-        after_text = (f"After the saves: {va['records']:,} records, intact ({va['seconds']:.2f} s)." if va["ok"]
-                      else f"After the saves: **{va['output']}**")
-        lines += [verify_text + " " + after_text,
-                  f"- Saves: {sc['saves_answered_302']} answered 302 (a save that is refused answers 200: "
-                  f"{sc['unexpected']} did); {sc['update_audit_records']} audit `update` records carry the bench "
-                  f"reason and form versions rose by {sc['version_increase']} ({sc['in_flight_at_stop']} saves were "
-                  f"in flight when wrk stopped its {sc['save_runs']} save runs: written, answer not counted) → "
-                  f"{'every save wrote exactly one change' if sc['ok'] else '**mismatch**'}.",
-                  f"- Dataset: {ld['subjects_total']:,} subjects ({ld['subjects_hz']:,} at HZ, seen by coord-hz), "
-                  f"{ld['screenings_complete']:,} complete screening forms, {ld['audit_records']:,} audit records. "
-                  f"{ld['real']} subjects went through the real services at "
-                  f"**{ld['real_ms_per_subject']:.0f} ms per subject** "
-                  f"({ld.get('audit_per_subject_screening', ld['audit_per_subject']):.0f} audit records each: the "
-                  f"screening form) and were then enrolled and treated through the services at "
-                  f"**{ld.get('treat_ms_per_subject', 0):.0f} ms per subject** "
-                  f"({ld.get('audit_per_subject_treatment', 0):.0f} audit records each on average); the others are "
-                  f"copies of them in rotation, re-chained (load {db['load_s']:.0f} s). Scale subjects: "
-                  f"{_counts(ld.get('scale_status', {}))}; dose levels {_counts(ld.get('scale_dose_levels', {}))}; "
-                  f"infusions {_counts(ld.get('infusions', {}))}; follow-up visits {_counts(ld.get('visits', {}))}; "
-                  f"lymphodepletion days {_counts(ld.get('lymphodepletion_days', {}))}. First infusions from "
-                  f"{ld.get('first_from')} to +{ld.get('first_to')} days around the site's today ({ld.get('today')})."
-                  + (f" Note: `load_demo()` failed during this run ({ld['demo_error']}); its sites and users "
-                     f"were kept, the rest of the demo study was not loaded." if ld.get("demo_error") else "")]
+        after_text = (
+            f"After the saves: {va['records']:,} records, intact ({va['seconds']:.2f} s)."
+            if va["ok"]
+            else f"After the saves: **{va['output']}**"
+        )
+        lines += [
+            verify_text + " " + after_text,
+            f"- Saves: {sc['saves_answered_302']} answered 302 (a save that is refused answers 200: "
+            f"{sc['unexpected']} did); {sc['update_audit_records']} audit `update` records carry the bench "
+            f"reason and form versions rose by {sc['version_increase']} ({sc['in_flight_at_stop']} saves were "
+            f"in flight when wrk stopped its {sc['save_runs']} save runs: written, answer not counted) → "
+            f"{'every save wrote exactly one change' if sc['ok'] else '**mismatch**'}.",
+            f"- Dataset: {ld['subjects_total']:,} subjects ({ld['subjects_hz']:,} at HZ, seen by coord-hz), "
+            f"{ld['screenings_complete']:,} complete screening forms, {ld['audit_records']:,} audit records. "
+            f"{ld['real']} subjects went through the real services at "
+            f"**{ld['real_ms_per_subject']:.0f} ms per subject** "
+            f"({ld.get('audit_per_subject_screening', ld['audit_per_subject']):.0f} audit records each: the "
+            f"screening form) and were then enrolled and treated through the services at "
+            f"**{ld.get('treat_ms_per_subject', 0):.0f} ms per subject** "
+            f"({ld.get('audit_per_subject_treatment', 0):.0f} audit records each on average); the others are "
+            f"copies of them in rotation, re-chained (load {db['load_s']:.0f} s). Scale subjects: "
+            f"{_counts(ld.get('scale_status', {}))}; dose levels {_counts(ld.get('scale_dose_levels', {}))}; "
+            f"infusions {_counts(ld.get('infusions', {}))}; follow-up visits {_counts(ld.get('visits', {}))}; "
+            f"lymphodepletion days {_counts(ld.get('lymphodepletion_days', {}))}. First infusions from "
+            f"{ld.get('first_from')} to +{ld.get('first_to')} days around the site's today ({ld.get('today')})."
+            + (
+                f" Note: `load_demo()` failed during this run ({ld['demo_error']}); its sites and users "
+                f"were kept, the rest of the demo study was not loaded."
+                if ld.get("demo_error")
+                else ""
+            ),
+        ]
         cal, sch = db.get("calendar_page"), db.get("scheduling_page")
         if cal:
             lines.append(
@@ -881,18 +1066,24 @@ def report(results: dict, args) -> str:
                 f"in the window). Scheduling screen: `/subjects/<id>/infusions?proposed={sch['proposed']}` cycled "
                 f"over {min(args.path_cycle, ld.get('schedule_subjects', 0))} subjects still "
                 f"being scheduled (enrolled or on treatment); the first one's evaluation shows the lockouts "
-                f"{', '.join(sch['lockouts']) or 'none'}.")
+                f"{', '.join(sch['lockouts']) or 'none'}."
+            )
         lines.append("")
-    lines += ["### How to reproduce", "",
-              f"`make bench` (= `.venv/bin/python bench/run.py`; this run took {results.get('elapsed_s', 0) / 60:.1f} "
-              "minutes after the snapshot and wrk's ceiling, about 10 on a quiet machine, at most about 15 with the "
-              "re-runs of disturbed runs; options: "
-              "`--db sqlite|postgres|both`, `--duration`, `--rounds`, `--quick` (a 2-minute smoke run that "
-              "writes nothing), `--no-write`, `--no-profile`, `--no-snapshot`, `--report-from JSON`). "
-              f"PostgreSQL at 127.0.0.1:5432, user postgres (database `{PG_DB}` is dropped and re-created; "
-              "`BENCH_PG_ADMIN` / `BENCH_PG_DB` override). Everything the run writes goes to bench/out/ "
-              "(git-ignored): the SQLite file, the app snapshot, server logs, raw figures "
-              "(results-*.json), in-process profiles (profile-*.txt).", "", END]
+    lines += [
+        "### How to reproduce",
+        "",
+        f"`make bench` (= `.venv/bin/python bench/run.py`; this run took {results.get('elapsed_s', 0) / 60:.1f} "
+        "minutes after the snapshot and wrk's ceiling, about 10 on a quiet machine, at most about 15 with the "
+        "re-runs of disturbed runs; options: "
+        "`--db sqlite|postgres|both`, `--duration`, `--rounds`, `--quick` (a 2-minute smoke run that "
+        "writes nothing), `--no-write`, `--no-profile`, `--no-snapshot`, `--report-from JSON`). "
+        f"PostgreSQL at 127.0.0.1:5432, user postgres (database `{PG_DB}` is dropped and re-created; "
+        "`BENCH_PG_ADMIN` / `BENCH_PG_DB` override). Everything the run writes goes to bench/out/ "
+        "(git-ignored): the SQLite file, the app snapshot, server logs, raw figures "
+        "(results-*.json), in-process profiles (profile-*.txt).",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -917,25 +1108,32 @@ def targets_table(results: dict) -> list[str]:
         cells = []
         for sm in summ:
             share = 100 * sm[page]["rps"] / sm["bare"]["rps"]
-            cells.append(f"{share:.0f} % ({sm[page]['rps']:.0f} of {sm['bare']['rps']:.0f} req/s): "
-                         f"{mark(share >= 100 * GET_SHARE)}")
+            cells.append(
+                f"{share:.0f} % ({sm[page]['rps']:.0f} of {sm['bare']['rps']:.0f} req/s): "
+                f"{mark(share >= 100 * GET_SHARE)}"
+            )
         rows.append(f"| {title(page)}: ≥ 40 % of the bare page's req/s | " + " | ".join(cells) + " |")
     for page in [*gets, SAVE]:
         cells = [f"{sm[page]['p99_ms']:,.0f} ms: {mark(sm[page]['p99_ms'] < P99_MS)}" for sm in summ]
         rows.append(f"| {title(page)}: p99 < 50 ms | " + " | ".join(cells) + " |")
     cells = []
-    for d, sm in zip(dbs, summ):
+    for d, sm in zip(dbs, summ, strict=False):
         p50 = sm[SAVE]["p50_ms"]
-        cells.append(f"{p50:.0f} ms: {mark(p50 < SAVE_P50_MS)}" if d["db"] == "postgresql"
-                     else f"({p50:.0f} ms; the target is for PostgreSQL)")
+        cells.append(
+            f"{p50:.0f} ms: {mark(p50 < SAVE_P50_MS)}"
+            if d["db"] == "postgresql"
+            else f"({p50:.0f} ms; the target is for PostgreSQL)"
+        )
     rows.append("| save: p50 < 50 ms on PostgreSQL | " + " | ".join(cells) + " |")
     cells = []
     for d in dbs:
         v = d["verify"]
         if v["ok"] and v["records"]:
             per100k = v["startup_s"] + (v["seconds"] - v["startup_s"]) * 100_000 / v["records"]
-            cells.append(f"{v['seconds']:.2f} s for {v['records']:,} records: {mark(v['seconds'] < VERIFY_S)} "
-                         f"(scaled to 100,000: {per100k:.2f} s, {mark(per100k < VERIFY_S)})")
+            cells.append(
+                f"{v['seconds']:.2f} s for {v['records']:,} records: {mark(v['seconds'] < VERIFY_S)} "
+                f"(scaled to 100,000: {per100k:.2f} s, {mark(per100k < VERIFY_S)})"
+            )
         else:
             cells.append("verify failed")
     rows.append("| `flask audit verify` over ≥ 100,000 records < 2 s (wall, CLI) | " + " | ".join(cells) + " |")
@@ -943,12 +1141,14 @@ def targets_table(results: dict) -> list[str]:
 
 
 def write_results(block: str) -> None:
-    head = ("# Benchmark results (issues 2 and 3)\n\n"
-            "Targets: each GET at least 40 % of the bare Flask + Jinja page's throughput; p99 under 50 ms; a save "
-            "under 50 ms p50 on PostgreSQL; `flask audit verify` over 100,000 records under 2 s.\n\n")
+    head = (
+        "# Benchmark results (issues 2 and 3)\n\n"
+        "Targets: each GET at least 40 % of the bare Flask + Jinja page's throughput; p99 under 50 ms; a save "
+        "under 50 ms p50 on PostgreSQL; `flask audit verify` over 100,000 records under 2 s.\n\n"
+    )
     text = open(RESULTS).read() if os.path.exists(RESULTS) else head
     if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     with open(RESULTS, "w") as f:
@@ -959,12 +1159,16 @@ def print_table(results: dict) -> None:
     for db in results["databases"]:
         runs = {name: summarise(rs) for name, rs in db["runs"].items()}
         bare = runs["bare"]["rps"]
-        print(f"\n{db['db']}: {'endpoint':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'% bare':>8}"
-              f"{'srv CPU ms':>11}{'CPU-norm %':>11}")
+        print(
+            f"\n{db['db']}: {'endpoint':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'% bare':>8}"
+            f"{'srv CPU ms':>11}{'CPU-norm %':>11}"
+        )
         for name, s in runs.items():
             norm = 100 * runs["bare"]["ours_cpu_ms"] / s["ours_cpu_ms"] if s["ours_cpu_ms"] else 0
-            print(f"{'':<{len(db['db']) + 2}}{name:<24}{s['rps']:9.1f}{s['p50_ms']:9.1f}{s['p99_ms']:9.1f}"
-                  f"{100 * s['rps'] / bare:8.0f}{s['server_cpu_ms']:11.2f}{norm:11.0f}")
+            print(
+                f"{'':<{len(db['db']) + 2}}{name:<24}{s['rps']:9.1f}{s['p50_ms']:9.1f}{s['p99_ms']:9.1f}"
+                f"{100 * s['rps'] / bare:8.0f}{s['server_cpu_ms']:11.2f}{norm:11.0f}"
+            )
         print(f"  flask audit verify: {db['verify']['seconds']:.2f} s: {db['verify']['output']}")
 
 
@@ -980,20 +1184,36 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=100, help="subjects loaded through the real services")
     parser.add_argument("--path-cycle", type=int, default=500, help="subjects cycled by the subject/screening GETs")
     parser.add_argument("--ceiling-duration", type=float, default=5.0)
-    parser.add_argument("--max-others", type=float, default=10.0,
-                        help="run again when other processes used more than this %% of the CPUs (default 10)")
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=10.0,
+        help="run again when other processes used more than this %% of the CPUs (default 10)",
+    )
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a contaminated run (default 2)")
-    parser.add_argument("--retry-budget", type=float, default=120.0,
-                        help="seconds per database that re-runs may add (default 120: `make bench` stays "
-                             "under ~15 minutes)")
-    parser.add_argument("--wait-quiet", type=float, default=10.0,
-                        help="wait up to N s before each run until other processes use < 25%% CPU")
+    parser.add_argument(
+        "--retry-budget",
+        type=float,
+        default=120.0,
+        help="seconds per database that re-runs may add (default 120: `make bench` stays under ~15 minutes)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=10.0,
+        help="wait up to N s before each run until other processes use < 25%% CPU",
+    )
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 300 subjects; writes nothing")
-    parser.add_argument("--report-from", metavar="JSON",
-                        help="only re-render bench/RESULTS.md from a bench/out/results-*.json")
+    parser.add_argument(
+        "--report-from", metavar="JSON", help="only re-render bench/RESULTS.md from a bench/out/results-*.json"
+    )
     parser.add_argument("--no-profile", dest="profile", action="store_false")
-    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false",
-                        help="serve the live working tree instead of a copy taken at the start")
+    parser.add_argument(
+        "--no-snapshot",
+        dest="snapshot",
+        action="store_false",
+        help="serve the live working tree instead of a copy taken at the start",
+    )
     parser.add_argument("--no-write", dest="write", action="store_false", help="do not update bench/RESULTS.md")
     args = parser.parse_args()
     if args.quick:
@@ -1013,27 +1233,36 @@ def main() -> None:
     os.makedirs(OUT, exist_ok=True)
 
     global APP_ROOT
-    results: dict = {"argv": ["bench/run.py", *sys.argv[1:]], "machine": machine(), "databases": [],
-                     "args": {k: v for k, v in vars(args).items() if k != "report_from"}}
+    results: dict = {
+        "argv": ["bench/run.py", *sys.argv[1:]],
+        "machine": machine(),
+        "databases": [],
+        "args": {k: v for k, v in vars(args).items() if k != "report_from"},
+    }
     if args.snapshot:
         APP_ROOT, results["machine"]["snapshot"] = take_snapshot()
         log(f"app snapshot {results['machine']['snapshot']} in {os.path.relpath(APP_ROOT, ROOT)}")
     else:
         results["machine"]["snapshot"] = "none (served from the live working tree)"
-    log(f"machine: {results['machine']['cpu']}, nproc {results['machine']['nproc']}, "
-        f"load {' '.join(results['machine']['loadavg_start'])}")
+    log(
+        f"machine: {results['machine']['cpu']}, nproc {results['machine']['nproc']}, "
+        f"load {' '.join(results['machine']['loadavg_start'])}"
+    )
     log("wrk's ceiling (trivial C server)")
     results["ceiling"] = wrk_ceiling(args)
     if "plain" in results["ceiling"]:
-        log(f"   {results['ceiling']['plain']['rps']:,.0f} req/s plain, {results['ceiling']['lua']['rps']:,.0f} with get.lua")
+        log(
+            f"   {results['ceiling']['plain']['rps']:,.0f} req/s plain, {results['ceiling']['lua']['rps']:,.0f} with get.lua"
+        )
 
     bare_port = free_port()
     bare = gunicorn("gunicorn-bare", "bare_app:app", bare_port, chdir=BENCH)  # runs from bench/, no app code
     started = time.time()
     try:
         bare.wait_ready("/")
-        for kind in (["sqlite", "postgresql"] if args.db == "both" else
-                     ["postgresql" if args.db == "postgres" else "sqlite"]):
+        for kind in (
+            ["sqlite", "postgresql"] if args.db == "both" else ["postgresql" if args.db == "postgres" else "sqlite"]
+        ):
             results["databases"].append(run_database(kind, args, bare))
     finally:
         bare.stop()

@@ -1,4 +1,5 @@
 """CellStudy: an EDC for cell-therapy trials. `create_app()` is the application factory."""
+
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ from config import CONFIGS
 
 from . import registry
 from .extensions import csrf, db, login_manager, migrate
+
 # the features declare their forms and records (cellstudy.registry) when they load: all of
 # them load with the package, so every reader of the registry sees every form
 from . import adverse_events, amendments, audit_viewer, auth, enrollment, infusions, jobs, monitoring  # noqa: F401,E402
@@ -172,7 +174,8 @@ def _register_hooks(app: Flask) -> None:
         response.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'")
+            "frame-ancestors 'none'; form-action 'self'",
+        )
         if current_user.is_authenticated:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
@@ -182,15 +185,21 @@ def _register_hooks(app: Flask) -> None:
     from .records.render import render_field
 
     # a form is named by its registry label everywhere (issue 12)
-    app.jinja_env.globals.update(can=can, inclusion_codes=INCLUSION_CODES, render_field=render_field,
-                                 form_label=registry.label, log_label=registry.log_label,
-                                 record_title=registry.record_title)
+    app.jinja_env.globals.update(
+        can=can,
+        inclusion_codes=INCLUSION_CODES,
+        render_field=render_field,
+        form_label=registry.label,
+        log_label=registry.log_label,
+        record_title=registry.record_title,
+    )
 
     @app.context_processor
     def study_in_force():
         from .settings import current_study
 
         return {"study": current_study()}
+
     app.jinja_env.filters["utc"] = fmt_utc
     app.jinja_env.filters["sitetime"] = fmt_site
 
@@ -198,19 +207,29 @@ def _register_hooks(app: Flask) -> None:
 def _register_errors(app: Flask) -> None:
     from flask_wtf.csrf import CSRFError
 
+    from .records.service import RecordError
+    from .records.views import refused_anywhere
+
+    # a refused write that no view caught is never a 500: rolled back, said, sent back
+    # (a more specific handler, e.g. monitoring's for Locked, still answers first)
+    app.register_error_handler(RecordError, refused_anywhere)
+
     @app.errorhandler(CSRFError)
     def csrf_error(error):
-        return render_template("errors/error.html", code=400, title="Form expired",
-                               message="The form had expired or was not sent by this site. "
-                                       "Go back, reload the page and submit again."), 400
+        return render_template(
+            "errors/error.html",
+            code=400,
+            title="Form expired",
+            message="The form had expired or was not sent by this site. Go back, reload the page and submit again.",
+        ), 400
 
     for code, title, message in (
         (403, "Not permitted", "Your role does not allow this action."),
         (404, "Not found", "There is no such page or record, or it is not at one of your sites."),
         (405, "Not allowed", "This address does not accept that kind of request."),
-        (500, "Something went wrong", "The error was logged. Nothing was half-saved: "
-                                      "the change was rolled back."),
+        (500, "Something went wrong", "The error was logged. Nothing was half-saved: the change was rolled back."),
     ):
+
         def handler(error, code=code, title=title, message=message):
             if code == 500:
                 db.session.rollback()

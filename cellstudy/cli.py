@@ -1,4 +1,5 @@
 """flask commands: users, audit verification, the demo study."""
+
 from __future__ import annotations
 
 import sys
@@ -33,8 +34,9 @@ def _fail(error: Exception):
 @users_cli.command("create")
 @click.argument("username")
 @click.option("--name", "full_name", required=True, help="Printed name (used on signatures).")
-@click.option("--role", required=True, type=click.Choice(["coordinator", "investigator", "monitor",
-                                                          "data_manager", "admin"]))
+@click.option(
+    "--role", required=True, type=click.Choice(["coordinator", "investigator", "monitor", "data_manager", "admin"])
+)
 @click.option("--site", "sites", multiple=True, help="Site code; repeat for several sites.")
 @click.password_option(help="At least 12 characters.")
 def users_create(username, full_name, role, sites, password):
@@ -97,8 +99,11 @@ def audit_verify():
     if result.ok:
         click.echo(f"Audit trail intact: {result.checked} records verified.")
         return
-    click.echo(f"AUDIT TRAIL BROKEN at record {result.first_bad_id}: {result.problem} "
-               f"({result.checked} records before it verified).", err=True)
+    click.echo(
+        f"AUDIT TRAIL BROKEN at record {result.first_bad_id}: {result.problem} "
+        f"({result.checked} records before it verified).",
+        err=True,
+    )
     sys.exit(1)
 
 

@@ -101,8 +101,7 @@ class Washout:
 
 # PROTOCOL 4.4, in the order of its table.
 DEFAULT_WASHOUTS: tuple[Washout, ...] = (
-    Washout("systemic_steroid", "washout_steroid", days=3,
-            ignore_physiological_replacement=True),
+    Washout("systemic_steroid", "washout_steroid", days=3, ignore_physiological_replacement=True),
     Washout("systemic_antitumor", "washout_antitumor", days=14, half_lives=5),
     Washout("radiotherapy", "washout_radiotherapy", days=28),
     Washout("donor_lymphocyte_infusion", "washout_dli", days=42),
@@ -226,10 +225,12 @@ class SafetyReporting:
     sae_report_hours: int = 24
 
     def __post_init__(self) -> None:
-        if isinstance(self.sae_report_hours, bool) or not isinstance(self.sae_report_hours, int) \
-                or self.sae_report_hours <= 0:
-            raise ValueError(f"study: SAE report hours must be a positive whole number, "
-                             f"got {self.sae_report_hours!r}")
+        if (
+            isinstance(self.sae_report_hours, bool)
+            or not isinstance(self.sae_report_hours, int)
+            or self.sae_report_hours <= 0
+        ):
+            raise ValueError(f"study: SAE report hours must be a positive whole number, got {self.sae_report_hours!r}")
 
 
 # What people call each amendable setting, with its unit (issue 11: "raw setting names become
@@ -277,7 +278,7 @@ SETTING_LABELS: dict[str, tuple[str, str | None]] = {
 
 
 def setting_label(key: str) -> str:
-    """"Sentinel stagger (days)": the label and unit of a setting; an unknown key as it is."""
+    """ "Sentinel stagger (days)": the label and unit of a setting; an unknown key as it is."""
     label, unit = SETTING_LABELS.get(key, (key, None))
     return f"{label} ({unit})" if unit else label
 

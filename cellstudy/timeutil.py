@@ -26,6 +26,7 @@ anything the study records or judges. Durations and timeouts are not read from a
 at all: `time.monotonic()` (the settings cache) or a wait's own timeout (the amendments'
 check interval, `jobs.wait`).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -151,11 +152,12 @@ def fmt_site(value: datetime | None, site) -> Markup:
         return Markup("")
     local = value.astimezone(site_zone(site))
     return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        value.isoformat(), fmt_utc(value), local.strftime("%Y-%m-%d %H:%M ") + _offset(local))
+        value.isoformat(), fmt_utc(value), local.strftime("%Y-%m-%d %H:%M ") + _offset(local)
+    )
 
 
 def _offset(local: datetime) -> str:
-    """"UTC+8", "UTC-3:30": unambiguous where abbreviations are not (CST is China and US)."""
+    """ "UTC+8", "UTC-3:30": unambiguous where abbreviations are not (CST is China and US)."""
     minutes = int(local.utcoffset().total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
     hours, rest = divmod(abs(minutes), 60)

@@ -7,6 +7,7 @@ Alembic migrations and the demo study is loaded once into a template database;
 each test gets a fresh copy (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on
 PostgreSQL), so tests never see each other's writes and the append-only audit
 trail never needs deleting."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Small helpers shared by the app tests."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -23,8 +24,7 @@ def form_text(value) -> str:
     return str(value)
 
 
-def screening_post(version: int, overrides: dict | None = None, *, complete=False, reason=None,
-                   no_prior=True) -> dict:
+def screening_post(version: int, overrides: dict | None = None, *, complete=False, reason=None, no_prior=True) -> dict:
     """The screening form as a browser posts it: every field, text values."""
     values = {**eligible_values(), **(overrides or {})}
     data = {name: ("" if value is None else form_text(value)) for name, value in values.items()}
@@ -41,8 +41,9 @@ def screening_post(version: int, overrides: dict | None = None, *, complete=Fals
 
 
 def subject_by_number(number: str) -> Subject:
-    return db.session.execute(select(Subject).where(
-        (Subject.screening_number == number) | (Subject.subject_number == number))).scalar_one()
+    return db.session.execute(
+        select(Subject).where((Subject.screening_number == number) | (Subject.subject_number == number))
+    ).scalar_one()
 
 
 def new_subject(session, site_id: int = 1) -> int:

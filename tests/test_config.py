@@ -1,14 +1,18 @@
 """Configuration: production refuses to start without its secrets (issue 2)."""
+
 import pytest
 
 from cellstudy import create_app
 
 
-@pytest.mark.parametrize("env,missing", [
-    ({}, "SECRET_KEY and DATABASE_URL"),
-    ({"SECRET_KEY": "x" * 32}, "DATABASE_URL"),
-    ({"DATABASE_URL": "sqlite://"}, "SECRET_KEY"),
-])
+@pytest.mark.parametrize(
+    "env,missing",
+    [
+        ({}, "SECRET_KEY and DATABASE_URL"),
+        ({"SECRET_KEY": "x" * 32}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite://"}, "SECRET_KEY"),
+    ],
+)
 def test_production_refuses_to_start_without_secret_key_and_database_url(monkeypatch, env, missing):
     monkeypatch.delenv("SECRET_KEY", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)

@@ -1,4 +1,5 @@
 """Every schema change is a migration: `flask db check` finds no drift (issue 2)."""
+
 import os
 
 import sqlalchemy as sa

@@ -2,6 +2,7 @@
 (or a tool) that sets that clock moves all of them: the audit trail, the rows' stamps, the
 sites' "today" on a page, the job workers' and the amendments' threads. A source scan keeps
 any module from reading the machine's clock directly."""
+
 from __future__ import annotations
 
 import ast
@@ -29,10 +30,16 @@ def _stamps(app, sid: int) -> dict:
     with app.app_context():
         subject = db.session.get(Subject, sid)
         screening = db.session.execute(select(Screening).where(Screening.subject_id == sid)).scalar_one()
-        audit = db.session.execute(select(AuditRecord.action, AuditRecord.form, AuditRecord.at)
-                                   .where(AuditRecord.subject_id == sid).order_by(AuditRecord.id)).all()
-        return {"subject": timeutil.as_utc(subject.created_at), "screening": timeutil.as_utc(screening.updated_at),
-                "audit": [(a.action, a.form, timeutil.as_utc(a.at)) for a in audit]}
+        audit = db.session.execute(
+            select(AuditRecord.action, AuditRecord.form, AuditRecord.at)
+            .where(AuditRecord.subject_id == sid)
+            .order_by(AuditRecord.id)
+        ).all()
+        return {
+            "subject": timeutil.as_utc(subject.created_at),
+            "screening": timeutil.as_utc(screening.updated_at),
+            "audit": [(a.action, a.form, timeutil.as_utc(a.at)) for a in audit],
+        }
 
 
 def test_the_set_clock_stamps_every_module_and_gives_the_sites_today(app, login, clock):
@@ -46,8 +53,9 @@ def test_the_set_clock_stamps_every_module_and_gives_the_sites_today(app, login,
     # the clock stands still until moved; a save later is stamped at the moved time
     later = clock.advance(timedelta(minutes=5))
     assert later == AT + timedelta(minutes=5) and timeutil.utcnow() == later
-    response = coord.post(f"/subjects/{sid}/screening", data={"version": "1", "save": "1",
-                                                              "screening_date": SITE_TODAY.isoformat()})
+    response = coord.post(
+        f"/subjects/{sid}/screening", data={"version": "1", "save": "1", "screening_date": SITE_TODAY.isoformat()}
+    )
     assert response.status_code == 302  # the site's today (7 May) is not in the future
     stamps = _stamps(app, sid)
     assert stamps["screening"] == later
@@ -64,8 +72,7 @@ def test_the_set_clock_stamps_every_module_and_gives_the_sites_today(app, login,
     trail = coord.get(f"/subjects/{sid}/audit").get_data(as_text=True)
     for at in (AT, later):
         local = (at + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M")
-        assert (f'<time datetime="{at.isoformat()}" title="{at:%Y-%m-%d %H:%M} UTC">{local} UTC+8</time>'
-                in trail), at
+        assert f'<time datetime="{at.isoformat()}" title="{at:%Y-%m-%d %H:%M} UTC">{local} UTC+8</time>' in trail, at
 
 
 def test_threads_read_the_same_clock(app, clock):
@@ -74,8 +81,9 @@ def test_threads_read_the_same_clock(app, clock):
 
     clock.set(AT)
     seen = []
-    worker = threading.Thread(target=lambda: seen.extend([timeutil.utcnow(), amendments._now(),
-                                                          timeutil.site_today(None)]))
+    worker = threading.Thread(
+        target=lambda: seen.extend([timeutil.utcnow(), amendments._now(), timeutil.site_today(None)])
+    )
     worker.start()
     worker.join(10)
     assert seen == [AT, AT, AT.date()]
@@ -88,7 +96,7 @@ def test_an_xlsx_export_is_dated_by_the_clock(clock, tmp_path):
     out = io.BytesIO()
     write_xlsx([Column("n", "N", 6, "int")], [{"n": 1}], out, title="Listing", meta=())
     core = zipfile.ZipFile(io.BytesIO(out.getvalue())).read("docProps/core.xml").decode()
-    assert "<dcterms:created xsi:type=\"dcterms:W3CDTF\">2031-05-06T17:30:00Z</dcterms:created>" in core
+    assert '<dcterms:created xsi:type="dcterms:W3CDTF">2031-05-06T17:30:00Z</dcterms:created>' in core
 
 
 def test_the_clock_api(clock):
@@ -117,8 +125,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cellstudy"
 ALLOWED: dict[str, str] = {
     "timeutil.py": "the one clock itself (utcnow() when unset, wall_clock())",
 }
-_CLOCK_READS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today"),
-                ("time", "time"), ("time", "time_ns")}
+_CLOCK_READS = {
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("datetime", "today"),
+    ("date", "today"),
+    ("time", "time"),
+    ("time", "time_ns"),
+}
 
 
 def clock_reads(source: str) -> list[tuple[int, str]]:
@@ -142,26 +156,35 @@ def clock_reads(source: str) -> list[tuple[int, str]]:
         if isinstance(owner, ast.Name):
             kind = names.get(owner.id, owner.id if owner.id in ("datetime", "date") else None)
             cls = kind.removeprefix("module:") if kind else None
-        elif (isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name)
-              and names.get(owner.value.id) == "module:datetime"):
+        elif (
+            isinstance(owner, ast.Attribute)
+            and isinstance(owner.value, ast.Name)
+            and names.get(owner.value.id) == "module:datetime"
+        ):
             cls = owner.attr  # datetime.datetime.now(), dt.date.today()
         else:
             continue
         if (cls, attr) in _CLOCK_READS:
             hits.append((node.lineno, f"{cls}.{attr}()"))
     for node in ast.walk(tree):  # `from datetime import datetime; now = datetime.now` without a call
-        if (isinstance(node, ast.Attribute) and (node.attr in ("now", "utcnow", "today"))
-                and isinstance(node.value, ast.Name) and names.get(node.value.id, "") in ("datetime", "date")
-                and not any(h[0] == node.lineno for h in hits)):
+        if (
+            isinstance(node, ast.Attribute)
+            and (node.attr in ("now", "utcnow", "today"))
+            and isinstance(node.value, ast.Name)
+            and names.get(node.value.id, "") in ("datetime", "date")
+            and not any(h[0] == node.lineno for h in hits)
+        ):
             hits.append((node.lineno, f"{node.value.id}.{node.attr}"))
     return sorted(hits)
 
 
 def test_the_scan_finds_every_spelling():
-    source = ("import datetime as dt\nimport time\nfrom datetime import date as d, datetime\n"
-              "a = dt.datetime.now(dt.timezone.utc)\nb = d.today()\nc = datetime.utcnow()\n"
-              "e = time.time()\nf = dt.date.today()\ng = datetime.now\nh = time.monotonic()\n"
-              "i = utcnow()\nj = datetime(2031, 1, 1)\n")
+    source = (
+        "import datetime as dt\nimport time\nfrom datetime import date as d, datetime\n"
+        "a = dt.datetime.now(dt.timezone.utc)\nb = d.today()\nc = datetime.utcnow()\n"
+        "e = time.time()\nf = dt.date.today()\ng = datetime.now\nh = time.monotonic()\n"
+        "i = utcnow()\nj = datetime(2031, 1, 1)\n"
+    )
     assert [line for line, _ in clock_reads(source)] == [4, 5, 6, 7, 8, 9]
     assert clock_reads((PACKAGE / "timeutil.py").read_text()), "the scan must see timeutil's own reads"
 
@@ -173,6 +196,8 @@ def test_no_module_reads_the_machine_clock_but_timeutil():
         hits = clock_reads(path.read_text(encoding="utf-8"))
         if hits and rel not in ALLOWED:
             found[rel] = hits
-    assert not found, ("read the clock through cellstudy.timeutil (utcnow(), site_today()), or allow it "
-                       f"in ALLOWED with the reason: {found}")
+    assert not found, (
+        "read the clock through cellstudy.timeutil (utcnow(), site_today()), or allow it "
+        f"in ALLOWED with the reason: {found}"
+    )
     assert set(ALLOWED) <= {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")}

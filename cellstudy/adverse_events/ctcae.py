@@ -206,54 +206,96 @@ _NERVOUS_OTHER = "Nervous system disorders - Other, specify"  # = fields.ICANS_T
 #: Matched case-insensitively, whitespace collapsed; every target must be a term
 #: (checked on first use). CTCAE v5.0 has no term for GVHD, HLH or ICANS: they are
 #: recorded under their SOC's "Other, specify" term with a verbatim term.
-SYNONYMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    # liver
-    "ALT": (_ALT,), "SGPT": (_ALT,), "AST": (_AST,), "SGOT": (_AST,),
-    "LFT": (_ALT, _AST, _BILI, _ALP, _GGT), "transaminases": (_ALT, _AST), "transaminitis": (_ALT, _AST),
-    "ALP": (_ALP,), "bilirubin": (_BILI,), "jaundice": (_BILI,),
-    # blood counts
-    "ANC": (_ANC,), "neutropenia": (_ANC, "Febrile neutropenia"), "neutrophils": (_ANC,),
-    "FN": ("Febrile neutropenia",), "neutropenic fever": ("Febrile neutropenia",),
-    "thrombocytopenia": (_PLT,), "platelets": (_PLT,), "PLT": (_PLT,),
-    "WBC": (_WBC,), "leukopenia": (_WBC,), "leucopenia": (_WBC,),
-    "lymphopenia": ("Lymphocyte count decreased",), "ALC": ("Lymphocyte count decreased",),
-    "Hb": ("Anemia",), "Hgb": ("Anemia",), "anaemia": ("Anemia",),
-    "hemoglobin": ("Anemia", "Hemoglobin increased"), "haemoglobin": ("Anemia", "Hemoglobin increased"),
-    "DIC": ("Disseminated intravascular coagulation",),
-    "aPTT": ("Activated partial thromboplastin time prolonged",),
-    "PTT": ("Activated partial thromboplastin time prolonged",),
-    "TTP": ("Thrombotic thrombocytopenic purpura",), "HUS": ("Hemolytic uremic syndrome",),
-    "HLH": (_BLOOD_OTHER,), "hemophagocytic lymphohistiocytosis": (_BLOOD_OTHER,),
-    "MAS": (_BLOOD_OTHER,), "macrophage activation syndrome": (_BLOOD_OTHER,), "IEC-HS": (_BLOOD_OTHER,),
-    # cell therapy
-    "CRS": ("Cytokine release syndrome",), "cytokine storm": ("Cytokine release syndrome",),
-    "ICANS": (_NERVOUS_OTHER,), "neurotoxicity": (_NERVOUS_OTHER,),
-    "GVHD": (_IMMUNE_OTHER,), "graft versus host disease": (_IMMUNE_OTHER,),
-    "graft-versus-host disease": (_IMMUNE_OTHER,),
-    "IRR": ("Infusion related reaction",), "infusion reaction": ("Infusion related reaction",),
-    "TLS": ("Tumor lysis syndrome",), "tumour lysis syndrome": ("Tumor lysis syndrome",),
-    "CLS": ("Capillary leak syndrome",),
-    "PRES": ("Reversible posterior leukoencephalopathy syndrome",),
-    "cerebral edema": ("Edema cerebral",), "cerebral oedema": ("Edema cerebral",),
-    # general, kidney, chemistry
-    "fever": ("Fever",), "pyrexia": ("Fever",),
-    "hypoxemia": ("Hypoxia",), "hypoxaemia": ("Hypoxia",), "desaturation": ("Hypoxia",),
-    "low blood pressure": ("Hypotension",),
-    "AKI": ("Acute kidney injury",), "acute renal failure": ("Acute kidney injury",),
-    "renal failure": ("Acute kidney injury", "Chronic kidney disease"),
-    "creatinine": ("Creatinine increased",),
-    "LDH": ("Blood lactate dehydrogenase increased",),
-    "CK": ("CPK increased",), "CPK": ("CPK increased",),
-    "hyperkalaemia": ("Hyperkalemia",), "hypokalaemia": ("Hypokalemia",),
-    "hyponatraemia": ("Hyponatremia",), "hypernatraemia": ("Hypernatremia",),
-    "hypocalcaemia": ("Hypocalcemia",), "hypercalcaemia": ("Hypercalcemia",),
-    "diarrhoea": ("Diarrhea",),
-    # infections, heart
-    "CMV": ("Cytomegalovirus infection reactivation",), "HSV": ("Herpes simplex reactivation",),
-    "UTI": ("Urinary tract infection",), "URTI": ("Upper respiratory infection",),
-    "URI": ("Upper respiratory infection",), "pneumonia": ("Lung infection",),
-    "AF": ("Atrial fibrillation",), "AFib": ("Atrial fibrillation",),
-})
+SYNONYMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        # liver
+        "ALT": (_ALT,),
+        "SGPT": (_ALT,),
+        "AST": (_AST,),
+        "SGOT": (_AST,),
+        "LFT": (_ALT, _AST, _BILI, _ALP, _GGT),
+        "transaminases": (_ALT, _AST),
+        "transaminitis": (_ALT, _AST),
+        "ALP": (_ALP,),
+        "bilirubin": (_BILI,),
+        "jaundice": (_BILI,),
+        # blood counts
+        "ANC": (_ANC,),
+        "neutropenia": (_ANC, "Febrile neutropenia"),
+        "neutrophils": (_ANC,),
+        "FN": ("Febrile neutropenia",),
+        "neutropenic fever": ("Febrile neutropenia",),
+        "thrombocytopenia": (_PLT,),
+        "platelets": (_PLT,),
+        "PLT": (_PLT,),
+        "WBC": (_WBC,),
+        "leukopenia": (_WBC,),
+        "leucopenia": (_WBC,),
+        "lymphopenia": ("Lymphocyte count decreased",),
+        "ALC": ("Lymphocyte count decreased",),
+        "Hb": ("Anemia",),
+        "Hgb": ("Anemia",),
+        "anaemia": ("Anemia",),
+        "hemoglobin": ("Anemia", "Hemoglobin increased"),
+        "haemoglobin": ("Anemia", "Hemoglobin increased"),
+        "DIC": ("Disseminated intravascular coagulation",),
+        "aPTT": ("Activated partial thromboplastin time prolonged",),
+        "PTT": ("Activated partial thromboplastin time prolonged",),
+        "TTP": ("Thrombotic thrombocytopenic purpura",),
+        "HUS": ("Hemolytic uremic syndrome",),
+        "HLH": (_BLOOD_OTHER,),
+        "hemophagocytic lymphohistiocytosis": (_BLOOD_OTHER,),
+        "MAS": (_BLOOD_OTHER,),
+        "macrophage activation syndrome": (_BLOOD_OTHER,),
+        "IEC-HS": (_BLOOD_OTHER,),
+        # cell therapy
+        "CRS": ("Cytokine release syndrome",),
+        "cytokine storm": ("Cytokine release syndrome",),
+        "ICANS": (_NERVOUS_OTHER,),
+        "neurotoxicity": (_NERVOUS_OTHER,),
+        "GVHD": (_IMMUNE_OTHER,),
+        "graft versus host disease": (_IMMUNE_OTHER,),
+        "graft-versus-host disease": (_IMMUNE_OTHER,),
+        "IRR": ("Infusion related reaction",),
+        "infusion reaction": ("Infusion related reaction",),
+        "TLS": ("Tumor lysis syndrome",),
+        "tumour lysis syndrome": ("Tumor lysis syndrome",),
+        "CLS": ("Capillary leak syndrome",),
+        "PRES": ("Reversible posterior leukoencephalopathy syndrome",),
+        "cerebral edema": ("Edema cerebral",),
+        "cerebral oedema": ("Edema cerebral",),
+        # general, kidney, chemistry
+        "fever": ("Fever",),
+        "pyrexia": ("Fever",),
+        "hypoxemia": ("Hypoxia",),
+        "hypoxaemia": ("Hypoxia",),
+        "desaturation": ("Hypoxia",),
+        "low blood pressure": ("Hypotension",),
+        "AKI": ("Acute kidney injury",),
+        "acute renal failure": ("Acute kidney injury",),
+        "renal failure": ("Acute kidney injury", "Chronic kidney disease"),
+        "creatinine": ("Creatinine increased",),
+        "LDH": ("Blood lactate dehydrogenase increased",),
+        "CK": ("CPK increased",),
+        "CPK": ("CPK increased",),
+        "hyperkalaemia": ("Hyperkalemia",),
+        "hypokalaemia": ("Hypokalemia",),
+        "hyponatraemia": ("Hyponatremia",),
+        "hypernatraemia": ("Hypernatremia",),
+        "hypocalcaemia": ("Hypocalcemia",),
+        "hypercalcaemia": ("Hypercalcemia",),
+        "diarrhoea": ("Diarrhea",),
+        # infections, heart
+        "CMV": ("Cytomegalovirus infection reactivation",),
+        "HSV": ("Herpes simplex reactivation",),
+        "UTI": ("Urinary tract infection",),
+        "URTI": ("Upper respiratory infection",),
+        "URI": ("Upper respiratory infection",),
+        "pneumonia": ("Lung infection",),
+        "AF": ("Atrial fibrillation",),
+        "AFib": ("Atrial fibrillation",),
+    }
+)
 #: a query prefixes a synonym only from this many characters on ("a" alone would put
 #: ALT, AST and AKI before every term starting with "a")
 SYNONYM_MIN_PREFIX = 2
@@ -363,9 +405,7 @@ def search(query: str, limit: int = 20) -> list[Term]:
 
     for n, soc_key in enumerate(d.soc_keys):
         words = d.soc_words[n]
-        if soc_key.startswith(q) or (
-            tokens and all(any(w.startswith(tok) for w in words) for tok in tokens)
-        ):
+        if soc_key.startswith(q) or (tokens and all(any(w.startswith(tok) for w in words) for tok in tokens)):
             if take(d.soc_members[n]):
                 break
     return [d.terms[i] for i in found]

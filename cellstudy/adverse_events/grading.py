@@ -159,7 +159,8 @@ def _temperature(value: Any) -> Decimal | None:
         raise ValueError(
             f"max_temp_c: {value!r} C is not a plausible body temperature "
             f"(expected {MIN_PLAUSIBLE_TEMP_C}..{MAX_PLAUSIBLE_TEMP_C} C); "
-            "check the unit (Celsius) and the decimal point")
+            "check the unit (Celsius) and the decimal point"
+        )
     return temp
 
 
@@ -169,8 +170,7 @@ def _ice_grade(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"ice_score: expected an integer {ICE_MIN}..{ICE_MAX} or null, "
-                         f"got {value!r}")
+        raise ValueError(f"ice_score: expected an integer {ICE_MIN}..{ICE_MAX} or null, got {value!r}")
     if not ICE_MIN <= value <= ICE_MAX:
         raise ValueError(f"ice_score: must be {ICE_MIN}..{ICE_MAX}, got {value}")
     if value == 10:
@@ -221,8 +221,9 @@ def crs_components(d: Mapping) -> dict[str, Any]:
     temp = _temperature(d["max_temp_c"])
     # PROTOCOL 6: "max_temp_c may be null only when masked".
     if temp is None and not masked:
-        raise ValueError("max_temp_c: required unless fever_masked is true "
-                         "(antipyretic or anti-cytokine therapy given)")
+        raise ValueError(
+            "max_temp_c: required unless fever_masked is true (antipyretic or anti-cytokine therapy given)"
+        )
     hypotension = _enum_grade(d, "hypotension", HYPOTENSION_GRADES)
     hypoxia = _enum_grade(d, "hypoxia", HYPOXIA_GRADES)
 

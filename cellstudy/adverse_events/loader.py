@@ -1,5 +1,6 @@
 """`flask ctcae load`: the shipped CTCAE v5.0 dictionary into the database, idempotently
 (each term inserted once, changed rows updated, nothing deleted)."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -9,13 +10,26 @@ from ..records import audit
 from . import ctcae
 from .models import CtcaeTerm
 
-COLUMNS = ("meddra_code", "soc", "grade_1", "grade_2", "grade_3", "grade_4", "grade_5", "definition",
-           "navigational_note")
+COLUMNS = (
+    "meddra_code",
+    "soc",
+    "grade_1",
+    "grade_2",
+    "grade_3",
+    "grade_4",
+    "grade_5",
+    "definition",
+    "navigational_note",
+)
 
 
 def _row(term: ctcae.Term) -> dict:
-    row = {"meddra_code": term.meddra_code, "soc": term.soc, "definition": term.definition or None,
-           "navigational_note": term.navigational_note or None}
+    row = {
+        "meddra_code": term.meddra_code,
+        "soc": term.soc,
+        "definition": term.definition or None,
+        "navigational_note": term.navigational_note or None,
+    }
     for grade in range(1, 6):
         row[f"grade_{grade}"] = term.grades.get(grade) or None
     return row
@@ -36,7 +50,13 @@ def load() -> tuple[int, int, int]:
                 setattr(current, k, v)
             updated += 1
     if inserted or updated:
-        audit.append("reference_load", username="system", form="ctcae_term", field="CTCAE v5.0",
-                     new=f"{inserted} inserted, {updated} updated", reason="flask ctcae load")
+        audit.append(
+            "reference_load",
+            username="system",
+            form="ctcae_term",
+            field="CTCAE v5.0",
+            new=f"{inserted} inserted, {updated} updated",
+            reason="flask ctcae load",
+        )
     db.session.commit()
     return len(ctcae.terms()), inserted, updated

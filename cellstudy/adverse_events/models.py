@@ -1,6 +1,7 @@
 """Adverse events (PROTOCOL 6, issue 4): the CTCAE v5.0 dictionary in the database
 (loaded by `flask ctcae load` from cellstudy/data/ctcae_v5.0.csv), AEs with their
 grade episodes, CRS and ICANS assessments, and dismissed lab-based suggestions."""
+
 from datetime import date, datetime
 
 from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, text
@@ -47,13 +48,25 @@ class AdverseEvent(DataFormRecord, db.Model):
         # the safety listings at 100,000 AEs (migration 0006): the count reads this index
         # alone; PostgreSQL's descending sorts put empty values last (DESC NULLS LAST),
         # which needs indexes of their own there (SQLite's backward scan gives it as is)
-        Index(LISTING_COUNT_INDEX, "onset_date", "status", "site_id", "grade", "serious", "related",
-              "treatment_emergent", "dlt", "subject_id"),
+        Index(
+            LISTING_COUNT_INDEX,
+            "onset_date",
+            "status",
+            "site_id",
+            "grade",
+            "serious",
+            "related",
+            "treatment_emergent",
+            "dlt",
+            "subject_id",
+        ),
         Index("ix_adverse_event_grade_id", "grade", "id"),
-        Index("ix_adverse_event_onset_desc", text("onset_date DESC NULLS LAST"), text("id DESC"))
-        .ddl_if(dialect="postgresql"),
-        Index("ix_adverse_event_grade_desc", text("grade DESC NULLS LAST"), text("id DESC"))
-        .ddl_if(dialect="postgresql"),
+        Index("ix_adverse_event_onset_desc", text("onset_date DESC NULLS LAST"), text("id DESC")).ddl_if(
+            dialect="postgresql"
+        ),
+        Index("ix_adverse_event_grade_desc", text("grade DESC NULLS LAST"), text("id DESC")).ddl_if(
+            dialect="postgresql"
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
@@ -94,7 +107,8 @@ class AdverseEvent(DataFormRecord, db.Model):
     subject = relationship("Subject", back_populates="adverse_events")
     site = relationship("Site")
     episodes: Mapped[list["GradeEpisode"]] = relationship(
-        back_populates="adverse_event", order_by="(GradeEpisode.start_date, GradeEpisode.id)")
+        back_populates="adverse_event", order_by="(GradeEpisode.start_date, GradeEpisode.id)"
+    )
     sae_signature = relationship("Signature", foreign_keys=[sae_signature_id])
     susar_signature = relationship("Signature", foreign_keys=[susar_signature_id])
 

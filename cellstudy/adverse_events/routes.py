@@ -1,6 +1,7 @@
 """Adverse events of a subject: the AE form, grade changes, SAE reports, CRS/ICANS
 assessments and lab-based suggestions (issue 4). Views stay thin: the rules are in
 rules.py / grading.py, the writes in service.py."""
+
 from datetime import date
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
@@ -11,7 +12,7 @@ from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, si
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
-from ..records.views import show_refusal
+from ..records.views import form_errors, post_action, show_refusal
 from ..timeutil import site_today, utcnow
 from . import ctcae, service
 from ..infusions.fields import VISIT_FIELDS
@@ -37,14 +38,20 @@ def _term_info(term: str | None) -> dict | None:
         entry = ctcae.get(term)
     except KeyError:
         return None
-    return {"term": entry.term, "soc": entry.soc, "meddra_code": entry.meddra_code,
-            "other_specify": entry.requires_verbatim,
-            "definition": getattr(entry, "definition", None),
-            "grades": [{"grade": g, "text": ctcae.grade_definition(entry.term, g)}
-                       for g in ctcae.allowed_grades(entry.term)]}
+    return {
+        "term": entry.term,
+        "soc": entry.soc,
+        "meddra_code": entry.meddra_code,
+        "other_specify": entry.requires_verbatim,
+        "definition": getattr(entry, "definition", None),
+        "grades": [
+            {"grade": g, "text": ctcae.grade_definition(entry.term, g)} for g in ctcae.allowed_grades(entry.term)
+        ],
+    }
 
 
 # --- the subject's adverse events ------------------------------------------------------------
+
 
 @bp.route("/subjects/<int:subject_id>/adverse-events")
 @require("view_clinical")
@@ -52,11 +59,19 @@ def subject_aes(subject_id):
     subject = get_subject_or_404(subject_id)
     now = utcnow()
     rows = [{"ae": ae, "clock": service.clocks(ae, now)} for ae in subject.adverse_events]
-    return render_template("adverse_events/subject_aes.html", subject=subject, rows=rows,
-                           suggestions=service.lab_suggestions(subject), dismiss_form=DismissForm(),
-                           crs=service.assessments(subject, "crs"), icans=service.assessments(subject, "icans"),
-                           queries=service.open_queries(subject), window=service.dlt_window(subject),
-                           lab_labels={spec.name: spec.label for spec in VISIT_FIELDS}, can_edit=can("enter_data"))
+    return render_template(
+        "adverse_events/subject_aes.html",
+        subject=subject,
+        rows=rows,
+        suggestions=service.lab_suggestions(subject),
+        dismiss_form=DismissForm(),
+        crs=service.assessments(subject, "crs"),
+        icans=service.assessments(subject, "icans"),
+        queries=service.open_queries(subject),
+        window=service.dlt_window(subject),
+        lab_labels={spec.name: spec.label for spec in VISIT_FIELDS},
+        can_edit=can("enter_data"),
+    )
 
 
 def _ae_page(subject, ae, prefill=None):
@@ -67,17 +82,26 @@ def _ae_page(subject, ae, prefill=None):
         form = AeForm()
     else:
         data = service.values_of(ae) if ae.id else {}
-        data = {**{k: v for k, v in (prefill or {}).items() if v is not None}, **{k: v for k, v in data.items()
-                                                                                  if v is not None}}
+        data = {
+            **{k: v for k, v in (prefill or {}).items() if v is not None},
+            **{k: v for k, v in data.items() if v is not None},
+        }
         data["grade"] = str(data["grade"]) if data.get("grade") else None
         data["version"] = ae.version
         form = AeForm(data=data)
     form.today = today
     if request.method == "POST" and form.validate():
         try:
-            service.save_ae(subject, ae, form.values(), user=current_user,
-                            expected_version=crf.opened_version(form.version.data), reason=form.reason.data,
-                            complete="complete" in request.form, today=today)
+            service.save_ae(
+                subject,
+                ae,
+                form.values(),
+                user=current_user,
+                expected_version=crf.opened_version(form.version.data),
+                reason=form.reason.data,
+                complete="complete" in request.form,
+                today=today,
+            )
         except StaleVersion as error:
             db.session.rollback()
             db.session.refresh(ae)
@@ -90,8 +114,11 @@ def _ae_page(subject, ae, prefill=None):
         else:
             flash(f"{ae.label} saved." + (" Marked complete." if ae.status == "complete" else ""), "success")
             if ae.serious and ae.sae_reported_at is None:
-                flash("Serious adverse event: the investigator must submit the SAE report within 24 hours "
-                      "of site awareness.", "warning")
+                flash(
+                    "Serious adverse event: the investigator must submit the SAE report within 24 hours "
+                    "of site awareness.",
+                    "warning",
+                )
             return redirect(url_for(".ae", subject_id=subject.id, ae_id=ae.id))
     elif request.method == "POST":
         flash("Some answers need correcting: see the messages at the fields. Nothing was saved.", "error")
@@ -102,21 +129,38 @@ def _ae_page(subject, ae, prefill=None):
     window = service.dlt_window(subject)
     if window:
         form.dlt.description = f"Only for an onset inside the DLT window, {window[0]} to {window[1]}."
-    return render_template("adverse_events/ae.html", subject=subject, ae=ae, form=form, term_info=info,
-                           sections=sections_of(AE_FIELDS), specs=AE_FIELDS, window=window,
-                           clock=service.clocks(ae) if ae.id else None, grade_form=ChangeGradeForm(version=ae.version),
-                           remove_form=RemoveAeForm(version=ae.version), report_form=ReportForm(),
-                           queries=[q for q in service.open_queries(subject) if q.form_id == ae.id
-                                    and q.form == ae.FORM_NAME] if ae.id else [],
-                           assessments=_event_assessments(ae), can_edit=can("enter_data") and ae.status != "deleted")
+    return render_template(
+        "adverse_events/ae.html",
+        subject=subject,
+        ae=ae,
+        form=form,
+        term_info=info,
+        sections=sections_of(AE_FIELDS),
+        specs=AE_FIELDS,
+        window=window,
+        clock=service.clocks(ae) if ae.id else None,
+        grade_form=ChangeGradeForm(version=ae.version),
+        remove_form=RemoveAeForm(version=ae.version),
+        report_form=ReportForm(),
+        queries=[q for q in service.open_queries(subject) if q.form_id == ae.id and q.form == ae.FORM_NAME]
+        if ae.id
+        else [],
+        assessments=_event_assessments(ae),
+        can_edit=can("enter_data") and ae.status != "deleted",
+    )
 
 
 def _event_assessments(ae) -> list:
     if not ae.id or ae.category not in KINDS:
         return []
     model = KINDS[ae.category][0].model
-    return db.session.execute(db.select(model).where(model.adverse_event_id == ae.id)
-                              .order_by(model.assessed_on, model.id)).scalars().all()
+    return (
+        db.session.execute(
+            db.select(model).where(model.adverse_event_id == ae.id).order_by(model.assessed_on, model.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/adverse-events/new", methods=["GET", "POST"])
@@ -128,7 +172,9 @@ def ae_new(subject_id):
     prefill = {}
     if request.method == "GET":  # from a lab-based suggestion: term, grade and onset proposed
         prefill["term"] = request.args.get("term")
-        prefill["grade"] = request.args.get("grade") if request.args.get("grade") in {c[0] for c in GRADE_CHOICES} else None
+        prefill["grade"] = (
+            request.args.get("grade") if request.args.get("grade") in {c[0] for c in GRADE_CHOICES} else None
+        )
         try:
             prefill["onset_date"] = date.fromisoformat(request.args["onset"]) if request.args.get("onset") else None
         except ValueError:
@@ -151,20 +197,23 @@ def change_grade(subject_id, ae_id):
     subject = get_subject_or_404(subject_id)
     record = get_owned_or_404(AdverseEvent, ae_id, subject)
     form = ChangeGradeForm()
-    if form.validate_on_submit():
-        try:
-            service.change_grade(record, int(form.new_grade.data), form.change_date.data, user=current_user,
-                                 expected_version=crf.opened_version(form.version.data),
-                                 today=site_today(subject.site))
-        except RecordError as error:
-            db.session.rollback()
-            messages = getattr(error, "errors", None) or {"": str(error)}
-            flash("The grade was not changed: " + " ".join(messages.values()), "error")
-        else:
-            flash(f"{record.label}: grade {form.new_grade.data} since {form.change_date.data}.", "success")
-    else:
-        flash("The grade was not changed: " + " ".join(e for errs in form.errors.values() for e in errs), "error")
-    return redirect(url_for(".ae", subject_id=subject.id, ae_id=record.id))
+    return post_action(
+        form,
+        lambda: service.change_grade(
+            record,
+            int(form.new_grade.data),
+            form.change_date.data,
+            user=current_user,
+            expected_version=crf.opened_version(form.version.data),
+            today=site_today(subject.site),
+        ),
+        done=lambda _: f"{record.label}: grade {form.new_grade.data} since {form.change_date.data}.",
+        refused=lambda error: (
+            "The grade was not changed: " + " ".join((getattr(error, "errors", None) or {"": str(error)}).values())
+        ),
+        invalid=lambda form: "The grade was not changed: " + form_errors(form, " "),
+        back=url_for(".ae", subject_id=subject.id, ae_id=record.id),
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/adverse-events/<int:ae_id>/remove", methods=["POST"])
@@ -173,18 +222,16 @@ def remove(subject_id, ae_id):
     subject = get_subject_or_404(subject_id)
     record = get_owned_or_404(AdverseEvent, ae_id, subject)
     form = RemoveAeForm()
-    if form.validate_on_submit():
-        try:
-            service.remove_ae(record, user=current_user, expected_version=crf.opened_version(form.version.data),
-                              reason=form.reason.data)
-        except RecordError as error:
-            db.session.rollback()
-            flash(f"{record.label} was not removed: {error}", "error")
-        else:
-            flash(f"{record.label} removed. It stays in the audit trail.", "success")
-    else:
-        flash("Not removed: give the reason.", "error")
-    return redirect(url_for(".ae", subject_id=subject.id, ae_id=record.id))
+    return post_action(
+        form,
+        lambda: service.remove_ae(
+            record, user=current_user, expected_version=crf.opened_version(form.version.data), reason=form.reason.data
+        ),
+        done=lambda _: f"{record.label} removed. It stays in the audit trail.",
+        refused=lambda error: f"{record.label} was not removed: {error}",
+        invalid="Not removed: give the reason.",
+        back=url_for(".ae", subject_id=subject.id, ae_id=record.id),
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/adverse-events/<int:ae_id>/report/<any(sae, susar):kind>", methods=["POST"])
@@ -193,17 +240,14 @@ def report(subject_id, ae_id, kind):
     subject = get_subject_or_404(subject_id)
     record = get_owned_or_404(AdverseEvent, ae_id, subject)
     form = ReportForm()
-    if form.validate_on_submit():
-        try:
-            service.report(record, kind, user=current_user, password=form.password.data)
-        except RecordError as error:
-            db.session.rollback()
-            flash(f"Not submitted: {error}", "error")
-        else:
-            flash(("SAE" if kind == "sae" else "SUSAR expedited") + " report submitted and signed.", "success")
-    else:
-        flash("Not submitted: re-enter your password to sign the report.", "error")
-    return redirect(url_for(".ae", subject_id=subject.id, ae_id=record.id))
+    return post_action(
+        form,
+        lambda: service.report(record, kind, user=current_user, password=form.password.data),
+        done=("SAE" if kind == "sae" else "SUSAR expedited") + " report submitted and signed.",
+        refused="Not submitted: ",
+        invalid="Not submitted: re-enter your password to sign the report.",
+        back=url_for(".ae", subject_id=subject.id, ae_id=record.id),
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/lab-suggestions/dismiss", methods=["POST"])
@@ -211,21 +255,25 @@ def report(subject_id, ae_id, kind):
 def dismiss(subject_id):
     subject = get_subject_or_404(subject_id)
     form = DismissForm()
-    if form.validate_on_submit():
-        try:
-            service.dismiss_suggestion(subject, visit_id=form.visit_id.data, lab=form.lab.data, grade=form.grade.data,
-                                       reason=form.reason.data, user=current_user)
-        except RecordError as error:
-            db.session.rollback()
-            flash(f"Not dismissed: {error}", "error")
-        else:
-            flash("Suggestion dismissed (recorded in the audit trail).", "success")
-    else:
-        flash("Not dismissed: give the reason.", "error")
-    return redirect(url_for(".subject_aes", subject_id=subject.id))
+    return post_action(
+        form,
+        lambda: service.dismiss_suggestion(
+            subject,
+            visit_id=form.visit_id.data,
+            lab=form.lab.data,
+            grade=form.grade.data,
+            reason=form.reason.data,
+            user=current_user,
+        ),
+        done="Suggestion dismissed (recorded in the audit trail).",
+        refused="Not dismissed: ",
+        invalid="Not dismissed: give the reason.",
+        back=url_for(".subject_aes", subject_id=subject.id),
+    )
 
 
 # --- CRS and ICANS assessments ----------------------------------------------------------------
+
 
 def _assessment_page(subject, kind: str, record):
     form_type, form_cls = KINDS[kind]
@@ -238,9 +286,18 @@ def _assessment_page(subject, kind: str, record):
     form.today = today
     if request.method == "POST" and form.validate():
         try:
-            service.save_assessment(subject, record, kind, form.values(), user=current_user,
-                                    expected_version=crf.opened_version(form.version.data), reason=form.reason.data,
-                                    complete="complete" in request.form, today=today, specs=specs)
+            service.save_assessment(
+                subject,
+                record,
+                kind,
+                form.values(),
+                user=current_user,
+                expected_version=crf.opened_version(form.version.data),
+                reason=form.reason.data,
+                complete="complete" in request.form,
+                today=today,
+                specs=specs,
+            )
         except StaleVersion as error:
             db.session.rollback()
             db.session.refresh(record)
@@ -251,8 +308,9 @@ def _assessment_page(subject, kind: str, record):
             if not sa_inspect(record).persistent:
                 record.status, record.version, record.data = "draft", 0, {}
         else:
-            message = f"{title} saved: " + (f"grade {record.grade}" if record.grade is not None
-                                            else "not gradable yet (components missing)")
+            message = f"{title} saved: " + (
+                f"grade {record.grade}" if record.grade is not None else "not gradable yet (components missing)"
+            )
             if record.grade and record.adverse_event_id:
                 message += f", recorded on AE {record.adverse_event.number}"
             flash(message + ".", "success")
@@ -262,9 +320,19 @@ def _assessment_page(subject, kind: str, record):
     graded = None
     if record.id and record.grade is not None:
         graded = service.grade_assessment(kind, crf.form_data(record, specs))
-    return render_template("adverse_events/assessment.html", subject=subject, record=record, form=form, kind=kind,
-                           title=title, specs=specs, sections=sections_of(specs), graded=graded,
-                           can_edit=can("enter_data"), medications=_management(subject))
+    return render_template(
+        "adverse_events/assessment.html",
+        subject=subject,
+        record=record,
+        form=form,
+        kind=kind,
+        title=title,
+        specs=specs,
+        sections=sections_of(specs),
+        graded=graded,
+        can_edit=can("enter_data"),
+        medications=_management(subject),
+    )
 
 
 def _management(subject) -> list:
@@ -309,6 +377,7 @@ def icans(subject_id, icans_id):
 
 
 # --- the CTCAE term picker (JSON) and the SAE worklist -------------------------------------------------
+
 
 @bp.route("/ctcae/search")
 @require("view_clinical")

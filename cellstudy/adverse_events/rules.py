@@ -175,8 +175,7 @@ def _parse_ctx(ctx: Any) -> dict[str, Any]:
     if not isinstance(ctx, Mapping):
         raise ValueError(f"ctx: expected a dict, got {type(ctx).__name__}")
     computed = ctx.get("computed_grade")
-    if computed is not None and (isinstance(computed, bool) or not isinstance(computed, int)
-                                 or not 0 <= computed <= 5):
+    if computed is not None and (isinstance(computed, bool) or not isinstance(computed, int) or not 0 <= computed <= 5):
         raise ValueError(f"ctx.computed_grade: expected a grade 0-5 or None, got {computed!r}")
     return {
         "today": _date(ctx.get("today"), "ctx.today", optional=False),
@@ -272,8 +271,10 @@ def validate(ae: dict, ctx: dict, *, complete: bool) -> dict[str, str]:
         add("serious", "Tick at least one seriousness criterion for a serious AE.")
     if serious is False and ticked:
         names = "; ".join(f"'{_CRITERION_LABELS[code]}'" for code in ticked)
-        add("serious", f"A seriousness criterion is ticked ({names}): the AE is serious. "
-                       "Tick Serious or untick the criterion.")
+        add(
+            "serious",
+            f"A seriousness criterion is ticked ({names}): the AE is serious. Tick Serious or untick the criterion.",
+        )
     if serious is False and fatal:
         add("serious", "An AE with the outcome Fatal is serious (results in death).")
     if serious is True:
@@ -297,19 +298,23 @@ def validate(ae: dict, ctx: dict, *, complete: bool) -> dict[str, str]:
     if v["dlt"] is True:
         window = c["dlt_window"]
         if window is None:
-            add("dlt", "Only an AE with onset inside the DLT window can be a DLT: "
-                       "the subject has had no infusion yet.")
+            add("dlt", "Only an AE with onset inside the DLT window can be a DLT: the subject has had no infusion yet.")
         elif onset is None:
-            add("dlt", f"Give the onset date: only an AE with onset inside the DLT window "
-                       f"({window[0]} to {window[1]}) can be a DLT.")
+            add(
+                "dlt",
+                f"Give the onset date: only an AE with onset inside the DLT window "
+                f"({window[0]} to {window[1]}) can be a DLT.",
+            )
         elif not in_dlt_window(onset, window):
             add("dlt", f"Only an AE with onset inside the DLT window ({window[0]} to {window[1]}) can be a DLT.")
 
     # --- CRS / ICANS: a grade other than the computed one needs a reason
     computed = c["computed_grade"]
     if computed is not None and grade is not None and grade != computed and v["grade_reason"] is None:
-        add("grade_reason", f"The grade differs from the grade computed from the assessments ({computed}): "
-                            "give the reason.")
+        add(
+            "grade_reason",
+            f"The grade differs from the grade computed from the assessments ({computed}): give the reason.",
+        )
 
     if complete:
         for name in AE_REQUIRED:
@@ -416,8 +421,12 @@ def _clock(aware: datetime, due: datetime, reported: datetime | None, now: datet
     return {"due_at": due, "state": state, "remaining_seconds": remaining}
 
 
-def sae_clock(awareness_at: datetime, reported_at: datetime | None, now: datetime,
-              hours: int = STUDY.safety_reporting.sae_report_hours) -> dict:
+def sae_clock(
+    awareness_at: datetime,
+    reported_at: datetime | None,
+    now: datetime,
+    hours: int = STUDY.safety_reporting.sae_report_hours,
+) -> dict:
     """The SAE reporting clock (PROTOCOL 6: within 24 hours of site awareness; the hours
     are the study definition's, ``Study.safety_reporting``: the caller passes the
     definition in force, the default is the original protocol's).
@@ -526,6 +535,14 @@ def lab_suggestions(labs: list[dict], open_terms: set[str], dismissed: set[tuple
         kept = best.get(term)
         if kept is not None and (kept["grade"], -kept["date"].toordinal()) >= (grade, -day.toordinal()):
             continue
-        best[term] = {"visit_id": lab.get("visit_id"), "visit_label": lab.get("visit_label"), "date": day,
-                      "lab": name, "term": term, "grade": grade, "value": value, "unit": unit}
+        best[term] = {
+            "visit_id": lab.get("visit_id"),
+            "visit_label": lab.get("visit_label"),
+            "date": day,
+            "lab": name,
+            "term": term,
+            "grade": grade,
+            "value": value,
+            "unit": unit,
+        }
     return sorted(best.values(), key=lambda s: (s["date"], s["term"]))

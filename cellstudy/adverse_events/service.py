@@ -3,6 +3,7 @@
 The rules themselves are pure (`rules.py`, `grading.py`, `ctcae.py`); this module
 applies them to records through the one write path (`records.service`), so every
 value set, grade episode, assessment, SAE report and dismissal is audited."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
@@ -24,17 +25,34 @@ from .fields import AE_FIELDS, CRITERIA_CODES, CRS_TERM, ICANS_TERM, ICANS_VERBA
 from .models import AdverseEvent, CrsAssessment, GradeEpisode, IcansAssessment, LabSuggestionDismissal
 
 #: AE columns a form value goes to directly (the rest of the answers live in `data`)
-_COLUMNS = ("term", "verbatim", "onset_date", "end_date", "ongoing", "serious", "related_nk", "related_ld",
-            "expectedness", "action", "outcome", "death_date", "dlt")
+_COLUMNS = (
+    "term",
+    "verbatim",
+    "onset_date",
+    "end_date",
+    "ongoing",
+    "serious",
+    "related_nk",
+    "related_ld",
+    "expectedness",
+    "action",
+    "outcome",
+    "death_date",
+    "dlt",
+)
 
 
 # --- the subject's treatment dates -----------------------------------------------------
 
+
 def first_lymphodepletion_date(subject: Subject) -> date | None:
     """The first lymphodepletion day given (treatment-emergent starts there, PROTOCOL 6);
     failing a recorded day, the first NK-cell infusion given."""
-    days = [date.fromisoformat(d.data["administration_date"]) for d in subject.lymphodepletion_days
-            if (d.data or {}).get("administration_date")]
+    days = [
+        date.fromisoformat(d.data["administration_date"])
+        for d in subject.lymphodepletion_days
+        if (d.data or {}).get("administration_date")
+    ]
     if days:
         return min(days)
     return first_infusion_given(subject)
@@ -59,11 +77,16 @@ def consent_date(subject: Subject) -> date | None:
 
 
 def context(subject: Subject, today: date, ae: AdverseEvent | None = None) -> dict:
-    return {"today": today, "consent_date": consent_date(subject), "dlt_window": dlt_window(subject),
-            "computed_grade": ae.computed_grade if ae is not None else None}
+    return {
+        "today": today,
+        "consent_date": consent_date(subject),
+        "dlt_window": dlt_window(subject),
+        "computed_grade": ae.computed_grade if ae is not None else None,
+    }
 
 
 # --- reading an AE into the form and back ---------------------------------------------------
+
 
 def values_of(ae: AdverseEvent) -> dict:
     """The AE's answers as Python values, keyed as AE_FIELDS (grade = current episode)."""
@@ -111,26 +134,31 @@ def derived_values(v: dict, *, first_lymphodepletion: date | None, zone: str, sa
         aware = rules.awareness_utc(v["awareness_date"], v["awareness_time"], zone)
     out["awareness_at"] = aware
     out["sae_due_at"] = aware + timedelta(hours=sae_report_hours) if aware else None
-    susar = bool(v.get("serious")) and rules.is_susar(v.get("serious"), v.get("expectedness"),
-                                                     v.get("related_nk"), v.get("related_ld"))
+    susar = bool(v.get("serious")) and rules.is_susar(
+        v.get("serious"), v.get("expectedness"), v.get("related_nk"), v.get("related_ld")
+    )
     out["susar"] = susar
-    out["susar_due_at"] = (aware + timedelta(days=rules.susar_days(v, v.get("outcome")))
-                           if susar and aware else None)
+    out["susar_due_at"] = aware + timedelta(days=rules.susar_days(v, v.get("outcome"))) if susar and aware else None
     return out
 
 
 def _changes(subject: Subject, v: dict) -> dict:
     """Everything a save writes to the AE except the grade (kept by its episodes)."""
-    return ae_changes(v, first_lymphodepletion=first_lymphodepletion_date(subject), zone=subject.site.timezone,
-                      sae_report_hours=current_study().safety_reporting.sae_report_hours)
+    return ae_changes(
+        v,
+        first_lymphodepletion=first_lymphodepletion_date(subject),
+        zone=subject.site.timezone,
+        sae_report_hours=current_study().safety_reporting.sae_report_hours,
+    )
 
 
 def ae_changes(v: dict, *, first_lymphodepletion: date | None, zone: str, sae_report_hours: int) -> dict:
     """`_changes` over plain values (pure, as `derived_values`): the columns, the derived
     values, then the answers kept in `data`, in that order."""
     changes = {name: v.get(name) for name in _COLUMNS}
-    changes.update(derived_values(v, first_lymphodepletion=first_lymphodepletion, zone=zone,
-                                  sae_report_hours=sae_report_hours))
+    changes.update(
+        derived_values(v, first_lymphodepletion=first_lymphodepletion, zone=zone, sae_report_hours=sae_report_hours)
+    )
     for spec in AE_FIELDS:
         if spec.name not in _COLUMNS and spec.name != "grade":
             value = v.get(spec.name)
@@ -144,23 +172,43 @@ def ae_changes(v: dict, *, first_lymphodepletion: date | None, zone: str, sae_re
 
 # --- AE create / save ------------------------------------------------------------------------------
 
+
 def new_ae(subject: Subject, category: str = "other") -> AdverseEvent:
     """A transient AE for the empty form (numbered when first saved)."""
     # subject_id, not the relationship: a transient AE must not be cascaded into the
     # session (and flushed half-made) by the subject's collection
-    return AdverseEvent(subject_id=subject.id, site_id=subject.site_id, category=category, status="draft",
-                        version=0, data={}, treatment_emergent=False, susar=False)
+    return AdverseEvent(
+        subject_id=subject.id,
+        site_id=subject.site_id,
+        category=category,
+        status="draft",
+        version=0,
+        data={},
+        treatment_emergent=False,
+        susar=False,
+    )
 
 
 def _next_number(subject: Subject) -> int:
     records.lock(subject)
-    top = db.session.execute(select(func.max(AdverseEvent.number))
-                             .where(AdverseEvent.subject_id == subject.id)).scalar()
+    top = db.session.execute(
+        select(func.max(AdverseEvent.number)).where(AdverseEvent.subject_id == subject.id)
+    ).scalar()
     return (top or 0) + 1
 
 
-def save_ae(subject: Subject, ae: AdverseEvent, values: dict, *, user, expected_version: int, reason: str | None,
-            complete: bool, today: date, commit: bool = True) -> AdverseEvent:
+def save_ae(
+    subject: Subject,
+    ae: AdverseEvent,
+    values: dict,
+    *,
+    user,
+    expected_version: int,
+    reason: str | None,
+    complete: bool,
+    today: date,
+    commit: bool = True,
+) -> AdverseEvent:
     """Create or change an AE. Refused (nothing saved) with messages at the fields."""
     v = _normalise(values)
     errors = rules.validate(v, context(subject, today, ae), complete=complete)
@@ -179,8 +227,14 @@ def save_ae(subject: Subject, ae: AdverseEvent, values: dict, *, user, expected_
         if ae.status == "deleted":
             raise RecordError("This adverse event was removed; it can no longer be changed.")
         worst = _worst_after_correction(ae, grade)
-        records.save(ae, user=user, changes={**changes, "grade": worst}, expected_version=expected_version,
-                     reason=reason, commit=False)
+        records.save(
+            ae,
+            user=user,
+            changes={**changes, "grade": worst},
+            expected_version=expected_version,
+            reason=reason,
+            commit=False,
+        )
     _sync_episodes(ae, grade, user=user, reason=reason)
     _sync_discrepancy(ae, user=user)
     if complete:
@@ -221,16 +275,34 @@ def _add_episode(ae: AdverseEvent, grade: int, start: date, *, user, end: date |
     for name, value in (("grade", grade), ("start_date", start), ("end_date", end)):
         if value is None:
             continue
-        audit.append("set", user=user, form=GradeEpisode.FORM_NAME, form_id=episode.id, field=name, new=value,
-                     subject_id=ae.subject_id, site_id=ae.site_id)
+        audit.append(
+            "set",
+            user=user,
+            form=GradeEpisode.FORM_NAME,
+            form_id=episode.id,
+            field=name,
+            new=value,
+            subject_id=ae.subject_id,
+            site_id=ae.site_id,
+        )
     return episode
 
 
 def _episode_update(ae, episode, name, value, *, user, reason) -> None:
     old = getattr(episode, name)
     setattr(episode, name, value)
-    audit.append("update", user=user, form=GradeEpisode.FORM_NAME, form_id=episode.id, field=name, old=old,
-                 new=value, reason=reason or "correction", subject_id=ae.subject_id, site_id=ae.site_id)
+    audit.append(
+        "update",
+        user=user,
+        form=GradeEpisode.FORM_NAME,
+        form_id=episode.id,
+        field=name,
+        old=old,
+        new=value,
+        reason=reason or "correction",
+        subject_id=ae.subject_id,
+        site_id=ae.site_id,
+    )
 
 
 def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_version: int, today: date) -> None:
@@ -259,8 +331,14 @@ def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_ve
     _episode_update(ae, current, "end_date", start, user=user, reason="grade changed")
     _add_episode(ae, grade, start, user=user)
     worst = max(e.grade for e in ae.episodes)
-    records.save(ae, user=user, changes={"grade": worst}, expected_version=expected_version,
-                 reason=f"grade changed to {grade} on {start.isoformat()}", commit=False)
+    records.save(
+        ae,
+        user=user,
+        changes={"grade": worst},
+        expected_version=expected_version,
+        reason=f"grade changed to {grade} on {start.isoformat()}",
+        commit=False,
+    )
     if ae.version == expected_version:  # the worst grade did not move: still a new version of the AE
         records.touch(ae, user)
     _sync_discrepancy(ae, user=user)
@@ -278,6 +356,7 @@ def remove_ae(ae: AdverseEvent, *, user, expected_version: int, reason: str) -> 
 
 
 # --- SAE and SUSAR reports ---------------------------------------------------------------------------------
+
 
 def report(ae: AdverseEvent, kind: str, *, user, password: str) -> None:
     """The investigator's signed SAE report (or SUSAR expedited report)."""
@@ -301,8 +380,16 @@ def report(ae: AdverseEvent, kind: str, *, user, password: str) -> None:
         ae.sae_reported_at, ae.sae_signature_id = now, signature.id
     else:
         ae.susar_reported_at, ae.susar_signature_id = now, signature.id
-    audit.append("assign", user=user, form=ae.FORM_NAME, form_id=ae.id, field=f"{kind}_reported_at", new=now,
-                 subject_id=ae.subject_id, site_id=ae.site_id)
+    audit.append(
+        "assign",
+        user=user,
+        form=ae.FORM_NAME,
+        form_id=ae.id,
+        field=f"{kind}_reported_at",
+        new=now,
+        subject_id=ae.subject_id,
+        site_id=ae.site_id,
+    )
     records.commit()
 
 
@@ -323,37 +410,78 @@ def clocks(ae: AdverseEvent, now: datetime | None = None, study: Study | None = 
 
 # --- discrepancies (system queries) --------------------------------------------------------------------------
 
+
 def _sync_discrepancy(ae: AdverseEvent, *, user) -> None:
     """A CRS/ICANS grade entered that differs from the computed one raises a system query
     for the monitor; once they agree again it closes with a note."""
     differs = ae.computed_grade is not None and ae.grade is not None and ae.grade != ae.computed_grade
-    open_queries = db.session.execute(select(Query).where(
-        Query.form == ae.FORM_NAME, Query.form_id == ae.id, Query.field == "grade", Query.origin == "system",
-        Query.state == "open")).scalars().all()
+    open_queries = (
+        db.session.execute(
+            select(Query).where(
+                Query.form == ae.FORM_NAME,
+                Query.form_id == ae.id,
+                Query.field == "grade",
+                Query.origin == "system",
+                Query.state == "open",
+            )
+        )
+        .scalars()
+        .all()
+    )
     if differs and not open_queries:
         reason = (ae.data or {}).get("grade_reason") or "no reason given"
-        query = Query(site_id=ae.site_id, subject_id=ae.subject_id, form=ae.FORM_NAME, form_id=ae.id, field="grade",
-                      origin="system", state="open",
-                      text=f"Grade {ae.grade} differs from grade {ae.computed_grade} computed from the "
-                           f"{ae.category.upper()} assessments (ASTCT 2019). Site's reason: {reason}")
+        query = Query(
+            site_id=ae.site_id,
+            subject_id=ae.subject_id,
+            form=ae.FORM_NAME,
+            form_id=ae.id,
+            field="grade",
+            origin="system",
+            state="open",
+            text=f"Grade {ae.grade} differs from grade {ae.computed_grade} computed from the "
+            f"{ae.category.upper()} assessments (ASTCT 2019). Site's reason: {reason}",
+        )
         db.session.add(query)
         db.session.flush()
-        audit.append("query_open", user=user, form=ae.FORM_NAME, form_id=ae.id, field="grade", new=query.text,
-                     subject_id=ae.subject_id, site_id=ae.site_id)
+        audit.append(
+            "query_open",
+            user=user,
+            form=ae.FORM_NAME,
+            form_id=ae.id,
+            field="grade",
+            new=query.text,
+            subject_id=ae.subject_id,
+            site_id=ae.site_id,
+        )
     elif not differs:
         for query in open_queries:
             query.state, query.closed_at = "closed", utcnow()
             query.close_note = "Closed by the system: the grade now equals the computed grade."
-            audit.append("query_close", user=user, form=ae.FORM_NAME, form_id=ae.id, field="grade",
-                         old=query.text, new=query.close_note, subject_id=ae.subject_id, site_id=ae.site_id)
+            audit.append(
+                "query_close",
+                user=user,
+                form=ae.FORM_NAME,
+                form_id=ae.id,
+                field="grade",
+                old=query.text,
+                new=query.close_note,
+                subject_id=ae.subject_id,
+                site_id=ae.site_id,
+            )
 
 
 def open_queries(subject: Subject) -> list[Query]:
-    return db.session.execute(select(Query).where(Query.subject_id == subject.id, Query.state == "open")
-                              .order_by(Query.id)).scalars().all()
+    return (
+        db.session.execute(
+            select(Query).where(Query.subject_id == subject.id, Query.state == "open").order_by(Query.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
 # --- CRS and ICANS assessments --------------------------------------------------------------------------------------
+
 
 def _assessment_input(kind: str, v: dict) -> dict | None:
     """The grading function's input, or None while the form is too incomplete to grade."""
@@ -364,8 +492,12 @@ def _assessment_input(kind: str, v: dict) -> dict | None:
         masked = bool(v.get("fever_masked"))
         if v.get("max_temp_c") is None and not masked:
             return None
-        return {"max_temp_c": v.get("max_temp_c"), "fever_masked": masked,
-                "hypotension": v["hypotension"], "hypoxia": v["hypoxia"]}
+        return {
+            "max_temp_c": v.get("max_temp_c"),
+            "fever_masked": masked,
+            "hypotension": v["hypotension"],
+            "hypoxia": v["hypoxia"],
+        }
     needed = ("consciousness", "seizure", "motor_weakness", "cerebral_edema")
     if any(v.get(k) in (None, "") for k in needed):
         return None
@@ -393,8 +525,19 @@ def new_assessment(subject: Subject, kind: str):
     return model(subject_id=subject.id, status="draft", version=0, data={})
 
 
-def save_assessment(subject: Subject, record, kind: str, values: dict, *, user, expected_version: int,
-                    reason: str | None, complete: bool, today: date, specs) -> None:
+def save_assessment(
+    subject: Subject,
+    record,
+    kind: str,
+    values: dict,
+    *,
+    user,
+    expected_version: int,
+    reason: str | None,
+    complete: bool,
+    today: date,
+    specs,
+) -> None:
     """Save a CRS/ICANS assessment, grade it, and feed its event (the AE)."""
     from ..records.crf import stored_values
 
@@ -409,10 +552,13 @@ def save_assessment(subject: Subject, record, kind: str, values: dict, *, user, 
     except ValueError as error:
         graded = None
         key = str(error).split(":")[0]
-        errors[key if any(s.name == key for s in specs) else "hypotension" if kind == "crs" else "consciousness"] = str(error)
+        errors[key if any(s.name == key for s in specs) else "hypotension" if kind == "crs" else "consciousness"] = str(
+            error
+        )
     if complete and graded is None and not errors:
         errors["hypotension" if kind == "crs" else "consciousness"] = (
-            "Every component is needed to compute the grade: complete them or save a draft.")
+            "Every component is needed to compute the grade: complete them or save a draft."
+        )
     if errors:
         raise records.InvalidForm(errors)
     by_name = {s.name: s for s in specs}
@@ -428,8 +574,7 @@ def save_assessment(subject: Subject, record, kind: str, values: dict, *, user, 
             record.set_field(name, value)
         records.create(record, user=user, fields=changes)
     else:
-        records.save(record, user=user, changes=changes, expected_version=expected_version, reason=reason,
-                     commit=False)
+        records.save(record, user=user, changes=changes, expected_version=expected_version, reason=reason, commit=False)
     if complete:
         records.set_status(record, "complete", user=user, commit=False)
     if graded and graded["grade"] >= 1 and when is not None:
@@ -454,18 +599,27 @@ def _feed_event(subject: Subject, record, kind: str, *, user) -> None:
         ae = new_ae(subject, kind)
         ae.number = _next_number(subject)
         ae.version = 1
-        fields = {"term": CRS_TERM if kind == "crs" else ICANS_TERM,
-                  "verbatim": None if kind == "crs" else ICANS_VERBATIM, "onset_date": record.assessed_on,
-                  "ongoing": True, "grade": record.grade}
+        fields = {
+            "term": CRS_TERM if kind == "crs" else ICANS_TERM,
+            "verbatim": None if kind == "crs" else ICANS_VERBATIM,
+            "onset_date": record.assessed_on,
+            "ongoing": True,
+            "grade": record.grade,
+        }
         entry = ctcae.get(fields["term"])
-        fields.update({"soc": entry.soc, "meddra_code": entry.meddra_code,
-                       "treatment_emergent": rules.treatment_emergent(record.assessed_on,
-                                                                      first_lymphodepletion_date(subject))})
+        fields.update(
+            {
+                "soc": entry.soc,
+                "meddra_code": entry.meddra_code,
+                "treatment_emergent": rules.treatment_emergent(record.assessed_on, first_lymphodepletion_date(subject)),
+            }
+        )
         for name, value in fields.items():
             ae.set_field(name, value)
         ae.computed_grade = record.grade
-        records.create(ae, user=user, fields=fields,
-                       reason=f"opened from the {kind.upper()} assessment of {record.assessed_on}")
+        records.create(
+            ae, user=user, fields=fields, reason=f"opened from the {kind.upper()} assessment of {record.assessed_on}"
+        )
         subject.adverse_events.append(ae)
     if record.adverse_event_id != ae.id:
         records.set_value(record, "adverse_event_id", ae.id, user=user, form=record.FORM_NAME)
@@ -478,8 +632,15 @@ def _sync_event(ae: AdverseEvent, kind: str, *, user) -> None:
     moves the grade course (a new episode from its date) when it differs."""
     model = CrsAssessment if kind == "crs" else IcansAssessment
     db.session.flush()
-    assessments = db.session.execute(select(model).where(model.adverse_event_id == ae.id, model.grade.is_not(None))
-                                     .order_by(model.assessed_on, model.id)).scalars().all()
+    assessments = (
+        db.session.execute(
+            select(model)
+            .where(model.adverse_event_id == ae.id, model.grade.is_not(None))
+            .order_by(model.assessed_on, model.id)
+        )
+        .scalars()
+        .all()
+    )
     graded = [a for a in assessments if a.assessed_on is not None]
     computed = max((a.grade for a in graded), default=None)
     if computed != ae.computed_grade:
@@ -492,23 +653,46 @@ def _sync_event(ae: AdverseEvent, kind: str, *, user) -> None:
             current = ae.episodes[-1]
             if latest.grade >= 1 and latest.grade != current.grade:
                 if latest.assessed_on > current.start_date:
-                    _episode_update(ae, current, "end_date", latest.assessed_on, user=user,
-                                    reason=f"{kind.upper()} assessment of {latest.assessed_on}")
+                    _episode_update(
+                        ae,
+                        current,
+                        "end_date",
+                        latest.assessed_on,
+                        user=user,
+                        reason=f"{kind.upper()} assessment of {latest.assessed_on}",
+                    )
                     _add_episode(ae, latest.grade, latest.assessed_on, user=user)
                 else:
-                    _episode_update(ae, current, "grade", latest.grade, user=user,
-                                    reason=f"{kind.upper()} assessment of {latest.assessed_on}")
+                    _episode_update(
+                        ae,
+                        current,
+                        "grade",
+                        latest.grade,
+                        user=user,
+                        reason=f"{kind.upper()} assessment of {latest.assessed_on}",
+                    )
         worst = max(e.grade for e in ae.episodes)
         if worst != ae.grade:
-            records.set_value(ae, "grade", worst, user=user, form=ae.FORM_NAME,
-                              reason=f"worst grade of the {kind.upper()} assessments")
+            records.set_value(
+                ae,
+                "grade",
+                worst,
+                user=user,
+                form=ae.FORM_NAME,
+                reason=f"worst grade of the {kind.upper()} assessments",
+            )
     _sync_discrepancy(ae, user=user)
 
 
 def assessments(subject: Subject, kind: str) -> list:
     model = CrsAssessment if kind == "crs" else IcansAssessment
-    return db.session.execute(select(model).where(model.subject_id == subject.id)
-                              .order_by(model.assessed_on.desc(), model.id.desc())).scalars().all()
+    return (
+        db.session.execute(
+            select(model).where(model.subject_id == subject.id).order_by(model.assessed_on.desc(), model.id.desc())
+        )
+        .scalars()
+        .all()
+    )
 
 
 def refresh_treatment_emergent(subject: Subject, *, user) -> None:
@@ -518,11 +702,18 @@ def refresh_treatment_emergent(subject: Subject, *, user) -> None:
     for ae in subject.adverse_events:
         value = rules.treatment_emergent(ae.onset_date, first)
         if ae.treatment_emergent != value:
-            records.set_value(ae, "treatment_emergent", value, user=user, form=ae.FORM_NAME,
-                              reason="first lymphodepletion day recorded or changed")
+            records.set_value(
+                ae,
+                "treatment_emergent",
+                value,
+                user=user,
+                form=ae.FORM_NAME,
+                reason="first lymphodepletion day recorded or changed",
+            )
 
 
 # --- the toxicity hold (PROTOCOL 5.2) and lab-based suggestions -----------------------------------------------------
+
 
 def is_open(ae: AdverseEvent) -> bool:
     return ae.status != "deleted" and ae.end_date is None
@@ -535,8 +726,14 @@ def open_for_lockouts(subject: Subject) -> list[dict]:
     out = []
     for ae in subject.adverse_events:
         if is_open(ae) and ae.grade is not None:
-            out.append({"term": ae.term or ae.verbatim or "unspecified", "grade": ae.grade,
-                        "category": ae.category, "related": ae.related})
+            out.append(
+                {
+                    "term": ae.term or ae.verbatim or "unspecified",
+                    "grade": ae.grade,
+                    "category": ae.category,
+                    "related": ae.related,
+                }
+            )
     return out
 
 
@@ -552,8 +749,18 @@ def visit_labs(subject: Subject) -> list[dict]:
             value = data.get(lab)
             if value is None:
                 continue
-            labs.append({"visit_id": visit.id, "visit_label": visit.label, "date": date.fromisoformat(when), "lab": lab,
-                         "value": value, "uln": limits.get("uln"), "lln": limits.get("lln"), "unit": limits.get("unit")})
+            labs.append(
+                {
+                    "visit_id": visit.id,
+                    "visit_label": visit.label,
+                    "date": date.fromisoformat(when),
+                    "lab": lab,
+                    "value": value,
+                    "uln": limits.get("uln"),
+                    "lln": limits.get("lln"),
+                    "unit": limits.get("unit"),
+                }
+            )
     return labs
 
 
@@ -562,38 +769,63 @@ def lab_suggestions(subject: Subject) -> list[dict]:
     # A dismissal covers its lab at that grade and below, at every visit: the same finding
     # is not suggested again; a worse value (a higher grade) is.
     visit_ids = [v.id for v in subject.visits]
-    dismissed = {(visit_id, d.lab, grade) for d in db.session.execute(
-        select(LabSuggestionDismissal).where(LabSuggestionDismissal.subject_id == subject.id)).scalars()
-        for visit_id in visit_ids for grade in range(1, d.grade + 1)}
+    dismissed = {
+        (visit_id, d.lab, grade)
+        for d in db.session.execute(
+            select(LabSuggestionDismissal).where(LabSuggestionDismissal.subject_id == subject.id)
+        ).scalars()
+        for visit_id in visit_ids
+        for grade in range(1, d.grade + 1)
+    }
     return rules.lab_suggestions(visit_labs(subject), open_terms, dismissed)
 
 
 def dismiss_suggestion(subject: Subject, *, visit_id: int, lab: str, grade: int, reason: str, user) -> None:
-    suggestion = next((s for s in lab_suggestions(subject)
-                       if s["visit_id"] == visit_id and s["lab"] == lab and s["grade"] == grade), None)
+    suggestion = next(
+        (s for s in lab_suggestions(subject) if s["visit_id"] == visit_id and s["lab"] == lab and s["grade"] == grade),
+        None,
+    )
     if suggestion is None:
         raise RecordError("That suggestion is no longer open.")
     if not (reason or "").strip():
         raise RecordError("Give the reason for dismissing the suggestion.")
-    row = LabSuggestionDismissal(subject_id=subject.id, visit_id=visit_id, lab=lab, term=suggestion["term"],
-                                 grade=grade, reason=reason.strip(), created_by_id=user.id)
+    row = LabSuggestionDismissal(
+        subject_id=subject.id,
+        visit_id=visit_id,
+        lab=lab,
+        term=suggestion["term"],
+        grade=grade,
+        reason=reason.strip(),
+        created_by_id=user.id,
+    )
     db.session.add(row)
     db.session.flush()
-    audit.append("dismiss", user=user, form="lab_suggestion", form_id=row.id, field=lab,
-                 new=f"{suggestion['term']} grade {grade} ({suggestion['value']} {suggestion['unit'] or ''})".strip(),
-                 reason=reason.strip(), subject_id=subject.id, site_id=subject.site_id)
+    audit.append(
+        "dismiss",
+        user=user,
+        form="lab_suggestion",
+        form_id=row.id,
+        field=lab,
+        new=f"{suggestion['term']} grade {grade} ({suggestion['value']} {suggestion['unit'] or ''})".strip(),
+        reason=reason.strip(),
+        subject_id=subject.id,
+        site_id=subject.site_id,
+    )
     records.commit()
 
 
 # --- SAE lists ---------------------------------------------------------------------------------------------------
 
+
 def sae_worklist(site_ids: list[int] | None, now: datetime | None = None) -> list[dict]:
     """Serious AEs whose SAE report or SUSAR report is due, overdue or was late."""
     now = now or utcnow()
-    stmt = (select(AdverseEvent).where(AdverseEvent.serious.is_(True), AdverseEvent.status != "deleted",
-                                       AdverseEvent.awareness_at.is_not(None))
-            .options(joinedload(AdverseEvent.subject), joinedload(AdverseEvent.site))
-            .order_by(AdverseEvent.sae_due_at))
+    stmt = (
+        select(AdverseEvent)
+        .where(AdverseEvent.serious.is_(True), AdverseEvent.status != "deleted", AdverseEvent.awareness_at.is_not(None))
+        .options(joinedload(AdverseEvent.subject), joinedload(AdverseEvent.site))
+        .order_by(AdverseEvent.sae_due_at)
+    )
     if site_ids is not None:
         stmt = stmt.where(AdverseEvent.site_id.in_(site_ids))
     rows = []

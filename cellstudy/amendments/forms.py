@@ -21,11 +21,17 @@ class DecisionForm(FlaskForm):
 class AmendmentForm(FlaskForm):
     """A proposed amendment of the study settings (the values come from settings.editable_settings)."""
 
-    version = StringField("New version label", validators=[DataRequired("Name the amendment, e.g. '2.0 (amendment 1)'."),
-                                                           Length(max=60)])
+    version = StringField(
+        "New version label", validators=[DataRequired("Name the amendment, e.g. '2.0 (amendment 1)'."), Length(max=60)]
+    )
     reason = StringField("Reason", validators=[DataRequired("Give the reason for the change."), Length(max=500)])
     # issue 11: the amendment takes effect on this UTC date, once an investigator approved it
-    effective_date = StringField("Effective date (UTC)", description="YYYY-MM-DD: in force from 00:00 UTC that day "
-                                 "(08:00 in Hangzhou), once an investigator has approved it.",
-                                 validators=[DataRequired("Give the effective date (YYYY-MM-DD, a UTC date)."),
-                                             Length(max=10, message="Effective date: enter the date as YYYY-MM-DD.")])
+    effective_date = StringField(
+        "Effective date (UTC)",
+        description="YYYY-MM-DD: in force from 00:00 UTC that day "
+        "(08:00 in Hangzhou), once an investigator has approved it.",
+        validators=[
+            DataRequired("Give the effective date (YYYY-MM-DD, a UTC date)."),
+            Length(max=10, message="Effective date: enter the date as YYYY-MM-DD."),
+        ],
+    )

@@ -2,6 +2,7 @@
 after of each setting, the eligibility impact), the investigator's approval with an
 e-signature or rejection, the admin's withdrawal. The proposal itself is made on the study
 settings page (amendments.study_settings, /admin/study). Actions name the amendment in the POSTed form."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -33,9 +34,16 @@ def _impact_for(amendment) -> dict | None:
         subject = row["subject"]
         if ids is not None and subject.site_id not in ids:
             continue
-        own.append({"subject": subject, "error": row["after"].get("error"),
-                    "changes": [(names.get(code, code), _status(row["before"], code), _status(row["after"], code))
-                                for code in row["changed_criteria"]]})
+        own.append(
+            {
+                "subject": subject,
+                "error": row["after"].get("error"),
+                "changes": [
+                    (names.get(code, code), _status(row["before"], code), _status(row["after"], code))
+                    for code in row["changed_criteria"]
+                ],
+            }
+        )
     return {"own": own, "others": len(rows) - len(own), "total": len(rows)}
 
 
@@ -47,27 +55,38 @@ def _page(approve_form=None, reject_form=None, withdraw_form=None, errors_for=No
     awaiting = service.awaiting()
     in_force = service.in_force_id()
     items = [{"amendment": a, "changes": service.changes(a), "impact": _impact_for(a)} for a in awaiting]
-    past = [{"amendment": a, "changes": service.changes(a), "state": service.state(a, in_force)}
-            for a in service.history() if a.status != "proposed"]
+    past = [
+        {"amendment": a, "changes": service.changes(a), "state": service.state(a, in_force)}
+        for a in service.history()
+        if a.status != "proposed"
+    ]
     forms = {}
     for item in items:
         a = item["amendment"]
         mine = errors_for == a.id
         forms[a.id] = {
-            "approve": approve_form if mine and approve_form is not None else ApproveForm(amendment_id=a.id,
-                                                                                           formdata=None),
-            "reject": reject_form if mine and reject_form is not None else DecisionForm(prefix="reject",
-                                                                                        amendment_id=a.id,
-                                                                                        formdata=None),
-            "withdraw": withdraw_form if mine and withdraw_form is not None else DecisionForm(prefix="withdraw",
-                                                                                              amendment_id=a.id,
-                                                                                              formdata=None),
+            "approve": approve_form
+            if mine and approve_form is not None
+            else ApproveForm(amendment_id=a.id, formdata=None),
+            "reject": reject_form
+            if mine and reject_form is not None
+            else DecisionForm(prefix="reject", amendment_id=a.id, formdata=None),
+            "withdraw": withdraw_form
+            if mine and withdraw_form is not None
+            else DecisionForm(prefix="withdraw", amendment_id=a.id, formdata=None),
         }
     # times in the reader's site time when they have one site (UTC on hover), else UTC
     sites = list(current_user.sites)
-    return render_template("amendments/list.html", items=items, past=past, forms=forms, meaning=service.MEANING,
-                           max_failures=current_app.config["LOGIN_MAX_FAILURES"],
-                           viewer_site=sites[0] if len(sites) == 1 else None, moment=settings.effective_moment), status
+    return render_template(
+        "amendments/list.html",
+        items=items,
+        past=past,
+        forms=forms,
+        meaning=service.MEANING,
+        max_failures=current_app.config["LOGIN_MAX_FAILURES"],
+        viewer_site=sites[0] if len(sites) == 1 else None,
+        moment=settings.effective_moment,
+    ), status
 
 
 @bp.route("/amendments", methods=["GET"], endpoint="index")
@@ -107,8 +126,11 @@ def approve_amendment():
             db.session.rollback()
             _target_error(form, error)
         else:
-            when = ("It is in force now." if amendment.in_force_at else
-                    f"It comes into force on {amendment.effective_date.isoformat()} (00:00 UTC).")
+            when = (
+                "It is in force now."
+                if amendment.in_force_at
+                else f"It comes into force on {amendment.effective_date.isoformat()} (00:00 UTC)."
+            )
             flash(f"Amendment {amendment.label} approved with your e-signature. {when}", "success")
             return redirect(url_for(".index"))
     elif target is None:
@@ -161,15 +183,23 @@ def study_settings():
     form = AmendmentForm()
     base = service.proposal_base()  # a proposal builds on the latest approved amendment
     rows = editable_settings(base)
-    values = {key: request.form.get(key, "") for key, _v, _t in rows} if request.method == "POST" else {
-        key: "" if value is None else str(value) for key, value, _t in rows}
+    values = (
+        {key: request.form.get(key, "") for key, _v, _t in rows}
+        if request.method == "POST"
+        else {key: "" if value is None else str(value) for key, value, _t in rows}
+    )
     if request.method == "GET":
         form.effective_date.data = utcnow().date().isoformat()
     errors: dict = {}
     if form.validate_on_submit():
         try:
-            amendment = service.propose(values, label=form.version.data, reason=form.reason.data,
-                                           effective_date=form.effective_date.data, user=current_user)
+            amendment = service.propose(
+                values,
+                label=form.version.data,
+                reason=form.reason.data,
+                effective_date=form.effective_date.data,
+                user=current_user,
+            )
         except service.AmendmentError as exc:
             db.session.rollback()
             for key, message in exc.errors.items():
@@ -179,15 +209,28 @@ def study_settings():
                 else:
                     errors[key] = message
         else:
-            flash(f"Amendment {amendment.label} proposed. It takes effect only once an investigator approves it "
-                  "with an e-signature; until then the settings in force are unchanged.", "success")
+            flash(
+                f"Amendment {amendment.label} proposed. It takes effect only once an investigator approves it "
+                "with an e-signature; until then the settings in force are unchanged.",
+                "success",
+            )
             return redirect(url_for(".study_settings"))
     elif request.method == "POST":
         errors = setting_errors(values, base)
     in_force = values_of(current_study())
-    sections = [(label, [(key, setting_label(key), in_force[key]) for key, _v, _t in rows
-                         if key.startswith(section + ".")]) for section, label in SETTING_SECTIONS.items()]
-    return render_template("amendments/study.html", form=form, sections=sections, values=values, errors=errors,
-                           awaiting=service.awaiting(), history=service.history(),
-                           in_force_id=service.in_force_id(), state=service.state,
-                           base_version=base.version)
+    sections = [
+        (label, [(key, setting_label(key), in_force[key]) for key, _v, _t in rows if key.startswith(section + ".")])
+        for section, label in SETTING_SECTIONS.items()
+    ]
+    return render_template(
+        "amendments/study.html",
+        form=form,
+        sections=sections,
+        values=values,
+        errors=errors,
+        awaiting=service.awaiting(),
+        history=service.history(),
+        in_force_id=service.in_force_id(),
+        state=service.state,
+        base_version=base.version,
+    )

@@ -22,6 +22,7 @@ Life cycle of a `StudyAmendment`::
   enrolled subjects whose signed decision would change are put on the investigators'
   worklist (enrollment/reconfirm.py): nobody is silently un-enrolled.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,6 +59,7 @@ class AmendmentError(ValueError):
 
 # --- reading -------------------------------------------------------------------------------------
 
+
 def _now() -> datetime:
     return timeutil.as_utc(timeutil.utcnow())
 
@@ -65,14 +67,20 @@ def _now() -> datetime:
 def _latest_approved(session=None) -> StudyAmendment | None:
     """The amendment a new proposal builds on: the latest approved one, in force or not yet."""
     session = session or db.session
-    return session.execute(select(StudyAmendment).where(StudyAmendment.status == "approved")
-                           .order_by(StudyAmendment.effective_date.desc(), StudyAmendment.id.desc())
-                           .limit(1)).scalar_one_or_none()
+    return session.execute(
+        select(StudyAmendment)
+        .where(StudyAmendment.status == "approved")
+        .order_by(StudyAmendment.effective_date.desc(), StudyAmendment.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def awaiting() -> list[StudyAmendment]:
-    return list(db.session.execute(select(StudyAmendment).where(StudyAmendment.status == "proposed")
-                                   .order_by(StudyAmendment.id)).scalars())
+    return list(
+        db.session.execute(
+            select(StudyAmendment).where(StudyAmendment.status == "proposed").order_by(StudyAmendment.id)
+        ).scalars()
+    )
 
 
 def history() -> list[StudyAmendment]:
@@ -105,8 +113,17 @@ def _shown(value) -> str:
 def changes(amendment: StudyAmendment) -> list[Change]:
     """The settings this amendment changes, before (its base) and after."""
     before, after = settings.values_of(base_definition(amendment)), settings.values_of(settings.definition(amendment))
-    return [Change(key, settings.setting_label(key), settings.SETTING_SECTIONS.get(key.split(".")[0], ""),
-                   _shown(before[key]), _shown(after[key])) for key in after if after[key] != before.get(key)]
+    return [
+        Change(
+            key,
+            settings.setting_label(key),
+            settings.SETTING_SECTIONS.get(key.split(".")[0], ""),
+            _shown(before[key]),
+            _shown(after[key]),
+        )
+        for key in after
+        if after[key] != before.get(key)
+    ]
 
 
 def changes_eligibility(amendment: StudyAmendment) -> bool:
@@ -148,6 +165,7 @@ def in_force_id(session=None) -> int | None:
 
 # --- the steps -----------------------------------------------------------------------------------
 
+
 def _serialise() -> None:
     """Amendment steps one at a time (SQLite: POSTs and commands are BEGIN IMMEDIATE already)."""
     if db.session.get_bind().dialect.name == "postgresql":
@@ -159,8 +177,12 @@ def _locked(amendment_id) -> StudyAmendment | None:
         amendment_id = int(amendment_id)
     except (TypeError, ValueError):
         return None
-    return db.session.execute(select(StudyAmendment).where(StudyAmendment.id == amendment_id).with_for_update()
-                              .execution_options(populate_existing=True)).scalar_one_or_none()
+    return db.session.execute(
+        select(StudyAmendment)
+        .where(StudyAmendment.id == amendment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def _require(user, permission: str, what: str) -> None:
@@ -176,8 +198,7 @@ def parse_effective_date(raw) -> date:
     try:
         return date.fromisoformat(str(raw or "").strip())
     except ValueError:
-        raise AmendmentError({"effective_date": "Effective date: enter the date as YYYY-MM-DD (a UTC date)."}) \
-            from None
+        raise AmendmentError({"effective_date": "Effective date: enter the date as YYYY-MM-DD (a UTC date)."}) from None
 
 
 def propose(values: dict, *, label: str, reason: str, effective_date, user) -> StudyAmendment:
@@ -188,15 +209,20 @@ def propose(values: dict, *, label: str, reason: str, effective_date, user) -> S
     errors: dict[str | None, str] = {}
     pending = awaiting()
     if pending:
-        raise AmendmentError(f"Amendment {pending[0].label!r} awaits an investigator's approval: withdraw it "
-                             "before proposing another.")
+        raise AmendmentError(
+            f"Amendment {pending[0].label!r} awaits an investigator's approval: withdraw it before proposing another."
+        )
     base = _latest_approved()
     if not label:
         errors["version"] = "Name the amendment, e.g. '2.0 (amendment 1)'."
     elif len(label) > 60:
         errors["version"] = "Version label: 60 characters at most."
-    elif label == STUDY.version or db.session.execute(select(StudyAmendment.id).where(
-            StudyAmendment.label == label, StudyAmendment.status == "approved")).first():
+    elif (
+        label == STUDY.version
+        or db.session.execute(
+            select(StudyAmendment.id).where(StudyAmendment.label == label, StudyAmendment.status == "approved")
+        ).first()
+    ):
         errors["version"] = f"Version label: {label!r} is already used by an approved definition; choose a new one."
     if not reason:
         errors["reason"] = "Give the reason for the change."
@@ -207,11 +233,15 @@ def propose(values: dict, *, label: str, reason: str, effective_date, user) -> S
     else:
         today = _now().date()
         if effective < today:
-            errors["effective_date"] = (f"Effective date: {effective.isoformat()} has passed; an amendment takes "
-                                        f"effect today ({today.isoformat()}, UTC) or later.")
+            errors["effective_date"] = (
+                f"Effective date: {effective.isoformat()} has passed; an amendment takes "
+                f"effect today ({today.isoformat()}, UTC) or later."
+            )
         elif base is not None and effective < base.effective_date:
-            errors["effective_date"] = (f"Effective date: it builds on {base.label}, in force from "
-                                        f"{base.effective_date.isoformat()}; choose that date or later.")
+            errors["effective_date"] = (
+                f"Effective date: it builds on {base.label}, in force from "
+                f"{base.effective_date.isoformat()}; choose that date or later."
+            )
     before = settings.definition(base) if base is not None else STUDY
     bad = settings.setting_errors(values, before)
     errors.update(bad)
@@ -225,17 +255,25 @@ def propose(values: dict, *, label: str, reason: str, effective_date, user) -> S
         raise AmendmentError(errors)
     defaults = settings.values_of(STUDY)
     overrides = {k: (str(v) if v is not None else None) for k, v in new.items() if v != defaults[k]}
-    amendment = StudyAmendment(label=label, overrides=overrides, reason=reason, created_by_id=user.id,
-                               created_at=_now(), status="proposed", effective_date=effective,
-                               base_id=base.id if base is not None else None)
+    amendment = StudyAmendment(
+        label=label,
+        overrides=overrides,
+        reason=reason,
+        created_by_id=user.id,
+        created_at=_now(),
+        status="proposed",
+        effective_date=effective,
+        base_id=base.id if base is not None else None,
+    )
     db.session.add(amendment)
     db.session.flush()
     why = f"{label}: {reason}"
     audit.append("create", user=user, form=FORM, form_id=amendment.id, field="version", new=label, reason=why)
     audit.append("set", user=user, form=FORM, form_id=amendment.id, field="effective_date", new=effective)
     for key, (old_value, new_value) in changed.items():
-        audit.append("setting", user=user, form=FORM, form_id=amendment.id, field=key, old=old_value,
-                     new=new_value, reason=why)
+        audit.append(
+            "setting", user=user, form=FORM, form_id=amendment.id, field=key, old=old_value, new=new_value, reason=why
+        )
     records.commit()
     return amendment
 
@@ -245,8 +283,9 @@ def _pending_for_decision(amendment_id) -> StudyAmendment:
     if amendment is None:
         raise AmendmentError("There is no such amendment: reload the page.")
     if amendment.status != "proposed":
-        raise AmendmentError(f"Amendment {amendment.label!r} is {STATUS_LABELS[amendment.status].lower()} "
-                             "already: nothing was changed.")
+        raise AmendmentError(
+            f"Amendment {amendment.label!r} is {STATUS_LABELS[amendment.status].lower()} already: nothing was changed."
+        )
     return amendment
 
 
@@ -258,15 +297,25 @@ def approve(amendment_id, *, user, password: str) -> StudyAmendment:
     amendment = _pending_for_decision(amendment_id)
     latest = _latest_approved()
     if (latest.id if latest else None) != amendment.base_id:
-        raise AmendmentError(f"The study definition changed since {amendment.label!r} was proposed (now "
-                             f"{latest.label if latest else STUDY.version}): the admin withdraws it and proposes again.")
+        raise AmendmentError(
+            f"The study definition changed since {amendment.label!r} was proposed (now "
+            f"{latest.label if latest else STUDY.version}): the admin withdraws it and proposes again."
+        )
     # records.sign rolls back and records the refusal on a wrong password (SignatureRefused)
     signature = records.sign(amendment, user=user, password=password, meaning=MEANING, form=FORM)
     now = _now()
     amendment.status, amendment.decided_at, amendment.decided_by_id = "approved", now, user.id
     amendment.signature_id = signature.id
-    audit.append("status", user=user, form=FORM, form_id=amendment.id, field="status", old="proposed",
-                 new="approved", reason=f"{amendment.label}: approved with an e-signature")
+    audit.append(
+        "status",
+        user=user,
+        form=FORM,
+        form_id=amendment.id,
+        field="status",
+        old="proposed",
+        new="approved",
+        reason=f"{amendment.label}: approved with an e-signature",
+    )
     db.session.flush()
     if amendment.effective_date <= now.date():
         _mark_due(user=user, now=now)  # this one, and any earlier one whose run has not come yet
@@ -284,27 +333,50 @@ def _decide(amendment_id, *, user, reason: str, status: str, permission: str, wh
     amendment = _pending_for_decision(amendment_id)
     amendment.status, amendment.decided_at, amendment.decided_by_id = status, _now(), user.id
     amendment.decision_reason = reason
-    audit.append("status", user=user, form=FORM, form_id=amendment.id, field="status", old="proposed", new=status,
-                 reason=f"{amendment.label}: {reason}")
+    audit.append(
+        "status",
+        user=user,
+        form=FORM,
+        form_id=amendment.id,
+        field="status",
+        old="proposed",
+        new=status,
+        reason=f"{amendment.label}: {reason}",
+    )
     records.commit()
     settings.invalidate_cache()
     return amendment
 
 
 def reject(amendment_id, *, user, reason: str) -> StudyAmendment:
-    return _decide(amendment_id, user=user, reason=reason, status="rejected", permission="approve_amendment",
-                   what="reject an amendment")
+    return _decide(
+        amendment_id,
+        user=user,
+        reason=reason,
+        status="rejected",
+        permission="approve_amendment",
+        what="reject an amendment",
+    )
 
 
 def withdraw(amendment_id, *, user, reason: str) -> StudyAmendment:
-    return _decide(amendment_id, user=user, reason=reason, status="withdrawn", permission="propose_amendment",
-                   what="withdraw an amendment")
+    return _decide(
+        amendment_id,
+        user=user,
+        reason=reason,
+        status="withdrawn",
+        permission="propose_amendment",
+        what="withdraw an amendment",
+    )
 
 
 def _previously_in_force() -> Study:
-    row = db.session.execute(select(StudyAmendment).where(StudyAmendment.in_force_at.is_not(None))
-                             .order_by(StudyAmendment.effective_date.desc(), StudyAmendment.id.desc())
-                             .limit(1)).scalar_one_or_none()
+    row = db.session.execute(
+        select(StudyAmendment)
+        .where(StudyAmendment.in_force_at.is_not(None))
+        .order_by(StudyAmendment.effective_date.desc(), StudyAmendment.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     return settings.definition(row) if row is not None else STUDY
 
 
@@ -313,12 +385,20 @@ def _come_into_force(amendments: list[StudyAmendment], *, user, now: datetime) -
     before = _previously_in_force()
     for amendment in amendments:
         amendment.in_force_at = now
-        when = ("approved on or after its effective date" if amendment.decided_at and
-                timeutil.as_utc(amendment.decided_at).date() >= amendment.effective_date
-                else "its effective date arrived")
-        audit.append("assign", user=user, form=FORM, form_id=amendment.id, field="in_force_at", new=now,
-                     reason=f"{amendment.label}: in force from {amendment.effective_date.isoformat()} "
-                            f"(UTC date; {when})")
+        when = (
+            "approved on or after its effective date"
+            if amendment.decided_at and timeutil.as_utc(amendment.decided_at).date() >= amendment.effective_date
+            else "its effective date arrived"
+        )
+        audit.append(
+            "assign",
+            user=user,
+            form=FORM,
+            form_id=amendment.id,
+            field="in_force_at",
+            new=now,
+            reason=f"{amendment.label}: in force from {amendment.effective_date.isoformat()} (UTC date; {when})",
+        )
     db.session.flush()
     after = settings.study_in_force(db.session, now)
     if after.eligibility != before.eligibility:
@@ -329,10 +409,17 @@ def _come_into_force(amendments: list[StudyAmendment], *, user, now: datetime) -
 
 def due(now: datetime | None = None) -> list[int]:
     now = now or _now()
-    return list(db.session.execute(select(StudyAmendment.id).where(
-        StudyAmendment.status == "approved", StudyAmendment.in_force_at.is_(None),
-        StudyAmendment.effective_date <= now.date()).order_by(StudyAmendment.effective_date, StudyAmendment.id))
-        .scalars())
+    return list(
+        db.session.execute(
+            select(StudyAmendment.id)
+            .where(
+                StudyAmendment.status == "approved",
+                StudyAmendment.in_force_at.is_(None),
+                StudyAmendment.effective_date <= now.date(),
+            )
+            .order_by(StudyAmendment.effective_date, StudyAmendment.id)
+        ).scalars()
+    )
 
 
 def _mark_due(*, user, now: datetime) -> list[StudyAmendment]:
@@ -341,10 +428,15 @@ def _mark_due(*, user, now: datetime) -> list[StudyAmendment]:
     ids = due(now)
     if not ids:
         return []
-    rows = list(db.session.execute(select(StudyAmendment).where(
-        StudyAmendment.id.in_(ids), StudyAmendment.in_force_at.is_(None)).with_for_update()
-        .order_by(StudyAmendment.effective_date, StudyAmendment.id)
-        .execution_options(populate_existing=True)).scalars())
+    rows = list(
+        db.session.execute(
+            select(StudyAmendment)
+            .where(StudyAmendment.id.in_(ids), StudyAmendment.in_force_at.is_(None))
+            .with_for_update()
+            .order_by(StudyAmendment.effective_date, StudyAmendment.id)
+            .execution_options(populate_existing=True)
+        ).scalars()
+    )
     if rows:
         _come_into_force(rows, user=user, now=now)
     return rows
@@ -369,16 +461,17 @@ def apply_due(*, user=None) -> list[StudyAmendment]:
     return rows
 
 
-def amend(values: dict, *, version: str, reason: str, user, approver, password: str,
-          effective_date: date | None = None) -> Study:
+def amend(
+    values: dict, *, version: str, reason: str, user, approver, password: str, effective_date: date | None = None
+) -> Study:
     """Propose and approve in one call (tests and scripts); returns the definition in force."""
-    amendment = propose(values, label=version, reason=reason, effective_date=effective_date or _now().date(),
-                        user=user)
+    amendment = propose(values, label=version, reason=reason, effective_date=effective_date or _now().date(), user=user)
     approve(amendment.id, user=approver, password=password)
     return settings.study_in_force(db.session)
 
 
 # --- when the effective date arrives: the start-up check and the scheduled run ----------------------
+
 
 def check_due(app) -> list[str]:
     """apply_due() in an app context of its own; a database without the schema yet (before
@@ -397,8 +490,7 @@ def check_due(app) -> list[str]:
 class _Scheduler:
     def __init__(self, app, interval: float):
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(app, interval), name="cellstudy-amendments",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(app, interval), name="cellstudy-amendments", daemon=True)
 
     def _run(self, app, interval: float) -> None:
         while not self.stop.is_set():

@@ -3,6 +3,7 @@ requesting user's sites (data managers: every record), or a filtered view too lo
 stream from a web worker, as CSV, written by the job pool of
 cellstudy.jobs in keyset batches of short transactions, with its progress in the
 database. The web request only queues it, so the pages others use are not slowed."""
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,11 @@ def _write(job, report_progress):
 
 def start(user, scope, sites, filters: service.Filters | None = None):
     """Queue the export (the whole trail of the user's sites, or the filtered view) for `user`."""
-    return jobs.submit(KIND, {"sites": "all" if scope is None else sorted(sites),
-                              "filters": (filters or service.Filters()).active()}, user)
+    return jobs.submit(
+        KIND,
+        {"sites": "all" if scope is None else sorted(sites), "filters": (filters or service.Filters()).active()},
+        user,
+    )
 
 
 def progress_url(job) -> str:

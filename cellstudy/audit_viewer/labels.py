@@ -7,6 +7,7 @@ Pure. The field labels and choice lists are read from the form specs
 in one place. Only the values the system sets itself (statuses, computed fields, the
 signature) have no spec; they are named in SYSTEM_FIELDS below.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,26 @@ from ..enrollment.eligibility import criterion_texts
 
 _STATUS = {"draft": "Draft", "complete": "Complete", "deleted": "Deleted (removed)"}
 _YES_NO = {"yes": "Yes", "no": "No"}
-_SUBJECT_STATUS = {s: s.replace("_", " ").capitalize() for s in
-                   ("screening", "screen_failed", "enrolled", "on_treatment", "follow_up", "completed",
-                    "withdrawn", "died")}
+_SUBJECT_STATUS = {
+    s: s.replace("_", " ").capitalize()
+    for s in ("screening", "screen_failed", "enrolled", "on_treatment", "follow_up", "completed", "withdrawn", "died")
+}
 
 #: field -> (label, {code: label} or None) for values the system sets (no spec)
 SYSTEM_FIELDS: dict[str, tuple[str, dict | None]] = {
     "status": ("Status", {**_STATUS, **_SUBJECT_STATUS}),
     "signature": ("E-signature", None),
-    "state": ("State", {"scheduled": "Scheduled", "given": "Given", "cancelled": "Cancelled",
-                        "planned": "Planned", "done": "Done", "missed": "Missed"}),
+    "state": (
+        "State",
+        {
+            "scheduled": "Scheduled",
+            "given": "Given",
+            "cancelled": "Cancelled",
+            "planned": "Planned",
+            "done": "Done",
+            "missed": "Missed",
+        },
+    ),
     "screening_number": ("Screening number", None),
     "subject_number": ("Subject number", None),
     "dose_level": ("Dose level", None),
@@ -55,13 +66,22 @@ SYSTEM_FIELDS: dict[str, tuple[str, dict | None]] = {
     "assessed_on": ("Assessed on", None),
     "driver": ("Component that drove the grade", ae_fields.COMPONENT_LABELS),
     "ice_score": (ae_fields.COMPONENT_LABELS["ice_score"], None),
-    "outcome": ("Outcome", {"enrolled": "Enrolled", "screen_failed": "Screen failed",
-                            "reconfirmed": "Eligibility re-confirmed"}),
-    "cause": ("Cause", {"screening_changed": "Screening data changed after enrolment",
-                        "amendment": "Study amendment changed an eligibility rule"}),
+    "outcome": (
+        "Outcome",
+        {"enrolled": "Enrolled", "screen_failed": "Screen failed", "reconfirmed": "Eligibility re-confirmed"},
+    ),
+    "cause": (
+        "Cause",
+        {
+            "screening_changed": "Screening data changed after enrolment",
+            "amendment": "Study amendment changed an eligibility rule",
+        },
+    ),
     "detail": ("Detail", None),
-    "resolution": ("Resolution", {"reconfirmed": "Eligibility re-confirmed",
-                                  "deviation": "Protocol deviation recorded"}),
+    "resolution": (
+        "Resolution",
+        {"reconfirmed": "Eligibility re-confirmed", "deviation": "Protocol deviation recorded"},
+    ),
     "failed_criteria": ("Failed criteria", None),
     "study_version": ("Study definition version", None),
     "role": ("Role", None),
@@ -113,7 +133,9 @@ def _field_map() -> dict[str, dict[str, tuple[str, dict | None]]]:
             label = f"{spec.label} ({spec.unit})" if spec.unit else spec.label
             codes = dict(spec.choices) if spec.choices else (_YES_NO if spec.kind == "bool" else None)
             fields[spec.name] = (label, codes)
-        fields.update({field: (label, dict(codes) if codes else None) for field, (label, codes) in entry.fields.items()})
+        fields.update(
+            {field: (label, dict(codes) if codes else None) for field, (label, codes) in entry.fields.items()}
+        )
         out[name] = fields
     return out
 

@@ -14,12 +14,22 @@ Files (export_audit):
 Every export writes an audit record ("export", form "audit_trail", field = the format,
 new = {"filters", "rows", "sites"}), committed before the file is sent.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request, stream_with_context,
-                   url_for)
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user
 from sqlalchemy import or_, select
 
@@ -64,8 +74,7 @@ def _filters(subject=None):
     if subject is None and (request.args.get("subject") or "").strip():
         subject = _resolve_subject(request.args["subject"], errors)
         subject_arg = subject.label if subject else None
-    filters, more = service.parse_filters(request.args, sites=_sites(),
-                                          subject_id=subject.id if subject else None)
+    filters, more = service.parse_filters(request.args, sites=_sites(), subject_id=subject.id if subject else None)
     errors.update(more)
     return filters, errors, subject, subject_arg
 
@@ -112,11 +121,24 @@ def render_trail(subject=None):
         return path + ("?" + query if query else "")
 
     return render_template(
-        "audit_viewer/trail.html", link=link, page=page, filters=filters, errors=errors, subject=subject,
-        subject_filter=subject_filter, args=args, base=base, endpoint=endpoint, export_args=export_args,
-        sites=_sites(), forms=labels.form_choices(), actions=labels.action_choices(),
-        users=service.users_in_scope(scope), can_export=can("export_audit"),
-        title=f"Audit trail · {subject.label}" if subject is not None else "Audit trail")
+        "audit_viewer/trail.html",
+        link=link,
+        page=page,
+        filters=filters,
+        errors=errors,
+        subject=subject,
+        subject_filter=subject_filter,
+        args=args,
+        base=base,
+        endpoint=endpoint,
+        export_args=export_args,
+        sites=_sites(),
+        forms=labels.form_choices(),
+        actions=labels.action_choices(),
+        users=service.users_in_scope(scope),
+        can_export=can("export_audit"),
+        title=f"Audit trail · {subject.label}" if subject is not None else "Audit trail",
+    )
 
 
 @bp.route("/audit", endpoint="trail")
@@ -132,18 +154,25 @@ def subject_audit(subject_id):
     return render_trail(get_subject_or_404(subject_id))
 
 
-def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: str | None = None,
-                  commit: bool = True) -> None:
+def _audit_export(
+    fmt: str, filters: service.Filters, rows: int | None, note: str | None = None, commit: bool = True
+) -> None:
     ids = site_ids()
     site_id = None
     if filters.site:
         site_id = next((s.id for s in allowed_sites() if s.code == filters.site), None)
-    value = {"filters": filters.active(), "rows": rows,
-             "sites": "all" if ids is None else sorted(_sites())}
+    value = {"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(_sites())}
     if note:
         value["note"] = note
-    audit.append("export", user=current_user, form="audit_trail", field=fmt, site_id=site_id,
-                 subject_id=filters.subject_id, new=value)
+    audit.append(
+        "export",
+        user=current_user,
+        form="audit_trail",
+        field=fmt,
+        site_id=site_id,
+        subject_id=filters.subject_id,
+        new=value,
+    )
     if commit:
         records.commit()
 
@@ -172,10 +201,11 @@ def audit_export_csv():
     _audit_export("csv", filters, total)
     now = utcnow()
     name = f"audit_trail_{now.strftime('%Y%m%dT%H%MZ')}.csv"
-    stream = stream_with_context(chunk.encode("utf-8") for chunk in
-                                 tabular.csv_stream(service.export_columns(), service.iter_rows(filters, scope)))
-    return Response(stream, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    stream = stream_with_context(
+        chunk.encode("utf-8")
+        for chunk in tabular.csv_stream(service.export_columns(), service.iter_rows(filters, scope))
+    )
+    return Response(stream, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.route("/audit/study-export", methods=["POST"], endpoint="study_export")
@@ -213,8 +243,12 @@ def _query_url():
             return "#"
         if "monitoring.subject" in current_app.view_functions:
             return url_for("monitoring.subject", subject_id=query.subject_id) + f"#query-{query.id}"
-        return url_for("audit_viewer.subject_audit", subject_id=query.subject_id, form=query.form,
-                       form_id=query.form_id or "", field=query.field or "")
+        return url_for(
+            "audit_viewer.subject_audit",
+            subject_id=query.subject_id,
+            form=query.form,
+            form_id=query.form_id or "",
+            field=query.field or "",
+        )
 
     return {"query_url": query_url}
-

@@ -9,6 +9,7 @@ Site scoping (PROTOCOL 2): a user who is not a data manager sees only records of
 sites (records without a site -- user administration, reference loads -- are study-level
 and shown to data managers only).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -209,14 +210,14 @@ def _date_range(stmt, start: datetime | None, end: datetime | None):
     a = AuditRecord
     at = func.coalesce(a.at, a.at)  # the exact test, not an index lookup
     if start is not None:
-        below = db.session.execute(select(a.id).where(a.at < start - CLOCK_SKEW)
-                                   .order_by(a.at.desc()).limit(1)).scalar()
+        below = db.session.execute(
+            select(a.id).where(a.at < start - CLOCK_SKEW).order_by(a.at.desc()).limit(1)
+        ).scalar()
         if below is not None:
             stmt = stmt.where(a.id > below)
         stmt = stmt.where(at >= start)
     if end is not None:
-        above = db.session.execute(select(a.id).where(a.at >= end + CLOCK_SKEW)
-                                   .order_by(a.at.asc()).limit(1)).scalar()
+        above = db.session.execute(select(a.id).where(a.at >= end + CLOCK_SKEW).order_by(a.at.asc()).limit(1)).scalar()
         if above is not None:
             stmt = stmt.where(a.id < above)
         stmt = stmt.where(at < end)
@@ -246,8 +247,14 @@ class Page:
     extra: dict = field(default_factory=dict)
 
 
-def page(filters: Filters, scope: list[int] | None, *, before: int | None = None, after: int | None = None,
-         size: int = PAGE_SIZE) -> Page:
+def page(
+    filters: Filters,
+    scope: list[int] | None,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = PAGE_SIZE,
+) -> Page:
     sites = _site_map()
     a = AuditRecord
     stmt = statement(filters, scope, sites)
@@ -287,8 +294,9 @@ def _subject_labels(ids) -> dict[int, str]:
     ids = {i for i in ids if i is not None}
     if not ids:
         return {}
-    rows = db.session.execute(select(Subject.id, Subject.subject_number, Subject.screening_number)
-                              .where(Subject.id.in_(ids)))
+    rows = db.session.execute(
+        select(Subject.id, Subject.subject_number, Subject.screening_number).where(Subject.id.in_(ids))
+    )
     return {sid: number or screening for sid, number, screening in rows}
 
 
@@ -298,8 +306,9 @@ def _queries(records) -> dict[tuple, list]:
     if not keys:
         return {}
     form_ids = {fid for _, fid in keys}
-    found = db.session.execute(select(Query).where(Query.form_id.in_(form_ids),
-                                                   Query.form.in_({f for f, _ in keys}))).scalars()
+    found = db.session.execute(
+        select(Query).where(Query.form_id.in_(form_ids), Query.form.in_({f for f, _ in keys}))
+    ).scalars()
     out: dict[tuple, list] = {}
     for q in found:
         out.setdefault((q.form, q.form_id), []).append(q)
@@ -316,22 +325,37 @@ def describe(records, sites: dict | None = None) -> list[dict]:
     for r in records:
         qs = [q for q in queries.get((r.form, r.form_id), ()) if q.field == r.field]
         coded = r.action in labels.VALUE_ACTIONS
-        out.append({
-            "id": r.id, "at": r.at, "site": sites.get(r.site_id), "username": r.username, "user_id": r.user_id,
-            "action": r.action, "action_label": labels.action_label(r.action),
-            "subject_id": r.subject_id, "subject": subjects.get(r.subject_id),
-            "form": r.form, "form_label": labels.form_label(r.form), "form_id": r.form_id,
-            "field": r.field, "field_label": labels.field_label(r.form, r.field),
-            "old": labels.value_label(r.form, r.field, r.old_value) if coded else (r.old_value or ""),
-            "new": labels.value_label(r.form, r.field, r.new_value) if coded else (r.new_value or ""),
-            "old_raw": r.old_value, "new_raw": r.new_value,
-            "reason": r.reason, "queries": qs, "hash": r.hash,
-        })
+        out.append(
+            {
+                "id": r.id,
+                "at": r.at,
+                "site": sites.get(r.site_id),
+                "username": r.username,
+                "user_id": r.user_id,
+                "action": r.action,
+                "action_label": labels.action_label(r.action),
+                "subject_id": r.subject_id,
+                "subject": subjects.get(r.subject_id),
+                "form": r.form,
+                "form_label": labels.form_label(r.form),
+                "form_id": r.form_id,
+                "field": r.field,
+                "field_label": labels.field_label(r.form, r.field),
+                "old": labels.value_label(r.form, r.field, r.old_value) if coded else (r.old_value or ""),
+                "new": labels.value_label(r.form, r.field, r.new_value) if coded else (r.new_value or ""),
+                "old_raw": r.old_value,
+                "new_raw": r.new_value,
+                "reason": r.reason,
+                "queries": qs,
+                "hash": r.hash,
+            }
+        )
     return out
 
 
-def iter_rows(filters: Filters, scope: list[int] | None, batch: int = EXPORT_BATCH,
-              short_transactions: bool = False) -> Iterator[dict]:
+def iter_rows(
+    filters: Filters, scope: list[int] | None, batch: int = EXPORT_BATCH, short_transactions: bool = False
+) -> Iterator[dict]:
     """Every matching record, newest first, as export rows; read in keyset batches (a
     bounded amount in memory, whatever the trail's length). With short_transactions (a
     background job) each batch is its own transaction: a job never holds the database for
@@ -360,25 +384,50 @@ def export_row(row: dict) -> dict:
     at = as_utc(row["at"])
     local = at.astimezone(site_zone(site)) if site else at
     return {
-        "id": row["id"], "at_utc": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "id": row["id"],
+        "at_utc": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "at_site": local.strftime("%Y-%m-%d %H:%M:%S %z") if site else "",
-        "site": site.code if site else "", "subject": row["subject"] or "", "user": row["username"],
-        "action": row["action_label"], "action_code": row["action"], "form": row["form_label"],
-        "form_code": row["form"] or "", "form_id": row["form_id"], "field": row["field_label"],
-        "field_code": row["field"] or "", "old": row["old"], "new": row["new"], "reason": row["reason"] or "",
-        "queries": " ".join(f"Q{q.id} ({q.state})" for q in row["queries"]), "hash": row["hash"],
+        "site": site.code if site else "",
+        "subject": row["subject"] or "",
+        "user": row["username"],
+        "action": row["action_label"],
+        "action_code": row["action"],
+        "form": row["form_label"],
+        "form_code": row["form"] or "",
+        "form_id": row["form_id"],
+        "field": row["field_label"],
+        "field_code": row["field"] or "",
+        "old": row["old"],
+        "new": row["new"],
+        "reason": row["reason"] or "",
+        "queries": " ".join(f"Q{q.id} ({q.state})" for q in row["queries"]),
+        "hash": row["hash"],
     }
 
 
 def export_columns():
     from ..exports.tabular import Column
 
-    return [Column("id", "Record"), Column("at_utc", "Time (UTC)"), Column("at_site", "Time (site)"),
-            Column("site", "Site"), Column("subject", "Subject"), Column("user", "User"),
-            Column("action", "Action"), Column("action_code", "Action code"), Column("form", "Form"),
-            Column("form_code", "Form code"), Column("form_id", "Form id"), Column("field", "Field"),
-            Column("field_code", "Field code"), Column("old", "Old value"), Column("new", "New value"),
-            Column("reason", "Reason"), Column("queries", "Queries"), Column("hash", "Record hash")]
+    return [
+        Column("id", "Record"),
+        Column("at_utc", "Time (UTC)"),
+        Column("at_site", "Time (site)"),
+        Column("site", "Site"),
+        Column("subject", "Subject"),
+        Column("user", "User"),
+        Column("action", "Action"),
+        Column("action_code", "Action code"),
+        Column("form", "Form"),
+        Column("form_code", "Form code"),
+        Column("form_id", "Form id"),
+        Column("field", "Field"),
+        Column("field_code", "Field code"),
+        Column("old", "Old value"),
+        Column("new", "New value"),
+        Column("reason", "Reason"),
+        Column("queries", "Queries"),
+        Column("hash", "Record hash"),
+    ]
 
 
 def users_in_scope(scope: list[int] | None) -> list[str]:
@@ -387,8 +436,7 @@ def users_in_scope(scope: list[int] | None) -> list[str]:
 
     from sqlalchemy.orm import selectinload
 
-    users = db.session.execute(select(User).options(selectinload(User.sites)).order_by(User.username)
-                               ).scalars().all()
+    users = db.session.execute(select(User).options(selectinload(User.sites)).order_by(User.username)).scalars().all()
     if scope is None:
         return [u.username for u in users] + ["system"]
     return [u.username for u in users if u.role == "data_manager" or any(s.id in scope for s in u.sites)] + ["system"]

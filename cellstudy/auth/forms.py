@@ -14,9 +14,10 @@ class SignatureForm(FlaskForm):
     """E-signature: the signer re-enters the password and accepts the meaning."""
 
     password = PasswordField("Your password", validators=[DataRequired("Re-enter your password to sign.")])
-    confirm = BooleanField("I understand that this electronic signature is the legally binding equivalent "
-                           "of my handwritten signature.",
-                           validators=[InputRequired("Tick the box to confirm the meaning of your signature.")])
+    confirm = BooleanField(
+        "I understand that this electronic signature is the legally binding equivalent of my handwritten signature.",
+        validators=[InputRequired("Tick the box to confirm the meaning of your signature.")],
+    )
 
 
 class UserForm(FlaskForm):
@@ -24,4 +25,6 @@ class UserForm(FlaskForm):
     full_name = StringField("Printed name", validators=[DataRequired(), Length(max=120)])
     role = SelectField("Role", choices=[(r, r.replace("_", " ")) for r in ROLES])
     sites = SelectMultipleField("Sites", choices=[])
-    password = PasswordField("Initial password", validators=[DataRequired(), Length(min=12, message="At least 12 characters.")])
+    password = PasswordField(
+        "Initial password", validators=[DataRequired(), Length(min=12, message="At least 12 characters.")]
+    )

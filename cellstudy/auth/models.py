@@ -1,4 +1,5 @@
 """Users, roles and sites (PROTOCOL 2)."""
+
 from datetime import datetime
 
 from flask_login import UserMixin

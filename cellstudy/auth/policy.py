@@ -3,6 +3,7 @@
 Two checks, in this order: the role must hold the permission (else 403), and a
 subject-owned record must belong to one of the user's sites (else 404: a record of
 another site is not acknowledged to exist)."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -22,30 +23,56 @@ from ..extensions import db
 # the data-manager dashboard, which also needs all_sites) (issue 6).
 PERMISSIONS: dict[str, frozenset[str]] = {
     "coordinator": frozenset({"view_clinical", "view_audit", "enter_data"}),
-    "investigator": frozenset({"view_clinical", "view_audit", "enter_data", "sign_eligibility", "export_safety",
-                               "export_casebooks", "export_audit"}),
-    "monitor": frozenset({"view_clinical", "view_audit", "export_safety", "export_casebooks", "export_audit",
-                          "view_dashboards"}),
-    "data_manager": frozenset({"view_clinical", "view_audit", "all_sites", "export_safety", "export_casebooks",
-                               "export_audit", "view_dashboards"}),
+    "investigator": frozenset(
+        {
+            "view_clinical",
+            "view_audit",
+            "enter_data",
+            "sign_eligibility",
+            "export_safety",
+            "export_casebooks",
+            "export_audit",
+        }
+    ),
+    "monitor": frozenset(
+        {"view_clinical", "view_audit", "export_safety", "export_casebooks", "export_audit", "view_dashboards"}
+    ),
+    "data_manager": frozenset(
+        {
+            "view_clinical",
+            "view_audit",
+            "all_sites",
+            "export_safety",
+            "export_casebooks",
+            "export_audit",
+            "view_dashboards",
+        }
+    ),
     "admin": frozenset({"manage_users"}),
 }
 
 # Queries, SDV, signatures and locks (issue 6, PROTOCOL 2): monitors and data managers raise,
 # close, re-open and cancel queries; site staff answer them; only monitors verify against
 # source; only investigators sign forms and casebooks; only data managers lock and unlock.
-_MONITORING_PERMISSIONS = {"coordinator": {"answer_query"}, "investigator": {"answer_query", "sign_forms"},
-                           "monitor": {"raise_query", "verify"}, "data_manager": {"raise_query", "lock"}}
+_MONITORING_PERMISSIONS = {
+    "coordinator": {"answer_query"},
+    "investigator": {"answer_query", "sign_forms"},
+    "monitor": {"raise_query", "verify"},
+    "data_manager": {"raise_query", "lock"},
+}
 PERMISSIONS.update({role: PERMISSIONS[role] | perms for role, perms in _MONITORING_PERMISSIONS.items()})
 
 # Study amendments (issue 11, PROTOCOL 2 "admin: study definition"): the admin proposes (and
 # withdraws) an amendment; it takes effect only once an investigator approves it with an
 # e-signature (any investigator: the study definition is not a site's). Every role may read
 # the amendments and their before/after (the definition every page works under).
-_AMENDMENT_PERMISSIONS = {"admin": {"propose_amendment", "view_amendments"},
-                          "investigator": {"approve_amendment", "view_amendments"},
-                          "coordinator": {"view_amendments"}, "monitor": {"view_amendments"},
-                          "data_manager": {"view_amendments"}}
+_AMENDMENT_PERMISSIONS = {
+    "admin": {"propose_amendment", "view_amendments"},
+    "investigator": {"approve_amendment", "view_amendments"},
+    "coordinator": {"view_amendments"},
+    "monitor": {"view_amendments"},
+    "data_manager": {"view_amendments"},
+}
 PERMISSIONS.update({role: PERMISSIONS[role] | perms for role, perms in _AMENDMENT_PERMISSIONS.items()})
 
 #: endpoint -> permission, filled by @require (used by docs and the authorisation test)
@@ -93,8 +120,9 @@ def scoped(stmt, site_column):
 
 def get_subject_or_404(subject_id: int, *options):
     Subject = registry.model_of("subject")  # declared by enrolment, which builds on this layer
-    subject = db.session.execute(scoped(select(Subject).where(Subject.id == subject_id).options(*options),
-                                        Subject.site_id)).scalar_one_or_none()
+    subject = db.session.execute(
+        scoped(select(Subject).where(Subject.id == subject_id).options(*options), Subject.site_id)
+    ).scalar_one_or_none()
     if subject is None:
         abort(404)
     return subject

@@ -52,8 +52,14 @@ def users():
     form.sites.choices = [(s.code, f"{s.code} — {s.name}") for s in sites]
     if form.validate_on_submit():
         try:
-            user = service.create_user(form.username.data.strip(), form.full_name.data.strip(), form.role.data,
-                                       form.password.data, form.sites.data, actor=current_user)
+            user = service.create_user(
+                form.username.data.strip(),
+                form.full_name.data.strip(),
+                form.role.data,
+                form.password.data,
+                form.sites.data,
+                actor=current_user,
+            )
         except service.AuthError as error:
             form.username.errors.append(str(error))
         else:

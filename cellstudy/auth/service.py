@@ -1,4 +1,5 @@
 """Log-in attempts, account locks and user administration (issue 2)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -27,9 +28,13 @@ def _register_failure(user: User) -> None:
         minutes = current_app.config["LOGIN_LOCK_MINUTES"]
         user.locked_until = utcnow() + timedelta(minutes=minutes)
         user.failed_logins = 0
-        audit.append("account_locked", user=user, field="locked_until", new=user.locked_until,
-                     reason=f"{current_app.config['LOGIN_MAX_FAILURES']} failed password attempts; "
-                            f"locked for {minutes} minutes")
+        audit.append(
+            "account_locked",
+            user=user,
+            field="locked_until",
+            new=user.locked_until,
+            reason=f"{current_app.config['LOGIN_MAX_FAILURES']} failed password attempts; locked for {minutes} minutes",
+        )
 
 
 def authenticate(username: str, password: str) -> User:
@@ -39,13 +44,17 @@ def authenticate(username: str, password: str) -> User:
     if user is None:
         raise AuthError(generic)
     if is_locked(user):
-        raise AuthError("This account is locked after repeated failed log-ins. Try again later or ask an administrator.")
+        raise AuthError(
+            "This account is locked after repeated failed log-ins. Try again later or ask an administrator."
+        )
     if not check_password(user.password_hash, password):
         _register_failure(user)
         db.session.commit()
         if is_locked(user):
-            raise AuthError("Too many failed log-ins: this account is locked for "
-                            f"{current_app.config['LOGIN_LOCK_MINUTES']} minutes.")
+            raise AuthError(
+                "Too many failed log-ins: this account is locked for "
+                f"{current_app.config['LOGIN_LOCK_MINUTES']} minutes."
+            )
         raise AuthError(generic)
     if not user.active:
         raise AuthError("This account is disabled.")
@@ -70,11 +79,15 @@ def register_signature_failure(user: User) -> str:
         return "Your account is locked or disabled: the signature was not applied."
     _register_failure(user)
     if is_locked(user):
-        return ("Too many wrong passwords: your account is now locked for "
-                f"{current_app.config['LOGIN_LOCK_MINUTES']} minutes and you will be logged out.")
+        return (
+            "Too many wrong passwords: your account is now locked for "
+            f"{current_app.config['LOGIN_LOCK_MINUTES']} minutes and you will be logged out."
+        )
     left = current_app.config["LOGIN_MAX_FAILURES"] - user.failed_logins
-    return (f"Password not accepted: the signature was not applied. {left} more wrong "
-            f"password{'s' if left != 1 else ''} will lock your account.")
+    return (
+        f"Password not accepted: the signature was not applied. {left} more wrong "
+        f"password{'s' if left != 1 else ''} will lock your account."
+    )
 
 
 def get_user(username: str) -> User:
@@ -84,8 +97,9 @@ def get_user(username: str) -> User:
     return user
 
 
-def create_user(username: str, full_name: str, role: str, password: str, sites: list[str] = (),
-                actor: User | None = None) -> User:
+def create_user(
+    username: str, full_name: str, role: str, password: str, sites: list[str] = (), actor: User | None = None
+) -> User:
     if role not in ROLES:
         raise AuthError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
     if len(password) < 12:
@@ -96,8 +110,15 @@ def create_user(username: str, full_name: str, role: str, password: str, sites: 
     user.sites = [get_site(code) for code in sites]
     db.session.add(user)
     db.session.flush()
-    audit.append("user_create", user=actor, form="user", form_id=user.id, field="role", new=role,
-                 reason=f"sites: {', '.join(sites) or 'none'}")
+    audit.append(
+        "user_create",
+        user=actor,
+        form="user",
+        form_id=user.id,
+        field="role",
+        new=role,
+        reason=f"sites: {', '.join(sites) or 'none'}",
+    )
     db.session.commit()
     return user
 
@@ -120,16 +141,16 @@ def assign_site(username: str, code: str, actor: User | None = None, remove: boo
         user.sites.append(site)
     else:
         return user
-    audit.append("user_site", user=actor, form="user", form_id=user.id, field="sites",
-                 new=", ".join(s.code for s in user.sites))
+    audit.append(
+        "user_site", user=actor, form="user", form_id=user.id, field="sites", new=", ".join(s.code for s in user.sites)
+    )
     db.session.commit()
     return user
 
 
 def set_active(username: str, active: bool, actor: User | None = None) -> User:
     user = get_user(username)
-    audit.append("user_active", user=actor, form="user", form_id=user.id, field="active",
-                 old=user.active, new=active)
+    audit.append("user_active", user=actor, form="user", form_id=user.id, field="active", old=user.active, new=active)
     user.active = active
     db.session.commit()
     return user

@@ -12,18 +12,31 @@ Alembic and `flask db check` know them):
   (screening, lymphodepletion day, infusion, visit): their rows carry the answers (a JSON
   column), so counting by status through the subject reads these small entries instead.
 """
+
 from sqlalchemy import Index
 
 from ..adverse_events.models import AdverseEvent as AE
 from ..enrollment.models import Screening
 from ..infusions.models import Infusion, LymphodepletionDay, Visit
 
-SAE_CLOCK_COLUMNS = ("site_id", "sae_due_at", "sae_reported_at", "susar", "susar_due_at", "susar_reported_at",
-                     "status", "awareness_at")
+SAE_CLOCK_COLUMNS = (
+    "site_id",
+    "sae_due_at",
+    "sae_reported_at",
+    "susar",
+    "susar_due_at",
+    "susar_reported_at",
+    "status",
+    "awareness_at",
+)
 
 ix_adverse_event_site_status = Index("ix_adverse_event_site_status", AE.site_id, AE.status)
-ix_adverse_event_sae_clock = Index("ix_adverse_event_sae_clock", *(AE.__table__.c[c] for c in SAE_CLOCK_COLUMNS),
-                                   sqlite_where=AE.serious.is_(True), postgresql_where=AE.serious.is_(True))
+ix_adverse_event_sae_clock = Index(
+    "ix_adverse_event_sae_clock",
+    *(AE.__table__.c[c] for c in SAE_CLOCK_COLUMNS),
+    sqlite_where=AE.serious.is_(True),
+    postgresql_where=AE.serious.is_(True),
+)
 
 STATUS_TABLES = (Screening, LymphodepletionDay, Infusion, Visit)
 subject_status_indexes = [Index(f"ix_{m.__tablename__}_subject_status", m.subject_id, m.status) for m in STATUS_TABLES]

@@ -3,6 +3,7 @@
   /dashboards/monitor?site=HZ   view_dashboards (monitors: their sites; data managers: any)
   /dashboards/data-manager      all_sites (data managers): every site, totals, locks
 A site that is not the user's is a 404 (PROTOCOL 2: it is not acknowledged to exist)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
@@ -27,14 +28,25 @@ def monitor_dashboard():
         site = sites[0] if sites else None
     board = service.build([site.id] if site else [])
     figures = board.sites[0] if board.sites else None
-    return render_template("dashboards/monitor.html", board=board, figures=figures, site=site, sites=sites,
-                           buckets=[b for b, _, _ in service.AGE_BUCKETS],
-                           locked=locked_planned([site.id] if site else []))
+    return render_template(
+        "dashboards/monitor.html",
+        board=board,
+        figures=figures,
+        site=site,
+        sites=sites,
+        buckets=[b for b, _, _ in service.AGE_BUCKETS],
+        locked=locked_planned([site.id] if site else []),
+    )
 
 
 @bp.route("/data-manager", endpoint="data_manager")
 @require("all_sites")
 def data_manager_dashboard():
     board = service.build(None)
-    return render_template("dashboards/data_manager.html", board=board, total=board.total(),
-                           buckets=[b for b, _, _ in service.AGE_BUCKETS], locked=locked_planned(None))
+    return render_template(
+        "dashboards/data_manager.html",
+        board=board,
+        total=board.total(),
+        buckets=[b for b, _, _ in service.AGE_BUCKETS],
+        locked=locked_planned(None),
+    )

@@ -17,6 +17,7 @@ so a dashboard costs the same few queries at 12 subjects and at 2,000:
 
 Dates that decide "missing" are the site's today (a Hangzhou morning is yesterday in UTC).
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,6 +28,8 @@ from datetime import timedelta
 from sqlalchemy import and_, case, func, select
 
 from .. import registry
+from ..monitoring import rules
+from ..monitoring.models import DataLock
 from ..extensions import db
 from ..timeutil import site_today, utcnow
 
@@ -125,8 +128,10 @@ def build(site_ids: list[int] | None, *, latest: int = 10) -> Dashboard:
 
     # subjects by status
     for site_id, status, n in db.session.execute(
-            select(Subject.site_id, Subject.status, func.count()).where(Subject.site_id.in_(ids))
-            .group_by(Subject.site_id, Subject.status)):
+        select(Subject.site_id, Subject.status, func.count())
+        .where(Subject.site_id.in_(ids))
+        .group_by(Subject.site_id, Subject.status)
+    ):
         figures[site_id].subjects[status] = n
 
     # forms by status, and missing (per site: "today" is the site's)
@@ -134,8 +139,10 @@ def build(site_ids: list[int] | None, *, latest: int = 10) -> Dashboard:
     for name, _label, model in forms:
         site_col, stmt = _site_join(model, Subject)
         for site_id, status, n in db.session.execute(
-                stmt.with_only_columns(site_col, model.status, func.count()).where(site_col.in_(ids))
-                .group_by(site_col, model.status)):
+            stmt.with_only_columns(site_col, model.status, func.count())
+            .where(site_col.in_(ids))
+            .group_by(site_col, model.status)
+        ):
             cols = figures[site_id].forms[name]
             if status != "deleted":
                 cols["total"] += n
@@ -161,17 +168,22 @@ def _site_join(model, Subject):
 def _missing(figures, todays, Subject) -> None:
     from ..infusions.models import Infusion, LymphodepletionDay, Visit
 
-    checks = (("visit", Visit, and_(Visit.state == "planned"), Visit.latest),
-              ("infusion", Infusion, Infusion.state == "scheduled", Infusion.planned_date),
-              ("lymphodepletion", LymphodepletionDay, LymphodepletionDay.status == "draft",
-               LymphodepletionDay.planned_date))
+    checks = (
+        ("visit", Visit, and_(Visit.state == "planned"), Visit.latest),
+        ("infusion", Infusion, Infusion.state == "scheduled", Infusion.planned_date),
+        ("lymphodepletion", LymphodepletionDay, LymphodepletionDay.status == "draft", LymphodepletionDay.planned_date),
+    )
     # one query per form type: the site's today differs per site, so each site is a CASE arm
     for name, model, condition, due in checks:
         arms = [and_(Subject.site_id == sid, due < today) for sid, today in todays.items()]
-        stmt = (select(Subject.site_id, func.count()).select_from(model).join(Subject, Subject.id == model.subject_id)
-                .where(condition, Subject.site_id.in_(list(todays)))
-                .where(case(*[(arm, True) for arm in arms], else_=False))
-                .group_by(Subject.site_id))
+        stmt = (
+            select(Subject.site_id, func.count())
+            .select_from(model)
+            .join(Subject, Subject.id == model.subject_id)
+            .where(condition, Subject.site_id.in_(list(todays)))
+            .where(case(*[(arm, True) for arm in arms], else_=False))
+            .group_by(Subject.site_id)
+        )
         for site_id, n in db.session.execute(stmt):
             figures[site_id].forms[name]["missing"] = n
 
@@ -184,10 +196,13 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
     signed = defaultdict(set)  # (site, form) -> form ids with a valid signature
     invalid_only = defaultdict(int)
     rows = db.session.execute(
-        select(Subject.site_id, Signature.form, Signature.form_id,
-               func.max(case((Signature.valid.is_(True), 1), else_=0)))
-        .join(Subject, Subject.id == Signature.subject_id).where(Subject.site_id.in_(ids))
-        .group_by(Subject.site_id, Signature.form, Signature.form_id))
+        select(
+            Subject.site_id, Signature.form, Signature.form_id, func.max(case((Signature.valid.is_(True), 1), else_=0))
+        )
+        .join(Subject, Subject.id == Signature.subject_id)
+        .where(Subject.site_id.in_(ids))
+        .group_by(Subject.site_id, Signature.form, Signature.form_id)
+    )
     for site_id, form, form_id, any_valid in rows:
         if any_valid:
             signed[(site_id, form)].add(form_id)
@@ -206,9 +221,12 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
         complete = {site_id: fig.forms[name]["complete"] for site_id, fig in figures.items()}
         signed_complete = defaultdict(int)
         all_signed = sorted({i for (sid, f), s in signed.items() if f == name for i in s})
-        for chunk in (all_signed[i:i + 500] for i in range(0, len(all_signed), 500)):
-            for site_id, n in db.session.execute(stmt.with_only_columns(site_col, func.count()).where(
-                    site_col.in_(ids), model.status == "complete", model.id.in_(chunk)).group_by(site_col)):
+        for chunk in (all_signed[i : i + 500] for i in range(0, len(all_signed), 500)):
+            for site_id, n in db.session.execute(
+                stmt.with_only_columns(site_col, func.count())
+                .where(site_col.in_(ids), model.status == "complete", model.id.in_(chunk))
+                .group_by(site_col)
+            ):
                 signed_complete[site_id] += n
         for site_id, n in complete.items():
             figures[site_id].forms[name]["signature_needed"] += n - signed_complete[site_id]
@@ -216,11 +234,6 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
 
 def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
     """Verified and locked, from the monitoring package's tables (SdvMark, DataLock)."""
-    try:
-        from ..monitoring import rules
-        from ..monitoring.models import DataLock, SdvMark
-    except ImportError:
-        return False
 
     names = {name for name, _l, _m in forms}
     stmt = _sdv_statement()
@@ -231,21 +244,26 @@ def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
         required = sorted(set(rules.required_fields(plan, key_fields, ft.field_names if ft else ())))
         if not required:
             continue
-        for site_id, n in db.session.execute(stmt, {"form": name, "fields": required, "n": len(required),
-                                                    "sites": ids}):
+        for site_id, n in db.session.execute(
+            stmt, {"form": name, "fields": required, "n": len(required), "sites": ids}
+        ):
             if site_id in figures:
                 figures[site_id].forms[name]["verified"] = n
     active = DataLock.unlocked_at.is_(None)
-    board.study_lock = db.session.execute(select(DataLock).where(DataLock.scope == "study", active)
-                                          .order_by(DataLock.id).limit(1)).scalar()
+    board.study_lock = db.session.execute(
+        select(DataLock).where(DataLock.scope == "study", active).order_by(DataLock.id).limit(1)
+    ).scalar()
     for site_id, n in db.session.execute(
-            select(DataLock.site_id, func.count(func.distinct(DataLock.subject_id)))
-            .where(DataLock.scope == "subject", active, DataLock.site_id.in_(ids)).group_by(DataLock.site_id)):
+        select(DataLock.site_id, func.count(func.distinct(DataLock.subject_id)))
+        .where(DataLock.scope == "subject", active, DataLock.site_id.in_(ids))
+        .group_by(DataLock.site_id)
+    ):
         figures[site_id].locks["subjects"] = n
     for site_id, form, n in db.session.execute(
-            select(DataLock.site_id, DataLock.form, func.count(func.distinct(DataLock.form_id)))
-            .where(DataLock.scope == "form", active, DataLock.site_id.in_(ids))
-            .group_by(DataLock.site_id, DataLock.form)):
+        select(DataLock.site_id, DataLock.form, func.count(func.distinct(DataLock.form_id)))
+        .where(DataLock.scope == "form", active, DataLock.site_id.in_(ids))
+        .group_by(DataLock.site_id, DataLock.form)
+    ):
         figures[site_id].locks["forms"] += n
         if form in figures[site_id].forms:
             figures[site_id].forms[form]["locked"] = n
@@ -265,12 +283,18 @@ def _sdv_statement():
 
     from ..monitoring.models import SdvMark
 
-    per_form = (select(SdvMark.site_id.label("site_id"), SdvMark.form_id.label("form_id"))
-                .where(SdvMark.form == bindparam("form"), SdvMark.cleared_at.is_(None),
-                       SdvMark.field.in_(bindparam("fields", expanding=True)),
-                       SdvMark.site_id.in_(bindparam("sites", expanding=True)))
-                .group_by(SdvMark.site_id, SdvMark.form_id)
-                .having(func.count(func.distinct(SdvMark.field)) >= bindparam("n")).subquery())
+    per_form = (
+        select(SdvMark.site_id.label("site_id"), SdvMark.form_id.label("form_id"))
+        .where(
+            SdvMark.form == bindparam("form"),
+            SdvMark.cleared_at.is_(None),
+            SdvMark.field.in_(bindparam("fields", expanding=True)),
+            SdvMark.site_id.in_(bindparam("sites", expanding=True)),
+        )
+        .group_by(SdvMark.site_id, SdvMark.form_id)
+        .having(func.count(func.distinct(SdvMark.field)) >= bindparam("n"))
+        .subquery()
+    )
     return select(per_form.c.site_id, func.count()).group_by(per_form.c.site_id)
 
 
@@ -278,20 +302,26 @@ def _queries(figures, ids) -> None:
     from ..records.models import Query
 
     now = utcnow()
-    edges = [(label, now - timedelta(days=lo), now - timedelta(days=hi + 1) if hi is not None else None)
-             for label, lo, hi in AGE_BUCKETS]
-    columns = [func.sum(case((and_(Query.created_at <= newest, *([Query.created_at > oldest] if oldest else [])), 1),
-                             else_=0)) for _label, newest, oldest in edges]
+    edges = [
+        (label, now - timedelta(days=lo), now - timedelta(days=hi + 1) if hi is not None else None)
+        for label, lo, hi in AGE_BUCKETS
+    ]
+    columns = [
+        func.sum(case((and_(Query.created_at <= newest, *([Query.created_at > oldest] if oldest else [])), 1), else_=0))
+        for _label, newest, oldest in edges
+    ]
     for site_id, state, *counts in db.session.execute(
-            select(Query.site_id, Query.state, *columns)
-            .where(Query.state.in_(("open", "answered")), Query.site_id.in_(ids))
-            .group_by(Query.site_id, Query.state)):
-        figures[site_id].queries[state] = {label: int(n or 0) for (label, _, _), n in zip(edges, counts)}
+        select(Query.site_id, Query.state, *columns)
+        .where(Query.state.in_(("open", "answered")), Query.site_id.in_(ids))
+        .group_by(Query.site_id, Query.state)
+    ):
+        figures[site_id].queries[state] = {label: int(n or 0) for (label, _, _), n in zip(edges, counts, strict=False)}
     # a query opened seconds ago (created_at > now) still counts as 0 days
     for site_id, state, n in db.session.execute(
-            select(Query.site_id, Query.state, func.count()).where(
-                Query.state.in_(("open", "answered")), Query.site_id.in_(ids), Query.created_at > now)
-            .group_by(Query.site_id, Query.state)):
+        select(Query.site_id, Query.state, func.count())
+        .where(Query.state.in_(("open", "answered")), Query.site_id.in_(ids), Query.created_at > now)
+        .group_by(Query.site_id, Query.state)
+    ):
         figures[site_id].queries[state]["0-7"] += n
 
 
@@ -308,17 +338,29 @@ def _saes(figures, ids, latest: int) -> list:
     sae_open = AE.sae_reported_at.is_(None)
     susar_open = and_(AE.susar.is_(True), AE.susar_reported_at.is_(None), AE.susar_due_at.is_not(None))
     for site_id, due, overdue, s_due, s_overdue in db.session.execute(
-            select(AE.site_id,
-                   func.sum(case((and_(sae_open, AE.sae_due_at >= now), 1), else_=0)),
-                   func.sum(case((and_(sae_open, AE.sae_due_at < now), 1), else_=0)),
-                   func.sum(case((and_(susar_open, AE.susar_due_at >= now), 1), else_=0)),
-                   func.sum(case((and_(susar_open, AE.susar_due_at < now), 1), else_=0)))
-            .where(*base).group_by(AE.site_id)):
-        figures[site_id].sae.update(sae_due=int(due or 0), sae_overdue=int(overdue or 0),
-                                    susar_due=int(s_due or 0), susar_overdue=int(s_overdue or 0))
+        select(
+            AE.site_id,
+            func.sum(case((and_(sae_open, AE.sae_due_at >= now), 1), else_=0)),
+            func.sum(case((and_(sae_open, AE.sae_due_at < now), 1), else_=0)),
+            func.sum(case((and_(susar_open, AE.susar_due_at >= now), 1), else_=0)),
+            func.sum(case((and_(susar_open, AE.susar_due_at < now), 1), else_=0)),
+        )
+        .where(*base)
+        .group_by(AE.site_id)
+    ):
+        figures[site_id].sae.update(
+            sae_due=int(due or 0),
+            sae_overdue=int(overdue or 0),
+            susar_due=int(s_due or 0),
+            susar_overdue=int(s_overdue or 0),
+        )
     rows = db.session.execute(
-        select(AE).where(*base, (sae_open | susar_open))
-        .options(joinedload(AE.subject), joinedload(AE.site)).order_by(AE.sae_due_at, AE.id).limit(latest)).scalars()
+        select(AE)
+        .where(*base, (sae_open | susar_open))
+        .options(joinedload(AE.subject), joinedload(AE.site))
+        .order_by(AE.sae_due_at, AE.id)
+        .limit(latest)
+    ).scalars()
     return [{"ae": ae, **clocks(ae, now)} for ae in rows]
 
 
@@ -328,9 +370,21 @@ def _deviations(figures, ids, latest: int, Subject) -> list:
     from ..infusions.models import Deviation
 
     for site_id, kind, n in db.session.execute(
-            select(Subject.site_id, Deviation.kind, func.count()).join(Subject, Subject.id == Deviation.subject_id)
-            .where(Subject.site_id.in_(ids)).group_by(Subject.site_id, Deviation.kind)):
+        select(Subject.site_id, Deviation.kind, func.count())
+        .join(Subject, Subject.id == Deviation.subject_id)
+        .where(Subject.site_id.in_(ids))
+        .group_by(Subject.site_id, Deviation.kind)
+    ):
         figures[site_id].deviations[kind] = n
-    return db.session.execute(
-        select(Deviation).join(Subject, Subject.id == Deviation.subject_id).where(Subject.site_id.in_(ids))
-        .options(joinedload(Deviation.subject)).order_by(Deviation.id.desc()).limit(latest)).scalars().all()
+    return (
+        db.session.execute(
+            select(Deviation)
+            .join(Subject, Subject.id == Deviation.subject_id)
+            .where(Subject.site_id.in_(ids))
+            .options(joinedload(Deviation.subject))
+            .order_by(Deviation.id.desc())
+            .limit(latest)
+        )
+        .scalars()
+        .all()
+    )

@@ -126,9 +126,7 @@ def _parse_case(case: Any, study: Study) -> dict[str, Any]:
         values[spec.name] = None if raw is None else parse_field(spec, raw)
     born, screened = values["date_of_birth"], values["screening_date"]
     if born is not None and screened is not None and born > screened:
-        raise ValueError(
-            f"date_of_birth: {born.isoformat()} is after screening_date "
-            f"{screened.isoformat()}")
+        raise ValueError(f"date_of_birth: {born.isoformat()} is after screening_date {screened.isoformat()}")
     values["prior_therapies"] = _parse_prior_therapies(case.get("prior_therapies"), study)
     return values
 
@@ -138,13 +136,13 @@ def _parse_prior_therapies(raw: Any, study: Study) -> list[Exposure] | None:
         return None  # PROTOCOL 4.2: not yet recorded
     if not isinstance(raw, list):
         raise ValueError(f"prior_therapies: expected a list, got {type(raw).__name__}")
-    return [parse_exposure(item, f"prior_therapies[{i}]", study=study)
-            for i, item in enumerate(raw)]
+    return [parse_exposure(item, f"prior_therapies[{i}]", study=study) for i, item in enumerate(raw)]
 
 
 # --------------------------------------------------------------------------------------
 # Exposures and washouts (PROTOCOL 4.4), shared with the lockout checker (5.2)
 # --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Exposure:
@@ -231,16 +229,14 @@ def first_permitted_day(exposure: Exposure, *, study: Study = STUDY) -> date | N
     try:
         if row.months is not None:
             return add_months(exposure.last_date, row.months)
-        return exposure.last_date + timedelta(
-            days=math.ceil(window_days(row, exposure.half_life_days)))
+        return exposure.last_date + timedelta(days=math.ceil(window_days(row, exposure.half_life_days)))
     except OverflowError:
         raise ValueError(
-            f"{exposure.where}.last_date: {exposure.last_date.isoformat()} is too late "
-            "for a washout to be computed") from None
+            f"{exposure.where}.last_date: {exposure.last_date.isoformat()} is too late for a washout to be computed"
+        ) from None
 
 
-def washout_blocks(exposure: Exposure | Mapping, day: date | str, *,
-                   study: Study = STUDY) -> tuple[bool, date | None]:
+def washout_blocks(exposure: Exposure | Mapping, day: date | str, *, study: Study = STUDY) -> tuple[bool, date | None]:
     """(blocked, first_permitted) for an exposure (a dict as in PROTOCOL 4.4, with its
     last_date) and an infusion day. An exposure dated after ``day`` blocks too.
     An exposure that never blocks gives (False, None)."""
@@ -258,24 +254,25 @@ def _window_text(row: Washout, exposure: Exposure) -> str:
     if exposure.half_life_days is None:
         return f"{row.days} days (half-life unknown)"
     window = window_days(row, exposure.half_life_days)
-    return (f"min({row.days} days, {row.half_lives} x half-life "
-            f"{_fmt(exposure.half_life_days)} days) = {_fmt(window)} days")
+    return (
+        f"min({row.days} days, {row.half_lives} x half-life {_fmt(exposure.half_life_days)} days) = {_fmt(window)} days"
+    )
 
 
-def _exposure_outcome(exposure: Exposure, row: Washout, infusion: date | None,
-                      study: Study) -> Outcome:
+def _exposure_outcome(exposure: Exposure, row: Washout, infusion: date | None, study: Study) -> Outcome:
     if exposure.last_date is None:
         return Outcome(MISSING, f"{exposure.title}: last date missing")
     last = exposure.last_date.isoformat()
     if infusion is None:
-        return Outcome(MISSING, f"{exposure.title} last on {last}: "
-                                "planned first infusion date missing")
+        return Outcome(MISSING, f"{exposure.title} last on {last}: planned first infusion date missing")
     first = first_permitted_day(exposure, study=study)
     gap = (infusion - exposure.last_date).days
     when = f"{gap} days before" if gap >= 0 else f"{-gap} days after"
-    text = (f"{exposure.title} last on {last}, {when} the first infusion "
-            f"{infusion.isoformat()} (window {_window_text(row, exposure)}; "
-            f"first permitted day {first.isoformat()})")
+    text = (
+        f"{exposure.title} last on {last}, {when} the first infusion "
+        f"{infusion.isoformat()} (window {_window_text(row, exposure)}; "
+        f"first permitted day {first.isoformat()})"
+    )
     return Outcome(FAIL if infusion < first else PASS, text)
 
 
@@ -295,8 +292,9 @@ def _exposure_part(code: str, v: dict, study: Study) -> Outcome:
             relevant.append((exposure, row))
     note = f" ({ignored} physiological replacement ignored)" if ignored else ""
     if not relevant:
-        labels = ", ".join(EXPOSURE_CATEGORY_LABELS.get(w.category, w.category)
-                           for w in study.washouts if w.criterion == code)
+        labels = ", ".join(
+            EXPOSURE_CATEGORY_LABELS.get(w.category, w.category) for w in study.washouts if w.criterion == code
+        )
         return Outcome(PASS, f"none recorded: {labels}{note}")
     infusion = v["first_infusion_date"]
     outcome = _all_of([_exposure_outcome(e, row, infusion, study) for e, row in relevant])
@@ -306,6 +304,7 @@ def _exposure_part(code: str, v: dict, study: Study) -> Outcome:
 # --------------------------------------------------------------------------------------
 # Reason text: exact where the decimal terminates, else "≈" with enough digits
 # --------------------------------------------------------------------------------------
+
 
 def _exact_decimal(x: Fraction) -> str | None:
     denominator, places = x.denominator, 0
@@ -356,6 +355,7 @@ def _with_unit(value: Fraction, unit: str | None) -> str:
 # Combining (PROTOCOL 4.3: composite and either-or criteria)
 # --------------------------------------------------------------------------------------
 
+
 def _all_of(parts: list[Outcome]) -> Outcome:
     """Composite: fail if any part fails; else missing if any is missing; else pass."""
     statuses = {p.status for p in parts}
@@ -374,6 +374,7 @@ def _any_of(parts: list[Outcome]) -> Outcome:
 # Building blocks
 # --------------------------------------------------------------------------------------
 
+
 def _absent(v: dict, name: str) -> Outcome:
     """An exclusion flag: false passes, true fails."""
     if v[name] is None:
@@ -389,7 +390,10 @@ def _present(v: dict, name: str) -> Outcome:
 
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
 }
 
 
@@ -399,8 +403,7 @@ def _limit(v: dict, name: str, op: str, limit: Decimal | int) -> Outcome:
         return _missing(v, name)
     spec = FIELDS_BY_NAME[name]
     ok = _OPERATORS[op](Fraction(v[name]), Fraction(limit))
-    return Outcome(PASS if ok else FAIL,
-                   f"{spec.label} {_with_unit(v[name], spec.unit)} (limit {op} {limit})")
+    return Outcome(PASS if ok else FAIL, f"{spec.label} {_with_unit(v[name], spec.unit)} (limit {op} {limit})")
 
 
 def _uln_ratio(v: dict, name: str, limit: Decimal, unit: str | None = None) -> Outcome:
@@ -412,9 +415,11 @@ def _uln_ratio(v: dict, name: str, limit: Decimal, unit: str | None = None) -> O
     unit = unit or FIELDS_BY_NAME[name].unit
     ratio = v[name] / v[uln_name]
     ok = ratio <= Fraction(limit)
-    return Outcome(PASS if ok else FAIL,
-                   f"{_label(name)} {_with_unit(v[name], unit)} = {_fmt(ratio, limit)} x ULN "
-                   f"(ULN {_with_unit(v[uln_name], unit)}; limit {limit})")
+    return Outcome(
+        PASS if ok else FAIL,
+        f"{_label(name)} {_with_unit(v[name], unit)} = {_fmt(ratio, limit)} x ULN "
+        f"(ULN {_with_unit(v[uln_name], unit)}; limit {limit})",
+    )
 
 
 def age_on(date_of_birth: date, day: date) -> int:
@@ -422,8 +427,7 @@ def age_on(date_of_birth: date, day: date) -> int:
     minus one if day's (month, day) is before the birth (month, day). So a Feb 29
     birthday is reached on Mar 1 in a non-leap year."""
     if day < date_of_birth:
-        raise ValueError(f"date_of_birth: {date_of_birth.isoformat()} is after "
-                         f"{day.isoformat()}")
+        raise ValueError(f"date_of_birth: {date_of_birth.isoformat()} is after {day.isoformat()}")
     years = day.year - date_of_birth.year
     if (day.month, day.day) < (date_of_birth.month, date_of_birth.day):
         years -= 1
@@ -434,15 +438,18 @@ def age_on(date_of_birth: date, day: date) -> int:
 # The criteria of PROTOCOL 4.3
 # --------------------------------------------------------------------------------------
 
+
 def _age(v: dict, study: Study) -> Outcome:
     absent = _missing(v, "date_of_birth", "screening_date")
     if absent:
         return absent
     minimum = study.eligibility.min_age_years
     age = age_on(v["date_of_birth"], v["screening_date"])
-    return Outcome(PASS if age >= minimum else FAIL,
-                   f"age {age} years on {v['screening_date'].isoformat()} (born "
-                   f"{v['date_of_birth'].isoformat()}; limit >= {minimum})")
+    return Outcome(
+        PASS if age >= minimum else FAIL,
+        f"age {age} years on {v['screening_date'].isoformat()} (born "
+        f"{v['date_of_birth'].isoformat()}; limit >= {minimum})",
+    )
 
 
 def _target_antigen(v: dict, study: Study) -> Outcome:
@@ -452,8 +459,7 @@ def _target_antigen(v: dict, study: Study) -> Outcome:
 
 def _creatinine_clearance(v: dict, study: Study) -> Outcome:
     """The Cockcroft-Gault limb of renal, exactly (PROTOCOL 4.3: no rounding)."""
-    absent = _missing(v, "date_of_birth", "screening_date", "sex", "weight_kg",
-                      "creatinine", "creatinine_unit")
+    absent = _missing(v, "date_of_birth", "screening_date", "sex", "weight_kg", "creatinine", "creatinine_unit")
     if absent:
         return Outcome(MISSING, f"Cockcroft-Gault CrCl {absent.reason}")
     lim = study.eligibility
@@ -461,27 +467,26 @@ def _creatinine_clearance(v: dict, study: Study) -> Outcome:
     creatinine = v["creatinine"]
     if v["creatinine_unit"] == "umol/L":
         creatinine_mg_dl = creatinine / Fraction(lim.creatinine_umol_per_mg_dl)
-        creatinine_text = (f"{_fmt(creatinine)} umol/L = {_fmt(creatinine_mg_dl)} mg/dL")
+        creatinine_text = f"{_fmt(creatinine)} umol/L = {_fmt(creatinine_mg_dl)} mg/dL"
     else:
         creatinine_mg_dl = creatinine
         creatinine_text = f"{_fmt(creatinine)} mg/dL"
     female = v["sex"] == "F"
     factor = Fraction(lim.cg_female_factor) if female else Fraction(1)
-    crcl = ((lim.cg_age_constant - age) * v["weight_kg"] * factor
-            / (lim.cg_denominator * creatinine_mg_dl))
+    crcl = (lim.cg_age_constant - age) * v["weight_kg"] * factor / (lim.cg_denominator * creatinine_mg_dl)
     sex_text = f" x {lim.cg_female_factor} (F)" if female else ""
     return Outcome(
         PASS if crcl >= Fraction(lim.crcl_min_ml_min) else FAIL,
         f"Cockcroft-Gault CrCl = ({lim.cg_age_constant} - age {age}) x "
         f"{_fmt(v['weight_kg'])} kg{sex_text} / ({lim.cg_denominator} x creatinine "
         f"{creatinine_text}) = {_fmt(crcl, lim.crcl_min_ml_min)} mL/min "
-        f"(limit >= {lim.crcl_min_ml_min})")
+        f"(limit >= {lim.crcl_min_ml_min})",
+    )
 
 
 def _renal(v: dict, study: Study) -> Outcome:
     # PROTOCOL 4.3: either limb is enough; sex, weight and unit matter for CrCl only.
-    ratio = _uln_ratio(v, "creatinine", study.eligibility.creatinine_uln_ratio,
-                       unit=v["creatinine_unit"])
+    ratio = _uln_ratio(v, "creatinine", study.eligibility.creatinine_uln_ratio, unit=v["creatinine_unit"])
     return _any_of([ratio, _creatinine_clearance(v, study)])
 
 
@@ -499,8 +504,7 @@ def _pregnancy_test(v: dict, study: Study) -> Outcome:
     if not potential:
         return Outcome(PASS, "female, not of childbearing potential")
     if test is None:
-        return Outcome(MISSING, "female of childbearing potential: missing: "
-                                + _label("pregnancy_test"))
+        return Outcome(MISSING, "female of childbearing potential: missing: " + _label("pregnancy_test"))
     return Outcome(FAIL, f"female of childbearing potential: serum pregnancy test {test}")
 
 
@@ -510,14 +514,14 @@ def _consent(v: dict, study: Study) -> Outcome:
         return absent
     signed, screened = v["icf_signed_date"], v["screening_date"]
     # PROTOCOL 4.3: consent precedes the screening procedures.
-    return Outcome(PASS if signed <= screened else FAIL,
-                   f"ICF signed {signed.isoformat()}, screening "
-                   f"{screened.isoformat()} (must be on or before)")
+    return Outcome(
+        PASS if signed <= screened else FAIL,
+        f"ICF signed {signed.isoformat()}, screening {screened.isoformat()} (must be on or before)",
+    )
 
 
 def _vaccine(v: dict, study: Study) -> Outcome:
-    return _all_of([_exposure_part("vaccine", v, study),
-                    _absent(v, "vaccination_expected_during_study")])
+    return _all_of([_exposure_part("vaccine", v, study), _absent(v, "vaccination_expected_during_study")])
 
 
 def _other_malignancy(v: dict, study: Study) -> Outcome:
@@ -533,33 +537,42 @@ def _other_malignancy(v: dict, study: Study) -> Outcome:
     try:
         threshold = add_months(remission, 12 * years)
     except OverflowError:
-        raise ValueError(f"other_malignancy_cr_date: {remission.isoformat()} + "
-                         f"{years} years is beyond the calendar") from None
+        raise ValueError(
+            f"other_malignancy_cr_date: {remission.isoformat()} + {years} years is beyond the calendar"
+        ) from None
     # PROTOCOL 4.3: CR + 5 years strictly before screening; exactly 5 years fails.
-    return Outcome(PASS if threshold < screened else FAIL,
-                   f"complete remission {remission.isoformat()} + {years} years = "
-                   f"{threshold.isoformat()}, must be before screening "
-                   f"{screened.isoformat()}")
+    return Outcome(
+        PASS if threshold < screened else FAIL,
+        f"complete remission {remission.isoformat()} + {years} years = "
+        f"{threshold.isoformat()}, must be before screening "
+        f"{screened.isoformat()}",
+    )
 
 
 def _cardiovascular(v: dict, study: Study) -> Outcome:
     lim = study.eligibility
-    return _all_of([
-        _limit(v, "qtc_ms", "<=", lim.qtc_max_ms),
-        _limit(v, "lvef_percent", ">=", lim.lvef_min_percent),
-        _limit(v, "nyha_class", "<", lim.nyha_fail_at),
-        _absent(v, "severe_arrhythmia"),
-        _absent(v, "cv_event_within_6_months"),
-        _absent(v, "uncontrolled_hypertension"),
-    ])
+    return _all_of(
+        [
+            _limit(v, "qtc_ms", "<=", lim.qtc_max_ms),
+            _limit(v, "lvef_percent", ">=", lim.lvef_min_percent),
+            _limit(v, "nyha_class", "<", lim.nyha_fail_at),
+            _absent(v, "severe_arrhythmia"),
+            _absent(v, "cv_event_within_6_months"),
+            _absent(v, "uncontrolled_hypertension"),
+        ]
+    )
 
 
 def _pulmonary(v: dict, study: Study) -> Outcome:
-    return _all_of([
-        _limit(v, "spo2_percent", ">", study.eligibility.spo2_fail_at_or_below),
-        *(_absent(v, name) for name in ("active_pulmonary_infection", "pulmonary_embolism",
-                                         "copd", "interstitial_lung_disease")),
-    ])
+    return _all_of(
+        [
+            _limit(v, "spo2_percent", ">", study.eligibility.spo2_fail_at_or_below),
+            *(
+                _absent(v, name)
+                for name in ("active_pulmonary_infection", "pulmonary_embolism", "copd", "interstitial_lung_disease")
+            ),
+        ]
+    )
 
 
 def _pregnancy_breastfeeding(v: dict, study: Study) -> Outcome:
@@ -601,82 +614,136 @@ def _criteria_table(study: Study) -> tuple[tuple[str, str, Callable], ...]:
         ("age", f">= {lim.min_age_years} years old", _age),
         ("rr_aml", "confirmed r/r AML", lambda v, s: _present(v, "rr_aml_confirmed")),
         ("target_antigen", "CLL1 or CD33 positive in AML blasts", _target_antigen),
-        ("ecog", f"ECOG <= {lim.ecog_max}",
-         lambda v, s: _limit(v, "ecog", "<=", s.eligibility.ecog_max)),
-        ("life_expectancy", "life expectancy > 12 weeks",
-         lambda v, s: _present(v, "life_expectancy_gt_12_weeks")),
-        ("renal", f"Cr <= {_plain(lim.creatinine_uln_ratio)} x ULN or Cockcroft-Gault "
-                  f"CrCl >= {_plain(lim.crcl_min_ml_min)} mL/min", _renal),
-        ("bilirubin", f"TBIL <= {_plain(lim.bilirubin_uln_ratio)} x ULN",
-         lambda v, s: _uln_ratio(v, "total_bilirubin", s.eligibility.bilirubin_uln_ratio)),
-        ("transaminases", f"ALT and AST <= {_plain(lim.transaminase_uln_ratio)} x ULN",
-         lambda v, s: _all_of([
-             _uln_ratio(v, "alt", s.eligibility.transaminase_uln_ratio),
-             _uln_ratio(v, "ast", s.eligibility.transaminase_uln_ratio)])),
-        ("coagulation", f"INR and aPTT <= {_plain(lim.coagulation_uln_ratio)} x ULN",
-         lambda v, s: _all_of([
-             _uln_ratio(v, "inr", s.eligibility.coagulation_uln_ratio),
-             _uln_ratio(v, "aptt", s.eligibility.coagulation_uln_ratio)])),
-        ("pregnancy_test", "females of childbearing potential: negative serum test",
-         _pregnancy_test),
-        ("dsa", f"DSA negative: MFI <= {_plain(lim.dsa_mfi_max)}",
-         lambda v, s: _limit(v, "dsa_mfi", "<=", s.eligibility.dsa_mfi_max)),
+        ("ecog", f"ECOG <= {lim.ecog_max}", lambda v, s: _limit(v, "ecog", "<=", s.eligibility.ecog_max)),
+        ("life_expectancy", "life expectancy > 12 weeks", lambda v, s: _present(v, "life_expectancy_gt_12_weeks")),
+        (
+            "renal",
+            f"Cr <= {_plain(lim.creatinine_uln_ratio)} x ULN or Cockcroft-Gault "
+            f"CrCl >= {_plain(lim.crcl_min_ml_min)} mL/min",
+            _renal,
+        ),
+        (
+            "bilirubin",
+            f"TBIL <= {_plain(lim.bilirubin_uln_ratio)} x ULN",
+            lambda v, s: _uln_ratio(v, "total_bilirubin", s.eligibility.bilirubin_uln_ratio),
+        ),
+        (
+            "transaminases",
+            f"ALT and AST <= {_plain(lim.transaminase_uln_ratio)} x ULN",
+            lambda v, s: _all_of(
+                [
+                    _uln_ratio(v, "alt", s.eligibility.transaminase_uln_ratio),
+                    _uln_ratio(v, "ast", s.eligibility.transaminase_uln_ratio),
+                ]
+            ),
+        ),
+        (
+            "coagulation",
+            f"INR and aPTT <= {_plain(lim.coagulation_uln_ratio)} x ULN",
+            lambda v, s: _all_of(
+                [
+                    _uln_ratio(v, "inr", s.eligibility.coagulation_uln_ratio),
+                    _uln_ratio(v, "aptt", s.eligibility.coagulation_uln_ratio),
+                ]
+            ),
+        ),
+        ("pregnancy_test", "females of childbearing potential: negative serum test", _pregnancy_test),
+        (
+            "dsa",
+            f"DSA negative: MFI <= {_plain(lim.dsa_mfi_max)}",
+            lambda v, s: _limit(v, "dsa_mfi", "<=", s.eligibility.dsa_mfi_max),
+        ),
         ("consent", "signed and dated ICF", _consent),
         ("allergy", "allergic to a study drug", _flag("allergy_to_study_drugs")),
-        ("washout_steroid", f"systemic steroid within "
-                            f"{_window_phrase(study, 'systemic_steroid')} "
-                            "(physiological replacement excepted)",
-         _exposure_criterion("washout_steroid")),
-        ("washout_antitumor", f"systemic antitumor therapy within {_weeks(antitumor.days)} "
-                              f"or {antitumor.half_lives} half-lives, whichever is less",
-         _exposure_criterion("washout_antitumor")),
-        ("washout_radiotherapy",
-         f"radiotherapy within {_window_phrase(study, 'radiotherapy')}",
-         _exposure_criterion("washout_radiotherapy")),
-        ("washout_dli", "donor lymphocyte infusion within "
-                        f"{_window_phrase(study, 'donor_lymphocyte_infusion')}",
-         _exposure_criterion("washout_dli")),
-        ("washout_intrathecal",
-         f"intrathecal treatment within {_window_phrase(study, 'intrathecal')}",
-         _exposure_criterion("washout_intrathecal")),
-        ("washout_cell_therapy", "CAR-T, CAR-NK or other genetically modified cell "
-         f"therapy within {_window_phrase(study, 'gene_modified_cell_therapy')}",
-         _exposure_criterion("washout_cell_therapy")),
-        ("vaccine", f"vaccine within {_window_phrase(study, 'vaccine')} before first "
-                    "infusion, or vaccination expected before 12 weeks after last infusion",
-         _vaccine),
-        ("major_surgery", f"major surgery within {_window_phrase(study, 'major_surgery')} "
-                          "(diagnostic biopsy excepted)",
-         _exposure_criterion("major_surgery")),
+        (
+            "washout_steroid",
+            f"systemic steroid within {_window_phrase(study, 'systemic_steroid')} (physiological replacement excepted)",
+            _exposure_criterion("washout_steroid"),
+        ),
+        (
+            "washout_antitumor",
+            f"systemic antitumor therapy within {_weeks(antitumor.days)} "
+            f"or {antitumor.half_lives} half-lives, whichever is less",
+            _exposure_criterion("washout_antitumor"),
+        ),
+        (
+            "washout_radiotherapy",
+            f"radiotherapy within {_window_phrase(study, 'radiotherapy')}",
+            _exposure_criterion("washout_radiotherapy"),
+        ),
+        (
+            "washout_dli",
+            f"donor lymphocyte infusion within {_window_phrase(study, 'donor_lymphocyte_infusion')}",
+            _exposure_criterion("washout_dli"),
+        ),
+        (
+            "washout_intrathecal",
+            f"intrathecal treatment within {_window_phrase(study, 'intrathecal')}",
+            _exposure_criterion("washout_intrathecal"),
+        ),
+        (
+            "washout_cell_therapy",
+            "CAR-T, CAR-NK or other genetically modified cell "
+            f"therapy within {_window_phrase(study, 'gene_modified_cell_therapy')}",
+            _exposure_criterion("washout_cell_therapy"),
+        ),
+        (
+            "vaccine",
+            f"vaccine within {_window_phrase(study, 'vaccine')} before first "
+            "infusion, or vaccination expected before 12 weeks after last infusion",
+            _vaccine,
+        ),
+        (
+            "major_surgery",
+            f"major surgery within {_window_phrase(study, 'major_surgery')} (diagnostic biopsy excepted)",
+            _exposure_criterion("major_surgery"),
+        ),
         ("prior_allo_hsct", "history of allogeneic SCT", _flag("prior_allo_hsct")),
         ("cns_leukemia", "active CNS leukemia", _flag("active_cns_leukemia")),
         ("apl", "APL", _flag("apl")),
-        ("other_malignancy", "other malignancy, unless complete remission > "
-                             f"{lim.other_malignancy_cr_years} years after radical "
-                             "treatment", _other_malignancy),
-        ("cns_disease", "history of CNS disease or meningeal involvement",
-         _flag("cns_disease_history")),
+        (
+            "other_malignancy",
+            "other malignancy, unless complete remission > "
+            f"{lim.other_malignancy_cr_years} years after radical "
+            "treatment",
+            _other_malignancy,
+        ),
+        ("cns_disease", "history of CNS disease or meningeal involvement", _flag("cns_disease_history")),
         ("autoimmune", "active autoimmune disease", _flag("active_autoimmune_disease")),
         ("cardiovascular", "serious cardio/cerebrovascular disease", _cardiovascular),
-        ("pulmonary", "active pulmonary infection, SpO2 <= "
-                      f"{_plain(lim.spo2_fail_at_or_below)}%, PE, COPD or ILD", _pulmonary),
-        ("infection", "uncontrolled infection, HIV, active HBV or HCV",
-         lambda v, s: _all_of([_absent(v, n) for n in (
-             "uncontrolled_infection", "hiv_positive", "active_hbv", "active_hcv")])),
+        (
+            "pulmonary",
+            f"active pulmonary infection, SpO2 <= {_plain(lim.spo2_fail_at_or_below)}%, PE, COPD or ILD",
+            _pulmonary,
+        ),
+        (
+            "infection",
+            "uncontrolled infection, HIV, active HBV or HCV",
+            lambda v, s: _all_of(
+                [_absent(v, n) for n in ("uncontrolled_infection", "hiv_positive", "active_hbv", "active_hcv")]
+            ),
+        ),
         ("substance_abuse", "history of substance abuse", _flag("substance_abuse_history")),
-        ("prior_toxicity", "prior-therapy toxicity not recovered to <= grade "
-                           f"{lim.max_prior_toxicity_grade} (CTCAE 5.0)",
-         lambda v, s: _limit(v, "max_unresolved_prior_toxicity_grade", "<=",
-                             s.eligibility.max_prior_toxicity_grade)),
+        (
+            "prior_toxicity",
+            f"prior-therapy toxicity not recovered to <= grade {lim.max_prior_toxicity_grade} (CTCAE 5.0)",
+            lambda v, s: _limit(v, "max_unresolved_prior_toxicity_grade", "<=", s.eligibility.max_prior_toxicity_grade),
+        ),
         ("pregnancy_breastfeeding", "pregnant or breastfeeding", _pregnancy_breastfeeding),
-        ("investigator_concern", "investigator-assessed issue",
-         _flag("investigator_concern")),
+        ("investigator_concern", "investigator-assessed issue", _flag("investigator_concern")),
     )
 
 
-EXPOSURE_CRITERIA = ("washout_steroid", "washout_antitumor", "washout_radiotherapy",
-                     "washout_dli", "washout_intrathecal", "washout_cell_therapy",
-                     "vaccine", "major_surgery")
+EXPOSURE_CRITERIA = (
+    "washout_steroid",
+    "washout_antitumor",
+    "washout_radiotherapy",
+    "washout_dli",
+    "washout_intrathecal",
+    "washout_cell_therapy",
+    "vaccine",
+    "major_surgery",
+)
 
 
 def criteria(study: Study = STUDY) -> tuple[tuple[str, str], ...]:
@@ -694,11 +761,25 @@ def criterion_texts(codes, study: Study = STUDY) -> list[str]:
     texts = dict(criteria(study))
     return [(t[:1].upper() + t[1:]) for t in (texts.get(code, code) for code in codes or ())]
 
+
 # PROTOCOL 4.3: the listing's inclusion criteria; every other code is an exclusion
 # (its "pass" means the excluding condition is absent).
-INCLUSION_CODES = frozenset({"age", "rr_aml", "target_antigen", "ecog", "life_expectancy", "renal",
-                             "bilirubin", "transaminases", "coagulation", "pregnancy_test", "dsa",
-                             "consent"})
+INCLUSION_CODES = frozenset(
+    {
+        "age",
+        "rr_aml",
+        "target_antigen",
+        "ecog",
+        "life_expectancy",
+        "renal",
+        "bilirubin",
+        "transaminases",
+        "coagulation",
+        "pregnancy_test",
+        "dsa",
+        "consent",
+    }
+)
 
 
 def check(case: Mapping[str, Any], *, study: Study = STUDY) -> dict:

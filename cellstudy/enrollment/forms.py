@@ -1,10 +1,19 @@
 """WTForms for the screening CRF (generated from the field specs of PROTOCOL 4.2),
 the exposure log, registration, enrolment and screen failure."""
+
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, DateField, DecimalField, HiddenField, PasswordField, SelectField, StringField,
-                     TextAreaField)
+from wtforms import (
+    BooleanField,
+    DateField,
+    DecimalField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ..auth.forms import SignatureForm
@@ -14,8 +23,10 @@ from .fields import EXPOSURE_CATEGORIES, OTHER_CATEGORY, SCREENING_FIELDS
 
 class _ScreeningBase(CrfForm):
     SPECS = SCREENING_FIELDS
-    prior_therapies_none = BooleanField("No prior therapies or procedures to record",
-                                        description="Tick when the prior-therapy log is reviewed and empty.")
+    prior_therapies_none = BooleanField(
+        "No prior therapies or procedures to record",
+        description="Tick when the prior-therapy log is reviewed and empty.",
+    )
 
     def values(self) -> dict:
         out = super().values()
@@ -28,21 +39,31 @@ ScreeningForm = type("ScreeningForm", (_ScreeningBase,), {spec.name: field_for(s
 
 class ExposureForm(FlaskForm):
     version = HiddenField()
-    category = SelectField("Category", choices=[("", "— choose —"), *EXPOSURE_CATEGORIES, OTHER_CATEGORY],
-                           validators=[DataRequired("Choose a category.")])
+    category = SelectField(
+        "Category",
+        choices=[("", "— choose —"), *EXPOSURE_CATEGORIES, OTHER_CATEGORY],
+        validators=[DataRequired("Choose a category.")],
+    )
     name = StringField("Name", validators=[DataRequired("Enter the drug, treatment or procedure."), Length(max=200)])
     start_date = DateField("First dose / start date", validators=[Optional(), not_in_future])
-    last_date = DateField("Last dose / treatment date", validators=[Optional()],
-                          description="The last dose or treatment day (for a vaccine, the day given). "
-                                      "Washouts count from this date (PROTOCOL 4.4).")
-    half_life_days = DecimalField("Half-life", places=None,
-                                  validators=[Optional(), greater_than_zero("A half-life must be greater than zero.")],
-                                  description="Days; systemic antitumor therapy only. Leave empty when unknown (14-day washout).")
+    last_date = DateField(
+        "Last dose / treatment date",
+        validators=[Optional()],
+        description="The last dose or treatment day (for a vaccine, the day given). "
+        "Washouts count from this date (PROTOCOL 4.4).",
+    )
+    half_life_days = DecimalField(
+        "Half-life",
+        places=None,
+        validators=[Optional(), greater_than_zero("A half-life must be greater than zero.")],
+        description="Days; systemic antitumor therapy only. Leave empty when unknown (14-day washout).",
+    )
     physiological_replacement = BooleanField("Physiological replacement dose (steroids)")
     indication = StringField("Indication", validators=[Optional(), Length(max=200)])
     reason = TextAreaField("Reason for change", validators=[Length(max=500)])
-    deviation_reason = TextAreaField("Protocol-deviation reason (vaccine inside the no-vaccination window)",
-                                     validators=[Optional(), Length(max=500)])
+    deviation_reason = TextAreaField(
+        "Protocol-deviation reason (vaccine inside the no-vaccination window)", validators=[Optional(), Length(max=500)]
+    )
     password = PasswordField("Investigator password (signs the deviation)", validators=[Optional()])
 
     def validate_last_date(self, field):
@@ -71,8 +92,9 @@ class ExposureForm(FlaskForm):
 
 class RemoveForm(FlaskForm):
     version = HiddenField()
-    reason = TextAreaField("Reason for removal", validators=[DataRequired("Give a reason for the removal."),
-                                                             Length(max=500)])
+    reason = TextAreaField(
+        "Reason for removal", validators=[DataRequired("Give a reason for the removal."), Length(max=500)]
+    )
 
 
 class RegisterForm(FlaskForm):
@@ -82,8 +104,9 @@ class RegisterForm(FlaskForm):
 class EnrolForm(SignatureForm):
     screening_version = HiddenField()
     dose_level = SelectField("Dose level", choices=[])
-    dose_level_reason = TextAreaField("Reason for a dose level other than the proposed one",
-                                      validators=[Optional(), Length(max=500)])
+    dose_level_reason = TextAreaField(
+        "Reason for a dose level other than the proposed one", validators=[Optional(), Length(max=500)]
+    )
 
 
 class ScreenFailForm(FlaskForm):
@@ -91,8 +114,9 @@ class ScreenFailForm(FlaskForm):
 
 
 class RescreenForm(FlaskForm):
-    reason = TextAreaField("Reason for re-screening", validators=[DataRequired("Give the reason for re-screening."),
-                                                                Length(max=500)])
+    reason = TextAreaField(
+        "Reason for re-screening", validators=[DataRequired("Give the reason for re-screening."), Length(max=500)]
+    )
 
 
 class ReconfirmForm(SignatureForm):
@@ -102,8 +126,11 @@ class ReconfirmForm(SignatureForm):
 
 
 class EligibilityDeviationForm(SignatureForm):
-    reason = TextAreaField("Reason for the protocol deviation",
-                           validators=[DataRequired("Give the reason for the deviation."),
-                                       Length(max=2000, message="The reason is too long (2000 characters at most).")],
-                           description="Why the subject stays on study although eligibility is not re-confirmed, "
-                                       "and what was done.")
+    reason = TextAreaField(
+        "Reason for the protocol deviation",
+        validators=[
+            DataRequired("Give the reason for the deviation."),
+            Length(max=2000, message="The reason is too long (2000 characters at most)."),
+        ],
+        description="Why the subject stays on study although eligibility is not re-confirmed, and what was done.",
+    )

@@ -1,8 +1,21 @@
 """Subjects, screening forms, exposures and eligibility decisions (PROTOCOL 3, 4)."""
+
 from datetime import date, datetime
 
-from sqlalchemy import (JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        exists, text)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    exists,
+    text,
+)
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from ..extensions import db
@@ -10,8 +23,16 @@ from ..records.formrecord import ClinicalRecord, DataFormRecord, FormRecord
 from ..timeutil import utcnow
 
 # PROTOCOL 3: screening -> (screen_failed | enrolled) -> on_treatment -> follow_up -> (completed | withdrawn | died)
-SUBJECT_STATUSES = ("screening", "screen_failed", "enrolled", "on_treatment", "follow_up",
-                    "completed", "withdrawn", "died")
+SUBJECT_STATUSES = (
+    "screening",
+    "screen_failed",
+    "enrolled",
+    "on_treatment",
+    "follow_up",
+    "completed",
+    "withdrawn",
+    "died",
+)
 
 
 class Subject(ClinicalRecord, db.Model):
@@ -26,15 +47,17 @@ class Subject(ClinicalRecord, db.Model):
     dose_level: Mapped[str | None] = mapped_column(String(20), index=True)
 
     site = relationship("Site")
-    screenings: Mapped[list["Screening"]] = relationship(
-        back_populates="subject", order_by="Screening.attempt")
+    screenings: Mapped[list["Screening"]] = relationship(back_populates="subject", order_by="Screening.attempt")
     exposures: Mapped[list["Exposure"]] = relationship(
-        back_populates="subject", order_by="(Exposure.last_date, Exposure.id)")
+        back_populates="subject", order_by="(Exposure.last_date, Exposure.id)"
+    )
     decisions: Mapped[list["EligibilityDecision"]] = relationship(
-        back_populates="subject", order_by="EligibilityDecision.id")
+        back_populates="subject", order_by="EligibilityDecision.id"
+    )
     infusions = relationship("Infusion", back_populates="subject", order_by="(Infusion.number, Infusion.id)")
-    lymphodepletion_days = relationship("LymphodepletionDay", back_populates="subject",
-                                        order_by="LymphodepletionDay.day")
+    lymphodepletion_days = relationship(
+        "LymphodepletionDay", back_populates="subject", order_by="LymphodepletionDay.day"
+    )
     visits = relationship("Visit", back_populates="subject", order_by="Visit.seq")
     dlt_assessment = relationship("DltAssessment", back_populates="subject", uselist=False)
     deviations = relationship("Deviation", back_populates="subject", order_by="Deviation.id")
@@ -79,6 +102,7 @@ class Screening(DataFormRecord, db.Model):
     subject: Mapped[Subject] = relationship(back_populates="screenings")
     previous = relationship("Screening", remote_side="Screening.id")
 
+
 class Exposure(FormRecord, db.Model):
     """A prior or concomitant therapy/procedure (PROTOCOL 4.4). One log per subject:
     the screening form's prior-therapy rows and the later concomitant log are the same
@@ -86,8 +110,15 @@ class Exposure(FormRecord, db.Model):
 
     __tablename__ = "exposure"
     FORM_NAME = "exposure"
-    FIELDS = ("category", "name", "start_date", "last_date", "half_life_days",
-              "physiological_replacement", "indication")
+    FIELDS = (
+        "category",
+        "name",
+        "start_date",
+        "last_date",
+        "half_life_days",
+        "physiological_replacement",
+        "indication",
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
@@ -139,8 +170,14 @@ class EligibilityReview(ClinicalRecord, db.Model):
     __tablename__ = "eligibility_review"
     FORM_NAME = "eligibility_review"
     __table_args__ = (
-        Index("ux_eligibility_review_open", "subject_id", "cause", unique=True,
-              sqlite_where=text("resolved_at IS NULL"), postgresql_where=text("resolved_at IS NULL")),
+        Index(
+            "ux_eligibility_review_open",
+            "subject_id",
+            "cause",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -171,4 +208,5 @@ class EligibilityReview(ClinicalRecord, db.Model):
 # reads in the same statement as the subject (undefer it there): most subjects have none, and
 # the page then needs no query of the reviews at all.
 Subject.has_reviews = column_property(
-    exists().where(EligibilityReview.subject_id == Subject.id).correlate_except(EligibilityReview), deferred=True)
+    exists().where(EligibilityReview.subject_id == Subject.id).correlate_except(EligibilityReview), deferred=True
+)

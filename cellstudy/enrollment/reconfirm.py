@@ -21,6 +21,7 @@ protocol deviation (reason + e-signature). Nobody is ever un-enrolled by this mo
 Public API for other features: `open_review`, `amendment_impact`, `flag_amendment_impact`
 (none of them commits: the caller's transaction does).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,10 @@ from .models import EligibilityDecision, EligibilityReview, Exposure, Screening,
 
 log = logging.getLogger(__name__)
 
-CAUSES = {"screening_changed": "Screening data changed after enrolment",
-          "amendment": "A study amendment changes an eligibility rule"}
+CAUSES = {
+    "screening_changed": "Screening data changed after enrolment",
+    "amendment": "A study amendment changes an eligibility rule",
+}
 RESOLUTIONS = {"reconfirmed": "eligibility re-confirmed", "deviation": "protocol deviation recorded"}
 # A signed enrolment stands for every status after it; a screening correction of a subject
 # who has completed or left the study still puts the basis of its enrolment in doubt.
@@ -52,8 +55,9 @@ POST_ENROLMENT = ("enrolled", "on_treatment", "follow_up", "completed", "withdra
 ON_STUDY = ("enrolled", "on_treatment", "follow_up")
 RECORD_OUTCOMES = ("enrolled", "reconfirmed")
 RECONFIRM_MEANING = "I re-confirm this subject meets all eligibility criteria for the current screening data"
-DEVIATION_MEANING = ("I record a protocol deviation: this subject's eligibility is not re-confirmed after the "
-                     "change described")
+DEVIATION_MEANING = (
+    "I record a protocol deviation: this subject's eligibility is not re-confirmed after the change described"
+)
 DEVIATION_KIND = "eligibility_not_reconfirmed"
 MAX_REASON = 2000
 _NOTES = "cellstudy_eligibility_changes"
@@ -64,6 +68,7 @@ class ReviewRefused(RecordError):
 
 
 # --- reading --------------------------------------------------------------------------------
+
 
 def decision_of_record(subject: Subject) -> EligibilityDecision | None:
     """The latest signed enrolment or re-confirmation decision of the subject."""
@@ -85,23 +90,36 @@ def signed_case(decision: EligibilityDecision) -> dict:
 
 def reviews_of(subject: Subject) -> list[EligibilityReview]:
     """The subject's reviews, open first, then the resolved ones newest first."""
-    rows = db.session.execute(select(EligibilityReview).where(EligibilityReview.subject_id == subject.id)
-                              # selectin: the related rows are read only when there is a review (rarely)
-                              .options(selectinload(EligibilityReview.opened_by),
-                                       selectinload(EligibilityReview.resolved_by),
-                                       selectinload(EligibilityReview.decision),
-                                       selectinload(EligibilityReview.deviation))
-                              .order_by(EligibilityReview.id.desc())).scalars().all()
+    rows = (
+        db.session.execute(
+            select(EligibilityReview)
+            .where(EligibilityReview.subject_id == subject.id)
+            # selectin: the related rows are read only when there is a review (rarely)
+            .options(
+                selectinload(EligibilityReview.opened_by),
+                selectinload(EligibilityReview.resolved_by),
+                selectinload(EligibilityReview.decision),
+                selectinload(EligibilityReview.deviation),
+            )
+            .order_by(EligibilityReview.id.desc())
+        )
+        .scalars()
+        .all()
+    )
     return [r for r in rows if r.is_open] + [r for r in rows if not r.is_open]
 
 
 def open_reviews(site_ids: list[int] | None) -> list[EligibilityReview]:
     """The open reviews at these sites (None: every site), oldest first: the worklist."""
-    stmt = (select(EligibilityReview).join(Subject, Subject.id == EligibilityReview.subject_id)
-            .where(EligibilityReview.resolved_at.is_(None))
-            .options(contains_eager(EligibilityReview.subject).joinedload(Subject.site),
-                     joinedload(EligibilityReview.opened_by))
-            .order_by(EligibilityReview.opened_at, EligibilityReview.id))
+    stmt = (
+        select(EligibilityReview)
+        .join(Subject, Subject.id == EligibilityReview.subject_id)
+        .where(EligibilityReview.resolved_at.is_(None))
+        .options(
+            contains_eager(EligibilityReview.subject).joinedload(Subject.site), joinedload(EligibilityReview.opened_by)
+        )
+        .order_by(EligibilityReview.opened_at, EligibilityReview.id)
+    )
     if site_ids is not None:
         stmt = stmt.where(Subject.site_id.in_(site_ids))
     return db.session.execute(stmt).scalars().all()
@@ -111,12 +129,16 @@ def changed_statuses(before: dict, after: dict) -> list[str]:
     """Criterion codes whose status differs between two results (a reason whose text
     changes with a limit while the status stays is not a change of the decision)."""
     codes = list(dict.fromkeys([*(after.get("criteria") or {}), *(before.get("criteria") or {})]))
-    return [code for code in codes
-            if ((before.get("criteria") or {}).get(code) or {}).get("status")
-            != ((after.get("criteria") or {}).get(code) or {}).get("status")]
+    return [
+        code
+        for code in codes
+        if ((before.get("criteria") or {}).get(code) or {}).get("status")
+        != ((after.get("criteria") or {}).get(code) or {}).get("status")
+    ]
 
 
 # --- opening a review -------------------------------------------------------------------------
+
 
 def open_review(subject: Subject, cause: str, detail: str, *, user) -> EligibilityReview:
     """Put the subject on its site's investigator worklist. Idempotent per unresolved
@@ -128,20 +150,37 @@ def open_review(subject: Subject, cause: str, detail: str, *, user) -> Eligibili
     detail = " ".join((detail or "").split()) or CAUSES[cause]
     records.check_writable(subject)  # the write path's lock check, before anything is added
     records.lock(subject)  # one open review per subject and cause, also under concurrent writes
-    existing = db.session.execute(select(EligibilityReview).where(
-        EligibilityReview.subject_id == subject.id, EligibilityReview.cause == cause,
-        EligibilityReview.resolved_at.is_(None))).scalar_one_or_none()
+    existing = db.session.execute(
+        select(EligibilityReview).where(
+            EligibilityReview.subject_id == subject.id,
+            EligibilityReview.cause == cause,
+            EligibilityReview.resolved_at.is_(None),
+        )
+    ).scalar_one_or_none()
     if existing is not None:
         lines = existing.detail.split("\n")
         if detail not in lines:
-            records.set_value(existing, "detail", "\n".join([*lines, detail]), user=user, form="eligibility_review",
-                              reason=CAUSES[cause])
+            records.set_value(
+                existing,
+                "detail",
+                "\n".join([*lines, detail]),
+                user=user,
+                form="eligibility_review",
+                reason=CAUSES[cause],
+            )
             existing.updated_at = utcnow()
         return existing
-    review = EligibilityReview(subject_id=subject.id, subject=subject, cause=cause, detail=detail,
-                               opened_at=utcnow(), opened_by_id=user.id if user is not None else None)
-    records.create(review, user=user, form="eligibility_review", fields={"cause": cause, "detail": detail},
-                   reason=CAUSES[cause])
+    review = EligibilityReview(
+        subject_id=subject.id,
+        subject=subject,
+        cause=cause,
+        detail=detail,
+        opened_at=utcnow(),
+        opened_by_id=user.id if user is not None else None,
+    )
+    records.create(
+        review, user=user, form="eligibility_review", fields={"cause": cause, "detail": detail}, reason=CAUSES[cause]
+    )
     return review
 
 
@@ -150,9 +189,16 @@ def amendment_impact(study_after) -> list[dict]:
     signed decision of record under `study_after`; return those whose outcome (eligible,
     or any criterion's status) differs from the signed one:
     {"subject", "decision", "before", "after", "changed_criteria": [codes]}."""
-    subjects = db.session.execute(
-        select(Subject).where(Subject.status.in_(ON_STUDY))
-        .options(selectinload(Subject.decisions), joinedload(Subject.site)).order_by(Subject.id)).scalars().all()
+    subjects = (
+        db.session.execute(
+            select(Subject)
+            .where(Subject.status.in_(ON_STUDY))
+            .options(selectinload(Subject.decisions), joinedload(Subject.site))
+            .order_by(Subject.id)
+        )
+        .scalars()
+        .all()
+    )
     out = []
     for subject in subjects:
         decision = decision_of_record(subject)
@@ -165,8 +211,15 @@ def amendment_impact(study_after) -> list[dict]:
             after = {"eligible": None, "criteria": {}, "error": str(error)}
         changed = changed_statuses(before, after)
         if changed or before["eligible"] is not after["eligible"]:
-            out.append({"subject": subject, "decision": decision, "before": before, "after": after,
-                        "changed_criteria": changed})
+            out.append(
+                {
+                    "subject": subject,
+                    "decision": decision,
+                    "before": before,
+                    "after": after,
+                    "changed_criteria": changed,
+                }
+            )
     return out
 
 
@@ -188,14 +241,20 @@ def flag_amendment_impact(study_after, *, amendment_label: str, user) -> list[Su
 
 def amendment_detail(row: dict, amendment_label: str, study_after) -> str:
     names = dict(eligibility.criteria(study_after))
-    parts = [f"{names.get(code, code)}: {_status(row['before'], code)} → {_status(row['after'], code)}"
-             for code in row["changed_criteria"]]
+    parts = [
+        f"{names.get(code, code)}: {_status(row['before'], code)} → {_status(row['after'], code)}"
+        for code in row["changed_criteria"]
+    ]
     if row["after"].get("error"):
         parts.append(f"the signed inputs are refused: {row['after']['error']}")
-    version = "" if amendment_label in (study_after.version, f"v{study_after.version}") \
+    version = (
+        ""
+        if amendment_label in (study_after.version, f"v{study_after.version}")
         else f" (study definition v{study_after.version})"
-    return (f"Amendment {amendment_label}{version} changes the signed decision (v{row['decision'].study_version}): "
-            + ("; ".join(parts) or "eligibility outcome changes"))
+    )
+    return f"Amendment {amendment_label}{version} changes the signed decision (v{row['decision'].study_version}): " + (
+        "; ".join(parts) or "eligibility outcome changes"
+    )
 
 
 def _status(result: dict, code: str) -> str:
@@ -204,11 +263,14 @@ def _status(result: dict, code: str) -> str:
 
 # --- resolving a review -------------------------------------------------------------------------
 
+
 def _open_of(subject: Subject) -> list[EligibilityReview]:
     reviews = [r for r in reviews_of(subject) if r.is_open]
     if not reviews:
-        raise ReviewRefused("No eligibility review is open for this subject (it may have been resolved meanwhile): "
-                            "see the subject page.")
+        raise ReviewRefused(
+            "No eligibility review is open for this subject (it may have been resolved meanwhile): "
+            "see the subject page."
+        )
     return reviews
 
 
@@ -232,8 +294,9 @@ def reconfirm_blockers(subject: Subject, result: dict) -> list[str]:
         failing = [names.get(c, c) for c, v in result["criteria"].items() if v["status"] == "fail"]
         missing = [names.get(c, c) for c, v in result["criteria"].items() if v["status"] == "missing"]
         if failing:
-            reasons.append("The checker says not eligible for the current screening data (failing: "
-                           + "; ".join(failing) + ").")
+            reasons.append(
+                "The checker says not eligible for the current screening data (failing: " + "; ".join(failing) + ")."
+            )
         if missing:
             reasons.append("Data needed for a criterion is missing (" + "; ".join(missing) + ").")
     return reasons
@@ -256,8 +319,16 @@ def reconfirm(subject: Subject, *, user, password: str, screening_version: int) 
     case = service.build_case(screening)
     numbers = ", ".join(f"#{r.id}" for r in reviews)
     signature = records.sign(screening, user=user, password=password, meaning=RECONFIRM_MEANING)
-    decision = service._decision(subject, screening, case, result, outcome="reconfirmed", user=user,
-                                 signature=signature, note=f"Re-confirmation after eligibility review {numbers}")
+    decision = service._decision(
+        subject,
+        screening,
+        case,
+        result,
+        outcome="reconfirmed",
+        user=user,
+        signature=signature,
+        note=f"Re-confirmation after eligibility review {numbers}",
+    )
     for review in _open_of(subject):
         _resolve(review, "reconfirmed", user=user, decision=decision)
     records.commit_or_stale(screening)
@@ -277,11 +348,21 @@ def record_deviation(subject: Subject, *, user, password: str, reason: str):
     from ..infusions.deviations import record_deviation
 
     description = "Eligibility not re-confirmed after enrolment: " + " / ".join(
-        f"{CAUSES[r.cause]}: " + "; ".join(r.detail.split("\n")) for r in reviews)
-    signature = records.sign(reviews[0], user=user, password=password, meaning=DEVIATION_MEANING,
-                             form="eligibility_review")
-    deviation = record_deviation(subject, kind=DEVIATION_KIND, description=description, reason=reason, user=user,
-                                 form="eligibility_review", form_id=reviews[0].id, signature=signature)
+        f"{CAUSES[r.cause]}: " + "; ".join(r.detail.split("\n")) for r in reviews
+    )
+    signature = records.sign(
+        reviews[0], user=user, password=password, meaning=DEVIATION_MEANING, form="eligibility_review"
+    )
+    deviation = record_deviation(
+        subject,
+        kind=DEVIATION_KIND,
+        description=description,
+        reason=reason,
+        user=user,
+        form="eligibility_review",
+        form_id=reviews[0].id,
+        signature=signature,
+    )
     for review in _open_of(subject):
         _resolve(review, "deviation", user=user, deviation=deviation)
     records.commit()
@@ -294,8 +375,14 @@ def _resolve(review: EligibilityReview, resolution: str, *, user, decision=None,
     review.resolved_by_id = user.id
     review.decision_id = decision.id if decision is not None else None
     review.deviation_id = deviation.id if deviation is not None else None
-    records.set_value(review, "resolution", resolution, user=user, form="eligibility_review",
-                      reason=f"{RESOLUTIONS[resolution]} ({reference})")
+    records.set_value(
+        review,
+        "resolution",
+        resolution,
+        user=user,
+        form="eligibility_review",
+        reason=f"{RESOLUTIONS[resolution]} ({reference})",
+    )
 
 
 # --- detecting a change of screening data (the write path's hooks) -----------------------------
@@ -366,8 +453,12 @@ def _noted(session: Session, obj, created: bool, deleted: bool) -> None:
                 anchors = anchors[:1]
         old_category = obj.category if created else _history(obj, "category")[0]
         old_category = obj.category if old_category is _UNKNOWN else old_category
-        _note(session, obj.subject_id or (obj.subject.id if obj.subject is not None else None), obj.updated_by_id,
-              {"kind": kind, "anchors": anchors, "categories": {old_category, obj.category}, "name": obj.name})
+        _note(
+            session,
+            obj.subject_id or (obj.subject.id if obj.subject is not None else None),
+            obj.updated_by_id,
+            {"kind": kind, "anchors": anchors, "categories": {old_category, obj.category}, "name": obj.name},
+        )
 
 
 def _open_noted(session: Session) -> None:
@@ -404,8 +495,12 @@ def _open_noted(session: Session) -> None:
 
 def _describe(change: dict, cutoff, categories: set) -> str | None:
     if change["kind"] == "screening":
-        labels = [FIELDS_BY_NAME[n].label if n in FIELDS_BY_NAME else
-                  ("No prior therapies" if n == service.NO_PRIOR_THERAPIES else n) for n in change["fields"]]
+        labels = [
+            FIELDS_BY_NAME[n].label
+            if n in FIELDS_BY_NAME
+            else ("No prior therapies" if n == service.NO_PRIOR_THERAPIES else n)
+            for n in change["fields"]
+        ]
         changed = f"{registry.label('screening')} changed"
         return f"{changed}: " + ", ".join(labels) if labels != ["(answers)"] else changed
     if not (change["categories"] & categories):

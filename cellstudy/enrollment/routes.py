@@ -1,4 +1,5 @@
 """Subjects, the screening CRF, the exposure log, enrolment and screen failure."""
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, or_, select
@@ -9,14 +10,24 @@ from .. import registry
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
+from ..records.views import post_action
 from ..timeutil import site_today, utcnow
 from . import reconfirm, service
 from ..settings import current_study
 from .eligibility import criteria as criteria_of
 from .eligibility import criterion_texts
 from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME, SCREENING_FIELDS, SECTIONS
-from .forms import (EligibilityDeviationForm, EnrolForm, ExposureForm, ReconfirmForm, RegisterForm, RemoveForm,
-                    RescreenForm, ScreenFailForm, ScreeningForm)
+from .forms import (
+    EligibilityDeviationForm,
+    EnrolForm,
+    ExposureForm,
+    ReconfirmForm,
+    RegisterForm,
+    RemoveForm,
+    RescreenForm,
+    ScreenFailForm,
+    ScreeningForm,
+)
 from .models import SUBJECT_STATUSES, Exposure, Screening, Subject
 
 bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
@@ -37,13 +48,20 @@ def subject_list():
     stmt = scoped(select(Subject).options(joinedload(Subject.site)), Subject.site_id).order_by(Subject.screening_number)
     if q:
         like = f"%{q.upper()}%"
-        stmt = stmt.where(or_(func.upper(Subject.screening_number).like(like),
-                              func.upper(Subject.subject_number).like(like)))
+        stmt = stmt.where(
+            or_(func.upper(Subject.screening_number).like(like), func.upper(Subject.subject_number).like(like))
+        )
     if status in SUBJECT_STATUSES:
         stmt = stmt.where(Subject.status == status)
     page = db.paginate(stmt, per_page=25, error_out=False)
-    return render_template("enrollment/subject_list.html", page=page, q=q, status=status,
-                           statuses=SUBJECT_STATUSES, register_form=_register_form())
+    return render_template(
+        "enrollment/subject_list.html",
+        page=page,
+        q=q,
+        status=status,
+        statuses=SUBJECT_STATUSES,
+        register_form=_register_form(),
+    )
 
 
 def _register_form() -> RegisterForm:
@@ -82,15 +100,27 @@ def subject(subject_id):
     from ..infusions.visits import visit_status
 
     now = utcnow()
-    aes = [{"ae": ae, "clock": adverse_events.clocks(ae, now)} for ae in subject.adverse_events if ae.status != "deleted"]
-    return render_template("enrollment/subject.html", subject=subject, aes=aes, reviews=reviews,
-                           decision_of_record=record,
-                           lab_suggestions=len(adverse_events.lab_suggestions(subject)), screening=screening, result=result,
-                           blockers=service.enrolment_blockers(subject, screening, result) if live else [],
-                           screen_fail_form=ScreenFailForm(), rescreen_form=RescreenForm(),
-                           criteria=criteria_of(current_study()), window=vaccination_window(subject),
-                           today=site_today(subject.site), visit_status=visit_status,
-                           dlt_window_end=dlt_window_end(subject))
+    aes = [
+        {"ae": ae, "clock": adverse_events.clocks(ae, now)} for ae in subject.adverse_events if ae.status != "deleted"
+    ]
+    return render_template(
+        "enrollment/subject.html",
+        subject=subject,
+        aes=aes,
+        reviews=reviews,
+        decision_of_record=record,
+        lab_suggestions=len(adverse_events.lab_suggestions(subject)),
+        screening=screening,
+        result=result,
+        blockers=service.enrolment_blockers(subject, screening, result) if live else [],
+        screen_fail_form=ScreenFailForm(),
+        rescreen_form=RescreenForm(),
+        criteria=criteria_of(current_study()),
+        window=vaccination_window(subject),
+        today=site_today(subject.site),
+        visit_status=visit_status,
+        dlt_window_end=dlt_window_end(subject),
+    )
 
 
 @bp.route("/<int:subject_id>/screening", methods=["GET", "POST"])
@@ -100,8 +130,7 @@ def screening(subject_id, screening_id=None):
     if request.method == "POST" and not _can_enter():
         abort(403)  # role before site, as everywhere (auth/policy.py)
     subject = get_subject_or_404(subject_id)
-    screening = (get_owned_or_404(Screening, screening_id, subject) if screening_id
-                 else subject.current_screening)
+    screening = get_owned_or_404(Screening, screening_id, subject) if screening_id else subject.current_screening
     if request.method == "POST":
         form = ScreeningForm()
     else:
@@ -113,8 +142,14 @@ def screening(subject_id, screening_id=None):
         done_url = url_for(".screening", subject_id=subject.id, screening_id=screening.id)
         completing = "complete" in request.form and screening.status != "complete"
         try:
-            service.save_screening(screening, values, user=current_user, expected_version=crf.opened_version(form.version.data),
-                                   reason=form.reason.data, complete="complete" in request.form)
+            service.save_screening(
+                screening,
+                values,
+                user=current_user,
+                expected_version=crf.opened_version(form.version.data),
+                reason=form.reason.data,
+                complete="complete" in request.form,
+            )
         except StaleVersion as error:
             conflict = _conflict(screening, values)
             form.version.data = str(screening.version)  # a deliberate re-save now overrides
@@ -135,9 +170,19 @@ def screening(subject_id, screening_id=None):
     result = service.evaluate(screening)
     if result.get("error"):
         _field_error(form, result["error"])
-    return render_template("enrollment/screening.html", subject=subject, screening=screening, form=form,
-                           result=result, sections=SECTIONS, fields=SCREENING_FIELDS, criteria=criteria_of(current_study()),
-                           conflict=conflict, labels=EXPOSURE_CATEGORY_LABELS, can_edit=_can_enter())
+    return render_template(
+        "enrollment/screening.html",
+        subject=subject,
+        screening=screening,
+        form=form,
+        result=result,
+        sections=SECTIONS,
+        fields=SCREENING_FIELDS,
+        criteria=criteria_of(current_study()),
+        conflict=conflict,
+        labels=EXPOSURE_CATEGORY_LABELS,
+        can_edit=_can_enter(),
+    )
 
 
 def _can_enter() -> bool:
@@ -157,8 +202,13 @@ def _conflict(screening: Screening, values: dict) -> list[dict]:
     rows = []
     for name, (saved, mine) in service.records.diff(screening, values).items():
         spec = FIELDS_BY_NAME.get(name)
-        rows.append({"label": spec.label if spec else "No prior therapies", "mine": mine,
-                     "saved": crf.from_stored(spec, saved) if spec else saved})
+        rows.append(
+            {
+                "label": spec.label if spec else "No prior therapies",
+                "mine": mine,
+                "saved": crf.from_stored(spec, saved) if spec else saved,
+            }
+        )
     return rows
 
 
@@ -180,13 +230,23 @@ def medications(subject_id):
     # enrolled, before that the planned first infusion
     enrolled_on = service.enrolment_date(subject)
     first = enrolled_on
-    if first is None and subject.current_screening and (subject.current_screening.data or {}).get("first_infusion_date"):
+    if (
+        first is None
+        and subject.current_screening
+        and (subject.current_screening.data or {}).get("first_infusion_date")
+    ):
         from datetime import date as _date
 
         first = _date.fromisoformat(subject.current_screening.data["first_infusion_date"])
     removed = [e for e in subject.exposures if e.status == "deleted"]
-    return render_template("enrollment/medications.html", subject=subject, first=first, enrolled_on=enrolled_on,
-                           labels=EXPOSURE_CATEGORY_LABELS, removed=removed)
+    return render_template(
+        "enrollment/medications.html",
+        subject=subject,
+        first=first,
+        enrolled_on=enrolled_on,
+        labels=EXPOSURE_CATEGORY_LABELS,
+        removed=removed,
+    )
 
 
 def _back(subject) -> str:
@@ -203,13 +263,17 @@ def exposure_new(subject_id):
     form = ExposureForm()
     form.today = site_today(subject.site)
     if form.validate_on_submit():
-
         values = form.values()
         try:
             if values["category"] == "vaccine":  # PROTOCOL 5.2: the no-vaccination window applies here too
                 values.pop("category")
-                service.record_vaccine(subject, values, user=current_user, deviation_reason=form.deviation_reason.data,
-                               password=form.password.data)
+                service.record_vaccine(
+                    subject,
+                    values,
+                    user=current_user,
+                    deviation_reason=form.deviation_reason.data,
+                    password=form.password.data,
+                )
             else:
                 service.add_exposure(subject, values, user=current_user)
         except RecordError as error:
@@ -235,16 +299,27 @@ def exposure_edit(subject_id, exposure_id):
         form.version.data = exposure.version
     if form.validate_on_submit():
         try:
-            service.update_exposure(exposure, form.values(), user=current_user,
-                                    expected_version=crf.opened_version(form.version.data), reason=form.reason.data)
+            service.update_exposure(
+                exposure,
+                form.values(),
+                user=current_user,
+                expected_version=crf.opened_version(form.version.data),
+                reason=form.reason.data,
+            )
         except RecordError as error:
             db.session.rollback()
             (form.reason.errors if error.field == "reason" else form.name.errors).append(str(error))
         else:
             flash("Therapy updated.", "success")
             return redirect(_back(subject))
-    return render_template("enrollment/exposure.html", subject=subject, form=form, exposure=exposure,
-                           remove_form=RemoveForm(version=exposure.version), can_edit=True)
+    return render_template(
+        "enrollment/exposure.html",
+        subject=subject,
+        form=form,
+        exposure=exposure,
+        remove_form=RemoveForm(version=exposure.version),
+        can_edit=True,
+    )
 
 
 @bp.route("/<int:subject_id>/exposures/<int:exposure_id>/remove", methods=["POST"])
@@ -253,18 +328,17 @@ def exposure_remove(subject_id, exposure_id):
     subject = get_subject_or_404(subject_id)
     exposure = get_owned_or_404(Exposure, exposure_id, subject)
     form = RemoveForm()
-    if form.validate_on_submit():
-        try:
-            service.remove_exposure(exposure, user=current_user, expected_version=crf.opened_version(form.version.data),
-                                    reason=form.reason.data)
-        except RecordError as error:
-            flash(str(error), "error")
-        else:
-            flash("Therapy removed from the log (kept in the audit trail).", "success")
-            return redirect(url_for(".screening", subject_id=subject.id))
-    else:
-        flash("Give a reason for the removal.", "error")
-    return redirect(url_for(".exposure_edit", subject_id=subject.id, exposure_id=exposure.id))
+    return post_action(
+        form,
+        lambda: service.remove_exposure(
+            exposure, user=current_user, expected_version=crf.opened_version(form.version.data), reason=form.reason.data
+        ),
+        done="Therapy removed from the log (kept in the audit trail).",
+        refused="",
+        invalid="Give a reason for the removal.",
+        back=url_for(".exposure_edit", subject_id=subject.id, exposure_id=exposure.id),
+        back_done=url_for(".screening", subject_id=subject.id),
+    )
 
 
 @bp.route("/<int:subject_id>/enrol", methods=["GET", "POST"])
@@ -282,9 +356,14 @@ def enrol(subject_id):
         form.dose_level.data = proposed
     if form.validate_on_submit():
         try:
-            service.enrol(subject, user=current_user, password=form.password.data,
-                          screening_version=crf.opened_version(form.screening_version.data), dose_level=form.dose_level.data,
-                          dose_level_reason=form.dose_level_reason.data)
+            service.enrol(
+                subject,
+                user=current_user,
+                password=form.password.data,
+                screening_version=crf.opened_version(form.screening_version.data),
+                dose_level=form.dose_level.data,
+                dose_level_reason=form.dose_level_reason.data,
+            )
         except RecordError as error:
             db.session.rollback()
             target = {"password": form.password, "dose_level": form.dose_level_reason}.get(error.field, form.confirm)
@@ -293,9 +372,19 @@ def enrol(subject_id):
             flash(f"Subject enrolled as {subject.subject_number}.", "success")
             return redirect(url_for(".subject", subject_id=subject.id))
     result = service.evaluate(screening)
-    return render_template("enrollment/enrol.html", subject=subject, screening=screening, form=form, result=result,
-                           blockers=service.enrolment_blockers(subject, screening, result), criteria=criteria_of(current_study()),
-                           proposed=proposed, proposal_reason=why, meaning=service.ENROL_MEANING, max_failures=current_app.config["LOGIN_MAX_FAILURES"])
+    return render_template(
+        "enrollment/enrol.html",
+        subject=subject,
+        screening=screening,
+        form=form,
+        result=result,
+        blockers=service.enrolment_blockers(subject, screening, result),
+        criteria=criteria_of(current_study()),
+        proposed=proposed,
+        proposal_reason=why,
+        meaning=service.ENROL_MEANING,
+        max_failures=current_app.config["LOGIN_MAX_FAILURES"],
+    )
 
 
 @bp.route("/<int:subject_id>/screen-fail", methods=["POST"])
@@ -303,16 +392,14 @@ def enrol(subject_id):
 def screen_fail(subject_id):
     subject = get_subject_or_404(subject_id)
     form = ScreenFailForm()
-    if form.validate_on_submit():
-        try:
-            decision = service.screen_fail(subject, user=current_user, note=form.note.data)
-        except RecordError as error:
-            flash(str(error), "error")
-        else:
-            flash("Screen failure recorded: " + criterion_labels(decision.failed_criteria) + ".", "success")
-    else:
-        flash("The note is too long (500 characters at most).", "error")
-    return redirect(url_for(".subject", subject_id=subject.id))
+    return post_action(
+        form,
+        lambda: service.screen_fail(subject, user=current_user, note=form.note.data),
+        done=lambda decision: "Screen failure recorded: " + criterion_labels(decision.failed_criteria) + ".",
+        refused="",
+        invalid="The note is too long (500 characters at most).",
+        back=url_for(".subject", subject_id=subject.id),
+    )
 
 
 @bp.route("/<int:subject_id>/rescreen", methods=["POST"])
@@ -320,20 +407,19 @@ def screen_fail(subject_id):
 def rescreen(subject_id):
     subject = get_subject_or_404(subject_id)
     form = RescreenForm()
-    if form.validate_on_submit():
-        try:
-            screening = service.rescreen(subject, user=current_user, reason=form.reason.data)
-        except RecordError as error:
-            flash(str(error), "error")
-        else:
-            flash(f"Re-screening started (attempt {screening.attempt}).", "success")
-            return redirect(url_for(".screening", subject_id=subject.id))
-    else:
-        flash("Give the reason for re-screening.", "error")
-    return redirect(url_for(".subject", subject_id=subject.id))
+    return post_action(
+        form,
+        lambda: service.rescreen(subject, user=current_user, reason=form.reason.data),
+        done=lambda screening: f"Re-screening started (attempt {screening.attempt}).",
+        refused="",
+        invalid="Give the reason for re-screening.",
+        back=url_for(".subject", subject_id=subject.id),
+        back_done=url_for(".screening", subject_id=subject.id),
+    )
 
 
 # --- eligibility after enrolment (issue 11) -------------------------------------------------------------
+
 
 @bp.route("/eligibility-reviews")
 @require("view_clinical")
@@ -350,17 +436,23 @@ def _review_page(subject, reconfirm_form=None, deviation_form=None):
     reconfirm_form.screening_version.data = screening.version  # judged on the data shown now
     decision = reconfirm.decision_of_record(subject)
     reviews = reconfirm.reviews_of(subject)
-    return render_template("enrollment/review.html", subject=subject, screening=screening, result=result,
-                           open_reviews=[r for r in reviews if r.is_open],
-                           resolved=[r for r in reviews if not r.is_open], decision=decision,
-                           blockers=reconfirm.reconfirm_blockers(subject, result),
-                           changed=reconfirm.changed_statuses(reconfirm.signed_result(decision), result)
-                           if decision else [],
-                           reconfirm_form=reconfirm_form,
-                           deviation_form=deviation_form or EligibilityDeviationForm(prefix="deviation"),
-                           criteria=criteria_of(current_study()), reconfirm_meaning=reconfirm.RECONFIRM_MEANING,
-                           deviation_meaning=reconfirm.DEVIATION_MEANING,
-                           max_failures=current_app.config["LOGIN_MAX_FAILURES"])
+    return render_template(
+        "enrollment/review.html",
+        subject=subject,
+        screening=screening,
+        result=result,
+        open_reviews=[r for r in reviews if r.is_open],
+        resolved=[r for r in reviews if not r.is_open],
+        decision=decision,
+        blockers=reconfirm.reconfirm_blockers(subject, result),
+        changed=reconfirm.changed_statuses(reconfirm.signed_result(decision), result) if decision else [],
+        reconfirm_form=reconfirm_form,
+        deviation_form=deviation_form or EligibilityDeviationForm(prefix="deviation"),
+        criteria=criteria_of(current_study()),
+        reconfirm_meaning=reconfirm.RECONFIRM_MEANING,
+        deviation_meaning=reconfirm.DEVIATION_MEANING,
+        max_failures=current_app.config["LOGIN_MAX_FAILURES"],
+    )
 
 
 @bp.route("/<int:subject_id>/eligibility-review")
@@ -385,12 +477,17 @@ def eligibility_reconfirm(subject_id):
     form = ReconfirmForm(prefix="reconfirm")
     if form.validate_on_submit():
         try:
-            reconfirm.reconfirm(subject, user=current_user, password=form.password.data,
-                                screening_version=crf.opened_version(form.screening_version.data))
+            reconfirm.reconfirm(
+                subject,
+                user=current_user,
+                password=form.password.data,
+                screening_version=crf.opened_version(form.screening_version.data),
+            )
         except StaleVersion:
             db.session.rollback()
             form.confirm.errors = list(form.confirm.errors) + [
-                "The screening data changed since you opened this page: review the criteria again and sign again."]
+                "The screening data changed since you opened this page: review the criteria again and sign again."
+            ]
         except RecordError as error:
             db.session.rollback()
             _refusal(form, error)
@@ -407,8 +504,7 @@ def eligibility_deviation(subject_id):
     form = EligibilityDeviationForm(prefix="deviation")
     if form.validate_on_submit():
         try:
-            reconfirm.record_deviation(subject, user=current_user, password=form.password.data,
-                                       reason=form.reason.data)
+            reconfirm.record_deviation(subject, user=current_user, password=form.password.data, reason=form.reason.data)
         except RecordError as error:
             db.session.rollback()
             _refusal(form, error)

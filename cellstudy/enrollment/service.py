@@ -1,5 +1,6 @@
 """Subject registration, the screening form's data, enrolment and screen failure
 (PROTOCOL 3, 4). Views call these; these call `records` for every write."""
+
 from __future__ import annotations
 
 import functools
@@ -33,6 +34,7 @@ ENROL_MEANING = "I confirm this subject meets all eligibility criteria"
 
 # --- stored text <-> checker values -------------------------------------------------
 
+
 def stored_values(values: dict) -> dict:
     """Form answers -> the canonical values kept on the screening form."""
     return crf.stored_values(FIELDS_BY_NAME, values)
@@ -60,8 +62,12 @@ def build_case(screening: Screening, data: dict | None = None) -> dict:
     # the enrolment date is on-study (issue 11): a lockout input of the scheduler (PROTOCOL
     # 5.2), never an eligibility input.
     cutoff = enrolment_date(screening.subject) or case.get("first_infusion_date")
-    rows = [e for e in screening.subject.active_exposures if e.category in study.exposure_categories
-            and not is_on_study(exposure_anchor(e.start_date, e.last_date), cutoff)]
+    rows = [
+        e
+        for e in screening.subject.active_exposures
+        if e.category in study.exposure_categories
+        and not is_on_study(exposure_anchor(e.start_date, e.last_date), cutoff)
+    ]
     if rows:
         case["prior_therapies"] = [exposure_case(e) for e in rows]
     elif data.get(NO_PRIOR_THERAPIES):
@@ -118,8 +124,10 @@ def _from_json(case: dict) -> dict:
         spec = FIELDS_BY_NAME.get(name)
         out[name] = from_stored(spec, value) if spec else value
     if case.get("prior_therapies"):
-        out["prior_therapies"] = [{**e, "half_life_days": Decimal(e["half_life_days"]) if e.get("half_life_days")
-                                   else None} for e in case["prior_therapies"]]
+        out["prior_therapies"] = [
+            {**e, "half_life_days": Decimal(e["half_life_days"]) if e.get("half_life_days") else None}
+            for e in case["prior_therapies"]
+        ]
     return out
 
 
@@ -149,6 +157,7 @@ def missing_for_completion(values: dict, has_exposures: bool) -> list[str]:
 
 # --- subjects -------------------------------------------------------------------------
 
+
 def _next_number(site: Site, attr: str) -> int:
     """Take the next value of a site sequence under a row lock: numbers are never reused."""
     locked = db.session.execute(select(Site).where(Site.id == site.id).with_for_update()).scalar_one()
@@ -159,25 +168,39 @@ def _next_number(site: Site, attr: str) -> int:
 
 def register_subject(site: Site, *, user) -> Subject:
     seq = _next_number(site, "next_screening_seq")
-    subject = Subject(site_id=site.id, screening_number=f"{site.code}-S{seq:03d}", status="screening",
-                      created_at=utcnow())
-    records.create(subject, user=user, form="subject", fields={"screening_number": subject.screening_number,
-                                                                "status": "screening"})
+    subject = Subject(
+        site_id=site.id, screening_number=f"{site.code}-S{seq:03d}", status="screening", created_at=utcnow()
+    )
+    records.create(
+        subject, user=user, form="subject", fields={"screening_number": subject.screening_number, "status": "screening"}
+    )
     _new_screening(subject, attempt=1, previous=None, data={}, user=user)
     records.commit()
     return subject
 
 
 def _new_screening(subject: Subject, *, attempt: int, previous, data: dict, user) -> Screening:
-    screening = Screening(subject_id=subject.id, attempt=attempt, previous_id=previous.id if previous else None,
-                          data=data, status="draft", created_at=utcnow(), updated_at=utcnow())
-    records.create(screening, user=user, fields=dict(data),
-                   reason=f"re-screening after attempt {previous.attempt}" if previous else None)
+    screening = Screening(
+        subject_id=subject.id,
+        attempt=attempt,
+        previous_id=previous.id if previous else None,
+        data=data,
+        status="draft",
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    records.create(
+        screening,
+        user=user,
+        fields=dict(data),
+        reason=f"re-screening after attempt {previous.attempt}" if previous else None,
+    )
     return screening
 
 
-def save_screening(screening: Screening, values: dict, *, user, expected_version: int,
-                   reason: str | None, complete: bool) -> dict:
+def save_screening(
+    screening: Screening, values: dict, *, user, expected_version: int, reason: str | None, complete: bool
+) -> dict:
     """Save the form (draft or complete). Returns the changed fields."""
     values = stored_values(values)
     merged = {k: v for k, v in {**(screening.data or {}), **values}.items() if v is not None}
@@ -189,8 +212,9 @@ def save_screening(screening: Screening, values: dict, *, user, expected_version
         missing = missing_for_completion(merged, bool(screening.subject.active_exposures))
         if missing:
             raise IncompleteForm(missing)
-    changed = records.save(screening, user=user, changes=values, expected_version=expected_version, reason=reason,
-                           commit=False)
+    changed = records.save(
+        screening, user=user, changes=values, expected_version=expected_version, reason=reason, commit=False
+    )
     if complete and screening.status != "complete":
         screening.completed_at = utcnow()
         records.set_status(screening, "complete", user=user, commit=False)
@@ -212,17 +236,18 @@ class IncompleteForm(RecordError):
 
 # --- exposures (prior / concomitant therapy log) -------------------------------------
 
+
 def add_exposure(subject: Subject, values: dict, *, user, commit: bool = True) -> Exposure:
-    exposure = Exposure(subject_id=subject.id, status="complete", created_at=utcnow(), updated_at=utcnow(),
-                        **values)
+    exposure = Exposure(subject_id=subject.id, status="complete", created_at=utcnow(), updated_at=utcnow(), **values)
     records.create(exposure, user=user, fields=values)
     if commit:
         records.commit()
     return exposure
 
 
-def record_vaccine(subject: Subject, values: dict, *, user, deviation_reason: str | None = None,
-                   password: str | None = None) -> Exposure:
+def record_vaccine(
+    subject: Subject, values: dict, *, user, deviation_reason: str | None = None, password: str | None = None
+) -> Exposure:
     """A vaccine on the exposure log. Inside the no-vaccination window it is a protocol
     deviation: allowed only with a reason and an investigator's e-signature (PROTOCOL 5.2)."""
     given = values.get("last_date")
@@ -230,24 +255,41 @@ def record_vaccine(subject: Subject, values: dict, *, user, deviation_reason: st
     inside = window is not None and given is not None and window[0] <= given <= window[1]
     if inside:
         if not (deviation_reason or "").strip():
-            raise InvalidForm({"deviation_reason": f"{given.isoformat()} is inside the no-vaccination window "
-                                                   f"({window[0].isoformat()} to {window[1].isoformat()}): give a "
-                                                   "protocol-deviation reason."})
+            raise InvalidForm(
+                {
+                    "deviation_reason": f"{given.isoformat()} is inside the no-vaccination window "
+                    f"({window[0].isoformat()} to {window[1].isoformat()}): give a "
+                    "protocol-deviation reason."
+                }
+            )
         if not can("sign_eligibility", user):
-            raise InvalidForm({"password": "A vaccine inside the no-vaccination window needs an investigator's "
-                                           "e-signature: ask the investigator to record it."})
+            raise InvalidForm(
+                {
+                    "password": "A vaccine inside the no-vaccination window needs an investigator's "
+                    "e-signature: ask the investigator to record it."
+                }
+            )
         if not password:
             raise InvalidForm({"password": "Sign the deviation: enter your password."})
     exposure = add_exposure(subject, {**values, "category": "vaccine"}, user=user, commit=False)
     if inside:
-        signature = records.sign(exposure, user=user, password=password,
-                                 meaning="I confirm this vaccination inside the no-vaccination window as a protocol "
-                                         "deviation")
-        record_deviation(subject, kind="vaccine_in_window",
-                         description=f"{values.get('name')} given {given.isoformat()}, inside the no-vaccination "
-                                     f"window {window[0].isoformat()} to {window[1].isoformat()}",
-                         reason=deviation_reason.strip(), user=user, form="exposure", form_id=exposure.id,
-                         signature=signature)
+        signature = records.sign(
+            exposure,
+            user=user,
+            password=password,
+            meaning="I confirm this vaccination inside the no-vaccination window as a protocol deviation",
+        )
+        record_deviation(
+            subject,
+            kind="vaccine_in_window",
+            description=f"{values.get('name')} given {given.isoformat()}, inside the no-vaccination "
+            f"window {window[0].isoformat()} to {window[1].isoformat()}",
+            reason=deviation_reason.strip(),
+            user=user,
+            form="exposure",
+            form_id=exposure.id,
+            signature=signature,
+        )
     records.commit()
     return exposure
 
@@ -257,8 +299,10 @@ def update_exposure(exposure: Exposure, values: dict, *, user, expected_version:
     given = values.get("last_date")
     moved = given != exposure.last_date or values.get("category") != exposure.category
     if values.get("category") == "vaccine" and moved and window and given and window[0] <= given <= window[1]:
-        raise RecordError("A vaccine inside the no-vaccination window is a protocol deviation: record it on the "
-                          "vaccination log, with the deviation reason and the investigator's signature.")
+        raise RecordError(
+            "A vaccine inside the no-vaccination window is a protocol deviation: record it on the "
+            "vaccination log, with the deviation reason and the investigator's signature."
+        )
     return records.save(exposure, user=user, changes=values, expected_version=expected_version, reason=reason)
 
 
@@ -273,6 +317,7 @@ def remove_exposure(exposure: Exposure, *, user, expected_version: int, reason: 
 
 
 # --- enrolment and screen failure -------------------------------------------------------
+
 
 class EnrolmentRefused(RecordError):
     pass
@@ -294,8 +339,15 @@ def enrolment_blockers(subject: Subject, screening: Screening, result: dict) -> 
     return reasons
 
 
-def enrol(subject: Subject, *, user, password: str, screening_version: int, dose_level: str | None = None,
-          dose_level_reason: str | None = None) -> EligibilityDecision:
+def enrol(
+    subject: Subject,
+    *,
+    user,
+    password: str,
+    screening_version: int,
+    dose_level: str | None = None,
+    dose_level_reason: str | None = None,
+) -> EligibilityDecision:
     """PROTOCOL 3: only when check() says eligible for the saved, complete form, and an
     investigator confirms with an e-signature. The decision is kept as signed."""
     screening = subject.current_screening
@@ -312,8 +364,9 @@ def enrol(subject: Subject, *, user, password: str, screening_version: int, dose
     records.set_value(subject, "subject_number", f"{subject.site.code}-{seq:03d}", user=user, form="subject")
     subject.enrolled_at = utcnow()
     decision = _decision(subject, screening, case, result, outcome="enrolled", user=user, signature=signature)
-    records.set_status(subject, "enrolled", user=user, form="subject", commit=False,
-                       reason="eligibility confirmed by e-signature")
+    records.set_status(
+        subject, "enrolled", user=user, form="subject", commit=False, reason="eligibility confirmed by e-signature"
+    )
     assign_dose_level(subject, dose_level, dose_level_reason, user=user)
     on_enrolled(subject, user=user)
     records.commit_or_stale(screening)
@@ -327,13 +380,21 @@ def screen_fail(subject: Subject, *, user, note: str | None = None) -> Eligibili
     screening = subject.current_screening
     result = evaluate(screening)
     if result.get("error") or result["eligible"] is not False:
-        raise EnrolmentRefused("A screen failure needs at least one failing criterion on the saved screening "
-                               "form: enter the value that excludes the subject first.")
-    decision = _decision(subject, screening, build_case(screening), result, outcome="screen_failed",
-                         user=user, note=note)
-    records.set_status(subject, "screen_failed", user=user, form="subject", commit=False,
-                       reason="failed: " + "; ".join(eligibility.criterion_texts(decision.failed_criteria,
-                                                                              current_study())))
+        raise EnrolmentRefused(
+            "A screen failure needs at least one failing criterion on the saved screening "
+            "form: enter the value that excludes the subject first."
+        )
+    decision = _decision(
+        subject, screening, build_case(screening), result, outcome="screen_failed", user=user, note=note
+    )
+    records.set_status(
+        subject,
+        "screen_failed",
+        user=user,
+        form="subject",
+        commit=False,
+        reason="failed: " + "; ".join(eligibility.criterion_texts(decision.failed_criteria, current_study())),
+    )
     records.commit()
     return decision
 
@@ -356,14 +417,26 @@ def rescreen(subject: Subject, *, user, reason: str) -> Screening:
 def _decision(subject, screening, case, result, *, outcome, user, signature=None, note=None):
     failed = [code for code, c in result["criteria"].items() if c["status"] == "fail"]
     decision = EligibilityDecision(
-        subject_id=subject.id, screening_id=screening.id, screening_version=screening.version, outcome=outcome,
+        subject_id=subject.id,
+        screening_id=screening.id,
+        screening_version=screening.version,
+        outcome=outcome,
         eligible={True: "true", False: "false", None: "null"}[result["eligible"]],
-        inputs=_jsonable(case), criteria=result["criteria"], failed_criteria=failed,
-        study_version=current_study().version, signature_id=signature.id if signature else None,
-        decided_by_id=user.id, decided_at=utcnow(), note=(note or "").strip() or None)
-    records.create(decision, user=user, form="eligibility_decision",
-                   fields={"outcome": outcome, "failed_criteria": failed,
-                                                                     "study_version": current_study().version})
+        inputs=_jsonable(case),
+        criteria=result["criteria"],
+        failed_criteria=failed,
+        study_version=current_study().version,
+        signature_id=signature.id if signature else None,
+        decided_by_id=user.id,
+        decided_at=utcnow(),
+        note=(note or "").strip() or None,
+    )
+    records.create(
+        decision,
+        user=user,
+        form="eligibility_decision",
+        fields={"outcome": outcome, "failed_criteria": failed, "study_version": current_study().version},
+    )
     return decision
 
 

@@ -10,6 +10,7 @@ numeric variables AESEQ, AESTDY and AEENDY are ``int`` or ``None``. Bad input (a
 unknown action, outcome or attribution code, a grade outside 1-5) raises
 ``ValueError``: an export must not silently invent a controlled term.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -55,8 +56,8 @@ NUMERIC = frozenset({"AESEQ", "AESTDY", "AEENDY"})
 
 #: the CSV columns of the SDTM AE dataset: the header is the variable name
 AE_COLUMNS: tuple[Column, ...] = tuple(
-    Column(name, name, width=max(len(name) + 2, 10), kind="int" if name in NUMERIC else "text")
-    for name in AE_NAMES)
+    Column(name, name, width=max(len(name) + 2, 10), kind="int" if name in NUMERIC else "text") for name in AE_NAMES
+)
 
 # CDISC CT codelist ACN (C66767). The EDC's "delayed" and "interrupted" both mean the
 # infusion did not go ahead as scheduled: DRUG INTERRUPTED (docs/sdtm_ae.md).

@@ -25,6 +25,7 @@ as given (e.g. a partial date "2024-03" or "Unknown").
 A missing key in a row raises ``KeyError``: a misspelt column key must fail loudly,
 not export an empty column.
 """
+
 from __future__ import annotations
 
 import csv
@@ -96,15 +97,16 @@ def _display(value: Any) -> str:
 
 
 # CSV: the csv module already writes None as "" and str()s numbers and text
-_CSV_CONVERTERS: dict[str, Callable | None] = {"text": None, "int": None, "number": None,
-                                               "date": _iso, "bool": _yn}
+_CSV_CONVERTERS: dict[str, Callable | None] = {"text": None, "int": None, "number": None, "date": _iso, "bool": _yn}
 # XLSX: numbers and dates stay typed for write_row; text is forced to str
-_XLSX_CONVERTERS: dict[str, Callable | None] = {"text": _text, "int": None, "number": None,
-                                                "date": None, "bool": _yn}
+_XLSX_CONVERTERS: dict[str, Callable | None] = {"text": _text, "int": None, "number": None, "date": None, "bool": _yn}
 # PDF: everything becomes display text
 _PDF_CONVERTERS: dict[str, Callable] = {
-    "text": _display, "int": _display, "number": _display,
-    "date": lambda v: _display(_iso(v)), "bool": lambda v: _display(_yn(v)),
+    "text": _display,
+    "int": _display,
+    "number": _display,
+    "date": lambda v: _display(_iso(v)),
+    "bool": lambda v: _display(_yn(v)),
 }
 
 
@@ -119,8 +121,9 @@ def _getter(columns: Sequence[Column]) -> Callable[[Any], tuple]:
     return lambda row: (row[key],)
 
 
-def _row_maker(columns: Sequence[Column], converters: dict[str, Callable | None],
-               values: bool = False) -> Callable[[Any], Sequence]:
+def _row_maker(
+    columns: Sequence[Column], converters: dict[str, Callable | None], values: bool = False
+) -> Callable[[Any], Sequence]:
     """A function row dict (or, with ``values``, a sequence of the columns' values) ->
     sequence of cell values, with the converters precomputed: the per-row work is one
     itemgetter call plus one call per converted column."""
@@ -139,6 +142,7 @@ def _row_maker(columns: Sequence[Column], converters: dict[str, Callable | None]
 
 
 # --- CSV ------------------------------------------------------------------------------
+
 
 def _csv_line_maker(columns: Sequence[Column], values: bool = False) -> Callable[[Any], str]:
     """A function row dict (with ``values``: the sequence of the columns' values) -> the
@@ -162,15 +166,15 @@ def _csv_line_maker(columns: Sequence[Column], values: bool = False) -> Callable
             expr = f"'' if {v} is None else {v}"
         fields.append("{(" + expr + ")!s}")
     names = ", ".join(f"v{i}" for i in range(len(columns)))
-    source = (f'def line(row):\n    {names}, = {"row" if values else "_get(row)"}\n'
-              f'    return f"{",".join(fields)}"\n')
+    source = f'def line(row):\n    {names}, = {"row" if values else "_get(row)"}\n    return f"{",".join(fields)}"\n'
     namespace = {"_get": get, "_YN": _YN}
     exec(compile(source, "<csv line>", "exec"), namespace)  # noqa: S102 (no data in the source)
     return namespace["line"]
 
 
-def csv_stream(columns: Sequence[Column], rows: Iterable[dict] | Iterable[Sequence], *,
-               values: bool = False) -> Iterator[str]:
+def csv_stream(
+    columns: Sequence[Column], rows: Iterable[dict] | Iterable[Sequence], *, values: bool = False
+) -> Iterator[str]:
     """The listing as CSV text, yielded in chunks of ``CSV_BATCH_ROWS`` rows.
 
     ``rows`` are dicts keyed by the columns' keys, or with ``values=True`` sequences of
@@ -228,9 +232,15 @@ def _sheet_name(title: str) -> str:
     return name if name and name.lower() not in ("history", "about") else "Listing"
 
 
-def write_xlsx(columns: Sequence[Column], rows: Iterable[dict] | Iterable[Sequence],
-               out: BinaryIO | str | os.PathLike, *, title: str, meta: Sequence[tuple[str, str]],
-               values: bool = False) -> int:
+def write_xlsx(
+    columns: Sequence[Column],
+    rows: Iterable[dict] | Iterable[Sequence],
+    out: BinaryIO | str | os.PathLike,
+    *,
+    title: str,
+    meta: Sequence[tuple[str, str]],
+    values: bool = False,
+) -> int:
     """Write the listing as an XLSX workbook to ``out`` (a path or a binary file
     object); return the number of data rows. ``rows``: dicts keyed by the columns'
     keys, or with ``values=True`` sequences of the columns' values in column order.
@@ -291,7 +301,7 @@ _STYLES = (
     '<scheme val="minor"/></font><font><b/><sz val="11"/><color theme="1"/><name val="Calibri"/><family val="2"/>'
     '<scheme val="minor"/></font></fonts>'
     '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/>'
-    '</fill></fills>'
+    "</fill></fills>"
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
     '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
@@ -299,7 +309,8 @@ _STYLES = (
     '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
     '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
     '<dxfs count="0"/><tableStyles count="0" defaultTableStyle="TableStyleMedium9" '
-    'defaultPivotStyle="PivotStyleLight16"/></styleSheet>')
+    'defaultPivotStyle="PivotStyleLight16"/></styleSheet>'
+)
 _SHEET_TAIL = '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>'
 #: what XlsxWriter escapes in text: &, <, >; control characters as _xHHHH_ (and a literal
 #: "_xHHHH_" by escaping its underscore); a leading or trailing space is preserved
@@ -358,27 +369,40 @@ def _row_writer(columns: Sequence[Column], values: bool) -> Callable[[int, Any],
     """A function (row number, row) -> the row's <row> element, generated once per
     export like the CSV line maker: per column, the cell for the column's kind (the
     source holds only column positions, letters and kinds, never data)."""
-    lines = ["def row_xml(n, row):", f"    {', '.join(f'v{i}' for i in range(len(columns)))}, = "
-             + ("row" if values else "_get(row)"), "    out = [f'<row r=\"{n}\">']"]
+    lines = [
+        "def row_xml(n, row):",
+        f"    {', '.join(f'v{i}' for i in range(len(columns)))}, = " + ("row" if values else "_get(row)"),
+        "    out = [f'<row r=\"{n}\">']",
+    ]
     for i, column in enumerate(columns):
         v, ref = f"v{i}", f"{_column_letters(i)}{{n}}"
-        text_cell = f"f'<c r=\"{ref}\" t=\"inlineStr\">{{_text(_str({v}))}}</c>'"
+        text_cell = f'f\'<c r="{ref}" t="inlineStr">{{_text(_str({v}))}}</c>\''
         if column.kind in ("int", "number"):
-            cell = (f"(f'<c r=\"{ref}\" t=\"b\"><v>{{int({v})}}</v></c>' if {v}.__class__ is bool else "
-                    f"f'<c r=\"{ref}\"><v>{{_num({v})}}</v></c>' if {v}.__class__ is not str else {text_cell})")
+            cell = (
+                f'(f\'<c r="{ref}" t="b"><v>{{int({v})}}</v></c>\' if {v}.__class__ is bool else '
+                f"f'<c r=\"{ref}\"><v>{{_num({v})}}</v></c>' if {v}.__class__ is not str else {text_cell})"
+            )
         elif column.kind == "date":
-            cell = (f"(f'<c r=\"{ref}\" s=\"{_DATE}\"><v>{{_serial({v})}}</v></c>' if hasattr({v}, 'toordinal') "
-                    f"else {text_cell})")
+            cell = (
+                f"(f'<c r=\"{ref}\" s=\"{_DATE}\"><v>{{_serial({v})}}</v></c>' if hasattr({v}, 'toordinal') "
+                f"else {text_cell})"
+            )
         elif column.kind == "bool":
-            cell = f"f'<c r=\"{ref}\" t=\"inlineStr\">{{_text(_YN.get({v}, {v}) if {v}.__class__ is bool else _str({v}))}}</c>'"
+            cell = f'f\'<c r="{ref}" t="inlineStr">{{_text(_YN.get({v}, {v}) if {v}.__class__ is bool else _str({v}))}}</c>\''
         else:
             cell = text_cell
         # None and "" are no cell (XlsxWriter writes an empty string as a blank, and a
         # blank without a format not at all)
         lines.append(f"    if {v} is not None and {v} != '':\n        out.append({cell})")
     lines.append("    out.append('</row>')\n    return ''.join(out)")
-    namespace = {"_get": _getter(columns), "_text": _cached_text(), "_str": _str, "_num": _number, "_serial": _serial,
-                 "_YN": _YN}
+    namespace = {
+        "_get": _getter(columns),
+        "_text": _cached_text(),
+        "_str": _str,
+        "_num": _number,
+        "_serial": _serial,
+        "_YN": _YN,
+    }
     exec(compile("\n".join(lines) + "\n", "<xlsx row>", "exec"), namespace)  # noqa: S102 (no data in the source)
     return namespace["row_xml"]
 
@@ -429,14 +453,25 @@ class _XlsxWriter:
     def _sheet(self, name: str, widths: Sequence[float], frozen: bool, dimension: str):
         index = len(self.sheets) + 1
         entry = self.entry = self.zip.open(f"xl/worksheets/sheet{index}.xml", "w", force_zip64=True)
-        pane = ('<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
-                '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/>') if frozen else ""
+        pane = (
+            (
+                '<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>'
+                '<selection pane="bottomLeft" activeCell="A2" sqref="A2"/>'
+            )
+            if frozen
+            else ""
+        )
         selected = ' tabSelected="1"' if index == 1 else ""
-        cols = "".join(f'<col min="{i}" max="{i}" width="{_col_width(w)}" customWidth="1"/>'
-                       for i, w in enumerate(widths, start=1))
-        entry.write((_XML_HEAD + f'<worksheet xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}"><dimension ref="{dimension}"/>'
-                     f'<sheetViews><sheetView{selected} workbookViewId="0">{pane}</sheetView></sheetViews>'
-                     f'<sheetFormatPr defaultRowHeight="15"/><cols>{cols}</cols><sheetData>').encode())
+        cols = "".join(
+            f'<col min="{i}" max="{i}" width="{_col_width(w)}" customWidth="1"/>' for i, w in enumerate(widths, start=1)
+        )
+        entry.write(
+            (
+                _XML_HEAD + f'<worksheet xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}"><dimension ref="{dimension}"/>'
+                f'<sheetViews><sheetView{selected} workbookViewId="0">{pane}</sheetView></sheetViews>'
+                f'<sheetFormatPr defaultRowHeight="15"/><cols>{cols}</cols><sheetData>'
+            ).encode()
+        )
         return entry
 
     def listing(self, name: str, columns: Sequence[Column], rows: Iterable, *, values: bool) -> int:
@@ -456,8 +491,10 @@ class _XlsxWriter:
             ref = f"A1:{_column_letters(len(columns) - 1)}{count + 1}"
             entry = self._sheet(name, [c.width for c in columns], frozen=True, dimension=ref)
             text = _cached_text()
-            header = "".join(f'<c r="{_column_letters(i)}1" s="{_BOLD}" t="inlineStr">{text(c.label)}</c>'
-                             for i, c in enumerate(columns))
+            header = "".join(
+                f'<c r="{_column_letters(i)}1" s="{_BOLD}" t="inlineStr">{text(c.label)}</c>'
+                for i, c in enumerate(columns)
+            )
             entry.write(f'<row r="1">{header}</row>'.encode())
             spool.seek(0)
             shutil.copyfileobj(spool, entry, 1 << 20)
@@ -478,8 +515,10 @@ class _XlsxWriter:
                 cells += f'<c r="B{line}" t="inlineStr">{text(value)}</c>'
             rows.append(f'<row r="{line}">{cells}</row>')
             line += 1
-        rows.append(f'<row r="{line}"><c r="A{line}" s="{_BOLD}" t="inlineStr">{text("Rows")}</c>'
-                    f'<c r="B{line}"><v>{count}</v></c></row>')
+        rows.append(
+            f'<row r="{line}"><c r="A{line}" s="{_BOLD}" t="inlineStr">{text("Rows")}</c>'
+            f'<c r="B{line}"><v>{count}</v></c></row>'
+        )
         entry.write(("".join(rows) + "</sheetData>" + _SHEET_TAIL).encode())
         entry.close()
         self.entry = None
@@ -493,53 +532,92 @@ class _XlsxWriter:
             n = len(self.sheets)
             overrides = "".join(
                 f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/'
-                'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>' for i in range(1, n + 1))
-            z.writestr("[Content_Types].xml", _XML_HEAD + (
-                '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-                '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-                '<Default Extension="xml" ContentType="application/xml"/>'
-                '<Override PartName="/docProps/app.xml" ContentType="application/'
-                'vnd.openxmlformats-officedocument.extended-properties+xml"/>'
-                '<Override PartName="/docProps/core.xml" ContentType="application/'
-                'vnd.openxmlformats-package.core-properties+xml"/>'
-                '<Override PartName="/xl/styles.xml" ContentType="application/'
-                'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
-                '<Override PartName="/xl/workbook.xml" ContentType="application/'
-                f'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>{overrides}</Types>'))
-            z.writestr("_rels/.rels", _XML_HEAD + (
-                f'<Relationships xmlns="{_NS_PKG_REL}">'
-                f'<Relationship Id="rId1" Type="{_NS_REL}/officeDocument" Target="xl/workbook.xml"/>'
-                '<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/'
-                'metadata/core-properties" Target="docProps/core.xml"/>'
-                f'<Relationship Id="rId3" Type="{_NS_REL}/extended-properties" Target="docProps/app.xml"/>'
-                '</Relationships>'))
+                'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+                for i in range(1, n + 1)
+            )
+            z.writestr(
+                "[Content_Types].xml",
+                _XML_HEAD
+                + (
+                    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+                    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+                    '<Default Extension="xml" ContentType="application/xml"/>'
+                    '<Override PartName="/docProps/app.xml" ContentType="application/'
+                    'vnd.openxmlformats-officedocument.extended-properties+xml"/>'
+                    '<Override PartName="/docProps/core.xml" ContentType="application/'
+                    'vnd.openxmlformats-package.core-properties+xml"/>'
+                    '<Override PartName="/xl/styles.xml" ContentType="application/'
+                    'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+                    '<Override PartName="/xl/workbook.xml" ContentType="application/'
+                    f'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>{overrides}</Types>'
+                ),
+            )
+            z.writestr(
+                "_rels/.rels",
+                _XML_HEAD
+                + (
+                    f'<Relationships xmlns="{_NS_PKG_REL}">'
+                    f'<Relationship Id="rId1" Type="{_NS_REL}/officeDocument" Target="xl/workbook.xml"/>'
+                    '<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/'
+                    'metadata/core-properties" Target="docProps/core.xml"/>'
+                    f'<Relationship Id="rId3" Type="{_NS_REL}/extended-properties" Target="docProps/app.xml"/>'
+                    "</Relationships>"
+                ),
+            )
             now = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
-            z.writestr("docProps/core.xml", _XML_HEAD + (
-                '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/'
-                'core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/'
-                'terms/" xmlns:dcmitype="http://purl.org/dc/dcmitype/" xmlns:xsi="http://www.w3.org/2001/'
-                f'XMLSchema-instance"><dc:title>{escape(self.title)}</dc:title>'
-                f'<dc:creator>{PDF_AUTHOR}</dc:creator><cp:lastModifiedBy>{PDF_AUTHOR}</cp:lastModifiedBy>'
-                f'<dcterms:created xsi:type="dcterms:W3CDTF">{now}</dcterms:created>'
-                f'<dcterms:modified xsi:type="dcterms:W3CDTF">{now}</dcterms:modified></cp:coreProperties>'))
-            z.writestr("docProps/app.xml", _XML_HEAD + (
-                '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
-                '<Application>Microsoft Excel</Application><DocSecurity>0</DocSecurity></Properties>'))
-            sheets = "".join(f'<sheet name={quoteattr(name)} sheetId="{i}" r:id="rId{i}"/>'
-                             for i, (name, _) in enumerate(self.sheets, start=1))
+            z.writestr(
+                "docProps/core.xml",
+                _XML_HEAD
+                + (
+                    '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/'
+                    'core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/'
+                    'terms/" xmlns:dcmitype="http://purl.org/dc/dcmitype/" xmlns:xsi="http://www.w3.org/2001/'
+                    f'XMLSchema-instance"><dc:title>{escape(self.title)}</dc:title>'
+                    f"<dc:creator>{PDF_AUTHOR}</dc:creator><cp:lastModifiedBy>{PDF_AUTHOR}</cp:lastModifiedBy>"
+                    f'<dcterms:created xsi:type="dcterms:W3CDTF">{now}</dcterms:created>'
+                    f'<dcterms:modified xsi:type="dcterms:W3CDTF">{now}</dcterms:modified></cp:coreProperties>'
+                ),
+            )
+            z.writestr(
+                "docProps/app.xml",
+                _XML_HEAD
+                + (
+                    '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
+                    "<Application>Microsoft Excel</Application><DocSecurity>0</DocSecurity></Properties>"
+                ),
+            )
+            sheets = "".join(
+                f'<sheet name={quoteattr(name)} sheetId="{i}" r:id="rId{i}"/>'
+                for i, (name, _) in enumerate(self.sheets, start=1)
+            )
             names = "".join(
                 f'<definedName name="_xlnm._FilterDatabase" localSheetId="{i}" hidden="1">'
                 f"{escape(_quote_sheet(name))}!{_absolute(ref)}</definedName>"
-                for i, (name, ref) in enumerate(self.sheets) if ref)
-            z.writestr("xl/workbook.xml", _XML_HEAD + (
-                f'<workbook xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}"><bookViews><workbookView xWindow="240" '
-                f'yWindow="15" windowWidth="16095" windowHeight="9660"/></bookViews><sheets>{sheets}</sheets>'
-                + (f"<definedNames>{names}</definedNames>" if names else "") + '<calcPr calcId="124519"/></workbook>'))
-            rels = "".join(f'<Relationship Id="rId{i}" Type="{_NS_REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
-                           for i in range(1, n + 1))
-            z.writestr("xl/_rels/workbook.xml.rels", _XML_HEAD + (
-                f'<Relationships xmlns="{_NS_PKG_REL}">{rels}<Relationship Id="rId{n + 1}" '
-                f'Type="{_NS_REL}/styles" Target="styles.xml"/></Relationships>'))
+                for i, (name, ref) in enumerate(self.sheets)
+                if ref
+            )
+            z.writestr(
+                "xl/workbook.xml",
+                _XML_HEAD
+                + (
+                    f'<workbook xmlns="{_NS_MAIN}" xmlns:r="{_NS_REL}"><bookViews><workbookView xWindow="240" '
+                    f'yWindow="15" windowWidth="16095" windowHeight="9660"/></bookViews><sheets>{sheets}</sheets>'
+                    + (f"<definedNames>{names}</definedNames>" if names else "")
+                    + '<calcPr calcId="124519"/></workbook>'
+                ),
+            )
+            rels = "".join(
+                f'<Relationship Id="rId{i}" Type="{_NS_REL}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+                for i in range(1, n + 1)
+            )
+            z.writestr(
+                "xl/_rels/workbook.xml.rels",
+                _XML_HEAD
+                + (
+                    f'<Relationships xmlns="{_NS_PKG_REL}">{rels}<Relationship Id="rId{n + 1}" '
+                    f'Type="{_NS_REL}/styles" Target="styles.xml"/></Relationships>'
+                ),
+            )
             z.writestr("xl/styles.xml", _STYLES)
         finally:
             z.close()
@@ -550,7 +628,7 @@ def _quote_sheet(name: str) -> str:
 
 
 def _absolute(ref: str) -> str:
-    """"A1:R101" -> "$A$1:$R$101"."""
+    """ "A1:R101" -> "$A$1:$R$101"."""
     return ":".join(re.sub(r"([A-Z]+)(\d+)", r"$\1$\2", part) for part in ref.split(":"))
 
 
@@ -559,8 +637,16 @@ def _absolute(ref: str) -> str:
 # the header, footer and static-only URL fetcher every PDF of the app shares; this module
 # keeps converting the values by column kind, as for CSV and XLSX.
 
-def pdf_listing(columns: Sequence[Column], rows: Iterable[dict], *, title: str,
-                meta: Sequence[tuple[str, str]], footer: str, user=None) -> bytes:
+
+def pdf_listing(
+    columns: Sequence[Column],
+    rows: Iterable[dict],
+    *,
+    title: str,
+    meta: Sequence[tuple[str, str]],
+    footer: str,
+    user=None,
+) -> bytes:
     """The listing as a PDF: A4 landscape, the column header repeated on every page,
     a running header (title; the ``meta`` pairs such as filters and export time),
     the footer bottom left (``footer``, or who exported it when: ``user``) and "Page x
@@ -573,11 +659,18 @@ def pdf_listing(columns: Sequence[Column], rows: Iterable[dict], *, title: str,
     columns = list(columns)
     get = _getter(columns)
     converters = [_PDF_CONVERTERS[c.kind] for c in columns]
-    body = [[fn(v) for fn, v in zip(converters, get(row))] for row in rows]
+    body = [[fn(v) for fn, v in zip(converters, get(row), strict=False)] for row in rows]
     total = sum(c.width for c in columns)
-    layout = [{"label": c.label, "percent": f"{100 * c.width / total:.3f}",
-               "align": "num" if c.kind in ("int", "number") else "text"} for c in columns]
+    layout = [
+        {
+            "label": c.label,
+            "percent": f"{100 * c.width / total:.3f}",
+            "align": "num" if c.kind in ("int", "number") else "text",
+        }
+        for c in columns
+    ]
     from ..pdf import build
 
-    return build.listing(layout, body, title=str(title), meta=[(str(k), _display(v)) for k, v in meta],
-                         user=user, footer=str(footer))
+    return build.listing(
+        layout, body, title=str(title), meta=[(str(k), _display(v)) for k, v in meta], user=user, footer=str(footer)
+    )

@@ -1,5 +1,6 @@
 """Protocol deviations (PROTOCOL 5.2, 5.3): recorded, with their audit, by the treatment
 services and by other features (issue 11: enrollment/reconfirm.py); listed across sites."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -12,20 +13,42 @@ from ..timeutil import utcnow
 from .models import Deviation
 
 
-def record_deviation(subject: Subject, *, kind: str, description: str, reason: str, user, form: str | None = None,
-                     form_id: int | None = None, signature=None) -> Deviation:
+def record_deviation(
+    subject: Subject,
+    *,
+    kind: str,
+    description: str,
+    reason: str,
+    user,
+    form: str | None = None,
+    form_id: int | None = None,
+    signature=None,
+) -> Deviation:
     """A protocol deviation: the row and its audit; not committed."""
-    deviation = Deviation(subject_id=subject.id, kind=kind, description=description, reason=reason, form=form,
-                          form_id=form_id, signature_id=signature.id if signature else None,
-                          created_by_id=user.id, created_at=utcnow())
-    records.create(deviation, user=user, form="deviation",
-                   fields={"kind": kind, "description": description, "reason": reason})
+    deviation = Deviation(
+        subject_id=subject.id,
+        kind=kind,
+        description=description,
+        reason=reason,
+        form=form,
+        form_id=form_id,
+        signature_id=signature.id if signature else None,
+        created_by_id=user.id,
+        created_at=utcnow(),
+    )
+    records.create(
+        deviation, user=user, form="deviation", fields={"kind": kind, "description": description, "reason": reason}
+    )
     return deviation
 
 
 def deviations(site_ids: list[int] | None) -> list[Deviation]:
-    stmt = select(Deviation).join(Subject).order_by(Deviation.id.desc()).options(
-        contains_eager(Deviation.subject).joinedload(Subject.site), joinedload(Deviation.signature))
+    stmt = (
+        select(Deviation)
+        .join(Subject)
+        .order_by(Deviation.id.desc())
+        .options(contains_eager(Deviation.subject).joinedload(Subject.site), joinedload(Deviation.signature))
+    )
     if site_ids is not None:
         stmt = stmt.where(Subject.site_id.in_(site_ids))
     return db.session.execute(stmt).scalars().all()

@@ -1,6 +1,7 @@
 """Dose levels and escalation (PROTOCOL 5.3): the DLT assessment signed by the
 investigator, the counts per level and the decision (`escalation`, pure), the signed
 escalation review, and the level proposed and assigned at enrolment."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -26,6 +27,7 @@ REVIEW_MEANING = "I have reviewed the dose-escalation data and approve this deci
 
 # --- the DLT assessment --------------------------------------------------------------------
 
+
 def dlt_window_end(subject: Subject) -> date | None:
     given = [i.date for i in subject.infusions if i.state == "given"]
     if not given:
@@ -42,17 +44,36 @@ def dlt_form(subject: Subject, *, user) -> DltAssessment:
     return form
 
 
-def save_dlt(form: DltAssessment, values: dict, *, user, expected_version: int, reason: str | None,
-             complete: bool, password: str | None, today: date | None = None, window_end: date | None = None) -> dict:
+def save_dlt(
+    form: DltAssessment,
+    values: dict,
+    *,
+    user,
+    expected_version: int,
+    reason: str | None,
+    complete: bool,
+    password: str | None,
+    today: date | None = None,
+    window_end: date | None = None,
+) -> dict:
     """The DLT assessment; completing it is the investigator's e-signature."""
+
     def consistent(merged):
         errors = {}
         # PROTOCOL 5.3: evaluable = completed the DLT window or had a DLT. Signing a subject
         # evaluable without DLT before the window ends would count toward escalation too early.
-        if complete and merged.get("evaluable") and not merged.get("dlt") and today and window_end \
-                and today < window_end:
-            errors["evaluable"] = (f"The DLT window ends on {window_end.isoformat()}: without a DLT the subject "
-                                   "becomes evaluable once the window is completed.")
+        if (
+            complete
+            and merged.get("evaluable")
+            and not merged.get("dlt")
+            and today
+            and window_end
+            and today < window_end
+        ):
+            errors["evaluable"] = (
+                f"The DLT window ends on {window_end.isoformat()}: without a DLT the subject "
+                "becomes evaluable once the window is completed."
+            )
         if merged.get("dlt") and merged.get("evaluable") is False:
             errors["evaluable"] = "A subject with a DLT is evaluable (PROTOCOL 5.3)."
         if merged.get("evaluable") is False and not merged.get("evaluable_reason"):
@@ -66,8 +87,17 @@ def save_dlt(form: DltAssessment, values: dict, *, user, expected_version: int, 
 
     if complete and not password:
         raise InvalidForm({"password": "The investigator signs the DLT assessment: enter your password."})
-    changed = save_crf(form, DLT_FIELDS, values, user=user, expected_version=expected_version, reason=reason,
-                       complete=complete, required=required, checks=(consistent,))
+    changed = save_crf(
+        form,
+        DLT_FIELDS,
+        values,
+        user=user,
+        expected_version=expected_version,
+        reason=reason,
+        complete=complete,
+        required=required,
+        checks=(consistent,),
+    )
     if complete:
         records.sign(form, user=user, password=password, meaning=DLT_MEANING)
     records.commit_or_stale(form)
@@ -76,15 +106,33 @@ def save_dlt(form: DltAssessment, values: dict, *, user, expected_version: int, 
 
 # --- dose escalation --------------------------------------------------------------------------
 
+
 def escalation_counts() -> list[dict]:
     """Per dose level (study-wide): assigned, evaluable, DLT, pending, from the DLT forms
     (a subject with a DLT is evaluable at once)."""
     study = current_study()
     # every assigned subject with its DLT form and infusions in three queries, not per subject
-    subjects = db.session.execute(select(Subject).where(Subject.dose_level.is_not(None)).options(
-        selectinload(Subject.dlt_assessment), selectinload(Subject.infusions))).scalars().all()
-    levels = {lv.name: {"level": lv.name, "evaluable": 0, "dlt": 0, "pending": 0, "assigned": 0, "not_evaluable": 0,
-                        "subjects": []} for lv in study.regimen.dose_levels}
+    subjects = (
+        db.session.execute(
+            select(Subject)
+            .where(Subject.dose_level.is_not(None))
+            .options(selectinload(Subject.dlt_assessment), selectinload(Subject.infusions))
+        )
+        .scalars()
+        .all()
+    )
+    levels = {
+        lv.name: {
+            "level": lv.name,
+            "evaluable": 0,
+            "dlt": 0,
+            "pending": 0,
+            "assigned": 0,
+            "not_evaluable": 0,
+            "subjects": [],
+        }
+        for lv in study.regimen.dose_levels
+    }
     for subject in subjects:
         row = levels.get(subject.dose_level)
         if row is None:
@@ -140,9 +188,14 @@ def proposed_dose_level() -> tuple[str | None, str]:
 def sign_review(*, user, password: str, comment: str | None) -> EscalationReview:
     decision = escalation_decision()
     counts = [{k: row[k] for k in ("level", "evaluable", "dlt", "pending")} for row in escalation_counts()]
-    review = EscalationReview(decision=decision["decision"], level=decision["level"] or decision["mtd"],
-                              counts=counts, reason=decision["reason"], comment=(comment or "").strip() or None,
-                              created_at=utcnow())
+    review = EscalationReview(
+        decision=decision["decision"],
+        level=decision["level"] or decision["mtd"],
+        counts=counts,
+        reason=decision["reason"],
+        comment=(comment or "").strip() or None,
+        created_at=utcnow(),
+    )
     db.session.add(review)
     db.session.flush()
     signature = records.sign(review, user=user, password=password, meaning=REVIEW_MEANING)
@@ -162,8 +215,9 @@ def check_dose_level(level: str | None, reason: str | None) -> None:
         raise DoseLevelRefused("Choose the subject's dose level.")
     proposed, why = proposed_dose_level()
     if level != proposed and not (reason or "").strip():
-        raise DoseLevelRefused(f"The proposed dose level is {proposed or 'none'} ({why}): "
-                               f"give a reason for assigning {level}.")
+        raise DoseLevelRefused(
+            f"The proposed dose level is {proposed or 'none'} ({why}): give a reason for assigning {level}."
+        )
 
 
 def assign_dose_level(subject: Subject, level: str | None, reason: str | None, *, user) -> None:
@@ -171,10 +225,16 @@ def assign_dose_level(subject: Subject, level: str | None, reason: str | None, *
     and is listed as a deviation (PROTOCOL 5.3). Called inside the enrolment transaction,
     after check_dose_level."""
     proposed, why = proposed_dose_level()
-    records.set_value(subject, "dose_level", level, user=user, form="subject",
-                      reason=None if level == proposed else reason.strip())
+    records.set_value(
+        subject, "dose_level", level, user=user, form="subject", reason=None if level == proposed else reason.strip()
+    )
     if level != proposed:
-        record_deviation(subject, kind="dose_level_assignment",
-                         description=f"Assigned {level}; the escalation rule proposed {proposed or 'no level'} "
-                                     f"({why}).",
-                         reason=reason.strip(), user=user, form="subject", form_id=subject.id)
+        record_deviation(
+            subject,
+            kind="dose_level_assignment",
+            description=f"Assigned {level}; the escalation rule proposed {proposed or 'no level'} ({why}).",
+            reason=reason.strip(),
+            user=user,
+            form="subject",
+            form_id=subject.id,
+        )

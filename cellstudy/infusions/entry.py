@@ -1,5 +1,6 @@
 """Saving a treatment CRF (infusion, lymphodepletion day, visit, DLT assessment): canonical
 values, cross-field checks and completion, through `records`."""
+
 from __future__ import annotations
 
 from ..records import crf
@@ -21,8 +22,9 @@ def save_crf(record, specs, values, *, user, expected_version, reason, complete,
                 errors.setdefault(name, "Required to complete the form.")
     if errors:
         raise InvalidForm(errors)
-    changed = records.save(record, user=user, changes=values, expected_version=expected_version, reason=reason,
-                           commit=False)
+    changed = records.save(
+        record, user=user, changes=values, expected_version=expected_version, reason=reason, commit=False
+    )
     if complete and record.status != "complete":
         records.set_status(record, "complete", user=user, commit=False)
     return changed

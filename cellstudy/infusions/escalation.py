@@ -41,8 +41,7 @@ class _Level:
 
     @property
     def counts(self) -> str:
-        return (f"{self.name}: {self.evaluable} evaluable, {self.dlt} DLT, "
-                f"{self.pending} pending")
+        return f"{self.name}: {self.evaluable} evaluable, {self.dlt} DLT, {self.pending} pending"
 
 
 def _parse_levels(levels: Any) -> list[_Level]:
@@ -78,18 +77,18 @@ def _parse_levels(levels: Any) -> list[_Level]:
                 raise ValueError(f"{where}.{key}: must not be negative, got {value}")
             counts[key] = int(value)
         if counts["dlt"] > counts["evaluable"]:
-            raise ValueError(f"{where}.dlt: {counts['dlt']} DLT but only "
-                             f"{counts['evaluable']} evaluable ({name})")
+            raise ValueError(f"{where}.dlt: {counts['dlt']} DLT but only {counts['evaluable']} evaluable ({name})")
         parsed.append(_Level(name, **counts))
     return parsed
 
 
-def _result(decision: str, reason: str, level: _Level | None = None,
-            mtd: _Level | None = None) -> dict:
-    return {"decision": decision,
-            "level": level.name if level else None,
-            "mtd": mtd.name if mtd else None,
-            "reason": reason}
+def _result(decision: str, reason: str, level: _Level | None = None, mtd: _Level | None = None) -> dict:
+    return {
+        "decision": decision,
+        "level": level.name if level else None,
+        "mtd": mtd.name if mtd else None,
+        "reason": reason,
+    }
 
 
 def decide(levels: list[dict]) -> dict:
@@ -114,20 +113,29 @@ def decide(levels: list[dict]) -> dict:
         m = parsed[t_index - 1]
         why = f"{why}; level below {m.counts}"
         if m.evaluable >= _EXPANDED and m.dlt <= 1 and m.pending == 0:
-            return _result(MTD, f"{why}: {m.evaluable} >= {_EXPANDED} evaluable with "
-                                f"at most 1 DLT and none pending: MTD is {m.name}", mtd=m)
+            return _result(
+                MTD,
+                f"{why}: {m.evaluable} >= {_EXPANDED} evaluable with at most 1 DLT and none pending: MTD is {m.name}",
+                mtd=m,
+            )
         if m.assigned < _EXPANDED:
-            return _result(ENROL, f"{why}: {m.evaluable} + {m.pending} = {m.assigned} "
-                                  f"< {_EXPANDED}: enrol at {m.name}", level=m)
-        return _result(WAIT, f"{why}: {m.evaluable} + {m.pending} = {m.assigned} "
-                             f">= {_EXPANDED}: wait for the {m.pending} pending at {m.name}")
+            return _result(
+                ENROL, f"{why}: {m.evaluable} + {m.pending} = {m.assigned} < {_EXPANDED}: enrol at {m.name}", level=m
+            )
+        return _result(
+            WAIT,
+            f"{why}: {m.evaluable} + {m.pending} = {m.assigned} "
+            f">= {_EXPANDED}: wait for the {m.pending} pending at {m.name}",
+        )
 
     # PROTOCOL 5.3 rule 2: L = the highest level with anyone evaluable or pending
-    l_index = next((i for i in range(len(parsed) - 1, -1, -1) if parsed[i].assigned > 0),
-                   None)
+    l_index = next((i for i in range(len(parsed) - 1, -1, -1) if parsed[i].assigned > 0), None)
     if l_index is None:
-        return _result(ENROL, f"no subjects at any level (lowest {lowest.counts}): "
-                              f"enrol at the lowest level {lowest.name}", level=lowest)
+        return _result(
+            ENROL,
+            f"no subjects at any level (lowest {lowest.counts}): enrol at the lowest level {lowest.name}",
+            level=lowest,
+        )
     lv = parsed[l_index]
     is_highest = lv is highest
     why = f"{lv.counts}"
@@ -144,17 +152,26 @@ def decide(levels: list[dict]) -> dict:
         cohort, because = _COHORT, "no DLT"
     why += f"; cohort of {cohort} ({because})"
     if lv.assigned < cohort:
-        return _result(ENROL, f"{why}: {lv.evaluable} + {lv.pending} = {lv.assigned} "
-                              f"< {cohort}: enrol at {lv.name}", level=lv)
+        return _result(
+            ENROL, f"{why}: {lv.evaluable} + {lv.pending} = {lv.assigned} < {cohort}: enrol at {lv.name}", level=lv
+        )
     if lv.pending > 0:
-        return _result(WAIT, f"{why}: cohort full ({lv.assigned} assigned); wait for "
-                             f"the {lv.pending} pending at {lv.name}")
+        return _result(
+            WAIT, f"{why}: cohort full ({lv.assigned} assigned); wait for the {lv.pending} pending at {lv.name}"
+        )
     if is_highest:
-        return _result(MTD, f"{why}: cohort complete with {lv.dlt} DLT in {lv.evaluable} "
-                            f"evaluable at the highest level: MTD is {lv.name}", mtd=lv)
+        return _result(
+            MTD,
+            f"{why}: cohort complete with {lv.dlt} DLT in {lv.evaluable} "
+            f"evaluable at the highest level: MTD is {lv.name}",
+            mtd=lv,
+        )
     up = parsed[l_index + 1]
-    return _result(ESCALATE, f"{why}: cohort complete with {lv.dlt} DLT in "
-                             f"{lv.evaluable} evaluable: escalate to {up.name}", level=up)
+    return _result(
+        ESCALATE,
+        f"{why}: cohort complete with {lv.dlt} DLT in {lv.evaluable} evaluable: escalate to {up.name}",
+        level=up,
+    )
 
 
 @dataclass(frozen=True)
@@ -173,8 +190,9 @@ def _stagger_date(value: Any, field: str) -> date:
     return value
 
 
-def sentinel_stagger(own_date: date, own_key: Any, level_firsts: list[tuple[date, Any]],
-                     stagger_days: int | None) -> Stagger | None:
+def sentinel_stagger(
+    own_date: date, own_key: Any, level_firsts: list[tuple[date, Any]], stagger_days: int | None
+) -> Stagger | None:
     """The sentinel stagger of PROTOCOL 5.3 (amended 2026-12-02) for one subject's first
     infusion on ``own_date``.
 

@@ -1,6 +1,7 @@
 """The CRFs of treatment and follow-up, declared as data (issue 3): lymphodepletion,
 infusion, visit and DLT assessment. Pure: the forms, the stored values and (issue 5)
 the PDFs are generated from these specs."""
+
 from __future__ import annotations
 
 from ..registry.fields import FieldSpec
@@ -29,11 +30,27 @@ LYMPHODEPLETION_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("administration_date", "Date given", "date", ADMIN),
     FieldSpec("height_cm", "Height", "number", ADMIN, unit="cm", min=50, max=250, positive=True),
     FieldSpec("weight_kg", "Weight", "number", ADMIN, unit="kg", min=2, max=400, positive=True),
-    FieldSpec("fludarabine_mg_m2", "Fludarabine dose", "number", ADMIN, unit="mg/m²", min=0, max=100,
-              help="Protocol: 30 mg/m²/day."),
+    FieldSpec(
+        "fludarabine_mg_m2",
+        "Fludarabine dose",
+        "number",
+        ADMIN,
+        unit="mg/m²",
+        min=0,
+        max=100,
+        help="Protocol: 30 mg/m²/day.",
+    ),
     FieldSpec("fludarabine_mg", "Fludarabine given", "number", ADMIN, unit="mg", min=0, max=500),
-    FieldSpec("cyclophosphamide_mg_m2", "Cyclophosphamide dose", "number", ADMIN, unit="mg/m²", min=0, max=2000,
-              help="Protocol: 300 mg/m²/day."),
+    FieldSpec(
+        "cyclophosphamide_mg_m2",
+        "Cyclophosphamide dose",
+        "number",
+        ADMIN,
+        unit="mg/m²",
+        min=0,
+        max=2000,
+        help="Protocol: 300 mg/m²/day.",
+    ),
     FieldSpec("cyclophosphamide_mg", "Cyclophosphamide given", "number", ADMIN, unit="mg", min=0, max=10000),
     FieldSpec("start_time", "Start time", "time", ADMIN, help="HH:MM, site time."),
     FieldSpec("stop_time", "Stop time", "time", ADMIN, help="HH:MM, site time."),
@@ -43,30 +60,66 @@ INFUSION_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("administration_date", "Date of infusion", "date", ADMIN),
     FieldSpec("start_time", "Start time", "time", ADMIN, help="HH:MM, site time."),
     FieldSpec("stop_time", "Stop time", "time", ADMIN, help="HH:MM, site time."),
-    FieldSpec("premedication", "Premedication", "text", ADMIN, max=500,
-              help="Drugs, doses and times (e.g. paracetamol 500 mg PO, 30 min before)."),
+    FieldSpec(
+        "premedication",
+        "Premedication",
+        "text",
+        ADMIN,
+        max=500,
+        help="Drugs, doses and times (e.g. paracetamol 500 mg PO, 30 min before).",
+    ),
     FieldSpec("product_lot", "Product lot number", "text", PRODUCT, max=60),
     FieldSpec("viability_percent", "Viability", "number", PRODUCT, unit="%", min=0, max=100),
-    FieldSpec("weight_kg", "Weight on the day", "number", PRODUCT, unit="kg", min=2, max=400, positive=True,
-              help="For the dose in cells/kg."),
-    FieldSpec("planned_cells", "Planned cell dose", "int", PRODUCT, unit="cells", min=1,
-              help="Filled from the subject's dose level."),
-    FieldSpec("actual_cells", "Cells given", "int", PRODUCT, unit="cells", min=1,
-              help="A dose more than 10% away from the dose level needs a deviation reason."),
+    FieldSpec(
+        "weight_kg",
+        "Weight on the day",
+        "number",
+        PRODUCT,
+        unit="kg",
+        min=2,
+        max=400,
+        positive=True,
+        help="For the dose in cells/kg.",
+    ),
+    FieldSpec(
+        "planned_cells",
+        "Planned cell dose",
+        "int",
+        PRODUCT,
+        unit="cells",
+        min=1,
+        help="Filled from the subject's dose level.",
+    ),
+    FieldSpec(
+        "actual_cells",
+        "Cells given",
+        "int",
+        PRODUCT,
+        unit="cells",
+        min=1,
+        help="A dose more than 10% away from the dose level needs a deviation reason.",
+    ),
     FieldSpec("dose_deviation_reason", "Dose deviation reason", "text", PRODUCT, max=500),
     *_vitals("pre", "before"),
     *_vitals("during", "during"),
     *_vitals("post", "after"),
-    FieldSpec("infusion_reaction", "Infusion reaction", "bool", REACTION,
-              help="If yes, record it as an adverse event."),
+    FieldSpec(
+        "infusion_reaction", "Infusion reaction", "bool", REACTION, help="If yes, record it as an adverse event."
+    ),
     FieldSpec("reaction_description", "Describe the reaction", "text", REACTION, max=1000),
 )
 
-RESPONSES = (("CR", "CR — complete remission"), ("CRh", "CRh — CR with partial haematologic recovery"),
-             ("CRi", "CRi — CR with incomplete haematologic recovery"),
-             ("MLFS", "MLFS — morphologic leukemia-free state"), ("PR", "PR — partial remission"),
-             ("SD", "SD — stable disease"), ("PD", "PD — progressive disease"), ("relapse", "Relapse"),
-             ("not_assessed", "Not assessed at this visit"))
+RESPONSES = (
+    ("CR", "CR — complete remission"),
+    ("CRh", "CRh — CR with partial haematologic recovery"),
+    ("CRi", "CRi — CR with incomplete haematologic recovery"),
+    ("MLFS", "MLFS — morphologic leukemia-free state"),
+    ("PR", "PR — partial remission"),
+    ("SD", "SD — stable disease"),
+    ("PD", "PD — progressive disease"),
+    ("relapse", "Relapse"),
+    ("not_assessed", "Not assessed at this visit"),
+)
 
 VISIT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("visit_date", "Visit date", "date", ADMIN),
@@ -90,8 +143,7 @@ VISIT_FIELDS: tuple[FieldSpec, ...] = (
 )
 
 DLT_FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("evaluable", "Evaluable for DLT", "bool", DLT,
-              help="Completed the DLT window or had a DLT."),
+    FieldSpec("evaluable", "Evaluable for DLT", "bool", DLT, help="Completed the DLT window or had a DLT."),
     FieldSpec("evaluable_reason", "Reason if not evaluable", "text", DLT, max=500),
     FieldSpec("dlt", "Dose-limiting toxicity", "bool", DLT),
     FieldSpec("dlt_description", "Describe the DLT", "text", DLT, max=1000),

@@ -1,4 +1,5 @@
 """Forms of the treatment and follow-up screens (issue 3)."""
+
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
@@ -9,10 +10,14 @@ from .fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_F
 
 
 class _Override:
-    deviation_reason = TextAreaField("Deviation reason (date outside the target window)",
-                                     validators=[Optional(), Length(max=500)])
-    override_reason = TextAreaField("Override reason (investigator)", validators=[Optional(), Length(max=500)],
-                                    description="Only where the protocol allows an override; signed below.")
+    deviation_reason = TextAreaField(
+        "Deviation reason (date outside the target window)", validators=[Optional(), Length(max=500)]
+    )
+    override_reason = TextAreaField(
+        "Override reason (investigator)",
+        validators=[Optional(), Length(max=500)],
+        description="Only where the protocol allows an override; signed below.",
+    )
     password = PasswordField("Investigator password (e-signature of the override)", validators=[Optional()])
 
 
@@ -23,25 +28,37 @@ class ScheduleForm(_Override, FlaskForm):
 class RescheduleForm(_Override, FlaskForm):
     version = HiddenField()
     proposed_date = DateField("New date", validators=[DataRequired("Enter the new date as YYYY-MM-DD.")])
-    reason = TextAreaField("Reason for rescheduling", validators=[DataRequired("Give the reason for rescheduling."),
-                                                                 Length(max=500)])
+    reason = TextAreaField(
+        "Reason for rescheduling", validators=[DataRequired("Give the reason for rescheduling."), Length(max=500)]
+    )
 
 
 class CancelForm(FlaskForm):
     version = HiddenField()
-    reason = TextAreaField("Reason for cancelling", validators=[DataRequired("Give the reason for cancelling."),
-                                                                Length(max=500)])
+    reason = TextAreaField(
+        "Reason for cancelling", validators=[DataRequired("Give the reason for cancelling."), Length(max=500)]
+    )
 
 
 InfusionForm = form_class(
-    "InfusionForm", INFUSION_FIELDS,
-    override_reason=TextAreaField("Override reason (investigator)", validators=[Optional(), Length(max=500)],
-                                  description="Only when the infusion is locked and the protocol allows an override."),
-    override_password=PasswordField("Investigator password (e-signature of the override)", validators=[Optional()]))
+    "InfusionForm",
+    INFUSION_FIELDS,
+    override_reason=TextAreaField(
+        "Override reason (investigator)",
+        validators=[Optional(), Length(max=500)],
+        description="Only when the infusion is locked and the protocol allows an override.",
+    ),
+    override_password=PasswordField("Investigator password (e-signature of the override)", validators=[Optional()]),
+)
 LymphodepletionForm = form_class("LymphodepletionForm", LYMPHODEPLETION_FIELDS)
 VisitForm = form_class("VisitForm", VISIT_FIELDS)
-DltForm = form_class("DltForm", DLT_FIELDS, password=PasswordField(
-    "Investigator password", description="Completing the assessment is your e-signature.", validators=[Optional()]))
+DltForm = form_class(
+    "DltForm",
+    DLT_FIELDS,
+    password=PasswordField(
+        "Investigator password", description="Completing the assessment is your e-signature.", validators=[Optional()]
+    ),
+)
 
 
 class MissedForm(FlaskForm):
@@ -53,10 +70,16 @@ class VaccineForm(FlaskForm):
     name = StringField("Vaccine", validators=[DataRequired("Name the vaccine."), Length(max=200)])
     last_date = DateField("Date given", validators=[DataRequired("Enter the date given as YYYY-MM-DD."), not_in_future])
     indication = StringField("Reason for vaccination", validators=[Optional(), Length(max=200)])
-    deviation_reason = TextAreaField("Protocol-deviation reason", validators=[Optional(), Length(max=500)],
-                                     description="Required when the date is inside the no-vaccination window.")
-    password = PasswordField("Investigator password", validators=[Optional()],
-                             description="A vaccine inside the window is signed by the investigator.")
+    deviation_reason = TextAreaField(
+        "Protocol-deviation reason",
+        validators=[Optional(), Length(max=500)],
+        description="Required when the date is inside the no-vaccination window.",
+    )
+    password = PasswordField(
+        "Investigator password",
+        validators=[Optional()],
+        description="A vaccine inside the window is signed by the investigator.",
+    )
 
 
 class ReviewForm(SignatureForm):
@@ -65,9 +88,22 @@ class ReviewForm(SignatureForm):
 
 class DoseLevelMixin:
     dose_level = SelectField("Dose level", choices=[])
-    dose_level_reason = TextAreaField("Reason for a dose level other than proposed",
-                                      validators=[Optional(), Length(max=500)])
+    dose_level_reason = TextAreaField(
+        "Reason for a dose level other than proposed", validators=[Optional(), Length(max=500)]
+    )
 
 
-__all__ = ["CancelForm", "CrfForm", "DltForm", "DoseLevelMixin", "InfusionForm", "LymphodepletionForm", "MissedForm",
-           "RescheduleForm", "ReviewForm", "ScheduleForm", "VaccineForm", "VisitForm"]
+__all__ = [
+    "CancelForm",
+    "CrfForm",
+    "DltForm",
+    "DoseLevelMixin",
+    "InfusionForm",
+    "LymphodepletionForm",
+    "MissedForm",
+    "RescheduleForm",
+    "ReviewForm",
+    "ScheduleForm",
+    "VaccineForm",
+    "VisitForm",
+]

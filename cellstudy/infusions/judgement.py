@@ -17,6 +17,7 @@ result is stored in it. What a change can affect:
   first infusions of every subject of that dose level (the stagger);
 - a study amendment coming into force (its `in_force_at` written): every planned infusion.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -71,7 +72,11 @@ def _noted(session: Session, obj, created: bool, deleted: bool) -> None:
         if sa_inspect(obj).attrs.in_force_at.history.has_changes() or deleted:
             request_rejudge_all(session)
     elif name == "Subject":
-        levels = _history_values(obj, "dose_level") if (created or sa_inspect(obj).attrs.dose_level.history.has_changes()) else ()
+        levels = (
+            _history_values(obj, "dose_level")
+            if (created or sa_inspect(obj).attrs.dose_level.history.has_changes())
+            else ()
+        )
         request_rejudge(session, [obj.id], levels)
     elif name in _SUBJECT_FACTS:
         levels = ()
@@ -115,10 +120,17 @@ def _rejudge(session: Session) -> None:
         if pending["levels"] and study.regimen.sentinel_stagger_days:
             # the planned first infusions of those levels: subjects with nothing given yet
             given = select(Infusion.subject_id).where(Infusion.state == "given")
-            ids |= set(session.execute(
-                select(Infusion.subject_id).join(Subject, Subject.id == Infusion.subject_id)
-                .where(Subject.dose_level.in_(pending["levels"]), Infusion.state == "scheduled",
-                       Infusion.subject_id.not_in(given))).scalars())
+            ids |= set(
+                session.execute(
+                    select(Infusion.subject_id)
+                    .join(Subject, Subject.id == Infusion.subject_id)
+                    .where(
+                        Subject.dose_level.in_(pending["levels"]),
+                        Infusion.state == "scheduled",
+                        Infusion.subject_id.not_in(given),
+                    )
+                ).scalars()
+            )
     judge_subjects(session, sorted(ids), study)
 
 
@@ -128,19 +140,29 @@ def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
     level_firsts: dict[str, dict] = {}
     judged = 0
     for start in range(0, len(subject_ids), _CHUNK):
-        chunk = subject_ids[start:start + _CHUNK]
+        chunk = subject_ids[start : start + _CHUNK]
         # Serialise with any other transaction judging these subjects (PostgreSQL; SQLite's
         # write transactions are exclusive already): the facts are read after the lock, so a
         # concurrent change committed meanwhile is seen and its judgement is not overwritten
         # by one made without it. In id order: two judges never wait on each other in a cycle.
-        session.execute(select(Subject.id).where(Subject.id.in_(chunk)).order_by(Subject.id)
-                        .with_for_update(key_share=True))  # FOR NO KEY UPDATE: inserts referencing the subject pass
-        subjects = session.execute(
-            select(Subject).where(Subject.id.in_(chunk))
-            .options(selectinload(Subject.infusions).joinedload(Infusion.judgement),
-                     selectinload(Subject.exposures), selectinload(Subject.adverse_events),
-                     joinedload(Subject.site))
-            .execution_options(populate_existing=True)).scalars().all()
+        session.execute(
+            select(Subject.id).where(Subject.id.in_(chunk)).order_by(Subject.id).with_for_update(key_share=True)
+        )  # FOR NO KEY UPDATE: inserts referencing the subject pass
+        subjects = (
+            session.execute(
+                select(Subject)
+                .where(Subject.id.in_(chunk))
+                .options(
+                    selectinload(Subject.infusions).joinedload(Infusion.judgement),
+                    selectinload(Subject.exposures),
+                    selectinload(Subject.adverse_events),
+                    joinedload(Subject.site),
+                )
+                .execution_options(populate_existing=True)
+            )
+            .scalars()
+            .all()
+        )
         for subject in subjects:
             for infusion in subject.infusions:
                 if infusion.state != "scheduled":
@@ -151,37 +173,73 @@ def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
                 if subject.dose_level and study.regimen.sentinel_stagger_days:
                     if subject.dose_level not in level_firsts:
                         level_firsts[subject.dose_level] = stagger.first_infusions_of_level(
-                            subject.dose_level, session, earliest=2)
+                            subject.dose_level, session, earliest=2
+                        )
                     firsts = level_firsts[subject.dose_level]
-                evaluation = proposal.evaluate_proposal(subject, infusion.planned_date, exclude=infusion,
-                                                        with_earliest=False, study=study, level_firsts=firsts)
-                _store(session, subject, infusion, mark_overrides(evaluation["lockouts"], infusion.override_lockouts,
-                                                                  evaluation["overridable"]), study.version)
+                evaluation = proposal.evaluate_proposal(
+                    subject,
+                    infusion.planned_date,
+                    exclude=infusion,
+                    with_earliest=False,
+                    study=study,
+                    level_firsts=firsts,
+                )
+                _store(
+                    session,
+                    subject,
+                    infusion,
+                    mark_overrides(evaluation["lockouts"], infusion.override_lockouts, evaluation["overridable"]),
+                    study.version,
+                )
                 judged += 1
     return judged
 
 
-def mark_overrides(lockout_list: list[dict], override_lockouts: list[dict] | None,
-                   overridable: list[str] = ()) -> list[dict]:
+def mark_overrides(
+    lockout_list: list[dict], override_lockouts: list[dict] | None, overridable: list[str] = ()
+) -> list[dict]:
     """Each lockout with `overridden`: covered by the infusion's signed override (same code
     and reason: a lockout that changed or appeared since is not covered), and whether an
     investigator may override it (PROTOCOL 5.2)."""
     covered = {(lo["code"], lo["reason"]) for lo in (override_lockouts or ())}
-    return [{"code": lo["code"], "until": lo["until"], "reason": lo["reason"],
-             "overridden": (lo["code"], lo["reason"]) in covered, "overridable": lo["code"] in overridable}
-            for lo in lockout_list]
+    return [
+        {
+            "code": lo["code"],
+            "until": lo["until"],
+            "reason": lo["reason"],
+            "overridden": (lo["code"], lo["reason"]) in covered,
+            "overridable": lo["code"] in overridable,
+        }
+        for lo in lockout_list
+    ]
 
 
 def _store(session: Session, subject, infusion, marked: list[dict], version: str) -> None:
     locked = any(not lo["overridden"] for lo in marked)
     row = infusion.judgement
     if row is None:
-        session.add(InfusionJudgement(infusion_id=infusion.id, subject_id=subject.id, site_id=subject.site_id,
-                                      number=infusion.number, planned_date=infusion.planned_date, locked=locked,
-                                      lockouts=marked, study_version=version, judged_at=utcnow()))
+        session.add(
+            InfusionJudgement(
+                infusion_id=infusion.id,
+                subject_id=subject.id,
+                site_id=subject.site_id,
+                number=infusion.number,
+                planned_date=infusion.planned_date,
+                locked=locked,
+                lockouts=marked,
+                study_version=version,
+                judged_at=utcnow(),
+            )
+        )
         return
-    if (row.lockouts, row.locked, row.study_version, row.planned_date, row.number, row.site_id) != \
-            (marked, locked, version, infusion.planned_date, infusion.number, subject.site_id):
+    if (row.lockouts, row.locked, row.study_version, row.planned_date, row.number, row.site_id) != (
+        marked,
+        locked,
+        version,
+        infusion.planned_date,
+        infusion.number,
+        subject.site_id,
+    ):
         row.lockouts, row.locked, row.study_version = marked, locked, version
         row.planned_date, row.number, row.site_id = infusion.planned_date, infusion.number, subject.site_id
         row.judged_at = utcnow()
@@ -189,10 +247,12 @@ def _store(session: Session, subject, infusion, marked: list[dict], version: str
 
 def locked_planned(site_ids: list[int] | None) -> list[InfusionJudgement]:
     """Planned infusions now locked (issue 11): their stored judgements, soonest first."""
-    stmt = (select(InfusionJudgement).where(InfusionJudgement.locked.is_(True))
-            .options(joinedload(InfusionJudgement.subject).joinedload(Subject.site),
-                     joinedload(InfusionJudgement.infusion))
-            .order_by(InfusionJudgement.planned_date, InfusionJudgement.infusion_id))
+    stmt = (
+        select(InfusionJudgement)
+        .where(InfusionJudgement.locked.is_(True))
+        .options(joinedload(InfusionJudgement.subject).joinedload(Subject.site), joinedload(InfusionJudgement.infusion))
+        .order_by(InfusionJudgement.planned_date, InfusionJudgement.infusion_id)
+    )
     if site_ids is not None:
         stmt = stmt.where(InfusionJudgement.site_id.in_(site_ids))
     return db.session.execute(stmt).scalars().all()

@@ -40,25 +40,44 @@ from cellstudy.study import STUDY, Study, Washout
 # PROTOCOL 5.2: the lockout codes, in the order of its table (the eligibility codes of
 # 4.4 first, then vaccine, min_interval, max_infusions, toxicity_hold).
 WASHOUT_CODES: tuple[str, ...] = (
-    "washout_steroid", "washout_antitumor", "washout_radiotherapy", "washout_dli",
-    "washout_intrathecal", "washout_cell_therapy", "major_surgery",
+    "washout_steroid",
+    "washout_antitumor",
+    "washout_radiotherapy",
+    "washout_dli",
+    "washout_intrathecal",
+    "washout_cell_therapy",
+    "major_surgery",
 )
 VACCINE = "vaccine"
 LOCKOUT_CODES: tuple[str, ...] = (
-    *WASHOUT_CODES, VACCINE, "min_interval", "max_infusions", "toxicity_hold",
+    *WASHOUT_CODES,
+    VACCINE,
+    "min_interval",
+    "max_infusions",
+    "toxicity_hold",
 )
 # What people read for each code (one declaration; pages show the label, the code on hover).
 # `stagger` (PROTOCOL 5.3) and `before_enrolment` are the scheduler's, shown beside these.
 LOCKOUT_LABELS: dict[str, str] = {
-    "washout_steroid": "Steroid washout", "washout_antitumor": "Antitumor therapy washout",
-    "washout_radiotherapy": "Radiotherapy washout", "washout_dli": "DLI washout",
-    "washout_intrathecal": "Intrathecal treatment washout", "washout_cell_therapy": "Cell therapy washout",
-    "major_surgery": "Major surgery", "vaccine": "Vaccine", "min_interval": "Minimum interval",
-    "max_infusions": "Maximum number of infusions", "toxicity_hold": "Toxicity hold",
-    "stagger": "Sentinel stagger", "before_enrolment": "Before enrolment",
+    "washout_steroid": "Steroid washout",
+    "washout_antitumor": "Antitumor therapy washout",
+    "washout_radiotherapy": "Radiotherapy washout",
+    "washout_dli": "DLI washout",
+    "washout_intrathecal": "Intrathecal treatment washout",
+    "washout_cell_therapy": "Cell therapy washout",
+    "major_surgery": "Major surgery",
+    "vaccine": "Vaccine",
+    "min_interval": "Minimum interval",
+    "max_infusions": "Maximum number of infusions",
+    "toxicity_hold": "Toxicity hold",
+    "stagger": "Sentinel stagger",
+    "before_enrolment": "Before enrolment",
 }
 CASE_KEYS: tuple[str, ...] = (
-    "proposed_date", "infusion_dates", "exposures", "open_adverse_events",
+    "proposed_date",
+    "infusion_dates",
+    "exposures",
+    "open_adverse_events",
 )
 AE_CATEGORIES: tuple[str, ...] = ("crs", "icans", "other")
 _AE_CATEGORY_TEXT = {"crs": "CRS", "icans": "ICANS", "other": "other"}
@@ -77,6 +96,7 @@ class AdverseEvent:
 # Input parsing (PROTOCOL 5.2 "as in 4.1": bad input raises ValueError naming the field)
 # --------------------------------------------------------------------------------------
 
+
 def _list(case: Mapping, key: str) -> list:
     raw = case[key]
     # PROTOCOL 5.2: all four keys are required, [] for none; null is not "none".
@@ -93,8 +113,9 @@ def _parse_exposures(raw: list, study: Study) -> list[Exposure]:
         # PROTOCOL 5.2: an exposure here must have its last_date (no "missing" status:
         # a lockout is either on or off).
         if exposure.last_date is None:
-            raise ValueError(f"{where}.last_date: required (the last dose or treatment "
-                             "day; for a vaccine, the day given)")
+            raise ValueError(
+                f"{where}.last_date: required (the last dose or treatment day; for a vaccine, the day given)"
+            )
         exposures.append(exposure)
     return exposures
 
@@ -110,8 +131,7 @@ def _parse_adverse_event(raw: Any, where: str) -> AdverseEvent:
         raise ValueError(f"{where}.term: expected the AE term as text, got {term!r}")
     grade = raw["grade"]
     if isinstance(grade, bool) or not isinstance(grade, int):
-        raise ValueError(f"{where}.grade: expected an integer {MIN_GRADE}..{MAX_GRADE}, "
-                         f"got {grade!r}")
+        raise ValueError(f"{where}.grade: expected an integer {MIN_GRADE}..{MAX_GRADE}, got {grade!r}")
     if not MIN_GRADE <= grade <= MAX_GRADE:
         raise ValueError(f"{where}.grade: must be {MIN_GRADE}..{MAX_GRADE}, got {grade}")
     category = raw["category"]
@@ -139,14 +159,13 @@ def _parse_case(case: Any, study: Study) -> _Case:
         raise ValueError(f"case: expected a dict, got {type(case).__name__}")
     for key in CASE_KEYS:
         if key not in case:
-            raise ValueError(f"{key}: required (PROTOCOL 5.2: all of "
-                             f"{', '.join(CASE_KEYS)}; [] for none)")
+            raise ValueError(f"{key}: required (PROTOCOL 5.2: all of {', '.join(CASE_KEYS)}; [] for none)")
     proposed = parse_date(case["proposed_date"], "proposed_date")
-    infusions = [parse_date(d, f"infusion_dates[{i}]")
-                 for i, d in enumerate(_list(case, "infusion_dates"))]
+    infusions = [parse_date(d, f"infusion_dates[{i}]") for i, d in enumerate(_list(case, "infusion_dates"))]
     exposures = _parse_exposures(_list(case, "exposures"), study)
-    events = [_parse_adverse_event(ae, f"open_adverse_events[{i}]")
-              for i, ae in enumerate(_list(case, "open_adverse_events"))]
+    events = [
+        _parse_adverse_event(ae, f"open_adverse_events[{i}]") for i, ae in enumerate(_list(case, "open_adverse_events"))
+    ]
     return _Case(proposed, infusions, exposures, events)
 
 
@@ -154,13 +173,15 @@ def _shift(day: date, days: int, field: str) -> date:
     try:
         return day + timedelta(days=days)
     except OverflowError:
-        raise ValueError(f"{field}: {day.isoformat()} is too close to the end of the "
-                         "calendar for the lockouts to be computed") from None
+        raise ValueError(
+            f"{field}: {day.isoformat()} is too close to the end of the calendar for the lockouts to be computed"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------
 # Reason text
 # --------------------------------------------------------------------------------------
+
 
 def _num(x: Fraction | int) -> str:
     """An exact number as typed: exposure numbers come from int, float (by its shortest
@@ -190,8 +211,10 @@ def _washout_text(row: Washout, exposure: Exposure) -> str:
     if exposure.half_life_days is None:
         return f"{row.days}-day washout (half-life unknown)"
     window = window_days(row, exposure.half_life_days)
-    return (f"{_num(window)}-day washout (min({row.days} days, {row.half_lives} x "
-            f"half-life {_num(exposure.half_life_days)} days))")
+    return (
+        f"{_num(window)}-day washout (min({row.days} days, {row.half_lives} x "
+        f"half-life {_num(exposure.half_life_days)} days))"
+    )
 
 
 def _given(exposure: Exposure) -> str:
@@ -207,6 +230,7 @@ def _days(n: int) -> str:
 # The lockouts of PROTOCOL 5.2
 # --------------------------------------------------------------------------------------
 
+
 def _lockout(code: str, until: date | None, reason: str) -> dict:
     return {"code": code, "until": until.isoformat() if until else None, "reason": reason}
 
@@ -221,8 +245,7 @@ def _exposure_lockouts(c: _Case, study: Study, first: bool) -> dict[str, dict]:
         if row is None:
             continue
         if row.criterion not in LOCKOUT_CODES:
-            raise ValueError(f"study: washout {row.category} feeds the unknown lockout "
-                             f"code {row.criterion!r}")
+            raise ValueError(f"study: washout {row.category} feeds the unknown lockout code {row.criterion!r}")
         if row.criterion == VACCINE or not first:
             continue  # PROTOCOL 5.2: washouts apply before the FIRST infusion only
         until = first_permitted_day(exposure, study=study)
@@ -233,15 +256,16 @@ def _exposure_lockouts(c: _Case, study: Study, first: bool) -> dict[str, dict]:
     lockouts = {}
     for code, items in blocking.items():
         until = max(u for _, _, u in items)
-        reason = "; ".join(f"{_given(e)}: {_washout_text(row, e)}, first permitted "
-                           f"{u.isoformat()}" for e, row, u in items)
-        lockouts[code] = _lockout(code, until, f"{reason} (a washout before the first infusion, "
-                                               f"proposed for {c.proposed.isoformat()})")
+        reason = "; ".join(
+            f"{_given(e)}: {_washout_text(row, e)}, first permitted {u.isoformat()}" for e, row, u in items
+        )
+        lockouts[code] = _lockout(
+            code, until, f"{reason} (a washout before the first infusion, proposed for {c.proposed.isoformat()})"
+        )
     return lockouts
 
 
-def _vaccine_lockout(c: _Case, study: Study, first: bool,
-                     window: tuple[date, date]) -> dict | None:
+def _vaccine_lockout(c: _Case, study: Study, first: bool, window: tuple[date, date]) -> dict | None:
     rows = [(e, blocking_washout(e, study)) for e in c.exposures]
     vaccines = [(e, row) for e, row in rows if row is not None and row.criterion == VACCINE]
     if first:
@@ -253,9 +277,10 @@ def _vaccine_lockout(c: _Case, study: Study, first: bool,
                 items.append((exposure, row, until))
         if not items:
             return None
-        reason = "; ".join(f"{_given(e)}: {_washout_text(row, e)} before the first "
-                           f"infusion, first permitted {u.isoformat()}"
-                           for e, row, u in items)
+        reason = "; ".join(
+            f"{_given(e)}: {_washout_text(row, e)} before the first infusion, first permitted {u.isoformat()}"
+            for e, row, u in items
+        )
         return _lockout(VACCINE, max(u for _, _, u in items), reason)
     # PROTOCOL 5.2: at a later infusion, any vaccine inside the vaccination window is a
     # protocol deviation that blocks until the investigator overrides (until null).
@@ -264,17 +289,20 @@ def _vaccine_lockout(c: _Case, study: Study, first: bool,
     if not inside:
         return None
     given = "; ".join(_given(e) for e in inside)
-    return _lockout(VACCINE, None, f"{given}: inside the vaccination window "
-                                   f"{start.isoformat()} to {end.isoformat()} (protocol "
-                                   "deviation: blocks until the investigator overrides)")
+    return _lockout(
+        VACCINE,
+        None,
+        f"{given}: inside the vaccination window "
+        f"{start.isoformat()} to {end.isoformat()} (protocol "
+        "deviation: blocks until the investigator overrides)",
+    )
 
 
 def _vaccination_window(c: _Case, study: Study) -> tuple[date, date]:
     """PROTOCOL 5.2: from (first infusion - 27 days) to (last infusion + 84 days), both
     inclusive; the proposed date counts as an infusion even when it is blocked."""
     regimen = study.regimen
-    dated = [(c.proposed, "proposed_date"),
-             *((d, f"infusion_dates[{i}]") for i, d in enumerate(c.infusions))]
+    dated = [(c.proposed, "proposed_date"), *((d, f"infusion_dates[{i}]") for i, d in enumerate(c.infusions))]
     first, first_field = min(dated, key=lambda pair: pair[0])
     last, last_field = max(dated, key=lambda pair: pair[0])
     # "within 4 weeks before" = fewer than 28 days: the first day inside is first - 27
@@ -300,10 +328,13 @@ def _min_interval_lockout(c: _Case, study: Study) -> dict | None:
         when = "on the day of"
     else:
         when = f"{_days(-gap)} before"
-    return _lockout("min_interval", until,
-                    f"proposed {c.proposed.isoformat()} is {when} the latest infusion "
-                    f"{latest.isoformat()} (minimum {_days(gap_days)} between two "
-                    f"infusions): first permitted {until.isoformat()}")
+    return _lockout(
+        "min_interval",
+        until,
+        f"proposed {c.proposed.isoformat()} is {when} the latest infusion "
+        f"{latest.isoformat()} (minimum {_days(gap_days)} between two "
+        f"infusions): first permitted {until.isoformat()}",
+    )
 
 
 def _max_infusions_lockout(c: _Case, study: Study) -> dict | None:
@@ -311,9 +342,11 @@ def _max_infusions_lockout(c: _Case, study: Study) -> dict | None:
     if len(c.infusions) < count:
         return None
     dates = ", ".join(d.isoformat() for d in sorted(c.infusions))
-    return _lockout("max_infusions", None,
-                    f"{len(c.infusions)} infusions already given or scheduled ({dates}); "
-                    f"the protocol has {count}")
+    return _lockout(
+        "max_infusions",
+        None,
+        f"{len(c.infusions)} infusions already given or scheduled ({dates}); the protocol has {count}",
+    )
 
 
 def _toxicity_hold_lockout(c: _Case, study: Study) -> dict | None:
@@ -331,8 +364,7 @@ def _toxicity_hold_lockout(c: _Case, study: Study) -> dict | None:
             attribution = "related" if ae.related else "attribution not yet assessed"
             why.append(f"{attribution}, grade >= {hold.related_min_grade}")
         if why:
-            reasons.append(f"open AE {ae.term!r} ({_AE_CATEGORY_TEXT[ae.category]}) "
-                           f"grade {ae.grade}: {', '.join(why)}")
+            reasons.append(f"open AE {ae.term!r} ({_AE_CATEGORY_TEXT[ae.category]}) grade {ae.grade}: {', '.join(why)}")
     if not reasons:
         return None
     return _lockout("toxicity_hold", None, "; ".join(reasons))
@@ -373,13 +405,11 @@ def check(case: Mapping[str, Any], *, study: Study = STUDY) -> dict:
     return {
         "allowed": not lockouts,
         "lockouts": lockouts,
-        "vaccination_window": {"start": window[0].isoformat(),
-                               "end": window[1].isoformat()},
+        "vaccination_window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
     }
 
 
-def earliest_clear_date(case: Mapping[str, Any], *, study: Study = STUDY,
-                        horizon_days: int = 400) -> date | None:
+def earliest_clear_date(case: Mapping[str, Any], *, study: Study = STUDY, horizon_days: int = 400) -> date | None:
     """The earliest date on or after ``case["proposed_date"]`` that clears all dated
     lockouts, for the scheduler to offer; None when an undated lockout (``until``
     null) would still block on that date, or when no such date lies within
@@ -393,10 +423,8 @@ def earliest_clear_date(case: Mapping[str, Any], *, study: Study = STUDY,
     with it (the window ends 84 days after the proposed date). So the date returned,
     when not None, is the earliest date ``check`` allows.
     """
-    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) \
-            or horizon_days < 0:
-        raise ValueError(f"horizon_days: expected a non-negative integer, "
-                         f"got {horizon_days!r}")
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 0:
+        raise ValueError(f"horizon_days: expected a non-negative integer, got {horizon_days!r}")
     if not isinstance(case, Mapping):
         raise ValueError(f"case: expected a dict, got {type(case).__name__}")
     result = check(case, study=study)  # validates the whole case
@@ -407,8 +435,7 @@ def earliest_clear_date(case: Mapping[str, Any], *, study: Study = STUDY,
         limit = date.max
     day = start
     while True:
-        dated = [date.fromisoformat(lo["until"]) for lo in result["lockouts"]
-                 if lo["until"] is not None]
+        dated = [date.fromisoformat(lo["until"]) for lo in result["lockouts"] if lo["until"] is not None]
         if not dated:
             return None if result["lockouts"] else day
         day = max(dated)

@@ -1,6 +1,7 @@
 """The lymphodepletion days (PROTOCOL 5.1): their CRF, the BSA computed by the system
 (Mosteller), the expected doses, and the AEs' treatment-emergent flag that follows the
 first lymphodepletion day."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -24,8 +25,16 @@ def refresh_treatment_emergent(subject: Subject, *, user) -> None:
     refresh(subject, user=user)
 
 
-def save_lymphodepletion(day: LymphodepletionDay, values: dict, *, user, expected_version: int,
-                         reason: str | None, complete: bool, today: date) -> dict:
+def save_lymphodepletion(
+    day: LymphodepletionDay,
+    values: dict,
+    *,
+    user,
+    expected_version: int,
+    reason: str | None,
+    complete: bool,
+    today: date,
+) -> dict:
     def bsa(merged):
         if merged.get("height_cm") and merged.get("weight_kg"):
             try:
@@ -37,14 +46,29 @@ def save_lymphodepletion(day: LymphodepletionDay, values: dict, *, user, expecte
     def required(merged):
         return [s.name for s in LYMPHODEPLETION_FIELDS]
 
-    changed = save_crf(day, LYMPHODEPLETION_FIELDS, values, user=user, expected_version=expected_version,
-                       reason=reason, complete=complete, required=required, checks=(bsa, times_in_order))
+    changed = save_crf(
+        day,
+        LYMPHODEPLETION_FIELDS,
+        values,
+        user=user,
+        expected_version=expected_version,
+        reason=reason,
+        complete=complete,
+        required=required,
+        checks=(bsa, times_in_order),
+    )
     data = day.data or {}
     if data.get("height_cm") and data.get("weight_kg"):
         value = format(schedule.bsa_mosteller(Decimal(data["height_cm"]), Decimal(data["weight_kg"])), "f")
         if data.get("bsa_m2") != value:  # computed, never typed (Mosteller)
-            records.save(day, user=user, changes={"bsa_m2": value}, expected_version=day.version,
-                         reason=reason or "BSA computed from height and weight", commit=False)
+            records.save(
+                day,
+                user=user,
+                changes={"bsa_m2": value},
+                expected_version=day.version,
+                reason=reason or "BSA computed from height and weight",
+                commit=False,
+            )
     if "administration_date" in changed:
         refresh_treatment_emergent(day.subject, user=user)
     records.commit_or_stale(day)

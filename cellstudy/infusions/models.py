@@ -1,5 +1,6 @@
 """Infusions, lymphodepletion, visits, DLT assessments, deviations and dose-escalation
 reviews (PROTOCOL 5, issue 3)."""
+
 from datetime import date, datetime
 
 from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -92,8 +93,10 @@ class Visit(DataFormRecord, db.Model):
 
     __tablename__ = "visit"
     FORM_NAME = "visit"
-    __table_args__ = (UniqueConstraint("subject_id", "code"),
-                      Index("ix_visit_state_target_date", "state", "target_date"))  # the calendar
+    __table_args__ = (
+        UniqueConstraint("subject_id", "code"),
+        Index("ix_visit_state_target_date", "state", "target_date"),
+    )  # the calendar
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     code: Mapped[str] = mapped_column(String(10))

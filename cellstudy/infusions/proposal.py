@@ -2,6 +2,7 @@
 the scheduling screen shows for a proposed date, what is stored for every planned
 infusion (judgement.py) and what the administration gate checks. The lockout rules are
 pure (`lockouts`, `schedule`); this module gathers their input from the subject."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -15,11 +16,22 @@ from .models import Infusion
 from .stagger import stagger_effects, stagger_lockout
 
 # PROTOCOL 5.2: before the first infusion the eligibility codes cannot be overridden.
-ELIGIBILITY_CODES = frozenset({"washout_steroid", "washout_antitumor", "washout_radiotherapy", "washout_dli",
-                               "washout_intrathecal", "washout_cell_therapy", "major_surgery", "vaccine"})
+ELIGIBILITY_CODES = frozenset(
+    {
+        "washout_steroid",
+        "washout_antitumor",
+        "washout_radiotherapy",
+        "washout_dli",
+        "washout_intrathecal",
+        "washout_cell_therapy",
+        "major_surgery",
+        "vaccine",
+    }
+)
 
 
 # --- facts about a subject ---------------------------------------------------------------
+
 
 def active_infusions(subject: Subject, exclude: Infusion | None = None) -> list[Infusion]:
     return [i for i in subject.infusions if i.state != "cancelled" and i is not exclude]
@@ -44,17 +56,25 @@ def lockout_exposures(subject: Subject, study=None) -> list[dict]:
     out = []
     for e in subject.active_exposures:
         if e.category in study.exposure_categories and e.last_date is not None:
-            out.append({"category": e.category, "name": e.name, "last_date": e.last_date,
-                        "half_life_days": Decimal(e.half_life_days) if e.half_life_days else None,
-                        "physiological_replacement": bool(e.physiological_replacement)})
+            out.append(
+                {
+                    "category": e.category,
+                    "name": e.name,
+                    "last_date": e.last_date,
+                    "half_life_days": Decimal(e.half_life_days) if e.half_life_days else None,
+                    "physiological_replacement": bool(e.physiological_replacement),
+                }
+            )
     return out
 
 
 def undated_exposures(subject: Subject, study=None) -> list[Exposure]:
     study = study or current_study()
-    return [e for e in subject.active_exposures
-            if e.category in study.exposure_categories and e.last_date is None
-            and study.washout(e.category).blocks]
+    return [
+        e
+        for e in subject.active_exposures
+        if e.category in study.exposure_categories and e.last_date is None and study.washout(e.category).blocks
+    ]
 
 
 def open_adverse_events(subject: Subject) -> list[dict]:
@@ -73,25 +93,39 @@ def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = No
     dates = [i.date for i in active_infusions(subject, exclude)]
     if exclude is not None:
         dates = [d for d in dates if d < proposed]
-    return {"proposed_date": proposed, "infusion_dates": dates,
-            "exposures": lockout_exposures(subject, study), "open_adverse_events": open_adverse_events(subject)}
+    return {
+        "proposed_date": proposed,
+        "infusion_dates": dates,
+        "exposures": lockout_exposures(subject, study),
+        "open_adverse_events": open_adverse_events(subject),
+    }
 
 
 def _later_neighbours(subject: Subject, proposed: date, exclude: Infusion, study) -> dict | None:
     """Moving an infusion must keep the minimum interval to the infusions after it too."""
     gap = study.regimen.min_interval_days
-    close = [i.date for i in active_infusions(subject, exclude) if i.date >= proposed
-             and (i.date - proposed).days < gap]
+    close = [
+        i.date for i in active_infusions(subject, exclude) if i.date >= proposed and (i.date - proposed).days < gap
+    ]
     if not close:
         return None
-    return {"code": "min_interval", "until": None,
-            "reason": f"the next infusion is on {min(close).isoformat()}: infusions must be at least {gap} days "
-                      "apart (move or cancel that infusion first)"}
+    return {
+        "code": "min_interval",
+        "until": None,
+        "reason": f"the next infusion is on {min(close).isoformat()}: infusions must be at least {gap} days "
+        "apart (move or cancel that infusion first)",
+    }
 
 
-def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None = None,
-                      with_earliest: bool = True, *, study=None,
-                      level_firsts: dict[int, date] | None = None) -> dict:
+def evaluate_proposal(
+    subject: Subject,
+    proposed: date,
+    exclude: Infusion | None = None,
+    with_earliest: bool = True,
+    *,
+    study=None,
+    level_firsts: dict[int, date] | None = None,
+) -> dict:
     """The one judgement of an infusion date (PROTOCOL 5.2 lockouts + the 5.3 stagger):
     what the scheduling screen shows for a proposed date (a new infusion, or `exclude`
     moved to that date), and what is stored for every planned infusion (judgement.py).
@@ -109,10 +143,14 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
     if stagger:
         blocks.append(stagger)
     # what scheduling this date would do to the level's other subjects: for the screen only
-    effects = stagger_effects(subject, proposed, study, level_firsts) if with_earliest and is_first and not stagger \
-        else []
-    earliest = lockouts.earliest_clear_date(case, study=study) if with_earliest and blocks else (
-        proposed if not blocks else None)
+    effects = (
+        stagger_effects(subject, proposed, study, level_firsts) if with_earliest and is_first and not stagger else []
+    )
+    earliest = (
+        lockouts.earliest_clear_date(case, study=study)
+        if with_earliest and blocks
+        else (proposed if not blocks else None)
+    )
     if stagger and earliest is not None:
         earliest = max(earliest, date.fromisoformat(stagger["until"]))
     if exclude is not None and any(lo["until"] is None for lo in blocks):
@@ -120,20 +158,36 @@ def evaluate_proposal(subject: Subject, proposed: date, exclude: Infusion | None
     number = exclude.number if exclude is not None else len(case["infusion_dates"]) + 1
     others = [i.date for i in active_infusions(subject, exclude)]
     anchor = min(others + [proposed]) if number != 1 else proposed
-    deviation = (schedule.target_deviation(number, anchor, proposed, study)
-                 if 1 < number <= study.regimen.infusion_count else None)
+    deviation = (
+        schedule.target_deviation(number, anchor, proposed, study)
+        if 1 < number <= study.regimen.infusion_count
+        else None
+    )
     latest = max(case["infusion_dates"], default=None)
     enrolled = site_date(subject.enrolled_at, subject.site) if subject.enrolled_at else None
     if enrolled and proposed < enrolled:
-        blocks.insert(0, {"code": "before_enrolment", "until": enrolled.isoformat(),
-                          "reason": f"the subject was enrolled on {enrolled.isoformat()}: an infusion cannot "
-                                    "precede enrolment"})
-    return {"proposed": proposed, "number": number, "is_first": is_first, "lockouts": blocks,
-            "allowed": not blocks, "earliest": earliest, "target_deviation": deviation,
-            "vaccination_window": result["vaccination_window"],
-            "overridable": [lo["code"] for lo in blocks if _overridable(lo, is_first, proposed, latest)],
-            "undated": undated_exposures(subject, study), "study_version": study.version,
-            "stagger_effects": effects}
+        blocks.insert(
+            0,
+            {
+                "code": "before_enrolment",
+                "until": enrolled.isoformat(),
+                "reason": f"the subject was enrolled on {enrolled.isoformat()}: an infusion cannot precede enrolment",
+            },
+        )
+    return {
+        "proposed": proposed,
+        "number": number,
+        "is_first": is_first,
+        "lockouts": blocks,
+        "allowed": not blocks,
+        "earliest": earliest,
+        "target_deviation": deviation,
+        "vaccination_window": result["vaccination_window"],
+        "overridable": [lo["code"] for lo in blocks if _overridable(lo, is_first, proposed, latest)],
+        "undated": undated_exposures(subject, study),
+        "study_version": study.version,
+        "stagger_effects": effects,
+    }
 
 
 def _overridable(lockout: dict, is_first: bool, proposed: date, latest: date | None) -> bool:

@@ -44,16 +44,16 @@ class Window:
             if not _is_date(getattr(self, name)):
                 raise ValueError(f"window.{name}: expected a date, got {getattr(self, name)!r}")
         if not self.earliest <= self.target <= self.latest:
-            raise ValueError(f"window: expected earliest <= target <= latest, got "
-                             f"{self.earliest} / {self.target} / {self.latest}")
+            raise ValueError(
+                f"window: expected earliest <= target <= latest, got {self.earliest} / {self.target} / {self.latest}"
+            )
 
     @classmethod
     def around(cls, target: date, before: int, after: int) -> Window:
         """The window from ``before`` days before ``target`` to ``after`` days after."""
         for name, days in (("before", before), ("after", after)):
             if isinstance(days, bool) or not isinstance(days, int) or days < 0:
-                raise ValueError(f"window.{name}: expected a whole number of days >= 0, "
-                                 f"got {days!r}")
+                raise ValueError(f"window.{name}: expected a whole number of days >= 0, got {days!r}")
         try:
             return cls(target, target - timedelta(days=before), target + timedelta(days=after))
         except OverflowError:
@@ -94,8 +94,11 @@ class Window:
 
     def as_dict(self) -> dict:
         """ISO dates, for JSON."""
-        return {"target": self.target.isoformat(), "earliest": self.earliest.isoformat(),
-                "latest": self.latest.isoformat()}
+        return {
+            "target": self.target.isoformat(),
+            "earliest": self.earliest.isoformat(),
+            "latest": self.latest.isoformat(),
+        }
 
 
 def _shift(first: date, days: int) -> date:
@@ -120,9 +123,14 @@ def infusion_plan(first_infusion: date, study: Study = STUDY) -> list[dict]:
     plan = []
     for number, day in enumerate(regimen.infusion_days, start=1):
         target = _shift(first, day)
-        plan.append({"number": number, "day": day, "target": target,
-                     "window": Window.around(target, regimen.infusion_window_days,
-                                            regimen.infusion_window_days)})
+        plan.append(
+            {
+                "number": number,
+                "day": day,
+                "target": target,
+                "window": Window.around(target, regimen.infusion_window_days, regimen.infusion_window_days),
+            }
+        )
     return plan
 
 
@@ -133,10 +141,11 @@ def lymphodepletion_plan(first_infusion: date, study: Study = STUDY) -> list[dic
     gives these days no window."""
     first = _anchor(first_infusion)
     regimen = study.regimen
-    drugs = [{"name": d.name, "dose_mg_per_m2": d.dose_mg_per_m2}
-             for d in regimen.lymphodepletion_drugs]
-    return [{"day": day, "date": _shift(first, day), "drugs": [dict(d) for d in drugs]}
-            for day in regimen.lymphodepletion_days]
+    drugs = [{"name": d.name, "dose_mg_per_m2": d.dose_mg_per_m2} for d in regimen.lymphodepletion_drugs]
+    return [
+        {"day": day, "date": _shift(first, day), "drugs": [dict(d) for d in drugs]}
+        for day in regimen.lymphodepletion_days
+    ]
 
 
 def visit_plan(first_infusion: date, study: Study = STUDY) -> list[dict]:
@@ -151,17 +160,21 @@ def visit_plan(first_infusion: date, study: Study = STUDY) -> list[dict]:
             try:
                 target = add_months(first, visit.months)
             except OverflowError:
-                raise ValueError(f"first_infusion: {first} + {visit.months} months is "
-                                 "beyond the calendar") from None
+                raise ValueError(f"first_infusion: {first} + {visit.months} months is beyond the calendar") from None
         else:
             target = _shift(first, visit.day)
-        plan.append({"code": visit.code, "label": visit.label, "target": target,
-                     "window": Window.around(target, visit.before, visit.after)})
+        plan.append(
+            {
+                "code": visit.code,
+                "label": visit.label,
+                "target": target,
+                "window": Window.around(target, visit.before, visit.after),
+            }
+        )
     return plan
 
 
-def target_deviation(number: int, first_infusion: date, proposed: date,
-                     study: Study = STUDY) -> str | None:
+def target_deviation(number: int, first_infusion: date, proposed: date, study: Study = STUDY) -> str | None:
     """None when ``proposed`` is inside the target window of infusion ``number``
     (1-based), else the message asking for a deviation reason.
 
@@ -178,12 +191,17 @@ def target_deviation(number: int, first_infusion: date, proposed: date,
     if window.contains(day):
         return None
     off = (day - window.target).days
-    side = f"{off} day{'s' if abs(off) != 1 else ''} after" if off > 0 else \
-        f"{-off} day{'s' if abs(off) != 1 else ''} before"
-    return (f"Infusion {number} on {day.isoformat()} is outside its target window "
-            f"(day {infusion['day']}: {window.target.isoformat()}, "
-            f"{window.earliest.isoformat()} to {window.latest.isoformat()}); it is {side} "
-            f"the target: a deviation reason is needed (PROTOCOL 5.2).")
+    side = (
+        f"{off} day{'s' if abs(off) != 1 else ''} after"
+        if off > 0
+        else f"{-off} day{'s' if abs(off) != 1 else ''} before"
+    )
+    return (
+        f"Infusion {number} on {day.isoformat()} is outside its target window "
+        f"(day {infusion['day']}: {window.target.isoformat()}, "
+        f"{window.earliest.isoformat()} to {window.latest.isoformat()}); it is {side} "
+        f"the target: a deviation reason is needed (PROTOCOL 5.2)."
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -206,8 +224,10 @@ def bsa_mosteller(height_cm: int | float | Decimal, weight_kg: int | float | Dec
     2..400 kg (both inclusive) are taken as entry errors (ValueError)."""
     height = parse_number(height_cm, "height_cm")
     weight = parse_number(weight_kg, "weight_kg")
-    for field, value, (low, high), unit in (("height_cm", height, BSA_HEIGHT_CM, "cm"),
-                                            ("weight_kg", weight, BSA_WEIGHT_KG, "kg")):
+    for field, value, (low, high), unit in (
+        ("height_cm", height, BSA_HEIGHT_CM, "cm"),
+        ("weight_kg", weight, BSA_WEIGHT_KG, "kg"),
+    ):
         if not low <= value <= high:
             raise ValueError(f"{field}: expected {low}..{high} {unit}, got {float(value):g}")
     # BSA rounded half-up to n/100: the largest n with sqrt(x) >= (2n - 1)/200, i.e.
@@ -218,8 +238,7 @@ def bsa_mosteller(height_cm: int | float | Decimal, weight_kg: int | float | Dec
     return Decimal(n).scaleb(-2)
 
 
-def dose_deviation(planned_cells: int, actual_cells: int,
-                   tolerance_percent: Decimal) -> bool:
+def dose_deviation(planned_cells: int, actual_cells: int, tolerance_percent: Decimal) -> bool:
     """True when the cells given differ from the dose level by more than the tolerance:
     |actual - planned| / planned > tolerance_percent / 100, exactly (so a dose exactly
     10 % off is not a deviation with the default tolerance of ``study.regimen``).
@@ -233,10 +252,8 @@ def dose_deviation(planned_cells: int, actual_cells: int,
         raise ValueError(f"planned_cells: must be positive, got {planned_cells}")
     if actual_cells < 0:
         raise ValueError(f"actual_cells: must not be negative, got {actual_cells}")
-    if isinstance(tolerance_percent, (bool, float)) or not isinstance(
-            tolerance_percent, (int, Decimal)):
-        raise ValueError(f"tolerance_percent: expected an int or Decimal, "
-                         f"got {tolerance_percent!r}")
+    if isinstance(tolerance_percent, (bool, float)) or not isinstance(tolerance_percent, (int, Decimal)):
+        raise ValueError(f"tolerance_percent: expected an int or Decimal, got {tolerance_percent!r}")
     tolerance = parse_number(tolerance_percent, "tolerance_percent")
     if tolerance < 0:
         raise ValueError(f"tolerance_percent: must not be negative, got {tolerance_percent}")

@@ -2,6 +2,7 @@
 an infusion on the judgement of its date (proposal.py), an investigator's signed override
 of a lockout, and the visit schedule anchored on the first infusion (PROTOCOL 5.1). Every
 write goes through `records`."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -43,8 +44,9 @@ def lock_subject(subject: Subject) -> None:
 
 def _require_treatment(subject: Subject) -> None:
     if subject.status not in TREATMENT_STATUSES:
-        raise SchedulingRefused(f"Infusions are scheduled for enrolled subjects; this subject is "
-                                f"{subject.status.replace('_', ' ')}.")
+        raise SchedulingRefused(
+            f"Infusions are scheduled for enrolled subjects; this subject is {subject.status.replace('_', ' ')}."
+        )
 
 
 def _authorise(subject, evaluation, *, user, override_reason, password, record) -> object | None:
@@ -55,41 +57,75 @@ def _authorise(subject, evaluation, *, user, override_reason, password, record) 
     codes = [lo["code"] for lo in evaluation["lockouts"]]
     hard = [LOCKOUT_LABELS.get(c, c) for c in codes if c not in evaluation["overridable"]]
     labels = [LOCKOUT_LABELS.get(c, c) for c in codes]
-    details = " " + " ".join(f"{LOCKOUT_LABELS.get(lo['code'], lo['code'])}: {lo['reason']}."
-                             for lo in evaluation["lockouts"])
+    details = " " + " ".join(
+        f"{LOCKOUT_LABELS.get(lo['code'], lo['code'])}: {lo['reason']}." for lo in evaluation["lockouts"]
+    )
     if hard:
-        raise SchedulingRefused("This date is locked out (" + ", ".join(hard) + ") and that cannot be overridden: "
-                                "before the first infusion the eligibility washouts cannot be overridden, nor can "
-                                "a second infusion on the same day, more infusions than the protocol has, or an "
-                                "infusion before enrolment. Choose another date." + details, evaluation)
+        raise SchedulingRefused(
+            "This date is locked out (" + ", ".join(hard) + ") and that cannot be overridden: "
+            "before the first infusion the eligibility washouts cannot be overridden, nor can "
+            "a second infusion on the same day, more infusions than the protocol has, or an "
+            "infusion before enrolment. Choose another date." + details,
+            evaluation,
+        )
     if not override_reason or not password:
-        raise SchedulingRefused("This date is locked out (" + ", ".join(labels) + "). An investigator can override "
-                                "with a reason and an e-signature." + details, evaluation)
+        raise SchedulingRefused(
+            "This date is locked out (" + ", ".join(labels) + "). An investigator can override "
+            "with a reason and an e-signature." + details,
+            evaluation,
+        )
     if not can("sign_eligibility", user):
         raise SchedulingRefused("Only an investigator can override a lockout.", evaluation)
     signature = records.sign(record, user=user, password=password, meaning=OVERRIDE_MEANING)
     return signature
 
 
-def schedule_infusion(subject: Subject, proposed: date, *, user, deviation_reason: str | None = None,
-                      override_reason: str | None = None, password: str | None = None) -> Infusion:
+def schedule_infusion(
+    subject: Subject,
+    proposed: date,
+    *,
+    user,
+    deviation_reason: str | None = None,
+    override_reason: str | None = None,
+    password: str | None = None,
+) -> Infusion:
     lock_subject(subject)
     _require_treatment(subject)
     evaluation = proposal.evaluate_proposal(subject, proposed)
     if evaluation["target_deviation"] and not (deviation_reason or "").strip():
         raise SchedulingRefused(evaluation["target_deviation"] + " Give a deviation reason.", evaluation)
     study = current_study()
-    infusion = Infusion(subject_id=subject.id, number=evaluation["number"], planned_date=proposed, state="scheduled",
-                        dose_level=subject.dose_level, status="draft", data={}, created_at=utcnow(),
-                        updated_at=utcnow(), target_deviation_reason=(deviation_reason or "").strip() or None)
+    infusion = Infusion(
+        subject_id=subject.id,
+        number=evaluation["number"],
+        planned_date=proposed,
+        state="scheduled",
+        dose_level=subject.dose_level,
+        status="draft",
+        data={},
+        created_at=utcnow(),
+        updated_at=utcnow(),
+        target_deviation_reason=(deviation_reason or "").strip() or None,
+    )
     if evaluation["number"] > study.regimen.infusion_count and evaluation["allowed"]:
         raise SchedulingRefused("Every protocol infusion is already scheduled or given.", evaluation)
-    records.create(infusion, user=user, fields={"number": infusion.number, "planned_date": proposed,
-                                                "dose_level": subject.dose_level})
-    signature = _authorise(subject, evaluation, user=user, override_reason=override_reason, password=password,
-                           record=infusion)
-    _note_deviations(subject, infusion, evaluation, user=user, deviation_reason=deviation_reason,
-                     override_reason=override_reason, signature=signature)
+    records.create(
+        infusion,
+        user=user,
+        fields={"number": infusion.number, "planned_date": proposed, "dose_level": subject.dose_level},
+    )
+    signature = _authorise(
+        subject, evaluation, user=user, override_reason=override_reason, password=password, record=infusion
+    )
+    _note_deviations(
+        subject,
+        infusion,
+        evaluation,
+        user=user,
+        deviation_reason=deviation_reason,
+        override_reason=override_reason,
+        signature=signature,
+    )
     if evaluation["is_first"]:
         anchor_schedule(subject, proposed, user=user)
     records.commit()
@@ -102,19 +138,40 @@ def _note_deviations(subject, infusion, evaluation, *, user, deviation_reason, o
     if signature is not None:
         infusion.override_reason = override_reason.strip()
         infusion.override_signature_id = signature.id
-        record_deviation(subject, kind="lockout_override",
-                         description=f"Infusion {infusion.number} on {infusion.planned_date.isoformat()} despite: " +
-                                     "; ".join(lo["reason"] for lo in evaluation["lockouts"]),
-                         reason=override_reason.strip(), user=user, form="infusion", form_id=infusion.id,
-                         signature=signature)
+        record_deviation(
+            subject,
+            kind="lockout_override",
+            description=f"Infusion {infusion.number} on {infusion.planned_date.isoformat()} despite: "
+            + "; ".join(lo["reason"] for lo in evaluation["lockouts"]),
+            reason=override_reason.strip(),
+            user=user,
+            form="infusion",
+            form_id=infusion.id,
+            signature=signature,
+        )
     if evaluation["target_deviation"]:
-        record_deviation(subject, kind="infusion_outside_target", description=evaluation["target_deviation"],
-                         reason=deviation_reason.strip(), user=user, form="infusion", form_id=infusion.id)
+        record_deviation(
+            subject,
+            kind="infusion_outside_target",
+            description=evaluation["target_deviation"],
+            reason=deviation_reason.strip(),
+            user=user,
+            form="infusion",
+            form_id=infusion.id,
+        )
 
 
-def reschedule(infusion: Infusion, proposed: date, *, user, expected_version: int, reason: str,
-               deviation_reason: str | None = None, override_reason: str | None = None,
-               password: str | None = None) -> Infusion:
+def reschedule(
+    infusion: Infusion,
+    proposed: date,
+    *,
+    user,
+    expected_version: int,
+    reason: str,
+    deviation_reason: str | None = None,
+    override_reason: str | None = None,
+    password: str | None = None,
+) -> Infusion:
     subject = infusion.subject
     lock_subject(subject)
     if infusion.state != "scheduled":
@@ -128,12 +185,26 @@ def reschedule(infusion: Infusion, proposed: date, *, user, expected_version: in
         evaluation["number"] = infusion.number
     if evaluation["target_deviation"] and not (deviation_reason or "").strip():
         raise SchedulingRefused(evaluation["target_deviation"] + " Give a deviation reason.", evaluation)
-    signature = _authorise(subject, evaluation, user=user, override_reason=override_reason, password=password,
-                           record=infusion)
-    records.save(infusion, user=user, changes={"planned_date": proposed}, expected_version=expected_version,
-                 reason=reason.strip(), commit=False)
-    _note_deviations(subject, infusion, evaluation, user=user, deviation_reason=deviation_reason,
-                     override_reason=override_reason, signature=signature)
+    signature = _authorise(
+        subject, evaluation, user=user, override_reason=override_reason, password=password, record=infusion
+    )
+    records.save(
+        infusion,
+        user=user,
+        changes={"planned_date": proposed},
+        expected_version=expected_version,
+        reason=reason.strip(),
+        commit=False,
+    )
+    _note_deviations(
+        subject,
+        infusion,
+        evaluation,
+        user=user,
+        deviation_reason=deviation_reason,
+        override_reason=override_reason,
+        signature=signature,
+    )
     if infusion.number == 1:
         anchor_schedule(subject, proposed, user=user, reason=f"infusion 1 rescheduled: {reason.strip()}")
     records.commit_or_stale(infusion)
@@ -148,11 +219,17 @@ def cancel(infusion: Infusion, *, user, expected_version: int, reason: str) -> N
         raise records.StaleVersion(infusion)
     if not (reason or "").strip():
         raise records.ReasonRequired()
-    records.save(infusion, user=user, changes={"state": "cancelled", "cancel_reason": reason.strip()},
-                 expected_version=expected_version, reason=reason.strip())
+    records.save(
+        infusion,
+        user=user,
+        changes={"state": "cancelled", "cancel_reason": reason.strip()},
+        expected_version=expected_version,
+        reason=reason.strip(),
+    )
 
 
 # --- the visit schedule -------------------------------------------------------------------
+
 
 def anchor_schedule(subject: Subject, first: date, *, user, reason: str | None = None) -> None:
     """Generate (or shift) the lymphodepletion days and the follow-up visits from the
@@ -164,24 +241,54 @@ def anchor_schedule(subject: Subject, first: date, *, user, reason: str | None =
         window = item["window"]
         visit = existing.get(item["code"])
         if visit is None:
-            visit = Visit(subject_id=subject.id, code=item["code"], label=item["label"], seq=seq,
-                          target_date=window.target, earliest=window.earliest, latest=window.latest,
-                          state="planned", status="draft", data={}, created_at=utcnow(), updated_at=utcnow())
+            visit = Visit(
+                subject_id=subject.id,
+                code=item["code"],
+                label=item["label"],
+                seq=seq,
+                target_date=window.target,
+                earliest=window.earliest,
+                latest=window.latest,
+                state="planned",
+                status="draft",
+                data={},
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
             records.create(visit, user=user, fields={"code": visit.code, "target_date": window.target})
         elif visit.state == "planned" and visit.target_date != window.target:
-            records.set_value(visit, "target_date", window.target, user=user, form="visit",
-                              reason=reason or "schedule re-anchored on the first infusion")
+            records.set_value(
+                visit,
+                "target_date",
+                window.target,
+                user=user,
+                form="visit",
+                reason=reason or "schedule re-anchored on the first infusion",
+            )
             visit.earliest, visit.latest = window.earliest, window.latest
     days = {d.day: d for d in subject.lymphodepletion_days}
     for item in schedule.lymphodepletion_plan(first, study):
         day = days.get(item["day"])
         if day is None:
-            day = LymphodepletionDay(subject_id=subject.id, day=item["day"], planned_date=item["date"],
-                                     status="draft", data={}, created_at=utcnow(), updated_at=utcnow())
+            day = LymphodepletionDay(
+                subject_id=subject.id,
+                day=item["day"],
+                planned_date=item["date"],
+                status="draft",
+                data={},
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
             records.create(day, user=user, fields={"day": item["day"], "planned_date": item["date"]})
         elif day.status != "complete" and day.planned_date != item["date"]:
-            records.set_value(day, "planned_date", item["date"], user=user, form="lymphodepletion",
-                              reason=reason or "schedule re-anchored on the first infusion")
+            records.set_value(
+                day,
+                "planned_date",
+                item["date"],
+                user=user,
+                form="lymphodepletion",
+                reason=reason or "schedule re-anchored on the first infusion",
+            )
 
 
 def on_enrolled(subject: Subject, *, user) -> None:

@@ -2,6 +2,7 @@
 read from the database, the stagger hold they put on a proposed first infusion, and what
 a first infusion would do to the level's other subjects. The rule itself is pure
 (`escalation.sentinel_stagger`)."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -25,16 +26,21 @@ def first_infusions_of_level(level: str, session=None, earliest: int | None = No
     (the sentinel, and the sentinel of the others when a subject is the sentinel itself)."""
     session = session if session is not None else db.session
     first = func.min(Infusion.planned_date)
-    stmt = (select(Infusion.subject_id, first).join(Subject, Subject.id == Infusion.subject_id)
-            .where(Subject.dose_level == level, Infusion.state != "cancelled")
-            .group_by(Infusion.subject_id).order_by(first, Infusion.subject_id))
+    stmt = (
+        select(Infusion.subject_id, first)
+        .join(Subject, Subject.id == Infusion.subject_id)
+        .where(Subject.dose_level == level, Infusion.state != "cancelled")
+        .group_by(Infusion.subject_id)
+        .order_by(first, Infusion.subject_id)
+    )
     if earliest is not None:
         stmt = stmt.limit(earliest)
     return {subject_id: day for subject_id, day in session.execute(stmt)}
 
 
-def stagger_lockout(subject: Subject, proposed: date, is_first: bool, study=None,
-                    level_firsts: dict[int, date] | None = None) -> dict | None:
+def stagger_lockout(
+    subject: Subject, proposed: date, is_first: bool, study=None, level_firsts: dict[int, date] | None = None
+) -> dict | None:
     """PROTOCOL 5.3 sentinel stagger (amended 2026-12-02), shown beside the lockouts as code
     `stagger`: the sentinel is the level's subject with the earliest first infusion; no other
     subject of the level may have a first infusion before the sentinel's + N days.
@@ -51,10 +57,13 @@ def stagger_lockout(subject: Subject, proposed: date, is_first: bool, study=None
         return None
     sentinel = db.session.get(Subject, held.sentinel_key)
     name = sentinel.label if sentinel is not None else f"subject {held.sentinel_key}"
-    return {"code": "stagger", "until": held.until.isoformat(),
-            "reason": f"Sentinel stagger: {name} is the sentinel of {subject.dose_level} (first infusion "
-                      f"{held.sentinel_date.isoformat()}); other subjects of the level may have their first "
-                      f"infusion from {held.until.isoformat()}, {days} days later."}
+    return {
+        "code": "stagger",
+        "until": held.until.isoformat(),
+        "reason": f"Sentinel stagger: {name} is the sentinel of {subject.dose_level} (first infusion "
+        f"{held.sentinel_date.isoformat()}); other subjects of the level may have their first "
+        f"infusion from {held.until.isoformat()}, {days} days later.",
+    }
 
 
 def stagger_effects(subject: Subject, proposed: date, study, level_firsts: dict[int, date] | None = None) -> list[str]:
@@ -71,7 +80,16 @@ def stagger_effects(subject: Subject, proposed: date, study, level_firsts: dict[
         return []  # another subject stays the sentinel
     until = proposed + timedelta(days=days)
     held = [(day, sid) for day, sid in others if day < until]
-    labels = {sid: label for sid, label in db.session.execute(
-        select(Subject.id, func.coalesce(Subject.subject_number, Subject.screening_number))
-        .where(Subject.id.in_([sid for _, sid in held])))} if held else {}
+    labels = (
+        {
+            sid: label
+            for sid, label in db.session.execute(
+                select(Subject.id, func.coalesce(Subject.subject_number, Subject.screening_number)).where(
+                    Subject.id.in_([sid for _, sid in held])
+                )
+            )
+        }
+        if held
+        else {}
+    )
     return [f"{labels.get(sid, sid)} (first infusion {day.isoformat()})" for day, sid in held]

@@ -1,5 +1,6 @@
 """The no-vaccination window (PROTOCOL 5.2): from the first infusion to 12 weeks after the
 last. A vaccine inside it is a signed protocol deviation (enrollment.service.record_vaccine)."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -18,5 +19,7 @@ def vaccination_window(subject: Subject) -> tuple[date, date] | None:
     regimen = current_study().regimen
     dates = [i.date for i in active_infusions(subject)]
     last = max(dates + [first + timedelta(days=regimen.infusion_days[-1])])
-    return (first - timedelta(days=regimen.vaccine_days_before_first - 1),
-            last + timedelta(days=regimen.vaccine_days_after_last))
+    return (
+        first - timedelta(days=regimen.vaccine_days_before_first - 1),
+        last + timedelta(days=regimen.vaccine_days_after_last),
+    )

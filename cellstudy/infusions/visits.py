@@ -1,4 +1,5 @@
 """The follow-up visits (PROTOCOL 5.1): their window status, their CRF, a visit missed."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -16,8 +17,9 @@ def visit_status(visit: Visit, today: date) -> str:
     return window.status(today, done=visit.state == "done", missed=visit.state == "missed")
 
 
-def save_visit(visit: Visit, values: dict, *, user, expected_version: int, reason: str | None, complete: bool,
-               consent: date | None) -> dict:
+def save_visit(
+    visit: Visit, values: dict, *, user, expected_version: int, reason: str | None, complete: bool, consent: date | None
+) -> dict:
     def dates(merged):
         if merged.get("visit_date") and consent and date.fromisoformat(merged["visit_date"]) < consent:
             return {"visit_date": f"A visit cannot be before the informed consent ({consent.isoformat()})."}
@@ -27,8 +29,17 @@ def save_visit(visit: Visit, values: dict, *, user, expected_version: int, reaso
         return ["visit_date", "ecog", "response"]
 
     was_complete = visit.status == "complete"
-    changed = save_crf(visit, VISIT_FIELDS, values, user=user, expected_version=expected_version, reason=reason,
-                       complete=complete, required=required, checks=(dates,))
+    changed = save_crf(
+        visit,
+        VISIT_FIELDS,
+        values,
+        user=user,
+        expected_version=expected_version,
+        reason=reason,
+        complete=complete,
+        required=required,
+        checks=(dates,),
+    )
     if visit.status == "complete" and not was_complete:
         records.set_value(visit, "state", "done", user=user, form="visit")
     records.commit_or_stale(visit)
@@ -40,5 +51,10 @@ def mark_missed(visit: Visit, *, user, expected_version: int, reason: str) -> No
         raise RecordError(f"The visit is {visit.state}.")
     if not (reason or "").strip():
         raise records.ReasonRequired()
-    records.save(visit, user=user, changes={"state": "missed", "missed_reason": reason.strip()},
-                 expected_version=expected_version, reason=reason.strip())
+    records.save(
+        visit,
+        user=user,
+        changes={"state": "missed", "missed_reason": reason.strip()},
+        expected_version=expected_version,
+        reason=reason.strip(),
+    )

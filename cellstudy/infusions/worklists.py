@@ -1,4 +1,5 @@
 """The lists across sites: the treatment calendar and what is overdue."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -13,18 +14,23 @@ from .models import Infusion, Visit
 CALENDAR_PAGE = 50
 
 
-def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int = 1,
-             per_page: int = CALENDAR_PAGE) -> dict:
+def calendar(
+    site_ids: list[int] | None, start: date, days: int = 28, page: int = 1, per_page: int = CALENDAR_PAGE
+) -> dict:
     """Infusions and visits in [start, start + days) across the sites, a page at a time,
     ordered in the database; the infusions' lockouts are their stored judgements."""
     end = start + timedelta(days=days)
     visit_day = case((Visit.target_date < start, start), else_=Visit.target_date)
-    infusions = (select(Infusion.id.label("id"), Infusion.planned_date.label("day"), literal(0).label("kind"))
-                 .join(Subject, Subject.id == Infusion.subject_id)
-                 .where(Infusion.state == "scheduled", Infusion.planned_date >= start, Infusion.planned_date < end))
-    visits = (select(Visit.id.label("id"), visit_day.label("day"), literal(1).label("kind"))
-              .join(Subject, Subject.id == Visit.subject_id)
-              .where(Visit.state == "planned", Visit.latest >= start, Visit.target_date < end))
+    infusions = (
+        select(Infusion.id.label("id"), Infusion.planned_date.label("day"), literal(0).label("kind"))
+        .join(Subject, Subject.id == Infusion.subject_id)
+        .where(Infusion.state == "scheduled", Infusion.planned_date >= start, Infusion.planned_date < end)
+    )
+    visits = (
+        select(Visit.id.label("id"), visit_day.label("day"), literal(1).label("kind"))
+        .join(Subject, Subject.id == Visit.subject_id)
+        .where(Visit.state == "planned", Visit.latest >= start, Visit.target_date < end)
+    )
     if site_ids is not None:
         infusions = infusions.where(Subject.site_id.in_(site_ids))
         visits = visits.where(Subject.site_id.in_(site_ids))
@@ -32,33 +38,68 @@ def calendar(site_ids: list[int] | None, start: date, days: int = 28, page: int 
     total = db.session.execute(select(func.count()).select_from(both)).scalar()
     pages = max(1, -(-total // per_page))
     page = min(max(page, 1), pages)
-    rows = db.session.execute(select(both.c.id, both.c.day, both.c.kind)
-                              .order_by(both.c.day, both.c.kind, both.c.id)
-                              .limit(per_page).offset((page - 1) * per_page)).all()
+    rows = db.session.execute(
+        select(both.c.id, both.c.day, both.c.kind)
+        .order_by(both.c.day, both.c.kind, both.c.id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
     inf_ids = [r.id for r in rows if r.kind == 0]
     visit_ids = [r.id for r in rows if r.kind == 1]
     # one query per kind, the subjects with what the lockouts need: no query per row
-    loaded_infusions = {i.id: i for i in db.session.execute(
-        select(Infusion).where(Infusion.id.in_(inf_ids))
-        .options(joinedload(Infusion.subject).joinedload(Subject.site))).scalars()} if inf_ids else {}
-    loaded_visits = {v.id: v for v in db.session.execute(
-        select(Visit).where(Visit.id.in_(visit_ids))
-        .options(joinedload(Visit.subject).joinedload(Subject.site))).scalars()} if visit_ids else {}
+    loaded_infusions = (
+        {
+            i.id: i
+            for i in db.session.execute(
+                select(Infusion)
+                .where(Infusion.id.in_(inf_ids))
+                .options(joinedload(Infusion.subject).joinedload(Subject.site))
+            ).scalars()
+        }
+        if inf_ids
+        else {}
+    )
+    loaded_visits = (
+        {
+            v.id: v
+            for v in db.session.execute(
+                select(Visit).where(Visit.id.in_(visit_ids)).options(joinedload(Visit.subject).joinedload(Subject.site))
+            ).scalars()
+        }
+        if visit_ids
+        else {}
+    )
     items = []
     for row in rows:
         if row.kind == 0:
             infusion = loaded_infusions[row.id]
             judgement = infusion.judgement  # stored, kept current (judgement.py): never recomputed per row
-            items.append({"date": infusion.planned_date, "kind": "infusion", "subject": infusion.subject,
-                          "label": f"Infusion {infusion.number}", "record": infusion, "judgement": judgement,
-                          "warnings": judgement.lockouts if judgement else [],
-                          "locked": bool(judgement and judgement.locked),
-                          "overridden": bool(infusion.override_signature_id)})
+            items.append(
+                {
+                    "date": infusion.planned_date,
+                    "kind": "infusion",
+                    "subject": infusion.subject,
+                    "label": f"Infusion {infusion.number}",
+                    "record": infusion,
+                    "judgement": judgement,
+                    "warnings": judgement.lockouts if judgement else [],
+                    "locked": bool(judgement and judgement.locked),
+                    "overridden": bool(infusion.override_signature_id),
+                }
+            )
         else:
             visit = loaded_visits[row.id]
-            items.append({"date": max(visit.target_date, start), "kind": "visit", "subject": visit.subject,
-                          "label": f"Visit {visit.label}", "record": visit, "warnings": [],
-                          "window": (visit.earliest, visit.latest)})
+            items.append(
+                {
+                    "date": max(visit.target_date, start),
+                    "kind": "visit",
+                    "subject": visit.subject,
+                    "label": f"Visit {visit.label}",
+                    "record": visit,
+                    "warnings": [],
+                    "window": (visit.earliest, visit.latest),
+                }
+            )
     return {"items": items, "total": total, "page": page, "pages": pages}
 
 
@@ -66,12 +107,17 @@ def overdue(site_ids: list[int] | None, today: date) -> dict:
     """Visits past their window with nothing recorded, and forms still missing."""
     with_subject = (contains_eager(Visit.subject).joinedload(Subject.site),)
     vstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "planned", Visit.latest < today)
-    istmt = select(Infusion).join(Subject).options(contains_eager(Infusion.subject).joinedload(Subject.site)).where(
-        Infusion.state == "scheduled", Infusion.planned_date < today)
-    dstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "done",
-                                                                      Visit.status != "complete")
+    istmt = (
+        select(Infusion)
+        .join(Subject)
+        .options(contains_eager(Infusion.subject).joinedload(Subject.site))
+        .where(Infusion.state == "scheduled", Infusion.planned_date < today)
+    )
+    dstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "done", Visit.status != "complete")
     if site_ids is not None:
         vstmt, istmt, dstmt = (s.where(Subject.site_id.in_(site_ids)) for s in (vstmt, istmt, dstmt))
-    return {"visits": db.session.execute(vstmt.order_by(Visit.latest)).scalars().all(),
-            "infusions": db.session.execute(istmt.order_by(Infusion.planned_date)).scalars().all(),
-            "forms": db.session.execute(dstmt).scalars().all()}
+    return {
+        "visits": db.session.execute(vstmt.order_by(Visit.latest)).scalars().all(),
+        "infusions": db.session.execute(istmt.order_by(Infusion.planned_date)).scalars().all(),
+        "forms": db.session.execute(dstmt).scalars().all(),
+    }

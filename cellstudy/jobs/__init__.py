@@ -62,6 +62,7 @@ Config: ``JOBS_WORKERS`` (default 1) threads per process. A job whose process en
 before it finished (a restart) is shown as failed ("interrupted") the next time it is
 looked at from that host.
 """
+
 from __future__ import annotations
 
 import logging
@@ -143,8 +144,17 @@ def submit(kind: str, params: dict, user, *, site_id: int | None = None) -> Job:
         raise ValueError(f"no job task of kind {kind!r}")
     if not can(definition.permission, user):
         raise PermissionError(f"{user.username} may not run {kind}")
-    job = Job(kind=kind, params=dict(params or {}), status="queued", progress_done=0, progress_total=0,
-              site_id=site_id, created_by_id=user.id, worker=_worker_id(), created_at=utcnow())
+    job = Job(
+        kind=kind,
+        params=dict(params or {}),
+        status="queued",
+        progress_done=0,
+        progress_total=0,
+        site_id=site_id,
+        created_by_id=user.id,
+        worker=_worker_id(),
+        created_at=utcnow(),
+    )
     db.session.add(job)
     db.session.flush()
     job_id = job.id
@@ -240,9 +250,13 @@ def _run(app, job_id: int) -> None:
             log.exception("job %s failed", job_id)
             db.session.rollback()
             try:
-                _set(job_id, status="failed", finished_at=utcnow(),
-                     error="The job failed with an internal error (logged). Nothing was half-delivered: "
-                           "submit it again, or tell the study team if it fails again.")
+                _set(
+                    job_id,
+                    status="failed",
+                    finished_at=utcnow(),
+                    error="The job failed with an internal error (logged). Nothing was half-delivered: "
+                    "submit it again, or tell the study team if it fails again.",
+                )
             except Exception:  # the database itself is gone: the log has it
                 log.exception("job %s: could not record the failure", job_id)
         finally:

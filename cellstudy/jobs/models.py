@@ -1,5 +1,6 @@
 """The background job table (issue 5): one row per job, progress kept in the database
 so any web worker can show it."""
+
 from datetime import datetime
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
@@ -13,8 +14,7 @@ STATUSES = ("queued", "running", "done", "failed")
 
 class Job(db.Model):
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_created_by", "created_by_id", "id"),
-                      Index("ix_job_status", "status"))
+    __table_args__ = (Index("ix_job_created_by", "created_by_id", "id"), Index("ix_job_status", "status"))
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
     params: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -1,6 +1,7 @@
 """The pages of background jobs: progress (refreshing itself), status as JSON, the
 result's download, and the user's own jobs. A job is only ever visible to the user who
 submitted it (see cellstudy.jobs.may_download); anything else is a 404."""
+
 from __future__ import annotations
 
 import os
@@ -35,16 +36,26 @@ def _own_job_or_404(job_id: int) -> Job:
 
 
 def _state(job: Job) -> dict:
-    return {"id": job.id, "status": job.status, "done": job.progress_done, "total": job.progress_total,
-            "percent": job.percent, "error": job.error, "name": job.result_name,
-            "download": url_for(".download", job_id=job.id) if job.status == "done" and job.result_path else None}
+    return {
+        "id": job.id,
+        "status": job.status,
+        "done": job.progress_done,
+        "total": job.progress_total,
+        "percent": job.percent,
+        "error": job.error,
+        "name": job.result_name,
+        "download": url_for(".download", job_id=job.id) if job.status == "done" and job.result_path else None,
+    }
 
 
 @bp.route("", endpoint="index")
 @require(None)
 def job_list():
-    jobs = db.session.execute(select(Job).where(Job.created_by_id == current_user.id)
-                              .order_by(Job.id.desc()).limit(50)).scalars().all()
+    jobs = (
+        db.session.execute(select(Job).where(Job.created_by_id == current_user.id).order_by(Job.id.desc()).limit(50))
+        .scalars()
+        .all()
+    )
     return render_template("jobs/index.html", jobs=[check_interrupted(j) for j in jobs], tasks=TASKS)
 
 
@@ -69,7 +80,14 @@ def job_download(job_id):
     if job.status != "done" or path is None or not os.path.exists(path):
         abort(404)
     # The file's content was audited when it was generated; the download is audited too.
-    audit.append("download", user=current_user, form="job", form_id=job.id, site_id=job.site_id,
-                 field=job.kind, new=job.result_name)
+    audit.append(
+        "download",
+        user=current_user,
+        form="job",
+        form_id=job.id,
+        site_id=job.site_id,
+        field=job.kind,
+        new=job.result_name,
+    )
     records.commit()
     return send_file(path, as_attachment=True, download_name=job.result_name or os.path.basename(path))

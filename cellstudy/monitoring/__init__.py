@@ -1,5 +1,6 @@
 """Monitoring and record integrity (issue 6): queries, source data verification,
 signatures and locks. `state.record_state` is the contract other packages read."""
+
 from .. import registry
 
 for _name, _label in (("query", "Query"), ("casebook", "Casebook")):

@@ -1,6 +1,7 @@
 """The form types monitoring knows are the registry's (issue 12): every case report form
 declared in cellstudy.registry, so queries, SDV, signatures and locks cover them all.
 What monitoring adds is the page a record opens on."""
+
 from __future__ import annotations
 
 from flask import url_for

@@ -1,5 +1,6 @@
 """Monitoring records (issue 6): query threads, source data verification marks and
 data locks. None of them is clinical data; every change to them is audited."""
+
 from datetime import datetime
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
@@ -53,8 +54,10 @@ class DataLock(db.Model):
     unlocked_at is null; unlocking needs a reason. Rows are never deleted."""
 
     __tablename__ = "data_lock"
-    __table_args__ = (Index("ix_data_lock_form", "form", "form_id"),
-                      Index("ix_data_lock_scope", "scope", "unlocked_at"))
+    __table_args__ = (
+        Index("ix_data_lock_form", "form", "form_id"),
+        Index("ix_data_lock_scope", "scope", "unlocked_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     scope: Mapped[str] = mapped_column(String(10))  # form | subject | study
     site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))

@@ -1,6 +1,7 @@
 """Monitoring pages and actions (issue 6). Thin: the rules are in rules.py, the writes in
 service.py, the authorisation in auth/policy.py. Actions name their target in the
 POSTed form ("form:id"), checked to belong to the subject of the URL (else 404)."""
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -16,11 +17,10 @@ from ..enrollment.models import Subject
 from ..extensions import db
 from ..records.models import Query
 from ..records.service import RecordError
-from ..records.views import lock_notice
+from ..records.views import lock_notice, post_action
 from ..timeutil import as_utc, utcnow
 from . import catalog, rules, service, state
-from .forms import (AnswerForm, LockForm, RaiseQueryForm, ResolveForm, SignForm, StudyLockForm, UnlockForm,
-                    VerifyForm)
+from .forms import AnswerForm, LockForm, RaiseQueryForm, ResolveForm, SignForm, StudyLockForm, UnlockForm, VerifyForm
 from .models import DataLock
 
 bp = Blueprint("monitoring", __name__)
@@ -48,22 +48,31 @@ def _target(subject, raw: str | None):
     return form, record
 
 
-def _back(subject, default=None):
+def _next() -> str | None:
+    """The page a POST returns to (the form's `next`), when it is a path on this site."""
     nxt = request.form.get("next") or ""
-    if nxt.startswith("/") and not nxt.startswith("//"):
-        return redirect(nxt)
-    return redirect(default or url_for("monitoring.subject", subject_id=subject.id))
+    return nxt if nxt.startswith("/") and not nxt.startswith(("//", "/\\")) else None
 
 
-def _refused(error: Exception) -> None:
-    db.session.rollback()
-    flash(f"Nothing was saved: {error}", "error")
+def _back_url(subject) -> str:
+    return _next() or url_for("monitoring.subject", subject_id=subject.id)
+
+
+def _back(subject):
+    return redirect(_back_url(subject))
+
+
+REFUSED = "Nothing was saved: "
 
 
 def _form_errors(form) -> str:
     """The validation messages (each names its field: "Query: write the question.")."""
-    return " ".join(msg if ":" in msg else f"{form[name].label.text}: {msg}"
-                    for name, messages in form.errors.items() if name in form for msg in messages)
+    return " ".join(
+        msg if ":" in msg else f"{form[name].label.text}: {msg}"
+        for name, messages in form.errors.items()
+        if name in form
+        for msg in messages
+    )
 
 
 def _query_or_404(subject, raw) -> Query:
@@ -78,6 +87,7 @@ def _query_or_404(subject, raw) -> Query:
 
 # --- the panel on every CRF page and the field badges -----------------------------------------------
 
+
 def field_badges(record) -> Markup:
     """Called once at the top of a CRF template: remembers the record's unresolved queries
     and SDV marks per field, for records/render.py's field markup (the badges). Returns a
@@ -87,8 +97,13 @@ def field_badges(record) -> Markup:
         notice = lock_notice(g.crf_lock, g.crf_site) if g.crf_lock is not None else Markup("")
     else:
         subject = getattr(record, "subject", None)
-        lock = state.lock_in_force(form if catalog.get(form) else None, getattr(record, "id", None),
-                                   getattr(record, "subject_id", None)) if record is not None else None
+        lock = (
+            state.lock_in_force(
+                form if catalog.get(form) else None, getattr(record, "id", None), getattr(record, "subject_id", None)
+            )
+            if record is not None
+            else None
+        )
         notice = lock_notice(lock, getattr(subject, "site", None)) if lock is not None else Markup("")
     if not catalog.get(form) or getattr(record, "id", None) is None:
         g.monitoring_badges = {}
@@ -99,7 +114,8 @@ def field_badges(record) -> Markup:
         if query.field:
             badges[query.field].append(
                 f'<a class="badge q-{query.state}" href="#query-{query.id}" title="{escape(query.text)}">'
-                f'query #{query.id} {query.state}</a>')
+                f"query #{query.id} {query.state}</a>"
+            )
     for field in st["verified_fields"]:
         badges[field].append('<span class="badge sdv-ok" title="source data verified">SDV ✓</span>')
     g.monitoring_badges = {k: Markup(" ".join(v)) for k, v in badges.items()}
@@ -116,20 +132,52 @@ def monitoring_panel(record, subject=None) -> Markup:
     subject = subject or getattr(record, "subject", None) or db.session.get(Subject, record.subject_id)
     saved = getattr(record, "id", None) is not None
     st = state.record_state(form, record.id) if saved else None
-    queries = (db.session.execute(select(Query).where(Query.form == form, Query.form_id == record.id)
-                                  .order_by(Query.created_at, Query.id)).scalars().all() if saved else
-               db.session.execute(select(Query).where(Query.form == form, Query.form_id.is_(None),
-                                                      Query.subject_id == subject.id,
-                                                      Query.state.in_(rules.UNRESOLVED))).scalars().all())
+    queries = (
+        db.session.execute(
+            select(Query).where(Query.form == form, Query.form_id == record.id).order_by(Query.created_at, Query.id)
+        )
+        .scalars()
+        .all()
+        if saved
+        else db.session.execute(
+            select(Query).where(
+                Query.form == form,
+                Query.form_id.is_(None),
+                Query.subject_id == subject.id,
+                Query.state.in_(rules.UNRESOLVED),
+            )
+        )
+        .scalars()
+        .all()
+    )
     raise_form = RaiseQueryForm()
     raise_form.target.data = f"{form}:{record.id}" if saved else f"{form}:new"
     plan, required = state.sdv_plan(form)
-    return Markup(render_template(
-        "monitoring/_panel.html", record=record, form_name=form, ft=ft, subject=subject, st=st, saved=saved,
-        queries=queries, raise_form=raise_form, answer_form=AnswerForm(), resolve_form=ResolveForm(),
-        verify_form=VerifyForm(), sign_form=SignForm(), lock_form=LockForm(), unlock_form=UnlockForm(),
-        plan=plan, required=required, lock=state.form_lock(form, record.id) if saved else None,
-        next_url=request.full_path.rstrip("?"), now=utcnow(), rules=rules))
+    return Markup(
+        render_template(
+            "monitoring/_panel.html",
+            record=record,
+            form_name=form,
+            ft=ft,
+            subject=subject,
+            st=st,
+            saved=saved,
+            queries=queries,
+            raise_form=raise_form,
+            answer_form=AnswerForm(),
+            resolve_form=ResolveForm(),
+            verify_form=VerifyForm(),
+            sign_form=SignForm(),
+            lock_form=LockForm(),
+            unlock_form=UnlockForm(),
+            plan=plan,
+            required=required,
+            lock=state.form_lock(form, record.id) if saved else None,
+            next_url=request.full_path.rstrip("?"),
+            now=utcnow(),
+            rules=rules,
+        )
+    )
 
 
 @bp.app_template_global()
@@ -144,6 +192,7 @@ def query_actions(query) -> tuple[str, ...]:
 
 # --- the subject's monitoring page -----------------------------------------------------------------
 
+
 @bp.route("/subjects/<int:subject_id>/monitoring", endpoint="subject")  # the audit viewer links here
 @require("view_clinical")
 def subject_page(subject_id):
@@ -155,49 +204,82 @@ def _subject_page(subj, casebook_errors: dict | None = None, confirmed: str | No
     at its field and the confirmation kept as ticked."""
     forms = subject_forms(subj)
     states = state.record_states((name, r.id) for name, r in forms)
-    rows = [{"form": name, "record": r, "title": catalog.record_title(name, r),
-             "url": catalog.url_of(name, r.id, subj.id), "state": states[(name, r.id)]} for name, r in forms]
+    rows = [
+        {
+            "form": name,
+            "record": r,
+            "title": catalog.record_title(name, r),
+            "url": catalog.url_of(name, r.id, subj.id),
+            "state": states[(name, r.id)],
+        }
+        for name, r in forms
+    ]
     all_queries = state.subject_queries(subj.id, unresolved_only=False)
     raise_form = RaiseQueryForm()
-    raise_form.target.choices = ([(f"{name}:{r.id}", catalog.record_title(name, r)) for name, r in forms] +
-                                 [(f"{name}:new", f"{ft.label} (not yet recorded: missing data)")
-                                  for name, ft in catalog.form_types().items()])
+    raise_form.target.choices = [(f"{name}:{r.id}", catalog.record_title(name, r)) for name, r in forms] + [
+        (f"{name}:new", f"{ft.label} (not yet recorded: missing data)") for name, ft in catalog.form_types().items()
+    ]
     valid, invalid = service.casebook_signature(subj.id)
-    return render_template("monitoring/subject.html", subject=subj, rows=rows, queries=all_queries,
-                           raise_form=raise_form, answer_form=AnswerForm(), resolve_form=ResolveForm(),
-                           verify_form=VerifyForm(), sign_form=SignForm(), lock_form=LockForm(),
-                           unlock_form=UnlockForm(), casebook=valid, casebook_invalid=invalid,
-                           subject_lock=state.subject_lock(subj.id), study_lock=state.study_lock(),
-                           labels=catalog, now=utcnow(), rules=rules,
-                           outstanding=None if valid else service.casebook_outstanding(
-                               subj, forms, states, [q for q in all_queries if q.state in rules.UNRESOLVED]),
-                           casebook_errors=casebook_errors or {}, confirmed=confirmed)
+    return render_template(
+        "monitoring/subject.html",
+        subject=subj,
+        rows=rows,
+        queries=all_queries,
+        raise_form=raise_form,
+        answer_form=AnswerForm(),
+        resolve_form=ResolveForm(),
+        verify_form=VerifyForm(),
+        sign_form=SignForm(),
+        lock_form=LockForm(),
+        unlock_form=UnlockForm(),
+        casebook=valid,
+        casebook_invalid=invalid,
+        subject_lock=state.subject_lock(subj.id),
+        study_lock=state.study_lock(),
+        labels=catalog,
+        now=utcnow(),
+        rules=rules,
+        outstanding=None
+        if valid
+        else service.casebook_outstanding(subj, forms, states, [q for q in all_queries if q.state in rules.UNRESOLVED]),
+        casebook_errors=casebook_errors or {},
+        confirmed=confirmed,
+    )
 
 
 # --- queries -------------------------------------------------------------------------------------
+
 
 @bp.route("/subjects/<int:subject_id>/queries", methods=["POST"])
 @require("raise_query")
 def raise_query(subject_id):
     subj = get_subject_or_404(subject_id)
     form = RaiseQueryForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: " + (_form_errors(form) or "fill in the query."), "error")
-        return _back(subj)
-    name, _, rid = (form.target.data or "").partition(":")
-    form_id = None
-    if rid != "new":
-        name, record = _target(subj, form.target.data)
-        form_id = record.id
-    try:
-        query = service.open_query(subj, user=current_user, form=name, form_id=form_id,
-                                   field=(form.field.data or "").strip() or None, text=form.text.data,
-                                   assignee_role=form.assignee_role.data)
-    except RecordError as error:
-        _refused(error)
-        return _back(subj)
-    flash(f"Query #{query.id} opened.", "success")
-    return _back(subj)
+
+    def do():
+        name, _, rid = (form.target.data or "").partition(":")
+        form_id = None
+        if rid != "new":
+            name, record = _target(subj, form.target.data)
+            form_id = record.id
+        return service.open_query(
+            subj,
+            user=current_user,
+            form=name,
+            form_id=form_id,
+            field=(form.field.data or "").strip() or None,
+            text=form.text.data,
+            assignee_role=form.assignee_role.data,
+        )
+
+    return post_action(
+        form,
+        do,
+        done=lambda query: f"Query #{query.id} opened.",
+        refused=REFUSED,
+        invalid=lambda form: REFUSED + (_form_errors(form) or "fill in the query."),
+        back=_back_url(subj),
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/queries/answer", methods=["POST"])
@@ -205,17 +287,20 @@ def raise_query(subject_id):
 def answer_query(subject_id):
     subj = get_subject_or_404(subject_id)
     form = AnswerForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: " + (_form_errors(form) or "write an answer."), "error")
-        return _back(subj)
-    query = _query_or_404(subj, form.query_id.data)
-    try:
+
+    def do():
+        query = _query_or_404(subj, form.query_id.data)
         service.act(query, "answer", user=current_user, text=form.text.data)
-    except RecordError as error:
-        _refused(error)
-        return _back(subj)
-    flash(f"Query #{query.id} answered.", "success")
-    return _back(subj)
+        return query
+
+    return post_action(
+        form,
+        do,
+        done=lambda query: f"Query #{query.id} answered.",
+        refused=REFUSED,
+        invalid=lambda form: REFUSED + (_form_errors(form) or "write an answer."),
+        back=_back_url(subj),
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/queries/resolve", methods=["POST"])
@@ -223,17 +308,20 @@ def answer_query(subject_id):
 def resolve_query(subject_id):
     subj = get_subject_or_404(subject_id)
     form = ResolveForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: " + (_form_errors(form) or "choose an action."), "error")
-        return _back(subj)
-    query = _query_or_404(subj, form.query_id.data)
-    try:
+
+    def do():
+        query = _query_or_404(subj, form.query_id.data)
         service.act(query, form.action.data, user=current_user, text=form.text.data)
-    except RecordError as error:
-        _refused(error)
-        return _back(subj)
-    flash(f"Query #{query.id} {query.state}.", "success")
-    return _back(subj)
+        return query
+
+    return post_action(
+        form,
+        do,
+        done=lambda query: f"Query #{query.id} {query.state}.",
+        refused=REFUSED,
+        invalid=lambda form: REFUSED + (_form_errors(form) or "choose an action."),
+        back=_back_url(subj),
+    )
 
 
 @bp.route("/queries")
@@ -251,18 +339,50 @@ def query_list():
     if form and not catalog.get(form):
         form = None
     order = request.args.get("order") or "age"
-    stmt = service.queries(sites=sites, state_filter=None if state_filter == "all" else state_filter,
-                           assignee_role=assignee, form=form, site_id=site_id,
-                           order="age" if order == "age" else "new")
+    stmt = service.queries(
+        sites=sites,
+        state_filter=None if state_filter == "all" else state_filter,
+        assignee_role=assignee,
+        form=form,
+        site_id=site_id,
+        order="age" if order == "age" else "new",
+    )
     page = db.paginate(stmt, per_page=PER_PAGE, error_out=False)
-    subjects = {s.id: s for s in db.session.execute(select(Subject).where(
-        Subject.id.in_({q.subject_id for q in page.items}))).scalars()} if page.items else {}
-    counts = Counter(dict(db.session.execute(
-        service.queries(sites=sites, state_filter=None, site_id=site_id).with_only_columns(
-            Query.state, func.count()).group_by(Query.state).order_by(None)).all()))
-    return render_template("monitoring/queries.html", page=page, subjects=subjects, counts=counts,
-                           sites=_sites(), site_id=site_id, state_filter=state_filter, assignee=assignee,
-                           form=form, order=order, catalog=catalog, now=utcnow(), rules=rules)
+    subjects = (
+        {
+            s.id: s
+            for s in db.session.execute(
+                select(Subject).where(Subject.id.in_({q.subject_id for q in page.items}))
+            ).scalars()
+        }
+        if page.items
+        else {}
+    )
+    counts = Counter(
+        dict(
+            db.session.execute(
+                service.queries(sites=sites, state_filter=None, site_id=site_id)
+                .with_only_columns(Query.state, func.count())
+                .group_by(Query.state)
+                .order_by(None)
+            ).all()
+        )
+    )
+    return render_template(
+        "monitoring/queries.html",
+        page=page,
+        subjects=subjects,
+        counts=counts,
+        sites=_sites(),
+        site_id=site_id,
+        state_filter=state_filter,
+        assignee=assignee,
+        form=form,
+        order=order,
+        catalog=catalog,
+        now=utcnow(),
+        rules=rules,
+    )
 
 
 def _sites():
@@ -279,8 +399,14 @@ def waiting_for_me(limit: int = 20) -> list[Query]:
     if not can("answer_query"):
         return []
     rows = db.session.execute(service.waiting_for(current_user, site_ids()).limit(limit)).scalars().all()
-    subjects = {s.id: s for s in db.session.execute(select(Subject).where(
-        Subject.id.in_({q.subject_id for q in rows}))).scalars()} if rows else {}
+    subjects = (
+        {
+            s.id: s
+            for s in db.session.execute(select(Subject).where(Subject.id.in_({q.subject_id for q in rows}))).scalars()
+        }
+        if rows
+        else {}
+    )
     for query in rows:
         query.subject_ref = subjects.get(query.subject_id)
     return rows
@@ -304,17 +430,17 @@ def field_label(form, field) -> str:
 
 # --- SDV -----------------------------------------------------------------------------------------
 
+
 @bp.route("/subjects/<int:subject_id>/verify", methods=["POST"])
 @require("verify")
 def verify_forms(subject_id):
     subj = get_subject_or_404(subject_id)
     form = VerifyForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: the form had expired.", "error")
-        return _back(subj)
-    try:
+
+    def do() -> str:
         if form.visit_id.data:
             from ..infusions.models import Visit
+
             try:
                 visit = db.session.get(Visit, int(form.visit_id.data))
             except ValueError:
@@ -322,17 +448,22 @@ def verify_forms(subject_id):
             if visit is None or visit.subject_id != subj.id:
                 abort(404)
             count = service.verify_visit(subj, visit, user=current_user)
-            flash(f"Visit {visit.label}: {count} field(s) verified.", "success")
-        elif form.target.data:
+            return f"Visit {visit.label}: {count} field(s) verified."
+        if form.target.data:
             name, record = _target(subj, form.target.data)
             fields = [f for f in (form.fields.data or []) if f] or None
             done = service.verify(record, user=current_user, fields=fields)
-            flash(f"{catalog.record_title(name, record)}: {len(done)} field(s) verified.", "success")
-        else:
-            flash("Nothing was saved: choose a form or a visit to verify.", "error")
-    except RecordError as error:
-        _refused(error)
-    return _back(subj)
+            return f"{catalog.record_title(name, record)}: {len(done)} field(s) verified."
+        raise RecordError("choose a form or a visit to verify.")
+
+    return post_action(
+        form,
+        do,
+        done=lambda message: message,
+        refused=REFUSED,
+        invalid=REFUSED + "the form had expired.",
+        back=_back_url(subj),
+    )
 
 
 @bp.route("/sdv")
@@ -356,41 +487,58 @@ def sdv_progress():
             bucket[1] += 1
         if not verified and (not chosen or form in chosen):
             left.append(((form, form_id), "partly verified" if done else "not verified", subject_id))
-    subjects = {s.id: s for s in db.session.execute(select(Subject).where(
-        Subject.id.in_(set(by_subject)))).scalars()} if by_subject else {}
+    subjects = (
+        {s.id: s for s in db.session.execute(select(Subject).where(Subject.id.in_(set(by_subject)))).scalars()}
+        if by_subject
+        else {}
+    )
     left.sort(key=lambda x: (subjects[x[2]].label, x[0]))
     left_total, shown = len(left), left[:500]
     states = state.record_states(key for key, _, _ in shown)
     records = {key: db.session.get(catalog.get(key[0]).model, key[1]) for key, _, _ in shown}
     left = [(key, states[key], sid) for key, _, sid in shown]
-    return render_template("monitoring/sdv.html", sites=sites, site_id=site_id, chosen=chosen,
-                           progress=progress, by_subject=by_subject, left=left, left_total=left_total,
-                           subjects=subjects, records=records, catalog=catalog,
-                           plans={n: state.sdv_plan(n) for n in catalog.form_types()})
+    return render_template(
+        "monitoring/sdv.html",
+        sites=sites,
+        site_id=site_id,
+        chosen=chosen,
+        progress=progress,
+        by_subject=by_subject,
+        left=left,
+        left_total=left_total,
+        subjects=subjects,
+        records=records,
+        catalog=catalog,
+        plans={n: state.sdv_plan(n) for n in catalog.form_types()},
+    )
 
 
 # --- signatures ------------------------------------------------------------------------------------
+
 
 @bp.route("/subjects/<int:subject_id>/sign", methods=["POST"])
 @require("sign_forms")
 def sign_forms(subject_id):
     subj = get_subject_or_404(subject_id)
     form = SignForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: the form had expired.", "error")
-        return _back(subj)
-    if form.target.data == "casebook":
-        return _sign_casebook(subj, form)
-    try:
-        if form.target.data:
-            name, record = _target(subj, form.target.data)
-            service.sign_form(record, user=current_user, password=form.password.data or "")
-            flash(f"{catalog.record_title(name, record)} signed.", "success")
-        else:
-            flash("Nothing was saved: choose what to sign.", "error")
-    except RecordError as error:
-        _refused(error)
-    return _back(subj)
+    if form.target.data == "casebook" and form.validate_on_submit():
+        return _sign_casebook(subj, form)  # refused at its fields, on the page: not an action's flash
+
+    def do() -> str:
+        if not form.target.data:
+            raise RecordError("choose what to sign.")
+        name, record = _target(subj, form.target.data)
+        service.sign_form(record, user=current_user, password=form.password.data or "")
+        return f"{catalog.record_title(name, record)} signed."
+
+    return post_action(
+        form,
+        do,
+        done=lambda message: message,
+        refused=REFUSED,
+        invalid=REFUSED + "the form had expired.",
+        back=_back_url(subj),
+    )
 
 
 def _sign_casebook(subj, form):
@@ -420,8 +568,11 @@ def signature_list():
     keys, meta = [], {}
     for name, ft in catalog.form_types().items():
         model = ft.model
-        stmt = (select(model.id, model.subject_id).join(Subject, Subject.id == model.subject_id)
-                .where(Subject.site_id.in_(sites)))
+        stmt = (
+            select(model.id, model.subject_id)
+            .join(Subject, Subject.id == model.subject_id)
+            .where(Subject.site_id.in_(sites))
+        )
         if name not in current_study().signature_forms:
             stmt = stmt.where(model.id.in_(select(Signature.form_id).where(Signature.form == name)))
         for rid, subject_id in db.session.execute(stmt):
@@ -429,10 +580,24 @@ def signature_list():
             meta[(name, rid)] = subject_id
     states = state.record_states(keys)
     needed = [(key, meta[key]) for key, st in states.items() if st["signature_needed"]]
-    invalidated = {(form, fid) for form, fid in db.session.execute(select(Signature.form, Signature.form_id).where(
-        Signature.valid.is_(False), Signature.form.in_({k[0] for k, _ in needed} or {""})))}
-    casebooks = db.session.execute(select(Signature).join(Subject, Subject.id == Signature.form_id).where(
-        Signature.form == "casebook", Subject.site_id.in_(sites)).order_by(Signature.id.desc())).scalars().all()
+    invalidated = {
+        (form, fid)
+        for form, fid in db.session.execute(
+            select(Signature.form, Signature.form_id).where(
+                Signature.valid.is_(False), Signature.form.in_({k[0] for k, _ in needed} or {""})
+            )
+        )
+    }
+    casebooks = (
+        db.session.execute(
+            select(Signature)
+            .join(Subject, Subject.id == Signature.form_id)
+            .where(Signature.form == "casebook", Subject.site_id.in_(sites))
+            .order_by(Signature.id.desc())
+        )
+        .scalars()
+        .all()
+    )
     latest = {}
     for sig in casebooks:
         latest.setdefault(sig.form_id, sig)
@@ -441,90 +606,120 @@ def signature_list():
     subjects = {s.id: s for s in db.session.execute(select(Subject).where(Subject.id.in_(subject_ids))).scalars()}
     records = {key: db.session.get(catalog.get(key[0]).model, key[1]) for key, _ in needed}
     needed.sort(key=lambda x: (subjects[x[1]].label, x[0]))
-    return render_template("monitoring/signatures.html", needed=needed, records=records, subjects=subjects,
-                           invalid_casebooks=invalid_casebooks, catalog=catalog, states=states,
-                           invalidated=invalidated)
+    return render_template(
+        "monitoring/signatures.html",
+        needed=needed,
+        records=records,
+        subjects=subjects,
+        invalid_casebooks=invalid_casebooks,
+        catalog=catalog,
+        states=states,
+        invalidated=invalidated,
+    )
 
 
 # --- locks -----------------------------------------------------------------------------------------
+
 
 @bp.route("/subjects/<int:subject_id>/lock", methods=["POST"])
 @require("lock")
 def lock_data(subject_id):
     subj = get_subject_or_404(subject_id)
     form = LockForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: " + (_form_errors(form) or "the form had expired."), "error")
-        return _back(subj)
-    try:
+
+    def do() -> str:
         if form.target.data == "subject":
             service.lock("subject", user=current_user, reason=form.reason.data, subject=subj)
-            flash(f"Subject {subj.label} locked.", "success")
-        elif form.target.data:
+            return f"Subject {subj.label} locked."
+        if form.target.data:
             name, record = _target(subj, form.target.data)
             service.lock("form", user=current_user, reason=form.reason.data, record=record)
-            flash(f"{catalog.record_title(name, record)} locked.", "success")
-        else:
-            flash("Nothing was saved: choose what to lock.", "error")
-    except RecordError as error:
-        _refused(error)
-    return _back(subj)
+            return f"{catalog.record_title(name, record)} locked."
+        raise RecordError("choose what to lock.")
+
+    return post_action(
+        form,
+        do,
+        done=lambda message: message,
+        refused=REFUSED,
+        invalid=lambda form: REFUSED + (_form_errors(form) or "the form had expired."),
+        back=_back_url(subj),
+    )
 
 
 @bp.route("/locks/study", methods=["POST"])
 @require("lock")
 def lock_study():
     form = StudyLockForm()
-    if form.validate_on_submit():
-        try:
-            service.lock("study", user=current_user, reason=form.reason.data)
-            flash("The whole study is locked: no clinical data can change until it is unlocked.", "success")
-        except RecordError as error:
-            _refused(error)
-    else:
-        flash("Nothing was saved: " + (_form_errors(form) or "the form had expired."), "error")
-    return redirect(url_for("monitoring.lock_list"))
+    return post_action(
+        form,
+        lambda: service.lock("study", user=current_user, reason=form.reason.data),
+        done="The whole study is locked: no clinical data can change until it is unlocked.",
+        refused=REFUSED,
+        invalid=lambda form: REFUSED + (_form_errors(form) or "the form had expired."),
+        back=url_for("monitoring.lock_list"),
+    )
 
 
 @bp.route("/locks/unlock", methods=["POST"])
 @require("lock")
 def unlock_data():
     form = UnlockForm()
-    if not form.validate_on_submit():
-        flash("Nothing was saved: the form had expired.", "error")
-        return redirect(url_for("monitoring.lock_list"))
-    try:
-        lock_id = int(form.lock_id.data or "")
-    except ValueError:
-        flash("Nothing was saved: choose the lock to lift.", "error")
-        return redirect(url_for("monitoring.lock_list"))
-    row = db.session.get(DataLock, lock_id)
-    ids = site_ids()
-    if row is None or (ids is not None and row.scope != "study" and row.site_id not in ids):
-        abort(404)
-    try:
+    chosen = []  # a lock was found: the action returns to the page it came from
+
+    def do():
+        try:
+            lock_id = int(form.lock_id.data or "")
+        except ValueError:
+            raise RecordError("choose the lock to lift.") from None
+        row = db.session.get(DataLock, lock_id)
+        ids = site_ids()
+        if row is None or (ids is not None and row.scope != "study" and row.site_id not in ids):
+            abort(404)
+        chosen.append(row)
         service.unlock(row, user=current_user, reason=form.reason.data)
-        flash("Unlocked.", "success")
-    except RecordError as error:
-        _refused(error)
-    nxt = request.form.get("next") or ""
-    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else url_for("monitoring.lock_list"))
+
+    return post_action(
+        form,
+        do,
+        done="Unlocked.",
+        refused=REFUSED,
+        invalid=REFUSED + "the form had expired.",
+        back=lambda: (chosen and _next()) or url_for("monitoring.lock_list"),
+    )
 
 
 @bp.route("/locks")
 @require("lock")
 def lock_list():
     rows = service.active_locks(site_ids())
-    history = db.session.execute(select(DataLock).where(DataLock.unlocked_at.is_not(None))
-                                 .order_by(DataLock.id.desc()).limit(50)).scalars().all()
-    subjects = {s.id: s for s in db.session.execute(select(Subject).where(
-        Subject.id.in_({r.subject_id for r in [*rows, *history] if r.subject_id}))).scalars()}
-    return render_template("monitoring/locks.html", rows=rows, subjects=subjects, history=history,
-                           study_lock=state.study_lock(), study_form=StudyLockForm(), unlock_form=UnlockForm(),
-                           catalog=catalog)
+    history = (
+        db.session.execute(
+            select(DataLock).where(DataLock.unlocked_at.is_not(None)).order_by(DataLock.id.desc()).limit(50)
+        )
+        .scalars()
+        .all()
+    )
+    subjects = {
+        s.id: s
+        for s in db.session.execute(
+            select(Subject).where(Subject.id.in_({r.subject_id for r in [*rows, *history] if r.subject_id}))
+        ).scalars()
+    }
+    return render_template(
+        "monitoring/locks.html",
+        rows=rows,
+        subjects=subjects,
+        history=history,
+        study_lock=state.study_lock(),
+        study_form=StudyLockForm(),
+        unlock_form=UnlockForm(),
+        catalog=catalog,
+    )
 
 
 # --- a refused write anywhere: the lock message, never a 500 ---------------------------------------
+
 
 @bp.app_errorhandler(service.Locked)
 def locked(error):

@@ -1,5 +1,6 @@
 """Pure monitoring rules (issue 6): SDV status, the query life cycle, signature need and
 the edit checks. No Flask, no database: values in, decisions out."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -103,6 +104,7 @@ def casebook_confirmation(query_ids, drafts, unsigned) -> str | None:
 
 # --- edit checks --------------------------------------------------------------------------------
 
+
 def _number(value) -> Decimal | None:
     if value is None or value == "" or isinstance(value, bool):
         return None
@@ -139,27 +141,32 @@ def edit_checks(form: str, values: dict, limits, context: dict | None = None) ->
         weight = _number(values.get("weight_kg"))
         if weight is not None and weight < limits.weight_min_kg:
             found[("weight_kg", "weight_range")] = (
-                f"Weight {weight} kg is below {limits.weight_min_kg} kg: please check it against the source.")
+                f"Weight {weight} kg is below {limits.weight_min_kg} kg: please check it against the source."
+            )
         elif weight is not None and weight > limits.weight_max_kg:
             found[("weight_kg", "weight_range")] = (
-                f"Weight {weight} kg is above {limits.weight_max_kg} kg: please check it against the source.")
+                f"Weight {weight} kg is above {limits.weight_max_kg} kg: please check it against the source."
+            )
     if form in ("screening", "visit"):
         alt = _number(values.get("alt"))
         uln = _number(values.get("alt_uln") if form == "screening" else context.get("alt_uln"))
         if alt is not None and uln is not None and uln > 0 and alt > limits.alt_uln_multiple * uln:
             found[("alt", "alt_uln")] = (
                 f"ALT {alt} is more than {limits.alt_uln_multiple} x the upper limit of normal ({uln}): "
-                "please check it against the source.")
+                "please check it against the source."
+            )
     if form == "screening":
         qtc = _number(values.get("qtc_ms"))
         if qtc is not None and qtc > limits.qtc_max_ms:
             found[("qtc_ms", "qtc_max")] = (
-                f"QTc {qtc} ms is above {limits.qtc_max_ms} ms: please check it against the source.")
+                f"QTc {qtc} ms is above {limits.qtc_max_ms} ms: please check it against the source."
+            )
     if form == "visit" and limits.visit_window_check:
         day = _date(values.get("visit_date"))
         earliest, latest = _date(context.get("earliest")), _date(context.get("latest"))
         if day is not None and earliest is not None and latest is not None and not earliest <= day <= latest:
             found[("visit_date", "visit_window")] = (
                 f"Visit date {day.isoformat()} is outside the visit window {earliest.isoformat()} to "
-                f"{latest.isoformat()}: please confirm the date or record a deviation.")
+                f"{latest.isoformat()}: please confirm the date or record a deviation."
+            )
     return found

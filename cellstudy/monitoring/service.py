@@ -5,6 +5,7 @@ casebook signature invalidation and the query link of a correction.
 
 Every write here is audited through records/audit.py and committed by the caller's
 records.commit / commit_or_stale."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -31,12 +32,13 @@ class Locked(RecordError):
     """A write refused because the data is locked (PROTOCOL 7)."""
 
     def __init__(self, lock: DataLock):
-        where = {"study": "The whole study", "subject": "This subject's data",
-                 "form": "This form"}[lock.scope]
+        where = {"study": "The whole study", "subject": "This subject's data", "form": "This form"}[lock.scope]
         by = lock.locked_by.full_name if lock.locked_by else "the data manager"
-        super().__init__(f"{where} was locked by {by} at {fmt_utc(lock.locked_at)}"
-                         f"{': ' + lock.reason if lock.reason else ''}. Locked data cannot be changed; "
-                         "a data manager must unlock it (with a reason) first. Nothing was saved.")
+        super().__init__(
+            f"{where} was locked by {by} at {fmt_utc(lock.locked_at)}"
+            f"{': ' + lock.reason if lock.reason else ''}. Locked data cannot be changed; "
+            "a data manager must unlock it (with a reason) first. Nothing was saved."
+        )
         self.lock = lock
 
 
@@ -50,6 +52,7 @@ def _record_scope(record) -> dict:
         subject = record
     if subject is None and getattr(record, "subject_id", None) is not None:
         from ..enrollment.models import Subject
+
         subject = db.session.get(Subject, record.subject_id)
     return _scope(subject.id if subject else None, subject.site_id if subject else None)
 
@@ -66,6 +69,7 @@ def _text(value, what: str, required: bool = True) -> str | None:
 
 
 # --- hooks of the one write path -------------------------------------------------------------------
+
 
 def form_of(record) -> str | None:
     name = getattr(record, "FORM_NAME", None)
@@ -87,17 +91,30 @@ def link_queries(record, changed: dict, reason: str | None) -> tuple[str | None,
     form = form_of(record)
     if not form or record.id is None or not changed:
         return reason, []
-    queries = db.session.execute(select(Query).where(
-        Query.form == form, Query.form_id == record.id, Query.state.in_(rules.UNRESOLVED),
-        Query.origin == "manual", Query.field.in_(list(changed))).order_by(Query.id)).scalars().all()
+    queries = (
+        db.session.execute(
+            select(Query)
+            .where(
+                Query.form == form,
+                Query.form_id == record.id,
+                Query.state.in_(rules.UNRESOLVED),
+                Query.origin == "manual",
+                Query.field.in_(list(changed)),
+            )
+            .order_by(Query.id)
+        )
+        .scalars()
+        .all()
+    )
     if not queries:
         return reason, []
     links = " ".join(f"[query #{q.id}]" for q in queries)
     return (f"{reason} {links}" if reason else f"Correction for {links}"), queries
 
 
-def after_write(record, *, user, changed: dict, reason: str | None, created: bool = False,
-                answered: list[Query] = ()) -> None:
+def after_write(
+    record, *, user, changed: dict, reason: str | None, created: bool = False, answered: list[Query] = ()
+) -> None:
     """After a create or save of a form: clear SDV of changed fields, answer the linked
     queries, open/close edit-check queries, invalidate the subject's casebook signature."""
     form = form_of(record)
@@ -108,8 +125,10 @@ def after_write(record, *, user, changed: dict, reason: str | None, created: boo
         _clear_sdv(record, form, changed, user=user, scope=scope)
     for query in answered:
         old, new = changed[query.field]
-        note = (f"Corrected {catalog.get(form).label_of(query.field)}: {audit.to_text(old) or '—'} → "
-                f"{audit.to_text(new) or '—'}. Reason: {reason}")
+        note = (
+            f"Corrected {catalog.get(form).label_of(query.field)}: {audit.to_text(old) or '—'} → "
+            f"{audit.to_text(new) or '—'}. Reason: {reason}"
+        )
         _transition(query, "answer", user=user, text=note)
     _edit_checks(record, form, changed, user=user, scope=scope)
     invalidate_casebook(scope["subject_id"], user=user, reason=f"{catalog.label(form)} changed")
@@ -125,22 +144,40 @@ def after_status(record, *, user, reason: str | None) -> None:
 def _clear_sdv(record, form: str, changed: dict, *, user, scope) -> None:
     if not changed:
         return
-    marks = db.session.execute(select(SdvMark).where(
-        SdvMark.form == form, SdvMark.form_id == record.id, SdvMark.cleared_at.is_(None),
-        SdvMark.field.in_(list(changed)))).scalars().all()
+    marks = (
+        db.session.execute(
+            select(SdvMark).where(
+                SdvMark.form == form,
+                SdvMark.form_id == record.id,
+                SdvMark.cleared_at.is_(None),
+                SdvMark.field.in_(list(changed)),
+            )
+        )
+        .scalars()
+        .all()
+    )
     for mark in marks:
         old, new = changed[mark.field]
         mark.cleared_at = utcnow()
         mark.cleared_reason = f"value changed from {audit.to_text(old) or '—'} to {audit.to_text(new) or '—'}"
-        audit.append("sdv_clear", user=user, form=form, form_id=record.id, field=mark.field,
-                     old="verified", new="not verified",
-                     reason=f"SDV cleared: {mark.cleared_reason}", **scope)
+        audit.append(
+            "sdv_clear",
+            user=user,
+            form=form,
+            form_id=record.id,
+            field=mark.field,
+            old="verified",
+            new="not verified",
+            reason=f"SDV cleared: {mark.cleared_reason}",
+            **scope,
+        )
 
 
 def _edit_check_context(record, form: str) -> dict:
     if form != "visit":
         return {}
     from ..adverse_events.rules import LAB_RANGES
+
     return {"earliest": record.earliest, "latest": record.latest, "alt_uln": LAB_RANGES["alt"]["uln"]}
 
 
@@ -155,44 +192,93 @@ def _edit_checks(record, form: str, changed: dict, *, user, scope) -> None:
     findings = rules.edit_checks(form, values, current_study().edit_checks, _edit_check_context(record, form))
     # alt_uln changes re-check alt
     touched = touched | ({"alt"} if "alt_uln" in touched else set())
-    existing = db.session.execute(select(Query).where(
-        Query.form == form, Query.form_id == record.id, Query.origin == "system", Query.rule.is_not(None),
-        Query.state.in_(rules.UNRESOLVED))).scalars().all()
+    existing = (
+        db.session.execute(
+            select(Query).where(
+                Query.form == form,
+                Query.form_id == record.id,
+                Query.origin == "system",
+                Query.rule.is_not(None),
+                Query.state.in_(rules.UNRESOLVED),
+            )
+        )
+        .scalars()
+        .all()
+    )
     open_keys = {(q.field, q.rule) for q in existing}
     for query in existing:
         if query.field in touched and (query.field, query.rule) not in findings:
             value = audit.to_text(record.get_field(query.field)) or "—"
-            _transition(query, "close", user=None,
-                        text=f"Closed by the system: the value was corrected (now {value}).", system=True)
+            _transition(
+                query,
+                "close",
+                user=None,
+                text=f"Closed by the system: the value was corrected (now {value}).",
+                system=True,
+            )
     for (field, rule), message in findings.items():
         if field in touched and (field, rule) not in open_keys:
-            query = Query(site_id=scope["site_id"], subject_id=scope["subject_id"], form=form, form_id=record.id,
-                          field=field, text=f"Edit check: {message}", origin="system", rule=rule, state="open",
-                          assignee_role="coordinator", created_at=utcnow(), updated_at=utcnow())
+            query = Query(
+                site_id=scope["site_id"],
+                subject_id=scope["subject_id"],
+                form=form,
+                form_id=record.id,
+                field=field,
+                text=f"Edit check: {message}",
+                origin="system",
+                rule=rule,
+                state="open",
+                assignee_role="coordinator",
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
             db.session.add(query)
             db.session.flush()
             db.session.add(QueryMessage(query_id=query.id, user_id=None, kind="open", text=query.text, at=utcnow()))
-            audit.append("query_open", username="system", form=form, form_id=record.id, field=field,
-                         new=f"#{query.id}: {query.text}", **scope)
+            audit.append(
+                "query_open",
+                username="system",
+                form=form,
+                form_id=record.id,
+                field=field,
+                new=f"#{query.id}: {query.text}",
+                **scope,
+            )
 
 
 def invalidate_casebook(subject_id: int | None, *, user, reason: str) -> None:
     if subject_id is None:
         return
-    signatures = db.session.execute(select(Signature).where(
-        Signature.form == "casebook", Signature.form_id == subject_id, Signature.valid.is_(True))).scalars().all()
+    signatures = (
+        db.session.execute(
+            select(Signature).where(
+                Signature.form == "casebook", Signature.form_id == subject_id, Signature.valid.is_(True)
+            )
+        )
+        .scalars()
+        .all()
+    )
     for signature in signatures:
         signature.valid = False
         signature.invalidated_at = utcnow()
         signature.invalidated_reason = reason
         from ..enrollment.models import Subject
+
         subject = db.session.get(Subject, subject_id)
-        audit.append("unsign", user=user, form="casebook", form_id=subject_id, field="signature",
-                     old=f"{signature.printed_name}: {signature.meaning}", reason=reason,
-                     **_scope(subject_id, subject.site_id if subject else None))
+        audit.append(
+            "unsign",
+            user=user,
+            form="casebook",
+            form_id=subject_id,
+            field="signature",
+            old=f"{signature.printed_name}: {signature.meaning}",
+            reason=reason,
+            **_scope(subject_id, subject.site_id if subject else None),
+        )
 
 
 # --- the lock guard: every flush of clinical data --------------------------------------------------
+
 
 def _clinical_subject_id(obj):
     """(whether a lock protects the row, its subject): the rows marked ClinicalRecord."""
@@ -229,13 +315,13 @@ def _guard(session: Session) -> None:
         return
     for obj, subject_id in touched:
         form = form_of(obj)
-        lock = state.lock_in_force(form, getattr(obj, "id", None) if obj not in session.new else None,
-                                   subject_id)
+        lock = state.lock_in_force(form, getattr(obj, "id", None) if obj not in session.new else None, subject_id)
         if lock is not None:
             raise Locked(lock)
 
 
 # --- queries ----------------------------------------------------------------------------------------
+
 
 def _check_target(subject, form: str, form_id: int | None, field: str | None):
     ft = catalog.get(form)
@@ -251,8 +337,17 @@ def _check_target(subject, form: str, form_id: int | None, field: str | None):
     return record
 
 
-def open_query(subject, *, user, form: str, form_id: int | None, field: str | None, text: str,
-               assignee_role: str = "coordinator", assignee=None) -> Query:
+def open_query(
+    subject,
+    *,
+    user,
+    form: str,
+    form_id: int | None,
+    field: str | None,
+    text: str,
+    assignee_role: str = "coordinator",
+    assignee=None,
+) -> Query:
     """A monitor's or data manager's query on a field, a whole form, an empty field or a
     form not yet saved ("missing data": form_id None). Never deleted; cancel instead."""
     text = _text(text, "Query text")
@@ -263,15 +358,33 @@ def open_query(subject, *, user, form: str, form_id: int | None, field: str | No
     if assignee is not None and assignee.role not in ("coordinator", "investigator"):
         raise RecordError("assignee: choose a coordinator or an investigator of the site.")
     now = utcnow()
-    query = Query(site_id=subject.site_id, subject_id=subject.id, form=form, form_id=form_id, field=field,
-                  text=text, origin="manual", state="open", created_at=now, updated_at=now, created_by_id=user.id,
-                  assignee_role=assignee.role if assignee else assignee_role,
-                  assignee_id=assignee.id if assignee else None)
+    query = Query(
+        site_id=subject.site_id,
+        subject_id=subject.id,
+        form=form,
+        form_id=form_id,
+        field=field,
+        text=text,
+        origin="manual",
+        state="open",
+        created_at=now,
+        updated_at=now,
+        created_by_id=user.id,
+        assignee_role=assignee.role if assignee else assignee_role,
+        assignee_id=assignee.id if assignee else None,
+    )
     db.session.add(query)
     db.session.flush()
     db.session.add(QueryMessage(query_id=query.id, user_id=user.id, kind="open", text=text, at=now))
-    audit.append("query_open", user=user, form=form, form_id=form_id, field=field, new=f"#{query.id}: {text}",
-                 **_scope(subject.id, subject.site_id))
+    audit.append(
+        "query_open",
+        user=user,
+        form=form,
+        form_id=form_id,
+        field=field,
+        new=f"#{query.id}: {text}",
+        **_scope(subject.id, subject.site_id),
+    )
     records.commit()
     return query
 
@@ -289,9 +402,17 @@ def _transition(query: Query, action: str, *, user, text: str, system: bool = Fa
     if action == "reopen":
         query.closed_at = query.closed_by_id = query.close_note = None
     db.session.add(QueryMessage(query_id=query.id, user_id=user.id if user else None, kind=action, text=text, at=now))
-    audit.append(f"query_{action}", user=user, username=None if user else "system", form=query.form,
-                 form_id=query.form_id, field=query.field, old=old_state, new=f"#{query.id} {new_state}: {text}",
-                 **_scope(query.subject_id, query.site_id))
+    audit.append(
+        f"query_{action}",
+        user=user,
+        username=None if user else "system",
+        form=query.form,
+        form_id=query.form_id,
+        field=query.field,
+        old=old_state,
+        new=f"#{query.id} {new_state}: {text}",
+        **_scope(query.subject_id, query.site_id),
+    )
 
 
 def act(query: Query, action: str, *, user, text: str | None) -> None:
@@ -308,9 +429,19 @@ def act(query: Query, action: str, *, user, text: str | None) -> None:
     records.commit()
 
 
-def queries(*, sites=None, state_filter: str | None = "unresolved", assignee_role: str | None = None,
-            assignee_id: int | None = None, subject_id: int | None = None, form: str | None = None,
-            site_id: int | None = None, order: str = "age", limit: int | None = None, offset: int = 0):
+def queries(
+    *,
+    sites=None,
+    state_filter: str | None = "unresolved",
+    assignee_role: str | None = None,
+    assignee_id: int | None = None,
+    subject_id: int | None = None,
+    form: str | None = None,
+    site_id: int | None = None,
+    order: str = "age",
+    limit: int | None = None,
+    offset: int = 0,
+):
     stmt = select(Query)
     if sites is not None:
         stmt = stmt.where(Query.site_id.in_(sites))
@@ -340,13 +471,15 @@ def waiting_for(user, sites) -> select:
     stmt = select(Query).where(Query.state == "open")
     if sites is not None:
         stmt = stmt.where(Query.site_id.in_(sites))
-    stmt = stmt.where((Query.assignee_id == user.id) |
-                      (Query.assignee_id.is_(None) & ((Query.assignee_role == user.role) |
-                                                      Query.assignee_role.is_(None))))
+    stmt = stmt.where(
+        (Query.assignee_id == user.id)
+        | (Query.assignee_id.is_(None) & ((Query.assignee_role == user.role) | Query.assignee_role.is_(None)))
+    )
     return stmt.order_by(Query.created_at, Query.id)
 
 
 # --- SDV ---------------------------------------------------------------------------------------------
+
 
 def verify(record, *, user, fields: list[str] | None = None, commit: bool = True) -> list[str]:
     """Mark fields of a completed form verified against source (all the plan's fields when
@@ -365,17 +498,38 @@ def verify(record, *, user, fields: list[str] | None = None, commit: bool = True
     unknown = [f for f in fields if f not in ft.field_names]
     if unknown or not fields:
         raise RecordError(f"field: choose fields of the form (unknown: {', '.join(unknown) or 'none chosen'}).")
-    done = set(db.session.execute(select(SdvMark.field).where(
-        SdvMark.form == form, SdvMark.form_id == record.id, SdvMark.cleared_at.is_(None))).scalars())
+    done = set(
+        db.session.execute(
+            select(SdvMark.field).where(
+                SdvMark.form == form, SdvMark.form_id == record.id, SdvMark.cleared_at.is_(None)
+            )
+        ).scalars()
+    )
     scope = _record_scope(record)
     new = [f for f in dict.fromkeys(fields) if f not in done]
     now = utcnow()
     for field in new:
-        db.session.add(SdvMark(form=form, form_id=record.id, field=field, form_version=record.version,
-                               verified_at=now, verified_by_id=user.id, **scope))
-        audit.append("sdv", user=user, form=form, form_id=record.id, field=field, old="not verified",
-                     new=f"verified against source (version {record.version}): "
-                         f"{audit.to_text(record.get_field(field)) or '—'}", **scope)
+        db.session.add(
+            SdvMark(
+                form=form,
+                form_id=record.id,
+                field=field,
+                form_version=record.version,
+                verified_at=now,
+                verified_by_id=user.id,
+                **scope,
+            )
+        )
+        audit.append(
+            "sdv",
+            user=user,
+            form=form,
+            form_id=record.id,
+            field=field,
+            old="not verified",
+            new=f"verified against source (version {record.version}): {audit.to_text(record.get_field(field)) or '—'}",
+            **scope,
+        )
     if commit:
         records.commit()
     return new
@@ -396,9 +550,17 @@ def visit_forms(subject, visit) -> list:
             if (ld.data or {}).get("administration_date") == day and ld.status == "complete":
                 out.append(ld)
         for model in (CrsAssessment, IcansAssessment):
-            out.extend(db.session.execute(select(model).where(
-                model.subject_id == subject.id, model.status == "complete",
-                model.assessed_on == date.fromisoformat(day))).scalars().all())
+            out.extend(
+                db.session.execute(
+                    select(model).where(
+                        model.subject_id == subject.id,
+                        model.status == "complete",
+                        model.assessed_on == date.fromisoformat(day),
+                    )
+                )
+                .scalars()
+                .all()
+            )
     return out
 
 
@@ -416,6 +578,7 @@ def verify_visit(subject, visit, *, user) -> int:
 
 
 # --- signatures --------------------------------------------------------------------------------------
+
 
 def sign_form(record, *, user, password: str) -> Signature:
     form = form_of(record)
@@ -451,8 +614,10 @@ def casebook_outstanding(subject, forms=None, states=None, queries=None) -> dict
     drafts = [(name, r) for name, r in forms if r.status == "draft" and _has_answers(name, r)]
     unsigned = [(name, r) for name, r in forms if states[(name, r.id)]["signature_needed"]]
     confirmation = rules.casebook_confirmation(
-        [q.id for q in queries], [catalog.record_title(n, r) for n, r in drafts],
-        [catalog.record_title(n, r) for n, r in unsigned])
+        [q.id for q in queries],
+        [catalog.record_title(n, r) for n, r in drafts],
+        [catalog.record_title(n, r) for n, r in unsigned],
+    )
     return {"queries": queries, "drafts": drafts, "unsigned": unsigned, "confirmation": confirmation}
 
 
@@ -464,27 +629,40 @@ def sign_casebook(subject, *, user, password: str, confirmation: str | None = No
     needed = casebook_outstanding(subject)["confirmation"]
     given = " ".join((confirmation or "").split())
     if needed and not given:
-        raise ConfirmationRequired("Tick the confirmation naming what is still outstanding (or resolve it "
-                                   "first) to sign this casebook. Nothing was signed.")
+        raise ConfirmationRequired(
+            "Tick the confirmation naming what is still outstanding (or resolve it "
+            "first) to sign this casebook. Nothing was signed."
+        )
     if needed and given != " ".join(needed.split()):
-        raise ConfirmationRequired("What is outstanding changed since the page was opened: read the list "
-                                   "again and tick the new confirmation. Nothing was signed.")
-    signature = records.sign(subject, user=user, password=password, meaning=CASEBOOK_MEANING, form="casebook",
-                             reason=needed)
+        raise ConfirmationRequired(
+            "What is outstanding changed since the page was opened: read the list "
+            "again and tick the new confirmation. Nothing was signed."
+        )
+    signature = records.sign(
+        subject, user=user, password=password, meaning=CASEBOOK_MEANING, form="casebook", reason=needed
+    )
     records.commit()
     return signature
 
 
 def casebook_signature(subject_id: int) -> tuple[Signature | None, Signature | None]:
     """(the valid casebook signature, the last invalidated one)."""
-    rows = db.session.execute(select(Signature).where(Signature.form == "casebook", Signature.form_id == subject_id)
-                              .order_by(Signature.id.desc())).scalars().all()
+    rows = (
+        db.session.execute(
+            select(Signature)
+            .where(Signature.form == "casebook", Signature.form_id == subject_id)
+            .order_by(Signature.id.desc())
+        )
+        .scalars()
+        .all()
+    )
     valid = next((s for s in rows if s.valid), None)
     invalid = next((s for s in rows if not s.valid), None)
     return valid, invalid
 
 
 # --- locks -------------------------------------------------------------------------------------------
+
 
 def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> DataLock:
     reason = _text(reason, "Reason", required=False)
@@ -497,8 +675,14 @@ def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> 
     elif scope == "subject":
         if state.subject_lock(subject.id) is not None:
             raise RecordError("This subject is already locked.")
-        row = DataLock(scope="subject", subject_id=subject.id, site_id=subject.site_id, reason=reason,
-                       locked_by_id=user.id, locked_at=utcnow())
+        row = DataLock(
+            scope="subject",
+            subject_id=subject.id,
+            site_id=subject.site_id,
+            reason=reason,
+            locked_by_id=user.id,
+            locked_at=utcnow(),
+        )
         where = _scope(subject.id, subject.site_id)
         form, form_id = "subject", subject.id
     elif scope == "form":
@@ -508,15 +692,25 @@ def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> 
         if state.form_lock(form, record.id) is not None:
             raise RecordError("This form is already locked.")
         where = _record_scope(record)
-        row = DataLock(scope="form", form=form, form_id=record.id, reason=reason, locked_by_id=user.id,
-                       locked_at=utcnow(), **where)
+        row = DataLock(
+            scope="form", form=form, form_id=record.id, reason=reason, locked_by_id=user.id, locked_at=utcnow(), **where
+        )
         form_id = record.id
     else:
         raise RecordError(f"Unknown lock scope {scope!r}.")
     db.session.add(row)
     db.session.flush()
-    audit.append("lock", user=user, form=form, form_id=form_id, field="lock", old="unlocked",
-                 new=f"locked ({scope}, lock #{row.id})", reason=reason, **where)
+    audit.append(
+        "lock",
+        user=user,
+        form=form,
+        form_id=form_id,
+        field="lock",
+        old="unlocked",
+        new=f"locked ({scope}, lock #{row.id})",
+        reason=reason,
+        **where,
+    )
     records.commit()
     return row
 
@@ -528,8 +722,17 @@ def unlock(row: DataLock, *, user, reason: str) -> None:
     row.unlocked_at, row.unlocked_by_id, row.unlock_reason = utcnow(), user.id, reason
     form = {"study": "study", "subject": "subject"}.get(row.scope, row.form)
     form_id = row.subject_id if row.scope == "subject" else row.form_id
-    audit.append("unlock", user=user, form=form, form_id=form_id, field="lock", old=f"locked ({row.scope})",
-                 new="unlocked", reason=reason, **_scope(row.subject_id, row.site_id))
+    audit.append(
+        "unlock",
+        user=user,
+        form=form,
+        form_id=form_id,
+        field="lock",
+        old=f"locked ({row.scope})",
+        new="unlocked",
+        reason=reason,
+        **_scope(row.subject_id, row.site_id),
+    )
     records.commit()
 
 

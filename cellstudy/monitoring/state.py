@@ -18,6 +18,7 @@ Contract (other packages rely on it; keep it)::
 An unknown form name or id gives the state of "nothing recorded": sdv "not required"
 for an unknown type, no queries, no signatures, locked only under a study lock.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -54,7 +55,7 @@ def record_state(form_name: str, form_id: int) -> dict:
 
 def _chunks(items: list, size: int = 400):
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
@@ -78,7 +79,8 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
         model = ft.model
         for chunk in _chunks(ids):
             for rid, status, subject_id in db.session.execute(
-                    select(model.id, model.status, model.subject_id).where(model.id.in_(chunk))):
+                select(model.id, model.status, model.subject_id).where(model.id.in_(chunk))
+            ):
                 info[(form, rid)] = (status, subject_id)
 
     verified: dict[tuple[str, int], set] = defaultdict(set)
@@ -88,31 +90,46 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
     form_locks: set[tuple[str, int]] = set()
     for form, ids in by_form.items():
         for chunk in _chunks(ids):
-            for fid, field in db.session.execute(select(SdvMark.form_id, SdvMark.field).where(
-                    SdvMark.form == form, SdvMark.form_id.in_(chunk), SdvMark.cleared_at.is_(None))):
+            for fid, field in db.session.execute(
+                select(SdvMark.form_id, SdvMark.field).where(
+                    SdvMark.form == form, SdvMark.form_id.in_(chunk), SdvMark.cleared_at.is_(None)
+                )
+            ):
                 verified[(form, fid)].add(field)
-            for query in db.session.execute(select(Query).where(
-                    Query.form == form, Query.form_id.in_(chunk), Query.state.in_(rules.UNRESOLVED))
-                    .order_by(Query.created_at, Query.id)).scalars():
+            for query in db.session.execute(
+                select(Query)
+                .where(Query.form == form, Query.form_id.in_(chunk), Query.state.in_(rules.UNRESOLVED))
+                .order_by(Query.created_at, Query.id)
+            ).scalars():
                 queries[(form, query.form_id)].append(query)
-            for signature in db.session.execute(select(Signature).where(
-                    Signature.form == form, Signature.form_id.in_(chunk)).order_by(Signature.id)).scalars():
+            for signature in db.session.execute(
+                select(Signature).where(Signature.form == form, Signature.form_id.in_(chunk)).order_by(Signature.id)
+            ).scalars():
                 if signature.valid:
                     valid[(form, signature.form_id)].append(signature)
                 else:
                     invalidated[(form, signature.form_id)] += 1
-            for (fid,) in db.session.execute(select(DataLock.form_id).where(
-                    DataLock.scope == "form", DataLock.form == form, DataLock.form_id.in_(chunk),
-                    DataLock.unlocked_at.is_(None))):
+            for (fid,) in db.session.execute(
+                select(DataLock.form_id).where(
+                    DataLock.scope == "form",
+                    DataLock.form == form,
+                    DataLock.form_id.in_(chunk),
+                    DataLock.unlocked_at.is_(None),
+                )
+            ):
                 form_locks.add((form, fid))
 
     study_locked = study_lock() is not None
     subject_ids = {sid for _, sid in info.values() if sid is not None}
     locked_subjects: set[int] = set()
     for chunk in _chunks(sorted(subject_ids)):
-        locked_subjects.update(db.session.execute(select(DataLock.subject_id).where(
-            DataLock.scope == "subject", DataLock.subject_id.in_(chunk),
-            DataLock.unlocked_at.is_(None))).scalars())
+        locked_subjects.update(
+            db.session.execute(
+                select(DataLock.subject_id).where(
+                    DataLock.scope == "subject", DataLock.subject_id.in_(chunk), DataLock.unlocked_at.is_(None)
+                )
+            ).scalars()
+        )
 
     for key in keys:
         form, _fid = key
@@ -126,13 +143,18 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
             "open_queries": queries.get(key, []),
             "signatures": valid.get(key, []),
             "signature_needed": rules.signature_needed(
-                form, complete=status == "complete", valid=len(valid.get(key, ())),
-                invalidated=invalidated.get(key, 0), signature_forms=study.signature_forms),
+                form,
+                complete=status == "complete",
+                valid=len(valid.get(key, ())),
+                invalidated=invalidated.get(key, 0),
+                signature_forms=study.signature_forms,
+            ),
         }
     return out
 
 
 # --- SDV progress in SQL (lists and dashboards over many records) ---------------------------------
+
 
 def sdv_rows(site_ids: list[int] | None = None, forms: Iterable[str] | None = None):
     """One row per completed form under an SDV plan, computed in SQL (no per-record state):
@@ -150,13 +172,19 @@ def sdv_rows(site_ids: list[int] | None = None, forms: Iterable[str] | None = No
         plan, required = sdv_plan(name)
         if plan == "none" or not required:
             continue
-        marks = (select(SdvMark.form_id, func.count(func.distinct(SdvMark.field)).label("n"))
-                 .where(SdvMark.form == name, SdvMark.cleared_at.is_(None), SdvMark.field.in_(required))
-                 .group_by(SdvMark.form_id).subquery())
+        marks = (
+            select(SdvMark.form_id, func.count(func.distinct(SdvMark.field)).label("n"))
+            .where(SdvMark.form == name, SdvMark.cleared_at.is_(None), SdvMark.field.in_(required))
+            .group_by(SdvMark.form_id)
+            .subquery()
+        )
         model = ft.model
-        stmt = (select(literal(name), model.id, model.subject_id, Subject.site_id, func.coalesce(marks.c.n, 0))
-                .join(Subject, Subject.id == model.subject_id).outerjoin(marks, marks.c.form_id == model.id)
-                .where(model.status == "complete"))
+        stmt = (
+            select(literal(name), model.id, model.subject_id, Subject.site_id, func.coalesce(marks.c.n, 0))
+            .join(Subject, Subject.id == model.subject_id)
+            .outerjoin(marks, marks.c.form_id == model.id)
+            .where(model.status == "complete")
+        )
         if site_ids is not None:
             stmt = stmt.where(Subject.site_id.in_(site_ids))
         out.extend((*row, len(required)) for row in db.session.execute(stmt))
@@ -175,25 +203,35 @@ def sdv_progress(site_ids: list[int] | None = None) -> dict[tuple[int, str], tup
 
 # --- locks --------------------------------------------------------------------------------------------
 
+
 def study_lock() -> DataLock | None:
-    return db.session.execute(select(DataLock).where(DataLock.scope == "study", DataLock.unlocked_at.is_(None))
-                              .order_by(DataLock.id).limit(1)).scalar()
+    return db.session.execute(
+        select(DataLock).where(DataLock.scope == "study", DataLock.unlocked_at.is_(None)).order_by(DataLock.id).limit(1)
+    ).scalar()
 
 
 def subject_lock(subject_id: int | None) -> DataLock | None:
     if subject_id is None:
         return None
-    return db.session.execute(select(DataLock).where(
-        DataLock.scope == "subject", DataLock.subject_id == subject_id, DataLock.unlocked_at.is_(None))
-        .order_by(DataLock.id).limit(1)).scalar()
+    return db.session.execute(
+        select(DataLock)
+        .where(DataLock.scope == "subject", DataLock.subject_id == subject_id, DataLock.unlocked_at.is_(None))
+        .order_by(DataLock.id)
+        .limit(1)
+    ).scalar()
 
 
 def form_lock(form: str, form_id: int | None) -> DataLock | None:
     if form_id is None:
         return None
-    return db.session.execute(select(DataLock).where(
-        DataLock.scope == "form", DataLock.form == form, DataLock.form_id == form_id,
-        DataLock.unlocked_at.is_(None)).order_by(DataLock.id).limit(1)).scalar()
+    return db.session.execute(
+        select(DataLock)
+        .where(
+            DataLock.scope == "form", DataLock.form == form, DataLock.form_id == form_id, DataLock.unlocked_at.is_(None)
+        )
+        .order_by(DataLock.id)
+        .limit(1)
+    ).scalar()
 
 
 def lock_in_force(form: str | None, form_id: int | None, subject_id: int | None) -> DataLock | None:
@@ -206,16 +244,22 @@ def lock_in_force(form: str | None, form_id: int | None, subject_id: int | None)
         scopes.append(and_(DataLock.scope == "subject", DataLock.subject_id == subject_id))
     if form and form_id is not None:
         scopes.append(and_(DataLock.scope == "form", DataLock.form == form, DataLock.form_id == form_id))
-    rows = db.session.execute(select(DataLock).where(DataLock.unlocked_at.is_(None), or_(*scopes))
-                              .order_by(DataLock.id)).scalars().all()
+    rows = (
+        db.session.execute(select(DataLock).where(DataLock.unlocked_at.is_(None), or_(*scopes)).order_by(DataLock.id))
+        .scalars()
+        .all()
+    )
     order = {"study": 0, "subject": 1, "form": 2}
     return min(rows, key=lambda r: (order[r.scope], r.id)) if rows else None
 
 
 def subject_forms(subject) -> list[tuple[str, object]]:
     """Every saved form of a subject, in casebook order (removed records left out)."""
-    return [(name, record) for name, record in registry.subject_forms(subject)
-            if getattr(record, "status", None) != "deleted"]
+    return [
+        (name, record)
+        for name, record in registry.subject_forms(subject)
+        if getattr(record, "status", None) != "deleted"
+    ]
 
 
 def subject_queries(subject_id: int, unresolved_only: bool = True) -> list[Query]:
@@ -225,6 +269,17 @@ def subject_queries(subject_id: int, unresolved_only: bool = True) -> list[Query
     return db.session.execute(stmt.order_by(Query.created_at, Query.id)).scalars().all()
 
 
-__all__ = ["record_state", "record_states", "sdv_plan", "sdv_rows", "sdv_progress", "lock_in_force", "study_lock",
-           "subject_lock",
-           "form_lock", "subject_forms", "subject_queries", "STATE_KEYS"]
+__all__ = [
+    "record_state",
+    "record_states",
+    "sdv_plan",
+    "sdv_rows",
+    "sdv_progress",
+    "lock_in_force",
+    "study_lock",
+    "subject_lock",
+    "form_lock",
+    "subject_forms",
+    "subject_queries",
+    "STATE_KEYS",
+]

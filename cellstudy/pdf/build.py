@@ -5,6 +5,7 @@ Each builder returns ``(pdf bytes, file name)``; the caller checks permissions (
 jobs) and audits the export with ``audit_export``. File names are
 ``<protocol>_<subject>_<form>_<YYYYMMDD>.pdf`` (``blank`` in place of the subject for a
 blank CRF)."""
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,7 @@ PAGE_SIZES = {"a4": "A4", "letter": "letter"}
 
 
 def page_size(value: str | None) -> str:
-    """"a4" (default) or "letter"; anything else is a ValueError naming the choices."""
+    """ "a4" (default) or "letter"; anything else is a ValueError naming the choices."""
     key = (value or "a4").lower()
     if key not in PAGE_SIZES:
         raise ValueError(f"Paper size {value!r} is not offered: choose A4 or Letter.")
@@ -77,8 +78,18 @@ def css_string(text: str) -> str:
     return "".join(c if c.isalnum() or c in " .,()-_:/" else f"\\{ord(c):x} " for c in text)
 
 
-def _page(*, title: str, user, size: str, site=None, subject=None, blank_form=False, landscape=False,
-          describe: str = "", study=None) -> Page:
+def _page(
+    *,
+    title: str,
+    user,
+    size: str,
+    site=None,
+    subject=None,
+    blank_form=False,
+    landscape=False,
+    describe: str = "",
+    study=None,
+) -> Page:
     study = study or _study()
     now = utcnow()
     local = documents.site_time(now, site) if site is not None else None
@@ -86,20 +97,36 @@ def _page(*, title: str, user, size: str, site=None, subject=None, blank_form=Fa
     by = f"{user.full_name} ({user.username})" if user is not None else "system"
     label = subject.label if subject is not None else None
     site_text = f"{site.code} · {site.name}" if site is not None else None
-    footer = (f"{'Blank CRF printed' if blank_form else 'Generated'} {generated} by {by} · CellStudy"
-              + (" · a paper source worksheet: transcribe into CellStudy" if blank_form else ""))
-    return Page(title=title, subject=describe or (f"Subject {label}" if label else title),
-                keywords=", ".join(x for x in (study.protocol_id, label, site.code if site else None) if x),
-                page_size=PAGE_SIZES[size], protocol_id=study.protocol_id,
-                protocol_title=getattr(study, "title", None) or PROTOCOL_TITLE, form_version=study.version,
-                footer=footer, generated=generated, generated_by=by, created=now.isoformat(timespec="seconds"),
-                site=site_text, subject_label=label, blank=blank_form, landscape=landscape)
+    footer = f"{'Blank CRF printed' if blank_form else 'Generated'} {generated} by {by} · CellStudy" + (
+        " · a paper source worksheet: transcribe into CellStudy" if blank_form else ""
+    )
+    return Page(
+        title=title,
+        subject=describe or (f"Subject {label}" if label else title),
+        keywords=", ".join(x for x in (study.protocol_id, label, site.code if site else None) if x),
+        page_size=PAGE_SIZES[size],
+        protocol_id=study.protocol_id,
+        protocol_title=getattr(study, "title", None) or PROTOCOL_TITLE,
+        form_version=study.version,
+        footer=footer,
+        generated=generated,
+        generated_by=by,
+        created=now.isoformat(timespec="seconds"),
+        site=site_text,
+        subject_label=label,
+        blank=blank_form,
+        landscape=landscape,
+    )
 
 
 def _context(**extra) -> dict:
-    return {"when": documents.both_times, "labels": documents.field_labels(),
-            "notes": {k: ft.note for k, ft in pdf_forms().items()},
-            "form_labels": {name: t.label for name, t in registry.record_types().items()}, **extra}
+    return {
+        "when": documents.both_times,
+        "labels": documents.field_labels(),
+        "notes": {k: ft.note for k, ft in pdf_forms().items()},
+        "form_labels": {name: t.label for name, t in registry.record_types().items()},
+        **extra,
+    }
 
 
 def blank_crf(key: str, user, size: str = "a4") -> tuple[bytes, str]:
@@ -130,8 +157,15 @@ def casebook_data(subject_id: int, user, size: str = "a4") -> dict:
     signatures = [s for group in context.signatures.values() for s in group]
     signatures.sort(key=lambda s: (s.signed_at, s.id))
     page = _page(title=f"Casebook — {subject.label}", user=user, size=size, site=subject.site, subject=subject)
-    return {"pdf": page, "docs": docs, "subject": subject, "audit": rows, "signatures": signatures,
-            "site_zone": str(site_zone(subject.site)), **_context(site_obj=subject.site)}
+    return {
+        "pdf": page,
+        "docs": docs,
+        "subject": subject,
+        "audit": rows,
+        "signatures": signatures,
+        "site_zone": str(site_zone(subject.site)),
+        **_context(site_obj=subject.site),
+    }
 
 
 def render_casebook(data: dict) -> tuple[bytes, str, dict]:
@@ -145,8 +179,7 @@ def casebook(subject_id: int, user, size: str = "a4") -> tuple[bytes, str, dict]
     return render_casebook(casebook_data(subject_id, user, size))
 
 
-def listing(layout_columns, rows, *, title: str, meta, user=None, footer: str | None = None,
-            size: str = "a4") -> bytes:
+def listing(layout_columns, rows, *, title: str, meta, user=None, footer: str | None = None, size: str = "a4") -> bytes:
     """A safety listing (landscape) with the header and footer of every PDF."""
     from ..study import STUDY
 
@@ -157,13 +190,30 @@ def listing(layout_columns, rows, *, title: str, meta, user=None, footer: str | 
     if user is None and footer:
         page.footer = footer
     page.meta = list(meta)
-    return render_pdf("pdf/listing.html", pdf=page, title=title, meta=meta, columns=layout_columns, rows=rows,
-                      row_count=len(rows))
+    return render_pdf(
+        "pdf/listing.html", pdf=page, title=title, meta=meta, columns=layout_columns, rows=rows, row_count=len(rows)
+    )
 
 
-def audit_export(user, *, what: str, name: str, subject=None, form: str | None = None, form_id: int | None = None,
-                 site_id: int | None = None, details: dict | None = None) -> None:
+def audit_export(
+    user,
+    *,
+    what: str,
+    name: str,
+    subject=None,
+    form: str | None = None,
+    form_id: int | None = None,
+    site_id: int | None = None,
+    details: dict | None = None,
+) -> None:
     """One audit record per generated PDF: who, what, which subject/form, the file."""
-    audit.append("export", user=user, site_id=site_id if site_id is not None else (subject.site_id if subject else None),
-                 subject_id=subject.id if subject is not None else None, form=form, form_id=form_id, field="pdf",
-                 new={"document": what, "file": name, **(details or {})})
+    audit.append(
+        "export",
+        user=user,
+        site_id=site_id if site_id is not None else (subject.site_id if subject else None),
+        subject_id=subject.id if subject is not None else None,
+        form=form,
+        form_id=form_id,
+        field="pdf",
+        new={"document": what, "file": name, **(details or {})},
+    )

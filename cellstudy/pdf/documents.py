@@ -3,6 +3,7 @@
 A subject's data is read in a fixed, small number of queries (its forms through the
 relationships, then its queries, signatures and monitoring states in one batch each), so
 a casebook of 40 forms costs the same few round trips as one CRF."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -18,6 +19,7 @@ from ..extensions import db
 from ..records.models import Query, Signature
 from ..timeutil import as_utc, fmt_utc, site_zone
 from .forms import FormDoc, PdfForm, _sections, pdf_forms
+
 UNRESOLVED = ("open", "answered")
 SDV_UNAVAILABLE = "not yet available"
 #: a record written outside the write path (bulk loads) has no study version of its own
@@ -44,6 +46,7 @@ def both_times(value, site) -> str:
 
 # --- per form type: the record's title and what the system knows about it ------------------------
 
+
 def record_title(key: str, record) -> str:
     """The registry's title of a record of the printable CRF `key`."""
     return registry.record_title(pdf_forms()[key].form_name, record)
@@ -59,21 +62,34 @@ def _facts(key: str, record, site) -> list[tuple[str, str]]:
             out.append(("Completed", both_times(record.completed_at, site)))
         return out
     if key == "lymphodepletion":
-        return [("Day", str(record.day)), ("Planned date", str(record.planned_date)),
-                ("BSA (computed, Mosteller)", f"{data['bsa_m2']} m²" if data.get("bsa_m2") else "—")]
+        return [
+            ("Day", str(record.day)),
+            ("Planned date", str(record.planned_date)),
+            ("BSA (computed, Mosteller)", f"{data['bsa_m2']} m²" if data.get("bsa_m2") else "—"),
+        ]
     if key == "infusion":
-        return [("Infusion", str(record.number)), ("Planned date", str(record.planned_date)),
-                ("State", record.state), ("Dose level", record.dose_level or "—")] + \
-            ([("Target-window deviation", record.target_deviation_reason)] if record.target_deviation_reason else [])
+        return [
+            ("Infusion", str(record.number)),
+            ("Planned date", str(record.planned_date)),
+            ("State", record.state),
+            ("Dose level", record.dose_level or "—"),
+        ] + ([("Target-window deviation", record.target_deviation_reason)] if record.target_deviation_reason else [])
     if key == "visit":
-        out = [("Visit", f"{record.label} ({record.code})"), ("Target date", str(record.target_date)),
-               ("Window", f"{record.earliest} – {record.latest}"), ("Visit state", record.state)]
+        out = [
+            ("Visit", f"{record.label} ({record.code})"),
+            ("Target date", str(record.target_date)),
+            ("Window", f"{record.earliest} – {record.latest}"),
+            ("Visit state", record.state),
+        ]
         return out + ([("Reason missed", record.missed_reason)] if record.missed_reason else [])
     if key == "ae":
-        out = [("AE number", str(record.number)), ("System organ class", record.soc or "—"),
-               ("MedDRA code", record.meddra_code or "—"),
-               ("Related (computed)", {True: "Yes", False: "No"}.get(record.related, "—")),
-               ("Treatment-emergent (computed)", "Yes" if record.treatment_emergent else "No")]
+        out = [
+            ("AE number", str(record.number)),
+            ("System organ class", record.soc or "—"),
+            ("MedDRA code", record.meddra_code or "—"),
+            ("Related (computed)", {True: "Yes", False: "No"}.get(record.related, "—")),
+            ("Treatment-emergent (computed)", "Yes" if record.treatment_emergent else "No"),
+        ]
         if record.grade is not None:
             out.append(("Worst grade", str(record.grade)))
         if record.serious:
@@ -83,8 +99,10 @@ def _facts(key: str, record, site) -> list[tuple[str, str]]:
             out.append(("Removed", record.deleted_reason))
         return out
     if key in ("crs", "icans"):
-        out = [("Computed grade (ASTCT 2019)", str(record.grade) if record.grade is not None else "—"),
-               ("Driven by", component_label(record.driver) or "—")]
+        out = [
+            ("Computed grade (ASTCT 2019)", str(record.grade) if record.grade is not None else "—"),
+            ("Driven by", component_label(record.driver) or "—"),
+        ]
         if key == "icans":
             out.append(("ICE score (computed)", str(record.ice_score) if record.ice_score is not None else "—"))
         if record.adverse_event is not None:
@@ -98,6 +116,7 @@ def _values(ft: PdfForm, record) -> dict:
 
 
 # --- monitoring state: SDV and locks (issue 6's module, when it is there) -------------------------
+
 
 def _monitoring_states(keys) -> dict | None:
     try:
@@ -119,13 +138,18 @@ class SubjectContext:
         self.site = subject.site
         self.queries: dict[tuple[str, int], list] = defaultdict(list)
         self.signatures: dict[tuple[str, int], list] = defaultdict(list)
-        for query in db.session.execute(select(Query).where(Query.subject_id == subject.id,
-                                                            Query.state.in_(UNRESOLVED))
-                                        .order_by(Query.created_at, Query.id)).scalars():
+        for query in db.session.execute(
+            select(Query)
+            .where(Query.subject_id == subject.id, Query.state.in_(UNRESOLVED))
+            .order_by(Query.created_at, Query.id)
+        ).scalars():
             self.queries[(query.form, query.form_id)].append(query)
-        for signature in db.session.execute(select(Signature).where(Signature.subject_id == subject.id)
-                                            .options(selectinload(Signature.user))
-                                            .order_by(Signature.signed_at, Signature.id)).scalars():
+        for signature in db.session.execute(
+            select(Signature)
+            .where(Signature.subject_id == subject.id)
+            .options(selectinload(Signature.user))
+            .order_by(Signature.signed_at, Signature.id)
+        ).scalars():
             self.signatures[(signature.form, signature.form_id)].append(signature)
         keys = [(pdf_forms()[key].form_name, rec.id) for key, rec in records if not pdf_forms()[key].is_log]
         self.states = _monitoring_states(keys)
@@ -133,29 +157,53 @@ class SubjectContext:
     def state(self, form_name: str, form_id: int) -> dict:
         if self.states is None:
             return {"sdv": SDV_UNAVAILABLE, "verified_fields": [], "locked": None}
-        return self.states.get((form_name, form_id)) or {"sdv": "not required", "verified_fields": [],
-                                                          "locked": False}
+        return self.states.get((form_name, form_id)) or {"sdv": "not required", "verified_fields": [], "locked": False}
 
     def doc(self, key: str, record) -> FormDoc:
         ft = pdf_forms()[key]
         k = (ft.form_name, record.id)
         state = self.state(*k)
         queries = self.queries.get(k, [])
-        doc = FormDoc(key=key, title=record_title(key, record), type_title=ft.title, form_name=ft.form_name,
-                      filled=True, record_id=record.id, status=record.status, version=record.version,
-                      study_version=record.study_version or NOT_RECORDED, updated=record.updated_at,
-                      updated_by=record.updated_by.full_name if record.updated_by else None,
-                      facts=_facts(key, record, self.site), sdv=state["sdv"], locked=state.get("locked"),
-                      queries=queries, signatures=self.signatures.get(k, []), anchor=f"{key}-{record.id}")
-        doc.sections = _sections(ft.specs, _values(ft, record), verified=set(state.get("verified_fields") or ()),
-                                 queried={q.field for q in queries if q.field})
+        doc = FormDoc(
+            key=key,
+            title=record_title(key, record),
+            type_title=ft.title,
+            form_name=ft.form_name,
+            filled=True,
+            record_id=record.id,
+            status=record.status,
+            version=record.version,
+            study_version=record.study_version or NOT_RECORDED,
+            updated=record.updated_at,
+            updated_by=record.updated_by.full_name if record.updated_by else None,
+            facts=_facts(key, record, self.site),
+            sdv=state["sdv"],
+            locked=state.get("locked"),
+            queries=queries,
+            signatures=self.signatures.get(k, []),
+            anchor=f"{key}-{record.id}",
+        )
+        doc.sections = _sections(
+            ft.specs,
+            _values(ft, record),
+            verified=set(state.get("verified_fields") or ()),
+            queried={q.field for q in queries if q.field},
+        )
         return doc
 
     def log_doc(self, key: str, rows: list) -> FormDoc:
         ft = pdf_forms()[key]
         columns = list(ft.columns())
-        doc = FormDoc(key=key, title=ft.title, type_title=ft.title, form_name=ft.form_name, filled=True,
-                      columns=columns, anchor=f"{key}-log", sdv=None)
+        doc = FormDoc(
+            key=key,
+            title=ft.title,
+            type_title=ft.title,
+            form_name=ft.form_name,
+            filled=True,
+            columns=columns,
+            anchor=f"{key}-log",
+            sdv=None,
+        )
         # a log's version: the one its most recently saved entry was saved under (issue 11)
         latest = max(rows, key=lambda r: (as_utc(r.updated_at) or as_utc(r.created_at), r.id), default=None)
         doc.study_version = (latest.study_version or NOT_RECORDED) if latest is not None else None
@@ -186,14 +234,24 @@ class SubjectContext:
 
 # --- loading a subject's forms ------------------------------------------------------------------------
 
+
 def load_subject(subject_id: int) -> Subject:
     """The subject with every form a casebook shows, eagerly (a few SELECT ... IN)."""
-    return db.session.execute(select(Subject).where(Subject.id == subject_id).options(
-        selectinload(Subject.site), selectinload(Subject.screenings),
-        selectinload(Subject.exposures), selectinload(Subject.lymphodepletion_days),
-        selectinload(Subject.infusions), selectinload(Subject.visits), selectinload(Subject.dlt_assessment),
-        selectinload(Subject.deviations), selectinload(Subject.adverse_events),
-    )).scalar_one()
+    return db.session.execute(
+        select(Subject)
+        .where(Subject.id == subject_id)
+        .options(
+            selectinload(Subject.site),
+            selectinload(Subject.screenings),
+            selectinload(Subject.exposures),
+            selectinload(Subject.lymphodepletion_days),
+            selectinload(Subject.infusions),
+            selectinload(Subject.visits),
+            selectinload(Subject.dlt_assessment),
+            selectinload(Subject.deviations),
+            selectinload(Subject.adverse_events),
+        )
+    ).scalar_one()
 
 
 def _pdf_key(ft: registry.FormType, log: registry.Log | None) -> str:
@@ -214,8 +272,10 @@ def log_rows(subject: Subject, key: str) -> list:
 def subject_docs(subject: Subject) -> tuple[list[FormDoc], SubjectContext]:
     records = casebook_records(subject)
     context = SubjectContext(subject, [(k, r) for k, r in records if r is not None])
-    docs = [context.log_doc(key, log_rows(subject, key)) if record is None else context.doc(key, record)
-            for key, record in records]
+    docs = [
+        context.log_doc(key, log_rows(subject, key)) if record is None else context.doc(key, record)
+        for key, record in records
+    ]
     return docs, context
 
 
@@ -225,6 +285,7 @@ def single_doc(subject: Subject, key: str, record) -> FormDoc:
 
 
 # --- the audit appendix ---------------------------------------------------------------------------------
+
 
 def field_labels() -> dict[str, str]:
     labels: dict[str, str] = {}
@@ -244,18 +305,29 @@ def audit_rows(subject: Subject) -> list[dict]:
     labels = field_labels()
     site = subject.site
     rows = []
-    for r in db.session.execute(select(AuditRecord).where(AuditRecord.subject_id == subject.id)
-                                .order_by(AuditRecord.id)).scalars():
+    for r in db.session.execute(
+        select(AuditRecord).where(AuditRecord.subject_id == subject.id).order_by(AuditRecord.id)
+    ).scalars():
         # coded values as their labels ("Systemic antitumor therapy", "Female"), as the audit
         # trail viewer shows them (issue 11): one declaration per label, in the field specs
         coded = r.action in audit_labels.VALUE_ACTIONS
-        old, new = ((audit_labels.value_label(r.form, r.field, v) if coded else v) or ""
-                    for v in (r.old_value, r.new_value))
-        rows.append({"id": r.id, "at": fmt_utc(r.at).removesuffix(" UTC"), "site_at": site_time(r.at, site),
-                     "user": r.username, "action": audit_labels.action_label(r.action),
-                     "form": f"{audit_labels.form_label(r.form)}{f' #{r.form_id}' if r.form_id else ''}",
-                     "field": labels.get(r.field) or audit_labels.field_label(r.form, r.field), "old": old,
-                     "new": new, "reason": r.reason or ""})
+        old, new = (
+            (audit_labels.value_label(r.form, r.field, v) if coded else v) or "" for v in (r.old_value, r.new_value)
+        )
+        rows.append(
+            {
+                "id": r.id,
+                "at": fmt_utc(r.at).removesuffix(" UTC"),
+                "site_at": site_time(r.at, site),
+                "user": r.username,
+                "action": audit_labels.action_label(r.action),
+                "form": f"{audit_labels.form_label(r.form)}{f' #{r.form_id}' if r.form_id else ''}",
+                "field": labels.get(r.field) or audit_labels.field_label(r.form, r.field),
+                "old": old,
+                "new": new,
+                "reason": r.reason or "",
+            }
+        )
     return rows
 
 

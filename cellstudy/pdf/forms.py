@@ -10,6 +10,7 @@ sections with one ``Answer`` per field (tick boxes, date parts, the value), plus
 filled CRF the status, versions, SDV, open queries and signatures. The templates in
 ``templates/pdf/`` lay a FormDoc out the same way blank or filled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -111,8 +112,7 @@ def pdf_forms() -> dict[str, PdfForm]:
         out: dict[str, PdfForm] = {}
         for ft in registry.form_types().values():
             for log in ft.logs:
-                out[log.key] = PdfForm(log.key, log.label, ft.name, ft.model, columns_of=log.columns_of,
-                                       note=log.note)
+                out[log.key] = PdfForm(log.key, log.label, ft.name, ft.model, columns_of=log.columns_of, note=log.note)
             if not ft.logs:
                 out[ft.pdf_key] = PdfForm(ft.pdf_key, ft.label, ft.name, ft.model, ft.specs, note=ft.note)
         _BUILT.update(generation=registry.generation(), forms=out)
@@ -145,8 +145,9 @@ def answer(spec: FieldSpec, value=None, *, verified=False, queried=False) -> Ans
         value = value.isoformat()[:10]
     a = Answer(spec=spec, value=value, verified=verified, queried=queried)
     if spec.kind in ("bool", "choice"):
-        chosen = None if value is None else ({True: "yes", False: "no"}.get(value) if spec.kind == "bool"
-                                             else str(value))
+        chosen = (
+            None if value is None else ({True: "yes", False: "no"}.get(value) if spec.kind == "bool" else str(value))
+        )
         a.choices = [(v, label, v == chosen) for v, label in _choice_list(spec)]
         a.vertical = len(a.choices) > 3 or sum(len(label) for _, label, _ in a.choices) > 50
         if spec.kind == "choice" and value is not None and not any(c[2] for c in a.choices):
@@ -160,14 +161,28 @@ def answer(spec: FieldSpec, value=None, *, verified=False, queried=False) -> Ans
 def _sections(specs, values: dict, verified=frozenset(), queried=frozenset()):
     out = []
     for section in sections(specs):
-        out.append((section, [answer(s, values.get(s.name), verified=s.name in verified, queried=s.name in queried)
-                              for s in specs if s.section == section]))
+        out.append(
+            (
+                section,
+                [
+                    answer(s, values.get(s.name), verified=s.name in verified, queried=s.name in queried)
+                    for s in specs
+                    if s.section == section
+                ],
+            )
+        )
     return out
 
 
 def blank(form_type: PdfForm) -> FormDoc:
-    doc = FormDoc(key=form_type.key, title=form_type.title, type_title=form_type.title,
-                  form_name=form_type.form_name, filled=False, anchor=f"form-{form_type.key}")
+    doc = FormDoc(
+        key=form_type.key,
+        title=form_type.title,
+        type_title=form_type.title,
+        form_name=form_type.form_name,
+        filled=False,
+        anchor=f"form-{form_type.key}",
+    )
     if form_type.is_log:
         doc.columns = list(form_type.columns())
         doc.rows = [{} for _ in range(12)]

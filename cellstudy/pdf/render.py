@@ -13,6 +13,7 @@ Templates are rendered with the app's Jinja environment when there is an app (it
 filters), else with a plain autoescaping environment over the same folder (scripts,
 pure tests), but not with ``flask.render_template``: a PDF needs no context processor.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,7 +49,7 @@ def static_path(url: str) -> str | None:
     path = posixpath.normpath(unquote(parts.path))
     if not path.startswith(STATIC_PREFIX) or "\\" in path or "\x00" in path:
         return None
-    relative = path[len(STATIC_PREFIX):]
+    relative = path[len(STATIC_PREFIX) :]
     full = os.path.realpath(os.path.join(STATIC_FOLDER, *relative.split("/")))
     if not full.startswith(os.path.realpath(STATIC_FOLDER) + os.sep) or not os.path.isfile(full):
         return None
@@ -105,8 +106,9 @@ def render_html(template: str, **context) -> str:
     from flask import current_app, has_app_context
 
     env = current_app.jinja_env if has_app_context() else _standalone_env()
-    return env.get_template(template).render(font_stack=FONT_STACK, author=AUTHOR,
-                                             static=STATIC_ORIGIN + STATIC_PREFIX, **context)
+    return env.get_template(template).render(
+        font_stack=FONT_STACK, author=AUTHOR, static=STATIC_ORIGIN + STATIC_PREFIX, **context
+    )
 
 
 def render_pdf(template: str, **context) -> bytes:

@@ -11,6 +11,7 @@
 Every PDF is audited ("export", field "pdf", new = {document, file, ...}) before it is
 sent. ``?size=letter`` gives US Letter instead of A4.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
@@ -40,8 +41,7 @@ def _size():
 
 
 def _send(pdf: bytes, name: str) -> Response:
-    return Response(pdf, mimetype="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def _audited(pdf: bytes, name: str, **audit) -> Response:
@@ -68,8 +68,13 @@ def blank_crf(form):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for(".blank_crfs"))
     pdf, name = build.blank_crf(form, current_user, size)
-    return _audited(pdf, name, what=f"blank CRF: {pdf_forms()[form].title}", form=pdf_forms()[form].form_name,
-                    details={"size": size})
+    return _audited(
+        pdf,
+        name,
+        what=f"blank CRF: {pdf_forms()[form].title}",
+        form=pdf_forms()[form].form_name,
+        details={"size": size},
+    )
 
 
 def _filled(subject_id: int, form: str, record_id: int):
@@ -80,8 +85,15 @@ def _filled(subject_id: int, form: str, record_id: int):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     pdf, name = build.filled_crf(subject, form, record, current_user, size)
-    return _audited(pdf, name, what=f"filled CRF: {pdf_forms()[form].title}", subject=subject,
-                    form=pdf_forms()[form].form_name, form_id=record.id, details={"size": size})
+    return _audited(
+        pdf,
+        name,
+        what=f"filled CRF: {pdf_forms()[form].title}",
+        subject=subject,
+        form=pdf_forms()[form].form_name,
+        form_id=record.id,
+        details={"size": size},
+    )
 
 
 # One rule per form, named like the form's own page (so the nested id is checked the same way).
@@ -138,8 +150,14 @@ def filled_log(subject_id, log):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     pdf, name = build.filled_crf(subject, log, None, current_user, size)
-    return _audited(pdf, name, what=f"filled CRF: {pdf_forms()[log].title}", subject=subject,
-                    form=pdf_forms()[log].form_name, details={"size": size})
+    return _audited(
+        pdf,
+        name,
+        what=f"filled CRF: {pdf_forms()[log].title}",
+        subject=subject,
+        form=pdf_forms()[log].form_name,
+        details={"size": size},
+    )
 
 
 @bp.route("/subjects/<int:subject_id>/casebook.pdf", endpoint="casebook")
@@ -151,8 +169,9 @@ def casebook_pdf(subject_id):
         flash(f"Paper size: {size}", "error")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     pdf, name, summary = build.casebook(subject.id, current_user, size)
-    return _audited(pdf, name, what="subject casebook", subject=subject, form="casebook",
-                    details={"size": size, **summary})
+    return _audited(
+        pdf, name, what="subject casebook", subject=subject, form="casebook", details={"size": size, **summary}
+    )
 
 
 class SiteCasebooksForm(FlaskForm):
@@ -174,7 +193,14 @@ def site_casebooks():
             job = jobs.submit(tasks.SITE_CASEBOOKS, {"size": form.size.data}, current_user, site_id=site.id)
             flash(f"The casebooks of site {site.code} are being generated.", "success")
             return redirect(url_for("jobs.show", job_id=job.id))
-    recent = db.session.execute(select(Job).where(Job.created_by_id == current_user.id,
-                                                  Job.kind == tasks.SITE_CASEBOOKS)
-                                .order_by(Job.id.desc()).limit(10)).scalars().all()
+    recent = (
+        db.session.execute(
+            select(Job)
+            .where(Job.created_by_id == current_user.id, Job.kind == tasks.SITE_CASEBOOKS)
+            .order_by(Job.id.desc())
+            .limit(10)
+        )
+        .scalars()
+        .all()
+    )
     return render_template("pdf/casebooks_page.html", form=form, recent=recent)

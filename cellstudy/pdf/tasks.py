@@ -1,5 +1,6 @@
 """The casebooks of a whole site as a background job (issue 5): one PDF per subject in
 a zip, progress after every subject, each casebook audited like a download."""
+
 from __future__ import annotations
 
 import zipfile
@@ -25,8 +26,11 @@ def site_casebooks(job, report_progress):
     if site is None or not can("export_casebooks", user) or (allowed is not None and site.id not in allowed):
         raise jobs.JobError("You may no longer export the casebooks of this site.")
     size = build.page_size(job.params.get("size"))
-    subject_ids = db.session.execute(select(Subject.id).where(Subject.site_id == site.id)
-                                     .order_by(Subject.screening_number)).scalars().all()
+    subject_ids = (
+        db.session.execute(select(Subject.id).where(Subject.site_id == site.id).order_by(Subject.screening_number))
+        .scalars()
+        .all()
+    )
     if not subject_ids:
         raise jobs.JobError(f"Site {site.code} has no subjects yet: there is no casebook to make.")
     study_id = build.filename(build._study().protocol_id, site.code, "casebooks").removesuffix(".pdf")
@@ -45,8 +49,14 @@ def site_casebooks(job, report_progress):
             pdf, name, summary = build.render_casebook(data)
             archive.writestr(name, pdf)
             subject = db.session.get(Subject, subject_id)
-            build.audit_export(user, what=f"subject casebook (site {site_code} job {job_id})", name=name,
-                               subject=subject, form="casebook", details={"size": size, **summary})
+            build.audit_export(
+                user,
+                what=f"subject casebook (site {site_code} job {job_id})",
+                name=name,
+                subject=subject,
+                form="casebook",
+                details={"size": size, **summary},
+            )
             records.commit()
             report_progress(done)
     return path, f"{study_id}.zip"

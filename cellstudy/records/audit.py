@@ -11,6 +11,7 @@ and do not queue behind each other's page work. A rollback discards the queue wi
 the change it described: if it is not committed, it did not happen, and neither did
 its audit record.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,20 @@ from .models import AuditRecord
 GENESIS = "0" * 64
 _PENDING = "cellstudy_audit_pending"
 _CHAIN_LOCK_KEY = 7_220_117  # arbitrary constant for pg_advisory_xact_lock
-_HASHED = ("at", "user_id", "username", "action", "site_id", "subject_id", "form",
-           "form_id", "field", "old_value", "new_value", "reason")
+_HASHED = (
+    "at",
+    "user_id",
+    "username",
+    "action",
+    "site_id",
+    "subject_id",
+    "form",
+    "form_id",
+    "field",
+    "old_value",
+    "new_value",
+    "reason",
+)
 
 
 def to_text(value) -> str | None:
@@ -65,8 +78,20 @@ def chain_hash(prev_hash: str, values: dict) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(values)).hexdigest()
 
 
-def append(action: str, *, user=None, username: str | None = None, site_id=None, subject_id=None,
-           form=None, form_id=None, field=None, old=None, new=None, reason=None) -> dict:
+def append(
+    action: str,
+    *,
+    user=None,
+    username: str | None = None,
+    site_id=None,
+    subject_id=None,
+    form=None,
+    form_id=None,
+    field=None,
+    old=None,
+    new=None,
+    reason=None,
+) -> dict:
     """Queue one record; it is written, chained, with the transaction's commit."""
     values = {
         "at": utcnow(),
@@ -126,21 +151,31 @@ def verify(batch: int = 20000) -> Verification:
     Reads the stored values through the driver (the time as canonical text computed by
     the database), so the cost is about hashing the stored bytes."""
     dialect = db.session.get_bind().dialect.name
-    stamp = ("to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')" if dialect == "postgresql"
-             else "replace(at, ' ', 'T')")
+    stamp = (
+        "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+        if dialect == "postgresql"
+        else "replace(at, ' ', 'T')"
+    )
     columns = ", ".join([stamp] + list(_HASHED[1:]))
     sql = f"SELECT id, prev_hash, hash, {columns} FROM audit_record ORDER BY id"
     connection = db.session.connection()
-    result = connection.exec_driver_sql(sql) if dialect != "postgresql" else \
-        connection.execution_options(stream_results=True, max_row_buffer=batch).exec_driver_sql(sql)
+    result = (
+        connection.exec_driver_sql(sql)
+        if dialect != "postgresql"
+        else connection.execution_options(stream_results=True, max_row_buffer=batch).exec_driver_sql(sql)
+    )
     sha256 = hashlib.sha256
     prev = GENESIS
     checked = 0
     for row in result:
         rid, prev_hash, stored = row[0], row[1], row[2]
         if prev_hash != prev:
-            return Verification(False, checked, rid, f"record {rid}: previous-hash link broken "
-                                f"(expected {prev[:12]}…, stored {prev_hash[:12]}…)")
+            return Verification(
+                False,
+                checked,
+                rid,
+                f"record {rid}: previous-hash link broken (expected {prev[:12]}…, stored {prev_hash[:12]}…)",
+            )
         if sha256(prev.encode() + _encode(row[3:])).hexdigest() != stored:
             return Verification(False, checked, rid, f"record {rid}: content does not match its hash")
         prev = stored
@@ -149,6 +184,10 @@ def verify(batch: int = 20000) -> Verification:
 
 
 def for_subject(subject_id: int):
-    return db.session.execute(
-        select(AuditRecord).where(AuditRecord.subject_id == subject_id).order_by(AuditRecord.id.desc())
-    ).scalars().all()
+    return (
+        db.session.execute(
+            select(AuditRecord).where(AuditRecord.subject_id == subject_id).order_by(AuditRecord.id.desc())
+        )
+        .scalars()
+        .all()
+    )

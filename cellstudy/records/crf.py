@@ -2,6 +2,7 @@
 becomes a WTForms class, canonical stored values and readable display values. The
 screening CRF and every later CRF (infusion, lymphodepletion, visit, DLT) are built
 here, so validation, storage and display never drift between forms."""
+
 from __future__ import annotations
 
 import re
@@ -31,6 +32,7 @@ def greater_than_zero(message="Must be greater than zero."):
     def check(form, field):
         if field.data is not None and field.data <= 0:
             raise ValidationError(message)
+
     return check
 
 
@@ -85,8 +87,9 @@ def field_for(spec):
     if spec.kind == "bool":
         return YesNoField(spec.label, validators=[Optional()], **kwargs)
     if spec.kind == "choice":
-        return SelectField(spec.label, choices=[("", "— not answered —"), *spec.choices],
-                           validators=[Optional()], **kwargs)
+        return SelectField(
+            spec.label, choices=[("", "— not answered —"), *spec.choices], validators=[Optional()], **kwargs
+        )
     if spec.kind == "time":
         return StringField(spec.label, validators=[Optional(), valid_time], **kwargs)
     if spec.kind == "text":
@@ -102,8 +105,9 @@ class CrfForm(FlaskForm):
 
     SPECS: tuple = ()
     version = HiddenField()
-    reason = TextAreaField("Reason for change", validators=[Length(max=500)],
-                           description="Required when changing a completed form.")
+    reason = TextAreaField(
+        "Reason for change", validators=[Length(max=500)], description="Required when changing a completed form."
+    )
 
     def values(self) -> dict:
         """The submitted answers as Python values (None = not answered)."""

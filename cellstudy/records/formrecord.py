@@ -1,4 +1,5 @@
 """Columns and behaviour shared by every clinical form (versioned, audited, signable)."""
+
 from datetime import datetime
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String

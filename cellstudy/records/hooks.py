@@ -16,6 +16,7 @@ Three kinds, all run inside the writing transaction:
   answers, and what to clear after it. Until it is served, nothing is locked or linked.
 
 The records layer knows no feature: features register their hooks at start-up."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -93,8 +94,9 @@ class WritePathHooks:
         """The reason of a correction, carrying the queries it answers, and those queries."""
         return reason, []
 
-    def after_write(self, record, *, user, changed: dict, reason: str | None, created: bool = False,
-                    answered: list = ()) -> None:
+    def after_write(
+        self, record, *, user, changed: dict, reason: str | None, created: bool = False, answered: list = ()
+    ) -> None:
         """After a create or save of a form record."""
 
     def after_status(self, record, *, user, reason: str | None) -> None:
@@ -110,4 +112,3 @@ def serve_write_path(hooks: WritePathHooks) -> None:
 
 def write_path() -> WritePathHooks:
     return _WRITE_PATH[0]
-

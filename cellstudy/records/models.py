@@ -1,4 +1,5 @@
 """Audit trail and e-signatures (PROTOCOL 7, 21 CFR Part 11)."""
+
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
@@ -70,8 +71,10 @@ class Query(db.Model):
     manual queries and the monitor's workflow on this table."""
 
     __tablename__ = "query"
-    __table_args__ = (Index("ix_query_form", "form", "form_id", "field"),
-                      Index("ix_query_state_site", "state", "site_id"))
+    __table_args__ = (
+        Index("ix_query_form", "form", "form_id", "field"),
+        Index("ix_query_state_site", "state", "site_id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"))
     subject_id: Mapped[int | None] = mapped_column(ForeignKey("subject.id"), index=True)

@@ -1,6 +1,7 @@
 """Fast HTML for CRF fields. A screening form has ~60 fields: rendering each through a
 Jinja macro and WTForms widgets cost more than the rest of the page together, so the
 markup of `_macros.html`'s `field` is produced here in plain Python, the same HTML."""
+
 from __future__ import annotations
 
 from flask import g
@@ -17,8 +18,7 @@ _TEXT_KW = {
 def _input(f, extra: str, described: str) -> str:
     value = f._value()
     required = " required" if f.flags.required else ""
-    return (f'<input id="{escape(f.id)}" name="{escape(f.name)}"{extra} value="{escape(value)}"'
-            f'{described}{required}>')
+    return f'<input id="{escape(f.id)}" name="{escape(f.name)}"{extra} value="{escape(value)}"{described}{required}>'
 
 
 def read_only() -> bool:
@@ -45,13 +45,16 @@ def render_field(f, unit: str | None = None, extra_class: str = "") -> Markup:
     parts = [f'<div class="field {escape(extra_class)}{" has-error" if errors else ""}">']
     if kind == "BooleanField":
         checked = " checked" if f.data else ""
-        parts.append(f'<label class="check"><input id="{fid}" name="{escape(f.name)}" type="checkbox" value="y"'
-                     f'{checked}{described}> {escape(f.label.text)}</label>')
+        parts.append(
+            f'<label class="check"><input id="{fid}" name="{escape(f.name)}" type="checkbox" value="y"'
+            f"{checked}{described}> {escape(f.label.text)}</label>"
+        )
     else:
         # issue 6: the field's open queries and SDV mark, set by the page's field_badges(record)
         badge = g.get("monitoring_badges", {}).get(f.name, "") if g else ""
-        parts.append(f'<label for="{fid}">{escape(f.label.text)}{" " + badge if badge else ""}</label>'
-                     '<div class="control">')
+        parts.append(
+            f'<label for="{fid}">{escape(f.label.text)}{" " + badge if badge else ""}</label><div class="control">'
+        )
         if kind in ("SelectField", "YesNoField", "SelectMultipleField"):
             parts.append(_select(f, described))
         elif kind == "TextAreaField":

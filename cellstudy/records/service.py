@@ -4,6 +4,7 @@ Views never add or commit clinical records themselves: they call these functions
 which check the version, require a reason for a change to a completed form, write
 the audit records, invalidate signatures of the changed form and commit, all in
 one transaction."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -24,8 +25,10 @@ class RecordError(Exception):
 class StaleVersion(RecordError):
     def __init__(self, record):
         by = record.updated_by.full_name if record.updated_by else "another user"
-        super().__init__(f"This form was changed by {by} at {fmt_utc(record.updated_at)} since you opened it. "
-                         "Your entries are kept below next to the saved values: review them and save again.")
+        super().__init__(
+            f"This form was changed by {by} at {fmt_utc(record.updated_at)} since you opened it. "
+            "Your entries are kept below next to the saved values: review them and save again."
+        )
         self.record = record
 
 
@@ -75,8 +78,9 @@ def create(record, *, user, fields: dict, reason: str | None = None, form: str |
     for name, value in fields.items():
         if audit.to_text(value) is not None:
             audit.append("set", user=user, form=form, form_id=record.id, field=name, new=value, **scope)
-    hooks.write_path().after_write(record, user=user, changed={n: (None, v) for n, v in fields.items()},
-                              reason=reason, created=True)
+    hooks.write_path().after_write(
+        record, user=user, changed={n: (None, v) for n, v in fields.items()}, reason=reason, created=True
+    )
     return record
 
 
@@ -90,8 +94,7 @@ def diff(record, changes: dict) -> dict:
     return out
 
 
-def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None,
-         commit: bool = True) -> dict:
+def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None, commit: bool = True) -> dict:
     """Apply `changes` to a form record; returns {field: (old, new)} of what changed."""
     if record.version != expected_version:
         raise StaleVersion(record)
@@ -108,8 +111,17 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     touch(record, user)
     for name, (old, new) in changed.items():
         record.set_field(name, new)
-        audit.append("update", user=user, form=record.FORM_NAME, form_id=record.id, field=name,
-                     old=old, new=new, reason=reason, **scope)
+        audit.append(
+            "update",
+            user=user,
+            form=record.FORM_NAME,
+            form_id=record.id,
+            field=name,
+            old=old,
+            new=new,
+            reason=reason,
+            **scope,
+        )
     _flush_or_stale(record)  # a concurrent save shows here, before any hook reads the database
     invalidate_signatures(record, user=user, reason=reason or "form changed")
     monitoring.after_write(record, user=user, changed=changed, reason=reason, answered=answered)
@@ -118,8 +130,9 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     return changed
 
 
-def set_status(record, status: str, *, user, reason: str | None = None, form: str | None = None,
-               commit: bool = True) -> None:
+def set_status(
+    record, status: str, *, user, reason: str | None = None, form: str | None = None, commit: bool = True
+) -> None:
     old = record.status
     if old == status:
         return
@@ -127,8 +140,17 @@ def set_status(record, status: str, *, user, reason: str | None = None, form: st
     if hasattr(record, "updated_by_id"):
         touch(record, user)
     record.status = status
-    audit.append("status", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
-                 form_id=record.id, field="status", old=old, new=status, reason=reason, **_subject_scope(record))
+    audit.append(
+        "status",
+        user=user,
+        form=form or getattr(record, "FORM_NAME", "subject"),
+        form_id=record.id,
+        field="status",
+        old=old,
+        new=status,
+        reason=reason,
+        **_subject_scope(record),
+    )
     if hasattr(record, "updated_by_id"):
         _flush_or_stale(record)
     hooks.write_path().after_status(record, user=user, reason=reason)
@@ -141,12 +163,20 @@ def set_value(record, name: str, value, *, user, reason: str | None = None, form
     check_writable(record)
     old = getattr(record, name)
     setattr(record, name, value)
-    audit.append("assign", user=user, form=form or getattr(record, "FORM_NAME", "subject"),
-                 form_id=record.id, field=name, old=old, new=value, reason=reason, **_subject_scope(record))
+    audit.append(
+        "assign",
+        user=user,
+        form=form or getattr(record, "FORM_NAME", "subject"),
+        form_id=record.id,
+        field=name,
+        old=old,
+        new=value,
+        reason=reason,
+        **_subject_scope(record),
+    )
 
 
-def sign(record, *, user, password: str, meaning: str, form: str | None = None,
-         reason: str | None = None) -> Signature:
+def sign(record, *, user, password: str, meaning: str, form: str | None = None, reason: str | None = None) -> Signature:
     """An e-signature: the signer re-enters the password (21 CFR 11.200). `reason`: what the
     signer confirmed beyond the meaning (issue 11: a casebook signed with work outstanding),
     kept in the signature's audit record."""
@@ -162,30 +192,63 @@ def sign(record, *, user, password: str, meaning: str, form: str | None = None,
         if record_id is not None and db.session.get(type(record), record_id) is None:
             record_id = None  # the record itself was part of the refused action
         message = register_signature_failure(user)
-        audit.append("sign_refused", user=user, form=form, form_id=record_id, field="signature", new=meaning,
-                     reason="password not accepted", **scope)
+        audit.append(
+            "sign_refused",
+            user=user,
+            form=form,
+            form_id=record_id,
+            field="signature",
+            new=meaning,
+            reason="password not accepted",
+            **scope,
+        )
         commit()
         raise SignatureRefused(message)
-    signature = Signature(user_id=user.id, printed_name=user.full_name, meaning=meaning, signed_at=utcnow(),
-                          subject_id=scope["subject_id"], form=form or record.FORM_NAME, form_id=record.id,
-                          form_version=getattr(record, "version", None) or 0)  # a casebook (subject): 0
+    signature = Signature(
+        user_id=user.id,
+        printed_name=user.full_name,
+        meaning=meaning,
+        signed_at=utcnow(),
+        subject_id=scope["subject_id"],
+        form=form or record.FORM_NAME,
+        form_id=record.id,
+        form_version=getattr(record, "version", None) or 0,
+    )  # a casebook (subject): 0
     db.session.add(signature)
     db.session.flush()
-    audit.append("sign", user=user, form=signature.form, form_id=record.id, field="signature",
-                 new=f"{user.full_name}: {meaning}", reason=reason, **scope)
+    audit.append(
+        "sign",
+        user=user,
+        form=signature.form,
+        form_id=record.id,
+        field="signature",
+        new=f"{user.full_name}: {meaning}",
+        reason=reason,
+        **scope,
+    )
     return signature
 
 
 def invalidate_signatures(record, *, user, reason: str) -> None:
-    signatures = db.session.execute(select(Signature).where(
-        Signature.form == record.FORM_NAME, Signature.form_id == record.id, Signature.valid.is_(True))).scalars()
+    signatures = db.session.execute(
+        select(Signature).where(
+            Signature.form == record.FORM_NAME, Signature.form_id == record.id, Signature.valid.is_(True)
+        )
+    ).scalars()
     for signature in signatures:
         signature.valid = False
         signature.invalidated_at = utcnow()
         signature.invalidated_reason = reason
-        audit.append("unsign", user=user, form=record.FORM_NAME, form_id=record.id, field="signature",
-                     old=f"{signature.printed_name}: {signature.meaning}", reason=reason,
-                     **_subject_scope(record))
+        audit.append(
+            "unsign",
+            user=user,
+            form=record.FORM_NAME,
+            form_id=record.id,
+            field="signature",
+            old=f"{signature.printed_name}: {signature.meaning}",
+            reason=reason,
+            **_subject_scope(record),
+        )
 
 
 def lock(row) -> None:

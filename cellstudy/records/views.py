@@ -1,11 +1,16 @@
 """Helpers the CRF views share (Flask side; the rules stay in the services)."""
+
 from __future__ import annotations
 
-from flask import before_render_template, flash, g, get_template_attribute
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import before_render_template, flash, g, get_template_attribute, redirect, request, url_for
 from markupsafe import Markup
 
 from ..extensions import db
 from . import hooks
+from .service import RecordError
 
 #: where a CRF page's context holds the record it shows: `record` (infusion, lymphodepletion,
 #: visit, DLT, CRS/ICANS assessments), `ae`, `screening`, `exposure`
@@ -30,7 +35,102 @@ def show_refusal(form, error, default_field: str | None = None) -> None:
     flash(message if "Nothing was saved" in message else "Nothing was saved: " + message, "error")
 
 
+# --- a POST action: validate, run, flash, redirect (issue 12) ---------------------------------------
+
+Message = str | Callable[..., str | None] | None
+Url = str | Callable[[], str]
+
+
+def form_errors(form, sep: str = "; ") -> str:
+    """The form's validation messages, joined."""
+    return sep.join(e for errs in form.errors.values() for e in errs)
+
+
+def post_action(
+    form,
+    do: Callable[[], Any],
+    *,
+    done: Message,
+    refused: str | Callable[[RecordError], str],
+    invalid: Message = None,
+    back: Url,
+    back_done: Url | None = None,
+):
+    """The one POST action of a page: when `form` validates, `do()` runs the service; its
+    success flashes `done` (a text, or a callable of do's result giving the text or None
+    for no flash), a refusal (a RecordError) rolls the session back, so nothing of the
+    refused write is kept, and flashes `refused` followed by the error (or `refused(error)`
+    when it is a callable). A form that does not validate flashes `invalid` (a text or a
+    callable of the form; by default `refused` and the form's messages) and runs nothing.
+    Answers with a redirect to `back` (a URL or a callable giving it), after a success to
+    `back_done` when given."""
+    if form.validate_on_submit():
+        try:
+            result = do()
+        except RecordError as error:
+            db.session.rollback()
+            flash(refused(error) if callable(refused) else f"{refused}{error}", "error")
+        else:
+            message = done(result) if callable(done) else done
+            if message:
+                flash(message, "success")
+            return redirect(_url(back_done if back_done is not None else back))
+    else:
+        if invalid is None:
+            message = (refused if isinstance(refused, str) else "") + form_errors(form)
+        else:
+            message = invalid(form) if callable(invalid) else invalid
+        flash(message, "error")
+    return redirect(_url(back))
+
+
+def _url(target: Url) -> str:
+    return target() if callable(target) else target
+
+
+# --- a refused write that escapes a view: never a 500 (issue 12) ---------------------------------
+
+REFUSED_PREFIX = "Nothing was saved: "
+
+
+def local_path(url: str | None) -> str | None:
+    """`url` as a path on this site (with its query), or None when it points elsewhere or
+    is not a plain path: only "/..." (never "//host" or "/\\host"), no other scheme or host."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme or parts.netloc:
+        if parts.scheme not in ("http", "https") or parts.netloc != request.host:
+            return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    if not path.startswith("/") or path.startswith(("//", "/\\")) or any(ord(c) < 32 for c in path):
+        return None
+    return path
+
+
+def safe_back() -> str:
+    """Where a refused request returns: the page it came from (a same-host referrer that is
+    not this request's own URL), else the start page."""
+    path = local_path(request.referrer)
+    if path is not None and path.split("?", 1)[0] != request.path:
+        return path
+    return url_for("main.index")
+
+
+def refused_anywhere(error: RecordError):
+    """The app-wide handler of a RecordError no view caught: the session is rolled back
+    (nothing of the refused write is kept), the message flashed, and the user sent back."""
+    db.session.rollback()
+    message = str(error)
+    flash(message if "Nothing was saved" in message else REFUSED_PREFIX + message, "error")
+    return redirect(safe_back())
+
+
 # --- a locked CRF renders read-only (issue 11) ----------------------------------------------------
+
 
 def crf_lock(record, subject):
     """The lock in force on a CRF's record: the study's, its subject's or its own; for a

@@ -18,6 +18,7 @@ Two kinds of entry:
 
 Pure: no Flask, no database. URLs are endpoint names; the pages resolve them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -246,6 +247,26 @@ def signature_forms() -> tuple[str, ...]:
     return tuple(ft.name for ft in form_types().values() if ft.signature)
 
 
-__all__ = ["generation", "FieldSpec", "FormType", "Log", "RecordType", "register", "unregister", "get", "record_type", "model_of",
-           "form_types", "record_types", "label", "record_title", "logs", "log_label", "casebook", "subject_forms", "sdv_plans",
-           "signature_forms", "SDV_PLANS"]
+__all__ = [
+    "generation",
+    "FieldSpec",
+    "FormType",
+    "Log",
+    "RecordType",
+    "register",
+    "unregister",
+    "get",
+    "record_type",
+    "model_of",
+    "form_types",
+    "record_types",
+    "label",
+    "record_title",
+    "logs",
+    "log_label",
+    "casebook",
+    "subject_forms",
+    "sdv_plans",
+    "signature_forms",
+    "SDV_PLANS",
+]

@@ -1,5 +1,6 @@
 """The columns of a repeating log, read off the WTForms class its screen uses, so the
 log's labels, help texts and choices are declared once, in that class (issue 12)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ def columns_of_form(form_class, names, widths) -> tuple[Column, ...]:
     for name, width in zip(names, widths, strict=True):
         unbound = getattr(form_class, name)
         label = unbound.kwargs.get("label") or (unbound.args[0] if unbound.args else name)
-        choices = tuple((v, l) for v, l in unbound.kwargs.get("choices", ()) if v)
+        choices = tuple((value, text) for value, text in unbound.kwargs.get("choices", ()) if value)
         kind = _KINDS.get(unbound.field_class.__name__, "text")
         out.append(Column(name, str(label), kind, str(unbound.kwargs.get("description") or ""), choices, width))
     return tuple(out)

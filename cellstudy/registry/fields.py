@@ -10,6 +10,7 @@ catalogue read them, so a label, range or choice list changes in one place.
 ``positive`` additionally excludes zero (a zero ULN or zero creatinine is bad input,
 PROTOCOL 4.1). ``female_only`` fields are asked only when sex is F.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,12 +4,14 @@ the sort keys of each listing, and their parsing from the query string.
 Pure: no Flask, no database. The queries (queries.py) read a `Filters` value;
 the pages and exports describe it (`describe`, `active`) and link back to it (`args`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -40,9 +42,12 @@ class Filters:
         return out
 
     def describe(self, ignored: Iterable[str] = ()) -> str:
-        """"Site HZ; Grade >= 3; Serious only" or "None"."""
-        parts = [f"{FILTER_LABELS[k]} {v}" if not isinstance(v, bool) else FILTER_LABELS[k]
-                 for k, v in self.active().items() if k not in ignored]
+        """ "Site HZ; Grade >= 3; Serious only" or "None"."""
+        parts = [
+            f"{FILTER_LABELS[k]} {v}" if not isinstance(v, bool) else FILTER_LABELS[k]
+            for k, v in self.active().items()
+            if k not in ignored
+        ]
         return "; ".join(parts) or "None"
 
     def args(self, **overrides) -> dict[str, Any]:
@@ -65,32 +70,60 @@ class Filters:
 
 
 FILTER_LABELS = {
-    "site": "Site", "dose_level": "Dose level", "grade_min": "Grade ≥", "serious_only": "Serious only",
-    "related_only": "Related only", "te_only": "Treatment-emergent only", "date_from": "Onset from",
-    "date_to": "Onset to", "sort": "Sort", "dir": "Sort direction", "page": "Page",
+    "site": "Site",
+    "dose_level": "Dose level",
+    "grade_min": "Grade ≥",
+    "serious_only": "Serious only",
+    "related_only": "Related only",
+    "te_only": "Treatment-emergent only",
+    "date_from": "Onset from",
+    "date_to": "Onset to",
+    "sort": "Sort",
+    "dir": "Sort direction",
+    "page": "Page",
 }
 _TRUE = {"1", "y", "yes", "on", "true"}
 _FALSE = {"", "0", "n", "no", "off", "false"}
 
 #: sort key -> label: the AE listing (and the DLT listing); the SAE listing adds its clocks
 AE_SORTS: dict[str, str] = {
-    "subject": "Subject", "site": "Site", "dose_level": "Dose level", "ae": "AE", "term": "CTCAE term",
-    "soc": "System organ class", "meddra_code": "MedDRA code", "verbatim": "Verbatim term",
-    "grade": "Worst grade", "serious": "Serious", "related_nk": "Attribution NK cells",
-    "related_ld": "Attribution lymphodepletion", "dlt": "DLT", "onset": "Onset", "end": "End",
-    "outcome": "Outcome", "status": "Form status",
+    "subject": "Subject",
+    "site": "Site",
+    "dose_level": "Dose level",
+    "ae": "AE",
+    "term": "CTCAE term",
+    "soc": "System organ class",
+    "meddra_code": "MedDRA code",
+    "verbatim": "Verbatim term",
+    "grade": "Worst grade",
+    "serious": "Serious",
+    "related_nk": "Attribution NK cells",
+    "related_ld": "Attribution lymphodepletion",
+    "dlt": "DLT",
+    "onset": "Onset",
+    "end": "End",
+    "outcome": "Outcome",
+    "status": "Form status",
 }
 SAE_SORTS: dict[str, str] = {
     **{k: v for k, v in AE_SORTS.items() if k not in ("soc", "meddra_code", "serious", "dlt")},
-    "expectedness": "Expectedness", "awareness": "Site aware", "sae_due": "SAE report due",
-    "sae_reported": "SAE report submitted", "susar": "SUSAR", "susar_due": "SUSAR report due",
+    "expectedness": "Expectedness",
+    "awareness": "Site aware",
+    "sae_due": "SAE report due",
+    "sae_reported": "SAE report submitted",
+    "susar": "SUSAR",
+    "susar_due": "SUSAR report due",
     "susar_reported": "SUSAR report submitted",
 }
 
 
-def parse_filters(args: Mapping[str, str], *, sites: Iterable[str] | None = None,
-                  dose_levels: Iterable[str] | None = None,
-                  sorts: Mapping[str, str] = AE_SORTS) -> tuple[Filters, dict[str, str]]:
+def parse_filters(
+    args: Mapping[str, str],
+    *,
+    sites: Iterable[str] | None = None,
+    dose_levels: Iterable[str] | None = None,
+    sorts: Mapping[str, str] = AE_SORTS,
+) -> tuple[Filters, dict[str, str]]:
     """Filters from query-string arguments, and {argument: message} for the bad ones.
 
     A bad value never fails the page: its filter is left out (the message says so) and
@@ -106,17 +139,21 @@ def parse_filters(args: Mapping[str, str], *, sites: Iterable[str] | None = None
     if site:
         allowed = None if sites is None else {s.upper(): s for s in sites}
         if allowed is not None and site.upper() not in allowed:
-            errors["site"] = (f"Site: “{site}” is not one of your sites"
-                              f"{' (' + ', '.join(sorted(allowed.values())) + ')' if allowed else ''}: "
-                              "the site filter was not applied.")
+            errors["site"] = (
+                f"Site: “{site}” is not one of your sites"
+                f"{' (' + ', '.join(sorted(allowed.values())) + ')' if allowed else ''}: "
+                "the site filter was not applied."
+            )
         else:
             values["site"] = allowed[site.upper()] if allowed is not None else site
     level = text("dose_level")
     if level:
         allowed = None if dose_levels is None else list(dose_levels)
         if allowed is not None and level not in allowed:
-            errors["dose_level"] = (f"Dose level: “{level}” is not a dose level of the study "
-                                    f"({', '.join(allowed)}): the dose-level filter was not applied.")
+            errors["dose_level"] = (
+                f"Dose level: “{level}” is not a dose level of the study "
+                f"({', '.join(allowed)}): the dose-level filter was not applied."
+            )
         else:
             values["dose_level"] = level
     grade = text("grade_min")
@@ -137,11 +174,15 @@ def parse_filters(args: Mapping[str, str], *, sites: Iterable[str] | None = None
             try:
                 values[name] = date.fromisoformat(raw)
             except ValueError:
-                errors[name] = (f"{FILTER_LABELS[name]}: “{raw}” is not a date; enter it as YYYY-MM-DD "
-                                "(this end of the range was not applied).")
+                errors[name] = (
+                    f"{FILTER_LABELS[name]}: “{raw}” is not a date; enter it as YYYY-MM-DD "
+                    "(this end of the range was not applied)."
+                )
     if values.get("date_from") and values.get("date_to") and values["date_to"] < values["date_from"]:
-        errors["date_to"] = (f"Onset to ({values['date_to']}) is before Onset from ({values['date_from']}): "
-                             "the end of the range was not applied.")
+        errors["date_to"] = (
+            f"Onset to ({values['date_to']}) is before Onset from ({values['date_from']}): "
+            "the end of the range was not applied."
+        )
         del values["date_to"]
     sort = text("sort")
     if sort:

@@ -19,6 +19,7 @@ What the listings hold (decisions, docs/decisions.md):
 - The SAE and SUSAR report states are `rules.clock_state`'s (the AE pages' clocks),
   written "on time" / "late" / "due" / "overdue".
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -35,8 +36,7 @@ from ..timeutil import as_utc, fmt_utc, utcnow
 from ..adverse_events.fields import ACTIONS, ATTRIBUTIONS, CRITERIA_CODES, OUTCOMES
 from ..exports.tabular import Column
 from .filters import Filters
-from .queries import LISTING_COLUMNS, count, first_infusion_dates, listing_order, listing_select, raw_rows, \
-    stream
+from .queries import LISTING_COLUMNS, count, first_infusion_dates, listing_order, listing_select, raw_rows, stream
 from ..adverse_events.models import AdverseEvent
 from ..adverse_events.rules import DUE, OVERDUE, REPORTED, REPORTED_LATE, clock_state, study_day
 
@@ -46,9 +46,12 @@ ATTRIBUTION_LABELS = dict(ATTRIBUTIONS)
 OUTCOME_LABELS = dict(OUTCOMES)
 ACTION_LABELS = dict(ACTIONS)
 CRITERIA_SHORT = {
-    "sae_death": "Death", "sae_life_threatening": "Life-threatening",
-    "sae_hospitalisation": "Hospitalisation", "sae_disability": "Disability",
-    "sae_congenital_anomaly": "Congenital anomaly", "sae_important_medical_event": "Important medical event",
+    "sae_death": "Death",
+    "sae_life_threatening": "Life-threatening",
+    "sae_hospitalisation": "Hospitalisation",
+    "sae_disability": "Disability",
+    "sae_congenital_anomaly": "Congenital anomaly",
+    "sae_important_medical_event": "Important medical event",
 }
 
 #: how the listings and their exports write a clock state (rules.CLOCK_STATES)
@@ -56,6 +59,7 @@ REPORT_STATE_LABELS = {REPORTED: "on time", REPORTED_LATE: "late", DUE: "due", O
 
 
 # --- rows ------------------------------------------------------------------------------------
+
 
 def report_state(due: datetime | None, reported: datetime | None, now: datetime) -> str | None:
     """The state of a reporting clock as the listings write it: on time / late / due /
@@ -72,37 +76,92 @@ _N_LISTING = len(LISTING_COLUMNS)
 def _row(r, kind: str, first: Mapping[int, date], now: datetime) -> dict:
     """One listing row as the page and the exports use it. Positional unpacking: this
     runs 100,000 times in an export."""
-    (ae_id, subject_id, number, subject, site, timezone, dose_level, category, term, soc, meddra_code, verbatim,
-     grade, serious, related_nk, related_ld, related, dlt, onset, end, ongoing, outcome, status,
-     treatment_emergent) = r[:_N_LISTING] if kind == "sae" else r
+    (
+        ae_id,
+        subject_id,
+        number,
+        subject,
+        site,
+        timezone,
+        dose_level,
+        category,
+        term,
+        soc,
+        meddra_code,
+        verbatim,
+        grade,
+        serious,
+        related_nk,
+        related_ld,
+        related,
+        dlt,
+        onset,
+        end,
+        ongoing,
+        outcome,
+        status,
+        treatment_emergent,
+    ) = r[:_N_LISTING] if kind == "sae" else r
     day = study_day(onset, first.get(subject_id))
     row = {
-        "ae_id": ae_id, "subject_id": subject_id, "subject": subject, "site": site, "timezone": timezone,
-        "dose_level": dose_level, "day": day, "ae": number, "category": category, "term": term, "soc": soc,
-        "meddra_code": meddra_code, "verbatim": verbatim, "grade": grade, "serious": serious,
+        "ae_id": ae_id,
+        "subject_id": subject_id,
+        "subject": subject,
+        "site": site,
+        "timezone": timezone,
+        "dose_level": dose_level,
+        "day": day,
+        "ae": number,
+        "category": category,
+        "term": term,
+        "soc": soc,
+        "meddra_code": meddra_code,
+        "verbatim": verbatim,
+        "grade": grade,
+        "serious": serious,
         "related_nk": ATTRIBUTION_LABELS.get(related_nk, related_nk),
-        "related_ld": ATTRIBUTION_LABELS.get(related_ld, related_ld), "related": related, "dlt": dlt,
-        "onset": onset, "end": end if end is not None else ("Ongoing" if ongoing else None),
-        "outcome": OUTCOME_LABELS.get(outcome, outcome), "status": status,
+        "related_ld": ATTRIBUTION_LABELS.get(related_ld, related_ld),
+        "related": related,
+        "dlt": dlt,
+        "onset": onset,
+        "end": end if end is not None else ("Ongoing" if ongoing else None),
+        "outcome": OUTCOME_LABELS.get(outcome, outcome),
+        "status": status,
         "treatment_emergent": treatment_emergent,
     }
     if kind == "sae":
-        (expectedness, action, data, awareness_at, sae_due_at, sae_reported_at, susar, susar_due_at,
-         susar_reported_at) = r[_N_LISTING:]
+        (
+            expectedness,
+            action,
+            data,
+            awareness_at,
+            sae_due_at,
+            sae_reported_at,
+            susar,
+            susar_due_at,
+            susar_reported_at,
+        ) = r[_N_LISTING:]
         data = data or {}
-        row.update({
-            "expectedness": (expectedness or "").capitalize() or None,
-            "action": ACTION_LABELS.get(action, action),
-            "criteria": "; ".join(CRITERIA_SHORT[c] for c in CRITERIA_CODES if data.get(c)) or None,
-            "awareness_at": as_utc(awareness_at), "sae_due_at": as_utc(sae_due_at),
-            "sae_reported_at": as_utc(sae_reported_at), "susar": susar,
-            "susar_due_at": as_utc(susar_due_at), "susar_reported_at": as_utc(susar_reported_at),
-            "awareness": fmt_utc(awareness_at) or None, "sae_due": fmt_utc(sae_due_at) or None,
-            "sae_reported": fmt_utc(sae_reported_at) or None,
-            "sae_state": report_state(sae_due_at, sae_reported_at, now),
-            "susar_due": fmt_utc(susar_due_at) or None, "susar_reported": fmt_utc(susar_reported_at) or None,
-            "susar_state": report_state(susar_due_at, susar_reported_at, now) if susar else None,
-        })
+        row.update(
+            {
+                "expectedness": (expectedness or "").capitalize() or None,
+                "action": ACTION_LABELS.get(action, action),
+                "criteria": "; ".join(CRITERIA_SHORT[c] for c in CRITERIA_CODES if data.get(c)) or None,
+                "awareness_at": as_utc(awareness_at),
+                "sae_due_at": as_utc(sae_due_at),
+                "sae_reported_at": as_utc(sae_reported_at),
+                "susar": susar,
+                "susar_due_at": as_utc(susar_due_at),
+                "susar_reported_at": as_utc(susar_reported_at),
+                "awareness": fmt_utc(awareness_at) or None,
+                "sae_due": fmt_utc(sae_due_at) or None,
+                "sae_reported": fmt_utc(sae_reported_at) or None,
+                "sae_state": report_state(sae_due_at, sae_reported_at, now),
+                "susar_due": fmt_utc(susar_due_at) or None,
+                "susar_reported": fmt_utc(susar_reported_at) or None,
+                "susar_state": report_state(susar_due_at, susar_reported_at, now) if susar else None,
+            }
+        )
     return row
 
 
@@ -116,16 +175,21 @@ class Page:
     filters: Filters = field(default_factory=Filters)
 
 
-def listing_page(kind: str, filters: Filters, site_ids: list[int] | None, *, per_page: int = PAGE_SIZE,
-                 now: datetime | None = None) -> Page:
+def listing_page(
+    kind: str, filters: Filters, site_ids: list[int] | None, *, per_page: int = PAGE_SIZE, now: datetime | None = None
+) -> Page:
     """One page of a listing ("ae", "sae" or "dlt"), ordered and limited by the database;
     the study day is computed for the page's rows only (one query for their subjects'
     first infusions). A page past the end shows the last page."""
     total = count(kind, filters, site_ids)
     pages = max(1, -(-total // per_page))
     page = min(max(filters.page, 1), pages)
-    stmt = (listing_select(kind, filters, site_ids).order_by(*listing_order(filters))
-            .limit(per_page).offset((page - 1) * per_page))
+    stmt = (
+        listing_select(kind, filters, site_ids)
+        .order_by(*listing_order(filters))
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
     result = db.session.execute(stmt).all()
     first = first_infusion_dates({r.subject_id for r in result})
     now = now or utcnow()
@@ -133,8 +197,9 @@ def listing_page(kind: str, filters: Filters, site_ids: list[int] | None, *, per
     return Page(rows, total, page, pages, per_page, replace(filters, page=page))
 
 
-def iter_listing(kind: str, filters: Filters, site_ids: list[int] | None, *,
-                 now: datetime | None = None) -> Iterator[dict]:
+def iter_listing(
+    kind: str, filters: Filters, site_ids: list[int] | None, *, now: datetime | None = None
+) -> Iterator[dict]:
     """Every row of a listing in the listing's order, streamed from the database
     (YIELD_PER rows at a time, plain columns, never ORM objects): for the exports.
     The first-infusion dates of the sites' subjects are read once, before the rows."""
@@ -152,11 +217,25 @@ def iter_listing(kind: str, filters: Filters, site_ids: list[int] | None, *,
 #: what `iter_listing_values` reads for the AE and DLT listings: their export columns
 #: (ae_columns) and what the study day needs, nothing else
 _EXPORT_COLUMNS = (
-    AdverseEvent.subject_id, func.coalesce(Subject.subject_number, Subject.screening_number).label("subject"),
-    Site.code.label("site"), Subject.dose_level, AdverseEvent.number, AdverseEvent.term, AdverseEvent.soc,
-    AdverseEvent.meddra_code, AdverseEvent.verbatim, AdverseEvent.grade, AdverseEvent.serious,
-    AdverseEvent.related_nk, AdverseEvent.related_ld, AdverseEvent.dlt, AdverseEvent.onset_date,
-    AdverseEvent.end_date, AdverseEvent.ongoing, AdverseEvent.outcome, AdverseEvent.status,
+    AdverseEvent.subject_id,
+    func.coalesce(Subject.subject_number, Subject.screening_number).label("subject"),
+    Site.code.label("site"),
+    Subject.dose_level,
+    AdverseEvent.number,
+    AdverseEvent.term,
+    AdverseEvent.soc,
+    AdverseEvent.meddra_code,
+    AdverseEvent.verbatim,
+    AdverseEvent.grade,
+    AdverseEvent.serious,
+    AdverseEvent.related_nk,
+    AdverseEvent.related_ld,
+    AdverseEvent.dlt,
+    AdverseEvent.onset_date,
+    AdverseEvent.end_date,
+    AdverseEvent.ongoing,
+    AdverseEvent.outcome,
+    AdverseEvent.status,
 )
 
 
@@ -165,8 +244,9 @@ def listing_columns(kind: str) -> list:
     return sae_columns() if kind == "sae" else ae_columns()
 
 
-def iter_listing_values(kind: str, filters: Filters, site_ids: list[int] | None, *,
-                        now: datetime | None = None, for_csv: bool = False) -> Iterator[tuple]:
+def iter_listing_values(
+    kind: str, filters: Filters, site_ids: list[int] | None, *, now: datetime | None = None, for_csv: bool = False
+) -> Iterator[tuple]:
     """The rows of `iter_listing` as tuples in the order of `listing_columns(kind)`,
     with the same values (the CSV and XLSX exports read these): streamed the same way.
 
@@ -196,8 +276,27 @@ def iter_listing_values(kind: str, filters: Filters, site_ids: list[int] | None,
         result = stream(stmt)
         rows = result
     try:
-        for (subject_id, subject, site, dose_level, number, term, soc, meddra_code, verbatim, grade, serious,
-             related_nk, related_ld, dlt, onset, end, ongoing, outcome, status) in rows:
+        for (
+            subject_id,
+            subject,
+            site,
+            dose_level,
+            number,
+            term,
+            soc,
+            meddra_code,
+            verbatim,
+            grade,
+            serious,
+            related_nk,
+            related_ld,
+            dlt,
+            onset,
+            end,
+            ongoing,
+            outcome,
+            status,
+        ) in rows:
             first = reference(subject_id)
             if first is None or onset is None:
                 day = None
@@ -208,42 +307,80 @@ def iter_listing_values(kind: str, filters: Filters, site_ids: list[int] | None,
                 day = study_day(day, first)
             else:
                 day = study_day(onset, first)
-            yield (subject, site, dose_level, day, number, term, soc, meddra_code, verbatim, grade, serious,
-                   attribution(related_nk, related_nk), attribution(related_ld, related_ld), dlt, onset,
-                   end if end is not None else ("Ongoing" if ongoing else None), outcomes(outcome, outcome),
-                   status)
+            yield (
+                subject,
+                site,
+                dose_level,
+                day,
+                number,
+                term,
+                soc,
+                meddra_code,
+                verbatim,
+                grade,
+                serious,
+                attribution(related_nk, related_nk),
+                attribution(related_ld, related_ld),
+                dlt,
+                onset,
+                end if end is not None else ("Ongoing" if ongoing else None),
+                outcomes(outcome, outcome),
+                status,
+            )
     finally:
         result.close()
 
 
 # --- export columns (cellstudy.exports.tabular) -----------------------------------------------------
 
+
 def ae_columns() -> list:
     """The AE listing's columns (the DLT listing has the same): keys of the row dicts."""
     return [
-        Column("subject", "Subject", 11), Column("site", "Site", 6), Column("dose_level", "Dose level", 9),
-        Column("day", "Study day", 8, "int"), Column("ae", "AE", 5, "int"), Column("term", "CTCAE term", 30),
-        Column("soc", "System organ class", 30), Column("meddra_code", "MedDRA code", 11),
-        Column("verbatim", "Verbatim term", 26), Column("grade", "Worst grade", 7, "int"),
-        Column("serious", "Serious", 7, "bool"), Column("related_nk", "Attribution NK cells", 12),
-        Column("related_ld", "Attribution lymphodepletion", 14), Column("dlt", "DLT", 5, "bool"),
-        Column("onset", "Onset", 11, "date"), Column("end", "End", 11, "date"),
-        Column("outcome", "Outcome", 20), Column("status", "Form status", 9),
+        Column("subject", "Subject", 11),
+        Column("site", "Site", 6),
+        Column("dose_level", "Dose level", 9),
+        Column("day", "Study day", 8, "int"),
+        Column("ae", "AE", 5, "int"),
+        Column("term", "CTCAE term", 30),
+        Column("soc", "System organ class", 30),
+        Column("meddra_code", "MedDRA code", 11),
+        Column("verbatim", "Verbatim term", 26),
+        Column("grade", "Worst grade", 7, "int"),
+        Column("serious", "Serious", 7, "bool"),
+        Column("related_nk", "Attribution NK cells", 12),
+        Column("related_ld", "Attribution lymphodepletion", 14),
+        Column("dlt", "DLT", 5, "bool"),
+        Column("onset", "Onset", 11, "date"),
+        Column("end", "End", 11, "date"),
+        Column("outcome", "Outcome", 20),
+        Column("status", "Form status", 9),
     ]
 
 
 def sae_columns() -> list:
     """The SAE listing's columns; times are UTC ("2026-01-05 10:00 UTC")."""
     return [
-        Column("subject", "Subject", 11), Column("site", "Site", 6), Column("dose_level", "Dose level", 9),
-        Column("ae", "AE", 5, "int"), Column("term", "CTCAE term", 28), Column("verbatim", "Verbatim term", 24),
-        Column("grade", "Worst grade", 7, "int"), Column("onset", "Onset", 11, "date"),
-        Column("criteria", "Seriousness criteria", 22), Column("related_nk", "Attribution NK cells", 12),
-        Column("related_ld", "Attribution lymphodepletion", 14), Column("expectedness", "Expectedness", 11),
-        Column("outcome", "Outcome", 18), Column("awareness", "Site aware (UTC)", 18),
-        Column("sae_due", "SAE report due (UTC)", 18), Column("sae_reported", "SAE report submitted (UTC)", 18),
-        Column("sae_state", "SAE report", 9), Column("susar", "SUSAR", 6, "bool"),
+        Column("subject", "Subject", 11),
+        Column("site", "Site", 6),
+        Column("dose_level", "Dose level", 9),
+        Column("ae", "AE", 5, "int"),
+        Column("term", "CTCAE term", 28),
+        Column("verbatim", "Verbatim term", 24),
+        Column("grade", "Worst grade", 7, "int"),
+        Column("onset", "Onset", 11, "date"),
+        Column("criteria", "Seriousness criteria", 22),
+        Column("related_nk", "Attribution NK cells", 12),
+        Column("related_ld", "Attribution lymphodepletion", 14),
+        Column("expectedness", "Expectedness", 11),
+        Column("outcome", "Outcome", 18),
+        Column("awareness", "Site aware (UTC)", 18),
+        Column("sae_due", "SAE report due (UTC)", 18),
+        Column("sae_reported", "SAE report submitted (UTC)", 18),
+        Column("sae_state", "SAE report", 9),
+        Column("susar", "SUSAR", 6, "bool"),
         Column("susar_due", "SUSAR report due (UTC)", 18),
-        Column("susar_reported", "SUSAR report submitted (UTC)", 18), Column("susar_state", "SUSAR report", 9),
+        Column("susar_reported", "SUSAR report submitted (UTC)", 18),
+        Column("susar_state", "SUSAR report", 9),
         Column("status", "Form status", 9),
     ]

@@ -11,6 +11,7 @@ site, as `auth.policy.site_ids()` gives them) and, for the listings, a `Filters`
   bench/RESULTS.md). PostgreSQL chooses these plans itself (migration 0006's indexes).
 - The exports stream their rows (`stream`, `raw_rows`), YIELD_PER at a time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -55,8 +56,7 @@ def site_id_of(code: str):
     return select(Site.id).where(Site.code == code).scalar_subquery()
 
 
-def ae_conditions(filters: Filters, site_ids: list[int] | None, *, grade: bool = True,
-                  joined: bool = False) -> list:
+def ae_conditions(filters: Filters, site_ids: list[int] | None, *, grade: bool = True, joined: bool = False) -> list:
     """WHERE conditions over AdverseEvent. The dose level is the subject's: with the
     subject table `joined` a condition on it, else an IN over the subjects of that level
     (so a count needs no join)."""
@@ -78,8 +78,11 @@ def ae_conditions(filters: Filters, site_ids: list[int] | None, *, grade: bool =
     if filters.date_to:
         where.append(ae.onset_date <= filters.date_to)
     if filters.dose_level is not None:
-        where.append(Subject.dose_level == filters.dose_level if joined else
-                     ae.subject_id.in_(select(Subject.id).where(Subject.dose_level == filters.dose_level)))
+        where.append(
+            Subject.dose_level == filters.dose_level
+            if joined
+            else ae.subject_id.in_(select(Subject.id).where(Subject.dose_level == filters.dose_level))
+        )
     return where
 
 
@@ -92,13 +95,28 @@ def _sort_columns(key: str) -> list:
     ae = AdverseEvent
     return {
         "subject": [func.coalesce(Subject.subject_number, Subject.screening_number), ae.number],
-        "site": [Site.code], "dose_level": [Subject.dose_level], "ae": [ae.number],
-        "term": [ae.term], "soc": [ae.soc], "meddra_code": [ae.meddra_code], "verbatim": [ae.verbatim],
-        "grade": [ae.grade], "serious": [ae.serious], "related_nk": [_ordinal(ae.related_nk, ATTRIBUTIONS)],
-        "related_ld": [_ordinal(ae.related_ld, ATTRIBUTIONS)], "dlt": [ae.dlt], "onset": [ae.onset_date],
-        "end": [ae.end_date], "outcome": [_ordinal(ae.outcome, OUTCOMES)], "status": [ae.status],
-        "expectedness": [ae.expectedness], "awareness": [ae.awareness_at], "sae_due": [ae.sae_due_at],
-        "sae_reported": [ae.sae_reported_at], "susar": [ae.susar], "susar_due": [ae.susar_due_at],
+        "site": [Site.code],
+        "dose_level": [Subject.dose_level],
+        "ae": [ae.number],
+        "term": [ae.term],
+        "soc": [ae.soc],
+        "meddra_code": [ae.meddra_code],
+        "verbatim": [ae.verbatim],
+        "grade": [ae.grade],
+        "serious": [ae.serious],
+        "related_nk": [_ordinal(ae.related_nk, ATTRIBUTIONS)],
+        "related_ld": [_ordinal(ae.related_ld, ATTRIBUTIONS)],
+        "dlt": [ae.dlt],
+        "onset": [ae.onset_date],
+        "end": [ae.end_date],
+        "outcome": [_ordinal(ae.outcome, OUTCOMES)],
+        "status": [ae.status],
+        "expectedness": [ae.expectedness],
+        "awareness": [ae.awareness_at],
+        "sae_due": [ae.sae_due_at],
+        "sae_reported": [ae.sae_reported_at],
+        "susar": [ae.susar],
+        "susar_due": [ae.susar_due_at],
         "susar_reported": [ae.susar_reported_at],
     }[key]
 
@@ -119,18 +137,40 @@ def listing_order(filters: Filters) -> list:
 
 
 LISTING_COLUMNS = (
-    AdverseEvent.id.label("ae_id"), AdverseEvent.subject_id, AdverseEvent.number,
+    AdverseEvent.id.label("ae_id"),
+    AdverseEvent.subject_id,
+    AdverseEvent.number,
     func.coalesce(Subject.subject_number, Subject.screening_number).label("subject"),
-    Site.code.label("site"), Site.timezone.label("timezone"), Subject.dose_level,
-    AdverseEvent.category, AdverseEvent.term, AdverseEvent.soc, AdverseEvent.meddra_code,
-    AdverseEvent.verbatim, AdverseEvent.grade, AdverseEvent.serious, AdverseEvent.related_nk,
-    AdverseEvent.related_ld, AdverseEvent.related, AdverseEvent.dlt, AdverseEvent.onset_date,
-    AdverseEvent.end_date, AdverseEvent.ongoing, AdverseEvent.outcome, AdverseEvent.status,
+    Site.code.label("site"),
+    Site.timezone.label("timezone"),
+    Subject.dose_level,
+    AdverseEvent.category,
+    AdverseEvent.term,
+    AdverseEvent.soc,
+    AdverseEvent.meddra_code,
+    AdverseEvent.verbatim,
+    AdverseEvent.grade,
+    AdverseEvent.serious,
+    AdverseEvent.related_nk,
+    AdverseEvent.related_ld,
+    AdverseEvent.related,
+    AdverseEvent.dlt,
+    AdverseEvent.onset_date,
+    AdverseEvent.end_date,
+    AdverseEvent.ongoing,
+    AdverseEvent.outcome,
+    AdverseEvent.status,
     AdverseEvent.treatment_emergent,
 )
 _SAE_COLUMNS = (
-    AdverseEvent.expectedness, AdverseEvent.action, AdverseEvent.data, AdverseEvent.awareness_at,
-    AdverseEvent.sae_due_at, AdverseEvent.sae_reported_at, AdverseEvent.susar, AdverseEvent.susar_due_at,
+    AdverseEvent.expectedness,
+    AdverseEvent.action,
+    AdverseEvent.data,
+    AdverseEvent.awareness_at,
+    AdverseEvent.sae_due_at,
+    AdverseEvent.sae_reported_at,
+    AdverseEvent.susar,
+    AdverseEvent.susar_due_at,
     AdverseEvent.susar_reported_at,
 )
 
@@ -150,7 +190,7 @@ def _sqlite_subject_first(join, compiler, **kw):
     text = compiler.visit_join(join, **kw)
     left = join.left._compiler_dispatch(compiler, asfrom=True)  # "subject": a plain table, no join inside
     assert text.startswith(left + " JOIN "), text
-    return left + " CROSS JOIN " + text[len(left) + len(" JOIN "):]
+    return left + " CROSS JOIN " + text[len(left) + len(" JOIN ") :]
 
 
 #: SQLite plans without statistics: for these orders it is told which index of
@@ -161,9 +201,12 @@ def _sqlite_subject_first(join, compiler, **kw):
 #: - subject: read the subjects in label order (ix_subject_label) and each one's AEs
 #:   through its subject index, instead of sorting every AE by subject.
 #: PostgreSQL chooses these plans itself (migration 0006's indexes).
-_SQLITE_SORT_INDEX = {("onset", "desc"): "ix_adverse_event_onset", ("grade", "desc"): "ix_adverse_event_grade_id",
-                      ("subject", "asc"): "ix_adverse_event_subject_id",
-                      ("subject", "desc"): "ix_adverse_event_subject_id"}
+_SQLITE_SORT_INDEX = {
+    ("onset", "desc"): "ix_adverse_event_onset",
+    ("grade", "desc"): "ix_adverse_event_grade_id",
+    ("subject", "asc"): "ix_adverse_event_subject_id",
+    ("subject", "desc"): "ix_adverse_event_subject_id",
+}
 
 
 def listing_select(kind: str, filters: Filters, site_ids: list[int] | None, *, columns=None):
@@ -199,15 +242,21 @@ def count(kind: str, filters: Filters, site_ids: list[int] | None) -> int:
     scan with its statistics; SQLite, which has none, is told to (INDEXED BY): left
     alone it would walk the site or grade index and look each row up in the table."""
     where = listing_where(kind, filters, site_ids)
-    stmt = (select(func.count()).select_from(AdverseEvent).where(*where)
-            .with_hint(AdverseEvent, f"INDEXED BY {LISTING_COUNT_INDEX}", "sqlite"))
+    stmt = (
+        select(func.count())
+        .select_from(AdverseEvent)
+        .where(*where)
+        .with_hint(AdverseEvent, f"INDEXED BY {LISTING_COUNT_INDEX}", "sqlite")
+    )
     return db.session.execute(stmt).scalar_one()
 
 
 # --- first infusion ----------------------------------------------------------------------------
 
-def first_infusion_dates(subject_ids: Iterable[int] | None = None,
-                         site_ids: list[int] | None = None) -> dict[int, date]:
+
+def first_infusion_dates(
+    subject_ids: Iterable[int] | None = None, site_ids: list[int] | None = None
+) -> dict[int, date]:
     """subject id -> date of the first NK-cell infusion given (Infusion.date: the
     administration date, else the planned date). One query: for the subjects given, or
     for every subject of the sites (an export builds this once)."""
@@ -220,7 +269,8 @@ def first_infusion_dates(subject_ids: Iterable[int] | None = None,
         stmt = stmt.where(Infusion.subject_id.in_(ids))
     if site_ids is not None:
         stmt = stmt.join(Subject, Subject.id == Infusion.subject_id).where(
-            Subject.site_id.in_(site_ids) if site_ids else false())
+            Subject.site_id.in_(site_ids) if site_ids else false()
+        )
     out: dict[int, date] = {}
     for subject_id, administered, planned in db.session.execute(stmt):
         day = date.fromisoformat(administered) if administered else planned
@@ -230,6 +280,7 @@ def first_infusion_dates(subject_ids: Iterable[int] | None = None,
 
 
 # --- streaming ---------------------------------------------------------------------------------
+
 
 def raw_rows(cursor) -> Iterator[tuple]:
     while True:

@@ -13,13 +13,24 @@ is interrupted is still on record. A CSV streams, so its row count is the count 
 (same filters, run just before the stream); the XLSX and PDF counts are the rows
 written.
 """
+
 from __future__ import annotations
 
 import tempfile
 from types import SimpleNamespace
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, send_file, \
-    stream_with_context, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user
 from markupsafe import Markup, escape
 
@@ -42,9 +53,11 @@ LISTINGS = {
     "summary": ("Subjects with adverse events by system organ class, term and worst grade", "ae_summary", {}),
     "crs-icans": ("CRS and ICANS summary", "crs_icans_summary", {}),
 }
-FORMATS = {"csv": "text/csv; charset=utf-8",
-           "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-           "pdf": "application/pdf"}
+FORMATS = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pdf": "application/pdf",
+}
 #: a PDF is laid out whole in memory: bigger listings go out as CSV or XLSX
 PDF_MAX_ROWS = 2000
 #: XLSX files up to this size stay in memory, bigger ones spill to a temporary file
@@ -54,14 +67,23 @@ XLSX_SPOOL_BYTES = 8 * 1024 * 1024
 def _filters(listing: str):
     sites = [s.code for s in allowed_sites()]
     levels = [d.name for d in current_study().regimen.dose_levels]
-    filters, errors = parse_filters(request.args, sites=sites, dose_levels=levels,
-                                             sorts=LISTINGS[listing][2] or {"onset": "Onset"})
+    filters, errors = parse_filters(
+        request.args, sites=sites, dose_levels=levels, sorts=LISTINGS[listing][2] or {"onset": "Onset"}
+    )
     return filters, errors, sites, levels
 
 
 def _page_context(listing: str, filters, errors, sites, levels) -> dict:
-    return {"listing": listing, "title": LISTINGS[listing][0], "filters": filters, "errors": errors,
-            "sites": sites, "levels": levels, "can_export": can("export_safety"), "sorts": LISTINGS[listing][2]}
+    return {
+        "listing": listing,
+        "title": LISTINGS[listing][0],
+        "filters": filters,
+        "errors": errors,
+        "sites": sites,
+        "levels": levels,
+        "can_export": can("export_safety"),
+        "sorts": LISTINGS[listing][2],
+    }
 
 
 def _listing_page(listing: str):
@@ -70,8 +92,13 @@ def _listing_page(listing: str):
     for row in page.rows:  # times on screen are shown in the site's zone (ARCHITECTURE rule 5)
         row["zone"] = SimpleNamespace(timezone=row["timezone"])
     columns = listings.sae_columns() if listing == "sae" else listings.ae_columns()
-    return render_template("safety/listing.html", page=page, columns=columns, row_cells=listing_cells(page.rows, columns),
-                           **_page_context(listing, page.filters, errors, sites, levels))
+    return render_template(
+        "safety/listing.html",
+        page=page,
+        columns=columns,
+        row_cells=listing_cells(page.rows, columns),
+        **_page_context(listing, page.filters, errors, sites, levels),
+    )
 
 
 _CLOCK_KEYS = frozenset({"awareness", "sae_due", "sae_reported", "susar_due", "susar_reported"})
@@ -86,7 +113,7 @@ def _link_maker(endpoint: str, *names: str):
     sentinels = [str(_SENTINEL + i) for i in range(len(names))]
     url = url_for(endpoint, **{name: _SENTINEL + i for i, name in enumerate(names)})
     if any(url.count(s) != 1 for s in sentinels):
-        return lambda *ids: url_for(endpoint, **dict(zip(names, ids)))
+        return lambda *ids: url_for(endpoint, **dict(zip(names, ids, strict=False)))
     pattern = url.replace("{", "{{").replace("}", "}}")
     for i, s in enumerate(sentinels):
         pattern = pattern.replace(s, "{%d}" % i)
@@ -109,26 +136,39 @@ def listing_cells(rows: list[dict], columns) -> list[Markup]:
             key = c.key
             v = r[key]
             if key == "subject":
-                cells.append(f'<td class="nowrap"><a href="{escape(subject_link(r["subject_id"]))}">{escape(v)}</a></td>')
+                cells.append(
+                    f'<td class="nowrap"><a href="{escape(subject_link(r["subject_id"]))}">{escape(v)}</a></td>'
+                )
             elif key == "ae":
-                cells.append(f'<td class="nowrap"><a href="{escape(ae_link(r["subject_id"], r["ae_id"]))}">AE {escape(v)}</a></td>')
+                cells.append(
+                    f'<td class="nowrap"><a href="{escape(ae_link(r["subject_id"], r["ae_id"]))}">AE {escape(v)}</a></td>'
+                )
             elif key == "grade":
-                cells.append(f'<td class="num"><span class="grade g{escape(v)}">{escape(v)}</span></td>' if v else
-                             '<td class="num"></td>')
+                cells.append(
+                    f'<td class="num"><span class="grade g{escape(v)}">{escape(v)}</span></td>'
+                    if v
+                    else '<td class="num"></td>'
+                )
             elif key == "status":
-                cells.append('<td><span class="badge s-draft">draft</span></td>' if v == "draft" else
-                             f"<td>{escape(v)}</td>")
+                cells.append(
+                    '<td><span class="badge s-draft">draft</span></td>' if v == "draft" else f"<td>{escape(v)}</td>"
+                )
             elif key in ("sae_state", "susar_state"):
-                cells.append(f'<td><span class="badge clock-{escape(v.replace(" ", "-"))}">{escape(v)}</span></td>' if v
-                             else "<td></td>")
+                cells.append(
+                    f'<td><span class="badge clock-{escape(v.replace(" ", "-"))}">{escape(v)}</span></td>'
+                    if v
+                    else "<td></td>"
+                )
             elif key in _CLOCK_KEYS:
                 cells.append(f'<td class="nowrap">{escape(sitetime(r[key + "_at"], r["zone"]))}</td>')
             elif c.kind == "bool":
                 cells.append(f"<td>{_YES_NO.get(v, '')}</td>")
             elif c.kind in ("date", "int"):
-                cells.append(f'<td class="{"num" if c.kind == "int" else "nowrap"}">{"" if v is None else escape(v)}</td>')
+                cells.append(
+                    f'<td class="{"num" if c.kind == "int" else "nowrap"}">{"" if v is None else escape(v)}</td>'
+                )
             else:
-                cells.append(f'<td>{"" if v is None else escape(v)}</td>')
+                cells.append(f"<td>{'' if v is None else escape(v)}</td>")
         out.append(Markup("\n    ".join(cells)))
     return out
 
@@ -156,9 +196,13 @@ def dlt_listing():
 def ae_summary():
     filters, errors, sites, levels = _filters("summary")
     table = summaries.summary_table(filters, site_ids(), levels)
-    return render_template("safety/summary.html", table=table, cells=summaries.SUMMARY_CELLS,
-                           row_cells=summary_cells(table["rows"], len(summaries.SUMMARY_CELLS)),
-                           **_page_context("summary", filters, errors, sites, levels))
+    return render_template(
+        "safety/summary.html",
+        table=table,
+        cells=summaries.SUMMARY_CELLS,
+        row_cells=summary_cells(table["rows"], len(summaries.SUMMARY_CELLS)),
+        **_page_context("summary", filters, errors, sites, levels),
+    )
 
 
 def summary_cells(rows: list[dict], width: int) -> list[Markup]:
@@ -167,10 +211,15 @@ def summary_cells(rows: list[dict], width: int) -> list[Markup]:
     conditional classes and an escape per cell took most of the page's time). Class
     "zero" on a 0, "group-start" on the first cell of each dose level. The counts are
     ints (`:d` refuses anything else), so nothing needs escaping."""
-    classes = [("num zero" if zero else "num") + (" group-start" if i % width == 0 else "")
-               for i in range(max((len(r["values"]) for r in rows), default=0)) for zero in (False, True)]
-    return [Markup("".join([f'<td class="{classes[2 * i + (not n)]}">{n:d}</td>' for i, n in enumerate(row["values"])]))
-            for row in rows]
+    classes = [
+        ("num zero" if zero else "num") + (" group-start" if i % width == 0 else "")
+        for i in range(max((len(r["values"]) for r in rows), default=0))
+        for zero in (False, True)
+    ]
+    return [
+        Markup("".join([f'<td class="{classes[2 * i + (not n)]}">{n:d}</td>' for i, n in enumerate(row["values"])]))
+        for row in rows
+    ]
 
 
 @bp.route("/crs-icans", endpoint="crs_icans")
@@ -178,11 +227,16 @@ def summary_cells(rows: list[dict], width: int) -> list[Markup]:
 def crs_icans_summary():
     filters, errors, sites, levels = _filters("crs-icans")
     result = summaries.crs_icans_summary(filters, site_ids(), levels)
-    return render_template("safety/crs_icans.html", summary=result, rows=summaries.crs_icans_rows(result),
-                           **_page_context("crs-icans", filters, errors, sites, levels))
+    return render_template(
+        "safety/crs_icans.html",
+        summary=result,
+        rows=summaries.crs_icans_rows(result),
+        **_page_context("crs-icans", filters, errors, sites, levels),
+    )
 
 
 # --- exports ------------------------------------------------------------------------------------
+
 
 def _stamp(now) -> str:
     return now.strftime("%Y%m%dT%H%MZ")
@@ -199,23 +253,45 @@ def _audit_export(key: str, fmt: str, filters, rows: int, sites: list[str]) -> N
     site_id = None
     if filters.site:
         site_id = next((s.id for s in allowed_sites() if s.code == filters.site), None)
-    audit.append("export", user=current_user, form=f"safety_{key}", field=fmt, site_id=site_id,
-                 new={"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(sites)})
+    audit.append(
+        "export",
+        user=current_user,
+        form=f"safety_{key}",
+        field=fmt,
+        site_id=site_id,
+        new={"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(sites)},
+    )
     records.commit()
 
 
 def _meta(title: str, filters, ignored, sites, now) -> list[tuple[str, str]]:
     study = current_study()
     ids = site_ids()
-    return [("Protocol", f"{study.protocol_id} (version {study.version})"), ("Listing", title),
-            ("Filters", filters.describe(ignored)),
-            ("Sites", "All sites" if ids is None else ", ".join(sorted(sites)) or "None"),
-            ("Exported by", f"{current_user.full_name} ({current_user.username})"),
-            ("Exported at", fmt_utc(now))]
+    return [
+        ("Protocol", f"{study.protocol_id} (version {study.version})"),
+        ("Listing", title),
+        ("Filters", filters.describe(ignored)),
+        ("Sites", "All sites" if ids is None else ", ".join(sorted(sites)) or "None"),
+        ("Exported by", f"{current_user.full_name} ({current_user.username})"),
+        ("Exported at", fmt_utc(now)),
+    ]
 
 
-def _send(listing: str, key: str, fmt: str, columns, rows, *, count, filters, ignored, sites, title, part,
-          values: bool = False):
+def _send(
+    listing: str,
+    key: str,
+    fmt: str,
+    columns,
+    rows,
+    *,
+    count,
+    filters,
+    ignored,
+    sites,
+    title,
+    part,
+    values: bool = False,
+):
     """Write the rows as `fmt`, audit the export, answer with the file. `count` is the
     row count when it is known before the rows are read (the CSV streams them).
     `values`: the rows are tuples in column order (listings.iter_listing_values), not
@@ -226,8 +302,9 @@ def _send(listing: str, key: str, fmt: str, columns, rows, *, count, filters, ig
     meta = _meta(title, filters, ignored, sites, now)
     if fmt == "csv":
         _audit_export(key, fmt, filters, count if count is not None else len(rows), sites)
-        stream = stream_with_context(chunk.encode("utf-8") for chunk in tabular.csv_stream(columns, rows,
-                                                                                           values=values))
+        stream = stream_with_context(
+            chunk.encode("utf-8") for chunk in tabular.csv_stream(columns, rows, values=values)
+        )
         return Response(stream, mimetype="text/csv", headers=disposition)
     if fmt == "xlsx":
         spool = tempfile.SpooledTemporaryFile(max_size=XLSX_SPOOL_BYTES)
@@ -240,8 +317,11 @@ def _send(listing: str, key: str, fmt: str, columns, rows, *, count, filters, ig
         spool.seek(0)
         return send_file(spool, mimetype=FORMATS["xlsx"], as_attachment=True, download_name=filename)
     if count is not None and count > PDF_MAX_ROWS:
-        flash(f"The PDF is limited to {PDF_MAX_ROWS:,} rows and this listing has {count:,}: narrow the filters, "
-              "or export it as XLSX or CSV.", "error")
+        flash(
+            f"The PDF is limited to {PDF_MAX_ROWS:,} rows and this listing has {count:,}: narrow the filters, "
+            "or export it as XLSX or CSV.",
+            "error",
+        )
         return redirect(url_for(f".{listing.replace('-', '_')}", **filters.args()))
     rows = list(rows)
     footer = f"{current_study().protocol_id} · {title} · exported {fmt_utc(now)} by {current_user.username}"
@@ -297,7 +377,9 @@ def sdtm_ae_domain():
     now = utcnow()
     _audit_export("sdtm_ae", "csv", Filters(), total, sites)
     source = sdtm_source.iter_sdtm_source(ids, studyid=study.protocol_id)
-    stream = stream_with_context(chunk.encode("utf-8") for chunk in
-                                 tabular.csv_stream(columns, sdtm.ae_domain(source, studyid=study.protocol_id)))
+    stream = stream_with_context(
+        chunk.encode("utf-8")
+        for chunk in tabular.csv_stream(columns, sdtm.ae_domain(source, studyid=study.protocol_id))
+    )
     filename = _filename("sdtm_ae", "csv", now)
     return Response(stream, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,6 +1,7 @@
 """The source rows of the CDISC SDTM AE domain (PROTOCOL 8): the complete AEs of the
 user's sites, as `exports.sdtm.ae_domain` takes them (the mapping itself is pure, in
 cellstudy/exports/sdtm.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -21,8 +22,7 @@ def _sdtm_where(site_ids: list[int] | None) -> list:
 
 
 def count_sdtm(site_ids: list[int] | None) -> int:
-    return db.session.execute(select(func.count()).select_from(AdverseEvent)
-                              .where(*_sdtm_where(site_ids))).scalar_one()
+    return db.session.execute(select(func.count()).select_from(AdverseEvent).where(*_sdtm_where(site_ids))).scalar_one()
 
 
 def iter_sdtm_source(site_ids: list[int] | None, *, studyid: str) -> Iterator[dict]:
@@ -34,21 +34,52 @@ def iter_sdtm_source(site_ids: list[int] | None, *, studyid: str) -> Iterator[di
     ae = AdverseEvent
     where = _sdtm_where(site_ids)
     subject = func.coalesce(Subject.subject_number, Subject.screening_number)
-    stmt = (select(ae.subject_id, subject.label("subject"), ae.number, ae.term, ae.verbatim, ae.soc,
-                   ae.meddra_code, ae.grade, ae.serious, ae.related, ae.related_nk, ae.related_ld, ae.action,
-                   ae.outcome, ae.onset_date, ae.end_date, ae.ongoing, ae.data)
-            .join(Subject, Subject.id == ae.subject_id).where(*where)
-            .order_by(subject, ae.onset_date.asc().nulls_last(), ae.id))
+    stmt = (
+        select(
+            ae.subject_id,
+            subject.label("subject"),
+            ae.number,
+            ae.term,
+            ae.verbatim,
+            ae.soc,
+            ae.meddra_code,
+            ae.grade,
+            ae.serious,
+            ae.related,
+            ae.related_nk,
+            ae.related_ld,
+            ae.action,
+            ae.outcome,
+            ae.onset_date,
+            ae.end_date,
+            ae.ongoing,
+            ae.data,
+        )
+        .join(Subject, Subject.id == ae.subject_id)
+        .where(*where)
+        .order_by(subject, ae.onset_date.asc().nulls_last(), ae.id)
+    )
     result = stream(stmt)
     try:
         for r in result:
             data = r.data or {}
             yield {
-                "usubjid": f"{studyid}-{r.subject}", "ae_number": r.number, "term": r.term,
-                "verbatim": r.verbatim, "soc": r.soc, "meddra_code": r.meddra_code, "grade": r.grade,
-                "serious": r.serious, "related": r.related, "related_nk": r.related_nk,
-                "related_ld": r.related_ld, "action": r.action, "outcome": r.outcome,
-                "onset_date": r.onset_date, "end_date": r.end_date, "ongoing": r.ongoing,
+                "usubjid": f"{studyid}-{r.subject}",
+                "ae_number": r.number,
+                "term": r.term,
+                "verbatim": r.verbatim,
+                "soc": r.soc,
+                "meddra_code": r.meddra_code,
+                "grade": r.grade,
+                "serious": r.serious,
+                "related": r.related,
+                "related_nk": r.related_nk,
+                "related_ld": r.related_ld,
+                "action": r.action,
+                "outcome": r.outcome,
+                "onset_date": r.onset_date,
+                "end_date": r.end_date,
+                "ongoing": r.ongoing,
                 "rfstdtc": first.get(r.subject_id),
                 **{code: bool(data.get(code)) for code in CRITERIA_CODES},
             }

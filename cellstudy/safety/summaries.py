@@ -6,6 +6,7 @@ Summaries count subjects of the **safety population**: subjects with at least on
 NK-cell infusion given (N per dose level, in the column header). AEs of subjects who
 never received an infusion are in the listings but not in the summaries.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -31,8 +32,7 @@ def _infused(subject_column):
     return subject_column.in_(select(Infusion.subject_id).where(Infusion.state == "given"))
 
 
-def safety_population(filters: Filters, site_ids: list[int] | None,
-                      dose_levels: Iterable[str] = ()) -> dict[str, int]:
+def safety_population(filters: Filters, site_ids: list[int] | None, dose_levels: Iterable[str] = ()) -> dict[str, int]:
     """N per dose level (and OVERALL): subjects with at least one NK-cell infusion given,
     of the user's sites, narrowed by the site and dose-level filters. Every dose level of
     `dose_levels` is a key (N may be 0); subjects without a dose level count in OVERALL."""
@@ -45,8 +45,9 @@ def safety_population(filters: Filters, site_ids: list[int] | None,
     levels = [filters.dose_level] if filters.dose_level else list(dose_levels)
     out = {level: 0 for level in levels}
     total = 0
-    for level, n in db.session.execute(select(Subject.dose_level, func.count()).where(*where)
-                                       .group_by(Subject.dose_level)):
+    for level, n in db.session.execute(
+        select(Subject.dose_level, func.count()).where(*where).group_by(Subject.dose_level)
+    ):
         total += n
         if level is not None:
             out[level] = out.get(level, 0) + n
@@ -72,23 +73,44 @@ def _worst_counts(filters: Filters, site_ids: list[int] | None) -> list:
     any-AE worst grades per subject follow (the worst of the worsts); each level is then
     counted by dose level and worst grade. Every GROUP BY runs in the database."""
     ae = AdverseEvent
-    per_term = (select(ae.subject_id.label("sid"), Subject.dose_level.label("dl"), ae.soc.label("soc"),
-                       ae.term.label("term"), func.max(ae.grade).label("worst"))
-                .select_from(ae).join(Subject, Subject.id == ae.subject_id)
-                .where(*_summary_ae_where(filters, site_ids))
-                .group_by(ae.subject_id, Subject.dose_level, ae.soc, ae.term)).cte("per_term")
+    per_term = (
+        select(
+            ae.subject_id.label("sid"),
+            Subject.dose_level.label("dl"),
+            ae.soc.label("soc"),
+            ae.term.label("term"),
+            func.max(ae.grade).label("worst"),
+        )
+        .select_from(ae)
+        .join(Subject, Subject.id == ae.subject_id)
+        .where(*_summary_ae_where(filters, site_ids))
+        .group_by(ae.subject_id, Subject.dose_level, ae.soc, ae.term)
+    ).cte("per_term")
     text_null = cast(null(), String)
-    terms = (select(literal(2).label("level"), per_term.c.soc, per_term.c.term, per_term.c.dl,
-                    per_term.c.worst, func.count().label("n"))
-             .group_by(per_term.c.soc, per_term.c.term, per_term.c.dl, per_term.c.worst))
-    per_soc = (select(per_term.c.sid, per_term.c.dl, per_term.c.soc, func.max(per_term.c.worst).label("worst"))
-               .group_by(per_term.c.sid, per_term.c.dl, per_term.c.soc).subquery())
-    socs = (select(literal(1), per_soc.c.soc, text_null, per_soc.c.dl, per_soc.c.worst, func.count())
-            .group_by(per_soc.c.soc, per_soc.c.dl, per_soc.c.worst))
-    per_subject = (select(per_term.c.sid, per_term.c.dl, func.max(per_term.c.worst).label("worst"))
-                   .group_by(per_term.c.sid, per_term.c.dl).subquery())
-    anys = (select(literal(0), text_null, text_null, per_subject.c.dl, per_subject.c.worst, func.count())
-            .group_by(per_subject.c.dl, per_subject.c.worst))
+    terms = select(
+        literal(2).label("level"),
+        per_term.c.soc,
+        per_term.c.term,
+        per_term.c.dl,
+        per_term.c.worst,
+        func.count().label("n"),
+    ).group_by(per_term.c.soc, per_term.c.term, per_term.c.dl, per_term.c.worst)
+    per_soc = (
+        select(per_term.c.sid, per_term.c.dl, per_term.c.soc, func.max(per_term.c.worst).label("worst"))
+        .group_by(per_term.c.sid, per_term.c.dl, per_term.c.soc)
+        .subquery()
+    )
+    socs = select(literal(1), per_soc.c.soc, text_null, per_soc.c.dl, per_soc.c.worst, func.count()).group_by(
+        per_soc.c.soc, per_soc.c.dl, per_soc.c.worst
+    )
+    per_subject = (
+        select(per_term.c.sid, per_term.c.dl, func.max(per_term.c.worst).label("worst"))
+        .group_by(per_term.c.sid, per_term.c.dl)
+        .subquery()
+    )
+    anys = select(literal(0), text_null, text_null, per_subject.c.dl, per_subject.c.worst, func.count()).group_by(
+        per_subject.c.dl, per_subject.c.worst
+    )
     return db.session.execute(union_all(terms, socs, anys)).all()
 
 
@@ -133,8 +155,9 @@ def summary_table(filters: Filters, site_ids: list[int] | None, dose_levels: Ite
     for soc, term in by_term:
         terms_of.setdefault(soc, []).append(term)
     for soc in sorted(by_soc, key=lambda s: (s is None, (s or "").lower())):
-        rows.append({"level": "soc", "soc": soc or "(no system organ class)", "term": None,
-                     "cells": cells_of(by_soc[soc])})
+        rows.append(
+            {"level": "soc", "soc": soc or "(no system organ class)", "term": None, "cells": cells_of(by_soc[soc])}
+        )
         for term in sorted(terms_of.get(soc, ()), key=str.lower):
             rows.append({"level": "term", "soc": soc, "term": term, "cells": cells_of(by_term[soc, term])})
     keys = [key for key, _ in SUMMARY_CELLS]
@@ -152,7 +175,7 @@ def summary_export_rows(table: dict) -> list[dict]:
     names = [f"{group}_{key}" for group in table["groups"] for key, _ in SUMMARY_CELLS]
     for row in table["rows"]:
         flat = {"soc": row["soc"], "term": row["term"] or ("All terms" if row["level"] == "soc" else None)}
-        flat.update(zip(names, row["values"]))
+        flat.update(zip(names, row["values"], strict=False))
         out.append(flat)
     return out
 
@@ -190,11 +213,19 @@ def crs_icans_summary(filters: Filters, site_ids: list[int] | None, dose_levels:
     first = first_infusion_dates(None, site_ids)
     out = {"groups": groups, "N": population, "kinds": {}, "ignored": SUMMARY_IGNORES}
     kind_of = case((_crs_condition("crs"), "crs"), (_crs_condition("icans"), "icans"))
-    stmt = (select(kind_of.label("kind"), AdverseEvent.subject_id, Subject.dose_level, AdverseEvent.grade,
-                   AdverseEvent.onset_date, AdverseEvent.end_date)
-            .join(Subject, Subject.id == AdverseEvent.subject_id)
-            .where(*_summary_ae_where(filters, site_ids), or_(_crs_condition("crs"), _crs_condition("icans")))
-            .order_by(AdverseEvent.subject_id, AdverseEvent.onset_date, AdverseEvent.id))
+    stmt = (
+        select(
+            kind_of.label("kind"),
+            AdverseEvent.subject_id,
+            Subject.dose_level,
+            AdverseEvent.grade,
+            AdverseEvent.onset_date,
+            AdverseEvent.end_date,
+        )
+        .join(Subject, Subject.id == AdverseEvent.subject_id)
+        .where(*_summary_ae_where(filters, site_ids), or_(_crs_condition("crs"), _crs_condition("icans")))
+        .order_by(AdverseEvent.subject_id, AdverseEvent.onset_date, AdverseEvent.id)
+    )
     # one pass: per (kind, subject) the dose level, worst grade and first onset; per
     # (kind, dose level) the durations of ended events and the ongoing ones
     subjects: dict[tuple[str, int], list] = {}
@@ -215,6 +246,7 @@ def crs_icans_summary(filters: Filters, site_ids: list[int] | None, dose_levels:
     for kind in ("crs", "icans"):
         per_group: dict[str, dict] = {}
         for group in groups:
+
             def mine(key, group=group, kind=kind):
                 return key[0] == kind and (group == OVERALL or key[1] == group)
 
@@ -222,7 +254,9 @@ def crs_icans_summary(filters: Filters, site_ids: list[int] | None, dose_levels:
             n, total = len(chosen), population.get(group, 0)
             to_onset = [(v[2] - first[sid]).days for sid, v in chosen if v[2] is not None and sid in first]
             per_group[group] = {
-                "n": n, "N": total, "pct": (100 * n / total) if total else None,
+                "n": n,
+                "N": total,
+                "pct": (100 * n / total) if total else None,
                 "grades": {g: sum(1 for _, v in chosen if v[1] == g) for g in GRADES},
                 "onset": _median_range(to_onset),
                 "duration": _median_range([d for key, ds in durations.items() if mine(key) for d in ds]),
@@ -252,9 +286,16 @@ def crs_icans_rows(summary: dict) -> list[dict]:
     label = {"crs": "CRS", "icans": "ICANS"}
     rows = []
     for kind, per_group in summary["kinds"].items():
-        def line(measure, fn):
-            rows.append({"event": label[kind], "measure": measure,
-                         **{group: fn(per_group[group]) for group in summary["groups"]}})
+
+        def line(measure, fn, kind=kind, per_group=per_group):
+            rows.append(
+                {
+                    "event": label[kind],
+                    "measure": measure,
+                    **{group: fn(per_group[group]) for group in summary["groups"]},
+                }
+            )
+
         line(f"Subjects with {label[kind]}, n/N (%)", lambda s: fmt_n_pct(s["n"], s["N"]))
         for g in GRADES:
             line(f"Worst grade {g}, n", lambda s, g=g: str(s["grades"][g]))
@@ -265,6 +306,7 @@ def crs_icans_rows(summary: dict) -> list[dict]:
 
 
 # --- export columns (cellstudy.exports.tabular) -----------------------------------------------------
+
 
 def group_label(group: str, population: Mapping[str, int]) -> str:
     return f"{group} (N={population.get(group, 0)})"
@@ -279,5 +321,8 @@ def summary_columns(table: dict) -> list:
 
 
 def crs_icans_columns(summary: dict) -> list:
-    return [Column("event", "Event", 8), Column("measure", "Measure", 40),
-            *(Column(group, group_label(group, summary["N"]), 18) for group in summary["groups"])]
+    return [
+        Column("event", "Event", 8),
+        Column("measure", "Measure", 40),
+        *(Column(group, group_label(group, summary["N"]), 18) for group in summary["groups"]),
+    ]

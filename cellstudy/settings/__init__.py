@@ -20,6 +20,7 @@ Two readers:
 - `study_in_force(session)`: read in the caller's transaction without any cache: what a
   rule that stores its result (the infusion judgements, the record's study version) uses.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,17 +40,34 @@ from .models import StudyAmendment
 
 SECTIONS = ("eligibility", "regimen", "toxicity_hold", "edit_checks")  # edit_checks: issue 6 (monitoring)
 
-__all__ = ["SECTIONS", "SETTING_LABELS", "SETTING_SECTIONS", "SettingError", "apply", "current_study",
-           "editable_settings", "setting_label", "study_in_force", "definition", "invalidate_cache",
-           "effective_moment", "amend"]
+__all__ = [
+    "SECTIONS",
+    "SETTING_LABELS",
+    "SETTING_SECTIONS",
+    "SettingError",
+    "apply",
+    "current_study",
+    "editable_settings",
+    "setting_label",
+    "study_in_force",
+    "definition",
+    "invalidate_cache",
+    "effective_moment",
+    "amend",
+]
 
 #: inclusive bounds of settings whose meaning has them (a grade, a class, a switch, a percentage)
 _RANGES: dict[str, tuple[int, int]] = {
-    "eligibility.ecog_max": (0, 5), "eligibility.nyha_fail_at": (1, 4),
-    "eligibility.max_prior_toxicity_grade": (0, 5), "eligibility.lvef_min_percent": (0, 100),
-    "eligibility.spo2_fail_at_or_below": (0, 100), "regimen.dose_tolerance_percent": (0, 100),
-    "toxicity_hold.crs_min_grade": (1, 4), "toxicity_hold.icans_min_grade": (1, 4),
-    "toxicity_hold.related_min_grade": (1, 5), "edit_checks.visit_window_check": (0, 1),
+    "eligibility.ecog_max": (0, 5),
+    "eligibility.nyha_fail_at": (1, 4),
+    "eligibility.max_prior_toxicity_grade": (0, 5),
+    "eligibility.lvef_min_percent": (0, 100),
+    "eligibility.spo2_fail_at_or_below": (0, 100),
+    "regimen.dose_tolerance_percent": (0, 100),
+    "toxicity_hold.crs_min_grade": (1, 4),
+    "toxicity_hold.icans_min_grade": (1, 4),
+    "toxicity_hold.related_min_grade": (1, 5),
+    "edit_checks.visit_window_check": (0, 1),
 }
 _OPTIONAL = frozenset({"regimen.sentinel_stagger_days"})  # empty: no stagger
 
@@ -85,8 +103,9 @@ def apply(overrides: dict, base: Study = STUDY, version: str | None = None) -> S
             raise SettingError(key, "not an editable setting")
         section, name = key.split(".")
         changes.setdefault(section, {})[name] = parse(key, raw, types[key])
-    study = dataclasses.replace(base, **{section: dataclasses.replace(getattr(base, section), **values)
-                                         for section, values in changes.items()})
+    study = dataclasses.replace(
+        base, **{section: dataclasses.replace(getattr(base, section), **values) for section, values in changes.items()}
+    )
     return dataclasses.replace(study, version=version) if version else study
 
 
@@ -130,6 +149,7 @@ def values_of(study: Study) -> dict[str, object]:
 
 # --- the definition in force ---------------------------------------------------------------------
 
+
 def effective_moment(day: date) -> datetime:
     """An effective date is a UTC date: the amendment is in force from its 00:00 UTC."""
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
@@ -141,15 +161,19 @@ def _today(now: datetime | None = None) -> date:
 
 def _in_force_row(session, today: date):
     A = StudyAmendment
-    return session.execute(select(A.id, A.label, A.overrides)
-                           .where(A.status == "approved", A.effective_date <= today)
-                           .order_by(A.effective_date.desc(), A.id.desc()).limit(1)).first()
+    return session.execute(
+        select(A.id, A.label, A.overrides)
+        .where(A.status == "approved", A.effective_date <= today)
+        .order_by(A.effective_date.desc(), A.id.desc())
+        .limit(1)
+    ).first()
 
 
 def _next_effective(session, today: date) -> date | None:
     A = StudyAmendment
-    return session.execute(select(func.min(A.effective_date))
-                           .where(A.status == "approved", A.effective_date > today)).scalar()
+    return session.execute(
+        select(func.min(A.effective_date)).where(A.status == "approved", A.effective_date > today)
+    ).scalar()
 
 
 def _study_of(row) -> Study:
@@ -189,8 +213,12 @@ def current_study() -> Study:
         key = str(db.engine.url)
         cached = _IN_FORCE.get(key)
         now = timeutil.as_utc(timeutil.utcnow())
-        if (cached is None or time.monotonic() - cached[0] > REFRESH_SECONDS or now < cached[1]
-                or (cached[2] is not None and now >= cached[2])):
+        if (
+            cached is None
+            or time.monotonic() - cached[0] > REFRESH_SECONDS
+            or now < cached[1]
+            or (cached[2] is not None and now >= cached[2])
+        ):
             today = now.date()
             study = _study_of(_in_force_row(db.session, today))
             upcoming = _next_effective(db.session, today)

@@ -1,5 +1,6 @@
 """The study amendments table: the bottom layer reads the definition in force from it
 (cellstudy.settings); the amendments feature (cellstudy.amendments) writes it."""
+
 from __future__ import annotations
 
 from datetime import date, datetime

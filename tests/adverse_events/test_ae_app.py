@@ -6,18 +6,19 @@ discrepancy query, the toxicity hold, lab-based suggestions and removal.
 Dates are relative to the server's date (T), like the demo: HZ-001 consented on T-25,
 had lymphodepletion on T-11..T-9 and infusion 1 on T-6; NB-001 consented on T-5 and has
 no infusion given."""
+
 from __future__ import annotations
 
 import html
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
 
 from cellstudy.adverse_events import service
-from cellstudy.adverse_events.models import AdverseEvent, CrsAssessment, GradeEpisode, LabSuggestionDismissal
+from cellstudy.adverse_events.models import AdverseEvent, CrsAssessment, LabSuggestionDismissal
 from cellstudy.extensions import db
 from cellstudy.records.models import AuditRecord, Query, Signature
 from tests.helpers import subject_by_number
@@ -58,9 +59,20 @@ def sid(app, number: str) -> int:
 
 
 def ae_post(**overrides) -> dict:
-    data = {"version": "0", "term": "Nausea", "onset_date": day(-2), "ongoing": "yes", "grade": "2",
-            "serious": "no", "related_nk": "possible", "related_ld": "unlikely", "expectedness": "expected",
-            "action": "none", "outcome": "recovering", "complete": "1"}
+    data = {
+        "version": "0",
+        "term": "Nausea",
+        "onset_date": day(-2),
+        "ongoing": "yes",
+        "grade": "2",
+        "serious": "no",
+        "related_nk": "possible",
+        "related_ld": "unlikely",
+        "expectedness": "expected",
+        "action": "none",
+        "outcome": "recovering",
+        "complete": "1",
+    }
     data.update(overrides)
     return {k: v for k, v in data.items() if v is not None}
 
@@ -74,7 +86,7 @@ def create(session, subject_id, **overrides) -> int:
 def get_ae(app, ae_id) -> AdverseEvent:
     with app.app_context():
         ae = db.session.get(AdverseEvent, ae_id)
-        ae.episodes, ae.subject  # load before the session closes
+        _ = ae.episodes, ae.subject  # load before the session closes
         db.session.expunge_all()
         return ae
 
@@ -91,17 +103,25 @@ def nb(app):
 
 # --- the form -------------------------------------------------------------------------------
 
+
 def test_a_complete_ae_is_saved_with_its_dictionary_entry_episode_and_audit(app, login, hz):
     coord = login("coord-hz")
     ae_id = create(coord, hz, term="  febrile NEUTROPENIA ", grade="3", related_ld="probable")
     with app.app_context():
         ae = db.session.get(AdverseEvent, ae_id)
-        assert (ae.term, ae.soc, ae.meddra_code) == ("Febrile neutropenia", "Blood and lymphatic system disorders",
-                                                     "10016288")
+        assert (ae.term, ae.soc, ae.meddra_code) == (
+            "Febrile neutropenia",
+            "Blood and lymphatic system disorders",
+            "10016288",
+        )
         assert ae.status == "complete" and ae.grade == 3 and ae.related is True and ae.treatment_emergent
         assert [(e.grade, e.start_date.isoformat(), e.end_date) for e in ae.episodes] == [(3, day(-2), None)]
-        fields = {r.field for r in db.session.scalars(select(AuditRecord).where(
-            AuditRecord.form == "adverse_event", AuditRecord.form_id == ae_id))}
+        fields = {
+            r.field
+            for r in db.session.scalars(
+                select(AuditRecord).where(AuditRecord.form == "adverse_event", AuditRecord.form_id == ae_id)
+            )
+        }
         assert {"term", "onset_date", "grade", "related_nk", "related_ld", "soc", "status"} <= fields
     page = text(coord.get(f"/subjects/{hz}/adverse-events"))
     assert "Febrile neutropenia" in page and f"/adverse-events/{ae_id}" in page
@@ -119,28 +139,37 @@ def test_only_the_terms_grades_are_offered_with_their_definitions(app, login, hz
     assert coord.get("/ctcae/term?term=nonsense").get_json()["found"] is False
 
 
-@pytest.mark.parametrize("query, expected", [("crs", "Cytokine release syndrome"), ("10052015", "Cytokine release syndrome"),
-                                             ("febrile neu", "Febrile neutropenia"),
-                                             ("AST", "Aspartate aminotransferase increased")])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("crs", "Cytokine release syndrome"),
+        ("10052015", "Cytokine release syndrome"),
+        ("febrile neu", "Febrile neutropenia"),
+        ("AST", "Aspartate aminotransferase increased"),
+    ],
+)
 def test_the_term_picker_searches_term_soc_code_and_synonyms(app, login, query, expected):
     hits = login("coord-hz").get(f"/ctcae/search?q={query}").get_json()
     assert hits and hits[0]["term"] == expected
 
 
-@pytest.mark.parametrize("overrides, field, message", [
-    ({"term": "Alopecia", "grade": "3"}, "grade", "1, 2"),
-    ({"term": "Not a term"}, "term", "CTCAE"),
-    ({"term": "Nervous system disorders - Other, specify"}, "verbatim", ""),
-    ({"grade": "5", "term": "Sepsis"}, "outcome", ""),
-    ({"grade": "5", "term": "Sepsis", "outcome": "fatal", "ongoing": "no"}, "death_date", ""),
-    ({"onset_date": (SITE_TODAY + timedelta(days=1)).isoformat()}, "onset_date", "future"),
-    ({"onset_date": day(-26)}, "onset_date", "consent"),
-    ({"ongoing": "no", "end_date": day(-3)}, "end_date", ""),
-    ({"ongoing": "yes", "end_date": day(-1)}, "end_date", ""),
-    ({"serious": "yes"}, "serious", ""),
-    ({"serious": "yes", "sae_hospitalisation": "yes"}, "awareness_date", ""),
-    ({"related_nk": None}, "related_nk", "Required"),
-])
+@pytest.mark.parametrize(
+    "overrides, field, message",
+    [
+        ({"term": "Alopecia", "grade": "3"}, "grade", "1, 2"),
+        ({"term": "Not a term"}, "term", "CTCAE"),
+        ({"term": "Nervous system disorders - Other, specify"}, "verbatim", ""),
+        ({"grade": "5", "term": "Sepsis"}, "outcome", ""),
+        ({"grade": "5", "term": "Sepsis", "outcome": "fatal", "ongoing": "no"}, "death_date", ""),
+        ({"onset_date": (SITE_TODAY + timedelta(days=1)).isoformat()}, "onset_date", "future"),
+        ({"onset_date": day(-26)}, "onset_date", "consent"),
+        ({"ongoing": "no", "end_date": day(-3)}, "end_date", ""),
+        ({"ongoing": "yes", "end_date": day(-1)}, "end_date", ""),
+        ({"serious": "yes"}, "serious", ""),
+        ({"serious": "yes", "sae_hospitalisation": "yes"}, "awareness_date", ""),
+        ({"related_nk": None}, "related_nk", "Required"),
+    ],
+)
 def test_bad_answers_are_refused_at_the_field_and_nothing_is_saved(app, login, hz, overrides, field, message):
     coord = login("coord-hz")
     with app.app_context():
@@ -164,8 +193,20 @@ def test_onset_on_the_day_of_consent_is_accepted_and_the_day_before_refused(app,
 
 def test_a_grade_5_ae_needs_fatal_outcome_and_death_date(app, login, hz):
     coord = login("coord-hz")
-    ae_id = create(coord, hz, term="Sepsis", grade="5", outcome="fatal", ongoing="no", end_date=day(-1),
-                   death_date=day(-1), serious="yes", sae_death="yes", awareness_date=day(-1), awareness_time="10:00")
+    ae_id = create(
+        coord,
+        hz,
+        term="Sepsis",
+        grade="5",
+        outcome="fatal",
+        ongoing="no",
+        end_date=day(-1),
+        death_date=day(-1),
+        serious="yes",
+        sae_death="yes",
+        awareness_date=day(-1),
+        awareness_time="10:00",
+    )
     assert get_ae(app, ae_id).grade == 5
 
 
@@ -194,6 +235,7 @@ def test_treatment_emergent_is_computed_from_the_first_lymphodepletion_day(app, 
 
 # --- corrections and grade changes ------------------------------------------------------------
 
+
 def test_a_correction_of_a_complete_ae_needs_a_reason_and_is_audited(app, login, hz):
     coord = login("coord-hz")
     ae_id = create(coord, hz, grade="2")
@@ -206,10 +248,16 @@ def test_a_correction_of_a_complete_ae_needs_a_reason_and_is_audited(app, login,
     assert ae.grade == 1 and [e.grade for e in ae.episodes] == [1]
     with app.app_context():
         episode_id = db.session.get(AdverseEvent, ae_id).episodes[0].id
-        rows = db.session.scalars(select(AuditRecord).where(AuditRecord.form == "ae_grade_episode",
-                                                            AuditRecord.form_id == episode_id,
-                                                            AuditRecord.action == "update")).all()
-        assert [(r.old_value, r.new_value, r.reason) for r in rows] == [("2", "1", "Transcription error: grade 1 in source")]
+        rows = db.session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.form == "ae_grade_episode",
+                AuditRecord.form_id == episode_id,
+                AuditRecord.action == "update",
+            )
+        ).all()
+        assert [(r.old_value, r.new_value, r.reason) for r in rows] == [
+            ("2", "1", "Transcription error: grade 1 in source")
+        ]
 
 
 def test_a_change_of_grade_is_a_new_episode_and_the_worst_grade_is_kept(app, login, hz):
@@ -222,10 +270,15 @@ def test_a_change_of_grade_is_a_new_episode_and_the_worst_grade_is_kept(app, log
     coord.post(url, data={"version": version, "new_grade": "2", "change_date": day(-1)})
     ae = get_ae(app, ae_id)
     assert [(e.grade, e.start_date.isoformat(), e.end_date and e.end_date.isoformat()) for e in ae.episodes] == [
-        (1, day(-4), day(-2)), (3, day(-2), day(-1)), (2, day(-1), None)]
+        (1, day(-4), day(-2)),
+        (3, day(-2), day(-1)),
+        (2, day(-1), None),
+    ]
     assert ae.grade == 3 and ae.current_grade == 2
     # a change dated before the current grade began is refused
-    response = coord.post(url, data={"version": ae.version, "new_grade": "1", "change_date": day(-3)}, follow_redirects=True)
+    response = coord.post(
+        url, data={"version": ae.version, "new_grade": "1", "change_date": day(-3)}, follow_redirects=True
+    )
     assert "was not changed" in text(response) and len(get_ae(app, ae_id).episodes) == 3
 
 
@@ -233,7 +286,10 @@ def test_a_stale_save_is_refused_and_nothing_is_lost(app, login, hz):
     coord, inv = login("coord-hz"), login("inv-hz")
     ae_id = create(coord, hz, grade="2")
     url = f"/subjects/{hz}/adverse-events/{ae_id}"
-    assert inv.post(url, data=ae_post(version="2", comments="Seen on ward round", reason="added comment")).status_code == 302
+    assert (
+        inv.post(url, data=ae_post(version="2", comments="Seen on ward round", reason="added comment")).status_code
+        == 302
+    )
     page = text(coord.post(url, data=ae_post(version="2", grade="1", reason="correction")))
     assert "changed by" in page and "since you opened it" in page
     ae = get_ae(app, ae_id)
@@ -256,13 +312,35 @@ def test_removal_is_a_status_with_a_reason_and_lifts_the_hold(app, login, hz):
 
 # --- the toxicity hold (PROTOCOL 5.2) ------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, held", [
-    ({"term": "Febrile neutropenia", "grade": "3", "related_nk": "possible"}, True),
-    ({"term": "Febrile neutropenia", "grade": "3", "related_nk": "unrelated", "related_ld": "unlikely"}, False),
-    ({"term": "Febrile neutropenia", "grade": "3", "related_nk": "unrelated", "related_ld": None, "complete": None}, True),
-    ({"term": "Pneumonitis", "grade": "2", "related_nk": "definite"}, False),
-    ({"term": "Febrile neutropenia", "grade": "3", "related_nk": "possible", "ongoing": "no", "end_date": day(-1)}, False),
-])
+
+@pytest.mark.parametrize(
+    "overrides, held",
+    [
+        ({"term": "Febrile neutropenia", "grade": "3", "related_nk": "possible"}, True),
+        ({"term": "Febrile neutropenia", "grade": "3", "related_nk": "unrelated", "related_ld": "unlikely"}, False),
+        (
+            {
+                "term": "Febrile neutropenia",
+                "grade": "3",
+                "related_nk": "unrelated",
+                "related_ld": None,
+                "complete": None,
+            },
+            True,
+        ),
+        ({"term": "Pneumonitis", "grade": "2", "related_nk": "definite"}, False),
+        (
+            {
+                "term": "Febrile neutropenia",
+                "grade": "3",
+                "related_nk": "possible",
+                "ongoing": "no",
+                "end_date": day(-1),
+            },
+            False,
+        ),
+    ],
+)
 def test_open_aes_feed_the_toxicity_hold(app, login, hz, overrides, held):
     coord = login("coord-hz")
     create(coord, hz, **overrides)
@@ -272,9 +350,18 @@ def test_open_aes_feed_the_toxicity_hold(app, login, hz, overrides, held):
 
 def test_a_crs_of_grade_2_holds_the_next_infusion(app, login, hz):
     coord = login("coord-hz")
-    coord.post(f"/subjects/{hz}/crs/new", data={"version": "0", "assessment_date": day(0), "max_temp_c": "38.9",
-                                                "fever_masked": "no", "hypotension": "no_vasopressor",
-                                                "hypoxia": "none", "complete": "1"})
+    coord.post(
+        f"/subjects/{hz}/crs/new",
+        data={
+            "version": "0",
+            "assessment_date": day(0),
+            "max_temp_c": "38.9",
+            "fever_masked": "no",
+            "hypotension": "no_vasopressor",
+            "hypoxia": "none",
+            "complete": "1",
+        },
+    )
     with app.app_context():
         from cellstudy.infusions import proposal
 
@@ -284,10 +371,20 @@ def test_a_crs_of_grade_2_holds_the_next_infusion(app, login, hz):
 
 # --- SAE and SUSAR ---------------------------------------------------------------------------------
 
+
 def test_a_serious_ae_starts_the_24_hour_clock_and_the_investigator_reports_it(app, login, hz):
     coord = login("coord-hz")
-    ae_id = create(coord, hz, term="Febrile neutropenia", grade="3", serious="yes", sae_hospitalisation="yes",
-                   awareness_date=day(0), awareness_time="00:00", related_nk="unlikely")
+    ae_id = create(
+        coord,
+        hz,
+        term="Febrile neutropenia",
+        grade="3",
+        serious="yes",
+        sae_hospitalisation="yes",
+        awareness_date=day(0),
+        awareness_time="00:00",
+        related_nk="unlikely",
+    )
     ae = get_ae(app, ae_id)
     assert ae.awareness_at is not None
     assert (ae.sae_due_at - ae.awareness_at) == timedelta(hours=24) and not ae.susar
@@ -295,8 +392,9 @@ def test_a_serious_ae_starts_the_24_hour_clock_and_the_investigator_reports_it(a
     assert 'id="sae-clock"' in page and "The investigator submits the SAE report" in page
     assert coord.post(f"/subjects/{hz}/adverse-events/{ae_id}/report/sae", data={"password": PW}).status_code == 403
     inv = login("inv-hz")
-    refused = text(inv.post(f"/subjects/{hz}/adverse-events/{ae_id}/report/sae", data={"password": "wrong"},
-                            follow_redirects=True))
+    refused = text(
+        inv.post(f"/subjects/{hz}/adverse-events/{ae_id}/report/sae", data={"password": "wrong"}, follow_redirects=True)
+    )
     assert "Not submitted" in refused and get_ae(app, ae_id).sae_reported_at is None
     inv.post(f"/subjects/{hz}/adverse-events/{ae_id}/report/sae", data={"password": PW})
     ae = get_ae(app, ae_id)
@@ -312,8 +410,16 @@ def test_a_serious_ae_starts_the_24_hour_clock_and_the_investigator_reports_it(a
 
 def test_an_unreported_sae_past_24_hours_is_overdue_on_the_lists(app, login, hz):
     coord = login("coord-hz")
-    ae_id = create(coord, hz, term="Pneumonitis", grade="3", serious="yes", sae_hospitalisation="yes",
-                   awareness_date=day(-2), awareness_time="09:00")
+    ae_id = create(
+        coord,
+        hz,
+        term="Pneumonitis",
+        grade="3",
+        serious="yes",
+        sae_hospitalisation="yes",
+        awareness_date=day(-2),
+        awareness_time="09:00",
+    )
     assert "OVERDUE" in text(coord.get(f"/subjects/{hz}/adverse-events/{ae_id}"))
     assert "OVERDUE" in text(coord.get("/saes"))
     assert "Pneumonitis" not in text(login("coord-nb").get("/saes"))  # another site's SAE is not listed
@@ -322,8 +428,18 @@ def test_an_unreported_sae_past_24_hours_is_overdue_on_the_lists(app, login, hz)
 @pytest.mark.parametrize("criteria, days", [({"sae_life_threatening": "yes"}, 7), ({"sae_hospitalisation": "yes"}, 15)])
 def test_a_susar_starts_the_expedited_clock(app, login, hz, criteria, days):
     coord = login("coord-hz")
-    ae_id = create(coord, hz, term="Pneumonitis", grade="4", serious="yes", awareness_date=day(-1),
-                   awareness_time="09:00", related_nk="probable", expectedness="unexpected", **criteria)
+    ae_id = create(
+        coord,
+        hz,
+        term="Pneumonitis",
+        grade="4",
+        serious="yes",
+        awareness_date=day(-1),
+        awareness_time="09:00",
+        related_nk="probable",
+        expectedness="unexpected",
+        **criteria,
+    )
     ae = get_ae(app, ae_id)
     assert ae.susar and ae.susar_due_at - ae.awareness_at == timedelta(days=days)
     page = text(coord.get(f"/subjects/{hz}/adverse-events/{ae_id}"))
@@ -332,9 +448,18 @@ def test_a_susar_starts_the_expedited_clock(app, login, hz, criteria, days):
 
 # --- CRS and ICANS ---------------------------------------------------------------------------------
 
+
 def crs_post(**overrides):
-    data = {"version": "0", "assessment_date": day(0), "assessment_time": "10:00", "max_temp_c": "39.4",
-            "fever_masked": "no", "hypotension": "one_vasopressor", "hypoxia": "low_flow", "complete": "1"}
+    data = {
+        "version": "0",
+        "assessment_date": day(0),
+        "assessment_time": "10:00",
+        "max_temp_c": "39.4",
+        "fever_masked": "no",
+        "hypotension": "one_vasopressor",
+        "hypoxia": "low_flow",
+        "complete": "1",
+    }
     data.update(overrides)
     return data
 
@@ -349,7 +474,12 @@ def test_a_crs_assessment_is_graded_shows_its_driver_and_opens_the_crs_event(app
         record = db.session.scalars(select(CrsAssessment).where(CrsAssessment.grade == 3)).one()
         ae = record.adverse_event
         assert (ae.category, ae.term, ae.grade, ae.computed_grade, ae.onset_date.isoformat()) == (
-            "crs", "Cytokine release syndrome", 3, 3, day(-1))
+            "crs",
+            "Cytokine release syndrome",
+            3,
+            3,
+            day(-1),
+        )
         ae_id = ae.id
     # a later, worse assessment joins the same event and moves its grade course
     coord.post(f"/subjects/{hz}/crs/new", data=crs_post(hypotension="multiple_vasopressors"))
@@ -359,8 +489,9 @@ def test_a_crs_assessment_is_graded_shows_its_driver_and_opens_the_crs_event(app
 
 def test_a_masked_fever_without_temperature_is_grade_1_and_a_missing_temperature_otherwise_is_refused(app, login, hz):
     coord = login("coord-hz")
-    ok = coord.post(f"/subjects/{hz}/crs/new", data=crs_post(max_temp_c="", fever_masked="yes", hypotension="none",
-                                                              hypoxia="none"))
+    ok = coord.post(
+        f"/subjects/{hz}/crs/new", data=crs_post(max_temp_c="", fever_masked="yes", hypotension="none", hypoxia="none")
+    )
     assert "CRS grade 1" in plain(text(coord.get(ok.headers["Location"])))
     refused = text(coord.post(f"/subjects/{hz}/crs/new", data=crs_post(max_temp_c="")))
     assert "Nothing was saved" in refused
@@ -370,16 +501,27 @@ def test_an_entered_grade_that_differs_from_the_computed_one_needs_a_reason_and_
     coord = login("coord-hz")
     coord.post(f"/subjects/{hz}/crs/new", data=crs_post(hypotension="no_vasopressor", hypoxia="none"))  # grade 2
     with app.app_context():
-        ae = db.session.scalars(select(AdverseEvent).where(AdverseEvent.category == "crs",
-                                                           AdverseEvent.end_date.is_(None))).one()
+        ae = db.session.scalars(
+            select(AdverseEvent).where(AdverseEvent.category == "crs", AdverseEvent.end_date.is_(None))
+        ).one()
         ae_id, values, version = ae.id, service.values_of(ae), ae.version
     url = f"/subjects/{hz}/adverse-events/{ae_id}"
-    post = ae_post(version=str(version), term="Cytokine release syndrome", onset_date=values["onset_date"].isoformat(),
-                   grade="3", complete=None, save="1")
+    post = ae_post(
+        version=str(version),
+        term="Cytokine release syndrome",
+        onset_date=values["onset_date"].isoformat(),
+        grade="3",
+        complete=None,
+        save="1",
+    )
     page = text(coord.post(url, data=post))
     assert field_errors(page, "grade_reason")
-    assert coord.post(url, data={**post, "grade_reason": "Hypotension needed a vasopressor overnight, not charted"}
-                      ).status_code == 302
+    assert (
+        coord.post(
+            url, data={**post, "grade_reason": "Hypotension needed a vasopressor overnight, not charted"}
+        ).status_code
+        == 302
+    )
     with app.app_context():
         query = db.session.scalars(select(Query).where(Query.form_id == ae_id, Query.form == "adverse_event")).one()
         assert query.state == "open" and "differs from grade 2" in query.text and query.origin == "system"
@@ -398,9 +540,19 @@ def test_the_ice_score_is_summed_by_the_app_and_drives_the_icans_grade(app, logi
     items = {name: "yes" for name, _ in ICE_ITEMS}
     for name, _ in ICE_ITEMS[:5]:  # 5 of 10 wrong: ICE 5 -> grade 2
         items[name] = "no"
-    response = coord.post(f"/subjects/{hz}/icans/new", data={
-        "version": "0", "assessment_date": day(0), **items, "consciousness": "awakens_spontaneously", "seizure": "none",
-        "motor_weakness": "none", "cerebral_edema": "none", "complete": "1"})
+    response = coord.post(
+        f"/subjects/{hz}/icans/new",
+        data={
+            "version": "0",
+            "assessment_date": day(0),
+            **items,
+            "consciousness": "awakens_spontaneously",
+            "seizure": "none",
+            "motor_weakness": "none",
+            "cerebral_edema": "none",
+            "complete": "1",
+        },
+    )
     page = plain(text(coord.get(response.headers["Location"])))
     assert "ICANS grade 2" in page and "ICE score 5/10" in page and "driven by ICE score" in page
     with app.app_context():
@@ -409,6 +561,7 @@ def test_the_ice_score_is_summed_by_the_app_and_drives_the_icans_grade(app, logi
 
 
 # --- lab-based suggestions ---------------------------------------------------------------------------------
+
 
 def test_lab_values_suggest_aes_that_can_be_confirmed_or_dismissed(app, login, hz):
     coord = login("coord-hz")
@@ -419,14 +572,21 @@ def test_lab_values_suggest_aes_that_can_be_confirmed_or_dismissed(app, login, h
     form = text(coord.get(html.unescape(confirm)))
     assert 'value="Neutrophil count decreased"' in form and re.search(r'<option selected value="4">', form)
     with app.app_context():
-        visit_id = next(s for s in service.lab_suggestions(subject_by_number("HZ-001"))
-                        if s["term"] == "Platelet count decreased")["visit_id"]
-    refused = text(coord.post(f"/subjects/{hz}/lab-suggestions/dismiss",
-                              data={"visit_id": visit_id, "lab": "platelets", "grade": 3, "reason": ""},
-                              follow_redirects=True))
+        visit_id = next(
+            s for s in service.lab_suggestions(subject_by_number("HZ-001")) if s["term"] == "Platelet count decreased"
+        )["visit_id"]
+    refused = text(
+        coord.post(
+            f"/subjects/{hz}/lab-suggestions/dismiss",
+            data={"visit_id": visit_id, "lab": "platelets", "grade": 3, "reason": ""},
+            follow_redirects=True,
+        )
+    )
     assert "Not dismissed" in refused
-    coord.post(f"/subjects/{hz}/lab-suggestions/dismiss",
-               data={"visit_id": visit_id, "lab": "platelets", "grade": 3, "reason": "Known, transfusion-dependent"})
+    coord.post(
+        f"/subjects/{hz}/lab-suggestions/dismiss",
+        data={"visit_id": visit_id, "lab": "platelets", "grade": 3, "reason": "Known, transfusion-dependent"},
+    )
     page = text(coord.get(f"/subjects/{hz}/adverse-events"))
     assert "Platelet count decreased, grade 3" not in page
     with app.app_context():
@@ -434,8 +594,10 @@ def test_lab_values_suggest_aes_that_can_be_confirmed_or_dismissed(app, login, h
         assert db.session.scalars(select(AuditRecord).where(AuditRecord.action == "dismiss")).one().reason
     # an open AE of the term covers the suggestion
     create(coord, hz, term="Neutrophil count decreased", grade="4")
-    assert "Neutrophil count decreased, grade 4" not in text(coord.get(f"/subjects/{hz}/adverse-events")).split(
-        "ae-table")[0]
+    assert (
+        "Neutrophil count decreased, grade 4"
+        not in text(coord.get(f"/subjects/{hz}/adverse-events")).split("ae-table")[0]
+    )
 
 
 def test_monitors_read_but_cannot_record(app, login, hz):

@@ -247,8 +247,22 @@ def test_search_bad_input_is_value_error(query, limit):
 
 
 def test_search_speed_is_reported_not_asserted():
-    queries = ["neutro", "febrile neut", "10029", "blood and lymph", "a", "hyper", "pain",
-               "infection", "c", "s", "count decreased", "1001", "other", "x"] * 15
+    queries = [
+        "neutro",
+        "febrile neut",
+        "10029",
+        "blood and lymph",
+        "a",
+        "hyper",
+        "pain",
+        "infection",
+        "c",
+        "s",
+        "count decreased",
+        "1001",
+        "other",
+        "x",
+    ] * 15
     ctcae.search("warm up")
     t0 = time.perf_counter()
     for q in queries:
@@ -306,6 +320,7 @@ def test_search_finds_abbreviations_and_common_names(query, first):
 
 def test_protocol_icans_synonym_is_the_term_the_ae_form_records_icans_under():
     from cellstudy.adverse_events.fields import CRS_TERM, ICANS_TERM
+
     assert ctcae.SYNONYMS["ICANS"] == (ICANS_TERM,)
     assert ctcae.SYNONYMS["CRS"] == (CRS_TERM,)
 
@@ -369,8 +384,28 @@ def test_a_bad_synonym_target_fails_loudly(monkeypatch):
 
 
 def test_synonym_search_speed_is_reported_not_asserted():
-    queries = ["a", "al", "alt", "c", "cr", "crs", "ne", "neu", "neutro", "ic", "ican", "icans", "h", "hb",
-               "hem", "hemo", "lf", "lft", "re", "renal f"] * 10
+    queries = [
+        "a",
+        "al",
+        "alt",
+        "c",
+        "cr",
+        "crs",
+        "ne",
+        "neu",
+        "neutro",
+        "ic",
+        "ican",
+        "icans",
+        "h",
+        "hb",
+        "hem",
+        "hemo",
+        "lf",
+        "lft",
+        "re",
+        "renal f",
+    ] * 10
     ctcae.search("warm up")
     t0 = time.perf_counter()
     for q in queries:
@@ -390,10 +425,16 @@ G9 = "10^9/L"
 @pytest.mark.parametrize(
     "value, grade",
     [
-        (0, 0), (40, 0), (Decimal("40.01"), 1),       # > 1 x ULN
-        (120, 1), (Decimal("120.001"), 2),           # > 3 x ULN
-        (200, 2), (201, 3),                          # > 5 x ULN
-        (800, 3), (Fraction(8001, 10), 4), (5000, 4),  # > 20 x ULN
+        (0, 0),
+        (40, 0),
+        (Decimal("40.01"), 1),  # > 1 x ULN
+        (120, 1),
+        (Decimal("120.001"), 2),  # > 3 x ULN
+        (200, 2),
+        (201, 3),  # > 5 x ULN
+        (800, 3),
+        (Fraction(8001, 10), 4),
+        (5000, 4),  # > 20 x ULN
     ],
 )
 def test_alt_increased_x_uln_boundaries(value, grade):
@@ -414,10 +455,16 @@ def test_float_limits_compared_by_shortest_repr():
 @pytest.mark.parametrize(
     "value, grade",
     [
-        (150, 0), (400, 0), (Decimal("149.9"), 1),   # < LLN
-        (75, 1), (Decimal("74.99"), 2),              # < 75
-        (50, 2), (49, 3),                            # < 50
-        (25, 3), (Decimal("24.9"), 4), (0, 4),       # < 25
+        (150, 0),
+        (400, 0),
+        (Decimal("149.9"), 1),  # < LLN
+        (75, 1),
+        (Decimal("74.99"), 2),  # < 75
+        (50, 2),
+        (49, 3),  # < 50
+        (25, 3),
+        (Decimal("24.9"), 4),
+        (0, 4),  # < 25
     ],
 )
 def test_platelet_count_decreased_absolute_boundaries(value, grade):
@@ -427,7 +474,15 @@ def test_platelet_count_decreased_absolute_boundaries(value, grade):
 @pytest.mark.parametrize(
     "value, grade",
     [
-        (1.8, 0), (1.79, 1), (1.5, 1), (1.49, 2), (1.0, 2), (0.99, 3), (0.5, 3), (0.49, 4), (0.0, 4),
+        (1.8, 0),
+        (1.79, 1),
+        (1.5, 1),
+        (1.49, 2),
+        (1.0, 2),
+        (0.99, 3),
+        (0.5, 3),
+        (0.49, 4),
+        (0.0, 4),
     ],
 )
 def test_neutrophil_count_decreased_boundaries(value, grade):
@@ -509,11 +564,25 @@ def test_unknown_lab_term_is_key_error(term):
 @pytest.mark.parametrize(
     "value, kwargs",
     [
-        ("5", {}), (True, {}), (None, {}), (-1, {}), (Decimal("-0.1"), {}),
-        (float("nan"), {}), (float("inf"), {}), (Decimal("NaN"), {}), (Decimal("Infinity"), {}),
-        (5, {"uln": "40"}), (5, {"uln": 0}), (5, {"uln": -40}), (5, {"uln": False}),
-        (5, {"lln": -1}), (5, {"lln": "1"}), (5, {"lln": 50, "uln": 40}),
-        (5, {"unit": 5}), (5, {"unit": b"g/L"}), ([5], {}),
+        ("5", {}),
+        (True, {}),
+        (None, {}),
+        (-1, {}),
+        (Decimal("-0.1"), {}),
+        (float("nan"), {}),
+        (float("inf"), {}),
+        (Decimal("NaN"), {}),
+        (Decimal("Infinity"), {}),
+        (5, {"uln": "40"}),
+        (5, {"uln": 0}),
+        (5, {"uln": -40}),
+        (5, {"uln": False}),
+        (5, {"lln": -1}),
+        (5, {"lln": "1"}),
+        (5, {"lln": 50, "uln": 40}),
+        (5, {"unit": 5}),
+        (5, {"unit": b"g/L"}),
+        ([5], {}),
     ],
 )
 def test_bad_lab_input_is_value_error(value, kwargs):
@@ -523,8 +592,10 @@ def test_bad_lab_input_is_value_error(value, kwargs):
 
 # --- property: the suggestion is monotone in the term's direction ---------------------
 
-_LAB = {t: {r["direction"] for r in _rows("ctcae_v5.0_lab_grading.csv") if r["term"] == t}.pop()
-        for t in {r["term"] for r in _rows("ctcae_v5.0_lab_grading.csv")}}
+_LAB = {
+    t: {r["direction"] for r in _rows("ctcae_v5.0_lab_grading.csv") if r["term"] == t}.pop()
+    for t in {r["term"] for r in _rows("ctcae_v5.0_lab_grading.csv")}
+}
 _numbers = st.one_of(
     st.integers(0, 2000),
     st.decimals(0, 2000, places=3, allow_nan=False, allow_infinity=False),

@@ -1,5 +1,6 @@
 """`flask ctcae load`: the dictionary in the database, counted against the shipped file,
 and idempotent (issue 4)."""
+
 import csv
 from importlib import resources
 
@@ -24,8 +25,9 @@ def test_load_is_idempotent_and_matches_the_file(app):
     rows = _file_rows()
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(CtcaeTerm)) == len(rows) == 837
-        assert db.session.scalar(select(func.count(func.distinct(CtcaeTerm.soc)))) == \
-            len({r["soc"] for r in rows}) == 26
+        assert (
+            db.session.scalar(select(func.count(func.distinct(CtcaeTerm.soc)))) == len({r["soc"] for r in rows}) == 26
+        )
         alopecia = db.session.execute(select(CtcaeTerm).where(CtcaeTerm.term == "Alopecia")).scalar_one()
         assert alopecia.grade_1 and alopecia.grade_2 and alopecia.grade_3 is None
         loads = db.session.execute(select(AuditRecord).where(AuditRecord.action == "reference_load")).scalars().all()

@@ -9,6 +9,7 @@ The data: the demo study (HZ-001 on treatment with its AEs, NB-001 with a draft
 headache) plus `safety_data`, written straight through the ORM (rows a listing reads;
 how they are entered is tested in test_ae_app.py), and one AE entered through the
 service (`test_an_ae_saved_through_the_service_is_listed`)."""
+
 from __future__ import annotations
 
 import html
@@ -29,8 +30,13 @@ from cellstudy.extensions import db
 from cellstudy.infusions.models import Infusion
 
 T = date.today()
-ATTRIBUTION = {"unrelated": "Unrelated", "unlikely": "Unlikely", "possible": "Possible", "probable": "Probable",
-               "definite": "Definite"}
+ATTRIBUTION = {
+    "unrelated": "Unrelated",
+    "unlikely": "Unlikely",
+    "possible": "Possible",
+    "probable": "Probable",
+    "definite": "Definite",
+}
 
 
 def d(n: int) -> date:
@@ -58,16 +64,43 @@ AES = {
     "HZ-101": [
         _ae("Nausea", -41, 1, te=False),  # the day before the first infusion: study day -1
         _ae("Nausea", -30, 3, nk="possible", related=True, end=-25, outcome="recovered"),
-        _ae("Febrile neutropenia", -29, 4, serious=True, dlt=True, end=-20, outcome="recovered",
-            aware=(-29, 10), reported_after_h=30, susar=True, criteria=("sae_hospitalisation",)),
-        _ae("Cytokine release syndrome", -39, 2, category="crs", end=-36, outcome="recovered", nk="probable",
-            related=True),
+        _ae(
+            "Febrile neutropenia",
+            -29,
+            4,
+            serious=True,
+            dlt=True,
+            end=-20,
+            outcome="recovered",
+            aware=(-29, 10),
+            reported_after_h=30,
+            susar=True,
+            criteria=("sae_hospitalisation",),
+        ),
+        _ae(
+            "Cytokine release syndrome",
+            -39,
+            2,
+            category="crs",
+            end=-36,
+            outcome="recovered",
+            nk="probable",
+            related=True,
+        ),
         _ae("Sepsis", -35, 5, status="deleted"),
     ],
     "HZ-102": [
         _ae("Nausea", -19, 2),
-        _ae("Cytokine release syndrome", -18, 3, category="crs", serious=True, dlt=True, aware=(-18, 8),
-            criteria=("sae_life_threatening",)),
+        _ae(
+            "Cytokine release syndrome",
+            -18,
+            3,
+            category="crs",
+            serious=True,
+            dlt=True,
+            aware=(-18, 8),
+            criteria=("sae_life_threatening",),
+        ),
         _ae("Fatigue", -5, None, status="draft", ongoing=True),
     ],
     "HZ-103": [
@@ -75,8 +108,19 @@ AES = {
     ],
     "NB-101": [
         _ae(ICANS_TERM, -28, 1, category="icans", verbatim=ICANS_VERBATIM, end=-27, outcome="recovered"),
-        _ae("Nausea", -2, 5, serious=True, outcome="fatal", ld="definite", related=True, death=-2, aware=(-2, 6),
-            reported_after_h=2, criteria=("sae_death",)),
+        _ae(
+            "Nausea",
+            -2,
+            5,
+            serious=True,
+            outcome="fatal",
+            ld="definite",
+            related=True,
+            death=-2,
+            aware=(-2, 6),
+            reported_after_h=2,
+            criteria=("sae_death",),
+        ),
     ],
     "NB-102": [
         _ae("Cytokine release syndrome", -9, 1, category="crs", end=-9, outcome="recovered"),
@@ -89,16 +133,29 @@ def add_safety_data() -> dict[str, int]:
     sites = {s.code: s for s in db.session.scalars(select(Site))}
     ids = {}
     for number, (site, level, infusions) in SUBJECTS.items():
-        subject = Subject(site_id=sites[site].id, screening_number="S" + number, subject_number=number,
-                          status="on_treatment", dose_level=level)
+        subject = Subject(
+            site_id=sites[site].id,
+            screening_number="S" + number,
+            subject_number=number,
+            status="on_treatment",
+            dose_level=level,
+        )
         db.session.add(subject)
         db.session.flush()
         ids[number] = subject.id
         for i, (planned, given, state) in enumerate(infusions, start=1):
-            db.session.add(Infusion(subject_id=subject.id, number=i, planned_date=d(planned), state=state,
-                                    dose_level=level, status="complete" if given is not None else "draft",
-                                    data={"administration_date": d(given).isoformat()} if given is not None else {},
-                                    version=1))
+            db.session.add(
+                Infusion(
+                    subject_id=subject.id,
+                    number=i,
+                    planned_date=d(planned),
+                    state=state,
+                    dose_level=level,
+                    status="complete" if given is not None else "draft",
+                    data={"administration_date": d(given).isoformat()} if given is not None else {},
+                    version=1,
+                )
+            )
         for n, spec in enumerate(AES[number], start=1):
             db.session.add(make_ae(subject, n, spec))
     db.session.commit()
@@ -114,19 +171,37 @@ def make_ae(subject, number, spec) -> AdverseEvent:
     related = spec.get("related", False)
     end = spec.get("end")
     return AdverseEvent(
-        subject_id=subject.id, site_id=subject.site_id, number=number, category=spec.get("category", "other"),
-        term=entry.term, soc=entry.soc, meddra_code=entry.meddra_code, verbatim=spec.get("verbatim"),
-        onset_date=d(spec["onset"]), end_date=d(end) if end is not None else None,
-        ongoing=spec.get("ongoing", end is None), grade=spec["grade"], serious=spec.get("serious", False),
-        related_nk=spec.get("nk", "unlikely"), related_ld=spec.get("ld", "unrelated"), related=related,
-        expectedness="unexpected" if spec.get("susar") else "expected", action="none",
-        outcome=spec.get("outcome", "not_recovered"), death_date=d(spec["death"]) if spec.get("death") else None,
-        dlt=spec.get("dlt", False), treatment_emergent=spec.get("te", True), awareness_at=aware,
+        subject_id=subject.id,
+        site_id=subject.site_id,
+        number=number,
+        category=spec.get("category", "other"),
+        term=entry.term,
+        soc=entry.soc,
+        meddra_code=entry.meddra_code,
+        verbatim=spec.get("verbatim"),
+        onset_date=d(spec["onset"]),
+        end_date=d(end) if end is not None else None,
+        ongoing=spec.get("ongoing", end is None),
+        grade=spec["grade"],
+        serious=spec.get("serious", False),
+        related_nk=spec.get("nk", "unlikely"),
+        related_ld=spec.get("ld", "unrelated"),
+        related=related,
+        expectedness="unexpected" if spec.get("susar") else "expected",
+        action="none",
+        outcome=spec.get("outcome", "not_recovered"),
+        death_date=d(spec["death"]) if spec.get("death") else None,
+        dlt=spec.get("dlt", False),
+        treatment_emergent=spec.get("te", True),
+        awareness_at=aware,
         sae_due_at=aware + timedelta(hours=24) if aware else None,
         sae_reported_at=aware + timedelta(hours=spec["reported_after_h"]) if spec.get("reported_after_h") else None,
-        susar=bool(spec.get("susar")), susar_due_at=aware + timedelta(days=15) if spec.get("susar") else None,
-        status=spec.get("status", "complete"), version=1,
-        data={c: True for c in spec.get("criteria", ())})
+        susar=bool(spec.get("susar")),
+        susar_due_at=aware + timedelta(days=15) if spec.get("susar") else None,
+        status=spec.get("status", "complete"),
+        version=1,
+        data={c: True for c in spec.get("criteria", ())},
+    )
 
 
 @pytest.fixture
@@ -138,6 +213,7 @@ def safety_data(app):
 
 
 # --- the independent expectation -------------------------------------------------------------
+
 
 @dataclass
 class Expected:
@@ -171,8 +247,11 @@ def expected(app, sites=("HZ", "NB")) -> list[Expected]:
             if ae.status == "deleted" or subject.site.code not in sites:
                 continue
             db.session.expunge(ae)
-            out.append(Expected(ae.id, subject.id, subject.label, subject.site.code, subject.dose_level,
-                                first_given(subject), ae))
+            out.append(
+                Expected(
+                    ae.id, subject.id, subject.label, subject.site.code, subject.dose_level, first_given(subject), ae
+                )
+            )
         db.session.remove()
     return out
 
@@ -195,6 +274,7 @@ def plain(page: str) -> str:
 
 # --- the AE listing ------------------------------------------------------------------------------
 
+
 def test_ae_listing_lists_every_ae_not_removed_with_drafts_marked(app, login, safety_data):
     rows = expected(app)
     page = text(login("dm").get("/safety/ae"))
@@ -213,15 +293,37 @@ def test_ae_listing_row_shows_every_column(app, login, safety_data):
     page = text(login("dm").get("/safety/ae"))
     rows = {r.id: r for r in expected(app)}
     fn = next(r for r in rows.values() if r.subject == "HZ-101" and r.ae.number == 3)
-    cells = [plain(c).strip() for c in re.findall(
-        r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{fn.id}">(.*?)</tr>', page, re.S).group(1), re.S)]
+    cells = [
+        plain(c).strip()
+        for c in re.findall(
+            r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{fn.id}">(.*?)</tr>', page, re.S).group(1), re.S
+        )
+    ]
     entry = ctcae.get("Febrile neutropenia")
-    assert cells == ["HZ-101", "HZ", "DL1", "12", "AE 3", "Febrile neutropenia", entry.soc, entry.meddra_code, "",
-                     "4", "Yes", "Unlikely", "Unrelated", "Yes", d(-29).isoformat(), d(-20).isoformat(),
-                     "Recovered / resolved", "complete"]
+    assert cells == [
+        "HZ-101",
+        "HZ",
+        "DL1",
+        "12",
+        "AE 3",
+        "Febrile neutropenia",
+        entry.soc,
+        entry.meddra_code,
+        "",
+        "4",
+        "Yes",
+        "Unlikely",
+        "Unrelated",
+        "Yes",
+        d(-29).isoformat(),
+        d(-20).isoformat(),
+        "Recovered / resolved",
+        "complete",
+    ]
     ongoing = next(r for r in rows.values() if r.subject == "HZ-103")
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{ongoing.id}">(.*?)</tr>', page, re.S).group(1),
-                       re.S)
+    cells = re.findall(
+        r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{ongoing.id}">(.*?)</tr>', page, re.S).group(1), re.S
+    )
     assert cells[3].strip() == ""  # no infusion given: no study day
     assert cells[15].strip() == "Ongoing"
 
@@ -232,12 +334,19 @@ def test_study_day_counts_the_first_infusion_as_day_one(app, login, safety_data)
     page = text(login("dm").get("/safety/ae"))
     rows = expected(app)
     by_key = {(r.subject, r.ae.number): r for r in rows}
-    for key, day in ((("HZ-101", 1), -1), (("HZ-101", 2), 11), (("HZ-101", 4), 2), (("HZ-102", 1), 2),
-                     (("NB-102", 1), 2), (("HZ-103", 1), None)):
+    for key, day in (
+        (("HZ-101", 1), -1),
+        (("HZ-101", 2), 11),
+        (("HZ-101", 4), 2),
+        (("HZ-102", 1), 2),
+        (("NB-102", 1), 2),
+        (("HZ-103", 1), None),
+    ):
         row = by_key[key]
         assert row.day == day, key
-        cells = re.findall(r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{row.id}">(.*?)</tr>', page, re.S).group(1),
-                           re.S)
+        cells = re.findall(
+            r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{row.id}">(.*?)</tr>', page, re.S).group(1), re.S
+        )
         assert cells[3].strip() == ("" if day is None else str(day)), key
 
 
@@ -254,8 +363,9 @@ FILTERS = {
     f"date_to={d(-20).isoformat()}": lambda r: r.ae.onset_date <= d(-20),
     f"date_from={d(-30).isoformat()}&date_to={d(-28).isoformat()}": lambda r: d(-30) <= r.ae.onset_date <= d(-28),
     "site=HZ&grade_min=3&serious_only=1": lambda r: r.site == "HZ" and (r.ae.grade or 0) >= 3 and r.ae.serious,
-    "dose_level=DL1&related_only=1&te_only=1": lambda r: r.dose_level == "DL1" and r.ae.related
-    and r.ae.treatment_emergent,
+    "dose_level=DL1&related_only=1&te_only=1": lambda r: (
+        r.dose_level == "DL1" and r.ae.related and r.ae.treatment_emergent
+    ),
 }
 
 
@@ -271,12 +381,21 @@ def test_each_filter_narrows_the_listing(app, login, safety_data, query):
 
 
 SORT_KEYS = {
-    "grade": lambda r: r.ae.grade, "onset": lambda r: r.ae.onset_date, "end": lambda r: r.ae.end_date,
-    "ae": lambda r: r.ae.number, "subject": lambda r: (r.subject, r.ae.number), "site": lambda r: r.site,
-    "dose_level": lambda r: r.dose_level, "serious": lambda r: r.ae.serious, "dlt": lambda r: r.ae.dlt,
+    "grade": lambda r: r.ae.grade,
+    "onset": lambda r: r.ae.onset_date,
+    "end": lambda r: r.ae.end_date,
+    "ae": lambda r: r.ae.number,
+    "subject": lambda r: (r.subject, r.ae.number),
+    "site": lambda r: r.site,
+    "dose_level": lambda r: r.dose_level,
+    "serious": lambda r: r.ae.serious,
+    "dlt": lambda r: r.ae.dlt,
     "related_nk": lambda r: list(ATTRIBUTION).index(r.ae.related_nk) if r.ae.related_nk else None,
-    "outcome": lambda r: ["recovered", "recovering", "not_recovered", "recovered_with_sequelae", "fatal",
-                          "unknown"].index(r.ae.outcome) if r.ae.outcome else None,
+    "outcome": lambda r: (
+        ["recovered", "recovering", "not_recovered", "recovered_with_sequelae", "fatal", "unknown"].index(r.ae.outcome)
+        if r.ae.outcome
+        else None
+    ),
     "meddra_code": lambda r: r.ae.meddra_code,
 }
 
@@ -334,15 +453,15 @@ def test_paging_50_a_page_with_the_total(app, login, safety_data):
     assert seen == order
     # past the end: the last page
     page = text(session.get("/safety/ae?page=999"))
-    assert f"page {pages} of {pages}" in page and listed_ids(page) == order[50 * (pages - 1):]
+    assert f"page {pages} of {pages}" in page and listed_ids(page) == order[50 * (pages - 1) :]
 
 
-@pytest.mark.parametrize("username, sites", [("coord-nb", ("NB",)), ("inv-hz", ("HZ",)), ("monitor-hz", ("HZ",)),
-                                             ("dm", ("HZ", "NB"))])
+@pytest.mark.parametrize(
+    "username, sites", [("coord-nb", ("NB",)), ("inv-hz", ("HZ",)), ("monitor-hz", ("HZ",)), ("dm", ("HZ", "NB"))]
+)
 def test_listings_show_only_the_users_sites(app, login, safety_data, username, sites):
     session = login(username)
-    for listing, keep in (("ae", lambda r: True), ("sae", lambda r: r.ae.serious),
-                          ("dlt", lambda r: r.ae.dlt)):
+    for listing, keep in (("ae", lambda r: True), ("sae", lambda r: r.ae.serious), ("dlt", lambda r: r.ae.dlt)):
         page = text(session.get(f"/safety/{listing}"))
         wanted = sorted(r.id for r in expected(app, sites) if keep(r))
         assert sorted(listed_ids(page)) == wanted, listing
@@ -358,19 +477,26 @@ def test_a_site_the_user_cannot_see_is_refused_as_a_filter(app, login, safety_da
     assert sorted(listed_ids(page)) == sorted(r.id for r in expected(app, ("NB",)))
 
 
-@pytest.mark.parametrize("query, filter_name, message", [
-    ("grade_min=7", "grade_min", "Grade ≥: “7” is not a grade from 1 to 5"),
-    ("grade_min=high", "grade_min", "Grade ≥: “high” is not a grade from 1 to 5"),
-    ("date_from=25/12/2026", "date_from", "Onset from: “25/12/2026” is not a date; enter it as YYYY-MM-DD"),
-    ("date_to=2026-02-30", "date_to", "Onset to: “2026-02-30” is not a date"),
-    ("date_from=2026-03-01&date_to=2026-02-01", "date_to", "Onset to (2026-02-01) is before Onset from (2026-03-01)"),
-    ("dose_level=DL9", "dose_level", "Dose level: “DL9” is not a dose level of the study (DL1, DL2, DL3)"),
-    ("site=XX", "site", "Site: “XX” is not one of your sites (HZ, NB)"),
-    ("serious_only=maybe", "serious_only", "Serious only: “maybe” is not yes or no"),
-    ("sort=password", "sort", "Sort: “password” is not a column of this listing"),
-    ("dir=sideways", "dir", "Sort direction: “sideways” is not asc or desc"),
-    ("page=-3", "page", "Page: “-3” is not a page number"),
-])
+@pytest.mark.parametrize(
+    "query, filter_name, message",
+    [
+        ("grade_min=7", "grade_min", "Grade ≥: “7” is not a grade from 1 to 5"),
+        ("grade_min=high", "grade_min", "Grade ≥: “high” is not a grade from 1 to 5"),
+        ("date_from=25/12/2026", "date_from", "Onset from: “25/12/2026” is not a date; enter it as YYYY-MM-DD"),
+        ("date_to=2026-02-30", "date_to", "Onset to: “2026-02-30” is not a date"),
+        (
+            "date_from=2026-03-01&date_to=2026-02-01",
+            "date_to",
+            "Onset to (2026-02-01) is before Onset from (2026-03-01)",
+        ),
+        ("dose_level=DL9", "dose_level", "Dose level: “DL9” is not a dose level of the study (DL1, DL2, DL3)"),
+        ("site=XX", "site", "Site: “XX” is not one of your sites (HZ, NB)"),
+        ("serious_only=maybe", "serious_only", "Serious only: “maybe” is not yes or no"),
+        ("sort=password", "sort", "Sort: “password” is not a column of this listing"),
+        ("dir=sideways", "dir", "Sort direction: “sideways” is not asc or desc"),
+        ("page=-3", "page", "Page: “-3” is not a page number"),
+    ],
+)
 def test_a_bad_filter_shows_the_page_with_a_message_naming_it(app, login, safety_data, query, filter_name, message):
     """Never a 500: the page, the message naming the filter, and that filter not applied;
     the other filters still apply."""
@@ -394,6 +520,7 @@ def test_bad_filters_on_every_page_are_messages_not_errors(login, safety_data):
 
 # --- SAE and DLT listings -----------------------------------------------------------------------------
 
+
 def test_sae_listing_shows_serious_aes_with_their_reporting_clocks(app, login, safety_data):
     rows = [r for r in expected(app) if r.ae.serious]
     page = text(login("dm").get("/safety/sae"))
@@ -401,8 +528,12 @@ def test_sae_listing_shows_serious_aes_with_their_reporting_clocks(app, login, s
 
     def cells(number, ae):
         row = next(r for r in rows if r.subject == number and r.ae.number == ae)
-        return [plain(c).strip() for c in re.findall(
-            r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{row.id}">(.*?)</tr>', page, re.S).group(1), re.S)]
+        return [
+            plain(c).strip()
+            for c in re.findall(
+                r"<td[^>]*>(.*?)</td>", re.search(rf'data-ae="{row.id}">(.*?)</tr>', page, re.S).group(1), re.S
+            )
+        ]
 
     fn = cells("HZ-101", 3)  # reported 30 h after awareness: late; SUSAR not reported after 15 days: overdue
     assert fn[8] == "Hospitalisation" and fn[11] == "Unexpected"
@@ -424,11 +555,15 @@ def test_dlt_listing_shows_the_flagged_dlts(app, login, safety_data):
 
 # --- the summary by SOC and term x worst grade ------------------------------------------------------------
 
+
 def safety_population(app, sites=("HZ", "NB")) -> dict[int, str | None]:
     """subject id -> dose level, for the subjects with an NK-cell infusion given."""
     with app.app_context():
-        out = {s.id: s.dose_level for s in db.session.scalars(select(Subject))
-               if s.site.code in sites and any(i.state == "given" for i in s.infusions)}
+        out = {
+            s.id: s.dose_level
+            for s in db.session.scalars(select(Subject))
+            if s.site.code in sites and any(i.state == "given" for i in s.infusions)
+        }
         db.session.remove()
     return out
 
@@ -482,15 +617,21 @@ def flatten(cells) -> list[int]:
     return [cells[g][k] for g in ("DL1", "DL2", "DL3", "Overall") for k in (1, 2, 3, 4, 5, "any", "ge3")]
 
 
-@pytest.mark.parametrize("query, keep, sites", [
-    ("", lambda r: True, ("HZ", "NB")),
-    ("site=HZ", lambda r: True, ("HZ",)),
-    ("serious_only=1", lambda r: r.ae.serious, ("HZ", "NB")),
-    ("related_only=1&te_only=1", lambda r: r.ae.related and r.ae.treatment_emergent, ("HZ", "NB")),
-    (f"date_from={d(-30).isoformat()}&date_to={d(-9).isoformat()}", lambda r: d(-30) <= r.ae.onset_date <= d(-9),
-     ("HZ", "NB")),
-    ("grade_min=4", lambda r: True, ("HZ", "NB")),  # does not apply to the summary (the grades are its columns)
-])
+@pytest.mark.parametrize(
+    "query, keep, sites",
+    [
+        ("", lambda r: True, ("HZ", "NB")),
+        ("site=HZ", lambda r: True, ("HZ",)),
+        ("serious_only=1", lambda r: r.ae.serious, ("HZ", "NB")),
+        ("related_only=1&te_only=1", lambda r: r.ae.related and r.ae.treatment_emergent, ("HZ", "NB")),
+        (
+            f"date_from={d(-30).isoformat()}&date_to={d(-9).isoformat()}",
+            lambda r: d(-30) <= r.ae.onset_date <= d(-9),
+            ("HZ", "NB"),
+        ),
+        ("grade_min=4", lambda r: True, ("HZ", "NB")),  # does not apply to the summary (the grades are its columns)
+    ],
+)
 def test_summary_counts_subjects_once_per_row_at_their_worst_grade(app, login, safety_data, query, keep, sites):
     page = text(login("dm").get("/safety/summary?" + query))
     rows, n = summary_cells(page)
@@ -506,18 +647,25 @@ def test_summary_details_for_known_subjects(app, login, safety_data):
     grade: "Any" only. HZ-103 was never infused: its headache is not counted, and it is
     not in N."""
     rows, n = summary_cells(text(login("dm").get("/safety/summary")))
-    nausea = dict(zip([(g, k) for g in ("DL1", "DL2", "DL3", "Overall") for k in (1, 2, 3, 4, 5, "any", "ge3")],
-                      rows["Gastrointestinal disorders", "Nausea"]))
+    nausea = dict(
+        zip(
+            [(g, k) for g in ("DL1", "DL2", "DL3", "Overall") for k in (1, 2, 3, 4, 5, "any", "ge3")],
+            rows["Gastrointestinal disorders", "Nausea"],
+            strict=False,
+        )
+    )
     assert nausea["DL1", 3] == 1 and nausea["DL1", 5] == 1 and nausea["DL2", 2] == 1
     assert nausea["DL1", "ge3"] == 2 and nausea["Overall", "any"] == nausea["DL1", "any"] + nausea["DL2", "any"]
     fatigue = rows["General disorders and administration site conditions", "Fatigue"]
     assert fatigue[7 * 1 + 5] == 1 and sum(fatigue[7:12]) == 0  # DL2: any 1, no grade column
-    assert ("Nervous system disorders", "Headache") not in rows or \
-        rows["Nervous system disorders", "Headache"][7 * 3 + 5] == 0
+    assert ("Nervous system disorders", "Headache") not in rows or rows["Nervous system disorders", "Headache"][
+        7 * 3 + 5
+    ] == 0
     assert n["DL2"] == 2  # HZ-102 and NB-102, not HZ-103
 
 
 # --- CRS and ICANS ----------------------------------------------------------------------------------------
+
 
 def expected_crs_icans(app, sites=("HZ", "NB")):
     population = safety_population(app, sites)
@@ -528,9 +676,16 @@ def expected_crs_icans(app, sites=("HZ", "NB")):
         db.session.remove()
     out = {}
     for kind in ("crs", "icans"):
-        events = [r for r in expected(app, sites) if r.subject_id in population and (
-            r.ae.category == kind or (kind == "crs" and r.ae.term == "Cytokine release syndrome")
-            or (kind == "icans" and r.ae.term == ICANS_TERM and r.ae.verbatim == ICANS_VERBATIM))]
+        events = [
+            r
+            for r in expected(app, sites)
+            if r.subject_id in population
+            and (
+                r.ae.category == kind
+                or (kind == "crs" and r.ae.term == "Cytokine release syndrome")
+                or (kind == "icans" and r.ae.term == ICANS_TERM and r.ae.verbatim == ICANS_VERBATIM)
+            )
+        ]
         for group in ("DL1", "DL2", "DL3", "Overall"):
             chosen = [e for e in events if group in ("Overall", e.dose_level)]
             subjects = {e.subject_id for e in chosen}
@@ -538,8 +693,14 @@ def expected_crs_icans(app, sites=("HZ", "NB")):
             worst = {s: max((e.ae.grade or 0) for e in chosen if e.subject_id == s) for s in subjects}
             onset = [(min(e.ae.onset_date for e in chosen if e.subject_id == s) - firsts[s]).days for s in subjects]
             durations = [(e.ae.end_date - e.ae.onset_date).days + 1 for e in chosen if e.ae.end_date]
-            out[kind, group] = {"n": len(subjects), "N": n_group, "worst": worst, "onset": onset,
-                                "durations": durations, "ongoing": sum(1 for e in chosen if e.ae.end_date is None)}
+            out[kind, group] = {
+                "n": len(subjects),
+                "N": n_group,
+                "worst": worst,
+                "onset": onset,
+                "durations": durations,
+                "ongoing": sum(1 for e in chosen if e.ae.end_date is None),
+            }
     return out
 
 
@@ -581,6 +742,7 @@ def test_crs_icans_summary(app, login, safety_data):
 
 # --- the service path and the navigation ---------------------------------------------------------------------
 
+
 def test_an_ae_saved_through_the_service_is_listed(app, login):
     from cellstudy.adverse_events import service
 
@@ -588,11 +750,27 @@ def test_an_ae_saved_through_the_service_is_listed(app, login):
         subject = db.session.scalar(select(Subject).where(Subject.subject_number == "HZ-001"))
         user = db.session.scalar(select(User).where(User.username == "coord-hz"))
         first = first_given(subject)
-        ae = service.save_ae(subject, service.new_ae(subject), {
-            "term": "Vomiting", "onset_date": first + timedelta(days=3), "ongoing": True, "grade": "2",
-            "serious": False, "related_nk": "probable", "related_ld": "unlikely", "expectedness": "expected",
-            "action": "none", "outcome": "recovering"}, user=user, expected_version=0, reason=None, complete=True,
-            today=date.today())
+        ae = service.save_ae(
+            subject,
+            service.new_ae(subject),
+            {
+                "term": "Vomiting",
+                "onset_date": first + timedelta(days=3),
+                "ongoing": True,
+                "grade": "2",
+                "serious": False,
+                "related_nk": "probable",
+                "related_ld": "unlikely",
+                "expectedness": "expected",
+                "action": "none",
+                "outcome": "recovering",
+            },
+            user=user,
+            expected_version=0,
+            reason=None,
+            complete=True,
+            today=date.today(),
+        )
         ae_id = ae.id
         db.session.remove()
     page = text(login("inv-hz").get("/safety/ae?related_only=1"))

@@ -1,6 +1,7 @@
 """Rules that had two or three copies (issue 12), now one definition each: the study day
 (listings and SDTM), the reporting-clock states (AE pages, worklists and listings), the
 SAE report hours (the study definition) and the AE's derived values (service and bench)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,14 +21,18 @@ FIRST = date(2026, 3, 10)  # the first NK-cell infusion given
 
 # --- study day (PROTOCOL 8; SDTM --DY) -----------------------------------------------------------
 
-@pytest.mark.parametrize("day, expected", [
-    (FIRST, 1),                          # the day of the first infusion is day 1
-    (FIRST + timedelta(days=1), 2),
-    (FIRST - timedelta(days=1), -1),     # the day before is -1: there is no day 0
-    (FIRST - timedelta(days=2), -2),
-    (date(2027, 3, 10), 366),            # a year later, over no leap day: 365 days after, day 366
-    (date(2028, 3, 10), 732),            # over 29 February 2028
-])
+
+@pytest.mark.parametrize(
+    "day, expected",
+    [
+        (FIRST, 1),  # the day of the first infusion is day 1
+        (FIRST + timedelta(days=1), 2),
+        (FIRST - timedelta(days=1), -1),  # the day before is -1: there is no day 0
+        (FIRST - timedelta(days=2), -2),
+        (date(2027, 3, 10), 366),  # a year later, over no leap day: 365 days after, day 366
+        (date(2028, 3, 10), 732),  # over 29 February 2028
+    ],
+)
 def test_study_day_has_no_day_zero(day, expected):
     assert rules.study_day(day, FIRST) == expected
     assert rules.study_day(day, FIRST) != 0
@@ -48,8 +53,17 @@ def test_study_day_refuses_text():
 
 
 def test_sdtm_and_the_listings_use_the_one_study_day():
-    record = sdtm.ae_record({"usubjid": "S-1", "term": "Fever", "onset_date": FIRST - timedelta(days=1),
-                             "end_date": FIRST, "rfstdtc": FIRST}, studyid="S", seq=1)
+    record = sdtm.ae_record(
+        {
+            "usubjid": "S-1",
+            "term": "Fever",
+            "onset_date": FIRST - timedelta(days=1),
+            "end_date": FIRST,
+            "rfstdtc": FIRST,
+        },
+        studyid="S",
+        seq=1,
+    )
     assert (record["AESTDY"], record["AEENDY"]) == (-1, 1)
     assert sdtm.study_day is rules.study_day and listings.study_day is rules.study_day
 
@@ -60,13 +74,16 @@ DUE = datetime(2026, 3, 11, 10, 0, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
 
 
-@pytest.mark.parametrize("reported, now, state, label", [
-    (None, DUE - SECOND, "due", "due"),
-    (None, DUE, "due", "due"),                       # the due instant itself is still due
-    (None, DUE + SECOND, "overdue", "overdue"),
-    (DUE, DUE + timedelta(days=3), "reported", "on time"),   # reported at the due instant: on time
-    (DUE + SECOND, DUE + timedelta(days=3), "reported_late", "late"),
-])
+@pytest.mark.parametrize(
+    "reported, now, state, label",
+    [
+        (None, DUE - SECOND, "due", "due"),
+        (None, DUE, "due", "due"),  # the due instant itself is still due
+        (None, DUE + SECOND, "overdue", "overdue"),
+        (DUE, DUE + timedelta(days=3), "reported", "on time"),  # reported at the due instant: on time
+        (DUE + SECOND, DUE + timedelta(days=3), "reported_late", "late"),
+    ],
+)
 def test_one_clock_state_rule_for_pages_and_listings(reported, now, state, label):
     assert rules.clock_state(DUE, reported, now) == state
     assert listings.report_state(DUE, reported, now) == label
@@ -107,8 +124,15 @@ def test_sae_report_hours_must_be_a_positive_whole_number(hours):
 
 
 def _sae(**values) -> AdverseEvent:
-    return AdverseEvent(status="complete", serious=True, awareness_at=AWARE, sae_reported_at=None, susar=False,
-                        susar_due_at=None, **values)
+    return AdverseEvent(
+        status="complete",
+        serious=True,
+        awareness_at=AWARE,
+        sae_reported_at=None,
+        susar=False,
+        susar_due_at=None,
+        **values,
+    )
 
 
 def test_the_sae_clock_reads_the_hours_of_the_study_given():
@@ -124,23 +148,34 @@ def test_the_sae_clock_reads_the_definition_in_force_by_default():
     assert service.clocks(_sae(), AWARE)["sae"]["due_at"] == AWARE + timedelta(hours=24)
 
 
-SERIOUS = {"term": "Febrile neutropenia", "serious": True, "awareness_date": date(2026, 3, 4),
-           "awareness_time": "16:30", "related_nk": "possible", "related_ld": "unrelated",
-           "expectedness": "expected", "outcome": "recovered", "onset_date": date(2026, 3, 3)}
+SERIOUS = {
+    "term": "Febrile neutropenia",
+    "serious": True,
+    "awareness_date": date(2026, 3, 4),
+    "awareness_time": "16:30",
+    "related_nk": "possible",
+    "related_ld": "unrelated",
+    "expectedness": "expected",
+    "outcome": "recovered",
+    "onset_date": date(2026, 3, 3),
+}
 
 
 def test_the_saved_sae_deadline_is_awareness_plus_the_study_hours():
     for study, hours in ((STUDY, 24), (LONGER, 48)):
-        derived = service.derived_values(SERIOUS, first_lymphodepletion=date(2026, 2, 20), zone="Asia/Shanghai",
-                                         sae_report_hours=study.safety_reporting.sae_report_hours)
+        derived = service.derived_values(
+            SERIOUS,
+            first_lymphodepletion=date(2026, 2, 20),
+            zone="Asia/Shanghai",
+            sae_report_hours=study.safety_reporting.sae_report_hours,
+        )
         aware = datetime(2026, 3, 4, 8, 30, tzinfo=timezone.utc)  # 16:30 in Shanghai
         assert derived["awareness_at"] == aware
         assert derived["sae_due_at"] == aware + timedelta(hours=hours)
 
 
 def test_ae_changes_hold_the_columns_the_derived_values_and_the_answers():
-    changes = service.ae_changes(SERIOUS, first_lymphodepletion=date(2026, 2, 20), zone="UTC",
-                                 sae_report_hours=24)
+    changes = service.ae_changes(SERIOUS, first_lymphodepletion=date(2026, 2, 20), zone="UTC", sae_report_hours=24)
     assert changes["term"] == "Febrile neutropenia" and changes["treatment_emergent"] is True
     assert changes["related"] is True and changes["susar"] is False and changes["susar_due_at"] is None
     assert changes["awareness_date"] == "2026-03-04"  # an answer kept in `data`, as text

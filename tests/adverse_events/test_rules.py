@@ -35,23 +35,47 @@ def ctx(**changes):
 def ae(**changes):
     """A complete, valid, non-serious AE, changed."""
     return {
-        "term": "Nausea", "verbatim": None, "onset_date": ONSET, "ongoing": False, "end_date": date(2026, 3, 4),
-        "grade": 2, "grade_reason": None, "serious": False, "awareness_date": None, "awareness_time": None,
-        "related_nk": "possible", "related_ld": "unrelated", "expectedness": "expected", "action": "none",
-        "outcome": "recovered", "death_date": None, "dlt": False, "comments": None, **changes,
+        "term": "Nausea",
+        "verbatim": None,
+        "onset_date": ONSET,
+        "ongoing": False,
+        "end_date": date(2026, 3, 4),
+        "grade": 2,
+        "grade_reason": None,
+        "serious": False,
+        "awareness_date": None,
+        "awareness_time": None,
+        "related_nk": "possible",
+        "related_ld": "unrelated",
+        "expectedness": "expected",
+        "action": "none",
+        "outcome": "recovered",
+        "death_date": None,
+        "dlt": False,
+        "comments": None,
+        **changes,
     }
 
 
 def sae(**changes):
     """A complete, valid SAE (hospitalisation), changed."""
-    return ae(**{"serious": True, "sae_hospitalisation": True, "awareness_date": ONSET, "awareness_time": "09:15",
-                 **changes})
+    return ae(
+        **{"serious": True, "sae_hospitalisation": True, "awareness_date": ONSET, "awareness_time": "09:15", **changes}
+    )
 
 
 def fatal(**changes):
     """A complete, valid fatal SAE (grade 5), changed."""
-    return sae(**{"term": "Cytokine release syndrome", "grade": 5, "outcome": "fatal", "sae_death": True,
-                  "death_date": date(2026, 3, 4), **changes})
+    return sae(
+        **{
+            "term": "Cytokine release syndrome",
+            "grade": 5,
+            "outcome": "fatal",
+            "sae_death": True,
+            "death_date": date(2026, 3, 4),
+            **changes,
+        }
+    )
 
 
 def check(values, *, complete=True, **context):
@@ -70,8 +94,10 @@ def test_valid_forms_have_no_errors(make, complete):
 def test_empty_draft_is_valid_and_empty_complete_needs_every_required_field():
     assert check({}, complete=False) == {}
     errors = check({}, complete=True)
-    assert errors == {**{name: rules.REQUIRED for name in AE_REQUIRED},
-                      "end_date": "Give the end date or tick Ongoing."}
+    assert errors == {
+        **{name: rules.REQUIRED for name in AE_REQUIRED},
+        "end_date": "Give the end date or tick Ongoing.",
+    }
 
 
 @pytest.mark.parametrize("name", AE_REQUIRED)
@@ -200,8 +226,7 @@ def test_end_date_after_death_is_refused():
     ids=["today", "today+1", "consent", "consent-1", "no-consent-date"],
 )
 def test_onset_not_in_future_not_before_consent(onset, consent, ok, words):
-    errors = check(ae(onset_date=onset, end_date=None, ongoing=True, outcome="not_recovered"),
-                   consent_date=consent)
+    errors = check(ae(onset_date=onset, end_date=None, ongoing=True, outcome="not_recovered"), consent_date=consent)
     assert (errors == {}) is ok
     if not ok:
         assert errors.keys() == {"onset_date"} and words in errors["onset_date"]
@@ -230,8 +255,14 @@ def test_ongoing_with_an_end_date_is_refused():
 
 @pytest.mark.parametrize(
     "outcome, ok",
-    [("recovered", False), ("recovered_with_sequelae", False), ("fatal", False),
-     ("recovering", True), ("not_recovered", True), ("unknown", True)],
+    [
+        ("recovered", False),
+        ("recovered_with_sequelae", False),
+        ("fatal", False),
+        ("recovering", True),
+        ("not_recovered", True),
+        ("unknown", True),
+    ],
 )
 def test_an_ended_outcome_cannot_be_ongoing(outcome, ok):
     errors = check(ae(ongoing=True, end_date=None, outcome=outcome), complete=False)
@@ -248,8 +279,11 @@ def test_serious_needs_a_criterion():
 
 @pytest.mark.parametrize("criterion", CRITERIA_CODES)
 def test_each_criterion_makes_the_ae_serious(criterion):
-    extra = {"outcome": "fatal", "grade": 5, "term": "Cytokine release syndrome",
-             "death_date": date(2026, 3, 4)} if criterion == "sae_death" else {}
+    extra = (
+        {"outcome": "fatal", "grade": 5, "term": "Cytokine release syndrome", "death_date": date(2026, 3, 4)}
+        if criterion == "sae_death"
+        else {}
+    )
     assert check(sae(**{"sae_hospitalisation": None, criterion: True, **extra}), complete=False) == {}
     errors = check(ae(**{criterion: True, **extra}), complete=False)
     assert "serious" in errors and "Tick Serious" in errors["serious"]
@@ -317,8 +351,7 @@ def test_dlt_only_with_onset_inside_the_window(onset, ok):
     errors = check(values, today=WINDOW[1] + DAY, consent_date=None)
     assert (errors == {}) is ok
     if not ok:
-        assert errors == {"dlt": "Only an AE with onset inside the DLT window (2026-02-20 to 2026-03-19) "
-                                 "can be a DLT."}
+        assert errors == {"dlt": "Only an AE with onset inside the DLT window (2026-02-20 to 2026-03-19) can be a DLT."}
 
 
 def test_dlt_without_an_infusion_is_refused():
@@ -340,8 +373,15 @@ def test_no_dlt_needs_no_window(dlt):
 
 @pytest.mark.parametrize(
     "grade, computed, reason, ok",
-    [(2, 2, None, True), (3, 2, None, False), (3, 2, "  ", False), (3, 2, "tocilizumab given", True),
-     (1, 0, None, False), (2, None, None, True), (None, 2, None, True)],
+    [
+        (2, 2, None, True),
+        (3, 2, None, False),
+        (3, 2, "  ", False),
+        (3, 2, "tocilizumab given", True),
+        (1, 0, None, False),
+        (2, None, None, True),
+        (None, 2, None, True),
+    ],
 )
 def test_grade_other_than_computed_needs_a_reason(grade, computed, reason, ok):
     values = ae(term="Cytokine release syndrome", grade=grade, grade_reason=reason)
@@ -356,9 +396,20 @@ def test_grade_other_than_computed_needs_a_reason(grade, computed, reason, ok):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("onset_date", "2026-03-02"), ("onset_date", datetime(2026, 3, 2)), ("grade", 6), ("grade", 0),
-     ("grade", True), ("grade", 2.0), ("grade", "6"), ("serious", "yes"), ("ongoing", 1),
-     ("related_nk", "maybe"), ("outcome", "dead"), ("term", 5)],
+    [
+        ("onset_date", "2026-03-02"),
+        ("onset_date", datetime(2026, 3, 2)),
+        ("grade", 6),
+        ("grade", 0),
+        ("grade", True),
+        ("grade", 2.0),
+        ("grade", "6"),
+        ("serious", "yes"),
+        ("ongoing", 1),
+        ("related_nk", "maybe"),
+        ("outcome", "dead"),
+        ("term", 5),
+    ],
 )
 def test_wrong_type_or_unknown_code_is_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -367,8 +418,14 @@ def test_wrong_type_or_unknown_code_is_value_error_naming_the_field(field, value
 
 @pytest.mark.parametrize(
     "context",
-    [{"today": None}, {"today": "2026-03-10"}, {"consent_date": datetime(2026, 2, 1)},
-     {"dlt_window": (WINDOW[1], WINDOW[0])}, {"dlt_window": WINDOW[0]}, {"computed_grade": "2"}],
+    [
+        {"today": None},
+        {"today": "2026-03-10"},
+        {"consent_date": datetime(2026, 2, 1)},
+        {"dlt_window": (WINDOW[1], WINDOW[0])},
+        {"dlt_window": WINDOW[0]},
+        {"computed_grade": "2"},
+    ],
 )
 def test_bad_context_is_value_error(context):
     with pytest.raises(ValueError, match="ctx"):
@@ -380,8 +437,15 @@ def test_bad_context_is_value_error(context):
 
 @pytest.mark.parametrize(
     "code, expected",
-    [(None, None), ("", None), ("unrelated", False), ("unlikely", False), ("possible", True),
-     ("probable", True), ("definite", True)],
+    [
+        (None, None),
+        ("", None),
+        ("unrelated", False),
+        ("unlikely", False),
+        ("possible", True),
+        ("probable", True),
+        ("definite", True),
+    ],
 )
 def test_is_related(code, expected):
     assert rules.is_related(code) is expected
@@ -399,9 +463,15 @@ RELATED = ("possible", "probable", "definite")
 @pytest.mark.parametrize(
     "nk, ld, expected",
     [
-        ("possible", None, True), (None, "definite", True), ("unrelated", "probable", True),
-        ("definite", "definite", True), ("unlikely", None, None), (None, "unrelated", None),
-        (None, None, None), ("unrelated", "unlikely", False), ("unlikely", "unlikely", False),
+        ("possible", None, True),
+        (None, "definite", True),
+        ("unrelated", "probable", True),
+        ("definite", "definite", True),
+        ("unlikely", None, None),
+        (None, "unrelated", None),
+        (None, None, None),
+        ("unrelated", "unlikely", False),
+        ("unlikely", "unlikely", False),
     ],
 )
 def test_related_table(nk, ld, expected):
@@ -424,8 +494,13 @@ def test_related_every_pair(nk, ld):
 
 @pytest.mark.parametrize(
     "onset, first, expected",
-    [(date(2026, 3, 1), date(2026, 3, 1), True), (date(2026, 2, 28), date(2026, 3, 1), False),
-     (date(2026, 3, 2), date(2026, 3, 1), True), (None, date(2026, 3, 1), False), (date(2026, 3, 1), None, False)],
+    [
+        (date(2026, 3, 1), date(2026, 3, 1), True),
+        (date(2026, 2, 28), date(2026, 3, 1), False),
+        (date(2026, 3, 2), date(2026, 3, 1), True),
+        (None, date(2026, 3, 1), False),
+        (date(2026, 3, 1), None, False),
+    ],
 )
 def test_treatment_emergent_from_the_first_lymphodepletion_day(onset, first, expected):
     assert rules.treatment_emergent(onset, first) is expected
@@ -433,8 +508,14 @@ def test_treatment_emergent_from_the_first_lymphodepletion_day(onset, first, exp
 
 @pytest.mark.parametrize(
     "onset, window, expected",
-    [(WINDOW[0], WINDOW, True), (WINDOW[1], WINDOW, True), (WINDOW[0] - DAY, WINDOW, False),
-     (WINDOW[1] + DAY, WINDOW, False), (None, WINDOW, False), (WINDOW[0], None, False)],
+    [
+        (WINDOW[0], WINDOW, True),
+        (WINDOW[1], WINDOW, True),
+        (WINDOW[0] - DAY, WINDOW, False),
+        (WINDOW[1] + DAY, WINDOW, False),
+        (None, WINDOW, False),
+        (WINDOW[0], None, False),
+    ],
 )
 def test_in_dlt_window(onset, window, expected):
     assert rules.in_dlt_window(onset, window) is expected
@@ -460,9 +541,14 @@ def test_awareness_utc(day, hhmm, zone, utc):
 
 @pytest.mark.parametrize(
     "day, hhmm, zone",
-    [(date(2026, 3, 5), "24:00", "UTC"), (date(2026, 3, 5), "9:30", "UTC"), (date(2026, 3, 5), None, "UTC"),
-     (date(2026, 3, 5), "09:30", "Mars/Olympus"), (date(2026, 3, 5), "09:30", ""),
-     ("2026-03-05", "09:30", "UTC")],
+    [
+        (date(2026, 3, 5), "24:00", "UTC"),
+        (date(2026, 3, 5), "9:30", "UTC"),
+        (date(2026, 3, 5), None, "UTC"),
+        (date(2026, 3, 5), "09:30", "Mars/Olympus"),
+        (date(2026, 3, 5), "09:30", ""),
+        ("2026-03-05", "09:30", "UTC"),
+    ],
 )
 def test_awareness_utc_bad_input(day, hhmm, zone):
     with pytest.raises(ValueError):
@@ -514,9 +600,14 @@ def test_sae_clock_other_hours():
 
 @pytest.mark.parametrize(
     "aware, reported, now, hours",
-    [(AWARE.replace(tzinfo=None), None, AWARE, 24), (AWARE, DUE.replace(tzinfo=None), AWARE, 24),
-     (AWARE, None, AWARE.replace(tzinfo=None), 24), (AWARE, None, AWARE, 0), (AWARE, None, AWARE, True),
-     ("2026-03-04T16:30Z", None, AWARE, 24)],
+    [
+        (AWARE.replace(tzinfo=None), None, AWARE, 24),
+        (AWARE, DUE.replace(tzinfo=None), AWARE, 24),
+        (AWARE, None, AWARE.replace(tzinfo=None), 24),
+        (AWARE, None, AWARE, 0),
+        (AWARE, None, AWARE, True),
+        ("2026-03-04T16:30Z", None, AWARE, 24),
+    ],
 )
 def test_sae_clock_bad_input(aware, reported, now, hours):
     with pytest.raises(ValueError):
@@ -553,8 +644,16 @@ def test_is_susar(serious, expectedness, nk, ld, expected):
         ({"sae_disability": True}, "recovered_with_sequelae", 15),
         ({}, None, 15),
     ],
-    ids=["death", "death-outcome-unknown", "life-threatening", "outcome-fatal", "hospitalisation-only",
-         "unticked", "disability", "none"],
+    ids=[
+        "death",
+        "death-outcome-unknown",
+        "life-threatening",
+        "outcome-fatal",
+        "hospitalisation-only",
+        "unticked",
+        "disability",
+        "none",
+    ],
 )
 def test_susar_days_ich_e2a(criteria, outcome, days):
     assert rules.susar_days(criteria, outcome) == days
@@ -603,25 +702,49 @@ def test_lab_ranges_cover_the_lab_terms_in_the_visit_units_spelled_as_the_gradin
 @pytest.mark.parametrize(
     "lab, value, grade",
     [
-        ("wbc", Decimal("4.0"), 0), ("wbc", Decimal("3.9"), 1), ("wbc", Decimal("1.5"), 3),
-        ("anc", Decimal("1.8"), 0), ("anc", Decimal("0.4"), 4),
-        ("hemoglobin", 120, 0), ("hemoglobin", 119, 1), ("hemoglobin", 95, 2), ("hemoglobin", 79, 3),
-        ("platelets", 150, 0), ("platelets", 40, 3), ("platelets", 20, 4),
-        ("alt", 40, 0), ("alt", 41, 1), ("alt", 201, 3), ("ast", 121, 2),
-        ("total_bilirubin", 21, 0), ("total_bilirubin", 32, 2), ("creatinine", 105, 1), ("creatinine", 625, 4),
+        ("wbc", Decimal("4.0"), 0),
+        ("wbc", Decimal("3.9"), 1),
+        ("wbc", Decimal("1.5"), 3),
+        ("anc", Decimal("1.8"), 0),
+        ("anc", Decimal("0.4"), 4),
+        ("hemoglobin", 120, 0),
+        ("hemoglobin", 119, 1),
+        ("hemoglobin", 95, 2),
+        ("hemoglobin", 79, 3),
+        ("platelets", 150, 0),
+        ("platelets", 40, 3),
+        ("platelets", 20, 4),
+        ("alt", 40, 0),
+        ("alt", 41, 1),
+        ("alt", 201, 3),
+        ("ast", 121, 2),
+        ("total_bilirubin", 21, 0),
+        ("total_bilirubin", 32, 2),
+        ("creatinine", 105, 1),
+        ("creatinine", 625, 4),
     ],
 )
 def test_lab_ranges_give_every_grade_with_the_absolute_thresholds(lab, value, grade):
     limits = rules.LAB_RANGES[lab]
-    got = ctcae.suggest_lab_grade(rules.LAB_TERMS[lab], value, uln=limits["uln"], lln=limits["lln"],
-                                  unit=limits["unit"])
+    got = ctcae.suggest_lab_grade(
+        rules.LAB_TERMS[lab], value, uln=limits["uln"], lln=limits["lln"], unit=limits["unit"]
+    )
     assert got == grade
 
 
 def lab(visit_id, day, name, value, **extra):
     limits = rules.LAB_RANGES[name]
-    return {"visit_id": visit_id, "visit_label": f"Visit {visit_id}", "date": day, "lab": name, "value": value,
-            "uln": limits["uln"], "lln": limits["lln"], "unit": limits["unit"], **extra}
+    return {
+        "visit_id": visit_id,
+        "visit_label": f"Visit {visit_id}",
+        "date": day,
+        "lab": name,
+        "value": value,
+        "uln": limits["uln"],
+        "lln": limits["lln"],
+        "unit": limits["unit"],
+        **extra,
+    }
 
 
 D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 8), date(2026, 3, 15)
@@ -633,12 +756,23 @@ def test_a_normal_value_suggests_nothing():
 
 def test_a_suggestion():
     got = rules.lab_suggestions([lab(1, D1, "anc", Decimal("0.4"))], set(), set())
-    assert got == [{"visit_id": 1, "visit_label": "Visit 1", "date": D1, "lab": "anc",
-                    "term": "Neutrophil count decreased", "grade": 4, "value": Decimal("0.4"), "unit": "10^9/L"}]
+    assert got == [
+        {
+            "visit_id": 1,
+            "visit_label": "Visit 1",
+            "date": D1,
+            "lab": "anc",
+            "term": "Neutrophil count decreased",
+            "grade": 4,
+            "value": Decimal("0.4"),
+            "unit": "10^9/L",
+        }
+    ]
 
 
-@pytest.mark.parametrize("open_term", ["Neutrophil count decreased", "neutrophil COUNT decreased",
-                                       " Neutrophil count decreased "])
+@pytest.mark.parametrize(
+    "open_term", ["Neutrophil count decreased", "neutrophil COUNT decreased", " Neutrophil count decreased "]
+)
 def test_an_open_ae_with_the_term_suppresses_it(open_term):
     labs = [lab(1, D1, "anc", Decimal("0.4")), lab(1, D1, "platelets", 40)]
     assert [s["term"] for s in rules.lab_suggestions(labs, {open_term}, set())] == ["Platelet count decreased"]
@@ -659,8 +793,12 @@ def test_dismissed_suppresses_only_that_visit_lab_and_grade():
 
 
 def test_the_highest_grade_of_a_term_is_kept_earliest_on_a_tie():
-    labs = [lab(1, D1, "platelets", 100), lab(2, D2, "platelets", 20), lab(3, D3, "platelets", 10),
-            lab(4, D3, "platelets", 60)]
+    labs = [
+        lab(1, D1, "platelets", 100),
+        lab(2, D2, "platelets", 20),
+        lab(3, D3, "platelets", 10),
+        lab(4, D3, "platelets", 60),
+    ]
     got = rules.lab_suggestions(labs, set(), set())
     assert [(s["visit_id"], s["grade"], s["value"]) for s in got] == [(2, 4, 20)]
     # order of the input does not matter
@@ -668,12 +806,19 @@ def test_the_highest_grade_of_a_term_is_kept_earliest_on_a_tie():
 
 
 def test_suggestions_sorted_by_date_then_term():
-    labs = [lab(3, D3, "alt", 300), lab(1, D1, "platelets", 100), lab(1, D1, "anc", Decimal("1.0")),
-            lab(2, D2, "hemoglobin", 90)]
+    labs = [
+        lab(3, D3, "alt", 300),
+        lab(1, D1, "platelets", 100),
+        lab(1, D1, "anc", Decimal("1.0")),
+        lab(2, D2, "hemoglobin", 90),
+    ]
     got = rules.lab_suggestions(labs, set(), set())
     assert [(s["date"], s["term"]) for s in got] == [
-        (D1, "Neutrophil count decreased"), (D1, "Platelet count decreased"), (D2, "Anemia"),
-        (D3, "Alanine aminotransferase increased")]
+        (D1, "Neutrophil count decreased"),
+        (D1, "Platelet count decreased"),
+        (D2, "Anemia"),
+        (D3, "Alanine aminotransferase increased"),
+    ]
 
 
 def test_stored_text_values_and_default_ranges():

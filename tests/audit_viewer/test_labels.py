@@ -1,4 +1,5 @@
 """The audit trail's labels come from the form specs (pure; no app, no database)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,17 @@ from cellstudy.audit_viewer import labels
 from cellstudy.enrollment.fields import EXPOSURE_FIELDS, SCREENING_FIELDS
 from cellstudy.infusions.fields import DLT_FIELDS, INFUSION_FIELDS, LYMPHODEPLETION_FIELDS, VISIT_FIELDS
 
-SPECS = {"screening": SCREENING_FIELDS, "exposure": EXPOSURE_FIELDS, "lymphodepletion": LYMPHODEPLETION_FIELDS,
-         "infusion": INFUSION_FIELDS, "visit": VISIT_FIELDS, "dlt_assessment": DLT_FIELDS,
-         "adverse_event": AE_FIELDS, "crs_assessment": CRS_FIELDS, "icans_assessment": ICANS_FIELDS}
+SPECS = {
+    "screening": SCREENING_FIELDS,
+    "exposure": EXPOSURE_FIELDS,
+    "lymphodepletion": LYMPHODEPLETION_FIELDS,
+    "infusion": INFUSION_FIELDS,
+    "visit": VISIT_FIELDS,
+    "dlt_assessment": DLT_FIELDS,
+    "adverse_event": AE_FIELDS,
+    "crs_assessment": CRS_FIELDS,
+    "icans_assessment": ICANS_FIELDS,
+}
 
 
 @pytest.mark.parametrize("form", sorted(SPECS))
@@ -65,12 +74,16 @@ def test_failed_criteria_and_eligibility_reviews_read_as_words_not_codes():
 
     texts = dict(CRITERIA)
     shown = labels.value_label("eligibility_decision", "failed_criteria", '["transaminases", "washout_radiotherapy"]')
-    assert shown == f"{texts['transaminases']}; {texts['washout_radiotherapy'][:1].upper()}" \
-                    f"{texts['washout_radiotherapy'][1:]}"
+    assert (
+        shown == f"{texts['transaminases']}; {texts['washout_radiotherapy'][:1].upper()}"
+        f"{texts['washout_radiotherapy'][1:]}"
+    )
     assert "transaminases" not in shown and "washout_" not in shown
     assert labels.value_label("eligibility_decision", "failed_criteria", "not json") == "not json"
     assert labels.form_label("eligibility_review") == "Eligibility review (after enrolment)"
-    assert labels.value_label("eligibility_review", "cause", "screening_changed") == \
-        "Screening data changed after enrolment"
+    assert (
+        labels.value_label("eligibility_review", "cause", "screening_changed")
+        == "Screening data changed after enrolment"
+    )
     assert labels.value_label("eligibility_review", "resolution", "deviation") == "Protocol deviation recorded"
     assert labels.field_label("eligibility_review", "detail") == "Detail"

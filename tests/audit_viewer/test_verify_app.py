@@ -3,6 +3,7 @@ the hash chain, and a row altered directly in the database -- past the append-on
 triggers, as a database superuser could -- is named by the command.
 
 Runs on SQLite and (with TEST_DATABASE_URL) on PostgreSQL."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,19 @@ from cellstudy.records.models import AuditRecord
 
 #: every form type whose writes the demo study makes (each goes through records.service /
 #: audit.append, so each is in the chain)
-DEMO_FORMS = ("subject", "screening", "exposure", "eligibility_decision", "infusion", "lymphodepletion", "visit",
-              "adverse_event", "ae_grade_episode", "crs_assessment", "icans_assessment")
+DEMO_FORMS = (
+    "subject",
+    "screening",
+    "exposure",
+    "eligibility_decision",
+    "infusion",
+    "lymphodepletion",
+    "visit",
+    "adverse_event",
+    "ae_grade_episode",
+    "crs_assessment",
+    "icans_assessment",
+)
 
 
 def _tamper(record_id: int, column: str, value) -> None:
@@ -56,8 +68,9 @@ def test_every_form_type_is_in_the_chain_and_the_chain_is_intact(app, ctx):
 
 @pytest.mark.parametrize("form", DEMO_FORMS)
 def test_verify_names_a_tampered_record_of_each_form_type(app, ctx, form):
-    rows = db.session.execute(select(AuditRecord.id, AuditRecord.new_value).where(AuditRecord.form == form)
-                              .order_by(AuditRecord.id)).all()
+    rows = db.session.execute(
+        select(AuditRecord.id, AuditRecord.new_value).where(AuditRecord.form == form).order_by(AuditRecord.id)
+    ).all()
     target_id, value = rows[len(rows) // 2]
     _tamper(target_id, "new_value", (value or "") + " (altered)")
     code, output = _verify(app)
@@ -78,8 +91,11 @@ def test_verify_names_a_record_whose_time_was_moved(app, ctx):
 
 def test_verify_names_the_record_after_a_deleted_one(app, ctx):
     """A deleted row breaks the next record's link to its predecessor."""
-    ids = db.session.execute(select(AuditRecord.id).where(AuditRecord.form == "adverse_event")
-                             .order_by(AuditRecord.id)).scalars().all()
+    ids = (
+        db.session.execute(select(AuditRecord.id).where(AuditRecord.form == "adverse_event").order_by(AuditRecord.id))
+        .scalars()
+        .all()
+    )
     victim = ids[1]
     following = db.session.execute(select(func.min(AuditRecord.id)).where(AuditRecord.id > victim)).scalar()
     conn = db.session.connection()

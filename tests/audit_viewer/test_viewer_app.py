@@ -1,5 +1,6 @@
 """The audit trail viewer (issue 6) against the real app and the demo study: readable
 rows, filters, keyset pages, site scoping, CSV and the study-wide export job, audited."""
+
 from __future__ import annotations
 
 import csv
@@ -59,10 +60,17 @@ def _site_id(q, code):
 
 def _subject(q, number):
     def get():
-        s = db.session.execute(select(Subject).where(
-            (Subject.subject_number == number) | (Subject.screening_number == number))).scalar_one()
-        return {"id": s.id, "label": s.label, "site_id": s.site_id, "screening_id": s.current_screening.id,
-                "screening_number": s.screening_number}
+        s = db.session.execute(
+            select(Subject).where((Subject.subject_number == number) | (Subject.screening_number == number))
+        ).scalar_one()
+        return {
+            "id": s.id,
+            "label": s.label,
+            "site_id": s.site_id,
+            "screening_id": s.current_screening.id,
+            "screening_number": s.screening_number,
+        }
+
     return q(get)
 
 
@@ -92,8 +100,11 @@ def test_filters_by_action_user_form_and_date(app, login, q):
     assert ids and _values(q, AuditRecord.form, ids) == {"adverse_event"}
     # the date range is in UTC when several sites are in view: the demo was written today
     today = date.today()
-    assert ids_on(dm.get(f"/audit?date_from={today - timedelta(days=1)}&date_to={today + timedelta(days=1)}")
-                  .get_data(as_text=True))
+    assert ids_on(
+        dm.get(f"/audit?date_from={today - timedelta(days=1)}&date_to={today + timedelta(days=1)}").get_data(
+            as_text=True
+        )
+    )
     page = dm.get(f"/audit?date_from={today + timedelta(days=2)}").get_data(as_text=True)
     assert ids_on(page) == [] and "No audit records match these filters." in page
 
@@ -134,9 +145,18 @@ def test_site_scoping(app, login, q):
     assert ids and _values(q, AuditRecord.site_id, ids) == {nb}
 
     def study_level():
-        audit.append("setting", username="admin", form="study_amendment", form_id=1, field="dlt_window_days",
-                     old=28, new=35, reason="study-level record, no site")
+        audit.append(
+            "setting",
+            username="admin",
+            form="study_amendment",
+            form_id=1,
+            field="dlt_window_days",
+            old=28,
+            new=35,
+            reason="study-level record, no site",
+        )
         db.session.commit()
+
     q(study_level)
     assert ids_on(login("monitor-hz").get("/audit?form=study_amendment").get_data(as_text=True)) == []
     assert ids_on(login("dm").get("/audit?form=study_amendment").get_data(as_text=True))  # data managers see it
@@ -153,26 +173,38 @@ def test_subject_form_and_field_views(app, login, q):
     dm = login("dm")
     ids = ids_on(dm.get(f"/subjects/{subject['id']}/audit").get_data(as_text=True))
     assert ids and _values(q, AuditRecord.subject_id, ids) == {subject["id"]}
-    body = dm.get(f"/subjects/{subject['id']}/audit?form=screening&form_id={subject['screening_id']}"
-                  "&field=weight_kg").get_data(as_text=True)
+    body = dm.get(
+        f"/subjects/{subject['id']}/audit?form=screening&form_id={subject['screening_id']}&field=weight_kg"
+    ).get_data(as_text=True)
     ids = ids_on(body)
-    rows = q(lambda: set(db.session.execute(select(AuditRecord.form, AuditRecord.form_id, AuditRecord.field)
-                                            .where(AuditRecord.id.in_(ids))).all()))
+    rows = q(
+        lambda: set(
+            db.session.execute(
+                select(AuditRecord.form, AuditRecord.form_id, AuditRecord.field).where(AuditRecord.id.in_(ids))
+            ).all()
+        )
+    )
     assert rows == {("screening", subject["screening_id"], "weight_kg")}
     assert "Weight (kg)" in body
     # the same subject by number on the study-wide page
-    assert ids_on(dm.get(f"/audit?subject={subject['label']}").get_data(as_text=True))[0] == \
-        ids_on(dm.get(f"/subjects/{subject['id']}/audit").get_data(as_text=True))[0]
+    assert (
+        ids_on(dm.get(f"/audit?subject={subject['label']}").get_data(as_text=True))[0]
+        == ids_on(dm.get(f"/subjects/{subject['id']}/audit").get_data(as_text=True))[0]
+    )
 
 
 def test_signature_meaning_and_invalidation_are_in_the_trail(app, login, q):
     from cellstudy.records import service as records
 
     def signed():
-        sig = db.session.execute(select(Signature).where(Signature.form == "screening", Signature.valid.is_(True))
-                                 ).scalars().first()
+        sig = (
+            db.session.execute(select(Signature).where(Signature.form == "screening", Signature.valid.is_(True)))
+            .scalars()
+            .first()
+        )
         subject_id = db.session.get(Screening, sig.form_id).subject_id
         return sig.id, sig.form_id, subject_id, f"{sig.printed_name}: {sig.meaning}"
+
     sig_id, screening_id, subject_id, text_ = q(signed)
     body = login("dm").get(f"/subjects/{subject_id}/audit?action=sign").get_data(as_text=True)
     assert text_ in body and "Signed" in body
@@ -180,8 +212,14 @@ def test_signature_meaning_and_invalidation_are_in_the_trail(app, login, q):
     def change():
         screening = db.session.get(Screening, screening_id)
         coord = db.session.execute(select(User).where(User.username == "coord-hz")).scalar_one()
-        records.save(screening, user=coord, changes={"weight_kg": "71"}, expected_version=screening.version,
-                     reason="weight re-measured")
+        records.save(
+            screening,
+            user=coord,
+            changes={"weight_kg": "71"},
+            expected_version=screening.version,
+            reason="weight re-measured",
+        )
+
     q(change)
     assert q.scalar(select(Signature.valid).where(Signature.id == sig_id)) is False
     body = login("dm").get(f"/subjects/{subject_id}/audit?action=unsign").get_data(as_text=True)
@@ -192,15 +230,26 @@ def test_query_link_on_the_field(app, login, q):
     subject = _subject(q, "HZ-001")
 
     def add():
-        query = Query(site_id=subject["site_id"], subject_id=subject["id"], form="screening",
-                      form_id=subject["screening_id"], field="weight_kg", text="Please confirm the weight",
-                      origin="manual", state="open")
+        query = Query(
+            site_id=subject["site_id"],
+            subject_id=subject["id"],
+            form="screening",
+            form_id=subject["screening_id"],
+            field="weight_kg",
+            text="Please confirm the weight",
+            origin="manual",
+            state="open",
+        )
         db.session.add(query)
         db.session.commit()
         return query.id
+
     query_id = q(add)
-    body = login("monitor-hz").get(f"/subjects/{subject['id']}/audit?form=screening&form_id="
-                                   f"{subject['screening_id']}&field=weight_kg").get_data(as_text=True)
+    body = (
+        login("monitor-hz")
+        .get(f"/subjects/{subject['id']}/audit?form=screening&form_id={subject['screening_id']}&field=weight_kg")
+        .get_data(as_text=True)
+    )
     assert f"Q{query_id} open" in body and 'title="Please confirm the weight"' in body
 
 
@@ -211,8 +260,9 @@ def _csv(response):
 def test_csv_export_of_the_filtered_view_is_complete_scoped_and_audited(app, login, q):
     hz = _site_id(q, "HZ")
     mon = login("monitor-hz")
-    expected = q.scalar(select(func.count(AuditRecord.id)).where(AuditRecord.site_id == hz,
-                                                                 AuditRecord.form == "screening"))
+    expected = q.scalar(
+        select(func.count(AuditRecord.id)).where(AuditRecord.site_id == hz, AuditRecord.form == "screening")
+    )
     before = q.scalar(select(func.max(AuditRecord.id)))
     response = mon.get("/audit/export.csv?form=screening")
     assert response.status_code == 200 and response.mimetype == "text/csv"
@@ -221,9 +271,13 @@ def test_csv_export_of_the_filtered_view_is_complete_scoped_and_audited(app, log
     assert len(rows) - 1 == expected
     assert {r[3] for r in rows[1:]} == {"HZ"} and {r[9] for r in rows[1:]} == {"screening"}
     assert "Female" in {r[14] for r in rows[1:]}  # coded values as labels in the file too
-    record = q(lambda: db.session.execute(select(AuditRecord.username, AuditRecord.form, AuditRecord.field,
-                                                 AuditRecord.new_value)
-                                          .where(AuditRecord.id > before, AuditRecord.action == "export")).one())
+    record = q(
+        lambda: db.session.execute(
+            select(AuditRecord.username, AuditRecord.form, AuditRecord.field, AuditRecord.new_value).where(
+                AuditRecord.id > before, AuditRecord.action == "export"
+            )
+        ).one()
+    )
     assert record[:3] == ("monitor-hz", "audit_trail", "csv")
     assert f'"rows": {expected}' in record[3] and '"form": "screening"' in record[3]
 
@@ -243,8 +297,9 @@ def test_study_wide_export_runs_as_a_job(app, login, q):
     assert response.status_code == 302
     job_id = int(re.search(r"/jobs/(\d+)", response.headers["Location"]).group(1))
     q(lambda: jobs.wait(job_id, timeout=60))
-    status, done, total, error = q(lambda: (lambda j: (j.status, j.progress_done, j.progress_total, j.error))(
-        db.session.get(Job, job_id)))
+    status, done, total, error = q(
+        lambda: (lambda j: (j.status, j.progress_done, j.progress_total, j.error))(db.session.get(Job, job_id))
+    )
     assert status == "done", error
     assert done == total > 0
     download = dm.get(f"/jobs/{job_id}/download")
@@ -253,8 +308,9 @@ def test_study_wide_export_runs_as_a_job(app, login, q):
     assert len(rows) - 1 == total
     ids = [int(r[0]) for r in rows[1:]]
     assert ids == sorted(ids, reverse=True) and ids[-1] == q.scalar(select(func.min(AuditRecord.id)))
-    notes = q.scalars(select(AuditRecord.new_value).where(AuditRecord.action == "export",
-                                                          AuditRecord.form == "audit_trail"))
+    notes = q.scalars(
+        select(AuditRecord.new_value).where(AuditRecord.action == "export", AuditRecord.form == "audit_trail")
+    )
     assert any("study-wide export, written by a background job" in (n or "") for n in notes)
     assert login("coord-hz").post("/audit/study-export").status_code == 403
 
@@ -266,8 +322,9 @@ def test_a_long_filtered_export_goes_to_the_job_pool_with_its_filters(app, login
 
     monkeypatch.setattr(routes, "STREAM_MAX_ROWS", 10)
     hz = _site_id(q, "HZ")
-    expected = q.scalar(select(func.count(AuditRecord.id)).where(AuditRecord.site_id == hz,
-                                                                 AuditRecord.form == "screening"))
+    expected = q.scalar(
+        select(func.count(AuditRecord.id)).where(AuditRecord.site_id == hz, AuditRecord.form == "screening")
+    )
     assert expected > 10
     mon = login("monitor-hz")
     response = mon.get("/audit/export.csv?form=screening")
@@ -277,7 +334,9 @@ def test_a_long_filtered_export_goes_to_the_job_pool_with_its_filters(app, login
     status, error = q(lambda: (lambda j: (j.status, j.error))(db.session.get(Job, job_id)))
     assert status == "done", error
     rows = _csv(mon.get(f"/jobs/{job_id}/download"))
-    assert len(rows) - 1 == expected and {r[9] for r in rows[1:]} == {"screening"} and {r[3] for r in rows[1:]} == {"HZ"}
+    assert (
+        len(rows) - 1 == expected and {r[9] for r in rows[1:]} == {"screening"} and {r[3] for r in rows[1:]} == {"HZ"}
+    )
 
 
 def test_only_data_values_are_shown_as_code_labels(app, login, q):
@@ -288,9 +347,19 @@ def test_only_data_values_are_shown_as_code_labels(app, login, q):
     subject = _subject(q, "HZ-001")
 
     def add():
-        audit.append("sdv", username="monitor-hz", site_id=subject["site_id"], subject_id=subject["id"],
-                     form="screening", form_id=subject["screening_id"], field="sex", old="F", new="verified")
+        audit.append(
+            "sdv",
+            username="monitor-hz",
+            site_id=subject["site_id"],
+            subject_id=subject["id"],
+            form="screening",
+            form_id=subject["screening_id"],
+            field="sex",
+            old="F",
+            new="verified",
+        )
         db.session.commit()
+
     q(add)
     body = login("dm").get(f"/subjects/{subject['id']}/audit?action=sdv").get_data(as_text=True)
     assert '<td class="old">F</td>' in body and "Verified (SDV)" in body

@@ -8,6 +8,7 @@ by their labels with units.
 
 The clock: the one clock (`cellstudy.timeutil`, the `clock` fixture) is moved by the
 `moving_clock` fixture; every module and the scheduled run's thread read it."""
+
 from __future__ import annotations
 
 import html
@@ -26,7 +27,7 @@ from cellstudy.extensions import db
 from cellstudy.settings.models import StudyAmendment
 from cellstudy.records import service as records
 from cellstudy.records.models import AuditRecord, Signature
-from cellstudy.settings import (SETTING_LABELS, current_study, editable_settings, setting_label, study_in_force)
+from cellstudy.settings import SETTING_LABELS, current_study, editable_settings, setting_label, study_in_force
 from cellstudy.study import STUDY
 from tests.helpers import subject_by_number
 
@@ -36,6 +37,7 @@ V2 = "2.0 (amendment 1)"
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
 
 def today() -> date:
     import cellstudy.timeutil as timeutil
@@ -68,23 +70,33 @@ def pending_id(app) -> int:
 
 
 def approve(session, amendment_id, password=PW, confirm="y"):
-    return session.post("/amendments/approve", data={"amendment_id": str(amendment_id), "password": password,
-                                                      "confirm": confirm})
+    return session.post(
+        "/amendments/approve", data={"amendment_id": str(amendment_id), "password": password, "confirm": confirm}
+    )
 
 
 def amendment(app, amendment_id) -> dict:
     with app.app_context():
         a = db.session.get(StudyAmendment, amendment_id)
-        return {"status": a.status, "label": a.label, "in_force_at": a.in_force_at, "effective_date": a.effective_date,
-                "signature_id": a.signature_id, "decided_by": a.decided_by.username if a.decided_by else None,
-                "decision_reason": a.decision_reason, "base_id": a.base_id}
+        return {
+            "status": a.status,
+            "label": a.label,
+            "in_force_at": a.in_force_at,
+            "effective_date": a.effective_date,
+            "signature_id": a.signature_id,
+            "decided_by": a.decided_by.username if a.decided_by else None,
+            "decision_reason": a.decision_reason,
+            "base_id": a.base_id,
+        }
 
 
 def audit_of(app, amendment_id) -> list[tuple]:
     with app.app_context():
-        rows = db.session.execute(select(AuditRecord).where(AuditRecord.form == "study_amendment",
-                                                            AuditRecord.form_id == amendment_id)
-                                  .order_by(AuditRecord.id)).scalars()
+        rows = db.session.execute(
+            select(AuditRecord)
+            .where(AuditRecord.form == "study_amendment", AuditRecord.form_id == amendment_id)
+            .order_by(AuditRecord.id)
+        ).scalars()
         return [(r.action, r.username, r.field, r.old_value, r.new_value) for r in rows]
 
 
@@ -113,6 +125,7 @@ def moving_clock(clock):
 
 # --- propose, approve with an e-signature ----------------------------------------------------------
 
+
 def test_a_proposal_changes_nothing_until_an_investigator_approves_it_with_an_e_signature(app, login):
     propose(login, {"regimen.min_interval_days": "7"}, reason="DSMB recommendation")
     aid = pending_id(app)
@@ -126,8 +139,9 @@ def test_a_proposal_changes_nothing_until_an_investigator_approves_it_with_an_e_
     assert "Minimum interval between infusions (days): 6 → 7" in start
     page = visible(inv.get("/amendments"))
     assert "Amendments awaiting approval" in page and "DSMB recommendation" in page and "Sign and approve" in page
-    row = re.search(r'<tr data-key="regimen.min_interval_days">(.*?)</tr>', inv.get("/amendments").get_data(as_text=True),
-                    re.S).group(1)
+    row = re.search(
+        r'<tr data-key="regimen.min_interval_days">(.*?)</tr>', inv.get("/amendments").get_data(as_text=True), re.S
+    ).group(1)
     assert "Minimum interval between infusions (days)" in row and ">6<" in row and "<strong>7</strong>" in row
     # no eligibility rule changes: no impact panel
     assert "would change the eligibility decision" not in page
@@ -137,20 +151,32 @@ def test_a_proposal_changes_nothing_until_an_investigator_approves_it_with_an_e_
 
     response = approve(inv, aid)
     assert response.status_code == 302
-    assert "approved with your e-signature" in visible(inv.get("/amendments")) and "In force" in visible(inv.get("/amendments"))
+    assert "approved with your e-signature" in visible(inv.get("/amendments")) and "In force" in visible(
+        inv.get("/amendments")
+    )
     state = amendment(app, aid)
     assert state["status"] == "approved" and state["in_force_at"] is not None and state["decided_by"] == "inv-hz"
     assert in_force(app) == (V2, 7)
     with app.app_context():
         signature = db.session.get(Signature, state["signature_id"])
-        assert (signature.printed_name, signature.meaning, signature.form, signature.form_id, signature.valid) == \
-            (user("inv-hz").full_name, service.MEANING, "study_amendment", aid, True)
+        assert (signature.printed_name, signature.meaning, signature.form, signature.form_id, signature.valid) == (
+            user("inv-hz").full_name,
+            service.MEANING,
+            "study_amendment",
+            aid,
+            True,
+        )
     trail = audit_of(app, aid)
-    assert trail[:3] == [("create", "admin", "version", None, V2),
-                         ("set", "admin", "effective_date", None, today().isoformat()),
-                         ("setting", "admin", "regimen.min_interval_days", "6", "7")]
-    assert [t[:3] for t in trail[3:]] == [("sign", "inv-hz", "signature"), ("status", "inv-hz", "status"),
-                                          ("assign", "inv-hz", "in_force_at")]
+    assert trail[:3] == [
+        ("create", "admin", "version", None, V2),
+        ("set", "admin", "effective_date", None, today().isoformat()),
+        ("setting", "admin", "regimen.min_interval_days", "6", "7"),
+    ]
+    assert [t[:3] for t in trail[3:]] == [
+        ("sign", "inv-hz", "signature"),
+        ("status", "inv-hz", "status"),
+        ("assign", "inv-hz", "in_force_at"),
+    ]
     assert trail[4][3:] == ("proposed", "approved")
     # the admin's page and the nav name the version in force
     assert f"version {V2} in force" in visible(login("admin").get("/admin/study"))
@@ -167,7 +193,10 @@ def test_a_wrong_password_is_refused_recorded_and_changes_nothing(app, login):
     assert [t[:2] for t in audit_of(app, aid)][-1] == ("sign_refused", "inv-hz")
     with app.app_context():
         assert user("inv-hz").failed_logins == 1
-        assert db.session.execute(select(func.count(Signature.id)).where(Signature.form == "study_amendment")).scalar() == 0
+        assert (
+            db.session.execute(select(func.count(Signature.id)).where(Signature.form == "study_amendment")).scalar()
+            == 0
+        )
     # the meaning must be accepted too
     response = approve(inv, aid, confirm="")
     assert response.status_code == 200 and "Tick the box to confirm the meaning" in visible(response)
@@ -181,10 +210,16 @@ def test_the_admin_proposes_and_only_an_investigator_approves(app, login):
     aid = pending_id(app)
     for username in ("admin", "coord-hz", "monitor-hz", "dm"):
         assert approve(login(username), aid).status_code == 403, username
-        assert login(username).post("/amendments/reject", data={"amendment_id": aid, "reject-reason": "no"}
-                                    ).status_code == 403
-    assert login("inv-hz").post("/amendments/withdraw", data={"withdraw-amendment_id": aid,
-                                                             "withdraw-reason": "x"}).status_code == 403
+        assert (
+            login(username).post("/amendments/reject", data={"amendment_id": aid, "reject-reason": "no"}).status_code
+            == 403
+        )
+    assert (
+        login("inv-hz")
+        .post("/amendments/withdraw", data={"withdraw-amendment_id": aid, "withdraw-reason": "x"})
+        .status_code
+        == 403
+    )
     for username in ("admin", "coord-hz", "inv-nb", "monitor-hz", "dm"):
         assert login(username).get("/amendments").status_code == 200
     assert amendment(app, aid)["status"] == "proposed"
@@ -201,12 +236,16 @@ def test_an_investigator_rejects_and_the_admin_withdraws_with_a_reason(app, logi
     inv = login("inv-nb")
     response = inv.post("/amendments/reject", data={"reject-amendment_id": aid, "reject-reason": ""})
     assert response.status_code == 200 and "Give the reason." in visible(response)
-    response = inv.post("/amendments/reject", data={"reject-amendment_id": aid,
-                                                    "reject-reason": "Not what the DSMB recommended"})
+    response = inv.post(
+        "/amendments/reject", data={"reject-amendment_id": aid, "reject-reason": "Not what the DSMB recommended"}
+    )
     assert response.status_code == 302
     state = amendment(app, aid)
-    assert (state["status"], state["decided_by"], state["decision_reason"]) == \
-        ("rejected", "inv-nb", "Not what the DSMB recommended")
+    assert (state["status"], state["decided_by"], state["decision_reason"]) == (
+        "rejected",
+        "inv-nb",
+        "Not what the DSMB recommended",
+    )
     assert audit_of(app, aid)[-1] == ("status", "inv-nb", "status", "proposed", "rejected")
     assert in_force(app) == (ORIGINAL, 6)
     # a decided amendment cannot be approved afterwards
@@ -216,8 +255,9 @@ def test_an_investigator_rejects_and_the_admin_withdraws_with_a_reason(app, logi
     propose(login, {"regimen.min_interval_days": "8"}, version="2.0 (amendment 1, second try)")
     second = pending_id(app)
     admin = login("admin")
-    response = admin.post("/amendments/withdraw", data={"withdraw-amendment_id": second,
-                                                        "withdraw-reason": "Typo in the interval"})
+    response = admin.post(
+        "/amendments/withdraw", data={"withdraw-amendment_id": second, "withdraw-reason": "Typo in the interval"}
+    )
     assert response.status_code == 302
     assert amendment(app, second)["status"] == "withdrawn" and in_force(app) == (ORIGINAL, 6)
     page = visible(admin.get("/amendments"))
@@ -228,15 +268,18 @@ def test_an_investigator_rejects_and_the_admin_withdraws_with_a_reason(app, logi
 def test_one_proposal_at_a_time_and_bad_input_is_refused_at_the_field(app, login, moving_clock):
     moving_clock(today(), 12)
     admin = login("admin")
-    for value, message in (("2026-13-45", "Effective date: enter the date as YYYY-MM-DD"),
-                           ("tomorrow", "Effective date: enter the date as YYYY-MM-DD"),
-                           ((today() - timedelta(days=1)).isoformat(), "has passed")):
+    for value, message in (
+        ("2026-13-45", "Effective date: enter the date as YYYY-MM-DD"),
+        ("tomorrow", "Effective date: enter the date as YYYY-MM-DD"),
+        ((today() - timedelta(days=1)).isoformat(), "has passed"),
+    ):
         data = proposal({"regimen.min_interval_days": "7"})
         data["effective_date"] = value
         response = admin.post("/admin/study", data=data)
         assert response.status_code == 200 and message in visible(response), value
-    response = admin.post("/admin/study", data={**proposal({"toxicity_hold.crs_min_grade": "9",
-                                                            "eligibility.qtc_max_ms": "NaN"})})
+    response = admin.post(
+        "/admin/study", data={**proposal({"toxicity_hold.crs_min_grade": "9", "eligibility.qtc_max_ms": "NaN"})}
+    )
     assert response.status_code == 200
     page = visible(response)
     assert "Hold for CRS from grade (ASTCT grade): must be between 1 and 4" in page
@@ -254,8 +297,11 @@ def test_one_proposal_at_a_time_and_bad_input_is_refused_at_the_field(app, login
     assert response.status_code == 200 and "withdraw it before proposing another" in visible(response)
     # nonsense ids and empty posts are refused with a message, never a 500
     inv = login("inv-hz")
-    for data in ({}, {"amendment_id": "abc", "password": PW, "confirm": "y"},
-                 {"amendment_id": "999999", "password": PW, "confirm": "y"}):
+    for data in (
+        {},
+        {"amendment_id": "abc", "password": PW, "confirm": "y"},
+        {"amendment_id": "999999", "password": PW, "confirm": "y"},
+    ):
         response = inv.post("/amendments/approve", data=data)
         assert response.status_code == 200, data
         assert "Choose the amendment" in visible(response) or "There is no such amendment" in visible(response)
@@ -263,6 +309,7 @@ def test_one_proposal_at_a_time_and_bad_input_is_refused_at_the_field(app, login
 
 
 # --- the effective date: the clock, the due check, the start-up check, the scheduled run ------------
+
 
 def test_a_future_effective_date_comes_into_force_when_the_clock_reaches_it(app, login, moving_clock):
     start = today()
@@ -347,16 +394,27 @@ def test_concurrent_due_checks_mark_the_amendment_once(app, login, moving_clock)
 
 
 def test_the_scheduled_run_of_the_app_brings_it_into_force(db_url, login, moving_clock):
-    app = create_app("test", {"SQLALCHEMY_DATABASE_URI": db_url, "WTF_CSRF_ENABLED": False,
-                              "AMENDMENTS_SCHEDULER": True, "AMENDMENTS_CHECK_SECONDS": 0.05})
+    app = create_app(
+        "test",
+        {
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "WTF_CSRF_ENABLED": False,
+            "AMENDMENTS_SCHEDULER": True,
+            "AMENDMENTS_CHECK_SECONDS": 0.05,
+        },
+    )
     try:
         from tests.conftest import Session
 
         start = today()
         moving_clock(start, 12)
         admin = Session(app, "admin")
-        assert admin.post("/admin/study", data=proposal({"regimen.min_interval_days": "7"},
-                                                        effective=start + timedelta(days=2))).status_code == 302
+        assert (
+            admin.post(
+                "/admin/study", data=proposal({"regimen.min_interval_days": "7"}, effective=start + timedelta(days=2))
+            ).status_code
+            == 302
+        )
         aid = pending_id(app)
         assert approve(Session(app, "inv-hz"), aid).status_code == 302
         assert "cellstudy.amendments" in app.extensions  # started by the first request
@@ -384,6 +442,7 @@ def test_tests_do_not_start_the_scheduler(app, login):
 
 # --- every record keeps the version of its last save; its PDF prints it ------------------------------
 
+
 def test_records_keep_the_version_in_force_at_their_last_save_and_their_pdf_prints_it(app, login):
     from tests.pdf.conftest import Pdf as read_pdf  # text extraction as tests/pdf do it
 
@@ -399,8 +458,13 @@ def test_records_keep_the_version_in_force_at_their_last_save_and_their_pdf_prin
         from cellstudy.adverse_events.models import AdverseEvent
 
         ae = db.session.get(AdverseEvent, first_id)
-        records.save(ae, user=user("coord-hz"), changes={"comments": "Reviewed after amendment 1"},
-                     expected_version=ae.version, reason="correction")
+        records.save(
+            ae,
+            user=user("coord-hz"),
+            changes={"comments": "Reviewed after amendment 1"},
+            expected_version=ae.version,
+            reason="correction",
+        )
         assert db.session.get(AdverseEvent, first_id).study_version == V2
         assert db.session.get(AdverseEvent, second_id).study_version == ORIGINAL
     inv = login("inv-hz")
@@ -420,9 +484,16 @@ def test_a_new_record_is_stamped_with_the_version_in_force(app, login):
     coord = login("coord-hz")
     with app.app_context():
         sid = subject_by_number("HZ-001").id
-    response = coord.post(f"/subjects/{sid}/exposures/new", data={
-        "category": "systemic_steroid", "name": "Dexamethasone", "start_date": today().isoformat(),
-        "last_date": today().isoformat(), "physiological_replacement": "y"})
+    response = coord.post(
+        f"/subjects/{sid}/exposures/new",
+        data={
+            "category": "systemic_steroid",
+            "name": "Dexamethasone",
+            "start_date": today().isoformat(),
+            "last_date": today().isoformat(),
+            "physiological_replacement": "y",
+        },
+    )
     assert response.status_code == 302
     with app.app_context():
         from cellstudy.enrollment.models import Exposure
@@ -432,6 +503,7 @@ def test_a_new_record_is_stamped_with_the_version_in_force(app, login):
 
 
 # --- labels with units --------------------------------------------------------------------------------
+
 
 def test_every_setting_has_a_label_with_its_unit_used_by_the_screens_and_the_audit_viewer(app, login):
     assert set(SETTING_LABELS) == {key for key, _v, _t in editable_settings()}
@@ -451,6 +523,7 @@ def test_every_setting_has_a_label_with_its_unit_used_by_the_screens_and_the_aud
 
 # --- eligibility: the impact listed on the approval page, flagged when in force ----------------------
 
+
 def test_an_eligibility_amendment_lists_then_flags_the_enrolled_subjects_it_affects(app, login):
     propose(login, {"eligibility.min_age_years": "60"}, reason="Older population only")
     aid = pending_id(app)
@@ -464,13 +537,22 @@ def test_an_eligibility_amendment_lists_then_flags_the_enrolled_subjects_it_affe
         assert db.session.execute(select(func.count(EligibilityReview.id))).scalar() == 0  # listing writes nothing
     assert approve(inv, aid).status_code == 302
     with app.app_context():
-        reviews = db.session.execute(select(EligibilityReview).where(EligibilityReview.cause == "amendment")
-                                     .order_by(EligibilityReview.subject_id)).scalars().all()
+        reviews = (
+            db.session.execute(
+                select(EligibilityReview)
+                .where(EligibilityReview.cause == "amendment")
+                .order_by(EligibilityReview.subject_id)
+            )
+            .scalars()
+            .all()
+        )
         assert [r.subject.label for r in reviews] == ["HZ-001", "NB-001"]
         assert all(V2 in r.detail and r.is_open for r in reviews)
         # nobody is un-enrolled
-        assert {s.label: s.status for s in db.session.execute(select(Subject).where(
-            Subject.subject_number.is_not(None))).scalars()} == {"HZ-001": "on_treatment", "NB-001": "enrolled"}
+        assert {
+            s.label: s.status
+            for s in db.session.execute(select(Subject).where(Subject.subject_number.is_not(None))).scalars()
+        } == {"HZ-001": "on_treatment", "NB-001": "enrolled"}
 
 
 def test_an_eligibility_amendment_coming_into_force_by_the_due_check_flags_too(app, login, moving_clock):
@@ -483,8 +565,12 @@ def test_an_eligibility_amendment_coming_into_force_by_the_due_check_flags_too(a
     moving_clock(start + timedelta(days=1))
     with app.app_context():
         service.apply_due()
-        assert db.session.execute(select(func.count(EligibilityReview.id)).where(
-            EligibilityReview.cause == "amendment")).scalar() == 2
+        assert (
+            db.session.execute(
+                select(func.count(EligibilityReview.id)).where(EligibilityReview.cause == "amendment")
+            ).scalar()
+            == 2
+        )
 
 
 def test_a_setting_outside_eligibility_flags_nobody(app, login):
@@ -496,12 +582,19 @@ def test_a_setting_outside_eligibility_flags_nobody(app, login):
 
 # --- the helper for tests and scripts; the migration of existing rows ---------------------------------
 
+
 def test_amend_proposes_and_approves_in_one_call(app):
     from cellstudy.amendments.service import amend
 
     with app.app_context():
-        study = amend({"regimen.min_interval_days": "7"}, version=V2, reason="test", user=user("admin"),
-                      approver=user("inv-nb"), password=PW)
+        study = amend(
+            {"regimen.min_interval_days": "7"},
+            version=V2,
+            reason="test",
+            user=user("admin"),
+            approver=user("inv-nb"),
+            password=PW,
+        )
         assert (study.version, study.regimen.min_interval_days) == (V2, 7)
     assert in_force(app) == (V2, 7)
 
@@ -513,9 +606,15 @@ def test_the_migration_approves_existing_amendments_and_stamps_records_with_the_
     from flask_migrate import downgrade, upgrade
 
     migrations = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")
-    legacy = sa.table("study_amendment", sa.column("id", sa.Integer), sa.column("version", sa.String),
-                      sa.column("overrides", sa.JSON), sa.column("reason", sa.Text),
-                      sa.column("created_at", sa.DateTime(timezone=True)), sa.column("created_by_id", sa.Integer))
+    legacy = sa.table(
+        "study_amendment",
+        sa.column("id", sa.Integer),
+        sa.column("version", sa.String),
+        sa.column("overrides", sa.JSON),
+        sa.column("reason", sa.Text),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+        sa.column("created_by_id", sa.Integer),
+    )
     ae = sa.table("adverse_event", sa.column("id", sa.Integer), sa.column("updated_at", sa.DateTime(timezone=True)))
     app = create_app("test", {"SQLALCHEMY_DATABASE_URI": db_url})
     try:
@@ -523,17 +622,27 @@ def test_the_migration_approves_existing_amendments_and_stamps_records_with_the_
             downgrade(directory=migrations, revision="0011")  # the schema before controlled amendments
             admin_id = db.session.execute(text("SELECT id FROM \"user\" WHERE username = 'admin'")).scalar()
             created = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
-            db.session.execute(sa.insert(legacy).values(version="1.1 (old click)", reason="legacy", created_at=created,
-                                                        overrides={"regimen.min_interval_days": "7"},
-                                                        created_by_id=admin_id))
+            db.session.execute(
+                sa.insert(legacy).values(
+                    version="1.1 (old click)",
+                    reason="legacy",
+                    created_at=created,
+                    overrides={"regimen.min_interval_days": "7"},
+                    created_by_id=admin_id,
+                )
+            )
             ids = db.session.execute(sa.select(ae.c.id).order_by(ae.c.id)).scalars().all()
             db.session.execute(sa.update(ae).where(ae.c.id == ids[0]).values(updated_at=created - timedelta(days=1)))
             db.session.execute(sa.update(ae).where(ae.c.id == ids[1]).values(updated_at=created + timedelta(days=1)))
             db.session.commit()
             upgrade(directory=migrations)
             row = db.session.execute(select(StudyAmendment)).scalar_one()
-            assert (row.status, row.effective_date, row.base_id, row.signature_id) == \
-                ("approved", date(2026, 6, 1), None, None)
+            assert (row.status, row.effective_date, row.base_id, row.signature_id) == (
+                "approved",
+                date(2026, 6, 1),
+                None,
+                None,
+            )
             assert row.in_force_at is not None and row.in_force_at.replace(tzinfo=timezone.utc) == created
             versions = dict(db.session.execute(text("SELECT id, study_version FROM adverse_event")).all())
             assert versions[ids[0]] == ORIGINAL and versions[ids[1]] == "1.1 (old click)"

@@ -1,7 +1,7 @@
 """Log-in, account lock, idle timeout, password hashing, user CLI (issue 2)."""
+
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from cellstudy.auth.models import User
@@ -46,6 +46,7 @@ def test_five_failures_lock_the_account_for_fifteen_minutes_and_the_lock_is_audi
     assert response.status_code == 200 and b"locked" in response.data
     user = _user(app, "coord-nb")
     from cellstudy.timeutil import as_utc
+
     remaining = as_utc(user.locked_until) - utcnow()
     assert timedelta(minutes=14) < remaining <= timedelta(minutes=15)
     with app.app_context():
@@ -96,6 +97,7 @@ def test_passwords_are_hashed_with_argon2id(app):
 
 def test_production_argon2_parameters_are_memory_hard():
     from config import Config
+
     assert Config.ARGON2_MEMORY_COST >= 65536 and Config.ARGON2_TIME_COST >= 2
 
 
@@ -107,15 +109,18 @@ def test_logout_is_a_post(app, client):
 
 
 def test_open_redirect_after_login_is_refused(client):
-    response = client.post("/login?next=https://evil.example/", data={"username": "coord-hz",
-                                                                    "password": "cellstudy-demo"})
+    response = client.post(
+        "/login?next=https://evil.example/", data={"username": "coord-hz", "password": "cellstudy-demo"}
+    )
     assert response.location == "/"
 
 
 def test_user_cli_create_set_role_assign_site_disable(app):
     runner = app.test_cli_runner()
-    result = runner.invoke(args=["users", "create", "coord-2", "--name", "Ann Lee", "--role", "coordinator",
-                                 "--site", "HZ"], input="a-long-password\na-long-password\n")
+    result = runner.invoke(
+        args=["users", "create", "coord-2", "--name", "Ann Lee", "--role", "coordinator", "--site", "HZ"],
+        input="a-long-password\na-long-password\n",
+    )
     assert result.exit_code == 0, result.output
     assert runner.invoke(args=["users", "assign-site", "coord-2", "NB"]).exit_code == 0
     assert runner.invoke(args=["users", "set-role", "coord-2", "investigator"]).exit_code == 0
@@ -123,9 +128,15 @@ def test_user_cli_create_set_role_assign_site_disable(app):
     assert user.role == "investigator"
     with app.app_context():
         assert [s.code for s in db.session.get(User, user.id).sites] == ["HZ", "NB"]
-        actions = db.session.execute(select(AuditRecord.action).where(AuditRecord.form == "user",
-                                                                      AuditRecord.form_id == user.id)
-                                     .order_by(AuditRecord.id)).scalars().all()
+        actions = (
+            db.session.execute(
+                select(AuditRecord.action)
+                .where(AuditRecord.form == "user", AuditRecord.form_id == user.id)
+                .order_by(AuditRecord.id)
+            )
+            .scalars()
+            .all()
+        )
         assert actions == ["user_create", "user_site", "user_role"]
     bad = runner.invoke(args=["users", "set-role", "coord-2", "superuser"])
     assert bad.exit_code == 2 and "Unknown role" in bad.output
@@ -136,14 +147,24 @@ def test_user_cli_create_set_role_assign_site_disable(app):
 
 def test_admin_creates_a_user_in_the_browser_form(app, login):
     admin = login("admin")
-    response = admin.post("/admin/users", data={"username": "mon-nb", "full_name": "Kai Sun", "role": "monitor",
-                                                "sites": ["NB"], "password": "another-long-pass"})
+    response = admin.post(
+        "/admin/users",
+        data={
+            "username": "mon-nb",
+            "full_name": "Kai Sun",
+            "role": "monitor",
+            "sites": ["NB"],
+            "password": "another-long-pass",
+        },
+    )
     assert response.status_code == 302
     with app.app_context():
         user = db.session.execute(select(User).where(User.username == "mon-nb")).scalar_one()
         assert user.role == "monitor" and [s.code for s in user.sites] == ["NB"]
-    response = admin.post("/admin/users", data={"username": "mon-nb", "full_name": "Kai Sun", "role": "monitor",
-                                                "password": "another-long-pass"})
+    response = admin.post(
+        "/admin/users",
+        data={"username": "mon-nb", "full_name": "Kai Sun", "role": "monitor", "password": "another-long-pass"},
+    )
     assert b"is taken" in response.data
 
 

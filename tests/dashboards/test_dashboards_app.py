@@ -1,6 +1,7 @@
 """The monitor's and the data manager's dashboards (issue 6) against the real app and the
 demo study. Expected figures are counted here independently (plain queries over the
 tables), then read off the rendered page."""
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,7 @@ def run(app, fn):
 
 def cell(page: str, row_attr: str, index: int) -> str:
     """The text of column `index` (0 = the label) of the row <tr data-...="...">."""
-    row = re.search(rf'<tr {row_attr}>(.*?)</tr>', page, re.S)
+    row = re.search(rf"<tr {row_attr}>(.*?)</tr>", page, re.S)
     assert row, f"no row {row_attr}"
     cells = re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row.group(1), re.S)
     return re.sub(r"<[^>]+>", "", cells[index]).strip()
@@ -45,8 +46,12 @@ def _user(name):
 def test_monitor_sees_subjects_by_status_of_their_site(app, login):
     def expected():
         hz = _site("HZ")
-        return dict(db.session.execute(select(Subject.status, func.count()).where(Subject.site_id == hz.id)
-                                       .group_by(Subject.status)).all())
+        return dict(
+            db.session.execute(
+                select(Subject.status, func.count()).where(Subject.site_id == hz.id).group_by(Subject.status)
+            ).all()
+        )
+
     counts = run(app, expected)
     page = login("monitor-hz").get("/dashboards/monitor").get_data(as_text=True)
     assert "site HZ" in page
@@ -70,16 +75,27 @@ def test_forms_complete_incomplete_and_missing(app, login):
     def expected():
         hz = _site("HZ")
         today = site_today(hz)
-        visits = dict(db.session.execute(select(Visit.status, func.count()).join(Subject).where(
-            Subject.site_id == hz.id).group_by(Visit.status)).all())
+        visits = dict(
+            db.session.execute(
+                select(Visit.status, func.count()).join(Subject).where(Subject.site_id == hz.id).group_by(Visit.status)
+            ).all()
+        )
         # make one planned visit overdue: its window ended yesterday
-        visit = db.session.execute(select(Visit).join(Subject).where(Subject.site_id == hz.id,
-                                                                     Visit.state == "planned")).scalars().first()
+        visit = (
+            db.session.execute(select(Visit).join(Subject).where(Subject.site_id == hz.id, Visit.state == "planned"))
+            .scalars()
+            .first()
+        )
         visit.earliest = visit.target_date = visit.latest = today - timedelta(days=1)
         db.session.commit()
-        missing = db.session.execute(select(func.count()).select_from(Visit).join(Subject).where(
-            Subject.site_id == hz.id, Visit.state == "planned", Visit.latest < today)).scalar()
+        missing = db.session.execute(
+            select(func.count())
+            .select_from(Visit)
+            .join(Subject)
+            .where(Subject.site_id == hz.id, Visit.state == "planned", Visit.latest < today)
+        ).scalar()
         return visits, missing
+
     visits, missing = run(app, expected)
     assert missing >= 1
     page = login("monitor-hz").get("/dashboards/monitor?site=HZ").get_data(as_text=True)
@@ -101,16 +117,27 @@ def test_queries_by_age_buckets(app, login):
         subject = db.session.execute(select(Subject).where(Subject.site_id == hz.id)).scalars().first()
         now = utcnow()
         for days, state in ((0, "open"), (7, "open"), (8, "open"), (20, "answered"), (31, "open"), (45, "closed")):
-            db.session.add(Query(site_id=hz.id, subject_id=subject.id, form="screening", form_id=1, field="weight_kg",
-                                 text=f"{days} days", origin="manual", state=state,
-                                 created_at=now - timedelta(days=days, minutes=1)))
+            db.session.add(
+                Query(
+                    site_id=hz.id,
+                    subject_id=subject.id,
+                    form="screening",
+                    form_id=1,
+                    field="weight_kg",
+                    text=f"{days} days",
+                    origin="manual",
+                    state=state,
+                    created_at=now - timedelta(days=days, minutes=1),
+                )
+            )
         db.session.commit()
+
     run(app, add)
     page = login("monitor-hz").get("/dashboards/monitor").get_data(as_text=True)
     # open: 0 and 7 days -> "0-7", 8 days -> "8-14", 31 days -> "> 30"; answered 20 days -> "15-30";
     # the closed one is not counted
-    assert [a - b for a, b in zip(row(page, "open"), open_before)] == [2, 1, 0, 1, 4]
-    assert [a - b for a, b in zip(row(page, "answered"), answered_before)] == [0, 0, 1, 0, 1]
+    assert [a - b for a, b in zip(row(page, "open"), open_before, strict=False)] == [2, 1, 0, 1, 4]
+    assert [a - b for a, b in zip(row(page, "answered"), answered_before, strict=False)] == [0, 0, 1, 0, 1]
 
 
 def test_sae_reports_due_and_overdue(app, login):
@@ -119,11 +146,22 @@ def test_sae_reports_due_and_overdue(app, login):
     def expected():
         hz = _site("HZ")
         now = utcnow()
-        q = select(func.count()).select_from(AE).where(AE.site_id == hz.id, AE.serious.is_(True),
-                                                        AE.status != "deleted", AE.awareness_at.is_not(None),
-                                                        AE.sae_reported_at.is_(None))
-        return (db.session.execute(q.where(AE.sae_due_at >= now)).scalar(),
-                db.session.execute(q.where(AE.sae_due_at < now)).scalar())
+        q = (
+            select(func.count())
+            .select_from(AE)
+            .where(
+                AE.site_id == hz.id,
+                AE.serious.is_(True),
+                AE.status != "deleted",
+                AE.awareness_at.is_not(None),
+                AE.sae_reported_at.is_(None),
+            )
+        )
+        return (
+            db.session.execute(q.where(AE.sae_due_at >= now)).scalar(),
+            db.session.execute(q.where(AE.sae_due_at < now)).scalar(),
+        )
+
     due, overdue = run(app, expected)
     assert overdue >= 1  # the demo's febrile neutropenia SAE
     page = login("monitor-hz").get("/dashboards/monitor").get_data(as_text=True)
@@ -137,13 +175,25 @@ def test_deviations_counted_by_kind(app, login):
         hz = _site("HZ")
         subject = db.session.execute(select(Subject).where(Subject.site_id == hz.id)).scalars().first()
         coord = _user("coord-hz")
-        before = db.session.execute(select(func.count()).select_from(Deviation).join(Subject).where(
-            Subject.site_id == hz.id, Deviation.kind == "visit_window")).scalar()
+        before = db.session.execute(
+            select(func.count())
+            .select_from(Deviation)
+            .join(Subject)
+            .where(Subject.site_id == hz.id, Deviation.kind == "visit_window")
+        ).scalar()
         for _ in range(2):
-            db.session.add(Deviation(subject_id=subject.id, kind="visit_window", description="Day 7 visit on day 10",
-                                     reason="patient travelled", created_by_id=coord.id))
+            db.session.add(
+                Deviation(
+                    subject_id=subject.id,
+                    kind="visit_window",
+                    description="Day 7 visit on day 10",
+                    reason="patient travelled",
+                    created_by_id=coord.id,
+                )
+            )
         db.session.commit()
         return before + 2
+
     n = run(app, add)
     page = login("monitor-hz").get("/dashboards/monitor").get_data(as_text=True)
     assert re.search(rf"<td>Visit window</td><td class=\"num\">{n}</td>", page)
@@ -160,16 +210,21 @@ def test_verified_signed_and_locked_come_from_monitoring(app, login):
     def act():
         hz = _site("HZ")
         monitor, dm = _user("monitor-hz"), _user("dm")
-        subject = db.session.execute(select(Subject).where(Subject.site_id == hz.id,
-                                                           Subject.subject_number == "HZ-001")).scalar_one()
+        subject = db.session.execute(
+            select(Subject).where(Subject.site_id == hz.id, Subject.subject_number == "HZ-001")
+        ).scalar_one()
         screening = subject.current_screening
         plan, required = sdv_plan("screening")
         if plan != "none" and screening.status == "complete":
             monitoring.verify(screening, user=monitor, fields=list(required))
-        other = db.session.execute(select(Subject).where(Subject.site_id == hz.id, Subject.id != subject.id)
-                                   ).scalars().first()
+        other = (
+            db.session.execute(select(Subject).where(Subject.site_id == hz.id, Subject.id != subject.id))
+            .scalars()
+            .first()
+        )
         monitoring.lock("subject", user=dm, reason="dashboard test", subject=other)
         return plan
+
     plan = run(app, act)
     page = login("monitor-hz").get("/dashboards/monitor").get_data(as_text=True)
     if plan != "none":
@@ -181,6 +236,7 @@ def test_verified_signed_and_locked_come_from_monitoring(app, login):
 
     def lock_study():
         monitoring.lock("study", user=_user("dm"), reason="database freeze")
+
     run(app, lock_study)
     page = login("dm").get("/dashboards/data-manager").get_data(as_text=True)
     assert "The study is locked" in page and "database freeze" in page
@@ -198,6 +254,7 @@ def test_query_count_does_not_grow_with_the_data(app):
 
         def before(_conn, _cursor, statement, *_a):
             count[0] += statement.lstrip().upper().startswith("SELECT")
+
         event.listen(db.engine, "before_cursor_execute", before)
         try:
             service.build(None)
@@ -211,8 +268,18 @@ def test_query_count_does_not_grow_with_the_data(app):
         hz = _site("HZ")
         subject = db.session.execute(select(Subject).where(Subject.site_id == hz.id)).scalars().first()
         for i in range(30):
-            db.session.add(Query(site_id=hz.id, subject_id=subject.id, form="screening", form_id=i, field="sex",
-                                 text="x", origin="manual", state="open"))
+            db.session.add(
+                Query(
+                    site_id=hz.id,
+                    subject_id=subject.id,
+                    form="screening",
+                    form_id=i,
+                    field="sex",
+                    text="x",
+                    origin="manual",
+                    state="open",
+                )
+            )
         db.session.commit()
         assert statements() == first
         assert first < 40

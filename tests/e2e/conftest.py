@@ -4,6 +4,7 @@ The server is the real app (`create_app("test")`, CSRF on) on a fresh copy of th
 database (the `db_url` fixture of tests/conftest.py), served by werkzeug in a thread.
 Chromium is the system one (/usr/bin/chromium, `make browser`); a browser is never
 downloaded. Screenshots go to test-artifacts/e2e/ (git-ignored)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,15 @@ from cellstudy import create_app
 from cellstudy.extensions import db
 
 CHROMIUM = os.environ.get("CELLSTUDY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 
 
@@ -27,8 +35,7 @@ class LiveServer:
         self.app = app
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="cellstudy-live-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="cellstudy-live-server", daemon=True)
 
     def start(self):
         self._thread.start()
@@ -56,9 +63,13 @@ def live_server(db_url):
 @pytest.fixture(scope="session")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found: the browser tests use Debian's Chromium "
-                    "(`make browser` installs it; no browser is ever downloaded)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+        pytest.skip(
+            f"{CHROMIUM} not found: the browser tests use Debian's Chromium "
+            "(`make browser` installs it; no browser is ever downloaded)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -68,8 +79,9 @@ def browser():
 @pytest.fixture
 def page(browser, live_server):
     """A fresh browser context (no cookies) pointed at the live server."""
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 900},
-                                  locale="en-GB", timezone_id="UTC")
+    context = browser.new_context(
+        base_url=live_server.url, viewport={"width": 1400, "height": 900}, locale="en-GB", timezone_id="UTC"
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     yield page

@@ -7,6 +7,7 @@ The subject is the demo's HZ-001 (on treatment, site HZ): its demo CRS has ended
 today's grade 3 assessment opens a new CRS adverse event. Every date and time typed is
 the site's (HZ: Asia/Shanghai), which is not the server's date for 8 hours of each UTC
 day."""
+
 from __future__ import annotations
 
 import re
@@ -23,10 +24,30 @@ pytestmark = pytest.mark.e2e
 
 CRS_TERM = "Cytokine release syndrome"
 #: the SAE listing's columns, in order (sheet 1, row 1 of the XLSX)
-SAE_HEADER = ["Subject", "Site", "Dose level", "AE", "CTCAE term", "Verbatim term", "Worst grade", "Onset",
-              "Seriousness criteria", "Attribution NK cells", "Attribution lymphodepletion", "Expectedness",
-              "Outcome", "Site aware (UTC)", "SAE report due (UTC)", "SAE report submitted (UTC)", "SAE report",
-              "SUSAR", "SUSAR report due (UTC)", "SUSAR report submitted (UTC)", "SUSAR report", "Form status"]
+SAE_HEADER = [
+    "Subject",
+    "Site",
+    "Dose level",
+    "AE",
+    "CTCAE term",
+    "Verbatim term",
+    "Worst grade",
+    "Onset",
+    "Seriousness criteria",
+    "Attribution NK cells",
+    "Attribution lymphodepletion",
+    "Expectedness",
+    "Outcome",
+    "Site aware (UTC)",
+    "SAE report due (UTC)",
+    "SAE report submitted (UTC)",
+    "SAE report",
+    "SUSAR",
+    "SUSAR report due (UTC)",
+    "SUSAR report submitted (UTC)",
+    "SUSAR report",
+    "Form status",
+]
 
 
 @pytest.fixture
@@ -46,14 +67,20 @@ def hz_001(live_server):
         now_local = utcnow().astimezone(zone)
         hour_ago = now_local - timedelta(hours=1)
         aware_time = hour_ago.strftime("%H:%M") if hour_ago.date() == today else "00:00"
-        info = {"id": subject.id, "number": subject.subject_number, "today": today, "zone": zone,
-                "aware_time": aware_time}
+        info = {
+            "id": subject.id,
+            "number": subject.subject_number,
+            "today": today,
+            "zone": zone,
+            "aware_time": aware_time,
+        }
         db.session.remove()
     return info
 
 
-def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_exports_as_xlsx(page, shot, hz_001,
-                                                                                           tmp_path):
+def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_exports_as_xlsx(
+    page, shot, hz_001, tmp_path
+):
     subject = hz_001
     today = subject["today"]
     number = subject["number"]
@@ -83,16 +110,19 @@ def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_expor
     crf.get_by_label("Hypotension", exact=True).select_option("one_vasopressor")
     crf.get_by_label("Hypoxia (oxygen needed)").select_option("low_flow")
     expect(crf.get_by_label("Hypotension", exact=True).locator("option:checked")).to_have_text(
-        "Requiring one vasopressor (with or without vasopressin)")
+        "Requiring one vasopressor (with or without vasopressin)"
+    )
     expect(crf.get_by_label("Hypoxia (oxygen needed)").locator("option:checked")).to_have_text(
-        re.compile(r"^Low-flow nasal cannula"))
+        re.compile(r"^Low-flow nasal cannula")
+    )
     shot("16-crs-assessment-filled")
     crf.get_by_role("button", name="Save and mark complete").click()
 
     # --- the app computes grade 3, driven by hypotension, and opens the CRS AE ---
     expect(page).to_have_url(re.compile(re.escape(subject_url) + r"/crs/\d+$"))
     expect(page.locator(".flash.success")).to_have_text(
-        re.compile(r"^CRS assessment saved: grade 3, recorded on AE \d+\.$"))
+        re.compile(r"^CRS assessment saved: grade 3, recorded on AE \d+\.$")
+    )
     expect(page.get_by_role("heading", name=f"CRS assessment of {iso(today)}")).to_be_visible()
     expect(page.locator(".form-head .badge")).to_have_text("complete")
     graded = page.locator("#computed-grade")
@@ -138,7 +168,8 @@ def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_expor
 
     expect(page.locator(".flash.success")).to_have_text(f"{ae_label} saved. Marked complete.")
     expect(page.locator(".flash.warning")).to_have_text(
-        "Serious adverse event: the investigator must submit the SAE report within 24 hours of site awareness.")
+        "Serious adverse event: the investigator must submit the SAE report within 24 hours of site awareness."
+    )
     expect(page).to_have_url(ae_url)
     expect(head.locator(".badge").nth(0)).to_have_text("complete")
     expect(page.locator(".flash.error")).to_have_count(0)
@@ -153,8 +184,9 @@ def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_expor
     expect(sae).to_contain_text(f"Site aware {aware_at:%Y-%m-%d %H:%M} UTC+8")
     badge = sae.locator(".badge.clock-due")
     expect(badge).to_have_count(1)
-    expect(badge).to_have_text(re.compile(
-        r"^due " + re.escape(f"{due_at:%Y-%m-%d %H:%M} UTC+8") + r" · (2[0-4]|1\d) h \d{1,2} min left$"))
+    expect(badge).to_have_text(
+        re.compile(r"^due " + re.escape(f"{due_at:%Y-%m-%d %H:%M} UTC+8") + r" · (2[0-4]|1\d) h \d{1,2} min left$")
+    )
     expect(sae.locator(".badge.clock-overdue")).to_have_count(0)
     # a coordinator cannot sign it: the investigator submits the report
     expect(sae.get_by_role("button", name=re.compile("Submit the SAE report"))).to_have_count(0)
@@ -217,8 +249,12 @@ def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_expor
     header = listing.locator("thead th")
     # the sorted column carries an arrow (the default order: onset, newest first)
     # on screen the times are the site's (the XLSX keeps UTC)
-    expect(header).to_have_text([re.compile(r"^\s*" + re.escape(label.replace(" (UTC)", " (site time)")) + r"(\s*[▲▼])?\s*$")
-                                 for label in SAE_HEADER])
+    expect(header).to_have_text(
+        [
+            re.compile(r"^\s*" + re.escape(label.replace(" (UTC)", " (site time)")) + r"(\s*[▲▼])?\s*$")
+            for label in SAE_HEADER
+        ]
+    )
     expect(listing.locator("thead th[aria-sort=descending]")).to_have_attribute("data-key", "onset")
     crs_listed = listing.locator("tbody tr").filter(has_text=number).filter(has_text=CRS_TERM)
     expect(crs_listed).to_have_count(1)
@@ -238,8 +274,7 @@ def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_expor
     with page.expect_download() as download_info:
         page.locator("#exports").get_by_role("link", name="Excel (XLSX)").click()
     download = download_info.value
-    assert re.fullmatch(r".+_sae_listing_\d{8}T\d{4}Z\.xlsx", download.suggested_filename), \
-        download.suggested_filename
+    assert re.fullmatch(r".+_sae_listing_\d{8}T\d{4}Z\.xlsx", download.suggested_filename), download.suggested_filename
     path = tmp_path / download.suggested_filename
     download.save_as(path)
 
@@ -253,7 +288,7 @@ def test_grade_3_crs_made_serious_starts_the_sae_clock_and_the_sae_listing_expor
     finally:
         workbook.close()
     assert rows[0] == SAE_HEADER
-    records = [dict(zip(SAE_HEADER, r)) for r in rows[1:]]
+    records = [dict(zip(SAE_HEADER, r, strict=False)) for r in rows[1:]]
     assert records and all(r["Site"] == "HZ" for r in records)  # the investigator's site only
     crs_records = [r for r in records if r["Subject"] == number and r["CTCAE term"] == CRS_TERM]
     assert len(crs_records) == 1, records

@@ -4,6 +4,7 @@ settings by their labels with units and proposes an amendment of the minimum int
 an effective date; nothing changes until the investigator, on the start page and the
 amendments page, sees the before and after and approves it with an e-signature (a wrong
 password first, refused); then it is in force on every page."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,8 +39,11 @@ def test_admin_proposes_investigator_approves_with_e_signature_and_labels_are_sh
     expect(page.get_by_label("Sentinel stagger (days)")).to_be_visible()
     interval = page.get_by_label("Minimum interval between infusions (days)")
     expect(interval).to_have_value("6")
-    expect(page.get_by_role("rowheader", name="Regimen and lockouts (PROTOCOL 5.1-5.3)").or_(
-        page.get_by_text("Regimen and lockouts (PROTOCOL 5.1-5.3)"))).to_be_visible()
+    expect(
+        page.get_by_role("rowheader", name="Regimen and lockouts (PROTOCOL 5.1-5.3)").or_(
+            page.get_by_text("Regimen and lockouts (PROTOCOL 5.1-5.3)")
+        )
+    ).to_be_visible()
     assert "regimen.sentinel_stagger_days" not in page.locator("main").inner_text()
     shot("amendment_settings_labels")
 

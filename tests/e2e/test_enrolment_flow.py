@@ -1,5 +1,6 @@
 """End-to-end: the screening-to-enrolment flow and the account lock, through the real
 UI of a live server (Playwright driving Debian's Chromium; see conftest.py)."""
+
 from __future__ import annotations
 
 import re
@@ -144,7 +145,8 @@ def test_coordinator_screens_and_investigator_enrols(page, shot):
     password_field = page.locator(".field", has=page.get_by_label("Your password"))
     expect(password_field).to_have_class(re.compile(r"\bhas-error\b"))
     expect(password_field.locator(".error")).to_have_text(
-        "Password not accepted: the signature was not applied. 4 more wrong passwords will lock your account.")
+        "Password not accepted: the signature was not applied. 4 more wrong passwords will lock your account."
+    )
     expect(page.locator(".subject-header .badge")).to_have_text("screening")
     expect(page.locator(".subject-header h1")).not_to_contain_text(re.compile(r"HZ-\d{3}"))
     shot("05-enrol-wrong-password")
@@ -174,7 +176,8 @@ def test_coordinator_screens_and_investigator_enrols(page, shot):
     page.get_by_role("navigation", name="Subject").get_by_role("link", name="Audit trail").click()
     rows = page.locator("#audit tbody tr")
     alt_change = rows.filter(has=page.locator("td:nth-child(6) small.code", has_text=re.compile(r"^alt$"))).filter(
-        has=page.locator("td.old", has_text=re.compile(r"^130$")))
+        has=page.locator("td.old", has_text=re.compile(r"^130$"))
+    )
     expect(alt_change).to_have_count(1)
     cells = alt_change.locator("td")
     expect(cells.nth(2)).to_have_text("coord-hz")

@@ -14,6 +14,7 @@ a live server (Playwright driving Debian's Chromium; see conftest.py).
 
 Demo (cellstudy/demo.py): HZ-001 is on treatment (site HZ, Asia/Shanghai) with three complete
 AEs needing a signature and unresolved queries; HZ-S003 is a screen failure."""
+
 from __future__ import annotations
 
 import re
@@ -35,10 +36,10 @@ def _subject(live_server, number: str) -> dict:
     from cellstudy.enrollment.models import Subject
 
     with live_server.app.app_context():
-        subject = db.session.execute(select(Subject).where(
-            (Subject.subject_number == number) | (Subject.screening_number == number))).scalar_one()
-        info = {"id": subject.id, "site": subject.site.code,
-                "aes": {ae.term: ae.id for ae in subject.adverse_events}}
+        subject = db.session.execute(
+            select(Subject).where((Subject.subject_number == number) | (Subject.screening_number == number))
+        ).scalar_one()
+        info = {"id": subject.id, "site": subject.site.code, "aes": {ae.term: ae.id for ae in subject.adverse_events}}
         db.session.remove()
     return info
 
@@ -52,8 +53,9 @@ def _ae_count(live_server, subject_id: int) -> int:
     from cellstudy.adverse_events.models import AdverseEvent
 
     with live_server.app.app_context():
-        count = db.session.scalar(select(func.count()).select_from(AdverseEvent)
-                                  .where(AdverseEvent.subject_id == subject_id))
+        count = db.session.scalar(
+            select(func.count()).select_from(AdverseEvent).where(AdverseEvent.subject_id == subject_id)
+        )
         db.session.remove()
     return count
 
@@ -65,6 +67,7 @@ def _expect_site_time(locator):
 
 
 # --- 1. the term picker's Enter -----------------------------------------------------------------
+
 
 def test_enter_in_the_term_picker_never_submits_the_ae_form(page, shot, live_server, hz_001):
     url = f"/subjects/{hz_001['id']}/adverse-events/new"
@@ -103,6 +106,7 @@ def test_enter_in_the_term_picker_never_submits_the_ae_form(page, shot, live_ser
 
 
 # --- 2. a locked form is read-only --------------------------------------------------------------
+
 
 def test_a_locked_form_renders_read_only_and_says_who_locked_it_and_when(page, shot, hz_001):
     nausea = hz_001["aes"]["Nausea"]
@@ -143,6 +147,7 @@ def test_a_locked_form_renders_read_only_and_says_who_locked_it_and_when(page, s
 
 # --- 3. the casebook signature names what is outstanding --------------------------------------
 
+
 def test_signing_a_casebook_with_outstanding_work_needs_a_confirmation_naming_it(page, shot, live_server, hz_001):
     from cellstudy.records.models import AuditRecord, Signature
 
@@ -164,8 +169,14 @@ def test_signing_a_casebook_with_outstanding_work_needs_a_confirmation_naming_it
     error = page.locator("#casebook-signature .field.has-error .error")
     expect(error).to_contain_text("Tick the confirmation")
     with live_server.app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Signature).where(
-            Signature.form == "casebook", Signature.form_id == hz_001["id"])) == 0
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(Signature)
+                .where(Signature.form == "casebook", Signature.form_id == hz_001["id"])
+            )
+            == 0
+        )
         db.session.remove()
     shot("traps-3-casebook-refused")
 
@@ -179,15 +190,18 @@ def test_signing_a_casebook_with_outstanding_work_needs_a_confirmation_naming_it
     expect(signed).to_contain_text(f"signed {FULL_NAME['inv-hz']}")
     _expect_site_time(signed.locator("time").first)
     with live_server.app.app_context():
-        record = db.session.execute(select(AuditRecord).where(
-            AuditRecord.action == "sign", AuditRecord.form == "casebook",
-            AuditRecord.form_id == hz_001["id"])).scalar_one()
+        record = db.session.execute(
+            select(AuditRecord).where(
+                AuditRecord.action == "sign", AuditRecord.form == "casebook", AuditRecord.form_id == hz_001["id"]
+            )
+        ).scalar_one()
         assert record.reason == label.strip()
         db.session.remove()
     shot("traps-3-casebook-signed")
 
 
 # --- 4. site time everywhere (UTC on hover) -----------------------------------------------------
+
 
 def test_queries_signatures_and_jobs_show_site_time_with_utc_on_hover(page, shot, live_server, hz_001):
     log_in(page, "monitor-hz")
@@ -232,8 +246,14 @@ def _finished_job(live_server, username: str, site_code: str) -> int:
     with live_server.app.app_context():
         user = db.session.execute(select(User).where(User.username == username)).scalar_one()
         site = db.session.execute(select(Site).where(Site.code == site_code)).scalar_one()
-        job = Job(kind=SITE_CASEBOOKS, params={"site_id": site.id}, status="failed", error="Stopped by the test.",
-                  site_id=site.id, created_by_id=user.id)
+        job = Job(
+            kind=SITE_CASEBOOKS,
+            params={"site_id": site.id},
+            status="failed",
+            error="Stopped by the test.",
+            site_id=site.id,
+            created_by_id=user.id,
+        )
         db.session.add(job)
         db.session.commit()
         job_id = job.id
@@ -242,6 +262,7 @@ def _finished_job(live_server, username: str, site_code: str) -> int:
 
 
 # --- 5. labels, not codes -------------------------------------------------------------------
+
 
 def test_grade_drivers_and_failed_criteria_are_shown_as_labels(page, shot, live_server, hz_001):
     from cellstudy.adverse_events.fields import ICE_ITEMS
@@ -284,8 +305,9 @@ def test_grade_drivers_and_failed_criteria_are_shown_as_labels(page, shot, live_
         from cellstudy.enrollment.models import EligibilityDecision
         from cellstudy.settings import current_study
 
-        codes = db.session.execute(select(EligibilityDecision.failed_criteria).where(
-            EligibilityDecision.subject_id == failed["id"])).scalar_one()
+        codes = db.session.execute(
+            select(EligibilityDecision.failed_criteria).where(EligibilityDecision.subject_id == failed["id"])
+        ).scalar_one()
         texts = dict(criteria(current_study()))
         db.session.remove()
     assert codes == ["transaminases"]

@@ -7,6 +7,7 @@ investigator) so that its planned first infusion is yesterday at the site: the
 infusion can be recorded today (an administration date is never in the future and
 must equal the scheduled date). Every date is the site's (HZ: Asia/Shanghai), which
 is not the server's date for 8 hours of each UTC day."""
+
 from __future__ import annotations
 
 import re
@@ -39,20 +40,28 @@ def enrolled_subject(live_server):
         users = {u.username: u for u in db.session.execute(select(User)).scalars()}
         today = site_today(site)
         subject = make_subject(site, users["coord-hz"], "complete", today + timedelta(days=PLANNED_FIRST_IN_DAYS - 14))
-        enrollment.enrol(subject, user=users["inv-hz"], password=DEMO_PASSWORD,
-                         screening_version=subject.current_screening.version, dose_level="DL1")
+        enrollment.enrol(
+            subject,
+            user=users["inv-hz"],
+            password=DEMO_PASSWORD,
+            screening_version=subject.current_screening.version,
+            dose_level="DL1",
+        )
         # the enrolment is dated a week back: an infusion cannot precede it
         subject.enrolled_at = subject.enrolled_at - timedelta(days=7)
         db.session.commit()
-        info = {"id": subject.id, "number": subject.subject_number, "today": today,
-                "planned_first": today + timedelta(days=PLANNED_FIRST_IN_DAYS)}
+        info = {
+            "id": subject.id,
+            "number": subject.subject_number,
+            "today": today,
+            "planned_first": today + timedelta(days=PLANNED_FIRST_IN_DAYS),
+        }
         assert subject.status == "enrolled" and subject.dose_level == "DL1" and not subject.infusions
         db.session.remove()
     return info
 
 
-def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_deviation(page, shot,
-                                                                                        enrolled_subject):
+def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_deviation(page, shot, enrolled_subject):
     subject = enrolled_subject
     today = subject["today"]
     number = subject["number"]
@@ -140,11 +149,18 @@ def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_dev
     expect(crf.locator("[name=administration_date]")).to_have_value(iso(permitted))  # prefilled
     expect(crf.locator("[name=planned_cells]")).to_have_value("100000000")  # from DL1
     values = {
-        "start_time": "09:40", "stop_time": "10:10", "premedication": "Paracetamol 500 mg PO 30 min before",
-        "product_lot": "NK-CLL1-26-031", "viability_percent": "92.5", "weight_kg": "61.8", "actual_cells": "97000000",
-        **{f"{p}_{k}": v for p, vitals in (("pre", ("36.7", "76", "118", "74", "98")),
-                                           ("post", ("37.0", "82", "121", "77", "97")))
-           for k, v in zip(("temp_c", "hr", "sbp", "dbp", "spo2"), vitals)},
+        "start_time": "09:40",
+        "stop_time": "10:10",
+        "premedication": "Paracetamol 500 mg PO 30 min before",
+        "product_lot": "NK-CLL1-26-031",
+        "viability_percent": "92.5",
+        "weight_kg": "61.8",
+        "actual_cells": "97000000",
+        **{
+            f"{p}_{k}": v
+            for p, vitals in (("pre", ("36.7", "76", "118", "74", "98")), ("post", ("37.0", "82", "121", "77", "97")))
+            for k, v in zip(("temp_c", "hr", "sbp", "dbp", "spo2"), vitals, strict=False)
+        },
     }
     for name, value in values.items():
         crf.locator(f"[name={name}]").fill(value)
@@ -185,7 +201,8 @@ def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_dev
     expect(reason_field).to_have_class(re.compile(r"\bhas-error\b"))
     expect(reason_field.locator(".error")).to_have_text(
         f"{iso(today)} is inside the no-vaccination window ({iso(window_start)} to {iso(window_end)}): "
-        "give a protocol-deviation reason.")
+        "give a protocol-deviation reason."
+    )
     deviation_reason = "Seasonal influenza outbreak on the ward; vaccination advised by infection control."
     page.get_by_label("Protocol-deviation reason").fill(deviation_reason)
     page.get_by_role("button", name="Record").click()
@@ -193,7 +210,8 @@ def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_dev
     expect(page.get_by_label("Investigator password")).to_have_count(0)
     expect(page.locator("form .error[role=alert]")).to_have_text(
         "A vaccine inside the no-vaccination window needs an investigator's e-signature: "
-        "ask the investigator to record it.")
+        "ask the investigator to record it."
+    )
     expect(page.locator(".flash.error")).to_contain_text("Nothing was saved")
     expect(page.locator(".flash.success")).to_have_count(0)
     expect(page.locator("#vaccines tbody")).to_have_text("No vaccinations recorded.")
@@ -231,8 +249,10 @@ def test_schedule_around_a_steroid_washout_record_the_infusion_and_a_vaccine_dev
     expect(row.nth(1)).to_have_text("HZ")
     expect(row.nth(2)).to_have_text(number)
     expect(row.nth(2).get_by_role("link")).to_have_attribute("href", subject_url)
-    expect(row.nth(4)).to_have_text(f"Influenza (inactivated) given {iso(today)}, inside the no-vaccination "
-                                    f"window {iso(window_start)} to {iso(window_end)}")
+    expect(row.nth(4)).to_have_text(
+        f"Influenza (inactivated) given {iso(today)}, inside the no-vaccination "
+        f"window {iso(window_start)} to {iso(window_end)}"
+    )
     expect(row.nth(5)).to_have_text(deviation_reason)
     expect(row.nth(6)).to_have_text(FULL_NAME["inv-hz"])
     # scheduling on the planned date and a dose 3% under DL1 are no deviations

@@ -6,6 +6,7 @@ server (Playwright driving Debian's Chromium).
 The subject (an HZ subject enrolled at DL1, first infusion scheduled for yesterday at the
 site, so it can be recorded today) and its related grade 3 AE are made by the services;
 everything the staff see and do is in the browser."""
+
 from __future__ import annotations
 
 import re
@@ -37,11 +38,27 @@ def held_subject(live_server, enrolled_subject):  # noqa: F811
         scheduling.schedule_infusion(subject, info["planned_first"], user=users["coord-hz"])
         subject = db.session.get(Subject, info["id"])
         ae = ae_service.new_ae(subject)
-        ae_service.save_ae(subject, ae, {
-            "term": "Nausea", "onset_date": info["today"] - timedelta(days=2), "ongoing": True, "grade": 3,
-            "serious": False, "related_nk": "probable", "related_ld": "unlikely", "expectedness": "expected",
-            "action": "none", "outcome": "recovering"}, user=users["coord-hz"], expected_version=0, reason=None,
-            complete=True, today=info["today"])
+        ae_service.save_ae(
+            subject,
+            ae,
+            {
+                "term": "Nausea",
+                "onset_date": info["today"] - timedelta(days=2),
+                "ongoing": True,
+                "grade": 3,
+                "serious": False,
+                "related_nk": "probable",
+                "related_ld": "unlikely",
+                "expectedness": "expected",
+                "action": "none",
+                "outcome": "recovering",
+            },
+            user=users["coord-hz"],
+            expected_version=0,
+            reason=None,
+            complete=True,
+            today=info["today"],
+        )
         db.session.remove()
     return info
 
@@ -75,10 +92,17 @@ def test_a_toxicity_hold_locks_the_planned_infusion_and_only_a_signed_override_g
     crf = page.locator("#crf-form")
     expect(crf.locator("[name=override_reason]")).to_have_count(0)  # the coordinator cannot override
     values = {
-        "start_time": "09:40", "stop_time": "10:10", "product_lot": "NK-CLL1-26-077", "viability_percent": "92.5",
-        "weight_kg": "61.8", "actual_cells": "97000000",
-        **{f"{p}_{k}": v for p in ("pre", "post") for k, v in
-           zip(("temp_c", "hr", "sbp", "dbp", "spo2"), ("36.7", "76", "118", "74", "98"))},
+        "start_time": "09:40",
+        "stop_time": "10:10",
+        "product_lot": "NK-CLL1-26-077",
+        "viability_percent": "92.5",
+        "weight_kg": "61.8",
+        "actual_cells": "97000000",
+        **{
+            f"{p}_{k}": v
+            for p in ("pre", "post")
+            for k, v in zip(("temp_c", "hr", "sbp", "dbp", "spo2"), ("36.7", "76", "118", "74", "98"), strict=False)
+        },
     }
     for name, value in values.items():
         crf.locator(f"[name={name}]").fill(value)

@@ -4,6 +4,7 @@ query and verifies the form, and the subject's audit trail shows the whole story
 through the real UI of a live server (Playwright driving Debian's Chromium).
 
 The AE is the demo's ongoing grade 1 nausea of HZ-001."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,9 @@ def nausea(live_server):
 
     with live_server.app.app_context():
         subject = db.session.execute(select(Subject).where(Subject.subject_number == "HZ-001")).scalar_one()
-        ae = db.session.execute(select(AdverseEvent).where(AdverseEvent.subject_id == subject.id,
-                                                           AdverseEvent.term == "Nausea")).scalar_one()
+        ae = db.session.execute(
+            select(AdverseEvent).where(AdverseEvent.subject_id == subject.id, AdverseEvent.term == "Nausea")
+        ).scalar_one()
         assert ae.grade == 1 and ae.status == "complete"
         info = {"subject": subject.id, "ae": ae.id, "url": f"/subjects/{subject.id}/adverse-events/{ae.id}"}
         db.session.remove()
@@ -86,7 +88,12 @@ def test_query_on_an_ae_grade_corrected_closed_verified_and_audited(page, shot, 
     # 4. The subject's audit trail tells the whole story.
     page.goto(f"/subjects/{nausea['subject']}/audit")
     trail = page.locator("table").first
-    for fragment in (QUERY_TEXT, f"Grade 2 per source: IV fluids needed [query #{query_id}]",
-                     f"#{query_id} answered", f"#{query_id} closed: Agreed: grade 2.", "verified against source"):
+    for fragment in (
+        QUERY_TEXT,
+        f"Grade 2 per source: IV fluids needed [query #{query_id}]",
+        f"#{query_id} answered",
+        f"#{query_id} closed: Agreed: grade 2.",
+        "verified against source",
+    ):
         expect(trail).to_contain_text(fragment)
     shot("monitoring-4-audit-trail")

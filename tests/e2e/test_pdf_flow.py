@@ -1,6 +1,7 @@
 """Browser test (issue 5): a monitor prints a blank CRF from the menu, a filled visit CRF
 from its page and HZ-001's casebook from the subject's menu, then has the casebooks of the
 whole site made in the background, watches the progress page and downloads the zip."""
+
 from __future__ import annotations
 
 import io
@@ -47,8 +48,11 @@ def test_a_monitor_prints_crfs_and_casebooks(page, shot, live_server, tmp_path):
     assert re.fullmatch(r"CAR-NK-CLL1-CD33-AML_HZ-001_visit-\d+_\d{8}\.pdf", name), name
     assert "Visit date" in PdfReader(io.BytesIO(data)).pages[0].extract_text()
 
-    name, data = _download(page, lambda: page.locator(".subject-header .subnav")
-                           .get_by_role("link", name="Casebook (PDF)").click(), tmp_path)
+    name, data = _download(
+        page,
+        lambda: page.locator(".subject-header .subnav").get_by_role("link", name="Casebook (PDF)").click(),
+        tmp_path,
+    )
     assert re.fullmatch(r"CAR-NK-CLL1-CD33-AML_HZ-001_casebook_\d{8}\.pdf", name), name
     casebook = PdfReader(io.BytesIO(data))
     assert [o.title for o in casebook.outline][-1] == "Appendix: audit trail"

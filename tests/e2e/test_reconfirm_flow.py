@@ -1,6 +1,7 @@
 """Browser test (issue 11, item 5): a coordinator corrects the screening form of an enrolled
 demo subject; the site investigator sees the banner and the worklist and re-confirms
 eligibility with an e-signature; the old decision stays beside the new one."""
+
 from __future__ import annotations
 
 import re
@@ -43,7 +44,9 @@ def test_a_correction_after_enrolment_is_reconfirmed_by_the_investigator(page, s
     expect(banner).to_contain_text("Eligibility to re-confirm")
     expect(banner).to_contain_text("Screening form changed: ALT")
     expect(banner).to_contain_text(FULL_NAME["coord-hz"])
-    expect(banner.get_by_role("link", name=re.compile("Review eligibility"))).to_have_count(0)  # coordinators: no action
+    expect(banner.get_by_role("link", name=re.compile("Review eligibility"))).to_have_count(
+        0
+    )  # coordinators: no action
     # the banner is on screen without scrolling
     box = banner.bounding_box()
     assert box is not None and box["y"] < page.viewport_size["height"]

@@ -1,4 +1,5 @@
 """Steps every browser test shares: log in and out as a demo user, Playwright's expect."""
+
 from __future__ import annotations
 
 from cellstudy.demo import DEMO_PASSWORD, DEMO_USERS

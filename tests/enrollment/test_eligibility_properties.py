@@ -14,8 +14,7 @@ from cellstudy.enrollment.fields import FIELDS_BY_NAME, SCREENING_FIELDS
 
 from .eligibility_cases import CATEGORY_CODE, CODES, EXPOSURE_CODES, eligible_case, statuses
 
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CATEGORIES = [*CATEGORY_CODE, "diagnostic_biopsy"]
 REFERENCE = date(2024, 5, 20)
@@ -23,10 +22,10 @@ REFERENCE = date(2024, 5, 20)
 
 # --- strategies -----------------------------------------------------------------------
 
+
 def dates_as_entered(min_value=date(1920, 1, 1), max_value=date(2100, 12, 31)):
     """A date as a date object or an ISO string (PROTOCOL 4.1 takes both)."""
-    return st.dates(min_value, max_value).flatmap(
-        lambda d: st.sampled_from([d, d.isoformat()]))
+    return st.dates(min_value, max_value).flatmap(lambda d: st.sampled_from([d, d.isoformat()]))
 
 
 def numbers_as_entered(decimal_value):
@@ -62,8 +61,7 @@ def exposures(draw, dated=None):
         offset = draw(st.integers(-10, 200))
         item["last_date"] = (REFERENCE - timedelta(days=offset)).isoformat()
     if draw(st.booleans()):
-        item["half_life_days"] = draw(
-            st.decimals(Decimal("0.01"), Decimal("10"), places=2).flatmap(numbers_as_entered))
+        item["half_life_days"] = draw(st.decimals(Decimal("0.01"), Decimal("10"), places=2).flatmap(numbers_as_entered))
     if draw(st.booleans()):
         item["physiological_replacement"] = draw(st.booleans())
     if draw(st.booleans()):
@@ -76,8 +74,7 @@ def cases(draw, complete=False):
     """A valid case. Each field is present, null or absent (unless ``complete``)."""
     case = {}
     for spec in SCREENING_FIELDS:
-        presence = "present" if complete else draw(
-            st.sampled_from(["present", "present", "present", "null", "absent"]))
+        presence = "present" if complete else draw(st.sampled_from(["present", "present", "present", "null", "absent"]))
         if presence == "present":
             case[spec.name] = draw(valid_value(spec))
         elif presence == "null":
@@ -87,10 +84,8 @@ def cases(draw, complete=False):
         if date.fromisoformat(str(born)) > date.fromisoformat(str(screened)):
             case["date_of_birth"], case["screening_date"] = screened, born
     if complete or draw(st.integers(0, 4)):
-        case["first_infusion_date"] = draw(st.sampled_from([
-            REFERENCE, REFERENCE.isoformat()]))
-        case["prior_therapies"] = draw(st.lists(exposures(True if complete else None),
-                                                max_size=4))
+        case["first_infusion_date"] = draw(st.sampled_from([REFERENCE, REFERENCE.isoformat()]))
+        case["prior_therapies"] = draw(st.lists(exposures(True if complete else None), max_size=4))
     else:
         case["prior_therapies"] = draw(st.sampled_from([None, []]))
     return case
@@ -105,9 +100,10 @@ REQUIRES = {
     "target_antigen": [{"cll1_positive"}, {"cd33_positive"}],
     "ecog": [{"ecog"}],
     "life_expectancy": [{"life_expectancy_gt_12_weeks"}],
-    "renal": [{"creatinine", "creatinine_uln"},
-              {"creatinine", "date_of_birth", "screening_date", "sex", "weight_kg",
-               "creatinine_unit"}],
+    "renal": [
+        {"creatinine", "creatinine_uln"},
+        {"creatinine", "date_of_birth", "screening_date", "sex", "weight_kg", "creatinine_unit"},
+    ],
     "bilirubin": [{"total_bilirubin", "total_bilirubin_uln"}],
     "transaminases": [{"alt", "alt_uln", "ast", "ast_uln"}],
     "coagulation": [{"inr", "inr_uln", "aptt", "aptt_uln"}],
@@ -123,10 +119,19 @@ REQUIRES = {
     "other_malignancy": [{"other_malignancy_history"}],
     "cns_disease": [{"cns_disease_history"}],
     "autoimmune": [{"active_autoimmune_disease"}],
-    "cardiovascular": [{"qtc_ms", "lvef_percent", "nyha_class", "severe_arrhythmia",
-                        "cv_event_within_6_months", "uncontrolled_hypertension"}],
-    "pulmonary": [{"spo2_percent", "active_pulmonary_infection", "pulmonary_embolism",
-                   "copd", "interstitial_lung_disease"}],
+    "cardiovascular": [
+        {
+            "qtc_ms",
+            "lvef_percent",
+            "nyha_class",
+            "severe_arrhythmia",
+            "cv_event_within_6_months",
+            "uncontrolled_hypertension",
+        }
+    ],
+    "pulmonary": [
+        {"spo2_percent", "active_pulmonary_infection", "pulmonary_embolism", "copd", "interstitial_lung_disease"}
+    ],
     "infection": [{"uncontrolled_infection", "hiv_positive", "active_hbv", "active_hcv"}],
     "substance_abuse": [{"substance_abuse_history"}],
     "prior_toxicity": [{"max_unresolved_prior_toxicity_grade"}],
@@ -168,8 +173,7 @@ def test_dropping_one_required_field_stops_a_pass(case, data):
 @SETTINGS
 @given(cases(), st.sampled_from(EXPOSURE_CODES), st.data())
 def test_an_exposure_without_last_date_or_infusion_date_never_passes(case, code, data):
-    category = data.draw(st.sampled_from(
-        [c for c, criterion in CATEGORY_CODE.items() if criterion == code]))
+    category = data.draw(st.sampled_from([c for c, criterion in CATEGORY_CODE.items() if criterion == code]))
     undated = data.draw(st.booleans())
     item = {"category": category}
     if not undated:
@@ -181,35 +185,50 @@ def test_an_exposure_without_last_date_or_infusion_date_never_passes(case, code,
 
 # --- (b) bad input raises ValueError naming the field ---------------------------------
 
+
 def bad_value(spec):
-    not_text = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(),
-                         st.lists(st.integers(), max_size=2))
+    not_text = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2))
     if spec.kind == "number":
         return st.one_of(
-            st.text(), st.booleans(), st.datetimes(), st.lists(st.integers(), max_size=2),
+            st.text(),
+            st.booleans(),
+            st.datetimes(),
+            st.lists(st.integers(), max_size=2),
             st.decimals(max_value=Decimal("-0.001"), allow_nan=False, allow_infinity=False),
-            st.floats(max_value=-1e-9), st.sampled_from([float("nan"), float("inf"),
-                                                        Decimal("NaN"), Decimal("Inf")]),
-            *([st.decimals(Decimal(spec.max) + Decimal("0.001"), Decimal(1000),
-                           allow_nan=False)] if spec.max is not None else []),
-            *([st.just(0), st.just(0.0)] if spec.positive else []))
+            st.floats(max_value=-1e-9),
+            st.sampled_from([float("nan"), float("inf"), Decimal("NaN"), Decimal("Inf")]),
+            *(
+                [st.decimals(Decimal(spec.max) + Decimal("0.001"), Decimal(1000), allow_nan=False)]
+                if spec.max is not None
+                else []
+            ),
+            *([st.just(0), st.just(0.0)] if spec.positive else []),
+        )
     if spec.kind == "date":
         return st.one_of(
-            st.datetimes(), st.integers(), st.booleans(), st.floats(),
+            st.datetimes(),
+            st.integers(),
+            st.booleans(),
+            st.floats(),
             st.text().filter(lambda s: not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", s)),
-            st.dates().map(lambda d: d.strftime("%d/%m/%Y")))
+            st.dates().map(lambda d: d.strftime("%d/%m/%Y")),
+        )
     if spec.kind == "int":
         return st.one_of(
-            st.floats(), st.booleans(), st.text(), st.decimals(allow_nan=False),
-            st.integers(max_value=spec.min - 1), st.integers(min_value=spec.max + 1))
+            st.floats(),
+            st.booleans(),
+            st.text(),
+            st.decimals(allow_nan=False),
+            st.integers(max_value=spec.min - 1),
+            st.integers(min_value=spec.max + 1),
+        )
     if spec.kind == "bool":
         return st.one_of(st.integers(), st.text(), st.floats(), st.just([]))
     return st.one_of(not_text, st.text().filter(lambda s: s not in spec.choice_values))
 
 
 @SETTINGS
-@given(st.sampled_from(SCREENING_FIELDS).flatmap(
-    lambda spec: st.tuples(st.just(spec.name), bad_value(spec))))
+@given(st.sampled_from(SCREENING_FIELDS).flatmap(lambda spec: st.tuples(st.just(spec.name), bad_value(spec))))
 def test_bad_input_raises_value_error_naming_the_field(field_and_value):
     field, value = field_and_value
     try:
@@ -221,19 +240,18 @@ def test_bad_input_raises_value_error_naming_the_field(field_and_value):
 
 
 EXPOSURE_BAD = {
-    "category": st.one_of(st.text().filter(lambda s: s not in CATEGORIES), st.integers(),
-                          st.none()),
+    "category": st.one_of(st.text().filter(lambda s: s not in CATEGORIES), st.integers(), st.none()),
     "last_date": st.one_of(st.datetimes(), st.integers(), st.text(max_size=8)),
-    "half_life_days": st.one_of(st.decimals(max_value=0, allow_nan=False),
-                                st.text(min_size=1), st.booleans(), st.floats(max_value=0)),
+    "half_life_days": st.one_of(
+        st.decimals(max_value=0, allow_nan=False), st.text(min_size=1), st.booleans(), st.floats(max_value=0)
+    ),
     "physiological_replacement": st.one_of(st.integers(), st.text(min_size=1)),
     "name": st.one_of(st.integers(), st.booleans(), st.lists(st.text(), max_size=1)),
 }
 
 
 @SETTINGS
-@given(st.sampled_from(sorted(EXPOSURE_BAD)).flatmap(
-    lambda key: st.tuples(st.just(key), EXPOSURE_BAD[key])))
+@given(st.sampled_from(sorted(EXPOSURE_BAD)).flatmap(lambda key: st.tuples(st.just(key), EXPOSURE_BAD[key])))
 def test_bad_exposure_raises_value_error_naming_the_field(key_and_value):
     key, value = key_and_value
     item = {"category": "systemic_antitumor", "last_date": "2024-01-01", key: value}
@@ -246,6 +264,7 @@ def test_bad_exposure_raises_value_error_naming_the_field(key_and_value):
 
 
 # --- (c) determinism and the tri-state rule -------------------------------------------
+
 
 @SETTINGS
 @given(cases())
@@ -264,16 +283,20 @@ def test_deterministic_complete_and_tri_state(case):
 @SETTINGS
 @given(cases(), st.data())
 def test_unknown_keys_change_nothing(case, data):
-    extra = data.draw(st.dictionaries(
-        st.text(min_size=1).filter(lambda k: k not in FIELDS_BY_NAME
-                                   and k != "prior_therapies"),
-        st.one_of(st.text(), st.integers(), st.none(), st.datetimes()), max_size=3))
+    extra = data.draw(
+        st.dictionaries(
+            st.text(min_size=1).filter(lambda k: k not in FIELDS_BY_NAME and k != "prior_therapies"),
+            st.one_of(st.text(), st.integers(), st.none(), st.datetimes()),
+            max_size=3,
+        )
+    )
     assert check({**case, **extra}) == check(case)
 
 
 @SETTINGS
-@given(st.lists(st.sampled_from([s for s in SCREENING_FIELDS if s.kind == "number"]),
-                min_size=1, unique=True), st.data())
+@given(
+    st.lists(st.sampled_from([s for s in SCREENING_FIELDS if s.kind == "number"]), min_size=1, unique=True), st.data()
+)
 def test_int_float_and_decimal_of_the_same_value_decide_alike(specs, data):
     as_decimal, as_float = {}, {}
     for spec in specs:
@@ -286,12 +309,12 @@ def test_int_float_and_decimal_of_the_same_value_decide_alike(specs, data):
 
 # --- (d) moving the infusion later never adds a washout --------------------------------
 
+
 @SETTINGS
 @given(st.lists(exposures(dated=True), min_size=1, max_size=5), st.integers(0, 400))
 def test_a_later_first_infusion_never_turns_a_washout_pass_into_a_fail(items, later):
     early = check(eligible_case(first_infusion_date=REFERENCE, prior_therapies=items))
-    late = check(eligible_case(first_infusion_date=REFERENCE + timedelta(days=later),
-                               prior_therapies=items))
+    late = check(eligible_case(first_infusion_date=REFERENCE + timedelta(days=later), prior_therapies=items))
     for code in EXPOSURE_CODES:
         if early["criteria"][code]["status"] == "pass":
             assert late["criteria"][code]["status"] == "pass", code
@@ -322,26 +345,47 @@ positive_decimals = st.decimals(Decimal("0.001"), Decimal("1000"), places=3)
 @given(positive_decimals, positive_decimals, st.booleans())
 def test_uln_ratios_are_exact(value, uln, as_float):
     entered = (float(str(value)), float(str(uln))) if as_float else (value, uln)
-    result = statuses(check(eligible_case(
-        total_bilirubin=entered[0], total_bilirubin_uln=entered[1],
-        alt=entered[0], alt_uln=entered[1], inr=entered[0], inr_uln=entered[1])))
+    result = statuses(
+        check(
+            eligible_case(
+                total_bilirubin=entered[0],
+                total_bilirubin_uln=entered[1],
+                alt=entered[0],
+                alt_uln=entered[1],
+                inr=entered[0],
+                inr_uln=entered[1],
+            )
+        )
+    )
     assert (result["bilirubin"] == "pass") is (value <= 2 * uln)
     assert (result["transaminases"] == "pass") is (value <= 3 * uln)
     assert (result["coagulation"] == "pass") is (2 * value <= 3 * uln)
 
 
 @SETTINGS
-@given(st.integers(18, 100), st.decimals(Decimal("30"), Decimal("150"), places=1),
-       st.decimals(Decimal("0.3"), Decimal("400"), places=2), st.sampled_from(["F", "M"]),
-       st.sampled_from(["umol/L", "mg/dL"]), st.booleans())
+@given(
+    st.integers(18, 100),
+    st.decimals(Decimal("30"), Decimal("150"), places=1),
+    st.decimals(Decimal("0.3"), Decimal("400"), places=2),
+    st.sampled_from(["F", "M"]),
+    st.sampled_from(["umol/L", "mg/dL"]),
+    st.booleans(),
+)
 def test_cockcroft_gault_is_exact(age, weight, creatinine, sex, unit, as_float):
     screened = date(2024, 5, 1)
     born = date(screened.year - age, 1, 1)
-    entered = (float(str(weight)), float(str(creatinine))) if as_float else (weight,
-                                                                             creatinine)
-    result = check(eligible_case(
-        date_of_birth=born, screening_date=screened, sex=sex, weight_kg=entered[0],
-        creatinine=entered[1], creatinine_unit=unit, creatinine_uln=None))
+    entered = (float(str(weight)), float(str(creatinine))) if as_float else (weight, creatinine)
+    result = check(
+        eligible_case(
+            date_of_birth=born,
+            screening_date=screened,
+            sex=sex,
+            weight_kg=entered[0],
+            creatinine=entered[1],
+            creatinine_unit=unit,
+            creatinine_uln=None,
+        )
+    )
     with localcontext() as ctx:
         ctx.prec = 100  # products of a few short decimals: exact
         factor = Decimal("0.85") if sex == "F" else 1
@@ -358,8 +402,10 @@ def test_age_grows_by_one_on_each_birthday_only(born, days):
     step = age_on(born, day + timedelta(days=1)) - age_on(born, day)
     tomorrow = day + timedelta(days=1)
     is_birthday = (tomorrow.month, tomorrow.day) == (born.month, born.day) or (
-        (born.month, born.day) == (2, 29) and (tomorrow.month, tomorrow.day) == (3, 1)
-        and not (tomorrow.year % 4 == 0 and (tomorrow.year % 100 or tomorrow.year % 400 == 0)))
+        (born.month, born.day) == (2, 29)
+        and (tomorrow.month, tomorrow.day) == (3, 1)
+        and not (tomorrow.year % 4 == 0 and (tomorrow.year % 100 or tomorrow.year % 400 == 0))
+    )
     assert step == (1 if is_birthday else 0)
 
 

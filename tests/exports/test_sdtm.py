@@ -1,4 +1,5 @@
 """The CDISC SDTM AE domain (PROTOCOL 8; define notes in docs/sdtm_ae.md)."""
+
 from __future__ import annotations
 
 import csv
@@ -20,11 +21,23 @@ FIRST_INFUSION = date(2024, 3, 4)
 def ae(**changes):
     """A non-serious, grade 2 fever of subject 001, day 3 to day 5, changed."""
     return {
-        "usubjid": "CARNK-AML-01-HZ-001", "ae_number": 7, "term": "Fever", "verbatim": None,
-        "soc": "General disorders and administration site conditions", "meddra_code": "10016558",
-        "grade": 2, "serious": False, "related": True, "related_nk": "possible", "related_ld": "unlikely",
-        "action": "none", "outcome": "recovered", "onset_date": date(2024, 3, 6),
-        "end_date": date(2024, 3, 8), "ongoing": False, "rfstdtc": FIRST_INFUSION,
+        "usubjid": "CARNK-AML-01-HZ-001",
+        "ae_number": 7,
+        "term": "Fever",
+        "verbatim": None,
+        "soc": "General disorders and administration site conditions",
+        "meddra_code": "10016558",
+        "grade": 2,
+        "serious": False,
+        "related": True,
+        "related_nk": "possible",
+        "related_ld": "unlikely",
+        "action": "none",
+        "outcome": "recovered",
+        "onset_date": date(2024, 3, 6),
+        "end_date": date(2024, 3, 8),
+        "ongoing": False,
+        "rfstdtc": FIRST_INFUSION,
         **{code: False for code, _, _ in SERIOUSNESS_CRITERIA},
         **changes,
     }
@@ -32,9 +45,31 @@ def ae(**changes):
 
 def test_variables_in_dataset_order():
     assert AE_NAMES == (
-        "STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AESPID", "AETERM", "AEDECOD", "AEPTCD", "AEBODSYS",
-        "AETOXGR", "AESER", "AEREL", "AEACN", "AEOUT", "AESTDTC", "AEENDTC", "AESTDY", "AEENDY",
-        "AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE")
+        "STUDYID",
+        "DOMAIN",
+        "USUBJID",
+        "AESEQ",
+        "AESPID",
+        "AETERM",
+        "AEDECOD",
+        "AEPTCD",
+        "AEBODSYS",
+        "AETOXGR",
+        "AESER",
+        "AEREL",
+        "AEACN",
+        "AEOUT",
+        "AESTDTC",
+        "AEENDTC",
+        "AESTDY",
+        "AEENDY",
+        "AESDTH",
+        "AESLIFE",
+        "AESHOSP",
+        "AESDISAB",
+        "AESCONG",
+        "AESMIE",
+    )
     assert all(len(name) <= 8 and name.isupper() for name in AE_NAMES)  # SDTM variable names
     assert all(len(label) <= 40 for _, label in AE_VARIABLES)  # SAS V5 label limit
     assert [c.key for c in AE_COLUMNS] == [c.label for c in AE_COLUMNS] == list(AE_NAMES)
@@ -47,21 +82,42 @@ def test_every_variable_present_in_order():
 
 def test_a_non_serious_related_fever():
     assert ae_record(ae(), studyid=STUDYID, seq=1) == {
-        "STUDYID": "CARNK-AML-01", "DOMAIN": "AE", "USUBJID": "CARNK-AML-01-HZ-001", "AESEQ": 1,
-        "AESPID": "7", "AETERM": "Fever", "AEDECOD": "Fever", "AEPTCD": "10016558",
-        "AEBODSYS": "General disorders and administration site conditions", "AETOXGR": "2",
-        "AESER": "N", "AEREL": "RELATED", "AEACN": "DOSE NOT CHANGED", "AEOUT": "RECOVERED/RESOLVED",
-        "AESTDTC": "2024-03-06", "AEENDTC": "2024-03-08", "AESTDY": 3, "AEENDY": 5,
-        "AESDTH": "N", "AESLIFE": "N", "AESHOSP": "N", "AESDISAB": "N", "AESCONG": "N", "AESMIE": "N",
+        "STUDYID": "CARNK-AML-01",
+        "DOMAIN": "AE",
+        "USUBJID": "CARNK-AML-01-HZ-001",
+        "AESEQ": 1,
+        "AESPID": "7",
+        "AETERM": "Fever",
+        "AEDECOD": "Fever",
+        "AEPTCD": "10016558",
+        "AEBODSYS": "General disorders and administration site conditions",
+        "AETOXGR": "2",
+        "AESER": "N",
+        "AEREL": "RELATED",
+        "AEACN": "DOSE NOT CHANGED",
+        "AEOUT": "RECOVERED/RESOLVED",
+        "AESTDTC": "2024-03-06",
+        "AEENDTC": "2024-03-08",
+        "AESTDY": 3,
+        "AEENDY": 5,
+        "AESDTH": "N",
+        "AESLIFE": "N",
+        "AESHOSP": "N",
+        "AESDISAB": "N",
+        "AESCONG": "N",
+        "AESMIE": "N",
     }
 
 
 def test_verbatim_is_the_reported_term_and_decodes_an_other_specify_term():
     record = ae_record(ae(verbatim="high fever after infusion"), studyid=STUDYID, seq=1)
     assert record["AETERM"] == "high fever after infusion" and record["AEDECOD"] == "Fever"
-    icans = ae(term="Nervous system disorders - Other, specify",
-               verbatim="Immune effector cell-associated neurotoxicity syndrome (ICANS)",
-               soc="Nervous system disorders", meddra_code="10029205")
+    icans = ae(
+        term="Nervous system disorders - Other, specify",
+        verbatim="Immune effector cell-associated neurotoxicity syndrome (ICANS)",
+        soc="Nervous system disorders",
+        meddra_code="10029205",
+    )
     record = ae_record(icans, studyid=STUDYID, seq=1)
     assert record["AETERM"] == record["AEDECOD"] == "Immune effector cell-associated neurotoxicity syndrome (ICANS)"
     assert record["AEPTCD"] == ""  # the placeholder's code is the SOC's, not a PT
@@ -69,8 +125,9 @@ def test_verbatim_is_the_reported_term_and_decodes_an_other_specify_term():
 
 
 def test_serious_event_and_its_criteria():
-    record = ae_record(ae(serious=True, grade=4, sae_hospitalisation=True, sae_life_threatening=True),
-                       studyid=STUDYID, seq=1)
+    record = ae_record(
+        ae(serious=True, grade=4, sae_hospitalisation=True, sae_life_threatening=True), studyid=STUDYID, seq=1
+    )
     assert record["AESER"] == "Y" and record["AETOXGR"] == "4"
     flags = {variable: record[variable] for _, _, variable in SERIOUSNESS_CRITERIA}
     assert flags == {"AESDTH": "N", "AESLIFE": "Y", "AESHOSP": "Y", "AESDISAB": "N", "AESCONG": "N", "AESMIE": "N"}
@@ -83,42 +140,66 @@ def test_each_criterion_maps_to_its_flag(code, flag):
 
 
 def test_fatal_event():
-    record = ae_record(ae(grade=5, serious=True, sae_death=True, outcome="fatal", action="not_applicable",
-                          end_date=date(2024, 3, 20)), studyid=STUDYID, seq=1)
+    record = ae_record(
+        ae(grade=5, serious=True, sae_death=True, outcome="fatal", action="not_applicable", end_date=date(2024, 3, 20)),
+        studyid=STUDYID,
+        seq=1,
+    )
     assert (record["AETOXGR"], record["AESDTH"], record["AEOUT"], record["AEACN"]) == (
-        "5", "Y", "FATAL", "NOT APPLICABLE")
+        "5",
+        "Y",
+        "FATAL",
+        "NOT APPLICABLE",
+    )
 
 
-@pytest.mark.parametrize("related, nk, ld, expected", [
-    (True, "possible", "unrelated", "RELATED"),
-    (False, "unlikely", "unrelated", "NOT RELATED"),
-    (None, None, None, ""),
-    # not given: derived from the two attributions (possible/probable/definite = related)
-    (None, "definite", None, "RELATED"),
-    (None, "unrelated", "probable", "RELATED"),
-    (None, "unlikely", "unrelated", "NOT RELATED"),
-    (None, "unlikely", None, ""),
-])
+@pytest.mark.parametrize(
+    "related, nk, ld, expected",
+    [
+        (True, "possible", "unrelated", "RELATED"),
+        (False, "unlikely", "unrelated", "NOT RELATED"),
+        (None, None, None, ""),
+        # not given: derived from the two attributions (possible/probable/definite = related)
+        (None, "definite", None, "RELATED"),
+        (None, "unrelated", "probable", "RELATED"),
+        (None, "unlikely", "unrelated", "NOT RELATED"),
+        (None, "unlikely", None, ""),
+    ],
+)
 def test_causality(related, nk, ld, expected):
     record = ae_record(ae(related=related, related_nk=nk, related_ld=ld), studyid=STUDYID, seq=1)
     assert record["AEREL"] == expected
 
 
-@pytest.mark.parametrize("action, term", [
-    ("none", "DOSE NOT CHANGED"), ("delayed", "DRUG INTERRUPTED"), ("interrupted", "DRUG INTERRUPTED"),
-    ("dose_reduced", "DOSE REDUCED"), ("withdrawn", "DRUG WITHDRAWN"), ("not_applicable", "NOT APPLICABLE"),
-    ("unknown", "UNKNOWN"), (None, ""),
-])
+@pytest.mark.parametrize(
+    "action, term",
+    [
+        ("none", "DOSE NOT CHANGED"),
+        ("delayed", "DRUG INTERRUPTED"),
+        ("interrupted", "DRUG INTERRUPTED"),
+        ("dose_reduced", "DOSE REDUCED"),
+        ("withdrawn", "DRUG WITHDRAWN"),
+        ("not_applicable", "NOT APPLICABLE"),
+        ("unknown", "UNKNOWN"),
+        (None, ""),
+    ],
+)
 def test_action_taken_controlled_terms(action, term):
     assert ae_record(ae(action=action), studyid=STUDYID, seq=1)["AEACN"] == term
 
 
-@pytest.mark.parametrize("outcome, term", [
-    ("recovered", "RECOVERED/RESOLVED"), ("recovering", "RECOVERING/RESOLVING"),
-    ("not_recovered", "NOT RECOVERED/NOT RESOLVED"),
-    ("recovered_with_sequelae", "RECOVERED/RESOLVED WITH SEQUELAE"), ("fatal", "FATAL"),
-    ("unknown", "UNKNOWN"), (None, ""),
-])
+@pytest.mark.parametrize(
+    "outcome, term",
+    [
+        ("recovered", "RECOVERED/RESOLVED"),
+        ("recovering", "RECOVERING/RESOLVING"),
+        ("not_recovered", "NOT RECOVERED/NOT RESOLVED"),
+        ("recovered_with_sequelae", "RECOVERED/RESOLVED WITH SEQUELAE"),
+        ("fatal", "FATAL"),
+        ("unknown", "UNKNOWN"),
+        (None, ""),
+    ],
+)
 def test_outcome_controlled_terms(outcome, term):
     assert ae_record(ae(outcome=outcome), studyid=STUDYID, seq=1)["AEOUT"] == term
 
@@ -128,10 +209,18 @@ def test_every_edc_code_has_a_controlled_term():
     assert set(sdtm.OUTCOME_TERMS) == {code for code, _ in OUTCOMES}
 
 
-@pytest.mark.parametrize("changes", [
-    {"action": "paused"}, {"outcome": "resolved"}, {"grade": 0}, {"grade": 6}, {"grade": True},
-    {"grade": "3a"}, {"related": None, "related_nk": "maybe"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"action": "paused"},
+        {"outcome": "resolved"},
+        {"grade": 0},
+        {"grade": 6},
+        {"grade": True},
+        {"grade": "3a"},
+        {"related": None, "related_nk": "maybe"},
+    ],
+)
 def test_bad_codes_raise(changes):
     with pytest.raises(ValueError):
         ae_record(ae(**changes), studyid=STUDYID, seq=1)
@@ -142,14 +231,17 @@ def test_grade_stored_as_text():
     assert ae_record(ae(grade=None), studyid=STUDYID, seq=1)["AETOXGR"] == ""
 
 
-@pytest.mark.parametrize("d, expected", [
-    (date(2024, 3, 4), 1),    # the reference day itself is day 1
-    (date(2024, 3, 5), 2),
-    (date(2024, 3, 3), -1),   # the day before is -1: there is no day 0
-    (date(2024, 2, 26), -7),
-    (date(2025, 3, 4), 366),  # 2024 is a leap year
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "d, expected",
+    [
+        (date(2024, 3, 4), 1),  # the reference day itself is day 1
+        (date(2024, 3, 5), 2),
+        (date(2024, 3, 3), -1),  # the day before is -1: there is no day 0
+        (date(2024, 2, 26), -7),
+        (date(2025, 3, 4), 366),  # 2024 is a leap year
+        (None, None),
+    ],
+)
 def test_study_day(d, expected):
     assert study_day(d, FIRST_INFUSION) == expected
 
@@ -179,13 +271,23 @@ def test_dates_are_iso_8601():
 
 
 def test_aeseq_restarts_at_one_for_each_subject():
-    aes = [ae(usubjid="CARNK-AML-01-HZ-001", ae_number=1), ae(usubjid="CARNK-AML-01-HZ-001", ae_number=4),
-           ae(usubjid="CARNK-AML-01-HZ-002", ae_number=2), ae(usubjid="CARNK-AML-01-SH-001", ae_number=3),
-           ae(usubjid="CARNK-AML-01-SH-001", ae_number=5), ae(usubjid="CARNK-AML-01-SH-001", ae_number=6)]
+    aes = [
+        ae(usubjid="CARNK-AML-01-HZ-001", ae_number=1),
+        ae(usubjid="CARNK-AML-01-HZ-001", ae_number=4),
+        ae(usubjid="CARNK-AML-01-HZ-002", ae_number=2),
+        ae(usubjid="CARNK-AML-01-SH-001", ae_number=3),
+        ae(usubjid="CARNK-AML-01-SH-001", ae_number=5),
+        ae(usubjid="CARNK-AML-01-SH-001", ae_number=6),
+    ]
     records = list(ae_domain(iter(aes), studyid=STUDYID))
     assert [(r["USUBJID"][-6:], r["AESEQ"], r["AESPID"]) for r in records] == [
-        ("HZ-001", 1, "1"), ("HZ-001", 2, "4"), ("HZ-002", 1, "2"),
-        ("SH-001", 1, "3"), ("SH-001", 2, "5"), ("SH-001", 3, "6")]
+        ("HZ-001", 1, "1"),
+        ("HZ-001", 2, "4"),
+        ("HZ-002", 1, "2"),
+        ("SH-001", 1, "3"),
+        ("SH-001", 2, "5"),
+        ("SH-001", 3, "6"),
+    ]
     assert all(r["STUDYID"] == STUDYID and r["DOMAIN"] == "AE" for r in records)
 
 

@@ -2,6 +2,7 @@
 
 No database: the PDF tests render without an app (a plain Jinja environment) and,
 once, inside an app context that is never connected."""
+
 from __future__ import annotations
 
 import csv
@@ -31,21 +32,57 @@ COLUMNS = [
 ]
 
 TRICKY_ROWS = [
-    {"subject": "CARNK-AML-01-HZ-001", "ae_number": 1, "term": "Fever", "grade": 1,
-     "onset_date": date(2024, 3, 1), "serious": False, "temp": Decimal("38.5")},
-    {"subject": "CARNK-AML-01-HZ-001", "ae_number": 2, "term": 'Rash, "maculo-papular", itchy',
-     "grade": 2, "onset_date": date(2024, 3, 9), "serious": True, "temp": None},
-    {"subject": "CARNK-AML-01-HZ-002", "ae_number": 3, "term": "line one\nline two\r\nline three",
-     "grade": None, "onset_date": None, "serious": None, "temp": 39.25},
-    {"subject": "CARNK-AML-01-HZ-003", "ae_number": 4, "term": "王磊 发热", "grade": 3,
-     "onset_date": "2024-04", "serious": "Unknown", "temp": 40},
-    {"subject": "CARNK-AML-01-HZ-004", "ae_number": 5, "term": "=HYPERLINK(\"http://x.invalid\")",
-     "grade": 4, "onset_date": date(2024, 12, 31), "serious": True, "temp": None},
+    {
+        "subject": "CARNK-AML-01-HZ-001",
+        "ae_number": 1,
+        "term": "Fever",
+        "grade": 1,
+        "onset_date": date(2024, 3, 1),
+        "serious": False,
+        "temp": Decimal("38.5"),
+    },
+    {
+        "subject": "CARNK-AML-01-HZ-001",
+        "ae_number": 2,
+        "term": 'Rash, "maculo-papular", itchy',
+        "grade": 2,
+        "onset_date": date(2024, 3, 9),
+        "serious": True,
+        "temp": None,
+    },
+    {
+        "subject": "CARNK-AML-01-HZ-002",
+        "ae_number": 3,
+        "term": "line one\nline two\r\nline three",
+        "grade": None,
+        "onset_date": None,
+        "serious": None,
+        "temp": 39.25,
+    },
+    {
+        "subject": "CARNK-AML-01-HZ-003",
+        "ae_number": 4,
+        "term": "王磊 发热",
+        "grade": 3,
+        "onset_date": "2024-04",
+        "serious": "Unknown",
+        "temp": 40,
+    },
+    {
+        "subject": "CARNK-AML-01-HZ-004",
+        "ae_number": 5,
+        "term": '=HYPERLINK("http://x.invalid")',
+        "grade": 4,
+        "onset_date": date(2024, 12, 31),
+        "serious": True,
+        "temp": None,
+    },
 ]
 
 
 def expected_text(row):
     """The CSV text each value must come back as."""
+
     def text(column, value):
         if value is None:
             return ""
@@ -54,16 +91,27 @@ def expected_text(row):
         if column.kind == "date" and not isinstance(value, str):
             return value.isoformat()
         return str(value)
+
     return [text(c, row[c.key]) for c in COLUMNS]
 
 
 def many_rows(n, term="Fever"):
-    return ({"subject": f"CARNK-AML-01-HZ-{i:03d}", "ae_number": i, "term": term, "grade": 1 + i % 5,
-             "onset_date": date(2024, 1, 1 + i % 28), "serious": i % 2 == 0, "temp": 38 + i % 3}
-            for i in range(n))
+    return (
+        {
+            "subject": f"CARNK-AML-01-HZ-{i:03d}",
+            "ae_number": i,
+            "term": term,
+            "grade": 1 + i % 5,
+            "onset_date": date(2024, 1, 1 + i % 28),
+            "serious": i % 2 == 0,
+            "temp": 38 + i % 3,
+        }
+        for i in range(n)
+    )
 
 
 # --- Column ---------------------------------------------------------------------------
+
 
 def test_column_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match="kind"):
@@ -76,6 +124,7 @@ def test_a_missing_key_fails_loudly():
 
 
 # --- CSV ------------------------------------------------------------------------------
+
 
 def test_csv_round_trips_header_and_values():
     text = "".join(csv_stream(COLUMNS, TRICKY_ROWS))
@@ -107,13 +156,17 @@ def test_csv_with_one_column():
 
 
 _cell_text = st.one_of(st.none(), st.text(alphabet=st.sampled_from(list('ab ,"\r\n=王')), max_size=6))
-_any_row = st.fixed_dictionaries({
-    "subject": _cell_text, "ae_number": st.one_of(st.none(), st.integers()), "term": _cell_text,
-    "grade": st.one_of(st.none(), st.integers(1, 5)),
-    "onset_date": st.one_of(st.none(), st.dates(), st.just("2024-03")),
-    "serious": st.one_of(st.none(), st.booleans(), st.just("Unknown")),
-    "temp": st.one_of(st.none(), st.floats(allow_nan=False), st.decimals(allow_nan=False, allow_infinity=False)),
-})
+_any_row = st.fixed_dictionaries(
+    {
+        "subject": _cell_text,
+        "ae_number": st.one_of(st.none(), st.integers()),
+        "term": _cell_text,
+        "grade": st.one_of(st.none(), st.integers(1, 5)),
+        "onset_date": st.one_of(st.none(), st.dates(), st.just("2024-03")),
+        "serious": st.one_of(st.none(), st.booleans(), st.just("Unknown")),
+        "temp": st.one_of(st.none(), st.floats(allow_nan=False), st.decimals(allow_nan=False, allow_infinity=False)),
+    }
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -124,11 +177,20 @@ def test_csv_fast_path_writes_what_the_csv_module_writes(rows, ncols):
     writer = csv.writer(reference)
     writer.writerow([c.label for c in columns])
     for row in rows:
-        writer.writerow([
-            None if row[c.key] is None else
-            ({True: "Y", False: "N"}.get(row[c.key], row[c.key]) if c.kind == "bool" else
-             row[c.key] if c.kind != "date" or isinstance(row[c.key], str) else row[c.key].isoformat())
-            for c in columns])
+        writer.writerow(
+            [
+                None
+                if row[c.key] is None
+                else (
+                    {True: "Y", False: "N"}.get(row[c.key], row[c.key])
+                    if c.kind == "bool"
+                    else row[c.key]
+                    if c.kind != "date" or isinstance(row[c.key], str)
+                    else row[c.key].isoformat()
+                )
+                for c in columns
+            ]
+        )
     assert "".join(csv_stream(columns, rows)) == reference.getvalue()
 
 
@@ -154,8 +216,11 @@ def test_csv_streams_in_chunks_without_reading_ahead():
 
 # --- XLSX -----------------------------------------------------------------------------
 
-META = [("Filters", "site = Hangzhou; grade >= 3"), ("Exported by", "dm.wang"),
-        ("Export time (UTC)", "2024-05-01 10:00:00")]
+META = [
+    ("Filters", "site = Hangzhou; grade >= 3"),
+    ("Exported by", "dm.wang"),
+    ("Export time (UTC)", "2024-05-01 10:00:00"),
+]
 
 
 def read_xlsx(path):
@@ -187,7 +252,7 @@ def test_xlsx_values_types_and_layout(tmp_path):
     assert onset.is_date and onset.number_format == "yyyy-mm-dd"
     assert sheet.freeze_panes == "A2"
     assert sheet.auto_filter.ref == f"A1:G{len(TRICKY_ROWS) + 1}"
-    for letter, column in zip("ABCDEFG", COLUMNS):
+    for letter, column in zip("ABCDEFG", COLUMNS, strict=False):
         assert sheet.column_dimensions[letter].width == pytest.approx(column.width, abs=1)
 
 
@@ -250,8 +315,13 @@ def pdf_text(pdf: bytes):
 
 @pytest.fixture(scope="module")
 def long_pdf():
-    return pdf_listing(COLUMNS, many_rows(150, term="Febrile neutropenia"), title="AE listing (all sites)",
-                       meta=PDF_META, footer="CARNK-AML-01 · confidential")
+    return pdf_listing(
+        COLUMNS,
+        many_rows(150, term="Febrile neutropenia"),
+        title="AE listing (all sites)",
+        meta=PDF_META,
+        footer="CARNK-AML-01 · confidential",
+    )
 
 
 def test_pdf_pages_headers_and_numbers(long_pdf):
@@ -300,8 +370,7 @@ def test_the_fetcher_refuses_and_is_the_one_weasyprint_uses(counting_fetcher):
     # control for the next test: an <img> in the HTML does reach our fetcher
     from cellstudy.pdf import render
 
-    pdf = render.html_to_pdf('<p>x</p><img src="http://example.invalid/logo.png">'
-                             '<img src="file:///etc/passwd">')
+    pdf = render.html_to_pdf('<p>x</p><img src="http://example.invalid/logo.png"><img src="file:///etc/passwd">')
     assert pdf.startswith(b"%PDF")
     assert counting_fetcher == ["http://example.invalid/logo.png", "file:///etc/passwd"]
     with pytest.raises(ValueError):
@@ -309,9 +378,18 @@ def test_the_fetcher_refuses_and_is_the_one_weasyprint_uses(counting_fetcher):
 
 
 def test_pdf_shows_urls_and_markup_in_values_as_text(counting_fetcher):
-    rows = [{**row, "term": term} for row, term in zip(many_rows(3), (
-        '<img src="http://example.invalid/x.png">', "file:///etc/passwd",
-        '<link rel="stylesheet" href="http://example.invalid/a.css">'))]
+    rows = [
+        {**row, "term": term}
+        for row, term in zip(
+            many_rows(3),
+            (
+                '<img src="http://example.invalid/x.png">',
+                "file:///etc/passwd",
+                '<link rel="stylesheet" href="http://example.invalid/a.css">',
+            ),
+            strict=False,
+        )
+    ]
     pdf = pdf_listing(COLUMNS, rows, title="<b>AE</b> listing", meta=[("Filters", "<i>none</i>")], footer="f")
     assert counting_fetcher == ["https://cellstudy.invalid/static/pdf.css"]  # the stylesheet, nothing else
     reader, pages = pdf_text(pdf)
@@ -356,9 +434,19 @@ def test_pdf_cjk_text_is_extracted_the_same():
 
 # --- rows as values, and the XLSX writer against XlsxWriter (issue 4's speed work) ---------------
 
-EDGE_TERMS = [" leading space", "trailing space ", "tab\tinside", "bell\x07and nul\x00", "literal _x0041_ escape",
-              "a & b < c > d", "quote \" and apostrophe '", "\u00e9\u00e8 \U0001F600", "", "x" * 300,
-              "\ufffe non-character"]
+EDGE_TERMS = [
+    " leading space",
+    "trailing space ",
+    "tab\tinside",
+    "bell\x07and nul\x00",
+    "literal _x0041_ escape",
+    "a & b < c > d",
+    "quote \" and apostrophe '",
+    "\u00e9\u00e8 \U0001f600",
+    "",
+    "x" * 300,
+    "\ufffe non-character",
+]
 
 
 def test_rows_as_values_give_the_same_csv_and_xlsx(tmp_path):
@@ -369,9 +457,10 @@ def test_rows_as_values_give_the_same_csv_and_xlsx(tmp_path):
     write_xlsx(COLUMNS, TRICKY_ROWS, tmp_path / "dicts.xlsx", title="AE listing", meta=META)
     write_xlsx(COLUMNS, iter(values), tmp_path / "values.xlsx", title="AE listing", meta=META, values=True)
     a, b = read_xlsx(tmp_path / "dicts.xlsx"), read_xlsx(tmp_path / "values.xlsx")
-    for sa, sb in zip(a.worksheets, b.worksheets):
-        assert [[(c.value, c.data_type, c.number_format) for c in r] for r in sa.iter_rows()] == \
-               [[(c.value, c.data_type, c.number_format) for c in r] for r in sb.iter_rows()]
+    for sa, sb in zip(a.worksheets, b.worksheets, strict=False):
+        assert [[(c.value, c.data_type, c.number_format) for c in r] for r in sa.iter_rows()] == [
+            [(c.value, c.data_type, c.number_format) for c in r] for r in sb.iter_rows()
+        ]
 
 
 def test_xlsx_cells_are_the_ones_xlsxwriter_writes(tmp_path):
@@ -381,14 +470,23 @@ def test_xlsx_cells_are_the_ones_xlsxwriter_writes(tmp_path):
     import xlsxwriter
 
     rows = TRICKY_ROWS + [{**TRICKY_ROWS[0], "term": term, "ae_number": 10 + i} for i, term in enumerate(EDGE_TERMS)]
-    rows += [{**TRICKY_ROWS[0], "onset_date": datetime(2024, 3, 1, 13, 30), "grade": True, "temp": 1e-7},
-             {**TRICKY_ROWS[0], "onset_date": date(1900, 1, 15), "temp": 12345678901234567}]
+    rows += [
+        {**TRICKY_ROWS[0], "onset_date": datetime(2024, 3, 1, 13, 30), "grade": True, "temp": 1e-7},
+        {**TRICKY_ROWS[0], "onset_date": date(1900, 1, 15), "temp": 12345678901234567},
+    ]
     ours = tmp_path / "ours.xlsx"
     write_xlsx(COLUMNS, rows, ours, title="AE listing", meta=META)
     theirs = tmp_path / "xlsxwriter.xlsx"
-    book = xlsxwriter.Workbook(str(theirs), {"constant_memory": True, "default_date_format": "yyyy-mm-dd",
-                                             "strings_to_formulas": False, "strings_to_urls": False,
-                                             "strings_to_numbers": False})
+    book = xlsxwriter.Workbook(
+        str(theirs),
+        {
+            "constant_memory": True,
+            "default_date_format": "yyyy-mm-dd",
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+        },
+    )
     bold = book.add_format({"bold": True})
     sheet = book.add_worksheet("AE listing")
     for i, column in enumerate(COLUMNS):
@@ -396,8 +494,18 @@ def test_xlsx_cells_are_the_ones_xlsxwriter_writes(tmp_path):
     sheet.write_row(0, 0, [c.label for c in COLUMNS], bold)
     sheet.freeze_panes(1, 0)
     for n, row in enumerate(rows, start=1):
-        sheet.write_row(n, 0, [tabular._yn(row[c.key]) if c.kind == "bool" else
-                               tabular._text(row[c.key]) if c.kind == "text" else row[c.key] for c in COLUMNS])
+        sheet.write_row(
+            n,
+            0,
+            [
+                tabular._yn(row[c.key])
+                if c.kind == "bool"
+                else tabular._text(row[c.key])
+                if c.kind == "text"
+                else row[c.key]
+                for c in COLUMNS
+            ],
+        )
     sheet.autofilter(0, 0, len(rows), len(COLUMNS) - 1)
     about = book.add_worksheet("About")
     about.set_column(0, 0, 24)
@@ -411,13 +519,14 @@ def test_xlsx_cells_are_the_ones_xlsxwriter_writes(tmp_path):
     book.close()
     a, b = read_xlsx(ours), read_xlsx(theirs)
     assert a.sheetnames == b.sheetnames
-    for sa, sb in zip(a.worksheets, b.worksheets):
+    for sa, sb in zip(a.worksheets, b.worksheets, strict=False):
         cells_a = [[(c.value, c.data_type, c.number_format, c.font.b) for c in r] for r in sa.iter_rows()]
         cells_b = [[(c.value, c.data_type, c.number_format, c.font.b) for c in r] for r in sb.iter_rows()]
         assert cells_a == cells_b
         assert (sa.freeze_panes, sa.auto_filter.ref) == (sb.freeze_panes, sb.auto_filter.ref)
-        assert {k: d.width for k, d in sa.column_dimensions.items()} == \
-               {k: d.width for k, d in sb.column_dimensions.items()}
+        assert {k: d.width for k, d in sa.column_dimensions.items()} == {
+            k: d.width for k, d in sb.column_dimensions.items()
+        }
 
 
 def test_xlsx_sheets_state_their_dimensions_for_read_only_readers(tmp_path):

@@ -1,5 +1,6 @@
 """Two coordinators scheduling the same infusion at once: one wins, the other is
 refused (issue 3); no duplicate infusion is ever created."""
+
 import threading
 from datetime import timedelta
 
@@ -23,8 +24,9 @@ def test_simultaneous_scheduling_of_the_same_infusion_creates_it_once(app, login
 
     def post(index):
         barrier.wait()
-        responses[index] = sessions[index].post(f"/subjects/{sid}/infusions",
-                                                data={"proposed_date": proposed.isoformat()})
+        responses[index] = sessions[index].post(
+            f"/subjects/{sid}/infusions", data={"proposed_date": proposed.isoformat()}
+        )
 
     threads = [threading.Thread(target=post, args=(i,)) for i in range(len(sessions))]
     for t in threads:
@@ -34,11 +36,15 @@ def test_simultaneous_scheduling_of_the_same_infusion_creates_it_once(app, login
     codes = sorted(r.status_code for r in responses)
     assert codes == [200, 302], codes  # one scheduled (redirect), one refused on the page
     refused = next(r for r in responses if r.status_code == 200).data.decode()
-    assert "Nothing was saved" in refused and (LOCKOUT_LABELS["min_interval"] in refused
-                                               or LOCKOUT_LABELS["max_infusions"] in refused)
+    assert "Nothing was saved" in refused and (
+        LOCKOUT_LABELS["min_interval"] in refused or LOCKOUT_LABELS["max_infusions"] in refused
+    )
     with app.app_context():
-        infusions = db.session.execute(select(Infusion).where(Infusion.subject_id == sid,
-                                                              Infusion.state != "cancelled")).scalars().all()
+        infusions = (
+            db.session.execute(select(Infusion).where(Infusion.subject_id == sid, Infusion.state != "cancelled"))
+            .scalars()
+            .all()
+        )
         assert sorted(i.number for i in infusions) == [1, 2, 3]
 
 
@@ -77,16 +83,28 @@ def test_two_facts_saved_at_once_are_both_in_the_stored_judgement(app):
             with app.app_context():
                 db.session.info["test_name"] = name
                 user = db.session.execute(select(User).where(User.username == "coord-nb")).scalar_one()
-                enrollment.add_exposure(db.session.get(Subject, sid), {
-                    "category": category, "name": name, "start_date": last, "last_date": last,
-                    "half_life_days": None, "physiological_replacement": False, "indication": None}, user=user)
+                enrollment.add_exposure(
+                    db.session.get(Subject, sid),
+                    {
+                        "category": category,
+                        "name": name,
+                        "start_date": last,
+                        "last_date": last,
+                        "half_life_days": None,
+                        "physiological_replacement": False,
+                        "indication": None,
+                    },
+                    user=user,
+                )
                 db.session.remove()
         except Exception as error:  # reported below
             errors.append(error)
 
     try:
-        threads = [threading.Thread(target=add, args=("steroid", "systemic_steroid", first - timedelta(days=1))),
-                   threading.Thread(target=add, args=("radiotherapy", "radiotherapy", first - timedelta(days=2)))]
+        threads = [
+            threading.Thread(target=add, args=("steroid", "systemic_steroid", first - timedelta(days=1))),
+            threading.Thread(target=add, args=("radiotherapy", "radiotherapy", first - timedelta(days=2))),
+        ]
         for t in threads:
             t.start()
         for t in threads:

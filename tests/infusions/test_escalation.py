@@ -30,20 +30,14 @@ CASES = [
     # --- rule 1: T = lowest level with dlt >= 2 -------------------------------------
     ("rule1: 2 DLT at the lowest level stops", levels((2, 2, 0)), "stop", None, None),
     ("rule1: 3 DLT in 6 at the lowest level stops", levels((6, 3, 0)), "stop", None, None),
-    ("rule1: 2 DLT at the lowest level stops even with pending",
-     levels((2, 2, 1)), "stop", None, None),
-    ("rule1: lowest level T wins over higher levels", levels((3, 2, 0), (6, 0, 0)),
-     "stop", None, None),
+    ("rule1: 2 DLT at the lowest level stops even with pending", levels((2, 2, 1)), "stop", None, None),
+    ("rule1: lowest level T wins over higher levels", levels((3, 2, 0), (6, 0, 0)), "stop", None, None),
     ("rule1: single level with 2 DLT stops", [lv("DL1", 2, 2, 0)], "stop", None, None),
     # M below T: mtd needs evaluable >= 6, dlt <= 1, pending == 0
-    ("rule1: M 6 evaluable 0 DLT -> mtd M", levels((3, 0, 0), (6, 0, 0), (3, 2, 0)),
-     "mtd", None, "DL2"),
-    ("rule1: M 6 evaluable 1 DLT -> mtd M", levels((6, 1, 0), (3, 2, 0)),
-     "mtd", None, "DL1"),
-    ("rule1: M 7 evaluable 1 DLT -> mtd M", levels((7, 1, 0), (3, 2, 0)),
-     "mtd", None, "DL1"),
-    ("rule1: T highest level, M 6 evaluable -> mtd M", levels((3, 0, 0), (6, 1, 0), (2, 2, 1)),
-     "mtd", None, "DL2"),
+    ("rule1: M 6 evaluable 0 DLT -> mtd M", levels((3, 0, 0), (6, 0, 0), (3, 2, 0)), "mtd", None, "DL2"),
+    ("rule1: M 6 evaluable 1 DLT -> mtd M", levels((6, 1, 0), (3, 2, 0)), "mtd", None, "DL1"),
+    ("rule1: M 7 evaluable 1 DLT -> mtd M", levels((7, 1, 0), (3, 2, 0)), "mtd", None, "DL1"),
+    ("rule1: T highest level, M 6 evaluable -> mtd M", levels((3, 0, 0), (6, 1, 0), (2, 2, 1)), "mtd", None, "DL2"),
     # else enrol at M while evaluable + pending < 6 (boundaries 2..5)
     ("rule1: M 3+0 -> enrol M", levels((3, 0, 0), (3, 2, 0)), "enrol", "DL1", None),
     ("rule1: M 3+2 = 5 -> enrol M", levels((3, 0, 2), (3, 2, 0)), "enrol", "DL1", None),
@@ -51,14 +45,12 @@ CASES = [
     ("rule1: M 2+2 = 4 -> enrol M", levels((2, 0, 2), (2, 2, 1)), "enrol", "DL1", None),
     ("rule1: M empty (0+0) -> enrol M", levels((0, 0, 0), (2, 2, 0)), "enrol", "DL1", None),
     # else wait
-    ("rule1: M 6 evaluable + 1 pending -> wait", levels((6, 0, 1), (3, 2, 0)),
-     "wait", None, None),
+    ("rule1: M 6 evaluable + 1 pending -> wait", levels((6, 0, 1), (3, 2, 0)), "wait", None, None),
     ("rule1: M 5+1 = 6 -> wait", levels((5, 1, 1), (3, 2, 0)), "wait", None, None),
     ("rule1: M 3+3 = 6 -> wait", levels((3, 0, 3), (3, 2, 0)), "wait", None, None),
     ("rule1: M 0+6 -> wait", levels((0, 0, 6), (2, 2, 0)), "wait", None, None),
     # T is the LOWEST level with dlt >= 2 even when a higher one also has it
-    ("rule1: T is the lowest of two levels with >= 2 DLT",
-     levels((6, 0, 0), (3, 2, 0), (3, 3, 0)), "mtd", None, "DL1"),
+    ("rule1: T is the lowest of two levels with >= 2 DLT", levels((6, 0, 0), (3, 2, 0), (3, 3, 0)), "mtd", None, "DL1"),
     # --- rule 2: no level with dlt >= 2 ---------------------------------------------
     ("rule2: no subjects -> enrol lowest", levels(), "enrol", "DL1", None),
     ("rule2: no subjects, single level -> enrol it", [lv("only")], "enrol", "only", None),
@@ -69,18 +61,15 @@ CASES = [
     ("rule2: 2+1 = 3 of 3, pending -> wait", levels((2, 0, 1)), "wait", None, None),
     ("rule2: 0+3 = 3 of 3 -> wait", levels((0, 0, 3)), "wait", None, None),
     ("rule2: 3+0 0 DLT not highest -> escalate", levels((3, 0, 0)), "escalate", "DL2", None),
-    ("rule2: L is DL2, 3+0 -> escalate to DL3", levels((3, 0, 0), (3, 0, 0)),
-     "escalate", "DL3", None),
+    ("rule2: L is DL2, 3+0 -> escalate to DL3", levels((3, 0, 0), (3, 0, 0)), "escalate", "DL3", None),
     # cohort of 6 because dlt == 1
     ("rule2: dlt 1 in 1 -> cohort 6, enrol", levels((1, 1, 0)), "enrol", "DL1", None),
     ("rule2: dlt 1 in 3 -> cohort 6, enrol", levels((3, 1, 0)), "enrol", "DL1", None),
     ("rule2: dlt 1, 3+2 = 5 -> enrol", levels((3, 1, 2)), "enrol", "DL1", None),
     ("rule2: dlt 1, 3+3 = 6 -> wait", levels((3, 1, 3)), "wait", None, None),
     ("rule2: dlt 1, 5+1 = 6 -> wait", levels((5, 1, 1)), "wait", None, None),
-    ("rule2: dlt 1 in 6, none pending, not highest -> escalate",
-     levels((6, 1, 0)), "escalate", "DL2", None),
-    ("rule2: dlt 1 in 6 at highest -> mtd", levels((3, 0, 0), (3, 0, 0), (6, 1, 0)),
-     "mtd", None, "DL3"),
+    ("rule2: dlt 1 in 6, none pending, not highest -> escalate", levels((6, 1, 0)), "escalate", "DL2", None),
+    ("rule2: dlt 1 in 6 at highest -> mtd", levels((3, 0, 0), (3, 0, 0), (6, 1, 0)), "mtd", None, "DL3"),
     # cohort of 6 because evaluable + pending > 3
     ("rule2: 4+0 > 3 -> cohort 6, enrol", levels((4, 0, 0)), "enrol", "DL1", None),
     ("rule2: 3+1 = 4 > 3 -> cohort 6, enrol", levels((3, 0, 1)), "enrol", "DL1", None),
@@ -90,53 +79,58 @@ CASES = [
     ("rule2: 6+0 0 DLT not highest -> escalate", levels((6, 0, 0)), "escalate", "DL2", None),
     ("rule2: 7+0 not highest -> escalate", levels((7, 0, 0)), "escalate", "DL2", None),
     # cohort of 6 because L is the highest level with evaluable >= 3
-    ("rule2: highest 3+0 -> cohort 6, enrol", levels((3, 0, 0), (3, 0, 0), (3, 0, 0)),
-     "enrol", "DL3", None),
-    ("rule2: highest 2+1 (evaluable < 3) -> cohort 3 full -> wait",
-     levels((3, 0, 0), (3, 0, 0), (2, 0, 1)), "wait", None, None),
-    ("rule2: highest 2+0 -> cohort 3, enrol", levels((3, 0, 0), (3, 0, 0), (2, 0, 0)),
-     "enrol", "DL3", None),
-    ("rule2: highest 0+3 -> cohort 3 full -> wait", levels((3, 0, 0), (3, 0, 0), (0, 0, 3)),
-     "wait", None, None),
-    ("rule2: highest 6+0 -> mtd", levels((3, 0, 0), (3, 0, 0), (6, 0, 0)),
-     "mtd", None, "DL3"),
-    ("rule2: highest 5+1 -> wait", levels((3, 0, 0), (3, 0, 0), (5, 0, 1)),
-     "wait", None, None),
-    ("rule2: single level 3+0 is the highest -> enrol", [lv("DL1", 3, 0, 0)],
-     "enrol", "DL1", None),
+    ("rule2: highest 3+0 -> cohort 6, enrol", levels((3, 0, 0), (3, 0, 0), (3, 0, 0)), "enrol", "DL3", None),
+    (
+        "rule2: highest 2+1 (evaluable < 3) -> cohort 3 full -> wait",
+        levels((3, 0, 0), (3, 0, 0), (2, 0, 1)),
+        "wait",
+        None,
+        None,
+    ),
+    ("rule2: highest 2+0 -> cohort 3, enrol", levels((3, 0, 0), (3, 0, 0), (2, 0, 0)), "enrol", "DL3", None),
+    ("rule2: highest 0+3 -> cohort 3 full -> wait", levels((3, 0, 0), (3, 0, 0), (0, 0, 3)), "wait", None, None),
+    ("rule2: highest 6+0 -> mtd", levels((3, 0, 0), (3, 0, 0), (6, 0, 0)), "mtd", None, "DL3"),
+    ("rule2: highest 5+1 -> wait", levels((3, 0, 0), (3, 0, 0), (5, 0, 1)), "wait", None, None),
+    ("rule2: single level 3+0 is the highest -> enrol", [lv("DL1", 3, 0, 0)], "enrol", "DL1", None),
     ("rule2: single level 6+0 -> mtd", [lv("DL1", 6, 0, 0)], "mtd", None, "DL1"),
     # rule 2 looks at L only (PROTOCOL 5.3, as written)
-    ("rule2: a lower level's 1 DLT in 3 is not revisited",
-     levels((3, 1, 0), (3, 0, 0)), "escalate", "DL3", None),
-    ("rule2: L is the highest level with subjects, lower pending ignored",
-     levels((2, 0, 1), (1, 0, 0)), "enrol", "DL2", None),
-    ("rule2: an empty level between is skipped for L",
-     levels((3, 0, 0), (0, 0, 0), (1, 0, 0)), "enrol", "DL3", None),
+    ("rule2: a lower level's 1 DLT in 3 is not revisited", levels((3, 1, 0), (3, 0, 0)), "escalate", "DL3", None),
+    (
+        "rule2: L is the highest level with subjects, lower pending ignored",
+        levels((2, 0, 1), (1, 0, 0)),
+        "enrol",
+        "DL2",
+        None,
+    ),
+    ("rule2: an empty level between is skipped for L", levels((3, 0, 0), (0, 0, 0), (1, 0, 0)), "enrol", "DL3", None),
 ]
 
 
-@pytest.mark.parametrize("rows, decision, level, mtd",
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("rows, decision, level, mtd", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_decide_table(rows, decision, level, mtd):
     result = decide(rows)
     assert set(result) == {"decision", "level", "mtd", "reason"}
     assert (result["decision"], result["level"], result["mtd"]) == (decision, level, mtd)
 
 
-@pytest.mark.parametrize("rows, fragments", [
-    (levels((3, 2, 1)), ["DL1: 3 evaluable, 2 DLT, 1 pending", "lowest"]),
-    (levels((6, 1, 0), (4, 2, 0)),
-     ["DL2: 4 evaluable, 2 DLT, 0 pending", "DL1: 6 evaluable, 1 DLT, 0 pending", "MTD is DL1"]),
-    (levels((3, 0, 2), (3, 2, 0)), ["DL1: 3 evaluable, 0 DLT, 2 pending", "3 + 2 = 5 < 6"]),
-    (levels((5, 1, 1), (3, 2, 0)), ["5 + 1 = 6 >= 6", "1 pending"]),
-    (levels((3, 1, 0)), ["DL1: 3 evaluable, 1 DLT, 0 pending", "cohort of 6 (1 DLT)",
-                         "3 + 0 = 3 < 6"]),
-    (levels((3, 0, 1)), ["cohort of 6 (4 > 3 assigned)"]),
-    (levels((3, 0, 0), (3, 0, 0), (3, 0, 0)), ["highest level", "3 >= 3 evaluable"]),
-    (levels((2, 0, 1)), ["cohort of 3", "3 assigned", "1 pending"]),
-    (levels((3, 0, 0)), ["0 DLT in 3 evaluable", "escalate to DL2"]),
-    (levels(), ["no subjects", "DL1: 0 evaluable, 0 DLT, 0 pending"]),
-])
+@pytest.mark.parametrize(
+    "rows, fragments",
+    [
+        (levels((3, 2, 1)), ["DL1: 3 evaluable, 2 DLT, 1 pending", "lowest"]),
+        (
+            levels((6, 1, 0), (4, 2, 0)),
+            ["DL2: 4 evaluable, 2 DLT, 0 pending", "DL1: 6 evaluable, 1 DLT, 0 pending", "MTD is DL1"],
+        ),
+        (levels((3, 0, 2), (3, 2, 0)), ["DL1: 3 evaluable, 0 DLT, 2 pending", "3 + 2 = 5 < 6"]),
+        (levels((5, 1, 1), (3, 2, 0)), ["5 + 1 = 6 >= 6", "1 pending"]),
+        (levels((3, 1, 0)), ["DL1: 3 evaluable, 1 DLT, 0 pending", "cohort of 6 (1 DLT)", "3 + 0 = 3 < 6"]),
+        (levels((3, 0, 1)), ["cohort of 6 (4 > 3 assigned)"]),
+        (levels((3, 0, 0), (3, 0, 0), (3, 0, 0)), ["highest level", "3 >= 3 evaluable"]),
+        (levels((2, 0, 1)), ["cohort of 3", "3 assigned", "1 pending"]),
+        (levels((3, 0, 0)), ["0 DLT in 3 evaluable", "escalate to DL2"]),
+        (levels(), ["no subjects", "DL1: 0 evaluable, 0 DLT, 0 pending"]),
+    ],
+)
 def test_reason_names_the_counts_used(rows, fragments):
     reason = decide(rows)["reason"]
     for fragment in fragments:
@@ -155,32 +149,35 @@ def test_decide_does_not_modify_its_input():
     assert rows == before
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([], "at least one"),
-    (None, "levels"),
-    ("DL1", "levels"),
-    ({"level": "DL1", "evaluable": 0, "dlt": 0, "pending": 0}, "levels"),
-    ([lv("DL1"), lv("DL1")], "listed twice"),
-    (["DL1"], "levels[0]: expected a dict"),
-    ([lv("DL1"), None], "levels[1]: expected a dict"),
-    ([{"level": "DL1", "evaluable": 0, "dlt": 0}], "missing pending"),
-    ([{"evaluable": 0, "dlt": 0, "pending": 0}], "missing level"),
-    ([lv(1)], "levels[0].level"),
-    ([lv(None)], "levels[0].level"),
-    ([lv("")], "levels[0].level"),
-    ([lv("DL1", evaluable=-1)], "levels[0].evaluable"),
-    ([lv("DL1", pending=-1)], "levels[0].pending"),
-    ([lv("DL1", 3, dlt=-1)], "levels[0].dlt"),
-    ([lv("DL1", evaluable=3.0)], "levels[0].evaluable"),
-    ([lv("DL1", evaluable="3")], "levels[0].evaluable"),
-    ([lv("DL1", evaluable=None)], "levels[0].evaluable"),
-    ([lv("DL1", evaluable=True)], "levels[0].evaluable"),
-    ([lv("DL1", 3, pending=False)], "levels[0].pending"),
-    ([lv("DL1", 3, dlt=True)], "levels[0].dlt"),
-    ([lv("DL1", 1, dlt=2)], "levels[0].dlt: 2 DLT but only 1 evaluable"),
-    ([lv("DL1", 0, dlt=1, pending=3)], "levels[0].dlt"),
-    ([lv("DL1"), lv("DL2", 2, 3)], "levels[1].dlt"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([], "at least one"),
+        (None, "levels"),
+        ("DL1", "levels"),
+        ({"level": "DL1", "evaluable": 0, "dlt": 0, "pending": 0}, "levels"),
+        ([lv("DL1"), lv("DL1")], "listed twice"),
+        (["DL1"], "levels[0]: expected a dict"),
+        ([lv("DL1"), None], "levels[1]: expected a dict"),
+        ([{"level": "DL1", "evaluable": 0, "dlt": 0}], "missing pending"),
+        ([{"evaluable": 0, "dlt": 0, "pending": 0}], "missing level"),
+        ([lv(1)], "levels[0].level"),
+        ([lv(None)], "levels[0].level"),
+        ([lv("")], "levels[0].level"),
+        ([lv("DL1", evaluable=-1)], "levels[0].evaluable"),
+        ([lv("DL1", pending=-1)], "levels[0].pending"),
+        ([lv("DL1", 3, dlt=-1)], "levels[0].dlt"),
+        ([lv("DL1", evaluable=3.0)], "levels[0].evaluable"),
+        ([lv("DL1", evaluable="3")], "levels[0].evaluable"),
+        ([lv("DL1", evaluable=None)], "levels[0].evaluable"),
+        ([lv("DL1", evaluable=True)], "levels[0].evaluable"),
+        ([lv("DL1", 3, pending=False)], "levels[0].pending"),
+        ([lv("DL1", 3, dlt=True)], "levels[0].dlt"),
+        ([lv("DL1", 1, dlt=2)], "levels[0].dlt: 2 DLT but only 1 evaluable"),
+        ([lv("DL1", 0, dlt=1, pending=3)], "levels[0].dlt"),
+        ([lv("DL1"), lv("DL2", 2, 3)], "levels[1].dlt"),
+    ],
+)
 def test_bad_input_raises_value_error_naming_the_problem(rows, message):
     with pytest.raises(ValueError) as excinfo:
         decide(rows)
@@ -188,6 +185,7 @@ def test_bad_input_raises_value_error_naming_the_problem(rows, message):
 
 
 # --- properties ----------------------------------------------------------------------
+
 
 @st.composite
 def level_lists(draw, max_levels=5):
@@ -216,8 +214,14 @@ def trial_states(draw, max_levels=5):
             rows.append(lv(f"L{i}", evaluable, dlt, 0))
         elif i == current:
             evaluable = draw(st.integers(0, 7))
-            rows.append(lv(f"L{i}", evaluable, draw(st.integers(0, min(evaluable, 3))),
-                           draw(st.integers(0, 6 - min(evaluable, 6)))))
+            rows.append(
+                lv(
+                    f"L{i}",
+                    evaluable,
+                    draw(st.integers(0, min(evaluable, 3))),
+                    draw(st.integers(0, 6 - min(evaluable, 6))),
+                )
+            )
         else:
             rows.append(lv(f"L{i}"))
     return rows
@@ -303,27 +307,30 @@ def test_names_do_not_matter(rows):
 FIRST = date(2024, 3, 1)
 
 
-@pytest.mark.parametrize("own, key, others, stagger, expected", [
-    # the second subject waits N days after the sentinel's first infusion
-    (FIRST, 2, [(FIRST, 1)], 7, date(2024, 3, 8)),
-    (date(2024, 3, 7), 2, [(FIRST, 1)], 7, date(2024, 3, 8)),   # the day before: held
-    (date(2024, 3, 8), 2, [(FIRST, 1)], 7, None),                # the day itself: free
-    (date(2024, 3, 1), 2, [(FIRST, 1)], 1, date(2024, 3, 2)),
-    (date(2024, 3, 9), 2, [(date(2024, 2, 25), 1)], 14, date(2024, 3, 10)),
-    # every later subject, not only the second (the amendment)
-    (date(2024, 3, 3), 5, [(FIRST, 1), (date(2024, 3, 8), 2), (date(2024, 3, 9), 3)], 7, date(2024, 3, 8)),
-    (date(2024, 3, 5), 5, [(date(2024, 3, 9), 3), (FIRST, 1)], 7, date(2024, 3, 8)),
-    # the sentinel is the earliest first infusion, this subject included
-    (date(2024, 2, 28), 9, [(FIRST, 1)], 7, None),
-    # same day: the lower key is the sentinel
-    (FIRST, 1, [(FIRST, 2)], 7, None),
-    (FIRST, 2, [(FIRST, 1)], 7, date(2024, 3, 8)),
-    # no stagger set: the study default
-    (FIRST, 2, [(FIRST, 1)], None, None),
-    (FIRST, 2, [(FIRST, 1)], 0, None),
-    # the first subject of a level is the sentinel: nothing to wait for
-    (FIRST, 1, [], 7, None),
-])
+@pytest.mark.parametrize(
+    "own, key, others, stagger, expected",
+    [
+        # the second subject waits N days after the sentinel's first infusion
+        (FIRST, 2, [(FIRST, 1)], 7, date(2024, 3, 8)),
+        (date(2024, 3, 7), 2, [(FIRST, 1)], 7, date(2024, 3, 8)),  # the day before: held
+        (date(2024, 3, 8), 2, [(FIRST, 1)], 7, None),  # the day itself: free
+        (date(2024, 3, 1), 2, [(FIRST, 1)], 1, date(2024, 3, 2)),
+        (date(2024, 3, 9), 2, [(date(2024, 2, 25), 1)], 14, date(2024, 3, 10)),
+        # every later subject, not only the second (the amendment)
+        (date(2024, 3, 3), 5, [(FIRST, 1), (date(2024, 3, 8), 2), (date(2024, 3, 9), 3)], 7, date(2024, 3, 8)),
+        (date(2024, 3, 5), 5, [(date(2024, 3, 9), 3), (FIRST, 1)], 7, date(2024, 3, 8)),
+        # the sentinel is the earliest first infusion, this subject included
+        (date(2024, 2, 28), 9, [(FIRST, 1)], 7, None),
+        # same day: the lower key is the sentinel
+        (FIRST, 1, [(FIRST, 2)], 7, None),
+        (FIRST, 2, [(FIRST, 1)], 7, date(2024, 3, 8)),
+        # no stagger set: the study default
+        (FIRST, 2, [(FIRST, 1)], None, None),
+        (FIRST, 2, [(FIRST, 1)], 0, None),
+        # the first subject of a level is the sentinel: nothing to wait for
+        (FIRST, 1, [], 7, None),
+    ],
+)
 def test_sentinel_stagger(own, key, others, stagger, expected):
     result = sentinel_stagger(own, key, others, stagger)
     assert (result.until if result else None) == expected
@@ -331,29 +338,39 @@ def test_sentinel_stagger(own, key, others, stagger, expected):
         assert (result.sentinel_date, result.sentinel_key) == min(others)
 
 
-@pytest.mark.parametrize("args, message", [
-    ((FIRST, 2, [(FIRST, 1)], -1), "stagger_days"),
-    ((FIRST, 2, [(FIRST, 1)], 1.5), "stagger_days"),
-    ((FIRST, 2, [(FIRST, 1)], True), "stagger_days"),
-    ((datetime(2024, 3, 1, 9, 0), 2, [(FIRST, 1)], 7), "own_date"),
-    (("2024-03-01", 2, [(FIRST, 1)], 7), "own_date"),
-    ((FIRST, 2, [("2024-03-01", 1)], 7), r"level_firsts\[0\]"),
-    ((FIRST, 2, [(datetime(2024, 3, 1, 9, 0), 1)], 7), r"level_firsts\[0\]"),
-    ((FIRST, 2, [FIRST], 7), r"level_firsts\[0\]"),
-    ((FIRST, 2, [(FIRST, 2)], 7), "among the others"),
-    ((FIRST, 2, None, 7), "level_firsts"),
-    ((date(9999, 12, 30), 2, [(date(9999, 12, 30), 1)], 7), "calendar"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((FIRST, 2, [(FIRST, 1)], -1), "stagger_days"),
+        ((FIRST, 2, [(FIRST, 1)], 1.5), "stagger_days"),
+        ((FIRST, 2, [(FIRST, 1)], True), "stagger_days"),
+        ((datetime(2024, 3, 1, 9, 0), 2, [(FIRST, 1)], 7), "own_date"),
+        (("2024-03-01", 2, [(FIRST, 1)], 7), "own_date"),
+        ((FIRST, 2, [("2024-03-01", 1)], 7), r"level_firsts\[0\]"),
+        ((FIRST, 2, [(datetime(2024, 3, 1, 9, 0), 1)], 7), r"level_firsts\[0\]"),
+        ((FIRST, 2, [FIRST], 7), r"level_firsts\[0\]"),
+        ((FIRST, 2, [(FIRST, 2)], 7), "among the others"),
+        ((FIRST, 2, None, 7), "level_firsts"),
+        ((date(9999, 12, 30), 2, [(date(9999, 12, 30), 1)], 7), "calendar"),
+    ],
+)
 def test_stagger_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         sentinel_stagger(*args)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.dates(min_value=date(2024, 1, 1), max_value=date(2024, 12, 31)),
-                          st.integers(min_value=1, max_value=50)), min_size=1, max_size=8,
-                unique_by=lambda t: t[1]),
-       st.integers(min_value=1, max_value=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.dates(min_value=date(2024, 1, 1), max_value=date(2024, 12, 31)), st.integers(min_value=1, max_value=50)
+        ),
+        min_size=1,
+        max_size=8,
+        unique_by=lambda t: t[1],
+    ),
+    st.integers(min_value=1, max_value=30),
+)
 def test_stagger_holds_every_subject_but_the_sentinel(firsts, days):
     """Whatever the dates: exactly the sentinel is free of the stagger, and every other
     subject is held back exactly when before the sentinel's + N days."""

@@ -3,6 +3,7 @@
 The demo has two subjects at DL1, both pending (HZ-001: infusion 1 given on T-6;
 NB-001: infusion 1 scheduled on T+14); HZ-S002, HZ-S004 and NB-S003 are eligible and
 await the investigator. T = date.today()."""
+
 from __future__ import annotations
 
 import html
@@ -23,6 +24,7 @@ PW = "cellstudy-demo"
 
 
 # --- helpers -----------------------------------------------------------------------------
+
 
 def day(n: int) -> date:
     return date.today() + timedelta(days=n)
@@ -53,9 +55,19 @@ def audit(app, **where) -> list[dict]:
         stmt = select(AuditRecord).order_by(AuditRecord.id)
         for name, value in where.items():
             stmt = stmt.where(getattr(AuditRecord, name) == value)
-        return [{"action": r.action, "username": r.username, "form": r.form, "form_id": r.form_id, "field": r.field,
-                 "old": r.old_value, "new": r.new_value, "reason": r.reason}
-                for r in db.session.execute(stmt).scalars()]
+        return [
+            {
+                "action": r.action,
+                "username": r.username,
+                "form": r.form,
+                "form_id": r.form_id,
+                "field": r.field,
+                "old": r.old_value,
+                "new": r.new_value,
+                "reason": r.reason,
+            }
+            for r in db.session.execute(stmt).scalars()
+        ]
 
 
 def dlt_record(app, sid: int) -> dict | None:
@@ -63,17 +75,27 @@ def dlt_record(app, sid: int) -> dict | None:
         r = db.session.execute(select(DltAssessment).where(DltAssessment.subject_id == sid)).scalar_one_or_none()
         if r is None:
             return None
-        sigs = db.session.execute(select(Signature).where(Signature.form == "dlt_assessment",
-                                                          Signature.form_id == r.id)).scalars().all()
-        return {"id": r.id, "version": r.version, "status": r.status, "data": dict(r.data or {}),
-                "signatures": [(s.printed_name, s.meaning, s.valid) for s in sigs]}
+        sigs = (
+            db.session.execute(select(Signature).where(Signature.form == "dlt_assessment", Signature.form_id == r.id))
+            .scalars()
+            .all()
+        )
+        return {
+            "id": r.id,
+            "version": r.version,
+            "status": r.status,
+            "data": dict(r.data or {}),
+            "signatures": [(s.printed_name, s.meaning, s.valid) for s in sigs],
+        }
 
 
 def counts(app) -> dict[str, tuple]:
     """(assigned, evaluable, dlt, pending, not evaluable) per dose level, from the service."""
     with app.app_context():
-        return {row["level"]: (row["assigned"], row["evaluable"], row["dlt"], row["pending"], row["not_evaluable"])
-                for row in dose_levels.escalation_counts()}
+        return {
+            row["level"]: (row["assigned"], row["evaluable"], row["dlt"], row["pending"], row["not_evaluable"])
+            for row in dose_levels.escalation_counts()
+        }
 
 
 def decision(app) -> tuple[dict, tuple]:
@@ -87,8 +109,9 @@ def page_counts(page: str, level: str) -> tuple[int, ...]:
 
 
 def page_decision(page: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.search(r'<p id="decision">(.*?)</p>', page, re.S)
-                                      .group(1))).strip()
+    return re.sub(
+        r"\s+", " ", re.sub(r"<[^>]+>", " ", re.search(r'<p id="decision">(.*?)</p>', page, re.S).group(1))
+    ).strip()
 
 
 def page_proposal(page: str) -> str:
@@ -126,8 +149,11 @@ def clock(clock):
     return set_day
 
 
-VITALS = {f"{p}_{k}": v for p in ("pre", "post") for k, v in
-          (("temp_c", "36.8"), ("hr", "78"), ("sbp", "122"), ("dbp", "76"), ("spo2", "98"))}
+VITALS = {
+    f"{p}_{k}": v
+    for p in ("pre", "post")
+    for k, v in (("temp_c", "36.8"), ("hr", "78"), ("sbp", "122"), ("dbp", "76"), ("spo2", "98"))
+}
 
 
 def give_first_infusion(app, login, clock, number: str, on: date) -> None:
@@ -144,10 +170,23 @@ def give_first_infusion(app, login, clock, number: str, on: date) -> None:
         inf_id, version, planned = inf.id, inf.version, inf.planned_date
     assert planned == on
     clock((on - date.today()).days)
-    response = coord.post(f"/subjects/{sid}/infusions/{inf_id}", data={
-        "version": str(version), "administration_date": on.isoformat(), "start_time": "10:00", "stop_time": "10:30",
-        "product_lot": "NK-LOT-7", "viability_percent": "91", "weight_kg": "70", "planned_cells": "100000000",
-        "actual_cells": "100000000", "infusion_reaction": "no", "complete": "1", **VITALS})
+    response = coord.post(
+        f"/subjects/{sid}/infusions/{inf_id}",
+        data={
+            "version": str(version),
+            "administration_date": on.isoformat(),
+            "start_time": "10:00",
+            "stop_time": "10:30",
+            "product_lot": "NK-LOT-7",
+            "viability_percent": "91",
+            "weight_kg": "70",
+            "planned_cells": "100000000",
+            "actual_cells": "100000000",
+            "infusion_reaction": "no",
+            "complete": "1",
+            **VITALS,
+        },
+    )
     assert response.status_code == 302, text(response)[:3000]
     clock(0)
 
@@ -162,6 +201,7 @@ def sign_dlt(app, login, number, **answers):
 
 
 # --- DLT assessment ------------------------------------------------------------------------
+
 
 def test_the_dlt_assessment_opens_only_after_the_first_infusion_is_given(app, login):
     nb, hz = sid_of(app, "NB-001"), sid_of(app, "HZ-001")
@@ -191,8 +231,9 @@ def test_a_coordinator_saves_a_draft_but_cannot_complete_the_dlt_assessment(app,
     assert trail[0]["action"] == "create" and trail[0]["username"] == "coord-hz"
     assert {(r["field"], r["new"]) for r in trail if r["action"] == "update"} == {("evaluable", "yes"), ("dlt", "no")}
 
-    response = coord.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW,
-                                                                evaluable="yes", dlt="no"))
+    response = coord.post(
+        f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW, evaluable="yes", dlt="no")
+    )
     page = text(response)
     assert response.status_code == 200
     assert "Only an investigator completes and signs the DLT assessment." in errors(page)
@@ -208,14 +249,18 @@ def test_the_investigator_completes_the_dlt_assessment_with_an_e_signature(app, 
     page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, evaluable="yes", dlt="no")))
     assert field_errors(page, "password") == ["The investigator signs the DLT assessment: enter your password."]
     assert dlt_record(app, sid) is None
-    page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password="guess",
-                                                               evaluable="yes", dlt="no")))
+    page = text(
+        inv.post(
+            f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password="guess", evaluable="yes", dlt="no")
+        )
+    )
     assert "Nothing was saved: Password not accepted: the signature was not applied." in page
     assert dlt_record(app, sid) is None
     assert [r["username"] for r in audit(app, subject_id=sid, action="sign_refused")] == ["inv-hz"]
 
-    response = inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW,
-                                                              evaluable="yes", dlt="no"))
+    response = inv.post(
+        f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW, evaluable="yes", dlt="no")
+    )
     assert response.status_code == 302, text(response)[:3000]
     signed = dlt_record(app, sid)
     assert signed["status"] == "complete" and signed["data"] == {"evaluable": True, "dlt": False}
@@ -232,8 +277,11 @@ def test_the_investigator_completes_the_dlt_assessment_with_an_e_signature(app, 
 def test_a_refused_first_signature_shows_the_dlt_form_still_unsigned(app, login, clock):
     clock(23)
     sid = sid_of(app, "HZ-001")
-    page = text(login("inv-hz").post(f"/subjects/{sid}/dlt", data=dlt_post(
-        app, sid, complete=True, password="guess", evaluable="yes", dlt="no")))
+    page = text(
+        login("inv-hz").post(
+            f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password="guess", evaluable="yes", dlt="no")
+        )
+    )
     assert "Password not accepted" in page and dlt_record(app, sid) is None
     assert 'class="badge s-complete"' not in page
     assert 'name="password"' in page and "Complete and sign" in page
@@ -242,15 +290,31 @@ def test_a_refused_first_signature_shows_the_dlt_form_still_unsigned(app, login,
 def test_a_dlt_in_a_subject_not_evaluable_is_refused(app, login):
     sid = sid_of(app, "HZ-001")
     inv = login("inv-hz")
-    page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(
-        app, sid, complete=True, password=PW, evaluable="no", evaluable_reason="Withdrew", dlt="yes",
-        dlt_description="Grade 4 neutropenia beyond day 28")))
+    page = text(
+        inv.post(
+            f"/subjects/{sid}/dlt",
+            data=dlt_post(
+                app,
+                sid,
+                complete=True,
+                password=PW,
+                evaluable="no",
+                evaluable_reason="Withdrew",
+                dlt="yes",
+                dlt_description="Grade 4 neutropenia beyond day 28",
+            ),
+        )
+    )
     assert field_errors(page, "evaluable") == ["A subject with a DLT is evaluable (PROTOCOL 5.3)."]
-    page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW,
-                                                               evaluable="yes", dlt="yes")))
+    page = text(
+        inv.post(
+            f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW, evaluable="yes", dlt="yes")
+        )
+    )
     assert field_errors(page, "dlt_description") == ["Describe the DLT."]
-    page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW,
-                                                               evaluable="no", dlt="no")))
+    page = text(
+        inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW, evaluable="no", dlt="no"))
+    )
     assert field_errors(page, "evaluable_reason") == ["Give the reason the subject is not evaluable."]
     assert dlt_record(app, sid) is None
     assert not audit(app, subject_id=sid, action="sign", form="dlt_assessment")
@@ -275,6 +339,7 @@ def test_a_not_evaluable_subject_is_neither_evaluable_nor_pending(app, login):
 
 
 # --- dose escalation ------------------------------------------------------------------------
+
 
 def test_with_the_demo_the_proposal_is_dl1(app, login):
     assert counts(app) == {"DL1": (2, 0, 0, 2, 0), "DL2": (0, 0, 0, 0, 0), "DL3": (0, 0, 0, 0, 0)}
@@ -302,8 +367,10 @@ def test_a_third_subject_at_dl1_makes_the_decision_wait_and_another_needs_a_dose
     sid4, response = enrol(app, login, "NB-S003", "DL1")
     page = text(response)
     assert response.status_code == 200
-    assert any("The proposed dose level is none" in e and "give a reason for assigning DL1" in e
-               for e in field_errors(page, "dose_level_reason"))
+    assert any(
+        "The proposed dose level is none" in e and "give a reason for assigning DL1" in e
+        for e in field_errors(page, "dose_level_reason")
+    )
     with app.app_context():
         subject = db.session.get(Subject, sid4)
         assert (subject.status, subject.subject_number, subject.dose_level) == ("screening", None, None)
@@ -317,16 +384,22 @@ def test_a_third_subject_at_dl1_makes_the_decision_wait_and_another_needs_a_dose
     assert (dev["kind"], dev["reason"]) == ("dose_level_assignment", "Sponsor agreed a fourth subject at DL1")
     assert "Assigned DL1; the escalation rule proposed no level" in dev["description"]
     (assign,) = [r for r in audit(app, subject_id=sid4) if r["field"] == "dose_level"]
-    assert (assign["action"], assign["new"], assign["reason"], assign["username"]) == \
-        ("assign", "DL1", "Sponsor agreed a fourth subject at DL1", "inv-nb")
+    assert (assign["action"], assign["new"], assign["reason"], assign["username"]) == (
+        "assign",
+        "DL1",
+        "Sponsor agreed a fourth subject at DL1",
+        "inv-nb",
+    )
     page = text(login("inv-nb").get("/deviations"))
     assert "dose level assignment" in page and "Sponsor agreed a fourth subject at DL1" in page
 
 
 def db_deviations(app) -> list[dict]:
     with app.app_context():
-        return [{"subject_id": d.subject_id, "kind": d.kind, "reason": d.reason, "description": d.description}
-                for d in db.session.execute(select(Deviation).order_by(Deviation.id)).scalars()]
+        return [
+            {"subject_id": d.subject_id, "kind": d.kind, "reason": d.reason, "description": d.description}
+            for d in db.session.execute(select(Deviation).order_by(Deviation.id)).scalars()
+        ]
 
 
 def test_only_an_investigator_signs_the_escalation_review(app, login):
@@ -348,8 +421,11 @@ def test_signing_the_escalation_review_records_it_with_the_signature(app, login)
         (review,) = db.session.execute(select(EscalationReview)).scalars().all()
         assert (review.decision, review.level, review.comment) == ("enrol", "DL1", "Cohort 1 on track")
         assert review.counts[0] == {"level": "DL1", "evaluable": 0, "dlt": 0, "pending": 2}
-        assert (review.signature.printed_name, review.signature.meaning, review.signature.valid) == \
-            ("Dr Wang Lei", dose_levels.REVIEW_MEANING, True)
+        assert (review.signature.printed_name, review.signature.meaning, review.signature.valid) == (
+            "Dr Wang Lei",
+            dose_levels.REVIEW_MEANING,
+            True,
+        )
     (sign,) = audit(app, action="sign", form="escalation_review")
     assert sign["username"] == "inv-hz" and dose_levels.REVIEW_MEANING in sign["new"]
     assert "Dr Wang Lei" in text(inv.get("/escalation")).split("<h3>Reviews</h3>")[1]
@@ -404,8 +480,9 @@ def test_a_subject_without_dlt_is_not_evaluable_before_the_window_ends(app, logi
     sid = sid_of(app, "HZ-001")  # infusion 1 on T-6: the window ends on T+22
     clock(21)
     inv = login("inv-hz")
-    page = text(inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW,
-                                                               evaluable="yes", dlt="no")))
+    page = text(
+        inv.post(f"/subjects/{sid}/dlt", data=dlt_post(app, sid, complete=True, password=PW, evaluable="yes", dlt="no"))
+    )
     assert f"The DLT window ends on {day(22).isoformat()}" in page
     assert dlt_record(app, sid) is None and counts(app)["DL1"] == (2, 0, 0, 2, 0)
     # a DLT makes the subject evaluable at once

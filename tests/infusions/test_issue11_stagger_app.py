@@ -5,9 +5,9 @@ The demo at DL1: HZ-001's first infusion was given on T-6 (the sentinel); NB-001
 infusion is planned on T+14. HZ-S004 is enrolled here as HZ-002 (DL1), the third subject of
 the level. Amendments go through the app's controlled path (proposed, then approved with an
 investigator's e-signature)."""
+
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -24,20 +24,40 @@ def amend(app, values: dict, version: str):
 
     with app.app_context():
         users = {u.username: u for u in db.session.execute(select(User)).scalars()}
-        amendments.amend(values, version=version, reason="DSMB recommendation", user=users["admin"],
-                         approver=users["inv-hz"], password=PW)
+        amendments.amend(
+            values,
+            version=version,
+            reason="DSMB recommendation",
+            user=users["admin"],
+            approver=users["inv-hz"],
+            password=PW,
+        )
         db.session.remove()
 
 
 def first_infusion(app, number: str) -> dict:
     with app.app_context():
         sid = sid_of(app, number)
-        inf = db.session.execute(select(Infusion).where(Infusion.subject_id == sid, Infusion.state != "cancelled")
-                                 .order_by(Infusion.planned_date)).scalars().first()
+        inf = (
+            db.session.execute(
+                select(Infusion)
+                .where(Infusion.subject_id == sid, Infusion.state != "cancelled")
+                .order_by(Infusion.planned_date)
+            )
+            .scalars()
+            .first()
+        )
         j = db.session.get(InfusionJudgement, inf.id) if inf.state == "scheduled" else None
-        return {"sid": sid, "id": inf.id, "version": inf.version, "planned": inf.planned_date, "state": inf.state,
-                "codes": [lo["code"] for lo in j.lockouts] if j else None, "locked": j.locked if j else None,
-                "lockouts": j.lockouts if j else None}
+        return {
+            "sid": sid,
+            "id": inf.id,
+            "version": inf.version,
+            "planned": inf.planned_date,
+            "state": inf.state,
+            "codes": [lo["code"] for lo in j.lockouts] if j else None,
+            "locked": j.locked if j else None,
+            "lockouts": j.lockouts if j else None,
+        }
 
 
 def test_reschedule_cannot_move_a_later_subjects_first_infusion_inside_the_stagger(app, login, clock):
@@ -49,8 +69,10 @@ def test_reschedule_cannot_move_a_later_subjects_first_infusion_inside_the_stagg
     assert nb["codes"] == [] and first_infusion(app, "HZ-002")["codes"] == []
     # moving NB-001's first infusion to T+5 (11 days after the sentinel's) is refused, naming the stagger
     coord_nb = login("coord-nb")
-    response = coord_nb.post(f"/subjects/{nb['sid']}/infusions/{nb['id']}/reschedule", data={
-        "version": str(nb["version"]), "proposed_date": day(5).isoformat(), "reason": "bed available earlier"})
+    response = coord_nb.post(
+        f"/subjects/{nb['sid']}/infusions/{nb['id']}/reschedule",
+        data={"version": str(nb["version"]), "proposed_date": day(5).isoformat(), "reason": "bed available earlier"},
+    )
     page = text(coord_nb.get(response.headers["Location"]))
     assert "Infusion 1 was not rescheduled: This date is locked out (Sentinel stagger)" in page
     assert f"HZ-001 is the sentinel of DL1 (first infusion {day(-6).isoformat()})" in page
@@ -58,8 +80,10 @@ def test_reschedule_cannot_move_a_later_subjects_first_infusion_inside_the_stagg
     assert first_infusion(app, "NB-001")["planned"] == day(14)
     # HZ-002, the third subject, is held just the same when moved inside the stagger
     hz2_inf = first_infusion(app, "HZ-002")
-    response = coord.post(f"/subjects/{hz2}/infusions/{hz2_inf['id']}/reschedule", data={
-        "version": str(hz2_inf["version"]), "proposed_date": day(7).isoformat(), "reason": "bed available"})
+    response = coord.post(
+        f"/subjects/{hz2}/infusions/{hz2_inf['id']}/reschedule",
+        data={"version": str(hz2_inf["version"]), "proposed_date": day(7).isoformat(), "reason": "bed available"},
+    )
     assert "locked out (Sentinel stagger)" in text(coord.get(response.headers["Location"]))
     assert first_infusion(app, "HZ-002")["planned"] == day(14)
 
@@ -95,7 +119,8 @@ def test_a_first_infusion_before_the_sentinels_would_make_it_the_sentinel_and_sa
         subject = db.session.get(Subject, hz2)
         level = {nb["sid"]: nb["planned"]}  # the level without HZ-001: its sentinel is NB-001, planned
         assert stagger.stagger_effects(subject, day(10), study, level) == [
-            f"NB-001 (first infusion {day(14).isoformat()})"]
+            f"NB-001 (first infusion {day(14).isoformat()})"
+        ]
         assert stagger.stagger_effects(subject, day(16), study, level) == []  # NB-001 stays the sentinel
         held = stagger.stagger_lockout(subject, day(16), True, study, level)
         assert held["code"] == "stagger" and held["until"] == day(35).isoformat()
@@ -106,8 +131,9 @@ def test_an_amendment_lengthening_the_minimum_interval_locks_a_planned_second_in
     hz1 = first_infusion(app, "HZ-001")
     assert hz1["state"] == "given"
     with app.app_context():
-        inf2 = db.session.execute(select(InfusionJudgement).join(Infusion).where(
-            Infusion.subject_id == hz1["sid"], Infusion.number == 2)).scalar_one()
+        inf2 = db.session.execute(
+            select(InfusionJudgement).join(Infusion).where(Infusion.subject_id == hz1["sid"], Infusion.number == 2)
+        ).scalar_one()
         assert inf2.lockouts == []
         inf2_id = inf2.infusion_id
     amend(app, {"regimen.min_interval_days": "8"}, "1.1 (interval 8 days)")
@@ -142,18 +168,37 @@ def test_an_amendment_with_a_future_effective_date_re_judges_when_the_date_arriv
     at(0)
     hz1 = first_infusion(app, "HZ-001")
     with app.app_context():
-        inf2 = db.session.execute(select(Infusion.id).where(Infusion.subject_id == hz1["sid"],
-                                                            Infusion.number == 2)).scalar_one()
+        inf2 = db.session.execute(
+            select(Infusion.id).where(Infusion.subject_id == hz1["sid"], Infusion.number == 2)
+        ).scalar_one()
         users = {u.username: u for u in db.session.execute(select(User)).scalars()}
-        proposal = amendments.propose({"toxicity_hold.related_min_grade": "1"}, label="1.1 (hold from grade 1)",
-                                      reason="DSMB recommendation", effective_date=day(3), user=users["admin"])
+        proposal = amendments.propose(
+            {"toxicity_hold.related_min_grade": "1"},
+            label="1.1 (hold from grade 1)",
+            reason="DSMB recommendation",
+            effective_date=day(3),
+            user=users["admin"],
+        )
         amendments.approve(proposal.id, user=users["inv-hz"], password=PW)
         db.session.remove()
     # an open related grade 1 AE: held only under the amendment
-    response = login("coord-hz").post(f"/subjects/{hz1['sid']}/adverse-events/new", data={
-        "version": "0", "term": "Nausea", "onset_date": day(-1).isoformat(), "ongoing": "yes", "grade": "1",
-        "serious": "no", "related_nk": "probable", "related_ld": "unlikely", "expectedness": "expected",
-        "action": "none", "outcome": "recovering", "complete": "1"})
+    response = login("coord-hz").post(
+        f"/subjects/{hz1['sid']}/adverse-events/new",
+        data={
+            "version": "0",
+            "term": "Nausea",
+            "onset_date": day(-1).isoformat(),
+            "ongoing": "yes",
+            "grade": "1",
+            "serious": "no",
+            "related_nk": "probable",
+            "related_ld": "unlikely",
+            "expectedness": "expected",
+            "action": "none",
+            "outcome": "recovering",
+            "complete": "1",
+        },
+    )
     assert response.status_code == 302
     with app.app_context():
         j = db.session.get(InfusionJudgement, inf2)

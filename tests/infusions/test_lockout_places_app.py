@@ -5,6 +5,7 @@ Each case makes a fact change after the infusion was scheduled, as site staff wo
 exposure, a vaccine, an AE, an amendment approved by the investigator), so the lockout exists
 only because the stored judgement was kept current. HZ-S004 is enrolled as HZ-002 (DL1) and its first infusion is
 scheduled for T+14; HZ-001 has infusion 1 given on T-6 and infusion 2 planned on T+1."""
+
 from __future__ import annotations
 
 import html
@@ -38,24 +39,44 @@ def _exposure(category, last):
         sid = _first_infusion(app, login)
         add_exposure(login("coord-hz"), sid, category, f"{category} for the test", last)
         return sid, 1
+
     return setup
 
 
 def _vaccine(app, login):
     sid = _first_infusion(app, login)
-    response = login("inv-hz").post(f"/subjects/{sid}/vaccinations", data={
-        "name": "Influenza (inactivated)", "last_date": day(-1).isoformat(), "deviation_reason": "Outbreak on the ward",
-        "password": PW})
+    response = login("inv-hz").post(
+        f"/subjects/{sid}/vaccinations",
+        data={
+            "name": "Influenza (inactivated)",
+            "last_date": day(-1).isoformat(),
+            "deviation_reason": "Outbreak on the ward",
+            "password": PW,
+        },
+    )
     assert response.status_code == 302
     return sid, 1
 
 
 def _toxicity_hold(app, login):
     sid = sid_of(app, "HZ-001")  # infusion 2 planned on T+1: a related grade 3 AE holds it
-    response = login("coord-hz").post(f"/subjects/{sid}/adverse-events/new", data={
-        "version": "0", "term": "Nausea", "onset_date": day(-1).isoformat(), "ongoing": "yes", "grade": "3",
-        "serious": "no", "related_nk": "probable", "related_ld": "unlikely", "expectedness": "expected",
-        "action": "none", "outcome": "recovering", "complete": "1"})
+    response = login("coord-hz").post(
+        f"/subjects/{sid}/adverse-events/new",
+        data={
+            "version": "0",
+            "term": "Nausea",
+            "onset_date": day(-1).isoformat(),
+            "ongoing": "yes",
+            "grade": "3",
+            "serious": "no",
+            "related_nk": "probable",
+            "related_ld": "unlikely",
+            "expectedness": "expected",
+            "action": "none",
+            "outcome": "recovering",
+            "complete": "1",
+        },
+    )
     assert response.status_code == 302
     return sid, 2
 
@@ -67,8 +88,14 @@ def _amend(app, values: dict, version: str) -> None:
 
     with app.app_context():
         users = {u.username: u for u in db.session.execute(select(User)).scalars()}
-        amendments.amend(values, version=version, reason="DSMB recommendation", user=users["admin"],
-                         approver=users["inv-hz"], password=PW)
+        amendments.amend(
+            values,
+            version=version,
+            reason="DSMB recommendation",
+            user=users["admin"],
+            approver=users["inv-hz"],
+            password=PW,
+        )
         db.session.remove()
 
 
@@ -121,7 +148,7 @@ def section(page: str, element_id: str) -> str:
     assert match, f"no #{element_id} on the page"
     tag = match.group(1)
     end = page.find(f"</{tag}>", match.end())
-    return page[match.start():end]
+    return page[match.start() : end]
 
 
 def stored(app, infusion_id: int) -> InfusionJudgement:
@@ -136,8 +163,9 @@ def stored(app, infusion_id: int) -> InfusionJudgement:
 def test_a_locked_planned_infusion_shows_its_lockout(app, login, clock, code, place):  # noqa: F811
     sid, number = CASES[code](app, login)
     with app.app_context():
-        infusion = db.session.execute(select(Infusion).where(Infusion.subject_id == sid, Infusion.number == number,
-                                                             Infusion.state == "scheduled")).scalar_one()
+        infusion = db.session.execute(
+            select(Infusion).where(Infusion.subject_id == sid, Infusion.number == number, Infusion.state == "scheduled")
+        ).scalar_one()
         infusion_id, planned = infusion.id, infusion.planned_date
     judgement = stored(app, infusion_id)
     assert judgement is not None and judgement.locked

@@ -10,23 +10,34 @@ from hypothesis import strategies as st
 
 from cellstudy.infusions.lockouts import LOCKOUT_CODES, check, earliest_clear_date
 
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 R = date(2026, 3, 2)
-CATEGORIES = ("systemic_steroid", "systemic_antitumor", "radiotherapy",
-              "donor_lymphocyte_infusion", "intrathecal", "gene_modified_cell_therapy",
-              "vaccine", "major_surgery", "diagnostic_biopsy")
+CATEGORIES = (
+    "systemic_steroid",
+    "systemic_antitumor",
+    "radiotherapy",
+    "donor_lymphocyte_infusion",
+    "intrathecal",
+    "gene_modified_cell_therapy",
+    "vaccine",
+    "major_surgery",
+    "diagnostic_biopsy",
+)
 WASHOUT_CODES = frozenset(LOCKOUT_CODES[:7])  # washout_* and major_surgery
 HORIZON = 320  # beyond any lockout the strategies below can produce
 
 
 # --- strategies -----------------------------------------------------------------------
 
+
 def near(low, high):
     """A day R + n, as a date or an ISO string (PROTOCOL 5.2 takes both)."""
-    return st.integers(low, high).map(lambda n: R + timedelta(days=n)).flatmap(
-        lambda d: st.sampled_from([d, d.isoformat()]))
+    return (
+        st.integers(low, high)
+        .map(lambda n: R + timedelta(days=n))
+        .flatmap(lambda d: st.sampled_from([d, d.isoformat()]))
+    )
 
 
 @st.composite
@@ -42,12 +53,14 @@ def exposures(draw):
     return item
 
 
-adverse_events = st.fixed_dictionaries({
-    "term": st.sampled_from(["Cytokine release syndrome", "ICANS", "Anemia", "Sepsis"]),
-    "grade": st.integers(1, 5),
-    "category": st.sampled_from(["crs", "icans", "other"]),
-    "related": st.sampled_from([True, False, None]),
-})
+adverse_events = st.fixed_dictionaries(
+    {
+        "term": st.sampled_from(["Cytokine release syndrome", "ICANS", "Anemia", "Sepsis"]),
+        "grade": st.integers(1, 5),
+        "category": st.sampled_from(["crs", "icans", "other"]),
+        "related": st.sampled_from([True, False, None]),
+    }
+)
 
 
 @st.composite
@@ -55,8 +68,7 @@ def cases(draw):
     first = draw(st.booleans())  # half the cases are a first infusion
     return {
         "proposed_date": draw(near(-30, 30)),
-        "infusion_dates": [] if first else draw(st.lists(near(-40, 20), min_size=1,
-                                                         max_size=4)),
+        "infusion_dates": [] if first else draw(st.lists(near(-40, 20), min_size=1, max_size=4)),
         "exposures": draw(st.lists(exposures(), max_size=5)),
         "open_adverse_events": draw(st.lists(adverse_events, max_size=2)),
     }
@@ -76,11 +88,11 @@ def codes(result):
 
 
 def dated(result):
-    return {lo["code"]: date.fromisoformat(lo["until"])
-            for lo in result["lockouts"] if lo["until"] is not None}
+    return {lo["code"]: date.fromisoformat(lo["until"]) for lo in result["lockouts"] if lo["until"] is not None}
 
 
 # --- properties -----------------------------------------------------------------------
+
 
 @SETTINGS
 @given(cases())
@@ -140,18 +152,17 @@ def test_undated_holds_do_not_depend_on_the_date(case, shift):
     a = check(case)
     b = check(on(case, proposed(case) + timedelta(days=shift)))
     for code in ("max_infusions", "toxicity_hold"):
-        assert [lo for lo in a["lockouts"] if lo["code"] == code] == \
-               [lo for lo in b["lockouts"] if lo["code"] == code]
+        assert [lo for lo in a["lockouts"] if lo["code"] == code] == [lo for lo in b["lockouts"] if lo["code"] == code]
 
 
 @SETTINGS
 @given(cases(), st.randoms(use_true_random=False))
 def test_the_order_of_the_lists_does_not_matter(case, rnd: random.Random):
-    shuffled = {key: (rnd.sample(value, len(value)) if isinstance(value, list) else value)
-                for key, value in case.items()}
+    shuffled = {
+        key: (rnd.sample(value, len(value)) if isinstance(value, list) else value) for key, value in case.items()
+    }
     a, b = check(case), check(shuffled)
-    assert [(lo["code"], lo["until"]) for lo in a["lockouts"]] == \
-           [(lo["code"], lo["until"]) for lo in b["lockouts"]]
+    assert [(lo["code"], lo["until"]) for lo in a["lockouts"]] == [(lo["code"], lo["until"]) for lo in b["lockouts"]]
     assert a["vaccination_window"] == b["vaccination_window"]
 
 

@@ -32,33 +32,39 @@ D = timedelta
 WINDOW = Window(date(2024, 3, 11), date(2024, 3, 10), date(2024, 3, 12))
 
 
-@pytest.mark.parametrize("day, inside", [
-    (date(2024, 3, 9), False),   # a day before earliest
-    (date(2024, 3, 10), True),   # earliest, inclusive
-    (date(2024, 3, 11), True),   # target
-    (date(2024, 3, 12), True),   # latest, inclusive
-    (date(2024, 3, 13), False),  # a day after latest
-])
+@pytest.mark.parametrize(
+    "day, inside",
+    [
+        (date(2024, 3, 9), False),  # a day before earliest
+        (date(2024, 3, 10), True),  # earliest, inclusive
+        (date(2024, 3, 11), True),  # target
+        (date(2024, 3, 12), True),  # latest, inclusive
+        (date(2024, 3, 13), False),  # a day after latest
+    ],
+)
 def test_window_contains_both_ends_inclusive(day, inside):
     assert WINDOW.contains(day) is inside
 
 
-@pytest.mark.parametrize("today, done, missed, expected", [
-    (date(2024, 3, 9), False, False, "upcoming"),  # the day before earliest
-    (date(2024, 3, 10), False, False, "due"),      # earliest
-    (date(2024, 3, 11), False, False, "due"),
-    (date(2024, 3, 12), False, False, "due"),      # latest
-    (date(2024, 3, 13), False, False, "overdue"),  # the day after latest
-    (date(2025, 1, 1), False, False, "overdue"),
-    # done wins over the date, whenever it happened
-    (date(2024, 3, 9), True, False, "done"),
-    (date(2024, 3, 11), True, False, "done"),
-    (date(2024, 3, 13), True, False, "done"),
-    # missed only when marked missed, at any date
-    (date(2024, 3, 9), False, True, "missed"),
-    (date(2024, 3, 11), False, True, "missed"),
-    (date(2024, 3, 13), False, True, "missed"),
-])
+@pytest.mark.parametrize(
+    "today, done, missed, expected",
+    [
+        (date(2024, 3, 9), False, False, "upcoming"),  # the day before earliest
+        (date(2024, 3, 10), False, False, "due"),  # earliest
+        (date(2024, 3, 11), False, False, "due"),
+        (date(2024, 3, 12), False, False, "due"),  # latest
+        (date(2024, 3, 13), False, False, "overdue"),  # the day after latest
+        (date(2025, 1, 1), False, False, "overdue"),
+        # done wins over the date, whenever it happened
+        (date(2024, 3, 9), True, False, "done"),
+        (date(2024, 3, 11), True, False, "done"),
+        (date(2024, 3, 13), True, False, "done"),
+        # missed only when marked missed, at any date
+        (date(2024, 3, 9), False, True, "missed"),
+        (date(2024, 3, 11), False, True, "missed"),
+        (date(2024, 3, 13), False, True, "missed"),
+    ],
+)
 def test_window_status_at_each_boundary(today, done, missed, expected):
     assert WINDOW.status(today, done, missed=missed) == expected
 
@@ -67,38 +73,49 @@ def test_window_status_default_is_not_missed():
     assert WINDOW.status(date(2024, 3, 13), False) == "overdue"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"today": datetime(2024, 3, 11, 8, 0), "done": False}, "today"),
-    ({"today": "2024-03-11", "done": False}, "today"),
-    ({"today": date(2024, 3, 11), "done": None}, "done"),
-    ({"today": date(2024, 3, 11), "done": False, "missed": 1}, "missed"),
-    ({"today": date(2024, 3, 11), "done": True, "missed": True}, "both done and missed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"today": datetime(2024, 3, 11, 8, 0), "done": False}, "today"),
+        ({"today": "2024-03-11", "done": False}, "today"),
+        ({"today": date(2024, 3, 11), "done": None}, "done"),
+        ({"today": date(2024, 3, 11), "done": False, "missed": 1}, "missed"),
+        ({"today": date(2024, 3, 11), "done": True, "missed": True}, "both done and missed"),
+    ],
+)
 def test_window_status_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WINDOW.status(**kwargs)
 
 
 def test_window_around():
-    assert Window.around(date(2024, 3, 1), 2, 3) == Window(
-        date(2024, 3, 1), date(2024, 2, 28), date(2024, 3, 4))
+    assert Window.around(date(2024, 3, 1), 2, 3) == Window(date(2024, 3, 1), date(2024, 2, 28), date(2024, 3, 4))
     assert Window.around(date(2024, 3, 1), 0, 0).contains(date(2024, 3, 1))
 
 
-@pytest.mark.parametrize("args, message", [
-    ((date(2024, 3, 2), date(2024, 3, 1), date(2024, 3, 1)), "earliest <= target <= latest"),
-    ((date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)), "earliest <= target <= latest"),
-    ((datetime(2024, 3, 1), date(2024, 3, 1), date(2024, 3, 1)), "window.target"),
-    ((date(2024, 3, 1), "2024-03-01", date(2024, 3, 1)), "window.earliest"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((date(2024, 3, 2), date(2024, 3, 1), date(2024, 3, 1)), "earliest <= target <= latest"),
+        ((date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)), "earliest <= target <= latest"),
+        ((datetime(2024, 3, 1), date(2024, 3, 1), date(2024, 3, 1)), "window.target"),
+        ((date(2024, 3, 1), "2024-03-01", date(2024, 3, 1)), "window.earliest"),
+    ],
+)
 def test_window_bad_construction(args, message):
     with pytest.raises(ValueError, match=message):
         Window(*args)
 
 
-@pytest.mark.parametrize("before, after, message", [
-    (-1, 0, "before"), (0, -1, "after"), (1.0, 1, "before"), (True, 1, "before"),
-])
+@pytest.mark.parametrize(
+    "before, after, message",
+    [
+        (-1, 0, "before"),
+        (0, -1, "after"),
+        (1.0, 1, "before"),
+        (True, 1, "before"),
+    ],
+)
 def test_window_around_bad_days(before, after, message):
     with pytest.raises(ValueError, match=message):
         Window.around(FIRST, before, after)
@@ -116,10 +133,14 @@ def test_window_is_frozen():
 
 # --- infusion plan (PROTOCOL 5.1: day 0, 7, 14 +/- 1) ---------------------------------
 
+
 def test_infusion_plan_defaults():
     plan = infusion_plan(FIRST)
     assert [(p["number"], p["day"], p["target"]) for p in plan] == [
-        (1, 0, date(2024, 3, 4)), (2, 7, date(2024, 3, 11)), (3, 14, date(2024, 3, 18))]
+        (1, 0, date(2024, 3, 4)),
+        (2, 7, date(2024, 3, 11)),
+        (3, 14, date(2024, 3, 18)),
+    ]
     assert [p["window"] for p in plan] == [
         Window(date(2024, 3, 4), date(2024, 3, 3), date(2024, 3, 5)),
         Window(date(2024, 3, 11), date(2024, 3, 10), date(2024, 3, 12)),
@@ -136,8 +157,7 @@ def test_infusion_plan_accepts_an_iso_string_and_refuses_a_datetime():
 
 
 def test_infusion_plan_follows_the_study_definition():
-    amended = replace(STUDY, regimen=replace(STUDY.regimen, infusion_days=(0, 14),
-                                             infusion_window_days=2))
+    amended = replace(STUDY, regimen=replace(STUDY.regimen, infusion_days=(0, 14), infusion_window_days=2))
     plan = infusion_plan(FIRST, amended)
     assert [(p["number"], p["target"]) for p in plan] == [(1, FIRST), (2, date(2024, 3, 18))]
     assert plan[1]["window"] == Window(date(2024, 3, 18), date(2024, 3, 16), date(2024, 3, 20))
@@ -145,8 +165,7 @@ def test_infusion_plan_follows_the_study_definition():
 
 def test_infusion_plan_crosses_month_and_year_ends():
     plan = infusion_plan(date(2024, 12, 25))
-    assert [p["target"] for p in plan] == [
-        date(2024, 12, 25), date(2025, 1, 1), date(2025, 1, 8)]
+    assert [p["target"] for p in plan] == [date(2024, 12, 25), date(2025, 1, 1), date(2025, 1, 8)]
 
 
 def test_schedule_beyond_the_calendar_is_bad_input():
@@ -158,10 +177,14 @@ def test_schedule_beyond_the_calendar_is_bad_input():
 
 # --- lymphodepletion (PROTOCOL 5.1: days -5, -4, -3) -----------------------------------
 
+
 def test_lymphodepletion_plan():
     plan = lymphodepletion_plan(FIRST)
     assert [(p["day"], p["date"]) for p in plan] == [
-        (-5, date(2024, 2, 28)), (-4, date(2024, 2, 29)), (-3, date(2024, 3, 1))]
+        (-5, date(2024, 2, 28)),
+        (-4, date(2024, 2, 29)),
+        (-3, date(2024, 3, 1)),
+    ]
     for p in plan:
         assert p["drugs"] == [
             {"name": "fludarabine", "dose_mg_per_m2": Decimal("30")},
@@ -177,6 +200,7 @@ def test_lymphodepletion_days_do_not_share_their_drug_lists():
 
 # --- visit plan ----------------------------------------------------------------------
 
+
 def test_visit_plan_defaults():
     plan = visit_plan(FIRST)
     assert [p["code"] for p in plan] == [v.code for v in STUDY.visits]
@@ -184,23 +208,24 @@ def test_visit_plan_defaults():
     assert by_code["D1"]["target"] == date(2024, 3, 5)
     assert by_code["D1"]["window"] == Window(date(2024, 3, 5), date(2024, 3, 5), date(2024, 3, 5))
     assert by_code["D28"]["target"] == date(2024, 4, 1)
-    assert by_code["D28"]["window"] == Window(date(2024, 4, 1), date(2024, 3, 29),
-                                              date(2024, 4, 4))
+    assert by_code["D28"]["window"] == Window(date(2024, 4, 1), date(2024, 3, 29), date(2024, 4, 4))
     assert by_code["M2"]["target"] == date(2024, 5, 4)
-    assert by_code["M6"]["window"] == Window(date(2024, 9, 4), date(2024, 8, 21),
-                                             date(2024, 9, 18))
+    assert by_code["M6"]["window"] == Window(date(2024, 9, 4), date(2024, 8, 21), date(2024, 9, 18))
     assert by_code["M6"]["label"] == "Month 6"
     assert set(by_code["D3"]) == {"code", "label", "target", "window"}
 
 
-@pytest.mark.parametrize("first, m2, m3, m6", [
-    # month visits are calendar months clamped to the month's end (PROTOCOL 4.4 style)
-    (date(2023, 8, 31), date(2023, 10, 31), date(2023, 11, 30), date(2024, 2, 29)),
-    (date(2024, 8, 31), date(2024, 10, 31), date(2024, 11, 30), date(2025, 2, 28)),
-    (date(2023, 12, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 6, 30)),
-    (date(2024, 1, 30), date(2024, 3, 30), date(2024, 4, 30), date(2024, 7, 30)),
-    (date(2024, 2, 29), date(2024, 4, 29), date(2024, 5, 29), date(2024, 8, 29)),
-])
+@pytest.mark.parametrize(
+    "first, m2, m3, m6",
+    [
+        # month visits are calendar months clamped to the month's end (PROTOCOL 4.4 style)
+        (date(2023, 8, 31), date(2023, 10, 31), date(2023, 11, 30), date(2024, 2, 29)),
+        (date(2024, 8, 31), date(2024, 10, 31), date(2024, 11, 30), date(2025, 2, 28)),
+        (date(2023, 12, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 6, 30)),
+        (date(2024, 1, 30), date(2024, 3, 30), date(2024, 4, 30), date(2024, 7, 30)),
+        (date(2024, 2, 29), date(2024, 4, 29), date(2024, 5, 29), date(2024, 8, 29)),
+    ],
+)
 def test_month_visits_are_anchored_on_calendar_months(first, m2, m3, m6):
     by_code = {p["code"]: p["target"] for p in visit_plan(first)}
     assert (by_code["M2"], by_code["M3"], by_code["M6"]) == (m2, m3, m6)
@@ -212,11 +237,15 @@ def test_month_visit_window_is_in_days_around_the_clamped_target():
 
 
 def test_visit_plan_follows_the_study_definition():
-    amended = replace(STUDY, visits=(Visit("D2", "Day 2", day=2, before=0, after=1),
-                                     Visit("M12", "Month 12", months=12, before=30, after=30)))
+    amended = replace(
+        STUDY,
+        visits=(
+            Visit("D2", "Day 2", day=2, before=0, after=1),
+            Visit("M12", "Month 12", months=12, before=30, after=30),
+        ),
+    )
     plan = visit_plan(FIRST, amended)
-    assert [(p["code"], p["target"]) for p in plan] == [
-        ("D2", date(2024, 3, 6)), ("M12", date(2025, 3, 4))]
+    assert [(p["code"], p["target"]) for p in plan] == [("D2", date(2024, 3, 6)), ("M12", date(2025, 3, 4))]
     assert plan[0]["window"] == Window(date(2024, 3, 6), date(2024, 3, 6), date(2024, 3, 7))
 
 
@@ -224,17 +253,17 @@ def test_re_anchoring_moves_every_date():
     """PROTOCOL 5.1: the schedule shifts with the actual first infusion date."""
     planned, actual = FIRST, FIRST + D(3)
     for make in (infusion_plan, visit_plan):
-        for old, new in zip(make(planned), make(actual)):
+        for old, new in zip(make(planned), make(actual), strict=False):
             assert new["target"] > old["target"]
     old_ld, new_ld = lymphodepletion_plan(planned), lymphodepletion_plan(actual)
-    assert [n["date"] - o["date"] for o, n in zip(old_ld, new_ld)] == [D(3)] * 3
+    assert [n["date"] - o["date"] for o, n in zip(old_ld, new_ld, strict=False)] == [D(3)] * 3
 
 
 @SETTINGS
 @given(st.dates(date(2000, 1, 1), date(2090, 12, 31)), st.integers(-60, 60))
 def test_re_anchoring_property(first, shift):
     moved = first + D(shift)
-    for old, new in zip(infusion_plan(first), infusion_plan(moved)):
+    for old, new in zip(infusion_plan(first), infusion_plan(moved), strict=False):
         assert new["target"] - old["target"] == D(shift)
         assert new["window"].earliest - old["window"].earliest == D(shift)
         assert new["window"].latest - old["window"].latest == D(shift)
@@ -265,23 +294,27 @@ def test_plans_are_in_order_and_windows_contain_their_targets(first):
 
 # --- target deviation (PROTOCOL 5.2: targets, not lockouts) ----------------------------
 
-@pytest.mark.parametrize("number, proposed, needs_reason", [
-    (1, date(2024, 3, 2), True),    # 2 days before day 0
-    (1, date(2024, 3, 3), False),   # day -1
-    (1, date(2024, 3, 4), False),   # day 0
-    (1, date(2024, 3, 5), False),   # day +1
-    (1, date(2024, 3, 6), True),
-    (2, date(2024, 3, 9), True),    # day 5
-    (2, date(2024, 3, 10), False),  # day 6
-    (2, date(2024, 3, 11), False),  # day 7
-    (2, date(2024, 3, 12), False),  # day 8
-    (2, date(2024, 3, 13), True),   # day 9
-    (3, date(2024, 3, 16), True),   # day 12
-    (3, date(2024, 3, 17), False),  # day 13
-    (3, date(2024, 3, 19), False),  # day 15
-    (3, date(2024, 3, 20), True),   # day 16
-    (3, date(2024, 4, 30), True),
-])
+
+@pytest.mark.parametrize(
+    "number, proposed, needs_reason",
+    [
+        (1, date(2024, 3, 2), True),  # 2 days before day 0
+        (1, date(2024, 3, 3), False),  # day -1
+        (1, date(2024, 3, 4), False),  # day 0
+        (1, date(2024, 3, 5), False),  # day +1
+        (1, date(2024, 3, 6), True),
+        (2, date(2024, 3, 9), True),  # day 5
+        (2, date(2024, 3, 10), False),  # day 6
+        (2, date(2024, 3, 11), False),  # day 7
+        (2, date(2024, 3, 12), False),  # day 8
+        (2, date(2024, 3, 13), True),  # day 9
+        (3, date(2024, 3, 16), True),  # day 12
+        (3, date(2024, 3, 17), False),  # day 13
+        (3, date(2024, 3, 19), False),  # day 15
+        (3, date(2024, 3, 20), True),  # day 16
+        (3, date(2024, 4, 30), True),
+    ],
+)
 def test_target_deviation_at_the_window_boundaries(number, proposed, needs_reason):
     message = target_deviation(number, FIRST, proposed, STUDY)
     assert (message is not None) is needs_reason
@@ -307,15 +340,18 @@ def test_target_deviation_day_8_then_13_is_in_window_for_infusion_3():
     assert target_deviation(3, FIRST, FIRST + D(13)) is None
 
 
-@pytest.mark.parametrize("args, message", [
-    ((0, FIRST, FIRST), "number"),
-    ((4, FIRST, FIRST), "number"),
-    ((True, FIRST, FIRST), "number"),
-    (("1", FIRST, FIRST), "number"),
-    ((1, FIRST, datetime(2024, 3, 4, 9)), "proposed"),
-    ((1, FIRST, "4 March"), "proposed"),
-    ((1, None, FIRST), "first_infusion"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, FIRST, FIRST), "number"),
+        ((4, FIRST, FIRST), "number"),
+        ((True, FIRST, FIRST), "number"),
+        (("1", FIRST, FIRST), "number"),
+        ((1, FIRST, datetime(2024, 3, 4, 9)), "proposed"),
+        ((1, FIRST, "4 March"), "proposed"),
+        ((1, None, FIRST), "first_infusion"),
+    ],
+)
 def test_target_deviation_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         target_deviation(*args)
@@ -323,23 +359,27 @@ def test_target_deviation_bad_input(args, message):
 
 # --- Mosteller BSA -------------------------------------------------------------------
 
-@pytest.mark.parametrize("height, weight, bsa", [
-    (170, 70, "1.82"),            # sqrt(11900 / 3600) = 1.8181...
-    (180, 80, "2.00"),            # sqrt(4) exactly
-    (160, 60, "1.63"),            # 1.63299...
-    (150, 50, "1.44"),            # 1.44337...
-    (Decimal("175.5"), Decimal("68.2"), "1.82"),  # 1.8228...
-    (175.5, 68.2, "1.82"),        # a float by its shortest repr
-    (50, 2, "0.17"),              # the lower limits, inclusive: 0.1666...
-    (250, 400, "5.27"),           # the upper limits, inclusive: 5.2704...
-    (100, 36, "1.00"),            # sqrt(1) exactly
-    # a root exactly on a half rounds up: 1.825^2 x 3600 = 11990.25 = 159.87 x 75
-    (Decimal("159.87"), 75, "1.83"),
-    # 1.815^2 x 3600 = 11859.21 = 119.79 x 99: exactly 1.815 -> 1.82 (half-up, not even)
-    (Decimal("119.79"), 99, "1.82"),
-    # just under the half: 1.8149... -> 1.81
-    (Decimal("119.78"), 99, "1.81"),
-])
+
+@pytest.mark.parametrize(
+    "height, weight, bsa",
+    [
+        (170, 70, "1.82"),  # sqrt(11900 / 3600) = 1.8181...
+        (180, 80, "2.00"),  # sqrt(4) exactly
+        (160, 60, "1.63"),  # 1.63299...
+        (150, 50, "1.44"),  # 1.44337...
+        (Decimal("175.5"), Decimal("68.2"), "1.82"),  # 1.8228...
+        (175.5, 68.2, "1.82"),  # a float by its shortest repr
+        (50, 2, "0.17"),  # the lower limits, inclusive: 0.1666...
+        (250, 400, "5.27"),  # the upper limits, inclusive: 5.2704...
+        (100, 36, "1.00"),  # sqrt(1) exactly
+        # a root exactly on a half rounds up: 1.825^2 x 3600 = 11990.25 = 159.87 x 75
+        (Decimal("159.87"), 75, "1.83"),
+        # 1.815^2 x 3600 = 11859.21 = 119.79 x 99: exactly 1.815 -> 1.82 (half-up, not even)
+        (Decimal("119.79"), 99, "1.82"),
+        # just under the half: 1.8149... -> 1.81
+        (Decimal("119.78"), 99, "1.81"),
+    ],
+)
 def test_bsa_mosteller_known_values(height, weight, bsa):
     result = bsa_mosteller(height, weight)
     assert isinstance(result, Decimal)
@@ -355,15 +395,28 @@ def test_bsa_mosteller_is_the_half_up_rounded_root(height, weight):
     assert low * low <= x < high * high  # exact: Decimal squares of 3-decimal numbers
 
 
-@pytest.mark.parametrize("height, weight, message", [
-    (0, 70, "height_cm"), (-170, 70, "height_cm"), (49, 70, "height_cm"),
-    (Decimal("250.1"), 70, "height_cm"), (1700, 70, "height_cm"),
-    (170, 0, "weight_kg"), (170, -70, "weight_kg"), (170, Decimal("1.9"), "weight_kg"),
-    (170, 401, "weight_kg"), (170, 70000, "weight_kg"),
-    ("170", 70, "height_cm"), (True, 70, "height_cm"), (None, 70, "height_cm"),
-    (170, float("nan"), "weight_kg"), (float("inf"), 70, "height_cm"),
-    (Decimal("NaN"), 70, "height_cm"), (170, Decimal("Infinity"), "weight_kg"),
-])
+@pytest.mark.parametrize(
+    "height, weight, message",
+    [
+        (0, 70, "height_cm"),
+        (-170, 70, "height_cm"),
+        (49, 70, "height_cm"),
+        (Decimal("250.1"), 70, "height_cm"),
+        (1700, 70, "height_cm"),
+        (170, 0, "weight_kg"),
+        (170, -70, "weight_kg"),
+        (170, Decimal("1.9"), "weight_kg"),
+        (170, 401, "weight_kg"),
+        (170, 70000, "weight_kg"),
+        ("170", 70, "height_cm"),
+        (True, 70, "height_cm"),
+        (None, 70, "height_cm"),
+        (170, float("nan"), "weight_kg"),
+        (float("inf"), 70, "height_cm"),
+        (Decimal("NaN"), 70, "height_cm"),
+        (170, Decimal("Infinity"), "weight_kg"),
+    ],
+)
 def test_bsa_mosteller_bad_input(height, weight, message):
     with pytest.raises(ValueError, match=message):
         bsa_mosteller(height, weight)
@@ -374,22 +427,25 @@ def test_bsa_mosteller_bad_input(height, weight, message):
 TEN = Decimal("10")
 
 
-@pytest.mark.parametrize("planned, actual, tolerance, deviation", [
-    (100_000_000, 100_000_000, TEN, False),
-    (100_000_000, 110_000_000, TEN, False),   # exactly +10 %
-    (100_000_000, 90_000_000, TEN, False),    # exactly -10 %
-    (100_000_000, 110_000_001, TEN, True),    # just over +10 %
-    (100_000_000, 89_999_999, TEN, True),     # just over -10 %
-    (3_000_000_000, 3_300_000_000, TEN, False),
-    (3_000_000_000, 3_300_000_001, TEN, True),
-    (3, 4, Decimal("33.3"), True),            # 33.33... % > 33.3 %
-    (3, 4, Decimal("33.34"), False),
-    (1_000_000_000, 1_000_000_000, Decimal("0"), False),
-    (1_000_000_000, 1_000_000_001, Decimal("0"), True),
-    (1_000_000_000, 0, TEN, True),            # nothing given
-    (100_000_000, 110_000_000, 10, False),    # an int tolerance
-    (100_000_000, 105_000_000, Decimal("5.0"), False),
-])
+@pytest.mark.parametrize(
+    "planned, actual, tolerance, deviation",
+    [
+        (100_000_000, 100_000_000, TEN, False),
+        (100_000_000, 110_000_000, TEN, False),  # exactly +10 %
+        (100_000_000, 90_000_000, TEN, False),  # exactly -10 %
+        (100_000_000, 110_000_001, TEN, True),  # just over +10 %
+        (100_000_000, 89_999_999, TEN, True),  # just over -10 %
+        (3_000_000_000, 3_300_000_000, TEN, False),
+        (3_000_000_000, 3_300_000_001, TEN, True),
+        (3, 4, Decimal("33.3"), True),  # 33.33... % > 33.3 %
+        (3, 4, Decimal("33.34"), False),
+        (1_000_000_000, 1_000_000_000, Decimal("0"), False),
+        (1_000_000_000, 1_000_000_001, Decimal("0"), True),
+        (1_000_000_000, 0, TEN, True),  # nothing given
+        (100_000_000, 110_000_000, 10, False),  # an int tolerance
+        (100_000_000, 105_000_000, Decimal("5.0"), False),
+    ],
+)
 def test_dose_deviation(planned, actual, tolerance, deviation):
     assert dose_deviation(planned, actual, tolerance) is deviation
 
@@ -397,24 +453,26 @@ def test_dose_deviation(planned, actual, tolerance, deviation):
 def test_dose_deviation_default_tolerance_is_ten_percent():
     assert STUDY.regimen.dose_tolerance_percent == TEN
     level = STUDY.regimen.dose_level("DL2")
-    assert dose_deviation(level.cells, level.cells * 11 // 10,
-                          STUDY.regimen.dose_tolerance_percent) is False
+    assert dose_deviation(level.cells, level.cells * 11 // 10, STUDY.regimen.dose_tolerance_percent) is False
 
 
-@pytest.mark.parametrize("args, message", [
-    ((0, 1, TEN), "planned_cells"),
-    ((-1, 1, TEN), "planned_cells"),
-    ((1e8, 100_000_000, TEN), "planned_cells"),
-    ((100_000_000, 1e8, TEN), "actual_cells"),
-    ((100_000_000, -1, TEN), "actual_cells"),
-    ((True, 1, TEN), "planned_cells"),
-    ((100_000_000, "1", TEN), "actual_cells"),
-    ((100_000_000, 1, 10.0), "tolerance_percent"),
-    ((100_000_000, 1, "10"), "tolerance_percent"),
-    ((100_000_000, 1, Decimal("-1")), "tolerance_percent"),
-    ((100_000_000, 1, Decimal("NaN")), "tolerance_percent"),
-    ((100_000_000, 1, None), "tolerance_percent"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 1, TEN), "planned_cells"),
+        ((-1, 1, TEN), "planned_cells"),
+        ((1e8, 100_000_000, TEN), "planned_cells"),
+        ((100_000_000, 1e8, TEN), "actual_cells"),
+        ((100_000_000, -1, TEN), "actual_cells"),
+        ((True, 1, TEN), "planned_cells"),
+        ((100_000_000, "1", TEN), "actual_cells"),
+        ((100_000_000, 1, 10.0), "tolerance_percent"),
+        ((100_000_000, 1, "10"), "tolerance_percent"),
+        ((100_000_000, 1, Decimal("-1")), "tolerance_percent"),
+        ((100_000_000, 1, Decimal("NaN")), "tolerance_percent"),
+        ((100_000_000, 1, None), "tolerance_percent"),
+    ],
+)
 def test_dose_deviation_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         dose_deviation(*args)

@@ -6,6 +6,7 @@ settings in force, and the study calendar.
 Dates are relative to date.today(), like the demo: HZ-001 had infusion 1 on T-6 and
 has infusion 2 scheduled on T+1; NB-001 has infusion 1 scheduled on T+14 (its planned
 first infusion date). Both are at DL1."""
+
 from __future__ import annotations
 
 import html
@@ -29,6 +30,7 @@ PW = "cellstudy-demo"
 
 # --- helpers -----------------------------------------------------------------------------
 
+
 def day(n: int) -> date:
     """T + n days, T = date.today() (the demo's anchor)."""
     return date.today() + timedelta(days=n)
@@ -45,12 +47,24 @@ def sid_of(app, number: str) -> int:
 
 def infusion_rows(app, sid: int) -> list[dict]:
     with app.app_context():
-        rows = db.session.execute(select(Infusion).where(Infusion.subject_id == sid)
-                                  .order_by(Infusion.number, Infusion.id)).scalars()
-        return [{"id": i.id, "number": i.number, "planned_date": i.planned_date, "state": i.state,
-                 "version": i.version, "dose_level": i.dose_level, "override_reason": i.override_reason,
-                 "override_signature_id": i.override_signature_id, "cancel_reason": i.cancel_reason,
-                 "target_deviation_reason": i.target_deviation_reason} for i in rows]
+        rows = db.session.execute(
+            select(Infusion).where(Infusion.subject_id == sid).order_by(Infusion.number, Infusion.id)
+        ).scalars()
+        return [
+            {
+                "id": i.id,
+                "number": i.number,
+                "planned_date": i.planned_date,
+                "state": i.state,
+                "version": i.version,
+                "dose_level": i.dose_level,
+                "override_reason": i.override_reason,
+                "override_signature_id": i.override_signature_id,
+                "cancel_reason": i.cancel_reason,
+                "target_deviation_reason": i.target_deviation_reason,
+            }
+            for i in rows
+        ]
 
 
 def active(app, sid: int) -> list[dict]:
@@ -62,29 +76,60 @@ def audit(app, **where) -> list[dict]:
         stmt = select(AuditRecord).order_by(AuditRecord.id)
         for name, value in where.items():
             stmt = stmt.where(getattr(AuditRecord, name) == value)
-        return [{"id": r.id, "action": r.action, "username": r.username, "form": r.form, "form_id": r.form_id,
-                 "field": r.field, "old": r.old_value, "new": r.new_value, "reason": r.reason,
-                 "subject_id": r.subject_id} for r in db.session.execute(stmt).scalars()]
+        return [
+            {
+                "id": r.id,
+                "action": r.action,
+                "username": r.username,
+                "form": r.form,
+                "form_id": r.form_id,
+                "field": r.field,
+                "old": r.old_value,
+                "new": r.new_value,
+                "reason": r.reason,
+                "subject_id": r.subject_id,
+            }
+            for r in db.session.execute(stmt).scalars()
+        ]
 
 
 def deviations(app, sid: int) -> list[dict]:
     with app.app_context():
         rows = db.session.execute(select(Deviation).where(Deviation.subject_id == sid).order_by(Deviation.id)).scalars()
-        return [{"kind": d.kind, "reason": d.reason, "description": d.description, "form": d.form,
-                 "form_id": d.form_id, "signature_id": d.signature_id} for d in rows]
+        return [
+            {
+                "kind": d.kind,
+                "reason": d.reason,
+                "description": d.description,
+                "form": d.form,
+                "form_id": d.form_id,
+                "signature_id": d.signature_id,
+            }
+            for d in rows
+        ]
 
 
 def signatures(app, sid: int) -> list[dict]:
     with app.app_context():
         rows = db.session.execute(select(Signature).where(Signature.subject_id == sid).order_by(Signature.id)).scalars()
-        return [{"id": s.id, "printed_name": s.printed_name, "meaning": s.meaning, "form": s.form,
-                 "form_id": s.form_id, "valid": s.valid} for s in rows]
+        return [
+            {
+                "id": s.id,
+                "printed_name": s.printed_name,
+                "meaning": s.meaning,
+                "form": s.form,
+                "form_id": s.form_id,
+                "valid": s.valid,
+            }
+            for s in rows
+        ]
 
 
 def lockout_items(page: str) -> dict[str, str]:
     """code -> the text of its <li> on the scheduling screen."""
-    return {m.group(1): m.group(2) for m in
-            re.finditer(r'<li class="lockout" data-code="([a-z_]+)">(.*?)</li>', page, re.S)}
+    return {
+        m.group(1): m.group(2) for m in re.finditer(r'<li class="lockout" data-code="([a-z_]+)">(.*?)</li>', page, re.S)
+    }
 
 
 def until_of(item: str) -> str | None:
@@ -104,8 +149,13 @@ def override(reason="Investigator judgement: clinical benefit outweighs the risk
 
 
 def add_exposure(session, sid, category, name, last: date, start: date | None = None, **extra):
-    data = {"category": category, "name": name, "last_date": last.isoformat(),
-            "start_date": (start or min(last, date.today())).isoformat(), **extra}
+    data = {
+        "category": category,
+        "name": name,
+        "last_date": last.isoformat(),
+        "start_date": (start or min(last, date.today())).isoformat(),
+        **extra,
+    }
     response = session.post(f"/subjects/{sid}/exposures/new", data=data)
     assert response.status_code == 302, text(response)[:2000]
     return response
@@ -151,6 +201,7 @@ def failed_logins(app, username):
 
 
 # --- the proposal: lockouts, first permitted dates, the earliest date -----------------------
+
 
 def test_proposal_lists_each_lockout_with_reason_and_first_permitted_date_and_offers_the_earliest(app, login):
     sid, coord = first_infusion_subject(app, login)
@@ -200,13 +251,18 @@ def test_a_locked_date_is_refused_and_the_suggested_date_schedules_with_an_audit
     response = schedule(coord, sid, suggested)
     assert response.status_code == 302
     (infusion,) = active(app, sid)
-    assert (infusion["number"], infusion["planned_date"], infusion["state"], infusion["dose_level"]) == \
-        (1, suggested, "scheduled", "DL1")
+    assert (infusion["number"], infusion["planned_date"], infusion["state"], infusion["dose_level"]) == (
+        1,
+        suggested,
+        "scheduled",
+        "DL1",
+    )
     assert infusion["override_signature_id"] is None and not deviations(app, sid)
     trail = audit(app, form="infusion", form_id=infusion["id"])
     assert trail[0]["action"] == "create" and trail[0]["username"] == "coord-hz"
-    assert {"action": "set", "field": "planned_date", "new": suggested.isoformat()}.items() <= \
-        next(r for r in trail if r["field"] == "planned_date").items()
+    assert {"action": "set", "field": "planned_date", "new": suggested.isoformat()}.items() <= next(
+        r for r in trail if r["field"] == "planned_date"
+    ).items()
     # the first infusion anchors the schedule: the visits moved with it
     with app.app_context():
         d1 = db.session.execute(select(Visit).where(Visit.subject_id == sid, Visit.code == "D1")).scalar_one()
@@ -237,6 +293,7 @@ def test_eligibility_washouts_cannot_be_overridden_before_the_first_infusion(app
 
 # --- overrides of a later infusion's lockout (min_interval) ----------------------------------
 
+
 def test_min_interval_is_overridden_by_an_investigator_with_reason_and_e_signature(app, login):
     sid = sid_of(app, "HZ-001")
     proposed = day(2)  # 1 day after infusion 2 (T+1): min_interval until T+7
@@ -252,27 +309,41 @@ def test_min_interval_is_overridden_by_an_investigator_with_reason_and_e_signatu
     coord_page = text(coord.get(f"/subjects/{sid}/infusions?proposed={proposed.isoformat()}"))
     assert "min_interval" in lockout_items(coord_page) and 'name="override_reason"' not in coord_page
 
-    response = schedule(inv, sid, proposed, **override("Bridging dose agreed with the sponsor",
-                                                       deviation="Earlier dose on medical advice"))
+    response = schedule(
+        inv,
+        sid,
+        proposed,
+        **override("Bridging dose agreed with the sponsor", deviation="Earlier dose on medical advice"),
+    )
     assert response.status_code == 302, text(response)[:3000]
     infusion = active(app, sid)[-1]
     assert (infusion["number"], infusion["planned_date"], infusion["state"]) == (3, proposed, "scheduled")
     assert infusion["override_reason"] == "Bridging dose agreed with the sponsor"
     sig = next(s for s in signatures(app, sid) if s["id"] == infusion["override_signature_id"])
-    assert (sig["printed_name"], sig["meaning"], sig["form"], sig["form_id"], sig["valid"]) == \
-        ("Dr Wang Lei", scheduling.OVERRIDE_MEANING, "infusion", infusion["id"], True)
+    assert (sig["printed_name"], sig["meaning"], sig["form"], sig["form_id"], sig["valid"]) == (
+        "Dr Wang Lei",
+        scheduling.OVERRIDE_MEANING,
+        "infusion",
+        infusion["id"],
+        True,
+    )
     devs = deviations(app, sid)
     kinds = {d["kind"]: d for d in devs}
     assert set(kinds) == {"lockout_override", "infusion_outside_target"}
     lockout_dev = kinds["lockout_override"]
     assert lockout_dev["signature_id"] == sig["id"] and lockout_dev["reason"] == "Bridging dose agreed with the sponsor"
-    assert lockout_dev["form_id"] == infusion["id"] and "minimum 6 days between two infusions" in lockout_dev["description"]
+    assert (
+        lockout_dev["form_id"] == infusion["id"]
+        and "minimum 6 days between two infusions" in lockout_dev["description"]
+    )
     assert kinds["infusion_outside_target"]["reason"] == "Earlier dose on medical advice"
     # the signature and the reason are in the audit trail
     signs = audit(app, subject_id=sid, action="sign", form="infusion")
     assert len(signs) == 1 and signs[0]["username"] == "inv-hz" and scheduling.OVERRIDE_MEANING in signs[0]["new"]
-    assert any(r["form"] == "deviation" and r["field"] == "reason" and r["new"] == "Bridging dose agreed with the sponsor"
-               for r in audit(app, subject_id=sid))
+    assert any(
+        r["form"] == "deviation" and r["field"] == "reason" and r["new"] == "Bridging dose agreed with the sponsor"
+        for r in audit(app, subject_id=sid)
+    )
     # visible on the deviation list, to the site and its monitor, not to another site
     for user in ("inv-hz", "monitor-hz", "dm"):
         page = text(login(user).get("/deviations"))
@@ -300,16 +371,25 @@ def test_a_wrong_override_password_saves_nothing_and_leaves_a_sign_refused_recor
     assert response.status_code == 200 and "Password not accepted" in page
     assert [i["number"] for i in active(app, sid)] == [1, 2]
     assert not deviations(app, sid) and signatures(app, sid) == signatures_before
-    assert not [r for r in audit(app, subject_id=sid) if r["form"] == "infusion" and r["action"] == "create"
-                and r["form_id"] not in {i["id"] for i in infusion_rows(app, sid)}]
+    assert not [
+        r
+        for r in audit(app, subject_id=sid)
+        if r["form"] == "infusion"
+        and r["action"] == "create"
+        and r["form_id"] not in {i["id"] for i in infusion_rows(app, sid)}
+    ]
     refused = audit(app, subject_id=sid, action="sign_refused")
     assert len(refused) == 1
-    assert (refused[0]["username"], refused[0]["form"], refused[0]["new"]) == \
-        ("inv-hz", "infusion", scheduling.OVERRIDE_MEANING)
+    assert (refused[0]["username"], refused[0]["form"], refused[0]["new"]) == (
+        "inv-hz",
+        "infusion",
+        scheduling.OVERRIDE_MEANING,
+    )
     assert failed_logins(app, "inv-hz") == 1
 
 
 # --- target windows, max infusions, same day, wrong status ------------------------------------
+
 
 def test_a_date_outside_the_target_window_needs_a_deviation_reason(app, login):
     sid = sid_of(app, "HZ-001")
@@ -331,8 +411,13 @@ def test_a_date_outside_the_target_window_needs_a_deviation_reason(app, login):
     assert infusion["target_deviation_reason"] == "Public holiday at the cell-therapy unit"
     assert infusion["override_signature_id"] is None
     (dev,) = deviations(app, sid)
-    assert (dev["kind"], dev["reason"], dev["form"], dev["form_id"], dev["signature_id"]) == \
-        ("infusion_outside_target", "Public holiday at the cell-therapy unit", "infusion", infusion["id"], None)
+    assert (dev["kind"], dev["reason"], dev["form"], dev["form_id"], dev["signature_id"]) == (
+        "infusion_outside_target",
+        "Public holiday at the cell-therapy unit",
+        "infusion",
+        infusion["id"],
+        None,
+    )
     assert "2 days after" in dev["description"]
     assert "infusion outside target" in text(coord.get("/deviations"))
 
@@ -372,7 +457,9 @@ def test_an_investigator_cannot_override_a_second_infusion_on_the_same_day(app, 
 def test_scheduling_for_a_subject_in_screening_is_refused_with_a_message(app, login):
     sid = sid_of(app, "HZ-S004")
     coord = login("coord-hz")
-    assert "Infusions are scheduled by site staff for enrolled subjects." in text(coord.get(f"/subjects/{sid}/infusions"))
+    assert "Infusions are scheduled by site staff for enrolled subjects." in text(
+        coord.get(f"/subjects/{sid}/infusions")
+    )
     response = schedule(coord, sid, day(14))
     assert response.status_code == 200
     assert "Infusions are scheduled for enrolled subjects; this subject is screening." in text(response)
@@ -394,7 +481,8 @@ def test_two_staff_scheduling_the_same_infusion_one_wins_the_other_is_refused(ap
     coord, inv = login("coord-hz"), login("inv-hz")
     for session in (coord, inv):  # both open the same proposal
         assert "Schedule infusion 3 on " + day(8).isoformat() in text(
-            session.get(f"/subjects/{sid}/infusions?proposed={day(8).isoformat()}"))
+            session.get(f"/subjects/{sid}/infusions?proposed={day(8).isoformat()}")
+        )
     assert schedule(coord, sid, day(8)).status_code == 302
     response = schedule(inv, sid, day(8))
     assert response.status_code == 200 and "Nothing was saved" in text(response)
@@ -403,11 +491,18 @@ def test_two_staff_scheduling_the_same_infusion_one_wins_the_other_is_refused(ap
 
 # --- rescheduling and cancelling keep the history ------------------------------------------
 
+
 def reschedule(session, sid, inf: dict, proposed: date, reason="Donor product release delayed", version=None, **extra):
-    return session.post(f"/subjects/{sid}/infusions/{inf['id']}/reschedule",
-                        data={"version": str(inf["version"] if version is None else version),
-                              "proposed_date": proposed.isoformat(), "reason": reason, **extra},
-                        follow_redirects=True)
+    return session.post(
+        f"/subjects/{sid}/infusions/{inf['id']}/reschedule",
+        data={
+            "version": str(inf["version"] if version is None else version),
+            "proposed_date": proposed.isoformat(),
+            "reason": reason,
+            **extra,
+        },
+        follow_redirects=True,
+    )
 
 
 def test_rescheduling_needs_a_reason(app, login):
@@ -425,16 +520,19 @@ def test_rescheduling_with_a_stale_version_is_refused_and_nothing_is_lost(app, l
     sid = sid_of(app, "HZ-001")
     inf2 = active(app, sid)[1]
     coord, inv = login("coord-hz"), login("inv-hz")
-    response = coord.post(f"/subjects/{sid}/infusions/{inf2['id']}", data={
-        "version": str(inf2["version"]), "product_lot": "NK-CLL1-24-031", "save": "1"})
+    response = coord.post(
+        f"/subjects/{sid}/infusions/{inf2['id']}",
+        data={"version": str(inf2["version"]), "product_lot": "NK-CLL1-24-031", "save": "1"},
+    )
     assert response.status_code == 302
     assert active(app, sid)[1]["version"] == inf2["version"] + 1
     page = text(reschedule(inv, sid, inf2, day(2), reason="Ward capacity"))
     assert "Infusion 2 was not rescheduled" in page and "since you opened it" in page and "Lin Mei" in page
     after = active(app, sid)[1]
     assert after["planned_date"] == day(1) and after["version"] == inf2["version"] + 1
-    assert [r["field"] for r in audit(app, form="infusion", form_id=inf2["id"]) if r["action"] == "update"] == \
-        ["product_lot"]
+    assert [r["field"] for r in audit(app, form="infusion", form_id=inf2["id"]) if r["action"] == "update"] == [
+        "product_lot"
+    ]
 
 
 def test_rescheduling_keeps_the_history_in_the_audit_trail(app, login):
@@ -446,8 +544,9 @@ def test_rescheduling_keeps_the_history_in_the_audit_trail(app, login):
     (after,) = infusion_rows(app, sid)
     assert after["planned_date"] == day(15) and after["version"] == inf["version"] + 1 and after["state"] == "scheduled"
     update = [r for r in audit(app, form="infusion", form_id=inf["id"]) if r["action"] == "update"]
-    assert [(r["field"], r["old"], r["new"], r["reason"], r["username"]) for r in update] == \
-        [("planned_date", day(14).isoformat(), day(15).isoformat(), "Donor product release delayed", "coord-nb")]
+    assert [(r["field"], r["old"], r["new"], r["reason"], r["username"]) for r in update] == [
+        ("planned_date", day(14).isoformat(), day(15).isoformat(), "Donor product release delayed", "coord-nb")
+    ]
     # the old version is now stale: a second save of it is refused, nothing lost
     page = text(reschedule(login("inv-nb"), sid, inf, day(16), reason="Ward capacity"))
     assert "Infusion 1 was not rescheduled" in page and "since you opened it" in page
@@ -459,9 +558,15 @@ def test_rescheduling_infusion_1_re_anchors_the_visits_and_lymphodepletion_days(
     coord = login("coord-nb")
     (inf,) = infusion_rows(app, sid)
     with app.app_context():
-        before = {v.code: v.target_date for v in db.session.execute(select(Visit).where(Visit.subject_id == sid)).scalars()}
-        lymph_before = {d.day: d.planned_date for d in db.session.execute(
-            select(LymphodepletionDay).where(LymphodepletionDay.subject_id == sid)).scalars()}
+        before = {
+            v.code: v.target_date for v in db.session.execute(select(Visit).where(Visit.subject_id == sid)).scalars()
+        }
+        lymph_before = {
+            d.day: d.planned_date
+            for d in db.session.execute(
+                select(LymphodepletionDay).where(LymphodepletionDay.subject_id == sid)
+            ).scalars()
+        }
     assert before["D1"] == day(15) and lymph_before == {-5: day(9), -4: day(10), -3: day(11)}
 
     new = day(17)
@@ -470,21 +575,35 @@ def test_rescheduling_infusion_1_re_anchors_the_visits_and_lymphodepletion_days(
     with app.app_context():
         visits = {v.code: v for v in db.session.execute(select(Visit).where(Visit.subject_id == sid)).scalars()}
         assert visits["D1"].target_date == new + timedelta(days=1)
-        assert (visits["D7"].earliest, visits["D7"].target_date, visits["D7"].latest) == \
-            (new + timedelta(days=6), new + timedelta(days=7), new + timedelta(days=8))
+        assert (visits["D7"].earliest, visits["D7"].target_date, visits["D7"].latest) == (
+            new + timedelta(days=6),
+            new + timedelta(days=7),
+            new + timedelta(days=8),
+        )
         assert visits["D28"].target_date == new + timedelta(days=28)
         assert visits["M2"].target_date == add_months(new, 2)
-        lymph = {d.day: d.planned_date for d in db.session.execute(
-            select(LymphodepletionDay).where(LymphodepletionDay.subject_id == sid)).scalars()}
+        lymph = {
+            d.day: d.planned_date
+            for d in db.session.execute(
+                select(LymphodepletionDay).where(LymphodepletionDay.subject_id == sid)
+            ).scalars()
+        }
         assert lymph == {-5: new - timedelta(days=5), -4: new - timedelta(days=4), -3: new - timedelta(days=3)}
         d1_id = visits["D1"].id
-    shifted = [r for r in audit(app, form="visit", form_id=d1_id) if r["field"] == "target_date" and r["action"] == "assign"]
-    assert [(r["old"], r["new"], r["reason"]) for r in shifted] == \
-        [(day(15).isoformat(), day(18).isoformat(), "infusion 1 rescheduled: Subject travelling")]
-    lymph_trail = [r for r in audit(app, subject_id=sid, form="lymphodepletion") if r["field"] == "planned_date"
-                   and r["action"] == "assign"]
+    shifted = [
+        r for r in audit(app, form="visit", form_id=d1_id) if r["field"] == "target_date" and r["action"] == "assign"
+    ]
+    assert [(r["old"], r["new"], r["reason"]) for r in shifted] == [
+        (day(15).isoformat(), day(18).isoformat(), "infusion 1 rescheduled: Subject travelling")
+    ]
+    lymph_trail = [
+        r
+        for r in audit(app, subject_id=sid, form="lymphodepletion")
+        if r["field"] == "planned_date" and r["action"] == "assign"
+    ]
     assert sorted((r["old"], r["new"]) for r in lymph_trail) == sorted(
-        (lymph_before[k].isoformat(), (new + timedelta(days=k)).isoformat()) for k in (-5, -4, -3))
+        (lymph_before[k].isoformat(), (new + timedelta(days=k)).isoformat()) for k in (-5, -4, -3)
+    )
     assert all(r["reason"] == "infusion 1 rescheduled: Subject travelling" for r in lymph_trail)
     # the plan's target dates move too (infusion 2 targets day 7 of the new anchor)
     assert f"{(new + timedelta(days=7)).isoformat()} (day 7)" in text(coord.get(f"/subjects/{sid}/infusions"))
@@ -505,8 +624,11 @@ def test_moving_infusion_1_by_a_day_while_infusion_2_is_scheduled_is_judged_as_i
 def test_cancelling_needs_a_reason(app, login):
     sid = sid_of(app, "HZ-001")
     inf2 = active(app, sid)[1]
-    response = login("coord-hz").post(f"/subjects/{sid}/infusions/{inf2['id']}/cancel",
-                                      data={"version": str(inf2["version"]), "reason": "  "}, follow_redirects=True)
+    response = login("coord-hz").post(
+        f"/subjects/{sid}/infusions/{inf2['id']}/cancel",
+        data={"version": str(inf2["version"]), "reason": "  "},
+        follow_redirects=True,
+    )
     assert "Give the reason for cancelling." in text(response)
     assert infusion_rows(app, sid)[1] == inf2
     assert not [r for r in audit(app, form="infusion", form_id=inf2["id"]) if r["action"] == "update"]
@@ -516,16 +638,24 @@ def test_cancelling_with_a_reason_keeps_the_record_and_its_history(app, login):
     sid = sid_of(app, "HZ-001")
     coord = login("coord-hz")
     inf2 = active(app, sid)[1]
-    response = coord.post(f"/subjects/{sid}/infusions/{inf2['id']}/cancel",
-                          data={"version": str(inf2["version"]), "reason": "Subject withdrew consent for dosing"},
-                          follow_redirects=True)
+    response = coord.post(
+        f"/subjects/{sid}/infusions/{inf2['id']}/cancel",
+        data={"version": str(inf2["version"]), "reason": "Subject withdrew consent for dosing"},
+        follow_redirects=True,
+    )
     assert "Infusion 2 cancelled." in text(response)
     row = next(i for i in infusion_rows(app, sid) if i["id"] == inf2["id"])
-    assert (row["state"], row["cancel_reason"], row["planned_date"]) == \
-        ("cancelled", "Subject withdrew consent for dosing", day(1))
+    assert (row["state"], row["cancel_reason"], row["planned_date"]) == (
+        "cancelled",
+        "Subject withdrew consent for dosing",
+        day(1),
+    )
     changes = {r["field"]: r for r in audit(app, form="infusion", form_id=inf2["id"]) if r["action"] == "update"}
-    assert (changes["state"]["old"], changes["state"]["new"], changes["state"]["reason"]) == \
-        ("scheduled", "cancelled", "Subject withdrew consent for dosing")
+    assert (changes["state"]["old"], changes["state"]["new"], changes["state"]["reason"]) == (
+        "scheduled",
+        "cancelled",
+        "Subject withdrew consent for dosing",
+    )
     assert "Subject withdrew consent for dosing" in text(coord.get(f"/subjects/{sid}/infusions"))
     # the next proposal is infusion 2 again
     assert "Infusion 2 on <strong>" in text(coord.get(f"/subjects/{sid}/infusions?proposed={day(1).isoformat()}"))
@@ -535,8 +665,15 @@ def test_an_infusion_before_enrolment_is_refused(app, login):
     sid = sid_of(app, "HZ-S004")
     with app.app_context():
         version = subject_by_number("HZ-S004").current_screening.version
-    assert login("inv-hz").post(f"/subjects/{sid}/enrol", data={
-        "password": PW, "confirm": "y", "screening_version": str(version), "dose_level": "DL1"}).status_code == 302
+    assert (
+        login("inv-hz")
+        .post(
+            f"/subjects/{sid}/enrol",
+            data={"password": PW, "confirm": "y", "screening_version": str(version), "dose_level": "DL1"},
+        )
+        .status_code
+        == 302
+    )
     response = schedule(login("coord-hz"), sid, day(-3))  # enrolled today; no washout blocks T-3
     assert response.status_code == 200
     messages = re.findall(r'<div class="(?:error|flash error)"[^>]*>(.*?)</div>', text(response), re.S)
@@ -547,15 +684,23 @@ def test_an_infusion_before_enrolment_is_refused(app, login):
 def test_a_half_life_of_zero_is_refused_at_the_field(app, login):
     sid = sid_of(app, "NB-001")
     coord = login("coord-nb")
-    response = coord.post(f"/subjects/{sid}/exposures/new", data={
-        "category": "systemic_antitumor", "name": "Gilteritinib", "start_date": day(-3).isoformat(),
-        "last_date": day(-1).isoformat(), "half_life_days": "0"})
+    response = coord.post(
+        f"/subjects/{sid}/exposures/new",
+        data={
+            "category": "systemic_antitumor",
+            "name": "Gilteritinib",
+            "start_date": day(-3).isoformat(),
+            "last_date": day(-1).isoformat(),
+            "half_life_days": "0",
+        },
+    )
     assert response.status_code == 200 and "A half-life must be greater than zero." in text(response)
     with app.app_context():
         assert [e.name for e in subject_by_number("NB-001").exposures] == ["Venetoclax + azacitidine"]
 
 
 # --- study settings in force on the scheduling screen ---------------------------------------
+
 
 def test_an_amended_minimum_interval_changes_the_min_interval_lockout(app, login):
     from cellstudy.settings import editable_settings
@@ -566,22 +711,35 @@ def test_an_amended_minimum_interval_changes_the_min_interval_lockout(app, login
     assert "no lockout" in text(coord.get(url))
 
     form = {key: "" if value is None else str(value) for key, value, _ in editable_settings()}
-    form.update({"regimen.min_interval_days": "7", "version": "2.0 (amendment 1)", "reason": "DSMB recommendation",
-                 "effective_date": day(0).isoformat()})
+    form.update(
+        {
+            "regimen.min_interval_days": "7",
+            "version": "2.0 (amendment 1)",
+            "reason": "DSMB recommendation",
+            "effective_date": day(0).isoformat(),
+        }
+    )
     assert login("admin").post("/admin/study", data=form).status_code == 302
-    assert [(r["field"], r["old"], r["new"]) for r in audit(app, action="setting")] == \
-        [("regimen.min_interval_days", "6", "7")]
+    assert [(r["field"], r["old"], r["new"]) for r in audit(app, action="setting")] == [
+        ("regimen.min_interval_days", "6", "7")
+    ]
     # issue 11: in force once an investigator approves it with an e-signature
     assert "no lockout" in text(coord.get(url))
     amendment_id = [r["form_id"] for r in audit(app, action="setting")][0]
-    assert login("inv-hz").post("/amendments/approve", data={"amendment_id": str(amendment_id), "password": PW,
-                                                             "confirm": "y"}).status_code == 302
+    assert (
+        login("inv-hz")
+        .post("/amendments/approve", data={"amendment_id": str(amendment_id), "password": PW, "confirm": "y"})
+        .status_code
+        == 302
+    )
 
     page = text(coord.get(url))
     items = lockout_items(page)
     assert list(items) == ["min_interval"]
-    assert until_of(items["min_interval"]) == day(8).isoformat() and "minimum 7 days between two infusions" in \
-        items["min_interval"]
+    assert (
+        until_of(items["min_interval"]) == day(8).isoformat()
+        and "minimum 7 days between two infusions" in items["min_interval"]
+    )
     assert f"Use {day(8).isoformat()}" in page
     response = schedule(coord, sid, day(7))
     assert response.status_code == 200 and len(active(app, sid)) == 2
@@ -589,10 +747,13 @@ def test_an_amended_minimum_interval_changes_the_min_interval_lockout(app, login
 
 # --- the study calendar -------------------------------------------------------------------
 
+
 def calendar_rows(page: str) -> list[str]:
     body = page.split('<table class="grid" id="calendar">')[1].split("</table>")[0]
-    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip()
-            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)[1:]]
+    return [
+        re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip()
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)[1:]
+    ]
 
 
 def test_the_calendar_lists_the_sites_infusions_and_visits_of_the_next_4_weeks(app, login, clock):
@@ -608,21 +769,33 @@ def test_the_calendar_lists_the_sites_infusions_and_visits_of_the_next_4_weeks(a
     assert not any("HZ-" in r for r in nb_rows)
     dm_rows = calendar_rows(text(login("dm").get("/calendar")))
     assert any("HZ-001" in r for r in dm_rows) and any("NB-001" in r for r in dm_rows)
-    assert not any(LOCKOUT_LABELS["min_interval"] in r or "Vaccine" in r or "locked" in r for r in rows)  # nothing to warn about
+    assert not any(
+        LOCKOUT_LABELS["min_interval"] in r or "Vaccine" in r or "locked" in r for r in rows
+    )  # nothing to warn about
 
 
 def test_the_calendar_warns_of_a_lockout_on_a_scheduled_infusion(app, login, clock):
     sid = sid_of(app, "HZ-001")
     inv = login("inv-hz")
     # a vaccine inside the no-vaccination window (a signed deviation) locks infusion 2 out
-    response = inv.post(f"/subjects/{sid}/vaccinations", data={
-        "name": "Influenza (inactivated)", "last_date": day(-1).isoformat(), "deviation_reason": "Outbreak on the ward",
-        "password": PW})
+    response = inv.post(
+        f"/subjects/{sid}/vaccinations",
+        data={
+            "name": "Influenza (inactivated)",
+            "last_date": day(-1).isoformat(),
+            "deviation_reason": "Outbreak on the ward",
+            "password": PW,
+        },
+    )
     assert response.status_code == 302
     (row,) = [r for r in calendar_rows(text(login("coord-hz").get("/calendar"))) if "Infusion 2" in r]
     # the label people read (the code itself is on hover), from the one declaration
-    assert f"{LOCKOUT_LABELS['vaccine']} :" in row and "Influenza (inactivated)" in row \
-        and "inside the vaccination window" in row and "locked" in row
+    assert (
+        f"{LOCKOUT_LABELS['vaccine']} :" in row
+        and "Influenza (inactivated)" in row
+        and "inside the vaccination window" in row
+        and "locked" in row
+    )
     with app.test_request_context():
         items = worklists.calendar([subject_by_number("HZ-001").site_id], date.today())["items"]
         (item,) = [i for i in items if i["kind"] == "infusion"]
@@ -642,9 +815,18 @@ def test_the_calendar_still_warns_of_a_lockout_that_arose_after_an_override(app,
     sid = sid_of(app, "HZ-001")
     inv = login("inv-hz")
     assert schedule(inv, sid, day(2), **override(deviation="Earlier dose on medical advice")).status_code == 302
-    assert inv.post(f"/subjects/{sid}/vaccinations", data={
-        "name": "Influenza (inactivated)", "last_date": day(-1).isoformat(), "deviation_reason": "Outbreak on the ward",
-        "password": PW}).status_code == 302
+    assert (
+        inv.post(
+            f"/subjects/{sid}/vaccinations",
+            data={
+                "name": "Influenza (inactivated)",
+                "last_date": day(-1).isoformat(),
+                "deviation_reason": "Outbreak on the ward",
+                "password": PW,
+            },
+        ).status_code
+        == 302
+    )
     (row,) = [r for r in calendar_rows(text(login("coord-hz").get("/calendar"))) if "Infusion 3" in r]
     assert f"{LOCKOUT_LABELS['vaccine']} :" in row and "locked" in row, row
 

@@ -1,5 +1,6 @@
 """Background jobs (issue 5): submit -> queued -> running -> done/failed, progress in the
 database, the download only for the user who submitted it."""
+
 import os
 
 import pytest
@@ -56,8 +57,13 @@ def test_a_job_runs_in_the_background_and_its_result_downloads(app, login):
     assert response.data == b"echo hello for coord-hz"
     assert "echo_result.txt" in response.headers["Content-Disposition"]
     with app.app_context():
-        record = db.session.execute(select(AuditRecord).where(AuditRecord.action == "download")
-                                    .order_by(AuditRecord.id.desc())).scalars().first()
+        record = (
+            db.session.execute(
+                select(AuditRecord).where(AuditRecord.action == "download").order_by(AuditRecord.id.desc())
+            )
+            .scalars()
+            .first()
+        )
         assert (record.form, record.form_id, record.username) == ("job", job_id, "coord-hz")
     assert str(job_id).encode() in coord.get("/jobs").data
 
@@ -80,8 +86,7 @@ def test_a_user_removed_from_the_site_loses_the_result(app, login):
     assert login("coord-hz").get(f"/jobs/{job_id}/download").status_code == 404
 
 
-@pytest.mark.parametrize("fail, message", [("expected", "Nothing to do for that site."),
-                                           ("crash", "internal error")])
+@pytest.mark.parametrize("fail, message", [("expected", "Nothing to do for that site."), ("crash", "internal error")])
 def test_a_failing_job_is_failed_with_a_message(app, login, fail, message):
     job_id = _submit(app, "coord-hz", {"n": 2, "fail": fail})
     with app.app_context():
@@ -100,8 +105,13 @@ def test_submit_refuses_a_role_without_the_permission(app):
 def test_a_job_whose_process_died_is_shown_as_interrupted(app, login):
     with app.app_context():
         user = _user("coord-hz")
-        job = jobs.Job(kind="test_echo", params={}, status="running", created_by_id=user.id,
-                       worker="{}:{}".format(__import__("socket").gethostname(), 2**22 + 12345))
+        job = jobs.Job(
+            kind="test_echo",
+            params={},
+            status="running",
+            created_by_id=user.id,
+            worker="{}:{}".format(__import__("socket").gethostname(), 2**22 + 12345),
+        )
         db.session.add(job)
         db.session.commit()
         job_id = job.id

@@ -1,6 +1,7 @@
 """Two sessions save the same verified, queried AE at once (issue 6): the later save is
 refused with the "changed by" message, nothing of the winner is lost, and the monitoring
 hooks (SDV clearing, the query link) run once, for the save that happened."""
+
 import threading
 
 from sqlalchemy import select
@@ -19,11 +20,18 @@ def test_two_sessions_correct_the_same_form_the_later_is_refused(app, login):
         sid = subject.id
         fn = next(ae.id for ae in subject.adverse_events if ae.term == "Febrile neutropenia")
     monitor = login("monitor-hz")
-    assert monitor.post(f"/subjects/{sid}/queries", data={"target": f"adverse_event:{fn}", "field": "grade",
-                                                          "text": "Please check the grade."}).status_code == 302
+    assert (
+        monitor.post(
+            f"/subjects/{sid}/queries",
+            data={"target": f"adverse_event:{fn}", "field": "grade", "text": "Please check the grade."},
+        ).status_code
+        == 302
+    )
     url = f"/subjects/{sid}/adverse-events/{fn}"
-    posts = {"coord-hz": ae_form(app, fn, grade="4", reason="Grade 4 in the ICU notes"),
-             "inv-hz": ae_form(app, fn, comments="Reviewed on the ward round", reason="Investigator comment")}
+    posts = {
+        "coord-hz": ae_form(app, fn, grade="4", reason="Grade 4 in the ICU notes"),
+        "inv-hz": ae_form(app, fn, comments="Reviewed on the ward round", reason="Investigator comment"),
+    }
     sessions = {name: login(name) for name in posts}
     barrier = threading.Barrier(len(sessions))
     responses = {}
@@ -49,12 +57,15 @@ def test_two_sessions_correct_the_same_form_the_later_is_refused(app, login):
             assert ae.grade == 4 and not (ae.data or {}).get("comments")
         else:
             assert ae.grade == 3 and ae.data["comments"] == "Reviewed on the ward round"
-        rows = db.session.scalars(select(AuditRecord).where(AuditRecord.form == "adverse_event",
-                                                            AuditRecord.form_id == fn,
-                                                            AuditRecord.action == "update")).all()
+        rows = db.session.scalars(
+            select(AuditRecord).where(
+                AuditRecord.form == "adverse_event", AuditRecord.form_id == fn, AuditRecord.action == "update"
+            )
+        ).all()
         assert {r.username for r in rows} == {winner}
-        clears = db.session.scalars(select(AuditRecord).where(AuditRecord.action == "sdv_clear",
-                                                              AuditRecord.form_id == fn)).all()
+        clears = db.session.scalars(
+            select(AuditRecord).where(AuditRecord.action == "sdv_clear", AuditRecord.form_id == fn)
+        ).all()
         query = db.session.scalars(select(Query).where(Query.form_id == fn, Query.field == "grade")).one()
         if winner == "coord-hz":  # the grade changed: its SDV is cleared and the query answered, once
             assert [c.field for c in clears] == ["grade"] and query.state == "answered"

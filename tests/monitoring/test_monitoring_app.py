@@ -5,6 +5,7 @@ casebook signatures, locks of a form, a subject and the study; who may do what.
 Demo (cellstudy/demo.py): HZ-001 is on treatment with three AEs (CRS, febrile neutropenia
 (FN), nausea), infusion 1 and visits D1/D3 complete and verified by monitor-hz; FN has
 an open query on its awareness time; nausea an answered one."""
+
 from __future__ import annotations
 
 import html
@@ -58,8 +59,11 @@ def ae_row(app, ae_id):
 def state_of(app, form, form_id):
     with app.app_context():
         st = record_state(form, form_id)
-        return {**st, "open_queries": [(q.id, q.field, q.state) for q in st["open_queries"]],
-                "signatures": [s.printed_name for s in st["signatures"]]}
+        return {
+            **st,
+            "open_queries": [(q.id, q.field, q.state) for q in st["open_queries"]],
+            "signatures": [s.printed_name for s in st["signatures"]],
+        }
 
 
 def audit_rows(app, **where):
@@ -67,8 +71,17 @@ def audit_rows(app, **where):
         stmt = select(AuditRecord).order_by(AuditRecord.id)
         for k, v in where.items():
             stmt = stmt.where(getattr(AuditRecord, k) == v)
-        return [{"action": r.action, "field": r.field, "old": r.old_value, "new": r.new_value, "reason": r.reason,
-                 "user": r.username} for r in db.session.scalars(stmt)]
+        return [
+            {
+                "action": r.action,
+                "field": r.field,
+                "old": r.old_value,
+                "new": r.new_value,
+                "reason": r.reason,
+                "user": r.username,
+            }
+            for r in db.session.scalars(stmt)
+        ]
 
 
 def ae_form(app, ae_id, **overrides) -> dict:
@@ -96,8 +109,10 @@ def ae_form(app, ae_id, **overrides) -> dict:
 
 
 def raise_query(session, subject_id, target, field="", text="Please check.", status=302):
-    response = session.post(f"/subjects/{subject_id}/queries",
-                            data={"target": target, "field": field, "text": text, "assignee_role": "coordinator"})
+    response = session.post(
+        f"/subjects/{subject_id}/queries",
+        data={"target": target, "field": field, "text": text, "assignee_role": "coordinator"},
+    )
     assert response.status_code == status, text
     return response
 
@@ -111,11 +126,17 @@ def last_query(app) -> Query:
 
 # --- the query workflow --------------------------------------------------------------------------
 
+
 def test_query_on_an_ae_grade_answered_by_a_correction_then_closed(app, login, hz):
     monitor, coord = login("monitor-hz"), login("coord-hz")
     fn = hz["aes"]["Febrile neutropenia"]
-    raise_query(monitor, hz["id"], f"adverse_event:{fn}", "grade",
-                "Source: ICU transfer for septic shock on day 3; please check the grade.")
+    raise_query(
+        monitor,
+        hz["id"],
+        f"adverse_event:{fn}",
+        "grade",
+        "Source: ICU transfer for septic shock on day 3; please check the grade.",
+    )
     q = last_query(app)
     assert (q.form, q.form_id, q.field, q.state, q.origin) == ("adverse_event", fn, "grade", "open", "manual")
     # the coordinator sees it waiting on the start page and as a badge at the field
@@ -126,12 +147,17 @@ def test_query_on_an_ae_grade_answered_by_a_correction_then_closed(app, login, h
     assert f'href="#query-{q.id}" title="Source: ICU transfer' in page and f"query #{q.id} open" in page
     # the coordinator corrects the grade with a reason: the correction links the query and answers it
     before = ae_row(app, fn)
-    response = coord.post(f"/subjects/{hz['id']}/adverse-events/{fn}",
-                          data=ae_form(app, fn, grade="4", reason="Grade 4 in the source (ICU transfer)"))
+    response = coord.post(
+        f"/subjects/{hz['id']}/adverse-events/{fn}",
+        data=ae_form(app, fn, grade="4", reason="Grade 4 in the source (ICU transfer)"),
+    )
     assert response.status_code == 302, flashes(text(response))
     assert ae_row(app, fn)["grade"] == 4 and before["grade"] == 3
-    (update,) = [r for r in audit_rows(app, form="adverse_event", form_id=fn) if r["field"] == "grade"
-                 and r["action"] == "update"]
+    (update,) = [
+        r
+        for r in audit_rows(app, form="adverse_event", form_id=fn)
+        if r["field"] == "grade" and r["action"] == "update"
+    ]
     assert (update["old"], update["new"]) == ("3", "4")
     assert update["reason"] == f"Grade 4 in the source (ICU transfer) [query #{q.id}]"
     assert last_query(app).state == "answered"
@@ -141,16 +167,27 @@ def test_query_on_an_ae_grade_answered_by_a_correction_then_closed(app, login, h
     assert "value changed from 3 to 4" in clear[0]["reason"]
     assert "grade" not in state_of(app, "adverse_event", fn)["verified_fields"]
     # the coordinator cannot close it; the monitor closes it with a reply
-    assert coord.post(f"/subjects/{hz['id']}/queries/resolve",
-                      data={"query_id": q.id, "action": "close", "text": "done"}).status_code == 403
-    assert monitor.post(f"/subjects/{hz['id']}/queries/resolve",
-                        data={"query_id": q.id, "action": "close", "text": "Agreed, grade 4."}).status_code == 302
+    assert (
+        coord.post(
+            f"/subjects/{hz['id']}/queries/resolve", data={"query_id": q.id, "action": "close", "text": "done"}
+        ).status_code
+        == 403
+    )
+    assert (
+        monitor.post(
+            f"/subjects/{hz['id']}/queries/resolve",
+            data={"query_id": q.id, "action": "close", "text": "Agreed, grade 4."},
+        ).status_code
+        == 302
+    )
     with app.app_context():
         query = db.session.get(Query, q.id)
         assert query.state == "closed" and query.closed_by.username == "monitor-hz"
         thread = [(m.kind, m.user.username if m.user else None) for m in query.messages]
     assert thread == [("open", "monitor-hz"), ("answer", "coord-hz"), ("close", "monitor-hz")]
-    actions = [r["action"] for r in audit_rows(app, form="adverse_event", form_id=fn) if r["action"].startswith("query")]
+    actions = [
+        r["action"] for r in audit_rows(app, form="adverse_event", form_id=fn) if r["action"].startswith("query")
+    ]
     assert actions[-3:] == ["query_open", "query_answer", "query_close"]
     with app.app_context():
         assert audit.verify().ok
@@ -160,8 +197,10 @@ def test_answer_reopen_cancel_and_who_may_do_it(app, login, hz):
     monitor, coord, inv, dm = login("monitor-hz"), login("coord-hz"), login("inv-hz"), login("dm")
     nausea = hz["aes"]["Nausea"]
     # site staff cannot raise; a monitor cannot answer
-    assert coord.post(f"/subjects/{hz['id']}/queries", data={"target": f"adverse_event:{nausea}",
-                                                             "text": "x"}).status_code == 403
+    assert (
+        coord.post(f"/subjects/{hz['id']}/queries", data={"target": f"adverse_event:{nausea}", "text": "x"}).status_code
+        == 403
+    )
     raise_query(monitor, hz["id"], f"adverse_event:{nausea}", "outcome", "Outcome: recovering since when?")
     q = last_query(app)
     answer = f"/subjects/{hz['id']}/queries/answer"
@@ -175,17 +214,25 @@ def test_answer_reopen_cancel_and_who_may_do_it(app, login, hz):
     # re-open needs a reply
     page = text(dm.post(resolve, data={"query_id": q.id, "action": "reopen", "text": ""}, follow_redirects=True))
     assert any("Reply: write a text." in f for f in flashes(page)) and last_query(app).state == "answered"
-    assert dm.post(resolve, data={"query_id": q.id, "action": "reopen", "text": "Which date exactly?"}).status_code == 302
+    assert (
+        dm.post(resolve, data={"query_id": q.id, "action": "reopen", "text": "Which date exactly?"}).status_code == 302
+    )
     assert last_query(app).state == "open"
     assert coord.post(answer, data={"query_id": q.id, "text": "2026-11-23."}).status_code == 302
-    assert monitor.post(resolve, data={"query_id": q.id, "action": "cancel", "text": "Raised in error"}).status_code == 302
+    assert (
+        monitor.post(resolve, data={"query_id": q.id, "action": "cancel", "text": "Raised in error"}).status_code == 302
+    )
     assert last_query(app).state == "cancelled"
     # a cancelled query cannot be closed: a clear message, no 500
     page = text(monitor.post(resolve, data={"query_id": q.id, "action": "close"}, follow_redirects=True))
     assert any("A query that is cancelled cannot be closed." in f for f in flashes(page))
     with app.app_context():
-        kinds = [m.kind for m in db.session.scalars(select(QueryMessage).where(QueryMessage.query_id == q.id)
-                                                    .order_by(QueryMessage.id))]
+        kinds = [
+            m.kind
+            for m in db.session.scalars(
+                select(QueryMessage).where(QueryMessage.query_id == q.id).order_by(QueryMessage.id)
+            )
+        ]
     assert kinds == ["open", "answer", "reopen", "answer", "cancel"]
 
 
@@ -195,12 +242,16 @@ def test_a_query_of_another_sites_subject_is_404(app, login, hz):
         nb = subject_by_number("NB-001")
         nb_id, nb_query = nb.id, db.session.scalars(select(Query).where(Query.subject_id == nb.id)).first().id
     # a query id of NB posted under an HZ subject
-    assert dm.post(f"/subjects/{hz['id']}/queries/resolve",
-                   data={"query_id": nb_query, "action": "close"}).status_code == 404
+    assert (
+        dm.post(f"/subjects/{hz['id']}/queries/resolve", data={"query_id": nb_query, "action": "close"}).status_code
+        == 404
+    )
     # a monitor of HZ does not see NB at all
     monitor = login("monitor-hz")
-    assert monitor.post(f"/subjects/{nb_id}/queries/resolve", data={"query_id": nb_query,
-                                                                   "action": "close"}).status_code == 404
+    assert (
+        monitor.post(f"/subjects/{nb_id}/queries/resolve", data={"query_id": nb_query, "action": "close"}).status_code
+        == 404
+    )
     assert "NB-001" not in text(monitor.get("/queries?state=all"))
     assert "NB-001" in text(dm.get("/queries?state=all"))
 
@@ -218,15 +269,22 @@ def test_missing_data_and_empty_field_queries_are_kept(app, login, hz):
     assert "Missing: the DLT form" in listing and "(missing data)" in listing
     # bad targets are refused with a message naming the field, nothing saved
     count = len(audit_rows(app, action="query_open"))
-    page = text(monitor.post(f"/subjects/{hz['id']}/queries", follow_redirects=True,
-                             data={"target": f"adverse_event:{hz['aes']['Nausea']}", "field": "colour",
-                                   "text": "?"}))
+    page = text(
+        monitor.post(
+            f"/subjects/{hz['id']}/queries",
+            follow_redirects=True,
+            data={"target": f"adverse_event:{hz['aes']['Nausea']}", "field": "colour", "text": "?"},
+        )
+    )
     assert any("field: the adverse event has no field 'colour'." in f for f in flashes(page))
-    page = text(monitor.post(f"/subjects/{hz['id']}/queries", follow_redirects=True,
-                             data={"target": "visit:new", "text": ""}))
+    page = text(
+        monitor.post(f"/subjects/{hz['id']}/queries", follow_redirects=True, data={"target": "visit:new", "text": ""})
+    )
     assert any("Query: write the question." in f for f in flashes(page))
-    assert monitor.post(f"/subjects/{hz['id']}/queries", data={"target": "adverse_event:999999",
-                                                               "text": "x"}).status_code == 404
+    assert (
+        monitor.post(f"/subjects/{hz['id']}/queries", data={"target": "adverse_event:999999", "text": "x"}).status_code
+        == 404
+    )
     assert len(audit_rows(app, action="query_open")) == count
 
 
@@ -242,8 +300,10 @@ def test_the_monitors_list_sorts_by_age_and_filters(app, login, hz):
     assert rows[0] == (str(newest), "40")  # the oldest first, with its days open
     ages = [int(age) for _, age in rows]
     assert ages == sorted(ages, reverse=True) and len(rows) >= 3
-    by_id = [int(i) for i, _ in re.findall(r'<tr><td>(\d+)</td><td class="num">(\d+)</td>',
-                                           text(monitor.get("/queries?order=new")))]
+    by_id = [
+        int(i)
+        for i, _ in re.findall(r'<tr><td>(\d+)</td><td class="num">(\d+)</td>', text(monitor.get("/queries?order=new")))
+    ]
     assert by_id == sorted(by_id, reverse=True) and by_id[0] == newest
     assert "answered" in text(monitor.get("/queries?state=answered"))
     assert "No queries match." in text(monitor.get("/queries?state=closed&form=visit"))
@@ -251,10 +311,23 @@ def test_the_monitors_list_sorts_by_age_and_filters(app, login, hz):
 
 # --- edit checks -----------------------------------------------------------------------------------
 
+
 def visit_post(version, visit_date: str, **extra) -> dict:
-    data = {"version": str(version), "visit_date": visit_date, "temp_c": "36.9", "hr": "76", "sbp": "118",
-            "dbp": "74", "spo2": "97", "ecog": "1", "anc": "0.9", "platelets": "61", "response": "not_assessed",
-            "complete": "1", **extra}
+    data = {
+        "version": str(version),
+        "visit_date": visit_date,
+        "temp_c": "36.9",
+        "hr": "76",
+        "sbp": "118",
+        "dbp": "74",
+        "spo2": "97",
+        "ecog": "1",
+        "anc": "0.9",
+        "platelets": "61",
+        "response": "not_assessed",
+        "complete": "1",
+        **extra,
+    }
     return data
 
 
@@ -278,8 +351,9 @@ def test_implausible_values_open_a_system_query_and_a_correction_closes_it(app, 
     assert [x for x in state_of(app, "visit", vid)["open_queries"] if x[1] == "alt"]
     with app.app_context():
         version = db.session.get(Visit, vid).version
-    assert coord.post(url, data=visit_post(version, target, alt="95", hr="80",
-                                           reason="Typo: 95 U/L")).status_code == 302
+    assert (
+        coord.post(url, data=visit_post(version, target, alt="95", hr="80", reason="Typo: 95 U/L")).status_code == 302
+    )
     assert not [x for x in state_of(app, "visit", vid)["open_queries"] if x[1] == "alt"]
     with app.app_context():
         query = db.session.get(Query, q[0])
@@ -288,12 +362,15 @@ def test_implausible_values_open_a_system_query_and_a_correction_closes_it(app, 
     with app.app_context():
         v = db.session.get(Visit, vid)
         version, outside = v.version, (v.earliest - timedelta(days=1)).isoformat()
-    assert coord.post(url, data=visit_post(version, outside, alt="95", hr="80",
-                                           reason="Seen a day early")).status_code == 302
+    assert (
+        coord.post(url, data=visit_post(version, outside, alt="95", hr="80", reason="Seen a day early")).status_code
+        == 302
+    )
     assert [x for x in state_of(app, "visit", vid)["open_queries"] if x[1] == "visit_date"]
 
 
 # --- SDV -------------------------------------------------------------------------------------------
+
 
 def test_sdv_of_a_form_fields_and_a_visit_and_who_may(app, login, hz):
     monitor, coord, dm = login("monitor-hz"), login("coord-hz"), login("dm")
@@ -302,7 +379,9 @@ def test_sdv_of_a_form_fields_and_a_visit_and_who_may(app, login, hz):
     assert state_of(app, "adverse_event", nausea)["sdv"] == "not verified"
     for who in (coord, dm):
         assert who.post(verify, data={"target": f"adverse_event:{nausea}"}).status_code == 403
-    assert monitor.post(verify, data={"target": f"adverse_event:{nausea}", "fields": ["term", "grade"]}).status_code == 302
+    assert (
+        monitor.post(verify, data={"target": f"adverse_event:{nausea}", "fields": ["term", "grade"]}).status_code == 302
+    )
     st = state_of(app, "adverse_event", nausea)
     assert st["sdv"] == "partly verified" and st["verified_fields"] == ["grade", "term"]
     assert monitor.post(verify, data={"target": f"adverse_event:{nausea}"}).status_code == 302
@@ -327,8 +406,9 @@ def test_sdv_of_a_form_fields_and_a_visit_and_who_may(app, login, hz):
 def test_bulk_sdv_of_a_visit(app, login, hz):
     monitor = login("monitor-hz")
     with app.app_context():
-        marks = db.session.scalars(select(SdvMark).where(SdvMark.form == "visit",
-                                                         SdvMark.form_id == hz["visits"]["D1"])).all()
+        marks = db.session.scalars(
+            select(SdvMark).where(SdvMark.form == "visit", SdvMark.form_id == hz["visits"]["D1"])
+        ).all()
         for mark in marks:  # start from an unverified D1
             db.session.delete(mark)
         db.session.commit()
@@ -337,11 +417,15 @@ def test_bulk_sdv_of_a_visit(app, login, hz):
 
     with app.app_context():
         d1 = db.session.get(Visit, hz["visits"]["D1"])
-        same_day = db.session.scalars(select(CrsAssessment.id).where(
-            CrsAssessment.subject_id == hz["id"], CrsAssessment.assessed_on == date.fromisoformat(
-                d1.data["visit_date"]))).all()
-        other_days = db.session.scalars(select(CrsAssessment.id).where(
-            CrsAssessment.subject_id == hz["id"], CrsAssessment.id.not_in(same_day))).all()
+        same_day = db.session.scalars(
+            select(CrsAssessment.id).where(
+                CrsAssessment.subject_id == hz["id"],
+                CrsAssessment.assessed_on == date.fromisoformat(d1.data["visit_date"]),
+            )
+        ).all()
+        other_days = db.session.scalars(
+            select(CrsAssessment.id).where(CrsAssessment.subject_id == hz["id"], CrsAssessment.id.not_in(same_day))
+        ).all()
     assert same_day and other_days  # the demo's CRS of the day after infusion 1 is on D1
     assert state_of(app, "crs_assessment", same_day[0])["sdv"] == "not verified"
     assert monitor.post(f"/subjects/{hz['id']}/verify", data={"visit_id": hz["visits"]["D1"]}).status_code == 302
@@ -351,6 +435,7 @@ def test_bulk_sdv_of_a_visit(app, login, hz):
 
 
 # --- signatures ------------------------------------------------------------------------------------
+
 
 def test_signing_a_form_and_a_change_invalidates_it(app, login, hz):
     inv, coord, monitor = login("inv-hz"), login("coord-hz"), login("monitor-hz")
@@ -366,18 +451,26 @@ def test_signing_a_form_and_a_change_invalidates_it(app, login, hz):
     st = state_of(app, "adverse_event", nausea)
     assert st["signatures"] == ["Dr Wang Lei"] and st["signature_needed"] is False
     with app.app_context():
-        sig = db.session.scalars(select(Signature).where(Signature.form == "adverse_event",
-                                                         Signature.form_id == nausea)).one()
+        sig = db.session.scalars(
+            select(Signature).where(Signature.form == "adverse_event", Signature.form_id == nausea)
+        ).one()
         assert sig.meaning == "I approve the data recorded on this form" and sig.signed_at is not None
     # casebook (issue 11: with queries open and AEs unsigned, only with the confirmation naming them)
     page = text(inv.get(f"/subjects/{hz['id']}/monitoring"))
     confirmation = re.search(r'name="confirm_outstanding" type="checkbox" value="([^"]*)"', page).group(1)
-    assert inv.post(sign, data={"target": "casebook", "password": PW,
-                                "confirm_outstanding": confirmation}).status_code == 302
+    assert (
+        inv.post(sign, data={"target": "casebook", "password": PW, "confirm_outstanding": confirmation}).status_code
+        == 302
+    )
     assert "I approve this casebook" in text(inv.get(f"/subjects/{hz['id']}/monitoring"))
     # a change invalidates the form's and the casebook's signature, visibly
-    assert coord.post(f"/subjects/{hz['id']}/adverse-events/{nausea}",
-                      data=ae_form(app, nausea, comments="Antiemetic given", reason="added comment")).status_code == 302
+    assert (
+        coord.post(
+            f"/subjects/{hz['id']}/adverse-events/{nausea}",
+            data=ae_form(app, nausea, comments="Antiemetic given", reason="added comment"),
+        ).status_code
+        == 302
+    )
     st = state_of(app, "adverse_event", nausea)
     assert st["signatures"] == [] and st["signature_needed"] is True
     listing = text(inv.get("/signatures"))
@@ -391,6 +484,7 @@ def test_signing_a_form_and_a_change_invalidates_it(app, login, hz):
 
 # --- locks -----------------------------------------------------------------------------------------
 
+
 def test_form_subject_and_study_locks(app, login, hz):
     dm, coord, monitor = login("dm"), login("coord-hz"), login("monitor-hz")
     nausea = hz["aes"]["Nausea"]
@@ -402,8 +496,9 @@ def test_form_subject_and_study_locks(app, login, hz):
     page = text(coord.get(f"/subjects/{hz['id']}/adverse-events/{nausea}"))
     assert "Locked by Omar Haddad on " in page and "this form is locked (SAE reconciliation)" in page
     before = ae_row(app, nausea)
-    page = text(coord.post(f"/subjects/{hz['id']}/adverse-events/{nausea}",
-                           data=ae_form(app, nausea, comments="x", reason="y")))
+    page = text(
+        coord.post(f"/subjects/{hz['id']}/adverse-events/{nausea}", data=ae_form(app, nausea, comments="x", reason="y"))
+    )
     assert "This form was locked by" in page and "Locked data cannot be changed" in page
     assert ae_row(app, nausea) == before
     # the other AEs are not locked
@@ -422,17 +517,30 @@ def test_form_subject_and_study_locks(app, login, hz):
     with app.app_context():
         v = db.session.get(Visit, vid)
         version, target = v.version, v.data["visit_date"]
-    page = text(coord.post(f"/subjects/{hz['id']}/visits/{vid}", data=visit_post(version, target, hr="99",
-                                                                                 reason="r")))
+    page = text(coord.post(f"/subjects/{hz['id']}/visits/{vid}", data=visit_post(version, target, hr="99", reason="r")))
     assert "This subject's data was locked" in page
-    response = coord.post(f"/subjects/{hz['id']}/adverse-events/new", data={
-        "version": "0", "term": "Nausea", "onset_date": day(-1), "ongoing": "yes", "grade": "1", "serious": "no",
-        "related_nk": "possible", "related_ld": "unlikely", "expectedness": "expected", "action": "none",
-        "outcome": "recovering", "complete": "1"})
+    response = coord.post(
+        f"/subjects/{hz['id']}/adverse-events/new",
+        data={
+            "version": "0",
+            "term": "Nausea",
+            "onset_date": day(-1),
+            "ongoing": "yes",
+            "grade": "1",
+            "serious": "no",
+            "related_nk": "possible",
+            "related_ld": "unlikely",
+            "expectedness": "expected",
+            "action": "none",
+            "outcome": "recovering",
+            "complete": "1",
+        },
+    )
     assert "This subject's data was locked" in text(response)
     with app.app_context():
-        assert db.session.scalar(select(AdverseEvent.id).where(AdverseEvent.subject_id == hz["id"])
-                                 .order_by(AdverseEvent.id.desc()).limit(1)) == max(hz["aes"].values())
+        assert db.session.scalar(
+            select(AdverseEvent.id).where(AdverseEvent.subject_id == hz["id"]).order_by(AdverseEvent.id.desc()).limit(1)
+        ) == max(hz["aes"].values())
     # the study: a new subject cannot be registered anywhere
     page = text(dm.post("/locks/study", data={"reason": "Database freeze"}, follow_redirects=True))
     assert any("Tick the confirmation to lock the whole study." in f for f in flashes(page))
@@ -453,21 +561,35 @@ def test_a_monitor_and_a_data_manager_never_change_clinical_data(app, login, hz)
     nausea = hz["aes"]["Nausea"]
     for username in ("monitor-hz", "dm"):
         session = login(username)
-        assert session.post(f"/subjects/{hz['id']}/adverse-events/{nausea}",
-                            data=ae_form(app, nausea, comments="m", reason="m")).status_code == 403
-        assert session.post(f"/subjects/{hz['id']}/visits/{hz['visits']['D3']}",
-                            data=visit_post(9, day(-3))).status_code == 403
-        assert session.post(f"/subjects/{hz['id']}/queries/answer", data={"query_id": 1, "text": "x"}).status_code == 403
+        assert (
+            session.post(
+                f"/subjects/{hz['id']}/adverse-events/{nausea}", data=ae_form(app, nausea, comments="m", reason="m")
+            ).status_code
+            == 403
+        )
+        assert (
+            session.post(f"/subjects/{hz['id']}/visits/{hz['visits']['D3']}", data=visit_post(9, day(-3))).status_code
+            == 403
+        )
+        assert (
+            session.post(f"/subjects/{hz['id']}/queries/answer", data={"query_id": 1, "text": "x"}).status_code == 403
+        )
     assert ae_row(app, nausea)["data"].get("comments") is None
 
 
 def test_pages_render_for_every_role(app, login, hz):
     for username in ("coord-hz", "inv-hz", "monitor-hz", "dm"):
         session = login(username)
-        for url in (f"/subjects/{hz['id']}/monitoring", "/queries", "/sdv", "/signatures",
-                    f"/subjects/{hz['id']}/adverse-events/{hz['aes']['Febrile neutropenia']}",
-                    f"/subjects/{hz['id']}/visits/{hz['visits']['D1']}", f"/subjects/{hz['id']}/screening",
-                    f"/subjects/{hz['id']}/adverse-events/new"):
+        for url in (
+            f"/subjects/{hz['id']}/monitoring",
+            "/queries",
+            "/sdv",
+            "/signatures",
+            f"/subjects/{hz['id']}/adverse-events/{hz['aes']['Febrile neutropenia']}",
+            f"/subjects/{hz['id']}/visits/{hz['visits']['D1']}",
+            f"/subjects/{hz['id']}/screening",
+            f"/subjects/{hz['id']}/adverse-events/new",
+        ):
             response = session.get(url)
             assert response.status_code == 200, (username, url)
             assert "Monitoring" in text(response) or not url.startswith("/subjects/")
@@ -479,13 +601,16 @@ def test_the_sql_sdv_progress_agrees_with_record_state(app, login, hz):
     from cellstudy.monitoring import state
 
     monitor = login("monitor-hz")
-    monitor.post(f"/subjects/{hz['id']}/verify", data={"target": f"adverse_event:{hz['aes']['Nausea']}",
-                                                       "fields": ["term"]})
+    monitor.post(
+        f"/subjects/{hz['id']}/verify", data={"target": f"adverse_event:{hz['aes']['Nausea']}", "fields": ["term"]}
+    )
     with app.app_context():
         rows = state.sdv_rows()
         states = state.record_states((form, fid) for form, fid, *_ in rows)
-        verdicts = {(form, fid): ("verified" if done >= required else "partly verified" if done else "not verified")
-                    for form, fid, _s, _site, done, required in rows}
+        verdicts = {
+            (form, fid): ("verified" if done >= required else "partly verified" if done else "not verified")
+            for form, fid, _s, _site, done, required in rows
+        }
         assert verdicts == {key: st["sdv"] for key, st in states.items()}
         assert {"verified", "partly verified", "not verified"} <= set(verdicts.values())
         progress = state.sdv_progress()
@@ -503,8 +628,12 @@ def test_the_lock_guard_covers_writes_outside_the_form_save(app, login, hz):
         suggestion = aes.lab_suggestions(db.session.get(Subject, hz["id"]))[0]
     dm, coord = login("dm"), login("coord-hz")
     assert dm.post(f"/subjects/{hz['id']}/lock", data={"target": "subject", "reason": "frozen"}).status_code == 302
-    data = {"visit_id": suggestion["visit_id"], "lab": suggestion["lab"], "grade": suggestion["grade"],
-            "reason": "Known, expected after lymphodepletion"}
+    data = {
+        "visit_id": suggestion["visit_id"],
+        "lab": suggestion["lab"],
+        "grade": suggestion["grade"],
+        "reason": "Known, expected after lymphodepletion",
+    }
     page = text(coord.post(f"/subjects/{hz['id']}/lab-suggestions/dismiss", data=data, follow_redirects=True))
     assert any("This subject's data was locked" in f for f in flashes(page))
     with app.app_context():

@@ -1,5 +1,6 @@
 """Pure monitoring rules (issue 6): query life cycle, SDV status, signature need, edit
 checks -- every boundary."""
+
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -15,12 +16,21 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 # --- the query life cycle ----------------------------------------------------------------------
 
 EXPECTED = {
-    ("open", "answer"): "answered", ("open", "close"): "closed", ("open", "reopen"): None,
+    ("open", "answer"): "answered",
+    ("open", "close"): "closed",
+    ("open", "reopen"): None,
     ("open", "cancel"): "cancelled",
-    ("answered", "answer"): "answered", ("answered", "close"): "closed", ("answered", "reopen"): "open",
+    ("answered", "answer"): "answered",
+    ("answered", "close"): "closed",
+    ("answered", "reopen"): "open",
     ("answered", "cancel"): "cancelled",
-    ("closed", "answer"): None, ("closed", "close"): None, ("closed", "reopen"): "open", ("closed", "cancel"): None,
-    ("cancelled", "answer"): None, ("cancelled", "close"): None, ("cancelled", "reopen"): None,
+    ("closed", "answer"): None,
+    ("closed", "close"): None,
+    ("closed", "reopen"): "open",
+    ("closed", "cancel"): None,
+    ("cancelled", "answer"): None,
+    ("cancelled", "close"): None,
+    ("cancelled", "reopen"): None,
     ("cancelled", "cancel"): None,
 }
 
@@ -44,9 +54,17 @@ def test_unknown_states_and_actions_are_named():
         rules.next_state("open", "delete")
 
 
-@pytest.mark.parametrize(("delta", "days"), [(timedelta(0), 0), (timedelta(hours=23, minutes=59), 0),
-                                             (timedelta(days=1), 1), (timedelta(days=1, seconds=-1), 0),
-                                             (timedelta(days=30, hours=5), 30), (timedelta(days=-1), 0)])
+@pytest.mark.parametrize(
+    ("delta", "days"),
+    [
+        (timedelta(0), 0),
+        (timedelta(hours=23, minutes=59), 0),
+        (timedelta(days=1), 1),
+        (timedelta(days=1, seconds=-1), 0),
+        (timedelta(days=30, hours=5), 30),
+        (timedelta(days=-1), 0),
+    ],
+)
 def test_days_open(delta, days):
     assert rules.days_open(T0, T0 + delta) == days
 
@@ -60,18 +78,27 @@ def test_days_open_stops_at_closing():
 ALL = ("a", "b", "c")
 
 
-@pytest.mark.parametrize(("plan", "verified", "status"), [
-    ("all", (), "not verified"), ("all", ("a",), "partly verified"), ("all", ("a", "b"), "partly verified"),
-    ("all", ALL, "verified"), ("all", (*ALL, "extra"), "verified"),
-    ("none", (), "not required"), ("none", ALL, "not required"),
-])
+@pytest.mark.parametrize(
+    ("plan", "verified", "status"),
+    [
+        ("all", (), "not verified"),
+        ("all", ("a",), "partly verified"),
+        ("all", ("a", "b"), "partly verified"),
+        ("all", ALL, "verified"),
+        ("all", (*ALL, "extra"), "verified"),
+        ("none", (), "not required"),
+        ("none", ALL, "not required"),
+    ],
+)
 def test_sdv_status_under_the_full_plan(plan, verified, status):
     required = rules.required_fields(plan, (), ALL)
     assert rules.sdv_status(plan, required, verified) == status
 
 
-@pytest.mark.parametrize(("verified", "status"), [((), "not verified"), (("c",), "partly verified"),
-                                                  (("a",), "partly verified"), (("a", "b"), "verified")])
+@pytest.mark.parametrize(
+    ("verified", "status"),
+    [((), "not verified"), (("c",), "partly verified"), (("a",), "partly verified"), (("a", "b"), "verified")],
+)
 def test_sdv_status_under_the_key_fields_plan(verified, status):
     required = rules.required_fields("key", ("a", "b"), ALL)
     assert required == ("a", "b")
@@ -86,21 +113,45 @@ def test_a_key_plan_without_key_fields_requires_nothing_and_unknown_plans_are_re
 
 # --- signatures --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("form", "complete", "valid", "invalidated", "needed"), [
-    ("adverse_event", True, 0, 0, True), ("adverse_event", False, 0, 0, False),
-    ("adverse_event", True, 1, 0, False), ("adverse_event", True, 1, 2, False),
-    ("visit", True, 0, 0, False), ("visit", True, 0, 1, True), ("visit", False, 0, 1, True),
-])
+
+@pytest.mark.parametrize(
+    ("form", "complete", "valid", "invalidated", "needed"),
+    [
+        ("adverse_event", True, 0, 0, True),
+        ("adverse_event", False, 0, 0, False),
+        ("adverse_event", True, 1, 0, False),
+        ("adverse_event", True, 1, 2, False),
+        ("visit", True, 0, 0, False),
+        ("visit", True, 0, 1, True),
+        ("visit", False, 0, 1, True),
+    ],
+)
 def test_signature_needed(form, complete, valid, invalidated, needed):
-    assert rules.signature_needed(form, complete=complete, valid=valid, invalidated=invalidated,
-                                  signature_forms=("adverse_event",)) is needed
+    assert (
+        rules.signature_needed(
+            form, complete=complete, valid=valid, invalidated=invalidated, signature_forms=("adverse_event",)
+        )
+        is needed
+    )
 
 
 # --- edit checks -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("weight", "flagged"), [("30", False), ("29.99", True), ("2", True), ("200", False),
-                                                 ("200.01", True), ("62.5", False), (None, False), ("", False),
-                                                 ("heavy", False)])
+
+@pytest.mark.parametrize(
+    ("weight", "flagged"),
+    [
+        ("30", False),
+        ("29.99", True),
+        ("2", True),
+        ("200", False),
+        ("200.01", True),
+        ("62.5", False),
+        (None, False),
+        ("", False),
+        ("heavy", False),
+    ],
+)
 @pytest.mark.parametrize("form", rules.WEIGHT_FORMS)
 def test_weight_limits(form, weight, flagged):
     found = rules.edit_checks(form, {"weight_kg": weight}, LIMITS)
@@ -113,9 +164,17 @@ def test_weight_is_not_checked_on_other_forms():
     assert rules.edit_checks("visit", {"weight_kg": "5"}, LIMITS) == {}
 
 
-@pytest.mark.parametrize(("alt", "uln", "flagged"), [("800", "40", False), ("800.01", "40", True),
-                                                     ("1000", "40", True), ("1000", "0", False),
-                                                     ("1000", None, False), (None, "40", False)])
+@pytest.mark.parametrize(
+    ("alt", "uln", "flagged"),
+    [
+        ("800", "40", False),
+        ("800.01", "40", True),
+        ("1000", "40", True),
+        ("1000", "0", False),
+        ("1000", None, False),
+        (None, "40", False),
+    ],
+)
 def test_alt_above_20_times_uln_on_screening(alt, uln, flagged):
     found = rules.edit_checks("screening", {"alt": alt, "alt_uln": uln}, LIMITS)
     assert (("alt", "alt_uln") in found) is flagged
@@ -135,8 +194,17 @@ def test_qtc(qtc, flagged):
 WINDOW = {"earliest": date(2026, 1, 10), "latest": date(2026, 1, 12)}
 
 
-@pytest.mark.parametrize(("day", "flagged"), [("2026-01-09", True), ("2026-01-10", False), ("2026-01-11", False),
-                                              ("2026-01-12", False), ("2026-01-13", True), ("not a date", False)])
+@pytest.mark.parametrize(
+    ("day", "flagged"),
+    [
+        ("2026-01-09", True),
+        ("2026-01-10", False),
+        ("2026-01-11", False),
+        ("2026-01-12", False),
+        ("2026-01-13", True),
+        ("not a date", False),
+    ],
+)
 def test_visit_window(day, flagged):
     found = rules.edit_checks("visit", {"visit_date": day}, LIMITS, WINDOW)
     assert (("visit_date", "visit_window") in found) is flagged

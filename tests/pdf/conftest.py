@@ -1,4 +1,5 @@
 """Helpers of the PDF tests: text extraction (pypdf), PNG artefacts (pdftoppm)."""
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,11 @@ class Pdf:
         with open(pdf_path, "wb") as out:
             out.write(self.data)
         base = os.path.join(ARTIFACTS, name)
-        subprocess.run(["pdftoppm", "-png", "-r", "70", "-singlefile", "-f", str(page), "-l", str(page),
-                        pdf_path, base], check=True, timeout=60)
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "70", "-singlefile", "-f", str(page), "-l", str(page), pdf_path, base],
+            check=True,
+            timeout=60,
+        )
         os.remove(pdf_path)
         return base + ".png"
 

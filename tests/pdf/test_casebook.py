@@ -1,6 +1,7 @@
 """The subject casebook (issue 5): cover, contents with page numbers and real links,
 every form in visit order with bookmarks, signatures and the audit trail; and the
 casebooks of a whole site as a background job."""
+
 from __future__ import annotations
 
 import io
@@ -28,12 +29,14 @@ def test_casebook_contents_bookmarks_and_page_numbers_agree(app, login, read_pdf
     with app.app_context():
         subject = _subject()
         subject_id = subject.id
-        audit_count = db.session.scalar(select(func.count()).select_from(AuditRecord)
-                                        .where(AuditRecord.subject_id == subject_id))
+        audit_count = db.session.scalar(
+            select(func.count()).select_from(AuditRecord).where(AuditRecord.subject_id == subject_id)
+        )
     response = login("monitor-hz").get(f"/subjects/{subject_id}/casebook.pdf")
     assert response.status_code == 200
-    assert re.search(r'filename="CAR-NK-CLL1-CD33-AML_HZ-001_casebook_\d{8}\.pdf"',
-                     response.headers["Content-Disposition"])
+    assert re.search(
+        r'filename="CAR-NK-CLL1-CD33-AML_HZ-001_casebook_\d{8}\.pdf"', response.headers["Content-Disposition"]
+    )
     pdf = read_pdf(response.data)
     n = len(pdf.pages)
     for i, text in enumerate(pdf.pages, start=1):
@@ -56,15 +59,16 @@ def test_casebook_contents_bookmarks_and_page_numbers_agree(app, login, read_pdf
     for title, page in bookmarks:
         # the bookmark's page shows the form's heading, and the contents give that page
         assert pdf.has(title) and re.sub(r"\s+", "", title) in re.sub(r"\s+", "", pdf.pages[page - 1]), (title, page)
-        assert re.search(re.escape(title.replace(" ", "")) + r"(\([^)]*\))?[.\s]*" + rf"{page}(?!\d)",
-                         toc.replace(" ", "")), (title, page)
+        assert re.search(
+            re.escape(title.replace(" ", "")) + r"(\([^)]*\))?[.\s]*" + rf"{page}(?!\d)", toc.replace(" ", "")
+        ), (title, page)
     # the contents are real links, to the pages of the bookmarks
     links = [a.get_object() for a in pdf.reader.pages[1].get("/Annots") or []]
     targets = [_link_page(pdf.reader, link) for link in links if link.get("/Subtype") == "/Link"]
     assert set(targets) == {page for _, page in bookmarks}  # (a link is one annotation per line box)
     # the audit trail: every record of the subject
     appendix_start = bookmarks[-1][1]
-    appendix = "\n".join(pdf.pages[appendix_start - 1:])
+    appendix = "\n".join(pdf.pages[appendix_start - 1 :])
     assert len(re.findall(r"#\d+ · \d{4}-\d\d-\d\d \d\d:\d\d UTC", appendix)) == audit_count
     assert pdf.reader.metadata.title == "Casebook — HZ-001" and "HZ-001" in pdf.reader.metadata.subject
     pdf.png("casebook_contents", page=2)
@@ -81,7 +85,11 @@ def _link_page(reader, link) -> int:
         return reader.get_destination_page_number(dest) + 1
     page_ref = dest[0]
     for number, page in enumerate(reader.pages, start=1):
-        if page.indirect_reference == page_ref.indirect_reference if hasattr(page_ref, "indirect_reference") else page_ref:
+        if (
+            page.indirect_reference == page_ref.indirect_reference
+            if hasattr(page_ref, "indirect_reference")
+            else page_ref
+        ):
             return number
     raise AssertionError(f"link to an unknown page: {dest}")
 
@@ -93,8 +101,13 @@ def test_casebook_is_audited_and_needs_the_subjects_site(app, login):
     assert login("admin").get(f"/subjects/{subject_id}/casebook.pdf").status_code == 403
     login("coord-hz").get(f"/subjects/{subject_id}/casebook.pdf")
     with app.app_context():
-        record = db.session.execute(select(AuditRecord).where(AuditRecord.action == "export")
-                                    .order_by(AuditRecord.id.desc())).scalars().first()
+        record = (
+            db.session.execute(
+                select(AuditRecord).where(AuditRecord.action == "export").order_by(AuditRecord.id.desc())
+            )
+            .scalars()
+            .first()
+        )
         assert (record.username, record.form, record.subject_id) == ("coord-hz", "casebook", subject_id)
         assert "subject casebook" in record.new_value and "audit_records" in record.new_value
 
@@ -113,7 +126,11 @@ def test_site_casebooks_run_as_a_background_job(app, login, read_pdf):
         jobs.wait(job_id, timeout=300)
         job = db.session.get(jobs.Job, job_id)
         assert job.status == "done", job.error
-        subjects = db.session.scalars(select(Subject.subject_number, ).where(Subject.site_id == job.site_id)).all()
+        subjects = db.session.scalars(
+            select(
+                Subject.subject_number,
+            ).where(Subject.site_id == job.site_id)
+        ).all()
         assert job.progress_done == job.progress_total == len(subjects)
     status = monitor.get(f"/jobs/{job_id}/status").get_json()
     assert status["status"] == "done" and status["download"]
@@ -123,8 +140,9 @@ def test_site_casebooks_run_as_a_background_job(app, login, read_pdf):
     first = read_pdf(archive.read(sorted(names)[0]))
     assert float(first.reader.pages[0].mediabox.width) == 612  # US Letter, as asked
     with app.app_context():
-        exports = db.session.scalars(select(AuditRecord).where(AuditRecord.action == "export",
-                                                               AuditRecord.form == "casebook")).all()
+        exports = db.session.scalars(
+            select(AuditRecord).where(AuditRecord.action == "export", AuditRecord.form == "casebook")
+        ).all()
         assert len(exports) == len(subjects) and {r.username for r in exports} == {"monitor-hz"}
     # the coordinator may not export a site's casebooks; nobody else sees the job
     assert login("coord-hz").get("/casebooks").status_code == 403

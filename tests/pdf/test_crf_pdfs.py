@@ -1,5 +1,6 @@
 """PDF CRFs (issue 5): every form blank and filled, read back with pypdf; one page of each
 as a PNG in test-artifacts/pdf/ for a reviewer."""
+
 from __future__ import annotations
 
 import re
@@ -20,10 +21,15 @@ from cellstudy.records.models import AuditRecord, Query
 
 BLANK_TYPES = list(pdf_forms())
 #: form key -> the URL of its filled PDF, given the subject and the record id
-FILLED_URLS = {"screening": "/subjects/{s}/screening/{r}.pdf", "lymphodepletion": "/subjects/{s}/lymphodepletion/{r}.pdf",
-               "infusion": "/subjects/{s}/infusions/{r}.pdf", "visit": "/subjects/{s}/visits/{r}.pdf",
-               "ae": "/subjects/{s}/aes/{r}.pdf", "crs": "/subjects/{s}/crs/{r}.pdf",
-               "icans": "/subjects/{s}/icans/{r}.pdf"}
+FILLED_URLS = {
+    "screening": "/subjects/{s}/screening/{r}.pdf",
+    "lymphodepletion": "/subjects/{s}/lymphodepletion/{r}.pdf",
+    "infusion": "/subjects/{s}/infusions/{r}.pdf",
+    "visit": "/subjects/{s}/visits/{r}.pdf",
+    "ae": "/subjects/{s}/aes/{r}.pdf",
+    "crs": "/subjects/{s}/crs/{r}.pdf",
+    "icans": "/subjects/{s}/icans/{r}.pdf",
+}
 CJK_TEXT = "细胞因子释放综合征"
 PROTOCOL = "CAR-NK-CLL1-CD33-AML"
 
@@ -88,6 +94,7 @@ def test_the_blank_crfs_page_lists_every_form(login):
 
 
 # --- filled CRFs -------------------------------------------------------------------------------
+
 
 def _value_for(record, spec, i):
     """A value for every kind, typed as the record stores it (JSON text or a column)."""
@@ -160,17 +167,31 @@ def test_every_filled_crf_shows_every_label_and_value(app, login, read_pdf, pdft
     subject_id, record_id, values = _fill(app, key)
     response = login("inv-hz").get(FILLED_URLS[key].format(s=subject_id, r=record_id))
     assert response.status_code == 200, response.status_code
-    assert re.search(rf'filename="{PROTOCOL}_HZ-001_{key}-{record_id}_\d{{8}}\.pdf"',
-                     response.headers["Content-Disposition"])
+    assert re.search(
+        rf'filename="{PROTOCOL}_HZ-001_{key}-{record_id}_\d{{8}}\.pdf"', response.headers["Content-Disposition"]
+    )
     pdf = read_pdf(response.data)
     specs = {s.name: s for s in pdf_forms()[key].specs}
     missing = [f"{name}: label" for name, spec in specs.items() if not pdf.has(spec.label)]
-    missing += [f"{name}: {_expected(specs[name], v)!r}" for name, v in values.items()
-                if not pdf.has(_expected(specs[name], v))]
+    missing += [
+        f"{name}: {_expected(specs[name], v)!r}" for name, v in values.items() if not pdf.has(_expected(specs[name], v))
+    ]
     assert not missing, missing
     # the state of the record, the header and the footer
-    for text in ("Form status", "Record version", "SDV", "Open queries", "Signatures", "HZ-001", "Site: HZ",
-                 PROTOCOL, "Form version", "Generated", "inv-hz", "Dr Wang Lei"):
+    for text in (
+        "Form status",
+        "Record version",
+        "SDV",
+        "Open queries",
+        "Signatures",
+        "HZ-001",
+        "Site: HZ",
+        PROTOCOL,
+        "Form version",
+        "Generated",
+        "inv-hz",
+        "Dr Wang Lei",
+    ):
         assert pdf.has(text), text
     _page_numbers_right(pdf)
     meta = pdf.reader.metadata
@@ -186,8 +207,11 @@ def test_the_logs_print_filled(app, login, read_pdf, pdftoppm):
         subject = _subject()
         window = vaccination.vaccination_window(subject)
         given = (window[0].replace(day=1) if window else date(2025, 1, 1)).replace(year=2025)
-        enrollment_service.record_vaccine(subject, {"name": "Influenza vaccine 流感疫苗", "last_date": given,
-                                             "start_date": given, "indication": "seasonal"}, user=_user("coord-hz"))
+        enrollment_service.record_vaccine(
+            subject,
+            {"name": "Influenza vaccine 流感疫苗", "last_date": given, "start_date": given, "indication": "seasonal"},
+            user=_user("coord-hz"),
+        )
         subject_id = subject.id
     inv = login("inv-hz")
     vaccines = read_pdf(inv.get(f"/subjects/{subject_id}/crf/vaccination.pdf").data)
@@ -204,9 +228,18 @@ def test_a_filled_crf_shows_status_open_queries_sdv_and_signatures(app, login, r
     with app.app_context():
         subject = _subject()
         ae = subject.adverse_events[0]
-        db.session.add(Query(site_id=subject.site_id, subject_id=subject.id, form="adverse_event", form_id=ae.id,
-                             field="grade", text="Please confirm the grade against the source.", origin="manual",
-                             created_by_id=_user("monitor-hz").id))
+        db.session.add(
+            Query(
+                site_id=subject.site_id,
+                subject_id=subject.id,
+                form="adverse_event",
+                form_id=ae.id,
+                field="grade",
+                text="Please confirm the grade against the source.",
+                origin="manual",
+                created_by_id=_user("monitor-hz").id,
+            )
+        )
         db.session.commit()
         inv = _user("inv-hz")
         records.sign(ae, user=inv, password="cellstudy-demo", meaning="I approve this adverse event form")
@@ -231,8 +264,13 @@ def test_cjk_text_is_extracted_as_the_same_characters_in_a_cjk_font(app, login, 
         db.session.commit()
         subject = _subject()
         ae = subject.adverse_events[0]
-        records.save(ae, user=_user("coord-hz"), changes={"verbatim": CJK_TEXT}, expected_version=ae.version,
-                     reason="翻译 translation")
+        records.save(
+            ae,
+            user=_user("coord-hz"),
+            changes={"verbatim": CJK_TEXT},
+            expected_version=ae.version,
+            reason="翻译 translation",
+        )
         ids = subject.id, ae.id
     pdf = read_pdf(login("inv-hz").get(f"/subjects/{ids[0]}/aes/{ids[1]}.pdf").data)
     assert CJK_TEXT in pdf.text and "浙江大学医学院附属第一医院" in pdf.text
@@ -249,16 +287,27 @@ def test_every_pdf_is_audited(app, login):
         subject = _subject()
         infusion_id = subject.infusions[0].id
         start = db.session.execute(select(AuditRecord.id).order_by(AuditRecord.id.desc())).scalar()
-    name = re.search(r'filename="([^"]+)"', coord.get(f"/subjects/{subject.id}/infusions/{infusion_id}.pdf")
-                     .headers["Content-Disposition"]).group(1)
+    name = re.search(
+        r'filename="([^"]+)"',
+        coord.get(f"/subjects/{subject.id}/infusions/{infusion_id}.pdf").headers["Content-Disposition"],
+    ).group(1)
     coord.get("/crfs/blank/ae.pdf")
     with app.app_context():
-        rows = db.session.execute(select(AuditRecord).where(AuditRecord.id > start).order_by(AuditRecord.id)).scalars().all()
+        rows = (
+            db.session.execute(select(AuditRecord).where(AuditRecord.id > start).order_by(AuditRecord.id))
+            .scalars()
+            .all()
+        )
         exports = [r for r in rows if r.action == "export"]
         assert len(exports) == 2
         filled, blank = exports
-        assert (filled.username, filled.form, filled.form_id, filled.subject_id, filled.field) == \
-            ("coord-hz", "infusion", infusion_id, subject.id, "pdf")
+        assert (filled.username, filled.form, filled.form_id, filled.subject_id, filled.field) == (
+            "coord-hz",
+            "infusion",
+            infusion_id,
+            subject.id,
+            "pdf",
+        )
         assert name in filled.new_value and "filled CRF" in filled.new_value
         assert blank.form == "adverse_event" and "blank CRF" in blank.new_value and blank.subject_id is None
 
@@ -290,4 +339,3 @@ def test_a_dlt_assessment_prints_in_the_casebook(app, login, read_pdf):
     text = read_pdf(pdf)
     # the casebook prints "question: answer"
     assert text.has("DLT assessment") and text.has("Evaluable for DLT: Yes") and text.has("Dose-limiting toxicity: No")
-

@@ -1,5 +1,6 @@
 """The audit trail: complete, append-only in code and database, hash-chained and
 verifiable (PROTOCOL 7, issue 2)."""
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
@@ -21,13 +22,16 @@ def test_every_record_links_to_the_previous_hash(app):
     with app.app_context():
         rows = db.session.execute(select(AuditRecord).order_by(AuditRecord.id)).scalars().all()
         assert rows[0].prev_hash == audit.GENESIS
-        assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:]))
+        assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_record SET new_value = 'forged' WHERE id = 5",
-    "DELETE FROM audit_record WHERE id = 5",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_record SET new_value = 'forged' WHERE id = 5",
+        "DELETE FROM audit_record WHERE id = 5",
+    ],
+)
 def test_the_database_refuses_to_update_or_delete_audit_records(app, statement):
     with app.app_context():
         with pytest.raises(sa.exc.DatabaseError, match="append-only"):
@@ -46,11 +50,14 @@ def _drop_guard():
         db.session.execute(sa.text("DROP TRIGGER audit_record_no_delete"))
 
 
-@pytest.mark.parametrize("tamper,expected", [
-    ("UPDATE audit_record SET new_value = 'forged' WHERE id = 7", "record 7: content does not match"),
-    ("DELETE FROM audit_record WHERE id = 9", "record 10: previous-hash link broken"),
-    ("UPDATE audit_record SET reason = 'backdated' WHERE id = 12", "record 12: content does not match"),
-])
+@pytest.mark.parametrize(
+    "tamper,expected",
+    [
+        ("UPDATE audit_record SET new_value = 'forged' WHERE id = 7", "record 7: content does not match"),
+        ("DELETE FROM audit_record WHERE id = 9", "record 10: previous-hash link broken"),
+        ("UPDATE audit_record SET reason = 'backdated' WHERE id = 12", "record 12: content does not match"),
+    ],
+)
 def test_verify_names_the_first_tampered_record(app, tamper, expected):
     with app.app_context():
         _drop_guard()
@@ -68,8 +75,10 @@ def test_verify_detects_a_rewritten_chain_suffix_only_from_that_point(app):
         row = db.session.get(AuditRecord, 20)
         values = {k: getattr(row, k) for k in audit._HASHED}
         values["new_value"] = "forged"
-        db.session.execute(sa.text("UPDATE audit_record SET new_value='forged', hash=:h WHERE id=20"),
-                           {"h": audit.chain_hash(row.prev_hash, values)})
+        db.session.execute(
+            sa.text("UPDATE audit_record SET new_value='forged', hash=:h WHERE id=20"),
+            {"h": audit.chain_hash(row.prev_hash, values)},
+        )
         db.session.commit()
         result = audit.verify()
         assert not result.ok and result.first_bad_id == 21 and result.checked == 20
@@ -80,13 +89,17 @@ def test_each_field_change_is_one_record_with_user_old_new_and_reason(app, login
     sid = new_subject(s)
     s.post(f"/subjects/{sid}/screening", data=screening_post(1, complete=True))
     with app.app_context():
-        version = db.session.execute(sa.text("SELECT version FROM screening WHERE subject_id = :s"), {"s": sid}).scalar()
+        version = db.session.execute(
+            sa.text("SELECT version FROM screening WHERE subject_id = :s"), {"s": sid}
+        ).scalar()
         before = db.session.scalar(select(sa.func.max(AuditRecord.id)))
-    s.post(f"/subjects/{sid}/screening", data=screening_post(version, {"alt": "39", "ast": "32"},
-                                                              reason="lab re-run"))
+    s.post(f"/subjects/{sid}/screening", data=screening_post(version, {"alt": "39", "ast": "32"}, reason="lab re-run"))
     with app.app_context():
-        rows = db.session.execute(select(AuditRecord).where(AuditRecord.id > before)
-                                  .order_by(AuditRecord.id)).scalars().all()
+        rows = (
+            db.session.execute(select(AuditRecord).where(AuditRecord.id > before).order_by(AuditRecord.id))
+            .scalars()
+            .all()
+        )
         updates = [(r.field, r.old_value, r.new_value, r.reason, r.username) for r in rows if r.action == "update"]
         assert updates == [("alt", "38", "39", "lab re-run", "coord-hz"), ("ast", "31", "32", "lab re-run", "coord-hz")]
         assert all(r.subject_id == sid and r.site_id == 1 and r.form == "screening" for r in rows)
@@ -98,7 +111,9 @@ def test_subject_audit_view_shows_who_what_when_why(app, login):
     sid = new_subject(s)
     s.post(f"/subjects/{sid}/screening", data=screening_post(1, complete=True))
     with app.app_context():
-        version = db.session.execute(sa.text("SELECT version FROM screening WHERE subject_id = :s"), {"s": sid}).scalar()
+        version = db.session.execute(
+            sa.text("SELECT version FROM screening WHERE subject_id = :s"), {"s": sid}
+        ).scalar()
     s.post(f"/subjects/{sid}/screening", data=screening_post(version, {"qtc_ms": "440"}, reason="ECG repeated"))
     page = login("monitor-hz").get(f"/subjects/{sid}/audit").data.decode()
     assert "ECG repeated" in page and ">432<" in page and ">440<" in page and "coord-hz" in page
@@ -131,4 +146,7 @@ def test_concurrent_appends_from_several_connections_keep_one_linear_chain(app):
     with app.app_context():
         result = audit.verify()
         assert result.ok, result.problem
-        assert db.session.scalar(select(sa.func.count()).select_from(AuditRecord).where(AuditRecord.action == "test")) == 40
+        assert (
+            db.session.scalar(select(sa.func.count()).select_from(AuditRecord).where(AuditRecord.action == "test"))
+            == 40
+        )

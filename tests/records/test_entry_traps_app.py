@@ -12,6 +12,7 @@
 Demo (cellstudy/demo.py): HZ-001 (site HZ, Asia/Shanghai) is on treatment with three complete
 AEs needing a signature and three unresolved queries; HZ-S002 has a complete screening and
 nothing outstanding; HZ-S003 failed screening on its transaminases."""
+
 from __future__ import annotations
 
 import html
@@ -29,8 +30,10 @@ from cellstudy.records.models import AuditRecord, Signature
 from tests.helpers import subject_by_number
 
 PW = "cellstudy-demo"
-SITE_TIME = re.compile(r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d UTC">'
-                       r'\d{4}-\d\d-\d\d \d\d:\d\d UTC\+8</time>')
+SITE_TIME = re.compile(
+    r'<time datetime="[^"]+" title="\d{4}-\d\d-\d\d \d\d:\d\d UTC">'
+    r"\d{4}-\d\d-\d\d \d\d:\d\d UTC\+8</time>"
+)
 DM_NAME = "Omar Haddad"
 
 
@@ -68,7 +71,7 @@ def crf_part(page: str) -> str:
     panel keeps its own actions: queries, unlocking)."""
     start = page.index('class="subject-header')
     end = page.find('id="monitoring"')
-    return page[start:end if end > 0 else len(page)]
+    return page[start : end if end > 0 else len(page)]
 
 
 def controls_of(page: str) -> Controls:
@@ -81,9 +84,15 @@ def controls_of(page: str) -> Controls:
 def hz(app):
     with app.app_context():
         s = subject_by_number("HZ-001")
-        return {"id": s.id, "screening": s.screenings[0].id, "exposure": s.exposures[0].id,
-                "lymphodepletion": s.lymphodepletion_days[0].id, "infusion": s.infusions[1].id,
-                "visit": s.visits[0].id, "aes": {ae.term: ae.id for ae in s.adverse_events}}
+        return {
+            "id": s.id,
+            "screening": s.screenings[0].id,
+            "exposure": s.exposures[0].id,
+            "lymphodepletion": s.lymphodepletion_days[0].id,
+            "infusion": s.infusions[1].id,
+            "visit": s.visits[0].id,
+            "aes": {ae.term: ae.id for ae in s.adverse_events},
+        }
 
 
 def _assessment(app, model_name: str, subject_id: int) -> int:
@@ -98,15 +107,26 @@ def _dlt(app, login, subject_id) -> int:
     """The DLT assessment of HZ-001, saved once as a draft by the coordinator."""
     from cellstudy.infusions.models import DltAssessment
 
-    response = login("coord-hz").post(f"/subjects/{subject_id}/dlt", data={
-        "version": "0", "evaluable": "", "dlt": "", "dlt_description": "Nothing so far.", "save": "1"})
+    response = login("coord-hz").post(
+        f"/subjects/{subject_id}/dlt",
+        data={"version": "0", "evaluable": "", "dlt": "", "dlt_description": "Nothing so far.", "save": "1"},
+    )
     assert response.status_code == 302, text(response)
     with app.app_context():
         return db.session.scalars(select(DltAssessment.id).where(DltAssessment.subject_id == subject_id)).one()
 
 
-FORMS = ("screening", "exposure", "lymphodepletion", "infusion", "visit", "dlt_assessment", "adverse_event",
-         "crs_assessment", "icans_assessment")
+FORMS = (
+    "screening",
+    "exposure",
+    "lymphodepletion",
+    "infusion",
+    "visit",
+    "dlt_assessment",
+    "adverse_event",
+    "crs_assessment",
+    "icans_assessment",
+)
 
 
 def _target(app, login, hz, form: str) -> tuple[int, str]:
@@ -123,8 +143,13 @@ def _target(app, login, hz, form: str) -> tuple[int, str]:
     if form == "dlt_assessment":
         return _dlt(app, login, sid), f"/subjects/{sid}/dlt"
     rid = hz[form]
-    path = {"screening": f"screening/{rid}", "exposure": f"exposures/{rid}",
-            "lymphodepletion": f"lymphodepletion/{rid}", "infusion": f"infusions/{rid}", "visit": f"visits/{rid}"}
+    path = {
+        "screening": f"screening/{rid}",
+        "exposure": f"exposures/{rid}",
+        "lymphodepletion": f"lymphodepletion/{rid}",
+        "infusion": f"infusions/{rid}",
+        "visit": f"visits/{rid}",
+    }
     return rid, f"/subjects/{sid}/{path[form]}"
 
 
@@ -134,6 +159,7 @@ def _lock(dm, subject_id, target, reason="SAE reconciliation"):
 
 
 # --- 2. a locked form is read-only, whichever form it is ------------------------------------------
+
 
 @pytest.mark.parametrize("form", FORMS)
 def test_a_locked_form_of_every_type_renders_read_only_saying_who_locked_it_and_when(app, login, hz, form):
@@ -168,9 +194,16 @@ def test_a_subject_lock_makes_every_form_and_new_forms_read_only(app, login, hz)
     coord, dm = login("coord-hz"), login("dm")
     _lock(dm, hz["id"], "subject", reason="Casebook frozen")
     sid = hz["id"]
-    urls = [f"/subjects/{sid}/adverse-events/new", f"/subjects/{sid}/crs/new", f"/subjects/{sid}/icans/new",
-            f"/subjects/{sid}/exposures/new", f"/subjects/{sid}/dlt", f"/subjects/{sid}/screening",
-            f"/subjects/{sid}/visits/{hz['visit']}", f"/subjects/{sid}/adverse-events/{hz['aes']['Nausea']}"]
+    urls = [
+        f"/subjects/{sid}/adverse-events/new",
+        f"/subjects/{sid}/crs/new",
+        f"/subjects/{sid}/icans/new",
+        f"/subjects/{sid}/exposures/new",
+        f"/subjects/{sid}/dlt",
+        f"/subjects/{sid}/screening",
+        f"/subjects/{sid}/visits/{hz['visit']}",
+        f"/subjects/{sid}/adverse-events/{hz['aes']['Nausea']}",
+    ]
     for url in urls:
         page = text(coord.get(url))
         assert f"Locked by {DM_NAME} on " in page and "this subject's data is locked (Casebook frozen)" in page, url
@@ -203,24 +236,31 @@ def test_a_study_lock_says_so_and_a_refused_save_stays_read_only_with_what_was_t
 
 # --- 3. the casebook signature names what is outstanding -----------------------------------------
 
+
 def test_the_confirmation_names_queries_drafts_and_unsigned_forms():
     assert rules.casebook_confirmation([], [], []) is None
     one = rules.casebook_confirmation([7], [], [])
     assert one == "I sign this casebook knowing that it still has 1 unresolved query (#7)."
     every = rules.casebook_confirmation([1, 4], ["Visit Day 7"], ["AE 1: Nausea", "DLT assessment"])
-    assert every == ("I sign this casebook knowing that it still has 2 unresolved queries (#1, #4); "
-                     "1 draft form (Visit Day 7); 2 forms still needing a signature (AE 1: Nausea, DLT assessment).")
+    assert every == (
+        "I sign this casebook knowing that it still has 2 unresolved queries (#1, #4); "
+        "1 draft form (Visit Day 7); 2 forms still needing a signature (AE 1: Nausea, DLT assessment)."
+    )
 
 
 def _casebook_signatures(app, subject_id) -> int:
     with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(Signature).where(
-            Signature.form == "casebook", Signature.form_id == subject_id))
+        return db.session.scalar(
+            select(func.count())
+            .select_from(Signature)
+            .where(Signature.form == "casebook", Signature.form_id == subject_id)
+        )
 
 
 def _confirmation(page: str) -> str:
-    return re.search(r'<input id="cb-confirm" name="confirm_outstanding" type="checkbox" value="([^"]*)"',
-                     page).group(1)
+    return re.search(r'<input id="cb-confirm" name="confirm_outstanding" type="checkbox" value="([^"]*)"', page).group(
+        1
+    )
 
 
 def test_a_casebook_with_outstanding_work_is_signed_only_with_the_confirmation_naming_it(app, login, hz):
@@ -229,8 +269,9 @@ def test_a_casebook_with_outstanding_work_is_signed_only_with_the_confirmation_n
     page = text(inv.get(f"/subjects/{sid}/monitoring"))
     confirmation = _confirmation(page)
     assert "3 unresolved queries (#1, #2, #3)" in confirmation
-    assert ("3 forms still needing a signature (AE 1: Cytokine release syndrome, AE 2: Febrile neutropenia, "
-            "AE 3: Nausea)") in confirmation
+    assert (
+        "3 forms still needing a signature (AE 1: Cytokine release syndrome, AE 2: Febrile neutropenia, AE 3: Nausea)"
+    ) in confirmation
     assert "draft" not in confirmation  # planned visits and the scheduled infusion are not started drafts
     sign = f"/subjects/{sid}/sign"
 
@@ -242,8 +283,10 @@ def test_a_casebook_with_outstanding_work_is_signed_only_with_the_confirmation_n
     assert field and "Tick the confirmation naming what is still outstanding" in field.group(0)
     assert _casebook_signatures(app, sid) == 0
     with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(AuditRecord).where(
-            AuditRecord.action == "sign_refused")) == 0
+        assert (
+            db.session.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.action == "sign_refused"))
+            == 0
+        )
 
     # a confirmation of another state of the casebook (the page was opened earlier): refused
     stale = confirmation.replace("3 unresolved queries (#1, #2, #3)", "2 unresolved queries (#1, #2)")
@@ -261,8 +304,11 @@ def test_a_casebook_with_outstanding_work_is_signed_only_with_the_confirmation_n
     response = inv.post(sign, data={"target": "casebook", "password": PW, "confirm_outstanding": confirmation})
     assert response.status_code == 302
     with app.app_context():
-        record = db.session.execute(select(AuditRecord).where(
-            AuditRecord.action == "sign", AuditRecord.form == "casebook", AuditRecord.form_id == sid)).scalar_one()
+        record = db.session.execute(
+            select(AuditRecord).where(
+                AuditRecord.action == "sign", AuditRecord.form == "casebook", AuditRecord.form_id == sid
+            )
+        ).scalar_one()
         assert record.reason == confirmation and record.new_value.endswith("I approve this casebook")
         from cellstudy.records import audit
 
@@ -290,8 +336,11 @@ def test_a_casebook_with_nothing_outstanding_is_signed_with_the_password_alone(a
     assert inv.post(f"/subjects/{sid}/sign", data={"target": "casebook", "password": PW}).status_code == 302
     assert _casebook_signatures(app, sid) == 1
     with app.app_context():
-        record = db.session.execute(select(AuditRecord).where(
-            AuditRecord.action == "sign", AuditRecord.form == "casebook", AuditRecord.form_id == sid)).scalar_one()
+        record = db.session.execute(
+            select(AuditRecord).where(
+                AuditRecord.action == "sign", AuditRecord.form == "casebook", AuditRecord.form_id == sid
+            )
+        ).scalar_one()
         assert record.reason is None
 
 
@@ -313,12 +362,13 @@ def test_the_casebook_form_carries_the_csrf_token(app, hz, db_url):
     strict = create_app("test", {"SQLALCHEMY_DATABASE_URI": db_url, "WTF_CSRF_ENABLED": True})
     client = strict.test_client()
     login_page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', login_page) or \
-        re.search(r'name="csrf_token" value="([^"]+)"', login_page)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', login_page) or re.search(
+        r'name="csrf_token" value="([^"]+)"', login_page
+    )
     client.post("/login", data={"username": "inv-hz", "password": PW, "csrf_token": token.group(1)})
     page = client.get(f"/subjects/{hz['id']}/monitoring").get_data(as_text=True)
-    form = page[page.index('id="casebook-signature"'):]
-    assert 'name="csrf_token"' in form[:form.index("</form>")]
+    form = page[page.index('id="casebook-signature"') :]
+    assert 'name="csrf_token"' in form[: form.index("</form>")]
     response = client.post(f"/subjects/{hz['id']}/sign", data={"target": "casebook", "password": PW})
     assert response.status_code == 400  # no token: refused
     with strict.app_context():
@@ -328,6 +378,7 @@ def test_the_casebook_form_carries_the_csrf_token(app, hz, db_url):
 
 # --- 4. site time everywhere ----------------------------------------------------------------------
 
+
 def test_queries_signatures_and_jobs_show_site_time_with_utc_on_hover(app, login, hz):
     from cellstudy.auth.models import Site, User
     from cellstudy.jobs.models import Job
@@ -335,29 +386,38 @@ def test_queries_signatures_and_jobs_show_site_time_with_utc_on_hover(app, login
 
     inv = login("inv-hz")
     nausea = hz["aes"]["Nausea"]
-    assert inv.post(f"/subjects/{hz['id']}/sign", data={"target": f"adverse_event:{nausea}",
-                                                        "password": PW}).status_code == 302
+    assert (
+        inv.post(f"/subjects/{hz['id']}/sign", data={"target": f"adverse_event:{nausea}", "password": PW}).status_code
+        == 302
+    )
     with app.app_context():
         user = db.session.execute(select(User).where(User.username == "inv-hz")).scalar_one()
         site = db.session.execute(select(Site).where(Site.code == "HZ")).scalar_one()
-        job = Job(kind=SITE_CASEBOOKS, params={}, status="failed", error="stopped", site_id=site.id,
-                  created_by_id=user.id)
+        job = Job(
+            kind=SITE_CASEBOOKS, params={}, status="failed", error="stopped", site_id=site.id, created_by_id=user.id
+        )
         db.session.add(job)
         db.session.commit()
         job_id = job.id
-    pages = {"query list": "/queries", "query threads": f"/subjects/{hz['id']}/monitoring",
-             "signature block": f"/subjects/{hz['id']}/adverse-events/{nausea}", "jobs": "/jobs",
-             "job": f"/jobs/{job_id}", "site casebooks": "/casebooks"}
+    pages = {
+        "query list": "/queries",
+        "query threads": f"/subjects/{hz['id']}/monitoring",
+        "signature block": f"/subjects/{hz['id']}/adverse-events/{nausea}",
+        "jobs": "/jobs",
+        "job": f"/jobs/{job_id}",
+        "site casebooks": "/casebooks",
+    }
     for what, url in pages.items():
         page = text(inv.get(url))
         assert SITE_TIME.search(page), what
         assert not re.search(r'\d\d:\d\d UTC(?![+\-"])', page), what  # no bare UTC time left
     thread = text(inv.get(f"/subjects/{hz['id']}/monitoring"))
-    thread = thread[thread.index('id="queries"'):]
+    thread = thread[thread.index('id="queries"') :]
     assert len(SITE_TIME.findall(thread)) >= 6  # each query's opening and every message of its thread
 
 
 # --- 5. labels, not codes -------------------------------------------------------------------------
+
 
 def test_grade_drivers_are_labels():
     from cellstudy.adverse_events.fields import CRS_FIELDS, ICANS_FIELDS, component_label
@@ -374,8 +434,11 @@ def test_the_crs_assessment_and_the_ae_show_the_driver_as_a_label(app, login, hz
     with app.app_context():
         from cellstudy.adverse_events.models import CrsAssessment
 
-        record = db.session.scalars(select(CrsAssessment).where(
-            CrsAssessment.subject_id == hz["id"], CrsAssessment.driver.is_not(None)).order_by(CrsAssessment.id)).first()
+        record = db.session.scalars(
+            select(CrsAssessment)
+            .where(CrsAssessment.subject_id == hz["id"], CrsAssessment.driver.is_not(None))
+            .order_by(CrsAssessment.id)
+        ).first()
         crs, driver, ae_id = record.id, record.driver, record.adverse_event_id
     from cellstudy.adverse_events.fields import component_label
 

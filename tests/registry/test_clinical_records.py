@@ -1,6 +1,7 @@
 """What the locks protect is declared by the ClinicalRecord mixin, not by module names
 (issue 12): every mapped class that belongs to a subject is a ClinicalRecord, except the
 derived rows listed here with the reason."""
+
 from __future__ import annotations
 
 import cellstudy.models  # noqa: F401  (every model mapped)

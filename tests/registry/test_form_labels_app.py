@@ -1,6 +1,7 @@
 """One declaration per form (issue 12): every label a page, PDF or export gives a form type
 is the registry's. Each registry label is swapped for a sentinel; the pages that name forms
 must show the sentinels and none of the old labels."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,9 @@ SHARED_WORDS = {"adverse_event", "audit_trail", "visit", "subject", "query", "us
 
 
 #: the names the forms had in the copies before issue 12 (five for the therapy log)
-FORMER_NAMES = {"exposure": ("Medications", "Prior / concomitant therapy", "Prior and concomitant therapy",
-                             "Therapy log entry")}
+FORMER_NAMES = {
+    "exposure": ("Medications", "Prior / concomitant therapy", "Prior and concomitant therapy", "Therapy log entry")
+}
 
 
 def sentinel(name: str) -> str:
@@ -86,19 +88,33 @@ def test_every_page_that_names_a_form_reads_the_registry(app, login, swapped):
     # the audit viewer's form filter: every record type the trail names
     assert_named(page_text(dm.get("/audit")), list(registry.record_types()), swapped, "audit viewer")
     # the SDV worklist's form filter
-    assert_named(page_text(monitor.get("/sdv")), [n for n, ft in registry.form_types().items() if ft.sdv != "none"],
-                 swapped, "SDV page")
+    assert_named(
+        page_text(monitor.get("/sdv")),
+        [n for n, ft in registry.form_types().items() if ft.sdv != "none"],
+        swapped,
+        "SDV page",
+    )
     # the subject's own pages: the navigation, the form list, the therapy log, the screening form
     subject_page = page_text(coordinator.get(f"/subjects/{sid}"))
     assert_named(subject_page, ["screening", "exposure", "dlt_assessment"], swapped, "subject page")
-    assert_named(page_text(coordinator.get(f"/subjects/{sid}/medications")), ["exposure", "vaccination"], swapped,
-                 "therapy log")
-    assert_named(page_text(coordinator.get(f"/subjects/{sid}/vaccinations")), ["vaccination"], swapped,
-                 "vaccination log")
-    assert_named(page_text(coordinator.get(f"/subjects/{sid}/screening/{screening_id}")), ["screening"], swapped,
-                 "screening form")
-    assert_named(page_text(coordinator.get(f"/subjects/{sid}/adverse-events")), ["crs_assessment", "icans_assessment"], swapped,
-                 "adverse events of the subject")
+    assert_named(
+        page_text(coordinator.get(f"/subjects/{sid}/medications")), ["exposure", "vaccination"], swapped, "therapy log"
+    )
+    assert_named(
+        page_text(coordinator.get(f"/subjects/{sid}/vaccinations")), ["vaccination"], swapped, "vaccination log"
+    )
+    assert_named(
+        page_text(coordinator.get(f"/subjects/{sid}/screening/{screening_id}")),
+        ["screening"],
+        swapped,
+        "screening form",
+    )
+    assert_named(
+        page_text(coordinator.get(f"/subjects/{sid}/adverse-events")),
+        ["crs_assessment", "icans_assessment"],
+        swapped,
+        "adverse events of the subject",
+    )
     # the blank CRFs: every form, each log view by its own label
     logs = list(registry.logs())
     blank = page_text(coordinator.get("/crfs/blank"))

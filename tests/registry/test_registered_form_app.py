@@ -1,6 +1,7 @@
 """A new CRF is one declaration (issue 12): a form type that only this test registers, with
 a table only this test creates, appears in the catalogue, the casebook, the PDFs, the audit
 labels, SDV, signatures and the dashboards, with no other file touched."""
+
 from __future__ import annotations
 
 import itertools
@@ -22,9 +23,11 @@ from tests.helpers import subject_by_number
 from tests.pdf.conftest import Pdf
 
 NAME, LABEL = "qol_test", "Quality of life (test-only form)"
-SPECS = (FieldSpec("qol_date", "Date of the questionnaire", "date", "Questionnaire"),
-         FieldSpec("qol_score", "Global health score", "int", "Questionnaire", min=0, max=100),
-         FieldSpec("qol_note", "Comment", "text", "Questionnaire"))
+SPECS = (
+    FieldSpec("qol_date", "Date of the questionnaire", "date", "Questionnaire"),
+    FieldSpec("qol_score", "Global health score", "int", "Questionnaire", min=0, max=100),
+    FieldSpec("qol_note", "Comment", "text", "Questionnaire"),
+)
 _classes = itertools.count()
 
 
@@ -33,23 +36,40 @@ def qol_form(app):
     """The model (its table created in this test's database only, and kept out of the
     metadata that `flask db check` compares) and the one registry declaration."""
     n = next(_classes)
-    model = type(f"QolTestRecord{n}", (DataFormRecord, db.Model), {
-        "__tablename__": f"qol_test_record_{n}", "FORM_NAME": NAME,
-        "id": mapped_column(primary_key=True),
-        "subject_id": mapped_column(ForeignKey("subject.id")),
-        "subject": relationship("Subject"),
-        "__annotations__": {"id": Mapped[int], "subject_id": Mapped[int]},
-    })
+    model = type(
+        f"QolTestRecord{n}",
+        (DataFormRecord, db.Model),
+        {
+            "__tablename__": f"qol_test_record_{n}",
+            "FORM_NAME": NAME,
+            "id": mapped_column(primary_key=True),
+            "subject_id": mapped_column(ForeignKey("subject.id")),
+            "subject": relationship("Subject"),
+            "__annotations__": {"id": Mapped[int], "subject_id": Mapped[int]},
+        },
+    )
     with app.app_context():
         model.__table__.create(db.engine)
 
     def records_of(subject):
         return db.session.query(model).filter_by(subject_id=subject.id).order_by(model.id).all()
 
-    form = registry.register(registry.FormType(
-        NAME, LABEL, model=model, specs=SPECS, position=85, records_of=records_of,
-        title_of=lambda ft, r: f"{ft.label} of {r.data.get('qol_date')}", sdv="key", sdv_fields=("qol_score",),
-        signature=True, pdf_key="qol", note="Filled in by the subject."))
+    form = registry.register(
+        registry.FormType(
+            NAME,
+            LABEL,
+            model=model,
+            specs=SPECS,
+            position=85,
+            records_of=records_of,
+            title_of=lambda ft, r: f"{ft.label} of {r.data.get('qol_date')}",
+            sdv="key",
+            sdv_fields=("qol_score",),
+            signature=True,
+            pdf_key="qol",
+            note="Filled in by the subject.",
+        )
+    )
     yield form
     registry.unregister(NAME)
     db.metadata.remove(model.__table__)

@@ -19,6 +19,7 @@ site (HZ-001 on treatment, NB-001 enrolled with infusion 1 scheduled). The lists
 subjects (/subjects/, /calendar, /overdue, /deviations, /escalation) have no subject in
 the URL: their content is checked for site isolation separately.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,16 +58,25 @@ ROLE_CAPS: dict[str, frozenset[str]] = {
 # managers raise/close queries, site staff answer them, only monitors verify (SDV), only
 # investigators sign forms and casebooks, only data managers lock and unlock.
 RAISE_QUERY, ANSWER_QUERY, VERIFY, SIGN_FORMS, LOCK = "raise_query", "answer_query", "verify", "sign_forms", "lock"
-_MONITORING_CAPS = {"coordinator": {ANSWER_QUERY}, "investigator": {ANSWER_QUERY, SIGN_FORMS},
-                    "monitor": {RAISE_QUERY, VERIFY}, "data_manager": {RAISE_QUERY, LOCK}}
+_MONITORING_CAPS = {
+    "coordinator": {ANSWER_QUERY},
+    "investigator": {ANSWER_QUERY, SIGN_FORMS},
+    "monitor": {RAISE_QUERY, VERIFY},
+    "data_manager": {RAISE_QUERY, LOCK},
+}
 ROLE_CAPS = {role: caps | _MONITORING_CAPS.get(role, frozenset()) for role, caps in ROLE_CAPS.items()}
 
 # Study amendments (issue 11), by hand from PROTOCOL 2 ("admin: study definition") and the issue:
 # the admin proposes and withdraws, an investigator approves (e-signature) or rejects, every
 # role reads the amendments (the definition every page works under).
 PROPOSE, APPROVE, READ_AMENDMENTS = "propose_amendment", "approve_amendment", "view_amendments"
-ROLE_CAPS = {role: caps | {READ_AMENDMENTS} | ({PROPOSE} if role == "admin" else set())
-             | ({APPROVE} if role == "investigator" else set()) for role, caps in ROLE_CAPS.items()}
+ROLE_CAPS = {
+    role: caps
+    | {READ_AMENDMENTS}
+    | ({PROPOSE} if role == "admin" else set())
+    | ({APPROVE} if role == "investigator" else set())
+    for role, caps in ROLE_CAPS.items()
+}
 
 ALL_SITES = frozenset({"HZ", "NB"})
 
@@ -217,8 +227,7 @@ ENDPOINTS: dict[str, Route] = {
 }
 
 #: URL arguments that are neither a subject nor a nested record: a fixed test value
-FIXED_ARGS = {"kind": "sae", "listing": "sae", "fmt": "csv", "form": "infusion", "log": "vaccination",
-              "job_id": 10**7}
+FIXED_ARGS = {"kind": "sae", "listing": "sae", "fmt": "csv", "form": "infusion", "log": "vaccination", "job_id": 10**7}
 
 #: Allowed requests that answer with a redirect rather than a page:
 #: (endpoint, method, who) -> path of the Location; who is a username, "*" (anyone)
@@ -245,9 +254,11 @@ MISSING_ID = 10**7
 
 # --- demo data ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Rec:
     """A demo subject and one record of each nested kind belonging to it (None: it has none)."""
+
     id: int
     number: str  # the label the pages show (the subject number once enrolled)
     names: tuple[str, ...]  # every number of the subject: none may show where it is hidden
@@ -284,16 +295,23 @@ def _rec(subject, code) -> Rec:
     infusions = [i for i in subject.infusions if i.state != "cancelled"]
     scheduled = [i for i in infusions if i.state == "scheduled"]
     planned = [v for v in subject.visits if v.state == "planned"]
-    return Rec(subject.id, subject.label, tuple(n for n in (subject.screening_number, subject.subject_number) if n),
-               code, subject.current_screening.id, subject.active_exposures[0].id,
-               # a scheduled infusion and a planned visit: rescheduling, cancelling and
-               # "missed" are possible for them (valid-ish targets for the POSTs)
-               (scheduled or infusions)[0].id if infusions else None,
-               subject.lymphodepletion_days[0].id if subject.lymphodepletion_days else None,
-               (planned or subject.visits)[0].id if subject.visits else None,
-               subject.adverse_events[0].id if subject.adverse_events else None,
-               _first_id(CrsAssessment, subject), _first_id(IcansAssessment, subject),
-               any(i.state == "given" for i in infusions))
+    return Rec(
+        subject.id,
+        subject.label,
+        tuple(n for n in (subject.screening_number, subject.subject_number) if n),
+        code,
+        subject.current_screening.id,
+        subject.active_exposures[0].id,
+        # a scheduled infusion and a planned visit: rescheduling, cancelling and
+        # "missed" are possible for them (valid-ish targets for the POSTs)
+        (scheduled or infusions)[0].id if infusions else None,
+        subject.lymphodepletion_days[0].id if subject.lymphodepletion_days else None,
+        (planned or subject.visits)[0].id if subject.visits else None,
+        subject.adverse_events[0].id if subject.adverse_events else None,
+        _first_id(CrsAssessment, subject),
+        _first_id(IcansAssessment, subject),
+        any(i.state == "given" for i in infusions),
+    )
 
 
 def _first_id(model, subject) -> int | None:
@@ -307,11 +325,9 @@ def demo_records(app) -> dict[str, SiteRecs]:
         assert set(codes) == set(ALL_SITES), f"demo sites changed: {sorted(codes)}"
         out = {}
         for code, site_id in codes.items():
-            subjects = db.session.scalars(select(Subject).where(Subject.site_id == site_id)
-                                          .order_by(Subject.id)).all()
+            subjects = db.session.scalars(select(Subject).where(Subject.site_id == site_id).order_by(Subject.id)).all()
             usable = [s for s in subjects if s.current_screening is not None and s.active_exposures]
-            primary = next(s for s in usable
-                           if s.status == "screening" and s.current_screening.status == "complete")
+            primary = next(s for s in usable if s.status == "screening" and s.current_screening.status == "complete")
             second = next(s for s in usable if s.id != primary.id)
             treated = next(s for s in usable if s.infusions and s.lymphodepletion_days and s.visits)
             out[code] = SiteRecs(_rec(primary, code), _rec(second, code), _rec(treated, code))
@@ -324,6 +340,7 @@ def demo_records(app) -> dict[str, SiteRecs]:
 
 
 # --- generating the cases ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Case:
@@ -400,7 +417,7 @@ def cases_for(app, username, recs) -> list[Case]:
         own, host, donor = recs[home].subjects_for(route)
         other = recs[away].subjects_for(route)[0]
 
-        def nested(rec, missing=False):
+        def nested(rec, missing=False, args=args, fixed=fixed, rule=rule):
             values = {k: MISSING_ID if missing else getattr(rec, k) for k in args & NESTED_ARGS}
             values.update(fixed)
             assert None not in values.values(), f"{rule.rule}: demo subject {rec.number} has no {sorted(values)}"
@@ -410,21 +427,33 @@ def cases_for(app, username, recs) -> list[Case]:
         if "filename" in args:
             variants.append(("-", {"filename": "cellstudy.css"}, None, None, None))
         elif "subject_id" in args:
-            variants += [("own", {"subject_id": own.id, **nested(own)}, home, own, other),
-                         ("other_site", {"subject_id": other.id, **nested(other)}, away, other, other),
-                         ("missing", {"subject_id": MISSING_ID, **nested(own)}, None, None, own)]
+            variants += [
+                ("own", {"subject_id": own.id, **nested(own)}, home, own, other),
+                ("other_site", {"subject_id": other.id, **nested(other)}, away, other, other),
+                ("missing", {"subject_id": MISSING_ID, **nested(own)}, None, None, own),
+            ]
             if args & NESTED_ARGS:
                 assert host.id != donor.id and host.site == donor.site == home
-                variants += [("nested_missing", {"subject_id": own.id, **nested(own, missing=True)}, home, None, other),
-                             ("nested_same_site", {"subject_id": host.id, **nested(donor)}, home, None, donor),
-                             ("nested_other_site", {"subject_id": own.id, **nested(other)}, home, None, other)]
+                variants += [
+                    ("nested_missing", {"subject_id": own.id, **nested(own, missing=True)}, home, None, other),
+                    ("nested_same_site", {"subject_id": host.id, **nested(donor)}, home, None, donor),
+                    ("nested_other_site", {"subject_id": own.id, **nested(other)}, home, None, other),
+                ]
         else:
             variants.append(("-", dict(fixed), None, None, None))
         for method in methods:
             for variant, values, site, subject, hidden in variants:
-                cases.append(Case(rule.endpoint, method, _build(app, rule, values), variant,
-                                  expectation(username, rule.endpoint, method, variant, site, subject),
-                                  subject, hidden))
+                cases.append(
+                    Case(
+                        rule.endpoint,
+                        method,
+                        _build(app, rule, values),
+                        variant,
+                        expectation(username, rule.endpoint, method, variant, site, subject),
+                        subject,
+                        hidden,
+                    )
+                )
     assert not unknown, "routes without a written authorisation expectation:\n" + "\n".join(unknown)
     return cases
 
@@ -477,6 +506,7 @@ def _pdf_text(data: bytes) -> str:
 
 # --- the tests -----------------------------------------------------------------------------
 
+
 def test_every_route_has_an_expectation(app):
     """url_map and ENDPOINTS agree exactly: rules, methods and site scoping."""
     problems = []
@@ -508,8 +538,9 @@ def test_authorisation_matrix(app, login, username):
         response = client.open(case.url, method=case.method, data={} if case.method == "POST" else None)
         problem = _problem(case, response)
         if problem:
-            failures.append(f"{username or 'anonymous'} {case.method} {case.url} [{case.endpoint}, {case.variant}]: "
-                            f"{problem}")
+            failures.append(
+                f"{username or 'anonymous'} {case.method} {case.url} [{case.endpoint}, {case.variant}]: {problem}"
+            )
     assert not failures, f"{len(failures)} of {len(cases)} requests:\n" + "\n".join(failures)
     # The last request was the logout: the session is over.
     assert cases[-1].endpoint == "auth.logout"
@@ -524,8 +555,9 @@ def test_expectations_cover_every_outcome(app):
     outcomes = {}
     for username in [None, *USERS]:
         for case in cases_for(app, username, recs):
-            outcomes.setdefault(case.expected if not isinstance(case.expected, tuple) else "redirect",
-                                set()).add(case.endpoint)
+            outcomes.setdefault(case.expected if not isinstance(case.expected, tuple) else "redirect", set()).add(
+                case.endpoint
+            )
     assert set(outcomes) == {"login", 403, 404, "allowed", "redirect"}
     scoped = {e for e, r in ENDPOINTS.items() if r.site_scoped}
     assert outcomes["allowed"] >= scoped and outcomes[404] >= scoped
@@ -534,7 +566,8 @@ def test_expectations_cover_every_outcome(app):
     for rule in app.url_map.iter_rules():
         for arg in set(rule.arguments) & NESTED_ARGS:
             variants.setdefault(arg, set()).update(
-                c.variant for c in cases_for(app, "coord-hz", recs) if c.endpoint == rule.endpoint)
+                c.variant for c in cases_for(app, "coord-hz", recs) if c.endpoint == rule.endpoint
+            )
     expected = {"own", "other_site", "missing", "nested_missing", "nested_same_site", "nested_other_site"}
     assert variants == {arg: expected for arg in NESTED_ARGS}
 
@@ -569,8 +602,10 @@ def test_endpoint_permissions_agree_with_the_table(app):
             continue
         admitted = set().union(*(roles_with(r) for r in route.methods.values()))
         if roles_with(permission) != admitted:
-            problems.append(f"{endpoint}: @require({permission!r}) admits {sorted(roles_with(permission))}, "
-                            f"the table expects {sorted(admitted)}")
+            problems.append(
+                f"{endpoint}: @require({permission!r}) admits {sorted(roles_with(permission))}, "
+                f"the table expects {sorted(admitted)}"
+            )
     decorated = {e for name, es in by_name.items() if name in ENDPOINT_PERMISSIONS for e in es}
     for endpoint, route in ENDPOINTS.items():
         if PUBLIC not in route.methods.values() and endpoint not in decorated:
@@ -581,8 +616,10 @@ def test_endpoint_permissions_agree_with_the_table(app):
 @pytest.mark.parametrize("username", [u for u, (role, _) in USERS.items() if VIEW in ROLE_CAPS[role]])
 def test_subject_list_shows_only_assigned_sites(app, login, username):
     with app.app_context():
-        numbers = {code: [s.screening_number for s in db.session.scalars(
-            select(Subject).join(Site).where(Site.code == code))] for code in ALL_SITES}
+        numbers = {
+            code: [s.screening_number for s in db.session.scalars(select(Subject).join(Site).where(Site.code == code))]
+            for code in ALL_SITES
+        }
         db.session.remove()
     body = login(username).get("/subjects/").get_data(as_text=True)
     for code in ALL_SITES:
@@ -618,9 +655,13 @@ def _record_deviations(app, recs) -> None:
             given = site_today(subject.site) - timedelta(days=1)
             window = vaccination.vaccination_window(subject)
             assert window and window[0] <= given <= window[1], (code, window)
-            enrollment_service.record_vaccine(subject, {"name": "Influenza vaccine", "last_date": given,
-                                                 "start_date": given, "indication": "seasonal"}, user=investigator,
-                                       deviation_reason="Given by the family doctor", password=DEMO_PASSWORD)
+            enrollment_service.record_vaccine(
+                subject,
+                {"name": "Influenza vaccine", "last_date": given, "start_date": given, "indication": "seasonal"},
+                user=investigator,
+                deviation_reason="Given by the family doctor",
+                password=DEMO_PASSWORD,
+            )
             assert subject.deviations, code
         db.session.remove()
 

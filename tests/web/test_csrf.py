@@ -4,6 +4,7 @@ Every POST route of `app.url_map` answers 400 without a token -- sent by a user 
 allowed to post there, so the 400 cannot come from a missing permission -- and accepts
 the same request with a valid token. State-changing routes refuse GET (405); logout is
 POST-only."""
+
 from __future__ import annotations
 
 from html.parser import HTMLParser
@@ -18,16 +19,40 @@ from cellstudy.auth.models import Site
 from cellstudy.enrollment.models import Subject
 from cellstudy.extensions import db
 
-from .test_authorization import (ENDPOINTS, FIXED_ARGS, IGNORED_METHODS, LOGGED_IN, PUBLIC, ROLE_CAPS, USERS,
-                                 demo_records)
+from .test_authorization import (
+    ENDPOINTS,
+    FIXED_ARGS,
+    IGNORED_METHODS,
+    LOGGED_IN,
+    PUBLIC,
+    ROLE_CAPS,
+    USERS,
+    demo_records,
+)
 
 #: Actions that change state and must never answer a GET.
-ACTIONS = {"auth.logout", "enrollment.register", "enrollment.exposure_remove", "enrollment.screen_fail",
-           "enrollment.rescreen", "infusions.reschedule", "infusions.cancel", "infusions.visit_missed",
-           "audit_viewer.study_export"}
+ACTIONS = {
+    "auth.logout",
+    "enrollment.register",
+    "enrollment.exposure_remove",
+    "enrollment.screen_fail",
+    "enrollment.rescreen",
+    "infusions.reschedule",
+    "infusions.cancel",
+    "infusions.visit_missed",
+    "audit_viewer.study_export",
+}
 # Queries, SDV, signatures and locks (issue 6): POST only
-ACTIONS |= {"monitoring.raise_query", "monitoring.answer_query", "monitoring.resolve_query", "monitoring.verify_forms",
-            "monitoring.sign_forms", "monitoring.lock_data", "monitoring.lock_study", "monitoring.unlock_data"}
+ACTIONS |= {
+    "monitoring.raise_query",
+    "monitoring.answer_query",
+    "monitoring.resolve_query",
+    "monitoring.verify_forms",
+    "monitoring.sign_forms",
+    "monitoring.lock_data",
+    "monitoring.lock_study",
+    "monitoring.unlock_data",
+}
 # Study amendments (issue 11): POST only
 ACTIONS |= {"amendments.approve", "amendments.reject", "amendments.withdraw"}
 
@@ -104,8 +129,14 @@ def url_of(app, rule, site_recs) -> str:
     token reaches the form or the action."""
     route = ENDPOINTS.get(rule.endpoint)
     rec = site_recs.subjects_for(route)[0] if route is not None and route.site_scoped else None
-    values = {k: rec.id if k == "subject_id" else FIXED_ARGS[k] if k in FIXED_ARGS else getattr(rec, k)
-              for k in rule.arguments} if rec else {}
+    values = (
+        {
+            k: rec.id if k == "subject_id" else FIXED_ARGS[k] if k in FIXED_ARGS else getattr(rec, k)
+            for k in rule.arguments
+        }
+        if rec
+        else {}
+    )
     with app.test_request_context():
         return url_for(rule.endpoint, **values)
 
