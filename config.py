@@ -4,6 +4,7 @@
 - TestConfig: used by the test-suite; the database URL is set per test.
 - ProductionConfig: refuses to start without SECRET_KEY and DATABASE_URL.
 """
+
 import os
 from datetime import timedelta
 
