@@ -67,7 +67,7 @@ class FormType(RecordType):
     #: casebook order: forms by position; records of forms that share a position are
     #: merged by ``sort_key`` (infusions and visits on one timeline)
     position: int = 1000
-    #: the subject's records of this form, in casebook order (removed records left out)
+    #: the subject's records of this form, in casebook order (a removed AE too: the casebook prints it)
     records_of: Callable[[object], Iterable] = lambda subject: ()
     sort_key: Callable[[object], tuple] = lambda record: (getattr(record, "id", 0),)
     #: "AE 2: Nausea", "Visit Day 7": how a record is named in lists, PDFs and messages
@@ -208,33 +208,29 @@ def log_label(key: str) -> str:
     return logs()[key][1].label
 
 
+def _in_order(slotted) -> list:
+    """Items (position, sort key, item) by position; within a position by sort key."""
+    return [item for _position, _key, item in sorted(slotted, key=lambda x: (x[0], x[1]))]
+
+
 def casebook(subject) -> list[tuple[FormType, Log | None, object]]:
     """The subject's casebook in its one order: (form, None, record) for every record of
     a form, (form, log, None) for each log view, by position; records of forms that share
     a position are merged by their sort key."""
-    slots: dict[int, list] = {}
+    slotted = []
     for ft in form_types().values():
-        if ft.logs:
-            for log in ft.logs:
-                slots.setdefault(log.position, []).append(((0,), (ft, log, None)))
-            continue
-        for record in ft.records_of(subject):
-            slots.setdefault(ft.position, []).append((ft.sort_key(record), (ft, None, record)))
-    return [item for position in sorted(slots) for _key, item in sorted(slots[position], key=lambda x: x[0])]
+        slotted += [(log.position, (0,), (ft, log, None)) for log in ft.logs]
+        if not ft.logs:
+            slotted += [(ft.position, ft.sort_key(r), (ft, None, r)) for r in ft.records_of(subject)]
+    return _in_order(slotted)
 
 
 def subject_forms(subject) -> list[tuple[str, object]]:
     """Every saved form record of a subject, in casebook order: (form name, record); a
-    log's entries one by one where the log is first printed."""
-    out: list[tuple[str, object]] = []
-    slots: dict[int, list] = {}
-    for ft in form_types().values():
-        position = min((log.position for log in ft.logs), default=ft.position)
-        for record in ft.records_of(subject):
-            slots.setdefault(position, []).append((ft.sort_key(record), (ft.name, record)))
-    for position in sorted(slots):
-        out += [item for _key, item in sorted(slots[position], key=lambda x: x[0])]
-    return out
+    log's entries one by one at the form's own position (where its first log prints)."""
+    return _in_order(
+        [(ft.position, ft.sort_key(r), (ft.name, r)) for ft in form_types().values() for r in ft.records_of(subject)]
+    )
 
 
 def sdv_plans() -> tuple[tuple[str, str, tuple[str, ...]], ...]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import os
 import re
 
 import pytest
@@ -67,9 +66,6 @@ def assert_named(text: str, names, old: dict, where: str) -> None:
         for pattern in (re.escape(old[name]), *map(re.escape, FORMER_NAMES.get(name, ()))):
             pattern = rf"\b{pattern}\b"
             hit = re.search(rf".{{0,60}}{pattern}.{{0,60}}", text)
-            if hit and os.environ.get("SHOW_LEFT"):
-                print("LEFT", where, name, repr(hit.group(0)))
-                continue
             assert not hit, f"{where}: an old name of {name} is left: {hit.group(0)!r}"
 
 
