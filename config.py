@@ -28,11 +28,15 @@ class Config:
     ARGON2_PARALLELISM = 4
     SUBJECTS_PER_PAGE = 25
     LOAD_DEMO_ALLOWED = True
+    # SQLite: a statement that writes outside records.transaction() (in a read transaction,
+    # which would have to upgrade its lock) raises instead of being logged (issue 12).
+    STRICT_TRANSACTIONS = os.environ.get("STRICT_TRANSACTIONS", "0") == "1"
 
 
 class TestConfig(Config):
     TESTING = True
     SECRET_KEY = "test-secret"
+    STRICT_TRANSACTIONS = True
     # Cheap hashing keeps the suite fast; production parameters are tested separately.
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 8

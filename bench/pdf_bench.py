@@ -61,58 +61,56 @@ def build_dataset(app):
 
         if subject.dlt_assessment is None:
             dlt = DltAssessment(subject_id=subject.id, data={})
-            records.create(dlt, user=user, fields={})
-            records.commit()
+            with records.transaction():
+                records.create(dlt, user=user, fields={})
         number = max((ae.number for ae in subject.adverse_events), default=0)
         onset = date(2026, 1, 5)
         kinds = ["ae", "crs", "icans"]
         while forms() < FORMS:
             kind = kinds[forms() % 3]
-            if kind == "ae":
-                number += 1
-                record = AdverseEvent(
-                    subject_id=subject.id,
-                    site_id=subject.site_id,
-                    number=number,
-                    category="other",
-                    term="Nausea",
-                    onset_date=onset + timedelta(days=number),
-                    grade=1,
-                    serious=False,
-                    related_nk="possible",
-                    related_ld="unlikely",
-                    expectedness="expected",
-                    action="none",
-                    outcome="recovered",
-                    data={},
-                )
-                records.create(record, user=user, fields={"term": "Nausea", "grade": 1})
-            elif kind == "crs":
-                record = CrsAssessment(subject_id=subject.id, assessed_on=onset, data={})
-                records.create(record, user=user, fields={})
-                records.save(
-                    record,
-                    user=user,
-                    changes={
-                        "assessment_date": onset.isoformat(),
-                        "max_temp_c": "38.4",
-                        "hypotension": "none",
-                        "hypoxia": "none",
-                    },
-                    expected_version=record.version,
-                    commit=False,
-                )
-            else:
-                record = IcansAssessment(subject_id=subject.id, assessed_on=onset, data={})
-                records.create(record, user=user, fields={})
-                records.save(
-                    record,
-                    user=user,
-                    changes={"assessment_date": onset.isoformat(), "consciousness": "normal", "seizure": "none"},
-                    expected_version=record.version,
-                    commit=False,
-                )
-            records.commit()
+            with records.transaction():
+                if kind == "ae":
+                    number += 1
+                    record = AdverseEvent(
+                        subject_id=subject.id,
+                        site_id=subject.site_id,
+                        number=number,
+                        category="other",
+                        term="Nausea",
+                        onset_date=onset + timedelta(days=number),
+                        grade=1,
+                        serious=False,
+                        related_nk="possible",
+                        related_ld="unlikely",
+                        expectedness="expected",
+                        action="none",
+                        outcome="recovered",
+                        data={},
+                    )
+                    records.create(record, user=user, fields={"term": "Nausea", "grade": 1})
+                elif kind == "crs":
+                    record = CrsAssessment(subject_id=subject.id, assessed_on=onset, data={})
+                    records.create(record, user=user, fields={})
+                    records.save(
+                        record,
+                        user=user,
+                        changes={
+                            "assessment_date": onset.isoformat(),
+                            "max_temp_c": "38.4",
+                            "hypotension": "none",
+                            "hypoxia": "none",
+                        },
+                        expected_version=record.version,
+                    )
+                else:
+                    record = IcansAssessment(subject_id=subject.id, assessed_on=onset, data={})
+                    records.create(record, user=user, fields={})
+                    records.save(
+                        record,
+                        user=user,
+                        changes={"assessment_date": onset.isoformat(), "consciousness": "normal", "seizure": "none"},
+                        expected_version=record.version,
+                    )
         for i, visit in enumerate(subject.visits):  # visit CRFs filled in, within the audit budget
             if audit_count() + len(VISIT_FIELDS) > AUDIT_RECORDS:
                 break

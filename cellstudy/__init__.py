@@ -18,13 +18,14 @@ from .extensions import csrf, db, login_manager, migrate
 # the features declare their forms and records (cellstudy.registry) when they load: all of
 # them load with the package, so every reader of the registry sees every form
 from . import adverse_events, amendments, audit_viewer, auth, enrollment, infusions, jobs, monitoring  # noqa: F401,E402
+from .records import transaction as _transaction  # noqa: F401,E402  (how SQLite transactions begin)
 from .timeutil import fmt_site, fmt_utc, wall_clock
 
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record):
     if isinstance(dbapi_connection, sqlite3.Connection):
-        # We issue BEGIN ourselves (below); pysqlite's own transaction handling would not.
+        # We issue BEGIN ourselves (records/transaction.py); pysqlite's own handling would not.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -32,29 +33,6 @@ def _sqlite_pragmas(dbapi_connection, _record):
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-
-
-@event.listens_for(Engine, "begin")
-def _sqlite_begin(conn):
-    if conn.dialect.name != "sqlite":
-        return
-    # Writes (every POST, every CLI command) take the write lock up front, so the audit
-    # chain is read and extended by one writer at a time; GET pages read concurrently.
-    from flask import g, has_request_context
-
-    if has_request_context() and (request.method in ("GET", "HEAD") or g.get("cellstudy_committed")):
-        # reads, and whatever a POST reads after its write is committed (the redirect)
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-@event.listens_for(Engine, "commit")
-def _mark_committed(conn):
-    from flask import g, has_request_context
-
-    if has_request_context() and conn.dialect.name == "sqlite":
-        g.cellstudy_committed = True
 
 
 def create_app(config_name: str | None = None, overrides: dict | None = None) -> Flask:

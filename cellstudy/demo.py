@@ -12,6 +12,7 @@ from .auth import service as auth
 from .auth.models import Site, User
 from .enrollment import service as enrollment
 from .extensions import db
+from .records.transaction import transaction
 from .timeutil import utcnow
 
 DEMO_PASSWORD = "cellstudy-demo"
@@ -388,8 +389,8 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
     )
     if on is not None:
         stamp = datetime.combine(on, time(2, 0), tzinfo=timezone.utc)
-        subject.enrolled_at = decision.decided_at = decision.signature.signed_at = stamp
-        db.session.commit()
+        with transaction():
+            subject.enrolled_at = decision.decided_at = decision.signature.signed_at = stamp
 
 
 def _treat(subject, user, today: date) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..records import audit
+from ..records.transaction import transaction
 from . import ctcae
 from .models import CtcaeTerm
 
@@ -35,6 +36,7 @@ def _row(term: ctcae.Term) -> dict:
     return row
 
 
+@transaction()
 def load() -> tuple[int, int, int]:
     """(terms in the dictionary, inserted, updated)."""
     existing = {t.term: t for t in db.session.execute(select(CtcaeTerm)).scalars()}
@@ -58,5 +60,4 @@ def load() -> tuple[int, int, int]:
             new=f"{inserted} inserted, {updated} updated",
             reason="flask ctcae load",
         )
-    db.session.commit()
     return len(ctcae.terms()), inserted, updated

@@ -121,7 +121,7 @@ class AdverseEvent(DataFormRecord, db.Model):
         return self.episodes[-1].grade if self.episodes else self.grade
 
 
-class GradeEpisode(db.Model):
+class GradeEpisode(ClinicalRecord, db.Model):
     """A stretch of an AE at one grade: a change in the patient ends the current episode
     and starts the next (issue 4). Corrections of a mistake edit the episode instead."""
 

@@ -15,6 +15,7 @@ from ..enrollment.models import Subject
 from ..extensions import db
 from ..records import audit
 from ..records import service as records
+from ..records import queries
 from ..records.models import Query
 from ..records.service import RecordError
 from ..settings import current_study
@@ -197,6 +198,7 @@ def _next_number(subject: Subject) -> int:
     return (top or 0) + 1
 
 
+@records.transaction()
 def save_ae(
     subject: Subject,
     ae: AdverseEvent,
@@ -207,7 +209,6 @@ def save_ae(
     reason: str | None,
     complete: bool,
     today: date,
-    commit: bool = True,
 ) -> AdverseEvent:
     """Create or change an AE. Refused (nothing saved) with messages at the fields."""
     v = _normalise(values)
@@ -233,14 +234,11 @@ def save_ae(
             changes={**changes, "grade": worst},
             expected_version=expected_version,
             reason=reason,
-            commit=False,
         )
     _sync_episodes(ae, grade, user=user, reason=reason)
     _sync_discrepancy(ae, user=user)
     if complete:
-        records.set_status(ae, "complete", user=user, commit=False)
-    if commit:
-        records.commit_or_stale(ae)
+        records.set_status(ae, "complete", user=user)
     return ae
 
 
@@ -270,41 +268,16 @@ def _sync_episodes(ae: AdverseEvent, grade: int | None, *, user, reason: str | N
 
 def _add_episode(ae: AdverseEvent, grade: int, start: date, *, user, end: date | None = None) -> GradeEpisode:
     episode = GradeEpisode(adverse_event=ae, grade=grade, start_date=start, end_date=end, created_by_id=user.id)
-    db.session.add(episode)
-    db.session.flush()
-    for name, value in (("grade", grade), ("start_date", start), ("end_date", end)):
-        if value is None:
-            continue
-        audit.append(
-            "set",
-            user=user,
-            form=GradeEpisode.FORM_NAME,
-            form_id=episode.id,
-            field=name,
-            new=value,
-            subject_id=ae.subject_id,
-            site_id=ae.site_id,
-        )
+    fields = {"grade": grade, "start_date": start, "end_date": end}
+    records.create(episode, user=user, fields={k: v for k, v in fields.items() if v is not None})
     return episode
 
 
 def _episode_update(ae, episode, name, value, *, user, reason) -> None:
-    old = getattr(episode, name)
-    setattr(episode, name, value)
-    audit.append(
-        "update",
-        user=user,
-        form=GradeEpisode.FORM_NAME,
-        form_id=episode.id,
-        field=name,
-        old=old,
-        new=value,
-        reason=reason or "correction",
-        subject_id=ae.subject_id,
-        site_id=ae.site_id,
-    )
+    records.update(episode, {name: value}, user=user, reason=reason or "correction")
 
 
+@records.transaction()
 def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_version: int, today: date) -> None:
     """A change in the patient: the current grade episode ends on `start` and a new one
     begins there. The AE's grade stays the worst of its episodes."""
@@ -337,14 +310,13 @@ def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_ve
         changes={"grade": worst},
         expected_version=expected_version,
         reason=f"grade changed to {grade} on {start.isoformat()}",
-        commit=False,
     )
     if ae.version == expected_version:  # the worst grade did not move: still a new version of the AE
         records.touch(ae, user)
     _sync_discrepancy(ae, user=user)
-    records.commit_or_stale(ae)
 
 
+@records.transaction()
 def remove_ae(ae: AdverseEvent, *, user, expected_version: int, reason: str) -> None:
     """Nothing is deleted: the AE's status becomes 'deleted' with the reason (PROTOCOL 7)."""
     if not (reason or "").strip():
@@ -358,6 +330,7 @@ def remove_ae(ae: AdverseEvent, *, user, expected_version: int, reason: str) -> 
 # --- SAE and SUSAR reports ---------------------------------------------------------------------------------
 
 
+@records.transaction()
 def report(ae: AdverseEvent, kind: str, *, user, password: str) -> None:
     """The investigator's signed SAE report (or SUSAR expedited report)."""
     if kind == "sae":
@@ -390,7 +363,6 @@ def report(ae: AdverseEvent, kind: str, *, user, password: str) -> None:
         subject_id=ae.subject_id,
         site_id=ae.site_id,
     )
-    records.commit()
 
 
 def clocks(ae: AdverseEvent, now: datetime | None = None, study: Study | None = None) -> dict:
@@ -430,43 +402,19 @@ def _sync_discrepancy(ae: AdverseEvent, *, user) -> None:
     )
     if differs and not open_queries:
         reason = (ae.data or {}).get("grade_reason") or "no reason given"
-        query = Query(
+        queries.new_query(
             site_id=ae.site_id,
             subject_id=ae.subject_id,
             form=ae.FORM_NAME,
             form_id=ae.id,
             field="grade",
-            origin="system",
-            state="open",
             text=f"Grade {ae.grade} differs from grade {ae.computed_grade} computed from the "
             f"{ae.category.upper()} assessments (ASTCT 2019). Site's reason: {reason}",
         )
-        db.session.add(query)
-        db.session.flush()
-        audit.append(
-            "query_open",
-            user=user,
-            form=ae.FORM_NAME,
-            form_id=ae.id,
-            field="grade",
-            new=query.text,
-            subject_id=ae.subject_id,
-            site_id=ae.site_id,
-        )
     elif not differs:
         for query in open_queries:
-            query.state, query.closed_at = "closed", utcnow()
-            query.close_note = "Closed by the system: the grade now equals the computed grade."
-            audit.append(
-                "query_close",
-                user=user,
-                form=ae.FORM_NAME,
-                form_id=ae.id,
-                field="grade",
-                old=query.text,
-                new=query.close_note,
-                subject_id=ae.subject_id,
-                site_id=ae.site_id,
+            queries.transition(
+                query, "close", user=None, text="Closed by the system: the grade now equals the computed grade."
             )
 
 
@@ -525,6 +473,7 @@ def new_assessment(subject: Subject, kind: str):
     return model(subject_id=subject.id, status="draft", version=0, data={})
 
 
+@records.transaction()
 def save_assessment(
     subject: Subject,
     record,
@@ -574,14 +523,13 @@ def save_assessment(
             record.set_field(name, value)
         records.create(record, user=user, fields=changes)
     else:
-        records.save(record, user=user, changes=changes, expected_version=expected_version, reason=reason, commit=False)
+        records.save(record, user=user, changes=changes, expected_version=expected_version, reason=reason)
     if complete:
-        records.set_status(record, "complete", user=user, commit=False)
+        records.set_status(record, "complete", user=user)
     if graded and graded["grade"] >= 1 and when is not None:
         _feed_event(subject, record, kind, user=user)
     elif record.adverse_event is not None:
         _sync_event(record.adverse_event, kind, user=user)
-    records.commit_or_stale(record)
 
 
 def _open_event(subject: Subject, kind: str) -> AdverseEvent | None:
@@ -780,6 +728,7 @@ def lab_suggestions(subject: Subject) -> list[dict]:
     return rules.lab_suggestions(visit_labs(subject), open_terms, dismissed)
 
 
+@records.transaction()
 def dismiss_suggestion(subject: Subject, *, visit_id: int, lab: str, grade: int, reason: str, user) -> None:
     suggestion = next(
         (s for s in lab_suggestions(subject) if s["visit_id"] == visit_id and s["lab"] == lab and s["grade"] == grade),
@@ -811,7 +760,6 @@ def dismiss_suggestion(subject: Subject, *, visit_id: int, lab: str, grade: int,
         subject_id=subject.id,
         site_id=subject.site_id,
     )
-    records.commit()
 
 
 # --- SAE lists ---------------------------------------------------------------------------------------------------

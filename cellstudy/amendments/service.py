@@ -167,7 +167,7 @@ def in_force_id(session=None) -> int | None:
 
 
 def _serialise() -> None:
-    """Amendment steps one at a time (SQLite: POSTs and commands are BEGIN IMMEDIATE already)."""
+    """Amendment steps one at a time (SQLite: a records.transaction() is BEGIN IMMEDIATE already)."""
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
@@ -201,6 +201,7 @@ def parse_effective_date(raw) -> date:
         raise AmendmentError({"effective_date": "Effective date: enter the date as YYYY-MM-DD (a UTC date)."}) from None
 
 
+@records.transaction()
 def propose(values: dict, *, label: str, reason: str, effective_date, user) -> StudyAmendment:
     """The admin's proposal; nothing of the definition in force changes."""
     _require(user, "propose_amendment", "propose an amendment")
@@ -274,7 +275,6 @@ def propose(values: dict, *, label: str, reason: str, effective_date, user) -> S
         audit.append(
             "setting", user=user, form=FORM, form_id=amendment.id, field=key, old=old_value, new=new_value, reason=why
         )
-    records.commit()
     return amendment
 
 
@@ -289,6 +289,7 @@ def _pending_for_decision(amendment_id) -> StudyAmendment:
     return amendment
 
 
+@records.transaction()
 def approve(amendment_id, *, user, password: str) -> StudyAmendment:
     """The investigator's approval with an e-signature; in force at once when its effective
     date has arrived."""
@@ -319,11 +320,11 @@ def approve(amendment_id, *, user, password: str) -> StudyAmendment:
     db.session.flush()
     if amendment.effective_date <= now.date():
         _mark_due(user=user, now=now)  # this one, and any earlier one whose run has not come yet
-    records.commit()
-    settings.invalidate_cache()
+    records.after_commit(settings.invalidate_cache)
     return amendment
 
 
+@records.transaction()
 def _decide(amendment_id, *, user, reason: str, status: str, permission: str, what: str) -> StudyAmendment:
     _require(user, permission, what)
     reason = (reason or "").strip()
@@ -343,8 +344,7 @@ def _decide(amendment_id, *, user, reason: str, status: str, permission: str, wh
         new=status,
         reason=f"{amendment.label}: {reason}",
     )
-    records.commit()
-    settings.invalidate_cache()
+    records.after_commit(settings.invalidate_cache)
     return amendment
 
 
@@ -445,19 +445,19 @@ def _mark_due(*, user, now: datetime) -> list[StudyAmendment]:
 def apply_due(*, user=None) -> list[StudyAmendment]:
     """Bring every approved amendment whose effective date has arrived into force.
     Idempotent, and safe with several workers: each row is re-read under a lock and only
-    the transaction that finds it unmarked marks it."""
+    the transaction that finds it unmarked marks it. The look for due ones is a read (no
+    write lock); only when one is due does a write transaction start."""
     now = _now()
     if not due(now):
-        db.session.rollback()  # end the read (on SQLite it holds the write lock)
+        db.session.rollback()  # end the read
         return []
-    _serialise()
-    rows = _mark_due(user=user, now=now)
-    if not rows:
-        db.session.rollback()
-        return []
-    records.commit()
-    settings.invalidate_cache()
-    log.info("amendments in force: %s", ", ".join(r.label for r in rows))
+    with records.transaction():
+        _serialise()
+        rows = _mark_due(user=user, now=now)
+        if rows:
+            records.after_commit(settings.invalidate_cache)
+    if rows:
+        log.info("amendments in force: %s", ", ".join(r.label for r in rows))
     return rows
 
 
@@ -476,7 +476,7 @@ def amend(
 def check_due(app) -> list[str]:
     """apply_due() in an app context of its own; a database without the schema yet (before
     `flask db upgrade`) is skipped, not an error."""
-    with app.app_context():
+    with app.app_context(), records.reads_only():
         try:
             return [a.label for a in apply_due()]
         except (OperationalError, ProgrammingError) as error:

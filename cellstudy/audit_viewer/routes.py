@@ -154,9 +154,8 @@ def subject_audit(subject_id):
     return render_trail(get_subject_or_404(subject_id))
 
 
-def _audit_export(
-    fmt: str, filters: service.Filters, rows: int | None, note: str | None = None, commit: bool = True
-) -> None:
+@records.transaction()
+def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: str | None = None) -> None:
     ids = site_ids()
     site_id = None
     if filters.site:
@@ -173,8 +172,6 @@ def _audit_export(
         subject_id=filters.subject_id,
         new=value,
     )
-    if commit:
-        records.commit()
 
 
 @bp.route("/audit/export.csv", endpoint="export_csv")
@@ -193,9 +190,9 @@ def audit_export_csv():
     total = service.count(filters, scope)
     if total > STREAM_MAX_ROWS:
         # a web worker would be busy for minutes: the same file from the job pool
-        db.session.rollback()  # end the read; the audit record and the job are one write
-        _audit_export("csv", filters, total, note="too long to stream: written by a background job", commit=False)
-        job = export_job.start(current_user, scope, _sites(), filters)  # commits both
+        with records.transaction():  # the audit record and the job are one write
+            _audit_export("csv", filters, total, note="too long to stream: written by a background job")
+            job = export_job.start(current_user, scope, _sites(), filters)
         flash(f"{total:,} records: the file is prepared in the background; this page shows its progress.", "info")
         return redirect(export_job.progress_url(job))
     _audit_export("csv", filters, total)
@@ -217,8 +214,9 @@ def audit_study_export():
     filters = service.Filters()
     # the export's audit record is committed with the job (one transaction): a job that
     # starts at once must not race the request for the write lock
-    _audit_export("csv", filters, None, note="study-wide export, written by a background job", commit=False)
-    job = export_job.start(current_user, scope, _sites())
+    with records.transaction():
+        _audit_export("csv", filters, None, note="study-wide export, written by a background job")
+        job = export_job.start(current_user, scope, _sites())
     flash("The study-wide audit export is running; this page shows its progress.", "info")
     return redirect(export_job.progress_url(job))
 

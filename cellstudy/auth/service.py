@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..records import audit
+from ..records.transaction import transaction
 from ..timeutil import as_utc, utcnow
 from .models import ROLES, Site, User
 from .passwords import check_password, hash_password
@@ -48,8 +49,8 @@ def authenticate(username: str, password: str) -> User:
             "This account is locked after repeated failed log-ins. Try again later or ask an administrator."
         )
     if not check_password(user.password_hash, password):
-        _register_failure(user)
-        db.session.commit()
+        with transaction():
+            _register_failure(user)
         if is_locked(user):
             raise AuthError(
                 "Too many failed log-ins: this account is locked for "
@@ -58,8 +59,9 @@ def authenticate(username: str, password: str) -> User:
         raise AuthError(generic)
     if not user.active:
         raise AuthError("This account is disabled.")
-    user.failed_logins = 0
-    db.session.commit()
+    if user.failed_logins:
+        with transaction():
+            user.failed_logins = 0
     return user
 
 
@@ -97,6 +99,7 @@ def get_user(username: str) -> User:
     return user
 
 
+@transaction()
 def create_user(
     username: str, full_name: str, role: str, password: str, sites: list[str] = (), actor: User | None = None
 ) -> User:
@@ -119,20 +122,20 @@ def create_user(
         new=role,
         reason=f"sites: {', '.join(sites) or 'none'}",
     )
-    db.session.commit()
     return user
 
 
+@transaction()
 def set_role(username: str, role: str, actor: User | None = None) -> User:
     if role not in ROLES:
         raise AuthError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
     user = get_user(username)
     audit.append("user_role", user=actor, form="user", form_id=user.id, field="role", old=user.role, new=role)
     user.role = role
-    db.session.commit()
     return user
 
 
+@transaction()
 def assign_site(username: str, code: str, actor: User | None = None, remove: bool = False) -> User:
     user, site = get_user(username), get_site(code)
     if remove and site in user.sites:
@@ -144,15 +147,14 @@ def assign_site(username: str, code: str, actor: User | None = None, remove: boo
     audit.append(
         "user_site", user=actor, form="user", form_id=user.id, field="sites", new=", ".join(s.code for s in user.sites)
     )
-    db.session.commit()
     return user
 
 
+@transaction()
 def set_active(username: str, active: bool, actor: User | None = None) -> User:
     user = get_user(username)
     audit.append("user_active", user=actor, form="user", form_id=user.id, field="active", old=user.active, new=active)
     user.active = active
-    db.session.commit()
     return user
 
 
@@ -163,8 +165,8 @@ def get_site(code: str) -> Site:
     return site
 
 
+@transaction()
 def create_site(code: str, name: str, timezone: str = "UTC") -> Site:
     site = Site(code=code, name=name, timezone=timezone, next_screening_seq=1, next_subject_seq=1)
     db.session.add(site)
-    db.session.commit()
     return site

@@ -302,6 +302,7 @@ def reconfirm_blockers(subject: Subject, result: dict) -> list[str]:
     return reasons
 
 
+@records.transaction()
 def reconfirm(subject: Subject, *, user, password: str, screening_version: int) -> EligibilityDecision:
     """Re-confirm eligibility for the current screening data: only when the checker says
     eligible; the investigator's e-signature on the screening form; a new decision
@@ -331,10 +332,10 @@ def reconfirm(subject: Subject, *, user, password: str, screening_version: int) 
     )
     for review in _open_of(subject):
         _resolve(review, "reconfirmed", user=user, decision=decision)
-    records.commit_or_stale(screening)
     return decision
 
 
+@records.transaction()
 def record_deviation(subject: Subject, *, user, password: str, reason: str):
     """Resolve the subject's open reviews with one protocol deviation: the reason and the
     investigator's e-signature, listed with the subject's deviations."""
@@ -365,7 +366,6 @@ def record_deviation(subject: Subject, *, user, password: str, reason: str):
     )
     for review in _open_of(subject):
         _resolve(review, "deviation", user=user, deviation=deviation)
-    records.commit()
     return deviation
 
 

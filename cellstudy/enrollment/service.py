@@ -166,6 +166,7 @@ def _next_number(site: Site, attr: str) -> int:
     return value
 
 
+@records.transaction()
 def register_subject(site: Site, *, user) -> Subject:
     seq = _next_number(site, "next_screening_seq")
     subject = Subject(
@@ -175,7 +176,6 @@ def register_subject(site: Site, *, user) -> Subject:
         subject, user=user, form="subject", fields={"screening_number": subject.screening_number, "status": "screening"}
     )
     _new_screening(subject, attempt=1, previous=None, data={}, user=user)
-    records.commit()
     return subject
 
 
@@ -198,6 +198,7 @@ def _new_screening(subject: Subject, *, attempt: int, previous, data: dict, user
     return screening
 
 
+@records.transaction()
 def save_screening(
     screening: Screening, values: dict, *, user, expected_version: int, reason: str | None, complete: bool
 ) -> dict:
@@ -212,13 +213,10 @@ def save_screening(
         missing = missing_for_completion(merged, bool(screening.subject.active_exposures))
         if missing:
             raise IncompleteForm(missing)
-    changed = records.save(
-        screening, user=user, changes=values, expected_version=expected_version, reason=reason, commit=False
-    )
+    changed = records.save(screening, user=user, changes=values, expected_version=expected_version, reason=reason)
     if complete and screening.status != "complete":
         screening.completed_at = utcnow()
-        records.set_status(screening, "complete", user=user, commit=False)
-    records.commit_or_stale(screening)
+        records.set_status(screening, "complete", user=user)
     return changed
 
 
@@ -237,14 +235,14 @@ class IncompleteForm(RecordError):
 # --- exposures (prior / concomitant therapy log) -------------------------------------
 
 
-def add_exposure(subject: Subject, values: dict, *, user, commit: bool = True) -> Exposure:
+@records.transaction()
+def add_exposure(subject: Subject, values: dict, *, user) -> Exposure:
     exposure = Exposure(subject_id=subject.id, status="complete", created_at=utcnow(), updated_at=utcnow(), **values)
     records.create(exposure, user=user, fields=values)
-    if commit:
-        records.commit()
     return exposure
 
 
+@records.transaction()
 def record_vaccine(
     subject: Subject, values: dict, *, user, deviation_reason: str | None = None, password: str | None = None
 ) -> Exposure:
@@ -271,7 +269,7 @@ def record_vaccine(
             )
         if not password:
             raise InvalidForm({"password": "Sign the deviation: enter your password."})
-    exposure = add_exposure(subject, {**values, "category": "vaccine"}, user=user, commit=False)
+    exposure = add_exposure(subject, {**values, "category": "vaccine"}, user=user)
     if inside:
         signature = records.sign(
             exposure,
@@ -290,10 +288,10 @@ def record_vaccine(
             form_id=exposure.id,
             signature=signature,
         )
-    records.commit()
     return exposure
 
 
+@records.transaction()
 def update_exposure(exposure: Exposure, values: dict, *, user, expected_version: int, reason: str | None) -> dict:
     window = vaccination_window(exposure.subject)
     given = values.get("last_date")
@@ -306,6 +304,7 @@ def update_exposure(exposure: Exposure, values: dict, *, user, expected_version:
     return records.save(exposure, user=user, changes=values, expected_version=expected_version, reason=reason)
 
 
+@records.transaction()
 def remove_exposure(exposure: Exposure, *, user, expected_version: int, reason: str) -> None:
     """Nothing is physically deleted (PROTOCOL 7): status 'deleted' with the reason."""
     if exposure.version != expected_version:
@@ -339,6 +338,7 @@ def enrolment_blockers(subject: Subject, screening: Screening, result: dict) -> 
     return reasons
 
 
+@records.transaction()
 def enrol(
     subject: Subject,
     *,
@@ -364,15 +364,13 @@ def enrol(
     records.set_value(subject, "subject_number", f"{subject.site.code}-{seq:03d}", user=user, form="subject")
     subject.enrolled_at = utcnow()
     decision = _decision(subject, screening, case, result, outcome="enrolled", user=user, signature=signature)
-    records.set_status(
-        subject, "enrolled", user=user, form="subject", commit=False, reason="eligibility confirmed by e-signature"
-    )
+    records.set_status(subject, "enrolled", user=user, form="subject", reason="eligibility confirmed by e-signature")
     assign_dose_level(subject, dose_level, dose_level_reason, user=user)
     on_enrolled(subject, user=user)
-    records.commit_or_stale(screening)
     return decision
 
 
+@records.transaction()
 def screen_fail(subject: Subject, *, user, note: str | None = None) -> EligibilityDecision:
     """A screen failure records the failing criteria from the checker, not typed ones."""
     if subject.status != "screening":
@@ -392,13 +390,12 @@ def screen_fail(subject: Subject, *, user, note: str | None = None) -> Eligibili
         "screen_failed",
         user=user,
         form="subject",
-        commit=False,
         reason="failed: " + "; ".join(eligibility.criterion_texts(decision.failed_criteria, current_study())),
     )
-    records.commit()
     return decision
 
 
+@records.transaction()
 def rescreen(subject: Subject, *, user, reason: str) -> Screening:
     """Re-screening is a new screening record linked to the earlier one (PROTOCOL 3).
     Only the stable demographics are carried over; everything else is collected anew."""
@@ -409,8 +406,7 @@ def rescreen(subject: Subject, *, user, reason: str) -> Screening:
     previous = subject.current_screening
     carried = {k: v for k, v in (previous.data or {}).items() if k in ("date_of_birth", "sex")}
     screening = _new_screening(subject, attempt=previous.attempt + 1, previous=previous, data=carried, user=user)
-    records.set_status(subject, "screening", user=user, form="subject", commit=False, reason=reason.strip())
-    records.commit()
+    records.set_status(subject, "screening", user=user, form="subject", reason=reason.strip())
     return screening
 
 

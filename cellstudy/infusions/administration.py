@@ -78,6 +78,7 @@ def _gate_administration(infusion: Infusion, *, user, override_reason: str | Non
     return gate, signature
 
 
+@records.transaction()
 def save_infusion(
     infusion: Infusion,
     values: dict,
@@ -186,7 +187,6 @@ def save_infusion(
             )
         _advance_status(subject, user=user)
         refresh_treatment_emergent(subject, user=user)
-    records.commit_or_stale(infusion)
     return changed
 
 
@@ -206,10 +206,6 @@ def _advance_status(subject: Subject, *, user) -> None:
     every protocol infusion is given."""
     given = [i for i in subject.infusions if i.state == "given"]
     if subject.status == "enrolled" and given:
-        records.set_status(
-            subject, "on_treatment", user=user, form="subject", commit=False, reason="first infusion given"
-        )
+        records.set_status(subject, "on_treatment", user=user, form="subject", reason="first infusion given")
     if len(given) >= current_study().regimen.infusion_count and subject.status == "on_treatment":
-        records.set_status(
-            subject, "follow_up", user=user, form="subject", commit=False, reason="all protocol infusions given"
-        )
+        records.set_status(subject, "follow_up", user=user, form="subject", reason="all protocol infusions given")

@@ -44,6 +44,7 @@ def dlt_form(subject: Subject, *, user) -> DltAssessment:
     return form
 
 
+@records.transaction()
 def save_dlt(
     form: DltAssessment,
     values: dict,
@@ -100,7 +101,6 @@ def save_dlt(
     )
     if complete:
         records.sign(form, user=user, password=password, meaning=DLT_MEANING)
-    records.commit_or_stale(form)
     return changed
 
 
@@ -185,6 +185,7 @@ def proposed_dose_level() -> tuple[str | None, str]:
     return None, decision["reason"]
 
 
+@records.transaction()
 def sign_review(*, user, password: str, comment: str | None) -> EscalationReview:
     decision = escalation_decision()
     counts = [{k: row[k] for k in ("level", "evaluable", "dlt", "pending")} for row in escalation_counts()]
@@ -200,7 +201,6 @@ def sign_review(*, user, password: str, comment: str | None) -> EscalationReview
     db.session.flush()
     signature = records.sign(review, user=user, password=password, meaning=REVIEW_MEANING)
     review.signature_id = signature.id
-    records.commit()
     return review
 
 

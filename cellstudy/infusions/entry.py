@@ -22,11 +22,9 @@ def save_crf(record, specs, values, *, user, expected_version, reason, complete,
                 errors.setdefault(name, "Required to complete the form.")
     if errors:
         raise InvalidForm(errors)
-    changed = records.save(
-        record, user=user, changes=values, expected_version=expected_version, reason=reason, commit=False
-    )
+    changed = records.save(record, user=user, changes=values, expected_version=expected_version, reason=reason)
     if complete and record.status != "complete":
-        records.set_status(record, "complete", user=user, commit=False)
+        records.set_status(record, "complete", user=user)
     return changed
 
 

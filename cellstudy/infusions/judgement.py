@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records import hooks
+from ..records.transaction import transaction
 from ..settings import study_in_force
 from ..timeutil import utcnow
 from . import proposal, stagger
@@ -260,11 +261,10 @@ def locked_planned(site_ids: list[int] | None) -> list[InfusionJudgement]:
 
 def rejudge_everything(session: Session) -> int:
     """Judge every planned infusion now (after a bulk import that bypassed the ORM, or on an
-    installation upgraded to issue 11); commits. Returns how many were judged."""
-    ids = sorted(set(session.execute(select(Infusion.subject_id).where(Infusion.state == "scheduled")).scalars()))
-    judged = judge_subjects(session, ids, study_in_force(session))
-    session.commit()
-    return judged
+    installation upgraded to issue 11), in a transaction of its own. Returns how many were judged."""
+    with transaction():
+        ids = sorted(set(session.execute(select(Infusion.subject_id).where(Infusion.state == "scheduled")).scalars()))
+        return judge_subjects(session, ids, study_in_force(session))
 
 
 def init_app(app) -> None:

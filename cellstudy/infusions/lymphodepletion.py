@@ -25,6 +25,7 @@ def refresh_treatment_emergent(subject: Subject, *, user) -> None:
     refresh(subject, user=user)
 
 
+@records.transaction()
 def save_lymphodepletion(
     day: LymphodepletionDay,
     values: dict,
@@ -67,11 +68,9 @@ def save_lymphodepletion(
                 changes={"bsa_m2": value},
                 expected_version=day.version,
                 reason=reason or "BSA computed from height and weight",
-                commit=False,
             )
     if "administration_date" in changed:
         refresh_treatment_emergent(day.subject, user=user)
-    records.commit_or_stale(day)
     return changed
 
 

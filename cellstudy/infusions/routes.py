@@ -11,6 +11,7 @@ from ..auth.policy import allowed_sites, can, get_owned_or_404, get_subject_or_4
 from ..enrollment import service as enrollment
 from ..extensions import db
 from ..records import crf
+from ..records import service as records
 from ..records.service import InvalidForm, RecordError, StaleVersion
 from ..records.views import form_errors, post_action, show_refusal
 from ..settings import current_study
@@ -339,28 +340,28 @@ def dlt(subject_id):
         flash("The DLT assessment opens once the first infusion is given.", "info")
         return redirect(url_for("enrollment.subject", subject_id=subject.id))
     record = subject.dlt_assessment
-    created = False
-    if record is None and request.method == "POST":
-        record, created = dlt_form(subject, user=current_user), True
-    elif record is None:  # shown empty; nothing is written by a GET
+    created = record is None
+    if created:  # shown empty; the record is created by its first save, nothing by a GET
         record = DltAssessment(subject_id=subject.id, status="draft", data={}, version=0)
 
     def save(form, values, version, reason, complete):
         if complete and not can("sign_eligibility"):
             raise InvalidForm({"password": "Only an investigator completes and signs the DLT assessment."})
-        if created and version <= 0:  # the first save of a form opened before it existed
-            version = record.version
-        save_dlt(
-            record,
-            values,
-            user=current_user,
-            expected_version=version,
-            reason=reason,
-            complete=complete,
-            password=form.password.data,
-            today=site_today(subject.site),
-            window_end=window_end,
-        )
+        with records.transaction():  # created and saved in one write, or neither
+            target = dlt_form(subject, user=current_user) if created else record
+            if created and version <= 0:  # the first save of a form opened before it existed
+                version = target.version
+            save_dlt(
+                target,
+                values,
+                user=current_user,
+                expected_version=version,
+                reason=reason,
+                complete=complete,
+                password=form.password.data,
+                today=site_today(subject.site),
+                window_end=window_end,
+            )
 
     return _crf_page(subject, record, DltForm, DLT_FIELDS, save, "DLT assessment", kind="dlt", window_end=window_end)
 

@@ -80,6 +80,7 @@ def _authorise(subject, evaluation, *, user, override_reason, password, record) 
     return signature
 
 
+@records.transaction()
 def schedule_infusion(
     subject: Subject,
     proposed: date,
@@ -128,7 +129,6 @@ def schedule_infusion(
     )
     if evaluation["is_first"]:
         anchor_schedule(subject, proposed, user=user)
-    records.commit()
     return infusion
 
 
@@ -161,6 +161,7 @@ def _note_deviations(subject, infusion, evaluation, *, user, deviation_reason, o
         )
 
 
+@records.transaction()
 def reschedule(
     infusion: Infusion,
     proposed: date,
@@ -194,7 +195,6 @@ def reschedule(
         changes={"planned_date": proposed},
         expected_version=expected_version,
         reason=reason.strip(),
-        commit=False,
     )
     _note_deviations(
         subject,
@@ -207,10 +207,10 @@ def reschedule(
     )
     if infusion.number == 1:
         anchor_schedule(subject, proposed, user=user, reason=f"infusion 1 rescheduled: {reason.strip()}")
-    records.commit_or_stale(infusion)
     return infusion
 
 
+@records.transaction()
 def cancel(infusion: Infusion, *, user, expected_version: int, reason: str) -> None:
     lock_subject(infusion.subject)
     if infusion.state != "scheduled":

@@ -17,6 +17,7 @@ def visit_status(visit: Visit, today: date) -> str:
     return window.status(today, done=visit.state == "done", missed=visit.state == "missed")
 
 
+@records.transaction()
 def save_visit(
     visit: Visit, values: dict, *, user, expected_version: int, reason: str | None, complete: bool, consent: date | None
 ) -> dict:
@@ -42,10 +43,10 @@ def save_visit(
     )
     if visit.status == "complete" and not was_complete:
         records.set_value(visit, "state", "done", user=user, form="visit")
-    records.commit_or_stale(visit)
     return changed
 
 
+@records.transaction()
 def mark_missed(visit: Visit, *, user, expected_version: int, reason: str) -> None:
     if visit.state != "planned":
         raise RecordError(f"The visit is {visit.state}.")

@@ -52,11 +52,12 @@ job's page, which refreshes itself and offers the download when it is done::
   (/jobs, the user's own jobs).
 
 A task runs inside an app context of its own (no request: build URLs before you submit).
-Keep its transactions short, because on SQLite every transaction outside a request is
-BEGIN IMMEDIATE and holds the write lock until it ends (web saves wait for it): read a
-batch, end the transaction (``db.session.commit()``/``rollback()``, or
-``report_progress``, which commits), then do the slow work (rendering, writing the file)
-outside any transaction. ``audit.append`` + ``records.commit()`` is a short write.
+A task reads as a web request does (on SQLite a deferred transaction, no write lock) and
+writes only inside ``records.transaction()`` blocks, kept short: the write lock is held
+from the block's start to its end (web saves wait for it). Read a batch, end the read
+(``db.session.rollback()``), do the slow work (rendering, writing the file) outside any
+transaction; ``with records.transaction(): audit.append(...)`` is a short write, and so is
+``report_progress``.
 
 Config: ``JOBS_WORKERS`` (default 1) threads per process. A job whose process ended
 before it finished (a restart) is shown as failed ("interrupted") the next time it is
@@ -77,6 +78,8 @@ from flask import current_app
 from sqlalchemy import update
 
 from ..extensions import db
+from ..records.transaction import active as transaction_active
+from ..records.transaction import after_commit, reads_only, transaction
 from ..timeutil import utcnow
 from .models import Job
 from .. import registry
@@ -155,19 +158,27 @@ def submit(kind: str, params: dict, user, *, site_id: int | None = None) -> Job:
         worker=_worker_id(),
         created_at=utcnow(),
     )
-    db.session.add(job)
-    db.session.flush()
-    job_id = job.id
-    db.session.commit()
+    app = current_app._get_current_object()
+    nested = transaction_active()
+    with transaction():  # the job row with the caller's writes (its audit record), if any
+        db.session.add(job)
+        db.session.flush()
+        job_id = job.id
+        # the worker starts once the row is committed, never before (it could not see it)
+        after_commit(lambda: _start(app, job_id))
+    if nested:
+        return job
     # A detached snapshot for the caller: no transaction of the caller's stays open (on
-    # SQLite, outside a web request, it would hold the write lock the job needs).
+    # SQLite, on the command line, it would hold the write lock the job needs).
     job = db.session.get(Job, job_id)
     db.session.expunge(job)
     db.session.rollback()
-    app = current_app._get_current_object()
+    return job
+
+
+def _start(app, job_id: int) -> None:
     runner = _runner(app)
     runner.futures[job_id] = runner.pool.submit(_run, app, job_id)
-    return job
 
 
 def wait(job_id: int, timeout: float | None = 60) -> None:
@@ -208,18 +219,16 @@ def result_abspath(job: Job) -> str | None:
 
 
 def _set(job_id: int, **values) -> None:
-    """Write the job's state in a short transaction of its own (the task's reads are
-    committed first, so the UPDATE is the transaction's first statement)."""
-    db.session.commit()
-    db.session.execute(update(Job).where(Job.id == job_id).values(**values))
-    db.session.commit()
+    """Write the job's state in a short transaction of its own (the task's reads end
+    first, so the UPDATE is the write transaction's first statement)."""
+    with transaction():
+        db.session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def _run(app, job_id: int) -> None:
-    # Outside a request every transaction is BEGIN IMMEDIATE on SQLite (cellstudy/__init__.py),
-    # as for the CLI: no read-then-write transaction can fail on a stale snapshot, and the
-    # task keeps its transactions short (see the module docstring).
-    with app.app_context():
+    # A job reads as a request does (no write lock on SQLite) and writes in short
+    # records.transaction() blocks (see the module docstring).
+    with app.app_context(), reads_only():
         try:
             job = db.session.get(Job, job_id)
             definition = TASKS.get(job.kind)
@@ -279,9 +288,9 @@ def check_interrupted(job: Job) -> Job:
         return job
     host, _, pid = job.worker.rpartition(":")
     if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-        job.status, job.finished_at = "failed", utcnow()
-        job.error = "Interrupted: the server process running it ended. Submit it again."
-        db.session.commit()
+        with transaction():
+            job.status, job.finished_at = "failed", utcnow()
+            job.error = "Interrupted: the server process running it ended. Submit it again."
     return job
 
 

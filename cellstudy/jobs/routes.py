@@ -80,14 +80,14 @@ def job_download(job_id):
     if job.status != "done" or path is None or not os.path.exists(path):
         abort(404)
     # The file's content was audited when it was generated; the download is audited too.
-    audit.append(
-        "download",
-        user=current_user,
-        form="job",
-        form_id=job.id,
-        site_id=job.site_id,
-        field=job.kind,
-        new=job.result_name,
-    )
-    records.commit()
+    with records.transaction():
+        audit.append(
+            "download",
+            user=current_user,
+            form="job",
+            form_id=job.id,
+            site_id=job.site_id,
+            field=job.kind,
+            new=job.result_name,
+        )
     return send_file(path, as_attachment=True, download_name=job.result_name or os.path.basename(path))

@@ -4,28 +4,13 @@ data locks. None of them is clinical data; every change to them is audited."""
 from datetime import datetime
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from ..records.models import MESSAGE_KINDS, QueryMessage  # noqa: F401  (declared with the query, in records)
 from ..timeutil import utcnow
 
-MESSAGE_KINDS = ("open", "answer", "close", "reopen", "cancel", "note")
 LOCK_SCOPES = ("form", "subject", "study")
-
-
-class QueryMessage(db.Model):
-    """One entry of a query's thread: who, when, what kind, the text."""
-
-    __tablename__ = "query_message"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    query_id: Mapped[int] = mapped_column(ForeignKey("query.id"), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None: the system
-    kind: Mapped[str] = mapped_column(String(10))
-    text: Mapped[str] = mapped_column(Text)
-
-    user = relationship("User")
-    query = relationship("Query", backref=backref("messages", order_by="QueryMessage.id"))
 
 
 class SdvMark(db.Model):

@@ -9,39 +9,10 @@ from decimal import Decimal, InvalidOperation
 SDV_PLANS = ("all", "key", "none")
 SDV_STATES = ("verified", "partly verified", "not verified", "not required")
 
-QUERY_STATES = ("open", "answered", "closed", "cancelled")
-UNRESOLVED = ("open", "answered")
-#: (state, action) -> new state. "answer" is site staff; the others the opener's side.
-TRANSITIONS: dict[tuple[str, str], str] = {
-    ("open", "answer"): "answered",
-    ("answered", "answer"): "answered",
-    ("open", "close"): "closed",
-    ("answered", "close"): "closed",
-    ("answered", "reopen"): "open",
-    ("closed", "reopen"): "open",
-    ("open", "cancel"): "cancelled",
-    ("answered", "cancel"): "cancelled",
-}
-ACTIONS = ("answer", "close", "reopen", "cancel")
+# the query life cycle is declared with the query, in records (the one write path of queries)
+from ..records.queries import ACTIONS, QUERY_STATES, TRANSITIONS, UNRESOLVED, allowed_actions, next_state  # noqa: E402
 
-
-def next_state(state: str, action: str) -> str:
-    """The query's state after `action`; ValueError naming what is not allowed."""
-    if state not in QUERY_STATES:
-        raise ValueError(f"state: unknown query state {state!r}")
-    if action not in ACTIONS:
-        raise ValueError(f"action: unknown query action {action!r}")
-    try:
-        return TRANSITIONS[(state, action)]
-    except KeyError:
-        raise ValueError(f"A query that is {state} cannot be {_PAST[action]}.") from None
-
-
-_PAST = {"answer": "answered", "close": "closed", "reopen": "re-opened", "cancel": "cancelled"}
-
-
-def allowed_actions(state: str) -> tuple[str, ...]:
-    return tuple(a for a in ACTIONS if (state, a) in TRANSITIONS)
+__all__ = ["ACTIONS", "QUERY_STATES", "TRANSITIONS", "UNRESOLVED", "allowed_actions", "next_state"]
 
 
 def days_open(created_at: datetime, now: datetime, closed_at: datetime | None = None) -> int:

@@ -3,8 +3,8 @@ signatures, locks; and the hooks the one write path (records/service.py) calls o
 create, save and status change: the lock check, SDV clearing, edit-check queries,
 casebook signature invalidation and the query link of a correction.
 
-Every write here is audited through records/audit.py and committed by the caller's
-records.commit / commit_or_stale."""
+Every write here is audited through records/audit.py; each public action is one
+records.transaction() (or joins its caller's)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session
 
 from ..extensions import db
 from ..records import audit
+from ..records import queries as queries_
 from ..records import service as records
 from ..records.formrecord import ClinicalRecord
 from ..records.models import Query, Signature
 from ..records.service import RecordError
 from ..timeutil import fmt_utc, utcnow
 from . import catalog, rules, state
-from .models import DataLock, QueryMessage, SdvMark
+from .models import DataLock, SdvMark
 
 MAX_TEXT = 2000
 FORM_SIGN_MEANING = "I approve the data recorded on this form"
@@ -129,7 +130,7 @@ def after_write(
             f"Corrected {catalog.get(form).label_of(query.field)}: {audit.to_text(old) or '—'} → "
             f"{audit.to_text(new) or '—'}. Reason: {reason}"
         )
-        _transition(query, "answer", user=user, text=note)
+        queries_.transition(query, "answer", user=user, text=note)
     _edit_checks(record, form, changed, user=user, scope=scope)
     invalidate_casebook(scope["subject_id"], user=user, reason=f"{catalog.label(form)} changed")
 
@@ -209,40 +210,19 @@ def _edit_checks(record, form: str, changed: dict, *, user, scope) -> None:
     for query in existing:
         if query.field in touched and (query.field, query.rule) not in findings:
             value = audit.to_text(record.get_field(query.field)) or "—"
-            _transition(
-                query,
-                "close",
-                user=None,
-                text=f"Closed by the system: the value was corrected (now {value}).",
-                system=True,
+            queries_.transition(
+                query, "close", user=None, text=f"Closed by the system: the value was corrected (now {value})."
             )
     for (field, rule), message in findings.items():
         if field in touched and (field, rule) not in open_keys:
-            query = Query(
+            queries_.new_query(
                 site_id=scope["site_id"],
                 subject_id=scope["subject_id"],
                 form=form,
                 form_id=record.id,
                 field=field,
                 text=f"Edit check: {message}",
-                origin="system",
                 rule=rule,
-                state="open",
-                assignee_role="coordinator",
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-            db.session.add(query)
-            db.session.flush()
-            db.session.add(QueryMessage(query_id=query.id, user_id=None, kind="open", text=query.text, at=utcnow()))
-            audit.append(
-                "query_open",
-                username="system",
-                form=form,
-                form_id=record.id,
-                field=field,
-                new=f"#{query.id}: {query.text}",
-                **scope,
             )
 
 
@@ -337,6 +317,7 @@ def _check_target(subject, form: str, form_id: int | None, field: str | None):
     return record
 
 
+@records.transaction()
 def open_query(
     subject,
     *,
@@ -357,64 +338,20 @@ def open_query(
         raise RecordError("assignee: a query is answered by a coordinator or an investigator.")
     if assignee is not None and assignee.role not in ("coordinator", "investigator"):
         raise RecordError("assignee: choose a coordinator or an investigator of the site.")
-    now = utcnow()
-    query = Query(
+    return queries_.new_query(
         site_id=subject.site_id,
         subject_id=subject.id,
         form=form,
         form_id=form_id,
         field=field,
         text=text,
-        origin="manual",
-        state="open",
-        created_at=now,
-        updated_at=now,
-        created_by_id=user.id,
+        user=user,
         assignee_role=assignee.role if assignee else assignee_role,
         assignee_id=assignee.id if assignee else None,
     )
-    db.session.add(query)
-    db.session.flush()
-    db.session.add(QueryMessage(query_id=query.id, user_id=user.id, kind="open", text=text, at=now))
-    audit.append(
-        "query_open",
-        user=user,
-        form=form,
-        form_id=form_id,
-        field=field,
-        new=f"#{query.id}: {text}",
-        **_scope(subject.id, subject.site_id),
-    )
-    records.commit()
-    return query
 
 
-def _transition(query: Query, action: str, *, user, text: str, system: bool = False) -> None:
-    new_state = rules.next_state(query.state, action)
-    now = utcnow()
-    old_state = query.state
-    query.state = new_state
-    query.updated_at = now
-    if action == "answer":
-        query.answered_at, query.answered_by_id = now, user.id if user else None
-    if action in ("close", "cancel"):
-        query.closed_at, query.closed_by_id, query.close_note = now, user.id if user else None, text
-    if action == "reopen":
-        query.closed_at = query.closed_by_id = query.close_note = None
-    db.session.add(QueryMessage(query_id=query.id, user_id=user.id if user else None, kind=action, text=text, at=now))
-    audit.append(
-        f"query_{action}",
-        user=user,
-        username=None if user else "system",
-        form=query.form,
-        form_id=query.form_id,
-        field=query.field,
-        old=old_state,
-        new=f"#{query.id} {new_state}: {text}",
-        **_scope(query.subject_id, query.site_id),
-    )
-
-
+@records.transaction()
 def act(query: Query, action: str, *, user, text: str | None) -> None:
     """answer (site staff), close, reopen, cancel (monitor / data manager) with a reply.
     A close may be silent; the others need a text."""
@@ -423,10 +360,9 @@ def act(query: Query, action: str, *, user, text: str | None) -> None:
     required = action != "close"
     text = _text(text, "Reply", required=required) or "Closed."
     try:
-        _transition(query, action, user=user, text=text)
+        queries_.transition(query, action, user=user, text=text)
     except ValueError as error:
         raise RecordError(str(error)) from None
-    records.commit()
 
 
 def queries(
@@ -481,7 +417,8 @@ def waiting_for(user, sites) -> select:
 # --- SDV ---------------------------------------------------------------------------------------------
 
 
-def verify(record, *, user, fields: list[str] | None = None, commit: bool = True) -> list[str]:
+@records.transaction()
+def verify(record, *, user, fields: list[str] | None = None) -> list[str]:
     """Mark fields of a completed form verified against source (all the plan's fields when
     `fields` is None); one audit record per field. Returns the fields newly verified."""
     form = form_of(record)
@@ -530,8 +467,6 @@ def verify(record, *, user, fields: list[str] | None = None, commit: bool = True
             new=f"verified against source (version {record.version}): {audit.to_text(record.get_field(field)) or '—'}",
             **scope,
         )
-    if commit:
-        records.commit()
     return new
 
 
@@ -564,6 +499,7 @@ def visit_forms(subject, visit) -> list:
     return out
 
 
+@records.transaction()
 def verify_visit(subject, visit, *, user) -> int:
     """Bulk SDV of a subject's visit in one action (audited per field)."""
     forms = visit_forms(subject, visit)
@@ -572,14 +508,14 @@ def verify_visit(subject, visit, *, user) -> int:
     count = 0
     for record in forms:
         if state.sdv_plan(record.FORM_NAME)[0] != "none":
-            count += len(verify(record, user=user, commit=False))
-    records.commit()
+            count += len(verify(record, user=user))
     return count
 
 
 # --- signatures --------------------------------------------------------------------------------------
 
 
+@records.transaction()
 def sign_form(record, *, user, password: str) -> Signature:
     form = form_of(record)
     if form is None or record.id is None:
@@ -587,7 +523,6 @@ def sign_form(record, *, user, password: str) -> Signature:
     if record.status != "complete":
         raise RecordError("Only a completed form can be signed.")
     signature = records.sign(record, user=user, password=password, meaning=FORM_SIGN_MEANING)
-    records.commit()
     return signature
 
 
@@ -621,6 +556,7 @@ def casebook_outstanding(subject, forms=None, states=None, queries=None) -> dict
     return {"queries": queries, "drafts": drafts, "unsigned": unsigned, "confirmation": confirmation}
 
 
+@records.transaction()
 def sign_casebook(subject, *, user, password: str, confirmation: str | None = None) -> Signature:
     """The investigator approves the subject's casebook. With queries, drafts or unsigned
     forms outstanding, only with the confirmation naming them as they are now (the page's
@@ -641,7 +577,6 @@ def sign_casebook(subject, *, user, password: str, confirmation: str | None = No
     signature = records.sign(
         subject, user=user, password=password, meaning=CASEBOOK_MEANING, form="casebook", reason=needed
     )
-    records.commit()
     return signature
 
 
@@ -664,6 +599,7 @@ def casebook_signature(subject_id: int) -> tuple[Signature | None, Signature | N
 # --- locks -------------------------------------------------------------------------------------------
 
 
+@records.transaction()
 def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> DataLock:
     reason = _text(reason, "Reason", required=False)
     if scope == "study":
@@ -711,10 +647,10 @@ def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> 
         reason=reason,
         **where,
     )
-    records.commit()
     return row
 
 
+@records.transaction()
 def unlock(row: DataLock, *, user, reason: str) -> None:
     reason = _text(reason, "Reason for unlocking")
     if row.unlocked_at is not None:
@@ -733,7 +669,6 @@ def unlock(row: DataLock, *, user, reason: str) -> None:
         reason=reason,
         **_scope(row.subject_id, row.site_id),
     )
-    records.commit()
 
 
 def active_locks(sites=None):

@@ -45,10 +45,8 @@ def _send(pdf: bytes, name: str) -> Response:
 
 
 def _audited(pdf: bytes, name: str, **audit) -> Response:
-    # end the read transaction first: the audit record is a short write of its own
-    db.session.rollback()
-    build.audit_export(current_user, name=name, **audit)
-    records.commit()
+    with records.transaction():  # a short write of its own, after the reads
+        build.audit_export(current_user, name=name, **audit)
     return _send(pdf, name)
 
 

@@ -42,22 +42,21 @@ def site_casebooks(job, report_progress):
         for done, subject_id in enumerate(subject_ids, start=1):
             user = db.session.get(type(user), user_id)
             data = build.casebook_data(subject_id, user, size)
-            # End the (SQLite: write-locking) transaction before the slow rendering: the
-            # objects keep what was loaded, detached.
+            # End the read before the slow rendering: the objects keep what was loaded,
+            # detached.
             db.session.expunge_all()
             db.session.rollback()
             pdf, name, summary = build.render_casebook(data)
             archive.writestr(name, pdf)
-            subject = db.session.get(Subject, subject_id)
-            build.audit_export(
-                user,
-                what=f"subject casebook (site {site_code} job {job_id})",
-                name=name,
-                subject=subject,
-                form="casebook",
-                details={"size": size, **summary},
-            )
-            records.commit()
+            with records.transaction():
+                build.audit_export(
+                    db.session.get(type(user), user_id),
+                    what=f"subject casebook (site {site_code} job {job_id})",
+                    name=name,
+                    subject=db.session.get(Subject, subject_id),
+                    form="casebook",
+                    details={"size": size, **summary},
+                )
             report_progress(done)
     return path, f"{study_id}.zip"
 

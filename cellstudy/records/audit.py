@@ -134,6 +134,12 @@ def _write_pending(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _discard_pending(session: Session, previous_transaction) -> None:
+    discard_pending(session)
+
+
+def discard_pending(session: Session) -> None:
+    """Forget the records queued by an action that rolled back (also when it had not
+    reached the database yet, so no rollback event fires)."""
     session.info.pop(_PENDING, None)
 
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
 
 from ..extensions import db
 from ..timeutil import utcnow
@@ -90,7 +90,7 @@ class Query(db.Model):
     closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     close_note: Mapped[str | None] = mapped_column(Text)
     # issue 6 (monitoring): who is to answer, when it was answered, last activity;
-    # the thread is monitoring.models.QueryMessage (query.messages)
+    # the thread: QueryMessage (query.messages)
     assignee_role: Mapped[str | None] = mapped_column(String(20))  # coordinator | investigator
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -102,3 +102,21 @@ class Query(db.Model):
     closed_by = relationship("User", foreign_keys=[closed_by_id])
     assignee = relationship("User", foreign_keys=[assignee_id])
     answered_by = relationship("User", foreign_keys=[answered_by_id])
+
+
+MESSAGE_KINDS = ("open", "answer", "close", "reopen", "cancel", "note")
+
+
+class QueryMessage(db.Model):
+    """One entry of a query's thread: who, when, what kind, the text."""
+
+    __tablename__ = "query_message"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    query_id: Mapped[int] = mapped_column(ForeignKey("query.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None: the system
+    kind: Mapped[str] = mapped_column(String(10))
+    text: Mapped[str] = mapped_column(Text)
+
+    user = relationship("User")
+    query = relationship("Query", backref=backref("messages", order_by="QueryMessage.id"))

@@ -14,6 +14,10 @@ from ..extensions import db
 from ..timeutil import fmt_utc, utcnow
 from . import audit, hooks
 from .models import Signature
+from .transaction import after_commit, after_rollback, reads_only, require_active, saving, transaction
+
+# the transaction owner (records/transaction.py), re-exported with the write path
+__all__ = ["after_commit", "after_rollback", "reads_only", "transaction"]
 
 
 class RecordError(Exception):
@@ -65,7 +69,9 @@ def check_writable(record) -> None:
 
 
 def create(record, *, user, fields: dict, reason: str | None = None, form: str | None = None):
-    """Add a new clinical record and audit its creation and every value set."""
+    """Add a new clinical record and audit its creation and every value set (a part of the
+    caller's action: inside ``transaction()``)."""
+    require_active("records.create()")
     form = form or record.FORM_NAME
     db.session.add(record)
     if hasattr(record, "updated_by_id"):
@@ -94,8 +100,14 @@ def diff(record, changes: dict) -> dict:
     return out
 
 
-def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None, commit: bool = True) -> dict:
-    """Apply `changes` to a form record; returns {field: (old, new)} of what changed."""
+def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None) -> dict:
+    """Apply `changes` to a form record; returns {field: (old, new)} of what changed. Its own
+    transaction, or a part of the caller's."""
+    with transaction():
+        return _save(record, user=user, changes=changes, expected_version=expected_version, reason=reason)
+
+
+def _save(record, *, user, changes: dict, expected_version: int, reason: str | None) -> dict:
     if record.version != expected_version:
         raise StaleVersion(record)
     monitoring = hooks.write_path()
@@ -125,14 +137,16 @@ def save(record, *, user, changes: dict, expected_version: int, reason: str | No
     _flush_or_stale(record)  # a concurrent save shows here, before any hook reads the database
     invalidate_signatures(record, user=user, reason=reason or "form changed")
     monitoring.after_write(record, user=user, changed=changed, reason=reason, answered=answered)
-    if commit:
-        commit_or_stale(record)
     return changed
 
 
-def set_status(
-    record, status: str, *, user, reason: str | None = None, form: str | None = None, commit: bool = True
-) -> None:
+def set_status(record, status: str, *, user, reason: str | None = None, form: str | None = None) -> None:
+    """Its own transaction, or a part of the caller's."""
+    with transaction():
+        _set_status(record, status, user=user, reason=reason, form=form)
+
+
+def _set_status(record, status: str, *, user, reason: str | None, form: str | None) -> None:
     old = record.status
     if old == status:
         return
@@ -154,12 +168,11 @@ def set_status(
     if hasattr(record, "updated_by_id"):
         _flush_or_stale(record)
     hooks.write_path().after_status(record, user=user, reason=reason)
-    if commit:
-        commit_or_stale(record)
 
 
 def set_value(record, name: str, value, *, user, reason: str | None = None, form: str | None = None) -> None:
     """A system-assigned value (e.g. the subject number), audited in the caller's transaction."""
+    require_active("records.set_value()")
     check_writable(record)
     old = getattr(record, name)
     setattr(record, name, value)
@@ -176,34 +189,71 @@ def set_value(record, name: str, value, *, user, reason: str | None = None, form
     )
 
 
+def update(row, changes: dict, *, user, reason: str | None = None, form: str | None = None) -> dict:
+    """Change attributes of a row that has no form version of its own (a grade episode of
+    an AE): lock-checked and one audit record per value that really changes, in the
+    caller's transaction. Returns {name: (old, new)}."""
+    require_active("records.update()")
+    check_writable(row)
+    changed = {}
+    for name, new in changes.items():
+        old = getattr(row, name)
+        if audit.to_text(old) == audit.to_text(new):
+            continue
+        setattr(row, name, new)
+        changed[name] = (old, new)
+        audit.append(
+            "update",
+            user=user,
+            form=form or row.FORM_NAME,
+            form_id=row.id,
+            field=name,
+            old=old,
+            new=new,
+            reason=reason,
+            **_subject_scope(row),
+        )
+    return changed
+
+
 def sign(record, *, user, password: str, meaning: str, form: str | None = None, reason: str | None = None) -> Signature:
     """An e-signature: the signer re-enters the password (21 CFR 11.200). `reason`: what the
     signer confirmed beyond the meaning (issue 11: a casebook signed with work outstanding),
     kept in the signature's audit record."""
+    # auth builds on records (its audit records): a call, not a module-level import
+    from ..auth.models import User
     from ..auth.service import register_signature_failure, signature_refusal
 
+    require_active("records.sign()")
     scope = _subject_scope(record)
     form = form or record.FORM_NAME
-    record_id = record.id
+    record_id, model = record.id, type(record)
     if signature_refusal(user, password):
-        # Nothing of the refused action is kept; the failed attempt is recorded
-        # (21 CFR 11.300(d)) and counts toward the account lock.
-        db.session.rollback()
-        if record_id is not None and db.session.get(type(record), record_id) is None:
-            record_id = None  # the record itself was part of the refused action
-        message = register_signature_failure(user)
-        audit.append(
-            "sign_refused",
-            user=user,
-            form=form,
-            form_id=record_id,
-            field="signature",
-            new=meaning,
-            reason="password not accepted",
-            **scope,
-        )
-        commit()
-        raise SignatureRefused(message)
+        # Nothing of the refused action is kept (the raise rolls the caller's transaction
+        # back); the failed attempt is recorded after it (21 CFR 11.300(d)) and counts
+        # toward the account lock.
+        user_id = user.id
+        refused = SignatureRefused("Password not accepted: the signature was not applied.")
+
+        def record_refusal() -> None:
+            signer = db.session.get(User, user_id)
+            kept_id = record_id
+            if kept_id is not None and db.session.get(model, kept_id) is None:
+                kept_id = None  # the record itself was part of the refused action
+            refused.args = (register_signature_failure(signer),)  # the count after this attempt
+            audit.append(
+                "sign_refused",
+                user=signer,
+                form=form,
+                form_id=kept_id,
+                field="signature",
+                new=meaning,
+                reason="password not accepted",
+                **scope,
+            )
+
+        after_rollback(record_refusal)
+        raise refused
     signature = Signature(
         user_id=user.id,
         printed_name=user.full_name,
@@ -288,27 +338,12 @@ def stamp_study_version(record) -> None:
 def _flush_or_stale(record) -> None:
     """Write the versioned UPDATE now: a save that lost the race (PostgreSQL: the row was
     updated by a transaction that committed meanwhile) is refused as a version conflict
-    here, not as an error from a later autoflush."""
+    here, not as an error from a later autoflush; a conflict that shows only at the commit
+    names the same record (``saving``)."""
+    saving(record)
     try:
         db.session.flush()
     except StaleDataError:
         db.session.rollback()
         db.session.refresh(record)
         raise StaleVersion(record) from None
-
-
-def commit_or_stale(record=None) -> None:
-    db.session.info.pop("cellstudy_bumped", None)
-    try:
-        db.session.commit()
-    except StaleDataError:
-        db.session.rollback()
-        if record is not None:
-            db.session.refresh(record)
-            raise StaleVersion(record) from None
-        raise
-
-
-def commit() -> None:
-    db.session.info.pop("cellstudy_bumped", None)
-    db.session.commit()

@@ -246,6 +246,7 @@ def _filename(part: str, fmt: str, now) -> str:
     return f"{current_study().protocol_id}_{part}_{_stamp(now)}.{fmt}"
 
 
+@records.transaction()
 def _audit_export(key: str, fmt: str, filters, rows: int, sites: list[str]) -> None:
     """One audit record per export: who (the user), when (the record's time), what
     (listing, format, filters, the sites it covered) and how many rows."""
@@ -261,7 +262,6 @@ def _audit_export(key: str, fmt: str, filters, rows: int, sites: list[str]) -> N
         site_id=site_id,
         new={"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(sites)},
     )
-    records.commit()
 
 
 def _meta(title: str, filters, ignored, sites, now) -> list[tuple[str, str]]:

@@ -531,6 +531,16 @@ def test_an_entered_grade_that_differs_from_the_computed_one_needs_a_reason_and_
     with app.app_context():
         query = db.session.scalars(select(Query).where(Query.form_id == ae_id, Query.form == "adverse_event")).one()
         assert query.state == "closed" and "now equals" in query.close_note
+        # written the one way queries are (records.queries): the thread and the trail have
+        # both steps, by the system, not only the query row's fields
+        assert [(m.kind, m.user_id) for m in query.messages] == [("open", None), ("close", None)]
+        trail = db.session.execute(
+            select(AuditRecord.action, AuditRecord.username)
+            .where(AuditRecord.form == "adverse_event", AuditRecord.form_id == ae_id)
+            .where(AuditRecord.action.like("query_%"))
+            .order_by(AuditRecord.id)
+        ).all()
+        assert trail == [("query_open", "system"), ("query_close", "system")]
 
 
 def test_the_ice_score_is_summed_by_the_app_and_drives_the_icans_grade(app, login, hz):

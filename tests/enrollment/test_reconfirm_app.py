@@ -19,6 +19,7 @@ from cellstudy.extensions import db
 from cellstudy.infusions.models import Deviation
 from cellstudy.records.crf import from_stored
 from cellstudy.records.models import AuditRecord
+from cellstudy.records.transaction import transaction
 from cellstudy.settings import apply
 from cellstudy.timeutil import site_date
 from tests.helpers import screening_post, subject_by_number
@@ -483,11 +484,11 @@ def test_flag_amendment_impact_opens_one_review_each_and_is_idempotent(app, logi
 
         inv = db.session.execute(select(User).where(User.username == "inv-hz")).scalar_one()
         tighter = apply({"eligibility.transaminase_uln_ratio": "0.9"}, version="1.1-test")
-        flagged = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
-        db.session.commit()
+        with transaction():
+            flagged = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
         assert sorted(s.label for s in flagged) == ["HZ-001", "NB-001"]
-        again = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
-        db.session.commit()
+        with transaction():
+            again = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
         assert len(again) == 2
         reviews = db.session.execute(select(EligibilityReview)).scalars().all()
         assert len(reviews) == 2 and {r.cause for r in reviews} == {"amendment"}
@@ -528,8 +529,8 @@ def test_a_locked_subject_is_left_out_of_flagging_without_failing_the_others(app
     )
     tighter = apply({"eligibility.transaminase_uln_ratio": "0.9"}, version="1.1-test")
     assert len(reconfirm.amendment_impact(tighter)) == 2  # still listed for the amendment page
-    flagged = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
-    db.session.commit()
+    with transaction():
+        flagged = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
     assert [s.label for s in flagged] == ["NB-001"]
     assert [r.subject.label for r in reconfirm.open_reviews(None)] == ["NB-001"]
 
@@ -539,16 +540,16 @@ def test_open_review_is_idempotent_per_subject_and_cause(app, ctx):
 
     inv = db.session.execute(select(User).where(User.username == "inv-hz")).scalar_one()
     subject = subject_by_number("HZ-001")
-    first = reconfirm.open_review(subject, "amendment", "Amendment A2: renal limit", user=inv)
-    again = reconfirm.open_review(subject, "amendment", "  Amendment A2:   renal limit ", user=inv)
-    other = reconfirm.open_review(subject, "amendment", "Amendment A3: QTc", user=inv)
-    db.session.commit()
+    with transaction():
+        first = reconfirm.open_review(subject, "amendment", "Amendment A2: renal limit", user=inv)
+        again = reconfirm.open_review(subject, "amendment", "  Amendment A2:   renal limit ", user=inv)
+        other = reconfirm.open_review(subject, "amendment", "Amendment A3: QTc", user=inv)
     assert first is again is other and first.detail == "Amendment A2: renal limit\nAmendment A3: QTc"
-    screening = reconfirm.open_review(subject, "screening_changed", "Screening form changed: ALT", user=inv)
-    db.session.commit()
+    with transaction():
+        screening = reconfirm.open_review(subject, "screening_changed", "Screening form changed: ALT", user=inv)
     assert screening.id != first.id
-    system = reconfirm.open_review(subject_by_number("NB-001"), "amendment", "Amendment A2", user=None)
-    db.session.commit()  # a scheduled run (an amendment's effective date arriving) has no user
+    with transaction():  # a scheduled run (an amendment's effective date arriving) has no user
+        system = reconfirm.open_review(subject_by_number("NB-001"), "amendment", "Amendment A2", user=None)
     assert system.opened_by_id is None
     assert (
         db.session.execute(

@@ -242,8 +242,8 @@ def test_a_filled_crf_shows_status_open_queries_sdv_and_signatures(app, login, r
         )
         db.session.commit()
         inv = _user("inv-hz")
-        records.sign(ae, user=inv, password="cellstudy-demo", meaning="I approve this adverse event form")
-        records.commit()
+        with records.transaction():
+            records.sign(ae, user=inv, password="cellstudy-demo", meaning="I approve this adverse event form")
         ids = subject.id, ae.id, ae.status
     pdf = read_pdf(login("monitor-hz").get(f"/subjects/{ids[0]}/aes/{ids[1]}.pdf").data)
     assert pdf.has("Please confirm the grade against the source.") and pdf.has("? query")
@@ -328,8 +328,8 @@ def test_a_dlt_assessment_prints_in_the_casebook(app, login, read_pdf):
     with app.app_context():
         subject = _subject()
         dlt = DltAssessment(subject_id=subject.id, data={})
-        records.create(dlt, user=_user("inv-hz"), fields={})
-        records.commit()
+        with records.transaction():
+            records.create(dlt, user=_user("inv-hz"), fields={})
         records.save(dlt, user=_user("inv-hz"), changes={"evaluable": True, "dlt": False}, expected_version=dlt.version)
         subject_id = subject.id
     from cellstudy.pdf import build

@@ -8,19 +8,20 @@ from sqlalchemy import func, select
 
 from cellstudy.auth.models import Site
 from cellstudy.extensions import db
-from cellstudy.records.service import RecordError
+from cellstudy.records.service import RecordError, transaction
 
 RENAMED = "Renamed by a refused write"
 
 
 def _add_refusing_route(app):
-    """A test-only POST route that changes a row (flushed), then is refused uncaught."""
+    """A test-only POST route whose action changes a row (flushed), then is refused uncaught."""
 
     def refuse():
-        site = db.session.scalars(select(Site).order_by(Site.id)).first()
-        site.name = RENAMED
-        db.session.flush()
-        raise RecordError("the test refuses this write.")
+        with transaction():
+            site = db.session.scalars(select(Site).order_by(Site.id)).first()
+            site.name = RENAMED
+            db.session.flush()
+            raise RecordError("the test refuses this write.")
 
     app.add_url_rule("/_test/refuse", "test_refuse", refuse, methods=["POST"])
 

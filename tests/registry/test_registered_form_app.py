@@ -82,8 +82,8 @@ def _record(app, form) -> tuple[int, int]:
         user = db.session.query(User).filter_by(username="coord-hz").one()
         values = {"qol_date": "2026-11-20", "qol_score": 72, "qol_note": "以后 <b>&"}
         record = form.model(subject_id=subject.id, data=values, status="complete")
-        records.create(record, user=user, fields=values)
-        records.commit()
+        with records.transaction():
+            records.create(record, user=user, fields=values)
         return subject.id, record.id
 
 
