@@ -745,6 +745,10 @@ from cellstudy import create_app
 from cellstudy.extensions import db
 from cellstudy.safety import listings
 from cellstudy.safety.filters import Filters
+try:
+    from cellstudy.auth.policy import ALL_SITES
+except ImportError:  # a revision before issue 12 (a paired run): None meant every site
+    ALL_SITES = None
 app = create_app("production", overrides={"SQLALCHEMY_DATABASE_URI": sys.argv[1]})
 out_path, reps = sys.argv[2], int(sys.argv[3])
 with app.app_context():
@@ -754,7 +758,7 @@ with app.app_context():
     t = time.perf_counter()
     # the rows the app exports (its own listing query, every site), as the cell values it writes
     rows = []
-    for r in listings.iter_listing("ae", Filters(), None):
+    for r in listings.iter_listing("ae", Filters(), ALL_SITES):
         values = []
         for k, kind in zip(keys, kinds):
             v = r[k]

@@ -56,6 +56,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     login_manager.login_message = "Please log in to continue."
     login_manager.session_protection = "strong"
 
+    # The factory imports the app's parts when an app is built, not when the package is
+    # imported: `cellstudy` is the parent of every module, so `import cellstudy.timeutil`
+    # (a pure rule, a test, a job) must not load every feature. The same for the helpers below.
     from . import models  # noqa: F401  (every table known to Alembic)
     from .auth.models import User
 
@@ -66,6 +69,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
         # the user's sites come with the user: every page's permission check needs them
         return db.session.get(User, int(user_id), options=[joinedload(User.sites)])
 
+    # the blueprints (the factory's parts: see above)
     from .safety.routes import bp as safety_bp
     from .audit_viewer.routes import bp as audit_viewer_bp
     from .dashboards.routes import bp as dashboards_bp
@@ -89,24 +93,20 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(audit_viewer_bp)
     app.register_blueprint(dashboards_bp)
     app.register_blueprint(monitoring_bp)
+    # the factory's parts (see above): the amendments' pages, the template helpers, the CLI
+    # and the hooks that features register on the write path at start-up
     from .amendments.routes import bp as amendments_bp
-
-    app.register_blueprint(amendments_bp)
+    from .cli import register_cli
+    from .enrollment import reconfirm
+    from .infusions import judgement
     from .monitoring.routes import field_badges, monitoring_panel
-
-    app.jinja_env.globals.update(field_badges=field_badges, monitoring_panel=monitoring_panel)
     from .records import views as crf_views
 
+    app.register_blueprint(amendments_bp)
+    app.jinja_env.globals.update(field_badges=field_badges, monitoring_panel=monitoring_panel)
     crf_views.init_app(app)  # a locked CRF renders read-only, whichever form it is (issue 11)
-
-    from .cli import register_cli
-
     register_cli(app)
-    from .infusions import judgement
-
     judgement.init_app(app)  # planned infusions re-judged when their facts change (issue 11)
-    from .enrollment import reconfirm
-
     reconfirm.init_app(app)  # screening changes after enrolment open an eligibility review (issue 11)
     amendments.init_app(app)  # amendments whose effective date arrived come into force (issue 11)
     _register_hooks(app)
@@ -115,14 +115,17 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
 
 
 def _register_hooks(app: Flask) -> None:
+    # part of the factory (create_app: the package must not import its features)
     from .auth.policy import can
+    from .auth.service import is_locked
+    from .enrollment.eligibility import INCLUSION_CODES
+    from .records.render import render_field
+    from .settings import current_study
 
     @app.before_request
     def idle_timeout():
         if request.endpoint == "static" or not current_user.is_authenticated:
             return None
-        from .auth.service import is_locked
-
         if is_locked(current_user) or not current_user.active:
             # A lock (e.g. from wrong signature passwords) ends the session at once.
             logout_user()
@@ -158,10 +161,6 @@ def _register_hooks(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    from .enrollment.eligibility import INCLUSION_CODES
-
-    from .records.render import render_field
-
     # a form is named by its registry label everywhere (issue 12)
     app.jinja_env.globals.update(
         can=can,
@@ -174,8 +173,6 @@ def _register_hooks(app: Flask) -> None:
 
     @app.context_processor
     def study_in_force():
-        from .settings import current_study
-
         return {"study": current_study()}
 
     app.jinja_env.filters["utc"] = fmt_utc
@@ -185,6 +182,7 @@ def _register_hooks(app: Flask) -> None:
 def _register_errors(app: Flask) -> None:
     from flask_wtf.csrf import CSRFError
 
+    # part of the factory (create_app: the package must not import its features)
     from .records.service import RecordError
     from .records.views import refused_anywhere
 

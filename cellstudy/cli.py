@@ -9,6 +9,11 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from .auth import service as auth
+from .adverse_events.loader import load
+from .records.audit import verify
+from .amendments.service import apply_due
+from .settings import study_in_force
+from .demo import DEMO_PASSWORD, DEMO_USERS, load_demo
 
 users_cli = AppGroup("users", help="Manage user accounts (audited).")
 audit_cli = AppGroup("audit", help="Audit trail tools.")
@@ -20,7 +25,6 @@ ctcae_cli = AppGroup("ctcae", help="The CTCAE v5.0 dictionary.")
 @ctcae_cli.command("load")
 def ctcae_load():
     """Load the shipped CTCAE v5.0 dictionary into the database (idempotent)."""
-    from .adverse_events.loader import load
 
     total, inserted, updated = load()
     click.echo(f"CTCAE v5.0: {total} terms ({inserted} inserted, {updated} updated).")
@@ -93,7 +97,6 @@ def sites_create(code, name, timezone):
 @audit_cli.command("verify")
 def audit_verify():
     """Walk the hash chain; exit 1 naming the first record that does not match."""
-    from .records.audit import verify
 
     result = verify()
     if result.ok:
@@ -110,7 +113,6 @@ def audit_verify():
 @demo_cli.command("load")
 def demo_load():
     """Load the demo study once (sites, users of every role, subjects at several stages)."""
-    from .demo import DEMO_PASSWORD, DEMO_USERS, load_demo
 
     if not current_app.config.get("LOAD_DEMO_ALLOWED"):
         _fail(RuntimeError("the demo study is never loaded in production"))
@@ -129,8 +131,6 @@ study_cli = AppGroup("study", help="The study definition and its amendments.")
 def study_apply_due():
     """Bring approved amendments whose effective date (UTC) has arrived into force (idempotent;
     each app process also does it at start-up and every AMENDMENTS_CHECK_SECONDS)."""
-    from .amendments.service import apply_due
-    from .settings import study_in_force
 
     applied = apply_due()
     for amendment in applied:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 
@@ -14,6 +15,17 @@ from .enrollment import service as enrollment
 from .extensions import db
 from .records.transaction import transaction
 from .timeutil import utcnow
+from .infusions.proposal import first_infusion_date
+from .infusions.scheduling import schedule_infusion
+from .enrollment.models import Subject
+from .monitoring import service as monitoring
+from .adverse_events import service as aes
+from .adverse_events.fields import CRS_FIELDS
+from .adverse_events.fields import ICANS_FIELDS, ICE_ITEMS
+from .infusions.dose_levels import proposed_dose_level
+from .infusions.administration import save_infusion
+from .infusions.lymphodepletion import save_lymphodepletion
+from .infusions.visits import save_visit
 
 DEMO_PASSWORD = "cellstudy-demo"
 DEMO_SITES = (
@@ -104,7 +116,7 @@ def _prior_therapy(today: date) -> dict:
     }
 
 
-def make_subject(site: Site, user: User, stage: str, today: date | None = None, **overrides):
+def make_subject(site: Site, user: User, stage: str, today: date | None = None, **overrides: Any) -> Subject:
     """A subject at `stage`: draft, complete, enrolled or screen_failed, via the real services."""
     today = today or utcnow().astimezone().date()  # the server's date, by the one clock
     subject = enrollment.register_subject(site, user=user)
@@ -138,8 +150,6 @@ def load_demo(today: date | None = None) -> bool:
         else:  # enrolled, first infusion scheduled on the planned date
             subject = make_subject(site, coord, "complete", today)
             _enrol(subject, inv)
-            from .infusions.proposal import first_infusion_date
-            from .infusions.scheduling import schedule_infusion
 
             schedule_infusion(subject, first_infusion_date(subject), user=coord)
         _adverse_events(subject, coord, today)
@@ -164,8 +174,6 @@ def load_demo(today: date | None = None) -> bool:
 def _monitoring(users) -> None:
     """Issue 6: a few queries (open, answered, a missing-data one) and verified forms, so the
     monitoring pages have something to show."""
-    from .enrollment.models import Subject
-    from .monitoring import service as monitoring
 
     hz = db.session.execute(select(Subject).where(Subject.subject_number == "HZ-001")).scalar_one()
     nb = db.session.execute(select(Subject).where(Subject.subject_number == "NB-001")).scalar_one()
@@ -222,8 +230,6 @@ def _adverse_events(subject, user, today: date) -> None:
     neutropenia SAE (resolved, its report still due: the SAE list has something to show)
     and ongoing nausea; its D1/D3 labs leave lab-based suggestions. NB-001: a headache
     before treatment. Nothing open holds HZ-001's next infusion (PROTOCOL 5.2)."""
-    from .adverse_events import service as aes
-    from .adverse_events.fields import CRS_FIELDS
 
     def ae(values, complete=True):
         base = {
@@ -247,7 +253,6 @@ def _adverse_events(subject, user, today: date) -> None:
         )
 
     def baseline(when):  # the pre-infusion CRS and ICANS (ICE) baseline: grade 0
-        from .adverse_events.fields import ICANS_FIELDS, ICE_ITEMS
 
         for kind, specs, values in (
             (
@@ -377,8 +382,6 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
     by the signature)."""
     from datetime import datetime, time, timezone
 
-    from .infusions.dose_levels import proposed_dose_level
-
     level, _why = proposed_dose_level()
     decision = enrollment.enrol(
         subject,
@@ -395,11 +398,6 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
 
 def _treat(subject, user, today: date) -> None:
     """Lymphodepletion done, infusion 1 given, D1/D3 visits done, infusion 2 scheduled."""
-    from .infusions.administration import save_infusion
-    from .infusions.lymphodepletion import save_lymphodepletion
-    from .infusions.proposal import first_infusion_date
-    from .infusions.scheduling import schedule_infusion
-    from .infusions.visits import save_visit
 
     first = first_infusion_date(subject)
     infusion = schedule_infusion(subject, first, user=user)

@@ -31,10 +31,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup
+
+
+class Located(Protocol):
+    """A site as this module needs it (auth.models.Site; this layer knows no model)."""
+
+    timezone: str | None
 
 
 def wall_clock() -> datetime:
@@ -126,25 +132,25 @@ def fmt_utc(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
-def site_zone(site) -> ZoneInfo:
+def site_zone(site: Located | None) -> ZoneInfo:
     try:
         return ZoneInfo(getattr(site, "timezone", None) or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
 
 
-def site_today(site) -> date:
+def site_today(site: Located | None) -> date:
     """Today's date at the site (a Hangzhou coordinator's "today" at 07:00 local is
     yesterday in UTC)."""
     return utcnow().astimezone(site_zone(site)).date()
 
 
-def site_date(value: datetime, site) -> date:
+def site_date(value: datetime, site: Located | None) -> date:
     """The site-local calendar date of a stored UTC time."""
     return as_utc(value).astimezone(site_zone(site)).date()
 
 
-def fmt_site(value: datetime | None, site) -> Markup:
+def fmt_site(value: datetime | None, site: Located | None) -> Markup:
     """A stored UTC time shown in the site's time zone (ARCHITECTURE rule 5), with the
     UTC time in the tooltip and the machine-readable attribute."""
     value = as_utc(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 
@@ -51,3 +52,66 @@ def new_subject(session, site_id: int = 1) -> int:
     response = session.post("/subjects/new", data={"site": str(site_id)})
     assert response.status_code == 302, response.data[:500]
     return int(response.location.split("/subjects/")[1].split("/")[0])
+
+
+# --- reading a page and the database back (the CRF, scheduling, escalation and AE tests) --------------
+
+ERROR = re.compile(r'<div class="error" role="alert">(.*?)</div>', re.S)
+FLASH = re.compile(r'<div class="flash [a-z]+" role="[a-z]+">(.*?)</div>', re.S)
+
+
+def errors(page: str) -> list[str]:
+    """Every error message on the page, at a field or not."""
+    return ERROR.findall(page)
+
+
+def field_errors(page: str, name: str) -> list[str]:
+    """The error messages shown at one field (its <div class="field"> block)."""
+    for chunk in page.split('<div class="field')[1:]:
+        if f'name="{name}"' in chunk:
+            return ERROR.findall(chunk)
+    raise AssertionError(f"no field {name} on the page")
+
+
+def flashes(page: str) -> list[str]:
+    return FLASH.findall(page)
+
+
+def sid_of(app, number: str) -> int:
+    with app.app_context():
+        return subject_by_number(number).id
+
+
+AUDIT_KEYS = ("action", "username", "form", "form_id", "field", "old", "new", "reason")
+_AUDIT_COLUMNS = {"old": "old_value", "new": "new_value"}
+
+
+def audit(app, *, keys: tuple[str, ...] = AUDIT_KEYS, **where) -> list[dict]:
+    """The audit records matching `where` (column=value), oldest first, as dicts of `keys`."""
+    from cellstudy.records.models import AuditRecord
+
+    with app.app_context():
+        stmt = select(AuditRecord).order_by(AuditRecord.id)
+        for name, value in where.items():
+            stmt = stmt.where(getattr(AuditRecord, name) == value)
+        return [
+            {key: getattr(r, _AUDIT_COLUMNS.get(key, key)) for key in keys} for r in db.session.execute(stmt).scalars()
+        ]
+
+
+def deviations(app, sid: int) -> list[dict]:
+    from cellstudy.infusions.models import Deviation
+
+    with app.app_context():
+        rows = db.session.execute(select(Deviation).where(Deviation.subject_id == sid).order_by(Deviation.id)).scalars()
+        return [
+            {
+                "kind": d.kind,
+                "reason": d.reason,
+                "description": d.description,
+                "form": d.form,
+                "form_id": d.form_id,
+                "signature_id": d.signature_id,
+            }
+            for d in rows
+        ]

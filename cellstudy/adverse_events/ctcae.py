@@ -505,7 +505,14 @@ def _exact(name: str, x: object, *, allow_none: bool = False) -> Fraction | None
     return v
 
 
-def suggest_lab_grade(term: str, value, *, uln=None, lln=None, unit: str | None = None) -> int | None:
+def suggest_lab_grade(
+    term: str,
+    value: int | float | Decimal | Fraction,
+    *,
+    uln: int | float | Decimal | Fraction | None = None,
+    lln: int | float | Decimal | Fraction | None = None,
+    unit: str | None = None,
+) -> int | None:
     """The CTCAE grade suggested by one lab value (the user confirms it, PROTOCOL 6).
 
     The highest grade any of whose rules holds; 0 when none holds (normal). ``uln`` and

@@ -8,7 +8,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 from sqlalchemy import inspect as sa_inspect
 
-from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, site_ids
+from ..auth.policy import can, get_owned_or_404, get_subject_or_404, require, user_sites
 from ..extensions import db
 from ..records import crf
 from ..records.service import RecordError, StaleVersion
@@ -399,5 +399,5 @@ def ctcae_term():
 @bp.route("/saes")
 @require("view_clinical")
 def saes():
-    rows = service.sae_worklist(site_ids())
+    rows = service.sae_worklist(user_sites())
     return render_template("adverse_events/saes.html", rows=rows)

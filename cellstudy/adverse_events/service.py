@@ -7,10 +7,12 @@ value set, grade episode, assessment, SAE report and dismissal is audited."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
+from ..auth.policy import Sites, scoped
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records import audit
@@ -24,6 +26,13 @@ from ..timeutil import as_utc, utcnow
 from . import ctcae, grading, rules
 from .fields import AE_FIELDS, CRITERIA_CODES, CRS_TERM, ICANS_TERM, ICANS_VERBATIM, ICE_ITEMS
 from .models import AdverseEvent, CrsAssessment, GradeEpisode, IcansAssessment, LabSuggestionDismissal
+from ..records.crf import stored_values
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..auth.models import User
+    from ..registry.fields import FieldSpec
 
 #: AE columns a form value goes to directly (the rest of the answers live in `data`)
 _COLUMNS = (
@@ -204,7 +213,7 @@ def save_ae(
     ae: AdverseEvent,
     values: dict,
     *,
-    user,
+    user: User,
     expected_version: int,
     reason: str | None,
     complete: bool,
@@ -278,7 +287,7 @@ def _episode_update(ae, episode, name, value, *, user, reason) -> None:
 
 
 @records.transaction()
-def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_version: int, today: date) -> None:
+def change_grade(ae: AdverseEvent, grade: int, start: date, *, user: User, expected_version: int, today: date) -> None:
     """A change in the patient: the current grade episode ends on `start` and a new one
     begins there. The AE's grade stays the worst of its episodes."""
     if ae.version != expected_version:
@@ -317,7 +326,7 @@ def change_grade(ae: AdverseEvent, grade: int, start: date, *, user, expected_ve
 
 
 @records.transaction()
-def remove_ae(ae: AdverseEvent, *, user, expected_version: int, reason: str) -> None:
+def remove_ae(ae: AdverseEvent, *, user: User, expected_version: int, reason: str) -> None:
     """Nothing is deleted: the AE's status becomes 'deleted' with the reason (PROTOCOL 7)."""
     if not (reason or "").strip():
         raise RecordError("Give the reason for removing this adverse event.")
@@ -331,7 +340,7 @@ def remove_ae(ae: AdverseEvent, *, user, expected_version: int, reason: str) -> 
 
 
 @records.transaction()
-def report(ae: AdverseEvent, kind: str, *, user, password: str) -> None:
+def report(ae: AdverseEvent, kind: str, *, user: User, password: str) -> None:
     """The investigator's signed SAE report (or SUSAR expedited report)."""
     if kind == "sae":
         if not ae.serious or ae.awareness_at is None:
@@ -468,7 +477,7 @@ def grade_assessment(kind: str, values: dict) -> dict | None:
     return {**result, "ice_score": case.get("ice_score")}
 
 
-def new_assessment(subject: Subject, kind: str):
+def new_assessment(subject: Subject, kind: str) -> CrsAssessment | IcansAssessment:
     model = CrsAssessment if kind == "crs" else IcansAssessment
     return model(subject_id=subject.id, status="draft", version=0, data={})
 
@@ -476,19 +485,18 @@ def new_assessment(subject: Subject, kind: str):
 @records.transaction()
 def save_assessment(
     subject: Subject,
-    record,
+    record: CrsAssessment | IcansAssessment,
     kind: str,
     values: dict,
     *,
-    user,
+    user: User,
     expected_version: int,
     reason: str | None,
     complete: bool,
     today: date,
-    specs,
+    specs: Sequence[FieldSpec],
 ) -> None:
     """Save a CRS/ICANS assessment, grade it, and feed its event (the AE)."""
-    from ..records.crf import stored_values
 
     errors = {}
     when = values.get("assessment_date")
@@ -643,7 +651,7 @@ def assessments(subject: Subject, kind: str) -> list:
     )
 
 
-def refresh_treatment_emergent(subject: Subject, *, user) -> None:
+def refresh_treatment_emergent(subject: Subject, *, user: User) -> None:
     db.session.flush()
     db.session.refresh(subject, ["lymphodepletion_days", "infusions", "adverse_events"])
     first = first_lymphodepletion_date(subject)
@@ -729,7 +737,7 @@ def lab_suggestions(subject: Subject) -> list[dict]:
 
 
 @records.transaction()
-def dismiss_suggestion(subject: Subject, *, visit_id: int, lab: str, grade: int, reason: str, user) -> None:
+def dismiss_suggestion(subject: Subject, *, visit_id: int, lab: str, grade: int, reason: str, user: User) -> None:
     suggestion = next(
         (s for s in lab_suggestions(subject) if s["visit_id"] == visit_id and s["lab"] == lab and s["grade"] == grade),
         None,
@@ -765,7 +773,7 @@ def dismiss_suggestion(subject: Subject, *, visit_id: int, lab: str, grade: int,
 # --- SAE lists ---------------------------------------------------------------------------------------------------
 
 
-def sae_worklist(site_ids: list[int] | None, now: datetime | None = None) -> list[dict]:
+def sae_worklist(sites: Sites, now: datetime | None = None) -> list[dict]:
     """Serious AEs whose SAE report or SUSAR report is due, overdue or was late."""
     now = now or utcnow()
     stmt = (
@@ -774,8 +782,7 @@ def sae_worklist(site_ids: list[int] | None, now: datetime | None = None) -> lis
         .options(joinedload(AdverseEvent.subject), joinedload(AdverseEvent.site))
         .order_by(AdverseEvent.sae_due_at)
     )
-    if site_ids is not None:
-        stmt = stmt.where(AdverseEvent.site_id.in_(site_ids))
+    stmt = scoped(stmt, AdverseEvent.site_id, sites)
     rows = []
     study = current_study()
     for ae in db.session.execute(stmt).scalars():

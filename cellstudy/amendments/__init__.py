@@ -5,8 +5,13 @@ cellstudy.settings."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import registry
 from ..study import SETTING_LABELS, setting_label
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 #: what a reader calls each status (the pages and the audit viewer)
 STATUS_LABELS = {
@@ -32,11 +37,12 @@ registry.register(
 )
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """The start-up check (an amendment whose effective date arrived while no process was
     running comes into force now) and, outside tests unless AMENDMENTS_SCHEDULER is set, the
     scheduled run, started with the first request a process serves (so that `flask` commands,
     `flask db upgrade` among them, start no thread)."""
+    # at call time: service.py imports STATUS_LABELS from this package's module
     from . import service
 
     service.check_due(app)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..auth.policy import can, require, site_ids
+from ..auth.policy import can, covers, require, user_sites
 from .. import settings
 from ..settings import SETTING_SECTIONS, current_study, editable_settings, setting_errors, setting_label, values_of
 from ..timeutil import utcnow
@@ -27,12 +27,12 @@ def _impact_for(amendment) -> dict | None:
     rows = service.impact(amendment)
     if rows is None:
         return None
-    ids = site_ids()
+    sites = user_sites()
     names = service.criterion_names(amendment)
     own = []
     for row in rows:
         subject = row["subject"]
-        if ids is not None and subject.site_id not in ids:
+        if not covers(sites, subject.site_id):
             continue
         own.append(
             {

@@ -29,6 +29,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from flask import current_app
 from sqlalchemy import select, text
@@ -41,6 +42,16 @@ from ..records import audit
 from ..records import service as records
 from ..study import STUDY, Study
 from . import STATUS_LABELS
+from ..auth.policy import can
+from ..enrollment.reconfirm import amendment_impact
+from ..enrollment.eligibility import criteria
+from ..enrollment.reconfirm import flag_amendment_impact
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy.orm import Session
+
+    from ..auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +146,11 @@ def impact(amendment: StudyAmendment) -> list[dict] | None:
     (None when it changes no eligibility rule). Reads only."""
     if not changes_eligibility(amendment):
         return None
-    from ..enrollment.reconfirm import amendment_impact
 
     return amendment_impact(settings.definition(amendment))
 
 
 def criterion_names(amendment: StudyAmendment) -> dict[str, str]:
-    from ..enrollment.eligibility import criteria
 
     return dict(criteria(settings.definition(amendment)))
 
@@ -158,7 +167,7 @@ def state(amendment: StudyAmendment, in_force_id: int | None, today: date | None
     return "Superseded"
 
 
-def in_force_id(session=None) -> int | None:
+def in_force_id(session: Session | None = None) -> int | None:
     row = settings._in_force_row(session or db.session, _now().date())
     return row.id if row else None
 
@@ -186,13 +195,12 @@ def _locked(amendment_id) -> StudyAmendment | None:
 
 
 def _require(user, permission: str, what: str) -> None:
-    from ..auth.policy import can
 
     if not can(permission, user):
         raise PermissionError(f"{user.username} ({user.role}) may not {what}")
 
 
-def parse_effective_date(raw) -> date:
+def parse_effective_date(raw: date | str | None) -> date:
     if isinstance(raw, date) and not isinstance(raw, datetime):
         return raw
     try:
@@ -202,7 +210,7 @@ def parse_effective_date(raw) -> date:
 
 
 @records.transaction()
-def propose(values: dict, *, label: str, reason: str, effective_date, user) -> StudyAmendment:
+def propose(values: dict, *, label: str, reason: str, effective_date: date | str | None, user: User) -> StudyAmendment:
     """The admin's proposal; nothing of the definition in force changes."""
     _require(user, "propose_amendment", "propose an amendment")
     _serialise()
@@ -290,7 +298,7 @@ def _pending_for_decision(amendment_id) -> StudyAmendment:
 
 
 @records.transaction()
-def approve(amendment_id, *, user, password: str) -> StudyAmendment:
+def approve(amendment_id: int, *, user: User, password: str) -> StudyAmendment:
     """The investigator's approval with an e-signature; in force at once when its effective
     date has arrived."""
     _require(user, "approve_amendment", "approve an amendment")
@@ -348,7 +356,7 @@ def _decide(amendment_id, *, user, reason: str, status: str, permission: str, wh
     return amendment
 
 
-def reject(amendment_id, *, user, reason: str) -> StudyAmendment:
+def reject(amendment_id: int, *, user: User, reason: str) -> StudyAmendment:
     return _decide(
         amendment_id,
         user=user,
@@ -359,7 +367,7 @@ def reject(amendment_id, *, user, reason: str) -> StudyAmendment:
     )
 
 
-def withdraw(amendment_id, *, user, reason: str) -> StudyAmendment:
+def withdraw(amendment_id: int, *, user: User, reason: str) -> StudyAmendment:
     return _decide(
         amendment_id,
         user=user,
@@ -402,8 +410,6 @@ def _come_into_force(amendments: list[StudyAmendment], *, user, now: datetime) -
     db.session.flush()
     after = settings.study_in_force(db.session, now)
     if after.eligibility != before.eligibility:
-        from ..enrollment.reconfirm import flag_amendment_impact
-
         flag_amendment_impact(after, amendment_label=after.version, user=user)
 
 
@@ -442,7 +448,7 @@ def _mark_due(*, user, now: datetime) -> list[StudyAmendment]:
     return rows
 
 
-def apply_due(*, user=None) -> list[StudyAmendment]:
+def apply_due(*, user: User | None = None) -> list[StudyAmendment]:
     """Bring every approved amendment whose effective date has arrived into force.
     Idempotent, and safe with several workers: each row is re-read under a lock and only
     the transaction that finds it unmarked marks it. The look for due ones is a read (no
@@ -462,7 +468,14 @@ def apply_due(*, user=None) -> list[StudyAmendment]:
 
 
 def amend(
-    values: dict, *, version: str, reason: str, user, approver, password: str, effective_date: date | None = None
+    values: dict,
+    *,
+    version: str,
+    reason: str,
+    user: User,
+    approver: User,
+    password: str,
+    effective_date: date | None = None,
 ) -> Study:
     """Propose and approve in one call (tests and scripts); returns the definition in force."""
     amendment = propose(values, label=version, reason=reason, effective_date=effective_date or _now().date(), user=user)
@@ -473,7 +486,7 @@ def amend(
 # --- when the effective date arrives: the start-up check and the scheduled run ----------------------
 
 
-def check_due(app) -> list[str]:
+def check_due(app: Flask) -> list[str]:
     """apply_due() in an app context of its own; a database without the schema yet (before
     `flask db upgrade`) is skipped, not an error."""
     with app.app_context(), records.reads_only():
@@ -504,7 +517,7 @@ class _Scheduler:
 _scheduler_lock = threading.Lock()
 
 
-def start_scheduler(app=None) -> None:
+def start_scheduler(app: Flask | None = None) -> None:
     """The scheduled run: a daemon thread per app process checking every
     AMENDMENTS_CHECK_SECONDS (default 60)."""
     app = app or current_app._get_current_object()
@@ -515,7 +528,7 @@ def start_scheduler(app=None) -> None:
             scheduler.thread.start()
 
 
-def stop_scheduler(app) -> None:
+def stop_scheduler(app: Flask) -> None:
     scheduler = app.extensions.pop("cellstudy.amendments", None)
     if scheduler is not None:
         scheduler.stop.set()

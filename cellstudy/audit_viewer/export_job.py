@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from flask import url_for
 
 from .. import jobs
-from ..auth.policy import site_ids
+from ..auth.policy import ALL_SITES, Sites, user_sites
 from ..exports import tabular
 from ..settings import current_study
 from ..timeutil import utcnow
 from . import service
+
+if TYPE_CHECKING:
+    from ..auth.models import User
+    from ..jobs.models import Job
 
 KIND = "audit_csv"
 BATCH = 2000
@@ -37,7 +43,7 @@ def _set_priority(nice: int | None) -> int | None:
 
 
 @jobs.task(KIND, permission="export_audit", title="Audit trail, whole study (CSV)")
-def audit_csv(job, report_progress):
+def audit_csv(job: Job, report_progress: Callable[..., None]) -> tuple[str, str]:
     # the web threads of this process come first: the job takes the CPU they leave
     before = _set_priority(NICE)
     try:
@@ -48,7 +54,7 @@ def audit_csv(job, report_progress):
 
 
 def _write(job, report_progress):
-    scope = site_ids(job.created_by)
+    scope = user_sites(job.created_by)
     filters = service.Filters.from_params(job.params.get("filters"))
     total = service.count(filters, scope)
     report_progress(0, total)  # commits: the count's transaction ends here
@@ -72,14 +78,14 @@ def _write(job, report_progress):
     return path, name
 
 
-def start(user, scope, sites, filters: service.Filters | None = None):
+def start(user: User, scope: Sites, sites: Iterable[str], filters: service.Filters | None = None) -> Job:
     """Queue the export (the whole trail of the user's sites, or the filtered view) for `user`."""
     return jobs.submit(
         KIND,
-        {"sites": "all" if scope is None else sorted(sites), "filters": (filters or service.Filters()).active()},
+        {"sites": "all" if scope is ALL_SITES else sorted(sites), "filters": (filters or service.Filters()).active()},
         user,
     )
 
 
-def progress_url(job) -> str:
+def progress_url(job: Job) -> str:
     return url_for("jobs.show", job_id=job.id)

@@ -33,12 +33,14 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import or_, select
 
-from ..auth.policy import allowed_sites, can, get_subject_or_404, require, site_ids
+from ..auth.policy import ALL_SITES, allowed_sites, can, get_subject_or_404, require, scoped, user_sites
 from ..extensions import db
 from ..records import audit
 from ..records import service as records
 from ..timeutil import utcnow
 from . import export_job, labels, service  # export_job registers its task with cellstudy.jobs at import
+from ..enrollment.models import Subject
+from ..exports import tabular
 
 bp = Blueprint("audit_viewer", __name__)
 
@@ -52,16 +54,13 @@ def _sites() -> list[str]:
 
 def _resolve_subject(number: str, errors: dict):
     """A subject named by its number (subject or screening number) at the user's sites."""
-    from ..enrollment.models import Subject
 
     number = number.strip().upper()
     if len(number) > 20:
         errors["subject"] = "Subject: at most 20 characters."
         return None
     stmt = select(Subject).where(or_(Subject.subject_number == number, Subject.screening_number == number))
-    ids = site_ids()
-    if ids is not None:
-        stmt = stmt.where(Subject.site_id.in_(ids))
+    stmt = scoped(stmt, Subject.site_id, user_sites())
     subject = db.session.execute(stmt).scalar_one_or_none()
     if subject is None:
         errors["subject"] = f"Subject: no subject {number} at your sites."
@@ -94,7 +93,7 @@ def _cursor(name: str, errors: dict) -> int | None:
 def render_trail(subject=None):
     """The viewer page; with `subject`, that subject's trail (URL /subjects/<id>/audit)."""
     filters, errors, subject_filter, subject_arg = _filters(subject)
-    scope = site_ids()
+    scope = user_sites()
     before, after = _cursor("before", errors), _cursor("after", errors)
     if errors:
         # a filter that does not parse is never silently dropped (the page would show more
@@ -156,11 +155,11 @@ def subject_audit(subject_id):
 
 @records.transaction()
 def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: str | None = None) -> None:
-    ids = site_ids()
+    ids = user_sites()
     site_id = None
     if filters.site:
         site_id = next((s.id for s in allowed_sites() if s.code == filters.site), None)
-    value = {"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(_sites())}
+    value = {"filters": filters.active(), "rows": rows, "sites": "all" if ids is ALL_SITES else sorted(_sites())}
     if note:
         value["note"] = note
     audit.append(
@@ -178,7 +177,6 @@ def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: st
 @require("export_audit")
 def audit_export_csv():
     """The filtered view as CSV (every matching record, newest first), streamed."""
-    from ..exports import tabular
 
     filters, errors, _subject, _ = _filters()
     if errors:
@@ -186,7 +184,7 @@ def audit_export_csv():
             flash(message, "error")
         flash("Nothing was exported: correct the filters first.", "error")
         return redirect(url_for("audit_viewer.trail", **request.args.to_dict()))
-    scope = site_ids()
+    scope = user_sites()
     total = service.count(filters, scope)
     if total > STREAM_MAX_ROWS:
         # a web worker would be busy for minutes: the same file from the job pool
@@ -210,7 +208,7 @@ def audit_export_csv():
 def audit_study_export():
     """The whole trail of the user's sites as CSV, written by a background job (the pages
     others use are not slowed: it runs in the job pool, reading in keyset batches)."""
-    scope = site_ids()
+    scope = user_sites()
     filters = service.Filters()
     # the export's audit record is committed with the job (one transaction): a job that
     # starts at once must not race the request for the write lock

@@ -14,14 +14,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from typing import Iterator
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import func, select
 
+from ..auth.policy import ALL_SITES, Sites, covers, scoped
 from ..extensions import db
 from ..records.models import AuditRecord, Query
 from ..timeutil import as_utc, site_zone
 from . import labels
+from ..auth.models import Site
+from ..enrollment.models import Subject
+from ..auth.models import User
+from ..exports.tabular import Column
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 2000
@@ -108,7 +117,9 @@ def _date(value: str, name: str, label: str, errors: dict) -> date | None:
         return None
 
 
-def parse_filters(args, *, sites: list[str], subject_id: int | None = None) -> tuple[Filters, dict[str, str]]:
+def parse_filters(
+    args: Mapping[str, str], *, sites: list[str], subject_id: int | None = None
+) -> tuple[Filters, dict[str, str]]:
     """Filters from the query string; a value that does not parse is left out and
     reported ({name: message}); it is never silently widened to "all"."""
     errors: dict[str, str] = {}
@@ -152,22 +163,20 @@ def parse_filters(args, *, sites: list[str], subject_id: int | None = None) -> t
 
 
 def _site_map() -> dict:
-    from ..auth.models import Site
 
     return {s.id: s for s in db.session.execute(select(Site)).scalars()}
 
 
-def statement(filters: Filters, scope: list[int] | None, sites: dict | None = None):
-    """The filtered select (no order, no limit). `scope`: the user's site ids (None: all)."""
+def statement(filters: Filters, scope: Sites, sites: dict | None = None) -> Select:
+    """The filtered select (no order, no limit). `scope`: the user's sites."""
     a = AuditRecord
     stmt = select(*a.__table__.c)  # rows, not entities: nothing piles up in the session
     sites = sites if sites is not None else _site_map()
     by_code = {s.code: s for s in sites.values()}
     zone_site = None
-    if scope is not None:
-        stmt = stmt.where(a.site_id.in_(scope)) if len(scope) != 1 else stmt.where(a.site_id == scope[0])
-        if len(scope) == 1:
-            zone_site = sites.get(scope[0])
+    stmt = scoped(stmt, a.site_id, scope)
+    if scope is not ALL_SITES and len(scope) == 1:
+        zone_site = sites.get(scope[0])
     if filters.site:
         site = by_code.get(filters.site)
         stmt = stmt.where(a.site_id == (site.id if site else -1))
@@ -224,11 +233,11 @@ def _date_range(stmt, start: datetime | None, end: datetime | None):
     return stmt
 
 
-def range_zone(filters: Filters, scope: list[int] | None, sites: dict) -> str:
+def range_zone(filters: Filters, scope: Sites, sites: dict) -> str:
     if filters.site:
         site = next((s for s in sites.values() if s.code == filters.site), None)
         return str(site_zone(site))
-    if scope is not None and len(scope) == 1:
+    if scope is not ALL_SITES and len(scope) == 1:
         return str(site_zone(sites.get(scope[0])))
     return "UTC"
 
@@ -249,7 +258,7 @@ class Page:
 
 def page(
     filters: Filters,
-    scope: list[int] | None,
+    scope: Sites,
     *,
     before: int | None = None,
     after: int | None = None,
@@ -283,13 +292,12 @@ def _exists(stmt) -> bool:
     return db.session.execute(stmt.with_only_columns(AuditRecord.id).limit(1)).first() is not None
 
 
-def count(filters: Filters, scope: list[int] | None) -> int:
+def count(filters: Filters, scope: Sites) -> int:
     stmt = statement(filters, scope).with_only_columns(func.count(AuditRecord.id))
     return db.session.execute(stmt).scalar_one()
 
 
 def _subject_labels(ids) -> dict[int, str]:
-    from ..enrollment.models import Subject
 
     ids = {i for i in ids if i is not None}
     if not ids:
@@ -315,7 +323,7 @@ def _queries(records) -> dict[tuple, list]:
     return out
 
 
-def describe(records, sites: dict | None = None) -> list[dict]:
+def describe(records: Iterable[Any], sites: dict | None = None) -> list[dict]:
     """The records as a reader sees them: labels, coded values as labels, the site (for its
     time zone), the subject's number and the queries on the same field."""
     sites = sites if sites is not None else _site_map()
@@ -354,7 +362,7 @@ def describe(records, sites: dict | None = None) -> list[dict]:
 
 
 def iter_rows(
-    filters: Filters, scope: list[int] | None, batch: int = EXPORT_BATCH, short_transactions: bool = False
+    filters: Filters, scope: Sites, batch: int = EXPORT_BATCH, short_transactions: bool = False
 ) -> Iterator[dict]:
     """Every matching record, newest first, as export rows; read in keyset batches (a
     bounded amount in memory, whatever the trail's length). With short_transactions (a
@@ -405,8 +413,7 @@ def export_row(row: dict) -> dict:
     }
 
 
-def export_columns():
-    from ..exports.tabular import Column
+def export_columns() -> list[Column]:
 
     return [
         Column("id", "Record"),
@@ -430,17 +437,18 @@ def export_columns():
     ]
 
 
-def users_in_scope(scope: list[int] | None) -> list[str]:
+def users_in_scope(scope: Sites) -> list[str]:
     """Usernames for the user filter: the accounts of the user's sites (data managers: all)."""
-    from ..auth.models import User
 
     from sqlalchemy.orm import selectinload
 
     users = db.session.execute(select(User).options(selectinload(User.sites)).order_by(User.username)).scalars().all()
-    if scope is None:
+    if scope is ALL_SITES:
         return [u.username for u in users] + ["system"]
-    return [u.username for u in users if u.role == "data_manager" or any(s.id in scope for s in u.sites)] + ["system"]
+    return [u.username for u in users if u.role == "data_manager" or any(covers(scope, s.id) for s in u.sites)] + [
+        "system"
+    ]
 
 
-def with_filters(filters: Filters, **changes) -> Filters:
+def with_filters(filters: Filters, **changes: Any) -> Filters:
     return replace(filters, **changes)

@@ -6,14 +6,26 @@ another site is not acknowledged to exist)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import wraps
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from flask import abort
 from flask_login import current_user, login_required
-from sqlalchemy import select
+from sqlalchemy import BindParameter, false, select, true
 
 from .. import registry
 from ..extensions import db
+from .models import Site
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Select
+    from sqlalchemy.orm import ORMOption
+
+    from .models import User
+
+View = TypeVar("View", bound=Callable[..., Any])
+Stmt = TypeVar("Stmt", bound="Select")
 
 # export_safety: the safety listings, summaries and SDTM AE domain as files (issue 4):
 # investigators for their sites, monitors for theirs, data managers for all.
@@ -79,12 +91,12 @@ PERMISSIONS.update({role: PERMISSIONS[role] | perms for role, perms in _AMENDMEN
 ENDPOINT_PERMISSIONS: dict[str, str | None] = {}
 
 
-def can(permission: str, user=None) -> bool:
+def can(permission: str, user: User | None = None) -> bool:
     user = user or current_user
     return bool(user and user.is_authenticated and permission in PERMISSIONS.get(user.role, ()))
 
 
-def require(permission: str | None):
+def require(permission: str | None) -> Callable[[View], View]:
     """Login required; with a permission, the role must hold it (403 otherwise)."""
 
     def decorator(view):
@@ -102,33 +114,77 @@ def require(permission: str | None):
     return decorator
 
 
-def site_ids(user=None) -> list[int] | None:
-    """The sites whose clinical data the user may see; None means every site."""
+class _AllSites:
+    """The scope of a user who sees every site (data managers, admins): a value of its own,
+    so that "every site" is always said, never implied by a missing argument."""
+
+    _instance: _AllSites | None = None
+
+    def __new__(cls) -> _AllSites:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ALL_SITES"
+
+
+ALL_SITES: Final = _AllSites()
+
+#: The sites a caller may see: a list of site ids (possibly empty: none), or ALL_SITES.
+Sites = list[int] | _AllSites
+
+
+def user_sites(user: User | None = None) -> Sites:
+    """The sites whose clinical data the user may see."""
     user = user or current_user
     if can("all_sites", user):
-        return None
+        return ALL_SITES
     if not can("view_clinical", user):
         return []
     return [site.id for site in user.sites]
 
 
-def scoped(stmt, site_column):
-    """Restrict a select over subject-owned data to the user's sites."""
-    ids = site_ids()
-    return stmt if ids is None else stmt.where(site_column.in_(ids))
+def covers(sites: Sites, site_id: int | None) -> bool:
+    """Whether a scope includes one site (a row of that site may be shown)."""
+    return sites is ALL_SITES or site_id in sites
 
 
-def get_subject_or_404(subject_id: int, *options):
+def within(site_column: ColumnElement[Any], sites: Sites | BindParameter) -> ColumnElement[bool]:
+    """The SQL condition "this row's site is in scope": the one place a query is restricted to
+    sites. `sites` is a scope, or an expanding bound parameter of a statement built once (the
+    caller then binds a list). An empty scope matches nothing."""
+    if isinstance(sites, BindParameter):
+        return site_column.in_(sites)
+    if sites is ALL_SITES:
+        return true()
+    if not isinstance(sites, list | tuple | set | frozenset):
+        raise TypeError(f"sites must be a list of site ids or ALL_SITES, not {sites!r}")
+    ids = sorted(set(sites))
+    if not ids:
+        return false()
+    return site_column == ids[0] if len(ids) == 1 else site_column.in_(ids)
+
+
+def scoped(stmt: Stmt, site_column: ColumnElement[Any], sites: Sites) -> Stmt:
+    """Restrict a select over subject-owned data to a scope (required: pass `user_sites()`
+    for the signed-in user, `user_sites(job.created_by)` in a job, ALL_SITES for the system)."""
+    if sites is ALL_SITES:
+        return stmt
+    return stmt.where(within(site_column, sites))
+
+
+def get_subject_or_404(subject_id: int, *options: ORMOption) -> Any:
     Subject = registry.model_of("subject")  # declared by enrolment, which builds on this layer
     subject = db.session.execute(
-        scoped(select(Subject).where(Subject.id == subject_id).options(*options), Subject.site_id)
+        scoped(select(Subject).where(Subject.id == subject_id).options(*options), Subject.site_id, user_sites())
     ).scalar_one_or_none()
     if subject is None:
         abort(404)
     return subject
 
 
-def get_owned_or_404(model, record_id: int, subject):
+def get_owned_or_404(model: type[Any], record_id: int, subject: Any) -> Any:
     """A record that must belong to `subject` (itself already site-checked)."""
     record = db.session.get(model, record_id)
     if record is None or record.subject_id != subject.id:
@@ -136,9 +192,8 @@ def get_owned_or_404(model, record_id: int, subject):
     return record
 
 
-def allowed_sites(user=None):
+def allowed_sites(user: User | None = None) -> Sequence[Site]:
     """Sites the user may register subjects at / filter by."""
-    from .models import Site
 
     user = user or current_user
     if not can("all_sites", user):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
 
-from ..auth.policy import allowed_sites, require
+from ..auth.policy import ALL_SITES, allowed_sites, require
 from ..infusions.judgement import locked_planned
 from . import service
 
@@ -42,11 +42,11 @@ def monitor_dashboard():
 @bp.route("/data-manager", endpoint="data_manager")
 @require("all_sites")
 def data_manager_dashboard():
-    board = service.build(None)
+    board = service.build(ALL_SITES)
     return render_template(
         "dashboards/data_manager.html",
         board=board,
         total=board.total(),
         buckets=[b for b, _, _ in service.AGE_BUCKETS],
-        locked=locked_planned(None),
+        locked=locked_planned(ALL_SITES),
     )

@@ -30,8 +30,19 @@ from sqlalchemy import and_, case, func, select
 from .. import registry
 from ..monitoring import rules
 from ..monitoring.models import DataLock
+from ..auth.policy import Sites, scoped, within
 from ..extensions import db
 from ..timeutil import site_today, utcnow
+from ..auth.models import Site
+from ..enrollment.models import Subject
+from ..settings import current_study
+from ..infusions.models import Infusion, LymphodepletionDay, Visit
+from ..records.models import Signature
+from ..records.models import Query
+from ..adverse_events.models import AdverseEvent as AE
+from ..adverse_events.service import clocks
+from ..infusions.models import Deviation
+from ..monitoring.models import SdvMark
 
 AGE_BUCKETS = (("0-7", 0, 7), ("8-14", 8, 14), ("15-30", 15, 30), ("> 30", 31, None))
 FORM_COLUMNS = ("total", "complete", "incomplete", "missing", "verified", "signed", "signature_needed", "locked")
@@ -98,23 +109,17 @@ class Dashboard:
         return out
 
 
-def _sites(site_ids):
-    from ..auth.models import Site
+def _sites(sites: Sites):
 
-    stmt = select(Site).order_by(Site.code)
-    if site_ids is not None:
-        stmt = stmt.where(Site.id.in_(site_ids))
-    return db.session.execute(stmt).scalars().all()
+    return db.session.execute(scoped(select(Site).order_by(Site.code), Site.id, sites)).scalars().all()
 
 
-def build(site_ids: list[int] | None, *, latest: int = 10) -> Dashboard:
-    """The figures of the given sites (None: every site)."""
-    from ..enrollment.models import Subject
-    from ..settings import current_study
+def build(sites: Sites, *, latest: int = 10) -> Dashboard:
+    """The figures of the given sites."""
 
-    sites = _sites(site_ids)
-    ids = [s.id for s in sites]
-    figures = {s.id: SiteFigures(s) for s in sites}
+    shown = _sites(sites)
+    ids = [s.id for s in shown]
+    figures = {s.id: SiteFigures(s) for s in shown}
     forms = _form_models()
     study = current_study()
     plans = {name: plan for name, plan, _ in study.sdv_plan}
@@ -129,18 +134,18 @@ def build(site_ids: list[int] | None, *, latest: int = 10) -> Dashboard:
     # subjects by status
     for site_id, status, n in db.session.execute(
         select(Subject.site_id, Subject.status, func.count())
-        .where(Subject.site_id.in_(ids))
+        .where(within(Subject.site_id, ids))
         .group_by(Subject.site_id, Subject.status)
     ):
         figures[site_id].subjects[status] = n
 
     # forms by status, and missing (per site: "today" is the site's)
-    todays = {s.id: site_today(s) for s in sites}
+    todays = {s.id: site_today(s) for s in shown}
     for name, _label, model in forms:
         site_col, stmt = _site_join(model, Subject)
         for site_id, status, n in db.session.execute(
             stmt.with_only_columns(site_col, model.status, func.count())
-            .where(site_col.in_(ids))
+            .where(within(site_col, ids))
             .group_by(site_col, model.status)
         ):
             cols = figures[site_id].forms[name]
@@ -166,7 +171,6 @@ def _site_join(model, Subject):
 
 
 def _missing(figures, todays, Subject) -> None:
-    from ..infusions.models import Infusion, LymphodepletionDay, Visit
 
     checks = (
         ("visit", Visit, and_(Visit.state == "planned"), Visit.latest),
@@ -180,7 +184,7 @@ def _missing(figures, todays, Subject) -> None:
             select(Subject.site_id, func.count())
             .select_from(model)
             .join(Subject, Subject.id == model.subject_id)
-            .where(condition, Subject.site_id.in_(list(todays)))
+            .where(condition, within(Subject.site_id, list(todays)))
             .where(case(*[(arm, True) for arm in arms], else_=False))
             .group_by(Subject.site_id)
         )
@@ -191,7 +195,6 @@ def _missing(figures, todays, Subject) -> None:
 def _signatures(figures, forms, study, Subject, ids) -> None:
     """Signed: forms with a valid signature. Signature needed: a form whose signatures
     were all invalidated, or a complete form of a type that must be signed, unsigned."""
-    from ..records.models import Signature
 
     signed = defaultdict(set)  # (site, form) -> form ids with a valid signature
     invalid_only = defaultdict(int)
@@ -200,7 +203,7 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
             Subject.site_id, Signature.form, Signature.form_id, func.max(case((Signature.valid.is_(True), 1), else_=0))
         )
         .join(Subject, Subject.id == Signature.subject_id)
-        .where(Subject.site_id.in_(ids))
+        .where(within(Subject.site_id, ids))
         .group_by(Subject.site_id, Signature.form, Signature.form_id)
     )
     for site_id, form, form_id, any_valid in rows:
@@ -224,7 +227,7 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
         for chunk in (all_signed[i : i + 500] for i in range(0, len(all_signed), 500)):
             for site_id, n in db.session.execute(
                 stmt.with_only_columns(site_col, func.count())
-                .where(site_col.in_(ids), model.status == "complete", model.id.in_(chunk))
+                .where(within(site_col, ids), model.status == "complete", model.id.in_(chunk))
                 .group_by(site_col)
             ):
                 signed_complete[site_id] += n
@@ -255,13 +258,13 @@ def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
     ).scalar()
     for site_id, n in db.session.execute(
         select(DataLock.site_id, func.count(func.distinct(DataLock.subject_id)))
-        .where(DataLock.scope == "subject", active, DataLock.site_id.in_(ids))
+        .where(DataLock.scope == "subject", active, within(DataLock.site_id, ids))
         .group_by(DataLock.site_id)
     ):
         figures[site_id].locks["subjects"] = n
     for site_id, form, n in db.session.execute(
         select(DataLock.site_id, DataLock.form, func.count(func.distinct(DataLock.form_id)))
-        .where(DataLock.scope == "form", active, DataLock.site_id.in_(ids))
+        .where(DataLock.scope == "form", active, within(DataLock.site_id, ids))
         .group_by(DataLock.site_id, DataLock.form)
     ):
         figures[site_id].locks["forms"] += n
@@ -281,15 +284,13 @@ def _sdv_statement():
     the sites), so a dashboard does not rebuild nine statements with long IN lists."""
     from sqlalchemy import bindparam
 
-    from ..monitoring.models import SdvMark
-
     per_form = (
         select(SdvMark.site_id.label("site_id"), SdvMark.form_id.label("form_id"))
         .where(
             SdvMark.form == bindparam("form"),
             SdvMark.cleared_at.is_(None),
             SdvMark.field.in_(bindparam("fields", expanding=True)),
-            SdvMark.site_id.in_(bindparam("sites", expanding=True)),
+            within(SdvMark.site_id, bindparam("sites", expanding=True)),
         )
         .group_by(SdvMark.site_id, SdvMark.form_id)
         .having(func.count(func.distinct(SdvMark.field)) >= bindparam("n"))
@@ -299,7 +300,6 @@ def _sdv_statement():
 
 
 def _queries(figures, ids) -> None:
-    from ..records.models import Query
 
     now = utcnow()
     edges = [
@@ -312,14 +312,14 @@ def _queries(figures, ids) -> None:
     ]
     for site_id, state, *counts in db.session.execute(
         select(Query.site_id, Query.state, *columns)
-        .where(Query.state.in_(("open", "answered")), Query.site_id.in_(ids))
+        .where(Query.state.in_(("open", "answered")), within(Query.site_id, ids))
         .group_by(Query.site_id, Query.state)
     ):
         figures[site_id].queries[state] = {label: int(n or 0) for (label, _, _), n in zip(edges, counts, strict=False)}
     # a query opened seconds ago (created_at > now) still counts as 0 days
     for site_id, state, n in db.session.execute(
         select(Query.site_id, Query.state, func.count())
-        .where(Query.state.in_(("open", "answered")), Query.site_id.in_(ids), Query.created_at > now)
+        .where(Query.state.in_(("open", "answered")), within(Query.site_id, ids), Query.created_at > now)
         .group_by(Query.site_id, Query.state)
     ):
         figures[site_id].queries[state]["0-7"] += n
@@ -330,11 +330,8 @@ def _saes(figures, ids, latest: int) -> list:
     their clocks (adverse_events.service.clocks, the worklist's own rule)."""
     from sqlalchemy.orm import joinedload
 
-    from ..adverse_events.models import AdverseEvent as AE
-    from ..adverse_events.service import clocks
-
     now = utcnow()
-    base = (AE.serious.is_(True), AE.status != "deleted", AE.awareness_at.is_not(None), AE.site_id.in_(ids))
+    base = (AE.serious.is_(True), AE.status != "deleted", AE.awareness_at.is_not(None), within(AE.site_id, ids))
     sae_open = AE.sae_reported_at.is_(None)
     susar_open = and_(AE.susar.is_(True), AE.susar_reported_at.is_(None), AE.susar_due_at.is_not(None))
     for site_id, due, overdue, s_due, s_overdue in db.session.execute(
@@ -367,12 +364,10 @@ def _saes(figures, ids, latest: int) -> list:
 def _deviations(figures, ids, latest: int, Subject) -> list:
     from sqlalchemy.orm import joinedload
 
-    from ..infusions.models import Deviation
-
     for site_id, kind, n in db.session.execute(
         select(Subject.site_id, Deviation.kind, func.count())
         .join(Subject, Subject.id == Deviation.subject_id)
-        .where(Subject.site_id.in_(ids))
+        .where(within(Subject.site_id, ids))
         .group_by(Subject.site_id, Deviation.kind)
     ):
         figures[site_id].deviations[kind] = n
@@ -380,7 +375,7 @@ def _deviations(figures, ids, latest: int, Subject) -> list:
         db.session.execute(
             select(Deviation)
             .join(Subject, Subject.id == Deviation.subject_id)
-            .where(Subject.site_id.in_(ids))
+            .where(within(Subject.site_id, ids))
             .options(joinedload(Deviation.subject))
             .order_by(Deviation.id.desc())
             .limit(latest)

@@ -18,7 +18,7 @@ import calendar
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -755,7 +755,7 @@ def criteria(study: Study = STUDY) -> tuple[tuple[str, str], ...]:
 CRITERIA: tuple[tuple[str, str], ...] = criteria(STUDY)
 
 
-def criterion_texts(codes, study: Study = STUDY) -> list[str]:
+def criterion_texts(codes: Iterable[str] | None, study: Study = STUDY) -> list[str]:
     """Criteria as the protocol words them ("ALT and AST <= 3 x ULN"), never their codes; an
     unknown code is kept as it is."""
     texts = dict(criteria(study))

@@ -25,11 +25,13 @@ Public API for other features: `open_review`, `amendment_impact`, `flag_amendmen
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.orm import Session, contains_eager, joinedload, selectinload
 
+from ..auth.policy import Sites, scoped
 from .. import registry
 from ..extensions import db
 from ..records import hooks
@@ -40,6 +42,15 @@ from ..timeutil import utcnow
 from . import eligibility, service
 from .fields import EXPOSURE_CATEGORY_LABELS, FIELDS_BY_NAME
 from .models import EligibilityDecision, EligibilityReview, Exposure, Screening, Subject
+from ..auth.policy import can
+from ..auth.models import User
+from ..infusions import deviations as protocol_deviations
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..infusions.models import Deviation
+    from ..study import Study
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +120,8 @@ def reviews_of(subject: Subject) -> list[EligibilityReview]:
     return [r for r in rows if r.is_open] + [r for r in rows if not r.is_open]
 
 
-def open_reviews(site_ids: list[int] | None) -> list[EligibilityReview]:
-    """The open reviews at these sites (None: every site), oldest first: the worklist."""
+def open_reviews(sites: Sites) -> list[EligibilityReview]:
+    """The open reviews at these sites oldest first: the worklist."""
     stmt = (
         select(EligibilityReview)
         .join(Subject, Subject.id == EligibilityReview.subject_id)
@@ -120,8 +131,7 @@ def open_reviews(site_ids: list[int] | None) -> list[EligibilityReview]:
         )
         .order_by(EligibilityReview.opened_at, EligibilityReview.id)
     )
-    if site_ids is not None:
-        stmt = stmt.where(Subject.site_id.in_(site_ids))
+    stmt = scoped(stmt, Subject.site_id, sites)
     return db.session.execute(stmt).scalars().all()
 
 
@@ -140,7 +150,7 @@ def changed_statuses(before: dict, after: dict) -> list[str]:
 # --- opening a review -------------------------------------------------------------------------
 
 
-def open_review(subject: Subject, cause: str, detail: str, *, user) -> EligibilityReview:
+def open_review(subject: Subject, cause: str, detail: str, *, user: User | None) -> EligibilityReview:
     """Put the subject on its site's investigator worklist. Idempotent per unresolved
     subject and cause: an open review of that cause gets the new detail line added (when
     it is not already there). Audited through records; not committed (the caller's
@@ -184,7 +194,7 @@ def open_review(subject: Subject, cause: str, detail: str, *, user) -> Eligibili
     return review
 
 
-def amendment_impact(study_after) -> list[dict]:
+def amendment_impact(study_after: Study) -> list[dict]:
     """No writes. For every subject on study, re-run the checker on the inputs of its
     signed decision of record under `study_after`; return those whose outcome (eligible,
     or any criterion's status) differs from the signed one:
@@ -223,7 +233,7 @@ def amendment_impact(study_after) -> list[dict]:
     return out
 
 
-def flag_amendment_impact(study_after, *, amendment_label: str, user) -> list[Subject]:
+def flag_amendment_impact(study_after: Study, *, amendment_label: str, user: User | None) -> list[Subject]:
     """Open a review (cause "amendment") for every subject `amendment_impact` lists; returns
     them. A subject whose data is locked cannot take a review: it is logged and left out
     (it is still in `amendment_impact`). Not committed."""
@@ -239,7 +249,7 @@ def flag_amendment_impact(study_after, *, amendment_label: str, user) -> list[Su
     return flagged
 
 
-def amendment_detail(row: dict, amendment_label: str, study_after) -> str:
+def amendment_detail(row: dict, amendment_label: str, study_after: Study) -> str:
     names = dict(eligibility.criteria(study_after))
     parts = [
         f"{names.get(code, code)}: {_status(row['before'], code)} → {_status(row['after'], code)}"
@@ -275,7 +285,6 @@ def _open_of(subject: Subject) -> list[EligibilityReview]:
 
 
 def _require_investigator(user) -> None:
-    from ..auth.policy import can
 
     if not can("sign_eligibility", user):
         raise ReviewRefused("Only an investigator can re-confirm eligibility or record this deviation.")
@@ -303,7 +312,7 @@ def reconfirm_blockers(subject: Subject, result: dict) -> list[str]:
 
 
 @records.transaction()
-def reconfirm(subject: Subject, *, user, password: str, screening_version: int) -> EligibilityDecision:
+def reconfirm(subject: Subject, *, user: User, password: str, screening_version: int) -> EligibilityDecision:
     """Re-confirm eligibility for the current screening data: only when the checker says
     eligible; the investigator's e-signature on the screening form; a new decision
     (outcome "reconfirmed") kept beside the earlier ones. It resolves every open review of
@@ -336,7 +345,7 @@ def reconfirm(subject: Subject, *, user, password: str, screening_version: int) 
 
 
 @records.transaction()
-def record_deviation(subject: Subject, *, user, password: str, reason: str):
+def record_deviation(subject: Subject, *, user: User, password: str, reason: str) -> Deviation:
     """Resolve the subject's open reviews with one protocol deviation: the reason and the
     investigator's e-signature, listed with the subject's deviations."""
     reviews = _open_of(subject)
@@ -346,7 +355,6 @@ def record_deviation(subject: Subject, *, user, password: str, reason: str):
         raise InvalidForm({"reason": "Give the reason for the deviation."})
     if len(reason) > MAX_REASON:
         raise InvalidForm({"reason": f"The reason is too long ({MAX_REASON} characters at most)."})
-    from ..infusions.deviations import record_deviation
 
     description = "Eligibility not re-confirmed after enrolment: " + " / ".join(
         f"{CAUSES[r.cause]}: " + "; ".join(r.detail.split("\n")) for r in reviews
@@ -354,7 +362,7 @@ def record_deviation(subject: Subject, *, user, password: str, reason: str):
     signature = records.sign(
         reviews[0], user=user, password=password, meaning=DEVIATION_MEANING, form="eligibility_review"
     )
-    deviation = record_deviation(
+    deviation = protocol_deviations.record_deviation(
         subject,
         kind=DEVIATION_KIND,
         description=description,
@@ -470,7 +478,6 @@ def _open_noted(session: Session) -> None:
     if session is not db.session():
         log.warning("screening data changed outside the application session: no eligibility review opened")
         return
-    from ..auth.models import User
 
     categories = set(current_study().exposure_categories)
     for subject_id, entry in sorted(notes.items()):
@@ -518,7 +525,7 @@ def _forget_notes(session: Session, previous_transaction) -> None:
         session.info.pop(_NOTES, None)
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """Register the detection with the write path and the pages' helpers (application factory)."""
     from sqlalchemy import event
 

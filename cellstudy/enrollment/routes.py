@@ -5,7 +5,7 @@ from flask_login import current_user
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload, undefer
 
-from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped, site_ids
+from ..auth.policy import allowed_sites, get_owned_or_404, get_subject_or_404, require, scoped, user_sites
 from .. import registry
 from ..extensions import db
 from ..records import crf
@@ -29,6 +29,12 @@ from .forms import (
     ScreeningForm,
 )
 from .models import SUBJECT_STATUSES, Exposure, Screening, Subject
+from ..auth.policy import can
+from ..adverse_events import service as adverse_events
+from ..infusions.dose_levels import dlt_window_end
+from ..infusions.vaccination import vaccination_window
+from ..infusions.visits import visit_status
+from ..infusions.dose_levels import proposed_dose_level
 
 bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
 
@@ -45,7 +51,9 @@ def criterion_labels(codes) -> str:
 def subject_list():
     q = (request.args.get("q") or "").strip()
     status = request.args.get("status") or ""
-    stmt = scoped(select(Subject).options(joinedload(Subject.site)), Subject.site_id).order_by(Subject.screening_number)
+    stmt = scoped(select(Subject).options(joinedload(Subject.site)), Subject.site_id, user_sites()).order_by(
+        Subject.screening_number
+    )
     if q:
         like = f"%{q.upper()}%"
         stmt = stmt.where(
@@ -94,10 +102,6 @@ def subject(subject_id):
     # signed decision of record is shown, never recomputed)
     live = subject.status in ("screening", "screen_failed") or record is None or any(r.is_open for r in reviews)
     result = service.evaluate(screening) if live else None
-    from ..adverse_events import service as adverse_events
-    from ..infusions.dose_levels import dlt_window_end
-    from ..infusions.vaccination import vaccination_window
-    from ..infusions.visits import visit_status
 
     now = utcnow()
     aes = [
@@ -186,7 +190,6 @@ def screening(subject_id, screening_id=None):
 
 
 def _can_enter() -> bool:
-    from ..auth.policy import can
 
     return can("enter_data")
 
@@ -344,7 +347,6 @@ def exposure_remove(subject_id, exposure_id):
 @bp.route("/<int:subject_id>/enrol", methods=["GET", "POST"])
 @require("sign_eligibility")
 def enrol(subject_id):
-    from ..infusions.dose_levels import proposed_dose_level
 
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
@@ -425,7 +427,7 @@ def rescreen(subject_id):
 @require("view_clinical")
 def eligibility_reviews():
     """The open eligibility reviews of the user's sites: the investigator's worklist."""
-    return render_template("enrollment/reviews.html", reviews=reconfirm.open_reviews(site_ids()))
+    return render_template("enrollment/reviews.html", reviews=reconfirm.open_reviews(user_sites()))
 
 
 def _review_page(subject, reconfirm_form=None, deviation_form=None):

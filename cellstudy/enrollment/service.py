@@ -8,6 +8,7 @@ import json
 import re
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -27,6 +28,9 @@ from ..timeutil import site_date, utcnow
 from . import eligibility
 from .fields import FIELDS_BY_NAME, SCREENING_FIELDS
 from .models import EligibilityDecision, Exposure, Screening, Subject
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 NO_PRIOR_THERAPIES = "prior_therapies_none"  # the coordinator's "no prior therapies" tick
 ENROL_MEANING = "I confirm this subject meets all eligibility criteria"
@@ -167,7 +171,7 @@ def _next_number(site: Site, attr: str) -> int:
 
 
 @records.transaction()
-def register_subject(site: Site, *, user) -> Subject:
+def register_subject(site: Site, *, user: User) -> Subject:
     seq = _next_number(site, "next_screening_seq")
     subject = Subject(
         site_id=site.id, screening_number=f"{site.code}-S{seq:03d}", status="screening", created_at=utcnow()
@@ -200,7 +204,7 @@ def _new_screening(subject: Subject, *, attempt: int, previous, data: dict, user
 
 @records.transaction()
 def save_screening(
-    screening: Screening, values: dict, *, user, expected_version: int, reason: str | None, complete: bool
+    screening: Screening, values: dict, *, user: User, expected_version: int, reason: str | None, complete: bool
 ) -> dict:
     """Save the form (draft or complete). Returns the changed fields."""
     values = stored_values(values)
@@ -236,7 +240,7 @@ class IncompleteForm(RecordError):
 
 
 @records.transaction()
-def add_exposure(subject: Subject, values: dict, *, user) -> Exposure:
+def add_exposure(subject: Subject, values: dict, *, user: User) -> Exposure:
     exposure = Exposure(subject_id=subject.id, status="complete", created_at=utcnow(), updated_at=utcnow(), **values)
     records.create(exposure, user=user, fields=values)
     return exposure
@@ -244,7 +248,7 @@ def add_exposure(subject: Subject, values: dict, *, user) -> Exposure:
 
 @records.transaction()
 def record_vaccine(
-    subject: Subject, values: dict, *, user, deviation_reason: str | None = None, password: str | None = None
+    subject: Subject, values: dict, *, user: User, deviation_reason: str | None = None, password: str | None = None
 ) -> Exposure:
     """A vaccine on the exposure log. Inside the no-vaccination window it is a protocol
     deviation: allowed only with a reason and an investigator's e-signature (PROTOCOL 5.2)."""
@@ -292,7 +296,7 @@ def record_vaccine(
 
 
 @records.transaction()
-def update_exposure(exposure: Exposure, values: dict, *, user, expected_version: int, reason: str | None) -> dict:
+def update_exposure(exposure: Exposure, values: dict, *, user: User, expected_version: int, reason: str | None) -> dict:
     window = vaccination_window(exposure.subject)
     given = values.get("last_date")
     moved = given != exposure.last_date or values.get("category") != exposure.category
@@ -305,7 +309,7 @@ def update_exposure(exposure: Exposure, values: dict, *, user, expected_version:
 
 
 @records.transaction()
-def remove_exposure(exposure: Exposure, *, user, expected_version: int, reason: str) -> None:
+def remove_exposure(exposure: Exposure, *, user: User, expected_version: int, reason: str) -> None:
     """Nothing is physically deleted (PROTOCOL 7): status 'deleted' with the reason."""
     if exposure.version != expected_version:
         raise records.StaleVersion(exposure)
@@ -342,7 +346,7 @@ def enrolment_blockers(subject: Subject, screening: Screening, result: dict) -> 
 def enrol(
     subject: Subject,
     *,
-    user,
+    user: User,
     password: str,
     screening_version: int,
     dose_level: str | None = None,
@@ -371,7 +375,7 @@ def enrol(
 
 
 @records.transaction()
-def screen_fail(subject: Subject, *, user, note: str | None = None) -> EligibilityDecision:
+def screen_fail(subject: Subject, *, user: User, note: str | None = None) -> EligibilityDecision:
     """A screen failure records the failing criteria from the checker, not typed ones."""
     if subject.status != "screening":
         raise EnrolmentRefused(f"The subject's status is {subject.status.replace('_', ' ')}, not screening.")
@@ -396,7 +400,7 @@ def screen_fail(subject: Subject, *, user, note: str | None = None) -> Eligibili
 
 
 @records.transaction()
-def rescreen(subject: Subject, *, user, reason: str) -> Screening:
+def rescreen(subject: Subject, *, user: User, reason: str) -> Screening:
     """Re-screening is a new screening record linked to the earlier one (PROTOCOL 3).
     Only the stable demographics are carried over; everything else is collected anew."""
     if subject.status != "screen_failed":

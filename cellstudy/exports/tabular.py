@@ -39,9 +39,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import islice
 from operator import itemgetter
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..timeutil import utcnow
+from ..pdf import build
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 KINDS = frozenset({"text", "int", "date", "bool", "number"})
 
@@ -645,7 +649,7 @@ def pdf_listing(
     title: str,
     meta: Sequence[tuple[str, str]],
     footer: str,
-    user=None,
+    user: User | None = None,
 ) -> bytes:
     """The listing as a PDF: A4 landscape, the column header repeated on every page,
     a running header (title; the ``meta`` pairs such as filters and export time),
@@ -669,7 +673,6 @@ def pdf_listing(
         }
         for c in columns
     ]
-    from ..pdf import build
 
     return build.listing(
         layout, body, title=str(title), meta=[(str(k), _display(v)) for k, v in meta], user=user, footer=str(footer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..auth.policy import can
 from ..enrollment.models import Subject
@@ -22,6 +23,9 @@ from .lymphodepletion import refresh_treatment_emergent
 from .models import Infusion
 from .proposal import covered
 from .scheduling import SchedulingRefused, lock_subject
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 ADMINISTRATION_OVERRIDE_MEANING = "I authorise giving this infusion despite the lockouts listed, for the reason given"
 
@@ -83,7 +87,7 @@ def save_infusion(
     infusion: Infusion,
     values: dict,
     *,
-    user,
+    user: User,
     expected_version: int,
     reason: str | None,
     complete: bool,

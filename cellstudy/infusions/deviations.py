@@ -3,14 +3,21 @@ services and by other features (issue 11: enrollment/reconfirm.py); listed acros
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager, joinedload
 
+from ..auth.policy import Sites, scoped
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records import service as records
 from ..timeutil import utcnow
 from .models import Deviation
+
+if TYPE_CHECKING:
+    from ..auth.models import User
+    from ..records.models import Signature
 
 
 def record_deviation(
@@ -19,10 +26,10 @@ def record_deviation(
     kind: str,
     description: str,
     reason: str,
-    user,
+    user: User,
     form: str | None = None,
     form_id: int | None = None,
-    signature=None,
+    signature: Signature | None = None,
 ) -> Deviation:
     """A protocol deviation: the row and its audit; not committed."""
     deviation = Deviation(
@@ -42,13 +49,12 @@ def record_deviation(
     return deviation
 
 
-def deviations(site_ids: list[int] | None) -> list[Deviation]:
+def deviations(sites: Sites) -> list[Deviation]:
     stmt = (
         select(Deviation)
         .join(Subject)
         .order_by(Deviation.id.desc())
         .options(contains_eager(Deviation.subject).joinedload(Subject.site), joinedload(Deviation.signature))
     )
-    if site_ids is not None:
-        stmt = stmt.where(Subject.site_id.in_(site_ids))
+    stmt = scoped(stmt, Subject.site_id, sites)
     return db.session.execute(stmt).scalars().all()

@@ -5,6 +5,7 @@ escalation review, and the level proposed and assigned at enrolment."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -21,6 +22,9 @@ from .entry import save_crf
 from .fields import DLT_FIELDS
 from .models import DltAssessment, EscalationReview
 
+if TYPE_CHECKING:
+    from ..auth.models import User
+
 DLT_MEANING = "I confirm this dose-limiting toxicity assessment"
 REVIEW_MEANING = "I have reviewed the dose-escalation data and approve this decision"
 
@@ -35,7 +39,7 @@ def dlt_window_end(subject: Subject) -> date | None:
     return min(given) + timedelta(days=current_study().regimen.dlt_window_days)
 
 
-def dlt_form(subject: Subject, *, user) -> DltAssessment:
+def dlt_form(subject: Subject, *, user: User) -> DltAssessment:
     """The subject's DLT assessment, created (uncommitted) at its first save."""
     if subject.dlt_assessment is not None:
         return subject.dlt_assessment
@@ -49,7 +53,7 @@ def save_dlt(
     form: DltAssessment,
     values: dict,
     *,
-    user,
+    user: User,
     expected_version: int,
     reason: str | None,
     complete: bool,
@@ -186,7 +190,7 @@ def proposed_dose_level() -> tuple[str | None, str]:
 
 
 @records.transaction()
-def sign_review(*, user, password: str, comment: str | None) -> EscalationReview:
+def sign_review(*, user: User, password: str, comment: str | None) -> EscalationReview:
     decision = escalation_decision()
     counts = [{k: row[k] for k in ("level", "evaluable", "dlt", "pending")} for row in escalation_counts()]
     review = EscalationReview(
@@ -220,7 +224,7 @@ def check_dose_level(level: str | None, reason: str | None) -> None:
         )
 
 
-def assign_dose_level(subject: Subject, level: str | None, reason: str | None, *, user) -> None:
+def assign_dose_level(subject: Subject, level: str | None, reason: str | None, *, user: User) -> None:
     """At enrolment: the investigator's dose level; one other than proposed needs a reason
     and is listed as a deviation (PROTOCOL 5.3). Called inside the enrolment transaction,
     after check_dose_level."""

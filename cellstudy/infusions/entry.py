@@ -3,13 +3,33 @@ values, cross-field checks and completion, through `records`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..records import crf
 from ..records import service as records
 from ..records.service import InvalidForm
 from .fields import by_name
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
-def save_crf(record, specs, values, *, user, expected_version, reason, complete, required, checks=()):
+    from ..auth.models import User
+    from ..records.formrecord import DataFormRecord
+    from ..registry.fields import FieldSpec
+
+
+def save_crf(
+    record: DataFormRecord,
+    specs: Iterable[FieldSpec],
+    values: dict,
+    *,
+    user: User,
+    expected_version: int,
+    reason: str | None,
+    complete: bool,
+    required: Callable[[dict], Iterable[str]],
+    checks: Iterable[Callable[[dict], dict[str, str] | None]] = (),
+) -> dict:
     """Save a CRF: canonical values, cross-field checks, completion, one transaction."""
     values = crf.stored_values(by_name(specs), values)
     merged = {k: v for k, v in {**(record.data or {}), **values}.items() if v is not None}
@@ -28,7 +48,7 @@ def save_crf(record, specs, values, *, user, expected_version, reason, complete,
     return changed
 
 
-def times_in_order(merged):
+def times_in_order(merged: dict) -> dict[str, str]:
     if merged.get("start_time") and merged.get("stop_time") and merged["stop_time"] < merged["start_time"]:
         return {"stop_time": "The stop time cannot be before the start time."}
     return {}

@@ -4,6 +4,8 @@ the PDFs are generated from these specs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ..registry.fields import FieldSpec
 
 ADMIN = "Administration"
@@ -150,5 +152,5 @@ DLT_FIELDS: tuple[FieldSpec, ...] = (
 )
 
 
-def by_name(specs) -> dict[str, FieldSpec]:
+def by_name(specs: Iterable[FieldSpec]) -> dict[str, FieldSpec]:
     return {spec.name: spec for spec in specs}

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from ..auth.policy import Sites, scoped
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records import hooks
@@ -37,6 +39,11 @@ from ..timeutil import utcnow
 from . import proposal, stagger
 from .lockouts import LOCKOUT_LABELS
 from .models import Infusion, InfusionJudgement
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..study import Study
 
 _PENDING = "cellstudy_rejudge"
 # rows whose change can change the lockouts of their subject's planned infusions
@@ -135,7 +142,7 @@ def _rejudge(session: Session) -> None:
     judge_subjects(session, sorted(ids), study)
 
 
-def judge_subjects(session: Session, subject_ids: list[int], study) -> int:
+def judge_subjects(session: Session, subject_ids: list[int], study: Study) -> int:
     """Judge (and store) every planned infusion of these subjects; drop the judgements of
     infusions no longer planned. Returns how many planned infusions were judged."""
     level_firsts: dict[str, dict] = {}
@@ -246,7 +253,7 @@ def _store(session: Session, subject, infusion, marked: list[dict], version: str
         row.judged_at = utcnow()
 
 
-def locked_planned(site_ids: list[int] | None) -> list[InfusionJudgement]:
+def locked_planned(sites: Sites) -> list[InfusionJudgement]:
     """Planned infusions now locked (issue 11): their stored judgements, soonest first."""
     stmt = (
         select(InfusionJudgement)
@@ -254,8 +261,7 @@ def locked_planned(site_ids: list[int] | None) -> list[InfusionJudgement]:
         .options(joinedload(InfusionJudgement.subject).joinedload(Subject.site), joinedload(InfusionJudgement.infusion))
         .order_by(InfusionJudgement.planned_date, InfusionJudgement.infusion_id)
     )
-    if site_ids is not None:
-        stmt = stmt.where(InfusionJudgement.site_id.in_(site_ids))
+    stmt = scoped(stmt, InfusionJudgement.site_id, sites)
     return db.session.execute(stmt).scalars().all()
 
 
@@ -267,7 +273,7 @@ def rejudge_everything(session: Session) -> int:
         return judge_subjects(session, ids, study_in_force(session))
 
 
-def init_app(app) -> None:
+def init_app(app: Flask) -> None:
     """Register the re-judging with the write path (called by the application factory)."""
     hooks.on_write(_noted)
     hooks.before_commit(_rejudge)

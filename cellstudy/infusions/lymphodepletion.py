@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..enrollment.models import Subject
 from ..records import service as records
@@ -14,8 +15,11 @@ from .entry import save_crf, times_in_order
 from .fields import LYMPHODEPLETION_FIELDS
 from .models import LymphodepletionDay
 
+if TYPE_CHECKING:
+    from ..auth.models import User
 
-def refresh_treatment_emergent(subject: Subject, *, user) -> None:
+
+def refresh_treatment_emergent(subject: Subject, *, user: User) -> None:
     """Treatment-emergent is computed from the first lymphodepletion day: when that day
     is recorded or corrected, the subject's AEs follow (audited)."""
     # inside the function: a cross-feature call (adverse events import this feature's models
@@ -30,7 +34,7 @@ def save_lymphodepletion(
     day: LymphodepletionDay,
     values: dict,
     *,
-    user,
+    user: User,
     expected_version: int,
     reason: str | None,
     complete: bool,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from ..enrollment.models import Exposure, Subject
 from ..settings import current_study
@@ -14,6 +15,9 @@ from ..timeutil import site_date
 from . import lockouts, schedule
 from .models import Infusion
 from .stagger import stagger_effects, stagger_lockout
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 # PROTOCOL 5.2: before the first infusion the eligibility codes cannot be overridden.
 ELIGIBILITY_CODES = frozenset(
@@ -48,7 +52,7 @@ def first_infusion_date(subject: Subject) -> date | None:
     return date.fromisoformat(planned) if planned else None
 
 
-def lockout_exposures(subject: Subject, study=None) -> list[dict]:
+def lockout_exposures(subject: Subject, study: Study | None = None) -> list[dict]:
     """The subject's exposure log as lockout input: categories of the washout table,
     with a last date (an undated entry cannot be judged: it is listed as missing data
     on the scheduling screen instead)."""
@@ -68,7 +72,7 @@ def lockout_exposures(subject: Subject, study=None) -> list[dict]:
     return out
 
 
-def undated_exposures(subject: Subject, study=None) -> list[Exposure]:
+def undated_exposures(subject: Subject, study: Study | None = None) -> list[Exposure]:
     study = study or current_study()
     return [
         e
@@ -86,7 +90,7 @@ def open_adverse_events(subject: Subject) -> list[dict]:
     return open_for_lockouts(subject)
 
 
-def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = None, study=None) -> dict:
+def lockout_case(subject: Subject, proposed: date, exclude: Infusion | None = None, study: Study | None = None) -> dict:
     """The lockout checker's case. A new infusion is judged after every other infusion
     (PROTOCOL 5.2); a rescheduled one after the infusions that stay before it, its later
     neighbours being checked separately (`_later_neighbours`)."""
@@ -123,7 +127,7 @@ def evaluate_proposal(
     exclude: Infusion | None = None,
     with_earliest: bool = True,
     *,
-    study=None,
+    study: Study | None = None,
     level_firsts: dict[int, date] | None = None,
 ) -> dict:
     """The one judgement of an infusion date (PROTOCOL 5.2 lockouts + the 5.3 stagger):

@@ -7,7 +7,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from sqlalchemy import inspect as sa_inspect
 
-from ..auth.policy import allowed_sites, can, get_owned_or_404, get_subject_or_404, require, site_ids
+from ..auth.policy import allowed_sites, can, covers, get_owned_or_404, get_subject_or_404, require, user_sites
 from ..enrollment import service as enrollment
 from ..extensions import db
 from ..records import crf
@@ -417,21 +417,21 @@ def calendar():
     sites = allowed_sites()
     start = min((site_today(s) for s in sites), default=utcnow().date())
     page = request.args.get("page", 1, type=int)
-    result = worklists.calendar(site_ids(), start, 28, page=page)
+    result = worklists.calendar(user_sites(), start, 28, page=page)
     return render_template("infusions/calendar.html", start=start, end=start + timedelta(days=27), **result)
 
 
 @bp.route("/overdue")
 @require("view_clinical")
 def overdue():
-    lists = worklists.overdue(site_ids(), utcnow().date())
+    lists = worklists.overdue(user_sites(), utcnow().date())
     return render_template("infusions/overdue.html", **lists)
 
 
 @bp.route("/deviations")
 @require("view_clinical")
 def deviations():
-    return render_template("infusions/deviations.html", deviations=deviation_list(site_ids()))
+    return render_template("infusions/deviations.html", deviations=deviation_list(user_sites()))
 
 
 @bp.route("/escalation", methods=["GET", "POST"])
@@ -452,9 +452,9 @@ def escalation():
             )
             return redirect(url_for(".escalation"))
     counts = escalation_counts()
-    visible = site_ids()
+    visible = user_sites()
     for row in counts:  # subjects of other sites are counted, never named (PROTOCOL 2)
-        row["subjects"] = [s for s in row["subjects"] if visible is None or s["subject"].site_id in visible]
+        row["subjects"] = [s for s in row["subjects"] if covers(visible, s["subject"].site_id)]
     return render_template(
         "infusions/escalation.html",
         counts=counts,

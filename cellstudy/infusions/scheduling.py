@@ -6,6 +6,7 @@ write goes through `records`."""
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from ..auth.policy import can
 from ..enrollment.models import Subject
@@ -20,6 +21,9 @@ from .judgement import lock_levels
 from .lockouts import LOCKOUT_LABELS
 from .models import Infusion, LymphodepletionDay, Visit
 from .proposal import covered
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 TREATMENT_STATUSES = ("enrolled", "on_treatment")
 OVERRIDE_MEANING = "I authorise this infusion despite the lockouts listed, for the reason given"
@@ -85,7 +89,7 @@ def schedule_infusion(
     subject: Subject,
     proposed: date,
     *,
-    user,
+    user: User,
     deviation_reason: str | None = None,
     override_reason: str | None = None,
     password: str | None = None,
@@ -166,7 +170,7 @@ def reschedule(
     infusion: Infusion,
     proposed: date,
     *,
-    user,
+    user: User,
     expected_version: int,
     reason: str,
     deviation_reason: str | None = None,
@@ -211,7 +215,7 @@ def reschedule(
 
 
 @records.transaction()
-def cancel(infusion: Infusion, *, user, expected_version: int, reason: str) -> None:
+def cancel(infusion: Infusion, *, user: User, expected_version: int, reason: str) -> None:
     lock_subject(infusion.subject)
     if infusion.state != "scheduled":
         raise SchedulingRefused(f"Infusion {infusion.number} is {infusion.state}: it cannot be cancelled.")
@@ -231,7 +235,7 @@ def cancel(infusion: Infusion, *, user, expected_version: int, reason: str) -> N
 # --- the visit schedule -------------------------------------------------------------------
 
 
-def anchor_schedule(subject: Subject, first: date, *, user, reason: str | None = None) -> None:
+def anchor_schedule(subject: Subject, first: date, *, user: User, reason: str | None = None) -> None:
     """Generate (or shift) the lymphodepletion days and the follow-up visits from the
     first infusion date (PROTOCOL 5.1). Done visits and completed forms keep their dates;
     every shift is audited."""
@@ -291,7 +295,7 @@ def anchor_schedule(subject: Subject, first: date, *, user, reason: str | None =
             )
 
 
-def on_enrolled(subject: Subject, *, user) -> None:
+def on_enrolled(subject: Subject, *, user: User) -> None:
     """Generate the schedule at enrolment from the planned first infusion date."""
     first = proposal.first_infusion_date(subject)
     if first is not None:

@@ -6,6 +6,7 @@ a first infusion would do to the level's other subjects. The rule itself is pure
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -15,8 +16,15 @@ from ..settings import current_study
 from . import escalation
 from .models import Infusion
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-def first_infusions_of_level(level: str, session=None, earliest: int | None = None) -> dict[int, date]:
+    from ..study import Study
+
+
+def first_infusions_of_level(
+    level: str, session: Session | None = None, earliest: int | None = None
+) -> dict[int, date]:
     """PROTOCOL 5.3: each subject of a dose level with a first infusion, and its date (the
     earliest infusion not cancelled, given or planned), in date order (ties: subject id).
 
@@ -39,7 +47,11 @@ def first_infusions_of_level(level: str, session=None, earliest: int | None = No
 
 
 def stagger_lockout(
-    subject: Subject, proposed: date, is_first: bool, study=None, level_firsts: dict[int, date] | None = None
+    subject: Subject,
+    proposed: date,
+    is_first: bool,
+    study: Study | None = None,
+    level_firsts: dict[int, date] | None = None,
 ) -> dict | None:
     """PROTOCOL 5.3 sentinel stagger (amended 2026-12-02), shown beside the lockouts as code
     `stagger`: the sentinel is the level's subject with the earliest first infusion; no other
@@ -66,7 +78,9 @@ def stagger_lockout(
     }
 
 
-def stagger_effects(subject: Subject, proposed: date, study, level_firsts: dict[int, date] | None = None) -> list[str]:
+def stagger_effects(
+    subject: Subject, proposed: date, study: Study, level_firsts: dict[int, date] | None = None
+) -> list[str]:
     """A first infusion on `proposed` that would make this subject its level's sentinel holds
     the other subjects of the level whose first infusion falls inside the stagger: said
     before scheduling, since their planned infusions would then be locked (PROTOCOL 5.3)."""

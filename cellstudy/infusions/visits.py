@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from ..records import service as records
 from ..records.service import RecordError
@@ -10,6 +11,9 @@ from . import schedule
 from .entry import save_crf
 from .fields import VISIT_FIELDS
 from .models import Visit
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 
 def visit_status(visit: Visit, today: date) -> str:
@@ -19,7 +23,14 @@ def visit_status(visit: Visit, today: date) -> str:
 
 @records.transaction()
 def save_visit(
-    visit: Visit, values: dict, *, user, expected_version: int, reason: str | None, complete: bool, consent: date | None
+    visit: Visit,
+    values: dict,
+    *,
+    user: User,
+    expected_version: int,
+    reason: str | None,
+    complete: bool,
+    consent: date | None,
 ) -> dict:
     def dates(merged):
         if merged.get("visit_date") and consent and date.fromisoformat(merged["visit_date"]) < consent:
@@ -47,7 +58,7 @@ def save_visit(
 
 
 @records.transaction()
-def mark_missed(visit: Visit, *, user, expected_version: int, reason: str) -> None:
+def mark_missed(visit: Visit, *, user: User, expected_version: int, reason: str) -> None:
     if visit.state != "planned":
         raise RecordError(f"The visit is {visit.state}.")
     if not (reason or "").strip():

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from sqlalchemy import case, func, literal, select, union_all
 from sqlalchemy.orm import contains_eager, joinedload
 
+from ..auth.policy import Sites, scoped
 from ..enrollment.models import Subject
 from ..extensions import db
 from .models import Infusion, Visit
@@ -14,9 +15,7 @@ from .models import Infusion, Visit
 CALENDAR_PAGE = 50
 
 
-def calendar(
-    site_ids: list[int] | None, start: date, days: int = 28, page: int = 1, per_page: int = CALENDAR_PAGE
-) -> dict:
+def calendar(sites: Sites, start: date, days: int = 28, page: int = 1, per_page: int = CALENDAR_PAGE) -> dict:
     """Infusions and visits in [start, start + days) across the sites, a page at a time,
     ordered in the database; the infusions' lockouts are their stored judgements."""
     end = start + timedelta(days=days)
@@ -31,9 +30,7 @@ def calendar(
         .join(Subject, Subject.id == Visit.subject_id)
         .where(Visit.state == "planned", Visit.latest >= start, Visit.target_date < end)
     )
-    if site_ids is not None:
-        infusions = infusions.where(Subject.site_id.in_(site_ids))
-        visits = visits.where(Subject.site_id.in_(site_ids))
+    infusions, visits = (scoped(s, Subject.site_id, sites) for s in (infusions, visits))
     both = union_all(infusions, visits).subquery()
     total = db.session.execute(select(func.count()).select_from(both)).scalar()
     pages = max(1, -(-total // per_page))
@@ -103,7 +100,7 @@ def calendar(
     return {"items": items, "total": total, "page": page, "pages": pages}
 
 
-def overdue(site_ids: list[int] | None, today: date) -> dict:
+def overdue(sites: Sites, today: date) -> dict:
     """Visits past their window with nothing recorded, and forms still missing."""
     with_subject = (contains_eager(Visit.subject).joinedload(Subject.site),)
     vstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "planned", Visit.latest < today)
@@ -114,8 +111,7 @@ def overdue(site_ids: list[int] | None, today: date) -> dict:
         .where(Infusion.state == "scheduled", Infusion.planned_date < today)
     )
     dstmt = select(Visit).join(Subject).options(*with_subject).where(Visit.state == "done", Visit.status != "complete")
-    if site_ids is not None:
-        vstmt, istmt, dstmt = (s.where(Subject.site_id.in_(site_ids)) for s in (vstmt, istmt, dstmt))
+    vstmt, istmt, dstmt = (scoped(s, Subject.site_id, sites) for s in (vstmt, istmt, dstmt))
     return {
         "visits": db.session.execute(vstmt.order_by(Visit.latest)).scalars().all(),
         "infusions": db.session.execute(istmt.order_by(Infusion.planned_date)).scalars().all(),

@@ -17,7 +17,7 @@ blueprint's module so it is registered when the app starts)::
     def audit_csv(job, report_progress):
         # Runs in a worker thread with the app context pushed; db.session is the
         # thread's own. job.params is the dict given to submit(); job.created_by is the
-        # user who asked (scope your queries to *their* sites: policy.site_ids(job.created_by)).
+        # user who asked (scope your queries to *their* sites: policy.user_sites(job.created_by)).
         total = ...
         report_progress(0, total)                 # commits the session: call it between units
         path = jobs.result_file(job, "audit.csv") # absolute path in instance/jobs/<id>-.../
@@ -72,7 +72,7 @@ import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from flask import current_app
 from sqlalchemy import update
@@ -83,6 +83,15 @@ from ..records.transaction import after_commit, reads_only, transaction
 from ..timeutil import utcnow
 from .models import Job
 from .. import registry
+from ..timeutil import as_utc
+from ..auth.policy import can, covers, user_sites
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..auth.models import User
+
+TaskFn = TypeVar("TaskFn", bound=Callable[..., Any])
 
 registry.register(registry.RecordType("job", "Background job"))
 
@@ -106,7 +115,7 @@ class Task:
 TASKS: dict[str, Task] = {}
 
 
-def task(kind: str, *, permission: str, title: str):
+def task(kind: str, *, permission: str, title: str) -> Callable[[TaskFn], TaskFn]:
     """Register ``fn(job, report_progress)`` as the task of ``kind``."""
 
     def decorator(fn):
@@ -139,8 +148,7 @@ def _runner(app) -> _Runner:
         return runner
 
 
-def submit(kind: str, params: dict, user, *, site_id: int | None = None) -> Job:
-    from ..auth.policy import can
+def submit(kind: str, params: dict[str, Any], user: User, *, site_id: int | None = None) -> Job:
 
     definition = TASKS.get(kind)
     if definition is None:
@@ -187,7 +195,7 @@ def wait(job_id: int, timeout: float | None = 60) -> None:
         future.result(timeout=timeout)
 
 
-def jobs_folder(app=None) -> str:
+def jobs_folder(app: Flask | None = None) -> str:
     return os.path.join((app or current_app).instance_path, "jobs")
 
 
@@ -195,8 +203,6 @@ def _job_folder(job: Job) -> str:
     """instance/jobs/<id>-<created>-<database>: unique even when several databases (tests,
     a restored copy) share the instance folder and number their jobs from 1."""
     import hashlib
-
-    from ..timeutil import as_utc
 
     database = hashlib.sha1(str(db.engine.url).encode()).hexdigest()[:8]
     return f"{job.id}-{as_utc(job.created_at):%Y%m%dT%H%M%S%f}-{database}"
@@ -294,13 +300,11 @@ def check_interrupted(job: Job) -> Job:
     return job
 
 
-def may_download(job: Job, user) -> bool:
-    from ..auth.policy import can, site_ids
+def may_download(job: Job, user: User) -> bool:
 
     definition = TASKS.get(job.kind)
     if definition is None or job.created_by_id != user.id or not can(definition.permission, user):
         return False
     if job.site_id is not None:
-        ids = site_ids(user)
-        return ids is None or job.site_id in ids
+        return covers(user_sites(user), job.site_id)
     return True

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, jsonify, render_template, send_file, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..auth.policy import can, require, site_ids
+from ..auth.policy import can, covers, require, user_sites
 from ..extensions import db
 from ..records import audit
 from ..records import service as records
@@ -24,8 +24,7 @@ def _own_job_or_404(job_id: int) -> Job:
     if job is None or job.created_by_id != current_user.id:
         abort(404)
     if job.site_id is not None:
-        ids = site_ids()
-        if ids is not None and job.site_id not in ids:
+        if not covers(user_sites(), job.site_id):
             abort(404)
     definition = TASKS.get(job.kind)
     if definition is None:

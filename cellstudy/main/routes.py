@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from ..auth.models import Site
 from ..adverse_events.service import sae_worklist
-from ..auth.policy import can, require, scoped, site_ids
+from ..auth.policy import can, require, scoped, user_sites
 from ..enrollment.models import SUBJECT_STATUSES, Subject
 from ..extensions import db
 from ..infusions.judgement import locked_planned
@@ -23,6 +23,7 @@ def index():
     stmt = scoped(
         select(Site.code, Site.name, Subject.status, func.count(Subject.id)).join(Subject, Subject.site_id == Site.id),
         Subject.site_id,
+        user_sites(),
     ).group_by(Site.code, Site.name, Subject.status)
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for code, name, status, n in db.session.execute(stmt):
@@ -34,13 +35,13 @@ def index():
     # SAE reports due or overdue (and SUSAR reports) at the user's sites: the site dashboard
     saes = [
         r
-        for r in sae_worklist(site_ids())
+        for r in sae_worklist(user_sites())
         if r["sae"]["state"] in ("due", "overdue") or (r["susar"] and r["susar"]["state"] in ("due", "overdue"))
     ]
     # planned infusions whose stored judgement is now locked: coordinators and investigators of the site
-    locked = locked_planned(site_ids()) if can("enter_data") else None
+    locked = locked_planned(user_sites()) if can("enter_data") else None
     # enrolled subjects whose eligibility is to be re-confirmed: the site's investigators (issue 11)
-    reviews_to_confirm = open_reviews(site_ids()) if can("sign_eligibility") else None
+    reviews_to_confirm = open_reviews(user_sites()) if can("sign_eligibility") else None
     return render_template(
         "main/index.html",
         rows=rows,

@@ -12,7 +12,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 
 from ..auth.models import Site
-from ..auth.policy import can, get_subject_or_404, require, site_ids
+from ..auth.policy import can, covers, get_subject_or_404, require, scoped, user_sites, within
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records.models import Query
@@ -22,6 +22,9 @@ from ..timeutil import as_utc, utcnow
 from . import catalog, rules, service, state
 from .forms import AnswerForm, LockForm, RaiseQueryForm, ResolveForm, SignForm, StudyLockForm, UnlockForm, VerifyForm
 from .models import DataLock
+from ..infusions.models import Visit
+from ..records.models import Signature
+from ..settings import current_study
 
 bp = Blueprint("monitoring", __name__)
 PER_PAGE = 50
@@ -327,7 +330,7 @@ def resolve_query(subject_id):
 @bp.route("/queries")
 @require("view_clinical")
 def query_list():
-    sites = site_ids()
+    sites = user_sites()
     site_id = request.args.get("site", type=int)
     state_filter = request.args.get("state") or "unresolved"
     if state_filter not in ("unresolved", "all", *rules.QUERY_STATES):
@@ -386,11 +389,7 @@ def query_list():
 
 
 def _sites():
-    ids = site_ids()
-    stmt = select(Site).order_by(Site.code)
-    if ids is not None:
-        stmt = stmt.where(Site.id.in_(ids))
-    return db.session.execute(stmt).scalars().all()
+    return db.session.execute(scoped(select(Site).order_by(Site.code), Site.id, user_sites())).scalars().all()
 
 
 @bp.app_template_global("waiting_queries")
@@ -398,7 +397,7 @@ def waiting_for_me(limit: int = 20) -> list[Query]:
     """For the start page: queries waiting for the site staff user (with `subject_ref`)."""
     if not can("answer_query"):
         return []
-    rows = db.session.execute(service.waiting_for(current_user, site_ids()).limit(limit)).scalars().all()
+    rows = db.session.execute(service.waiting_for(current_user, user_sites()).limit(limit)).scalars().all()
     subjects = (
         {
             s.id: s
@@ -439,8 +438,6 @@ def verify_forms(subject_id):
 
     def do() -> str:
         if form.visit_id.data:
-            from ..infusions.models import Visit
-
             try:
                 visit = db.session.get(Visit, int(form.visit_id.data))
             except ValueError:
@@ -561,18 +558,13 @@ def _sign_casebook(subj, form):
 def signature_list():
     """Forms needing the investigator's signature (a change invalidated it, or the form
     type must be signed once complete), and casebooks whose signature was invalidated."""
-    from ..records.models import Signature
-    from ..settings import current_study
 
     sites = [s.id for s in _sites()]
     keys, meta = [], {}
     for name, ft in catalog.form_types().items():
         model = ft.model
-        stmt = (
-            select(model.id, model.subject_id)
-            .join(Subject, Subject.id == model.subject_id)
-            .where(Subject.site_id.in_(sites))
-        )
+        stmt = select(model.id, model.subject_id).join(Subject, Subject.id == model.subject_id)
+        stmt = scoped(stmt, Subject.site_id, sites)
         if name not in current_study().signature_forms:
             stmt = stmt.where(model.id.in_(select(Signature.form_id).where(Signature.form == name)))
         for rid, subject_id in db.session.execute(stmt):
@@ -592,7 +584,7 @@ def signature_list():
         db.session.execute(
             select(Signature)
             .join(Subject, Subject.id == Signature.form_id)
-            .where(Signature.form == "casebook", Subject.site_id.in_(sites))
+            .where(Signature.form == "casebook", within(Subject.site_id, sites))
             .order_by(Signature.id.desc())
         )
         .scalars()
@@ -673,8 +665,7 @@ def unlock_data():
         except ValueError:
             raise RecordError("choose the lock to lift.") from None
         row = db.session.get(DataLock, lock_id)
-        ids = site_ids()
-        if row is None or (ids is not None and row.scope != "study" and row.site_id not in ids):
+        if row is None or (row.scope != "study" and not covers(user_sites(), row.site_id)):
             abort(404)
         chosen.append(row)
         service.unlock(row, user=current_user, reason=form.reason.data)
@@ -692,7 +683,7 @@ def unlock_data():
 @bp.route("/locks")
 @require("lock")
 def lock_list():
-    rows = service.active_locks(site_ids())
+    rows = service.active_locks(user_sites())
     history = (
         db.session.execute(
             select(DataLock).where(DataLock.unlocked_at.is_not(None)).order_by(DataLock.id.desc()).limit(50)

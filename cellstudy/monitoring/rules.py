@@ -3,8 +3,13 @@ the edit checks. No Flask, no database: values in, decisions out."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..study import EditChecks
 
 SDV_PLANS = ("all", "key", "none")
 SDV_STATES = ("verified", "partly verified", "not verified", "not required")
@@ -21,7 +26,7 @@ def days_open(created_at: datetime, now: datetime, closed_at: datetime | None = 
     return max(0, (end - created_at).days)
 
 
-def required_fields(plan: str, key_fields, all_fields) -> tuple[str, ...]:
+def required_fields(plan: str, key_fields: Iterable[str], all_fields: Iterable[str]) -> tuple[str, ...]:
     if plan not in SDV_PLANS:
         raise ValueError(f"plan: unknown SDV plan {plan!r}")
     if plan == "none":
@@ -29,7 +34,7 @@ def required_fields(plan: str, key_fields, all_fields) -> tuple[str, ...]:
     return tuple(all_fields) if plan == "all" else tuple(f for f in key_fields)
 
 
-def sdv_status(plan: str, required, verified) -> str:
+def sdv_status(plan: str, required: Iterable[str], verified: Collection[str]) -> str:
     """'verified' when every required field is verified, 'partly verified' when some field
     is, 'not verified' when none is, 'not required' under the plan 'none'."""
     required = set(required_fields(plan, required, required))
@@ -43,7 +48,9 @@ def sdv_status(plan: str, required, verified) -> str:
     return "partly verified" if verified else "not verified"
 
 
-def signature_needed(form: str, *, complete: bool, valid: int, invalidated: int, signature_forms) -> bool:
+def signature_needed(
+    form: str, *, complete: bool, valid: int, invalidated: int, signature_forms: Collection[str]
+) -> bool:
     """A form needs the investigator's signature when a change invalidated its signature
     and it was not signed again, or when its type must be signed once complete."""
     if valid:
@@ -53,7 +60,7 @@ def signature_needed(form: str, *, complete: bool, valid: int, invalidated: int,
     return bool(complete and form in signature_forms)
 
 
-def casebook_confirmation(query_ids, drafts, unsigned) -> str | None:
+def casebook_confirmation(query_ids: Sequence[int], drafts: Sequence[str], unsigned: Sequence[str]) -> str | None:
     """What the investigator confirms to sign a casebook that still has work outstanding
     (issue 11), naming it: the unresolved queries (their numbers), the draft forms and the
     forms still needing a signature (their titles). None when nothing is outstanding: the
@@ -102,7 +109,7 @@ def _date(value) -> date | None:
 WEIGHT_FORMS = ("screening", "lymphodepletion", "infusion")
 
 
-def edit_checks(form: str, values: dict, limits, context: dict | None = None) -> dict[tuple[str, str], str]:
+def edit_checks(form: str, values: dict, limits: EditChecks, context: dict | None = None) -> dict[tuple[str, str], str]:
     """Implausible values of a form: {(field, rule): message}. `limits` is the study's
     EditChecks; `context` adds what the form does not hold (a visit's window
     `earliest`/`latest`, the ALT upper limit `alt_uln` for a visit)."""

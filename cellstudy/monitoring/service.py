@@ -8,11 +8,15 @@ records.transaction() (or joins its caller's)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, select
+from sqlalchemy import Select, event, select
 from sqlalchemy.orm import Session
 
+from ..auth.models import User
+from ..auth.policy import ALL_SITES, Sites, scoped, within
 from ..extensions import db
 from ..records import audit
 from ..records import queries as queries_
@@ -23,6 +27,14 @@ from ..records.service import RecordError
 from ..timeutil import fmt_utc, utcnow
 from . import catalog, rules, state
 from .models import DataLock, SdvMark
+from ..enrollment.models import Subject
+from ..adverse_events.rules import LAB_RANGES
+from ..settings import current_study
+from ..adverse_events.models import CrsAssessment, IcansAssessment
+
+if TYPE_CHECKING:
+    from ..infusions.models import Visit
+    from ..records.formrecord import FormRecord
 
 MAX_TEXT = 2000
 FORM_SIGN_MEANING = "I approve the data recorded on this form"
@@ -52,8 +64,6 @@ def _record_scope(record) -> dict:
     if subject is None and type(record).__name__ == "Subject":
         subject = record
     if subject is None and getattr(record, "subject_id", None) is not None:
-        from ..enrollment.models import Subject
-
         subject = db.session.get(Subject, record.subject_id)
     return _scope(subject.id if subject else None, subject.site_id if subject else None)
 
@@ -72,12 +82,12 @@ def _text(value, what: str, required: bool = True) -> str | None:
 # --- hooks of the one write path -------------------------------------------------------------------
 
 
-def form_of(record) -> str | None:
+def form_of(record: Any) -> str | None:
     name = getattr(record, "FORM_NAME", None)
     return name if catalog.get(name) else None
 
 
-def check_writable(record) -> None:
+def check_writable(record: Any) -> None:
     """Refuse any write to a record under a study, subject or form lock."""
     subject_id = record.id if type(record).__name__ == "Subject" else getattr(record, "subject_id", None)
     form = form_of(record)
@@ -86,7 +96,9 @@ def check_writable(record) -> None:
         raise Locked(lock)
 
 
-def link_queries(record, changed: dict, reason: str | None) -> tuple[str | None, list[Query]]:
+def link_queries(
+    record: Any, changed: dict[str, tuple[Any, Any]], reason: str | None
+) -> tuple[str | None, list[Query]]:
     """The reason for a correction of fields under an unresolved manual query, carrying the
     link "[query #N]" (hashed with the audit record), and the queries it answers."""
     form = form_of(record)
@@ -114,7 +126,13 @@ def link_queries(record, changed: dict, reason: str | None) -> tuple[str | None,
 
 
 def after_write(
-    record, *, user, changed: dict, reason: str | None, created: bool = False, answered: list[Query] = ()
+    record: Any,
+    *,
+    user: User | None,
+    changed: dict[str, tuple[Any, Any]],
+    reason: str | None,
+    created: bool = False,
+    answered: Sequence[Query] = (),
 ) -> None:
     """After a create or save of a form: clear SDV of changed fields, answer the linked
     queries, open/close edit-check queries, invalidate the subject's casebook signature."""
@@ -135,7 +153,7 @@ def after_write(
     invalidate_casebook(scope["subject_id"], user=user, reason=f"{catalog.label(form)} changed")
 
 
-def after_status(record, *, user, reason: str | None) -> None:
+def after_status(record: Any, *, user: User | None, reason: str | None) -> None:
     form = form_of(record)
     if form and record.id is not None:
         scope = _record_scope(record)
@@ -177,13 +195,11 @@ def _clear_sdv(record, form: str, changed: dict, *, user, scope) -> None:
 def _edit_check_context(record, form: str) -> dict:
     if form != "visit":
         return {}
-    from ..adverse_events.rules import LAB_RANGES
 
     return {"earliest": record.earliest, "latest": record.latest, "alt_uln": LAB_RANGES["alt"]["uln"]}
 
 
 def _edit_checks(record, form: str, changed: dict, *, user, scope) -> None:
-    from ..settings import current_study
 
     fields = {"weight_kg", "alt", "alt_uln", "qtc_ms", "visit_date"}
     touched = fields & set(changed)
@@ -226,7 +242,7 @@ def _edit_checks(record, form: str, changed: dict, *, user, scope) -> None:
             )
 
 
-def invalidate_casebook(subject_id: int | None, *, user, reason: str) -> None:
+def invalidate_casebook(subject_id: int | None, *, user: User | None, reason: str) -> None:
     if subject_id is None:
         return
     signatures = (
@@ -242,7 +258,6 @@ def invalidate_casebook(subject_id: int | None, *, user, reason: str) -> None:
         signature.valid = False
         signature.invalidated_at = utcnow()
         signature.invalidated_reason = reason
-        from ..enrollment.models import Subject
 
         subject = db.session.get(Subject, subject_id)
         audit.append(
@@ -288,9 +303,7 @@ def _guard(session: Session) -> None:
         touched.append((obj, subject_id))
     if not touched:
         return
-    from .models import DataLock as _Lock
-
-    any_lock = session.execute(select(_Lock.id).where(_Lock.unlocked_at.is_(None)).limit(1)).scalar()
+    any_lock = session.execute(select(DataLock.id).where(DataLock.unlocked_at.is_(None)).limit(1)).scalar()
     if any_lock is None:
         return
     for obj, subject_id in touched:
@@ -319,15 +332,15 @@ def _check_target(subject, form: str, form_id: int | None, field: str | None):
 
 @records.transaction()
 def open_query(
-    subject,
+    subject: Subject,
     *,
-    user,
+    user: User,
     form: str,
     form_id: int | None,
     field: str | None,
     text: str,
     assignee_role: str = "coordinator",
-    assignee=None,
+    assignee: User | None = None,
 ) -> Query:
     """A monitor's or data manager's query on a field, a whole form, an empty field or a
     form not yet saved ("missing data": form_id None). Never deleted; cancel instead."""
@@ -352,7 +365,7 @@ def open_query(
 
 
 @records.transaction()
-def act(query: Query, action: str, *, user, text: str | None) -> None:
+def act(query: Query, action: str, *, user: User, text: str | None) -> None:
     """answer (site staff), close, reopen, cancel (monitor / data manager) with a reply.
     A close may be silent; the others need a text."""
     if action not in rules.ACTIONS:
@@ -367,7 +380,7 @@ def act(query: Query, action: str, *, user, text: str | None) -> None:
 
 def queries(
     *,
-    sites=None,
+    sites: Sites,
     state_filter: str | None = "unresolved",
     assignee_role: str | None = None,
     assignee_id: int | None = None,
@@ -377,10 +390,8 @@ def queries(
     order: str = "age",
     limit: int | None = None,
     offset: int = 0,
-):
-    stmt = select(Query)
-    if sites is not None:
-        stmt = stmt.where(Query.site_id.in_(sites))
+) -> Select:
+    stmt = scoped(select(Query), Query.site_id, sites)
     if site_id is not None:
         stmt = stmt.where(Query.site_id == site_id)
     if state_filter == "unresolved":
@@ -401,12 +412,10 @@ def queries(
     return stmt
 
 
-def waiting_for(user, sites) -> select:
+def waiting_for(user: User, sites: Sites) -> Select:
     """Queries waiting for site staff: open (not yet answered, or re-opened) at the user's
     sites, assigned to the user or to the user's role."""
-    stmt = select(Query).where(Query.state == "open")
-    if sites is not None:
-        stmt = stmt.where(Query.site_id.in_(sites))
+    stmt = scoped(select(Query).where(Query.state == "open"), Query.site_id, sites)
     stmt = stmt.where(
         (Query.assignee_id == user.id)
         | (Query.assignee_id.is_(None) & ((Query.assignee_role == user.role) | Query.assignee_role.is_(None)))
@@ -418,7 +427,7 @@ def waiting_for(user, sites) -> select:
 
 
 @records.transaction()
-def verify(record, *, user, fields: list[str] | None = None) -> list[str]:
+def verify(record: FormRecord, *, user: User, fields: list[str] | None = None) -> list[str]:
     """Mark fields of a completed form verified against source (all the plan's fields when
     `fields` is None); one audit record per field. Returns the fields newly verified."""
     form = form_of(record)
@@ -470,10 +479,9 @@ def verify(record, *, user, fields: list[str] | None = None) -> list[str]:
     return new
 
 
-def visit_forms(subject, visit) -> list:
+def visit_forms(subject: Subject, visit: Visit) -> list[FormRecord]:
     """The completed forms of a subject's visit: the visit CRF and the forms dated on the
     visit's day (infusion, lymphodepletion day, CRS/ICANS assessments)."""
-    from ..adverse_events.models import CrsAssessment, IcansAssessment
 
     out = [visit] if visit.status == "complete" else []
     day = (visit.data or {}).get("visit_date")
@@ -500,7 +508,7 @@ def visit_forms(subject, visit) -> list:
 
 
 @records.transaction()
-def verify_visit(subject, visit, *, user) -> int:
+def verify_visit(subject: Subject, visit: Visit, *, user: User) -> int:
     """Bulk SDV of a subject's visit in one action (audited per field)."""
     forms = visit_forms(subject, visit)
     if not forms:
@@ -516,7 +524,7 @@ def verify_visit(subject, visit, *, user) -> int:
 
 
 @records.transaction()
-def sign_form(record, *, user, password: str) -> Signature:
+def sign_form(record: FormRecord, *, user: User, password: str) -> Signature:
     form = form_of(record)
     if form is None or record.id is None:
         raise RecordError("This record cannot be signed here.")
@@ -538,7 +546,12 @@ def _has_answers(form: str, record) -> bool:
     return any(record.get_field(spec.name) is not None for spec in catalog.get(form).specs)
 
 
-def casebook_outstanding(subject, forms=None, states=None, queries=None) -> dict:
+def casebook_outstanding(
+    subject: Subject,
+    forms: Sequence[tuple[str, FormRecord]] | None = None,
+    states: dict[tuple[str, int], dict[str, Any]] | None = None,
+    queries: Sequence[Query] | None = None,
+) -> dict[str, Any]:
     """What is still open in a subject's casebook (issue 11): its unresolved queries, its
     started draft forms and the forms still needing a signature, each as (form, record),
     and the confirmation naming them that signing then requires (None: nothing open).
@@ -557,7 +570,7 @@ def casebook_outstanding(subject, forms=None, states=None, queries=None) -> dict
 
 
 @records.transaction()
-def sign_casebook(subject, *, user, password: str, confirmation: str | None = None) -> Signature:
+def sign_casebook(subject: Subject, *, user: User, password: str, confirmation: str | None = None) -> Signature:
     """The investigator approves the subject's casebook. With queries, drafts or unsigned
     forms outstanding, only with the confirmation naming them as they are now (the page's
     text, re-computed here), which the signature's audit record keeps; checked before the
@@ -600,7 +613,9 @@ def casebook_signature(subject_id: int) -> tuple[Signature | None, Signature | N
 
 
 @records.transaction()
-def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> DataLock:
+def lock(
+    scope: str, *, user: User, reason: str | None, subject: Subject | None = None, record: FormRecord | None = None
+) -> DataLock:
     reason = _text(reason, "Reason", required=False)
     if scope == "study":
         if state.study_lock() is not None:
@@ -651,7 +666,7 @@ def lock(scope: str, *, user, reason: str | None, subject=None, record=None) -> 
 
 
 @records.transaction()
-def unlock(row: DataLock, *, user, reason: str) -> None:
+def unlock(row: DataLock, *, user: User, reason: str) -> None:
     reason = _text(reason, "Reason for unlocking")
     if row.unlocked_at is not None:
         raise RecordError("This lock was already lifted.")
@@ -671,8 +686,9 @@ def unlock(row: DataLock, *, user, reason: str) -> None:
     )
 
 
-def active_locks(sites=None):
+def active_locks(sites: Sites) -> list[DataLock]:
+    """Locks in force at the sites (a study lock is every site's)."""
     stmt = select(DataLock).where(DataLock.unlocked_at.is_(None))
-    if sites is not None:
-        stmt = stmt.where((DataLock.site_id.in_(sites)) | (DataLock.scope == "study"))
+    if sites is not ALL_SITES:
+        stmt = stmt.where(within(DataLock.site_id, sites) | (DataLock.scope == "study"))
     return db.session.execute(stmt.order_by(DataLock.id.desc())).scalars().all()

@@ -23,21 +23,27 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from ..auth.policy import Sites, scoped
 from ..extensions import db
 from ..records.models import Query, Signature
 from .. import registry
 from . import catalog, rules
 from .models import DataLock, SdvMark
+from ..settings import current_study
+from ..enrollment.models import Subject
+
+if TYPE_CHECKING:
+    from ..study import Study
 
 STATE_KEYS = ("sdv", "verified_fields", "locked", "open_queries", "signatures", "signature_needed")
 
 
-def sdv_plan(form_name: str, study=None) -> tuple[str, tuple[str, ...]]:
+def sdv_plan(form_name: str, study: Study | None = None) -> tuple[str, tuple[str, ...]]:
     """(plan, required fields) of a form type under the study definition in force."""
-    from ..settings import current_study
 
     study = study or current_study()
     ft = catalog.get(form_name)
@@ -59,7 +65,6 @@ def _chunks(items: list, size: int = 400):
 
 
 def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
-    from ..settings import current_study
 
     keys = list(dict.fromkeys((f, int(i)) for f, i in keys if i is not None))
     out: dict[tuple[str, int], dict] = {}
@@ -156,14 +161,12 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
 # --- SDV progress in SQL (lists and dashboards over many records) ---------------------------------
 
 
-def sdv_rows(site_ids: list[int] | None = None, forms: Iterable[str] | None = None):
+def sdv_rows(sites: Sites, forms: Iterable[str] | None = None) -> list[tuple]:
     """One row per completed form under an SDV plan, computed in SQL (no per-record state):
     (form, form_id, subject_id, site_id, verified_required_fields, required_count). The form
     is verified when the two counts are equal."""
     from sqlalchemy import func
     from sqlalchemy.sql import literal
-
-    from ..enrollment.models import Subject
 
     out = []
     for name, ft in catalog.form_types().items():
@@ -185,16 +188,15 @@ def sdv_rows(site_ids: list[int] | None = None, forms: Iterable[str] | None = No
             .outerjoin(marks, marks.c.form_id == model.id)
             .where(model.status == "complete")
         )
-        if site_ids is not None:
-            stmt = stmt.where(Subject.site_id.in_(site_ids))
+        stmt = scoped(stmt, Subject.site_id, sites)
         out.extend((*row, len(required)) for row in db.session.execute(stmt))
     return out
 
 
-def sdv_progress(site_ids: list[int] | None = None) -> dict[tuple[int, str], tuple[int, int]]:
+def sdv_progress(sites: Sites) -> dict[tuple[int, str], tuple[int, int]]:
     """(site_id, form) -> (completed forms verified, completed forms under the plan)."""
     totals: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-    for form, _fid, _subject, site_id, done, required in sdv_rows(site_ids):
+    for form, _fid, _subject, site_id, done, required in sdv_rows(sites):
         bucket = totals[(site_id, form)]
         bucket[0] += done >= required
         bucket[1] += 1
@@ -253,7 +255,7 @@ def lock_in_force(form: str | None, form_id: int | None, subject_id: int | None)
     return min(rows, key=lambda r: (order[r.scope], r.id)) if rows else None
 
 
-def subject_forms(subject) -> list[tuple[str, object]]:
+def subject_forms(subject: Subject) -> list[tuple[str, object]]:
     """Every saved form of a subject, in casebook order (removed records left out)."""
     return [
         (name, record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..records import audit
 from ..timeutil import fmt_utc, site_zone, utcnow
@@ -17,6 +18,16 @@ from . import documents
 from .. import registry
 from .forms import blank, pdf_forms
 from .render import render_pdf
+from ..settings import current_study
+from ..study import STUDY
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from ..auth.models import User
+    from ..enrollment.models import Subject
+    from ..records.formrecord import FormRecord
 
 #: the trial's title (PROTOCOL 1), printed in every header with the protocol id
 PROTOCOL_TITLE = "NK cell therapy targeting CLL1 or CD33 in relapsed/refractory AML (CAR-NK)"
@@ -35,13 +46,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-") or "x"
 
 
-def filename(protocol_id: str, subject: str, form: str, when=None) -> str:
+def filename(protocol_id: str, subject: str, form: str, when: datetime | None = None) -> str:
     when = when or utcnow()
     return f"{_slug(protocol_id)}_{_slug(subject)}_{_slug(form)}_{when:%Y%m%d}.pdf"
 
 
 def _study():
-    from ..settings import current_study
 
     return current_study()
 
@@ -129,14 +139,16 @@ def _context(**extra) -> dict:
     }
 
 
-def blank_crf(key: str, user, size: str = "a4") -> tuple[bytes, str]:
+def blank_crf(key: str, user: User, size: str = "a4") -> tuple[bytes, str]:
     ft = pdf_forms()[key]
     page = _page(title=f"{ft.title} — blank CRF", user=user, size=size, blank_form=True)
     pdf = render_pdf("pdf/crf.html", pdf=page, docs=[blank(ft)], **_context(site_obj=None))
     return pdf, filename(page.protocol_id, "blank", key)
 
 
-def filled_crf(subject, key: str, record, user, size: str = "a4") -> tuple[bytes, str]:
+def filled_crf(
+    subject: Subject, key: str, record: FormRecord | None, user: User, size: str = "a4"
+) -> tuple[bytes, str]:
     """One filled CRF (``record`` None for the two logs)."""
     doc = documents.single_doc(subject, key, record)
     page = _page(title=f"{doc.title} — {subject.label}", user=user, size=size, site=subject.site, subject=subject)
@@ -148,7 +160,7 @@ def filled_crf(subject, key: str, record, user, size: str = "a4") -> tuple[bytes
     return pdf, filename(page.protocol_id, subject.label, part)
 
 
-def casebook_data(subject_id: int, user, size: str = "a4") -> dict:
+def casebook_data(subject_id: int, user: User, size: str = "a4") -> dict:
     """Everything the casebook shows, read in a few queries (then no query is needed to
     render it: a background job ends its transaction before the slow rendering)."""
     subject = documents.load_subject(subject_id)
@@ -174,14 +186,22 @@ def render_casebook(data: dict) -> tuple[bytes, str, dict]:
     return pdf, name, {"forms": len(data["docs"]), "audit_records": len(data["audit"])}
 
 
-def casebook(subject_id: int, user, size: str = "a4") -> tuple[bytes, str, dict]:
+def casebook(subject_id: int, user: User, size: str = "a4") -> tuple[bytes, str, dict]:
     """The subject's casebook and a summary for the audit record ({forms, audit_records})."""
     return render_casebook(casebook_data(subject_id, user, size))
 
 
-def listing(layout_columns, rows, *, title: str, meta, user=None, footer: str | None = None, size: str = "a4") -> bytes:
+def listing(
+    layout_columns: Sequence[dict[str, str]],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str,
+    meta: Sequence[tuple[str, str]],
+    user: User | None = None,
+    footer: str | None = None,
+    size: str = "a4",
+) -> bytes:
     """A safety listing (landscape) with the header and footer of every PDF."""
-    from ..study import STUDY
 
     # A listing needs no database beyond its rows: the protocol id is not amendable, and a
     # listing has no form version (its meta pairs say what it is, on every page).
@@ -196,11 +216,11 @@ def listing(layout_columns, rows, *, title: str, meta, user=None, footer: str | 
 
 
 def audit_export(
-    user,
+    user: User,
     *,
     what: str,
     name: str,
-    subject=None,
+    subject: Subject | None = None,
     form: str | None = None,
     form_id: int | None = None,
     site_id: int | None = None,

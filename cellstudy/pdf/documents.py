@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -19,6 +20,16 @@ from ..extensions import db
 from ..records.models import Query, Signature
 from ..timeutil import as_utc, fmt_utc, site_zone
 from .forms import FormDoc, PdfForm, _sections, pdf_forms
+from ..timeutil import _offset
+from ..records.models import AuditRecord
+from ..monitoring import state as monitoring
+from ..audit_viewer import labels as audit_labels
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from ..auth.models import Site
+    from ..records.formrecord import FormRecord
 
 UNRESOLVED = ("open", "answered")
 SDV_UNAVAILABLE = "not yet available"
@@ -26,9 +37,8 @@ SDV_UNAVAILABLE = "not yet available"
 NOT_RECORDED = "not recorded"
 
 
-def site_time(value, site) -> str:
+def site_time(value: datetime | None, site: Site | None) -> str:
     """A UTC time as "2026-11-26 09:30 UTC+8" at the site (plain text for a PDF)."""
-    from ..timeutil import _offset
 
     value = as_utc(value)
     if value is None:
@@ -37,7 +47,7 @@ def site_time(value, site) -> str:
     return local.strftime("%Y-%m-%d %H:%M ") + _offset(local)
 
 
-def both_times(value, site) -> str:
+def both_times(value: datetime | None, site: Site | None) -> str:
     value = as_utc(value)
     if value is None:
         return ""
@@ -47,7 +57,7 @@ def both_times(value, site) -> str:
 # --- per form type: the record's title and what the system knows about it ------------------------
 
 
-def record_title(key: str, record) -> str:
+def record_title(key: str, record: FormRecord) -> str:
     """The registry's title of a record of the printable CRF `key`."""
     return registry.record_title(pdf_forms()[key].form_name, record)
 
@@ -115,18 +125,11 @@ def _values(ft: PdfForm, record) -> dict:
     return {spec.name: record.get_field(spec.name) for spec in ft.specs}
 
 
-# --- monitoring state: SDV and locks (issue 6's module, when it is there) -------------------------
+# --- monitoring state: SDV and locks ---------------------------------------------------------------
 
 
 def _monitoring_states(keys) -> dict | None:
-    try:
-        from ..monitoring import state as monitoring
-    except ImportError:
-        return None
-    keys = [k for k in keys if k[1] is not None]
-    if hasattr(monitoring, "record_states"):
-        return monitoring.record_states(keys)
-    return {key: monitoring.record_state(*key) for key in keys}
+    return monitoring.record_states([k for k in keys if k[1] is not None])
 
 
 class SubjectContext:
@@ -279,7 +282,7 @@ def subject_docs(subject: Subject) -> tuple[list[FormDoc], SubjectContext]:
     return docs, context
 
 
-def single_doc(subject: Subject, key: str, record) -> FormDoc:
+def single_doc(subject: Subject, key: str, record: FormRecord | None) -> FormDoc:
     context = SubjectContext(subject, [] if record is None else [(key, record)])
     return context.log_doc(key, log_rows(subject, key)) if record is None else context.doc(key, record)
 
@@ -299,8 +302,6 @@ def field_labels() -> dict[str, str]:
 
 def audit_rows(subject: Subject) -> list[dict]:
     """The subject's audit trail, oldest first, as text (the appendix of the casebook)."""
-    from ..audit_viewer import labels as audit_labels
-    from ..records.models import AuditRecord
 
     labels = field_labels()
     site = subject.site

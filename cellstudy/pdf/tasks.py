@@ -4,26 +4,30 @@ a zip, progress after every subject, each casebook audited like a download."""
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from .. import jobs
-from ..auth.policy import can, site_ids
+from ..auth.policy import can, covers, user_sites
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records import service as records
 from . import build
 
+if TYPE_CHECKING:
+    from ..jobs.models import Job
+
 SITE_CASEBOOKS = "site_casebooks"
 
 
 @jobs.task(SITE_CASEBOOKS, permission="export_casebooks", title="Casebooks of a site (PDF, zip)")
-def site_casebooks(job, report_progress):
+def site_casebooks(job: Job, report_progress: Callable[..., None]) -> tuple[str, str]:
     user = job.created_by
     site = job.site
     # the permission is checked again when the job runs: a role or site removed meanwhile
-    allowed = site_ids(user)
-    if site is None or not can("export_casebooks", user) or (allowed is not None and site.id not in allowed):
+    if site is None or not can("export_casebooks", user) or not covers(user_sites(user), site.id):
         raise jobs.JobError("You may no longer export the casebooks of this site.")
     size = build.page_size(job.params.get("size"))
     subject_ids = (

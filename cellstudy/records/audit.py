@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
@@ -26,6 +28,9 @@ from sqlalchemy.orm import Session
 from ..extensions import db
 from ..timeutil import as_utc, utcnow
 from .models import AuditRecord
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 GENESIS = "0" * 64
 _PENDING = "cellstudy_audit_pending"
@@ -46,7 +51,7 @@ _HASHED = (
 )
 
 
-def to_text(value) -> str | None:
+def to_text(value: Any) -> str | None:
     """How a value is written into the audit trail: exact, readable, stable."""
     if value is None or value == "":
         return None
@@ -81,17 +86,17 @@ def chain_hash(prev_hash: str, values: dict) -> str:
 def append(
     action: str,
     *,
-    user=None,
+    user: User | None = None,
     username: str | None = None,
-    site_id=None,
-    subject_id=None,
-    form=None,
-    form_id=None,
-    field=None,
-    old=None,
-    new=None,
-    reason=None,
-) -> dict:
+    site_id: int | None = None,
+    subject_id: int | None = None,
+    form: str | None = None,
+    form_id: int | None = None,
+    field: str | None = None,
+    old: Any = None,
+    new: Any = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
     """Queue one record; it is written, chained, with the transaction's commit."""
     values = {
         "at": utcnow(),
@@ -189,7 +194,7 @@ def verify(batch: int = 20000) -> Verification:
     return Verification(True, checked)
 
 
-def for_subject(subject_id: int):
+def for_subject(subject_id: int) -> Sequence[AuditRecord]:
     return (
         db.session.execute(
             select(AuditRecord).where(AuditRecord.subject_id == subject_id).order_by(AuditRecord.id.desc())

@@ -6,20 +6,23 @@ here, so validation, storage and display never drift between forms."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import DateField, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import DateField, Field, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, NumberRange, Optional, ValidationError
 
+from ..registry.fields import FieldSpec
 from ..timeutil import utcnow
 
 YES_NO = [("", "— not answered —"), ("yes", "Yes"), ("no", "No")]
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-def opened_version(raw) -> int:
+def opened_version(raw: Any) -> int:
     """The form version the user opened (a hidden field); garbage counts as stale, so the
     save is refused as a conflict, never a 500."""
     try:
@@ -28,22 +31,22 @@ def opened_version(raw) -> int:
         return -1
 
 
-def greater_than_zero(message="Must be greater than zero."):
-    def check(form, field):
+def greater_than_zero(message: str = "Must be greater than zero.") -> Callable[[FlaskForm, Field], None]:
+    def check(form: FlaskForm, field: Field) -> None:
         if field.data is not None and field.data <= 0:
             raise ValidationError(message)
 
     return check
 
 
-def not_in_future(form, field):
+def not_in_future(form: FlaskForm, field: Field) -> None:
     """The site's today (set by the view as form.today), not the server's."""
     today = getattr(form, "today", None) or utcnow().astimezone().date()
     if field.data and field.data > today:
         raise ValidationError("This date cannot be in the future.")
 
 
-def valid_time(form, field):
+def valid_time(form: FlaskForm, field: Field) -> None:
     if field.data and not TIME_RE.match(field.data.strip()):
         raise ValidationError("Enter a time as HH:MM (24-hour clock).")
 
@@ -68,7 +71,7 @@ def _bounds_message(low, high) -> str:
     return f"Enter a value of at least {low}." if low is not None else f"Enter a value of at most {high}."
 
 
-def field_for(spec):
+def field_for(spec: FieldSpec) -> Any:
     """The WTForms field of one FieldSpec (every answer optional: drafts may be partial)."""
     kwargs = {"description": spec.help or ""}
     validators = [Optional()]
@@ -123,11 +126,11 @@ class CrfForm(FlaskForm):
         return out
 
 
-def form_class(name: str, specs, base=CrfForm, **extra):
+def form_class(name: str, specs: Iterable[FieldSpec], base: type[CrfForm] = CrfForm, **extra: Any) -> type[CrfForm]:
     return type(name, (base,), {"SPECS": tuple(specs), **{s.name: field_for(s) for s in specs}, **extra})
 
 
-def to_stored(spec, value):
+def to_stored(spec: FieldSpec, value: Any) -> Any:
     """A form value -> the canonical JSON value kept on the record (exact decimals as text)."""
     if value is None or value == "":
         return None
@@ -138,7 +141,7 @@ def to_stored(spec, value):
     return value  # int, bool, choice, text, time are JSON-native
 
 
-def from_stored(spec, value):
+def from_stored(spec: FieldSpec, value: Any) -> Any:
     if value is None:
         return None
     if spec.kind == "date":
@@ -148,7 +151,7 @@ def from_stored(spec, value):
     return value
 
 
-def stored_values(specs_by_name: dict, values: dict) -> dict:
+def stored_values(specs_by_name: Mapping[str, FieldSpec], values: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in values.items():
         spec = specs_by_name.get(name)
@@ -156,14 +159,14 @@ def stored_values(specs_by_name: dict, values: dict) -> dict:
     return out
 
 
-def form_data(record, specs) -> dict:
+def form_data(record: Any, specs: Iterable[FieldSpec]) -> dict[str, Any]:
     """A saved record's values for a form's `data=` (plus the version it was opened at)."""
     data = {spec.name: from_stored(spec, (record.data or {}).get(spec.name)) for spec in specs}
     data["version"] = record.version
     return data
 
 
-def display(spec, value) -> str:
+def display(spec: FieldSpec, value: Any) -> str:
     """A stored value as a person reads it: labels for coded values, units."""
     if value is None:
         return "—"
@@ -174,5 +177,5 @@ def display(spec, value) -> str:
     return f"{value} {spec.unit}" if spec.unit else str(value)
 
 
-def missing(specs, values: dict, skip=()) -> list[str]:
+def missing(specs: Iterable[FieldSpec], values: Mapping[str, Any], skip: Collection[str] = ()) -> list[str]:
     return [s.name for s in specs if s.name not in skip and values.get(s.name) is None]

@@ -10,11 +10,16 @@ itself is the pure table below; ``monitoring.rules`` re-exports it for the pages
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..extensions import db
 from ..timeutil import utcnow
 from . import audit
 from .models import Query, QueryMessage
 from .transaction import require_active
+
+if TYPE_CHECKING:
+    from ..auth.models import User
 
 QUERY_STATES = ("open", "answered", "closed", "cancelled")
 UNRESOLVED = ("open", "answered")
@@ -62,7 +67,7 @@ def new_query(
     form_id: int | None,
     field: str | None,
     text: str,
-    user=None,
+    user: User | None = None,
     rule: str | None = None,
     assignee_role: str = "coordinator",
     assignee_id: int | None = None,
@@ -103,7 +108,7 @@ def new_query(
     return query
 
 
-def transition(query: Query, action: str, *, user, text: str) -> None:
+def transition(query: Query, action: str, *, user: User | None, text: str) -> None:
     """Answer, close, re-open or cancel `query` (ValueError when its state does not allow
     it); `user` None for the system's own step (an edit check whose value was corrected)."""
     require_active("records.queries.transition()")

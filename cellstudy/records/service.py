@@ -7,6 +7,8 @@ one transaction."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -15,6 +17,16 @@ from ..timeutil import fmt_utc, utcnow
 from . import audit, hooks
 from .models import Signature
 from .transaction import after_commit, after_rollback, reads_only, require_active, saving, transaction
+from ..auth.service import register_signature_failure, signature_refusal
+from ..settings import study_in_force
+
+if TYPE_CHECKING:
+    from ..auth.models import User
+    from .formrecord import FormRecord
+
+#: An audited row: a clinical record (`formrecord.ClinicalRecord`) or a study-level row that
+#: the write path audits the same way (an amendment, a dose-level review, a query).
+Row = Any
 
 # the transaction owner (records/transaction.py), re-exported with the write path
 __all__ = ["after_commit", "after_rollback", "reads_only", "transaction"]
@@ -63,12 +75,14 @@ def _subject_scope(record) -> dict:
     return {"subject_id": subject.id if subject else None, "site_id": subject.site_id if subject else None}
 
 
-def check_writable(record) -> None:
+def check_writable(record: Row) -> None:
     """Refuse a write that a lock forbids (the monitoring layer's locks, through the hook)."""
     hooks.write_path().check_writable(record)
 
 
-def create(record, *, user, fields: dict, reason: str | None = None, form: str | None = None):
+def create(
+    record: Row, *, user: User | None, fields: dict[str, Any], reason: str | None = None, form: str | None = None
+) -> Row:
     """Add a new clinical record and audit its creation and every value set (a part of the
     caller's action: inside ``transaction()``)."""
     require_active("records.create()")
@@ -90,7 +104,7 @@ def create(record, *, user, fields: dict, reason: str | None = None, form: str |
     return record
 
 
-def diff(record, changes: dict) -> dict:
+def diff(record: FormRecord, changes: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{field: (old, new)} for the values that really change (compared as audit text)."""
     out = {}
     for name, new in changes.items():
@@ -100,7 +114,9 @@ def diff(record, changes: dict) -> dict:
     return out
 
 
-def save(record, *, user, changes: dict, expected_version: int, reason: str | None = None) -> dict:
+def save(
+    record: FormRecord, *, user: User, changes: dict[str, Any], expected_version: int, reason: str | None = None
+) -> dict[str, tuple[Any, Any]]:
     """Apply `changes` to a form record; returns {field: (old, new)} of what changed. Its own
     transaction, or a part of the caller's."""
     with transaction():
@@ -140,7 +156,7 @@ def _save(record, *, user, changes: dict, expected_version: int, reason: str | N
     return changed
 
 
-def set_status(record, status: str, *, user, reason: str | None = None, form: str | None = None) -> None:
+def set_status(record: Row, status: str, *, user: User, reason: str | None = None, form: str | None = None) -> None:
     """Its own transaction, or a part of the caller's."""
     with transaction():
         _set_status(record, status, user=user, reason=reason, form=form)
@@ -170,7 +186,9 @@ def _set_status(record, status: str, *, user, reason: str | None, form: str | No
     hooks.write_path().after_status(record, user=user, reason=reason)
 
 
-def set_value(record, name: str, value, *, user, reason: str | None = None, form: str | None = None) -> None:
+def set_value(
+    record: Row, name: str, value: Any, *, user: User | None, reason: str | None = None, form: str | None = None
+) -> None:
     """A system-assigned value (e.g. the subject number), audited in the caller's transaction."""
     require_active("records.set_value()")
     check_writable(record)
@@ -189,7 +207,9 @@ def set_value(record, name: str, value, *, user, reason: str | None = None, form
     )
 
 
-def update(row, changes: dict, *, user, reason: str | None = None, form: str | None = None) -> dict:
+def update(
+    row: Row, changes: dict[str, Any], *, user: User | None, reason: str | None = None, form: str | None = None
+) -> dict[str, tuple[Any, Any]]:
     """Change attributes of a row that has no form version of its own (a grade episode of
     an AE): lock-checked and one audit record per value that really changes, in the
     caller's transaction. Returns {name: (old, new)}."""
@@ -216,13 +236,14 @@ def update(row, changes: dict, *, user, reason: str | None = None, form: str | N
     return changed
 
 
-def sign(record, *, user, password: str, meaning: str, form: str | None = None, reason: str | None = None) -> Signature:
+def sign(
+    record: Row, *, user: User, password: str, meaning: str, form: str | None = None, reason: str | None = None
+) -> Signature:
     """An e-signature: the signer re-enters the password (21 CFR 11.200). `reason`: what the
     signer confirmed beyond the meaning (issue 11: a casebook signed with work outstanding),
     kept in the signature's audit record."""
     # auth builds on records (its audit records): a call, not a module-level import
     from ..auth.models import User
-    from ..auth.service import register_signature_failure, signature_refusal
 
     require_active("records.sign()")
     scope = _subject_scope(record)
@@ -279,7 +300,7 @@ def sign(record, *, user, password: str, meaning: str, form: str | None = None, 
     return signature
 
 
-def invalidate_signatures(record, *, user, reason: str) -> None:
+def invalidate_signatures(record: Row, *, user: User | None, reason: str) -> None:
     signatures = db.session.execute(
         select(Signature).where(
             Signature.form == record.FORM_NAME, Signature.form_id == record.id, Signature.valid.is_(True)
@@ -301,7 +322,7 @@ def invalidate_signatures(record, *, user, reason: str) -> None:
         )
 
 
-def lock(row) -> None:
+def lock(row: Row) -> None:
     """Lock one row for the rest of the transaction (SELECT ... FOR UPDATE), so writes that
     depend on it (numbering, scheduling) are serialised. SQLite's write transactions are
     already exclusive."""
@@ -309,7 +330,7 @@ def lock(row) -> None:
     db.session.execute(select(model.id).where(model.id == row.id).with_for_update())
 
 
-def touch(record, user) -> None:
+def touch(record: FormRecord, user: User) -> None:
     """One new version per user action, however many fields and flushes it takes."""
     record.updated_at = utcnow()
     record.updated_by_id = user.id
@@ -320,12 +341,11 @@ def touch(record, user) -> None:
         record.version = (record.version or 0) + 1
 
 
-def stamp_study_version(record) -> None:
+def stamp_study_version(record: Row) -> None:
     """The study-definition version in force at this save (issue 11), read in this
     transaction (no per-process cache), once per transaction."""
     if not hasattr(type(record), "study_version"):
         return
-    from ..settings import study_in_force
 
     memo = db.session.info.get("cellstudy_study_version")
     if memo is None or memo[0] is None or memo[0] is not db.session().get_transaction():

@@ -31,6 +31,7 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -143,7 +144,7 @@ def after_rollback(fn: Callable[[], None]) -> None:
     db.session.info.setdefault(_AFTER_ROLLBACK, []).append(fn)
 
 
-def saving(record) -> None:
+def saving(record: Any) -> None:
     """The record whose version this action bumps (a conflict at the commit names it)."""
     db.session.info.setdefault(_SAVING, []).append(record)
 

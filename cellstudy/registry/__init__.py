@@ -22,7 +22,7 @@ Pure: no Flask, no database. URLs are endpoint names; the pages resolve them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import columns  # noqa: F401  (registry.columns: the log columns)
 from .fields import FieldSpec
@@ -193,7 +193,7 @@ def label(name: str | None) -> str:
     return entry.label if entry else name.replace("_", " ").capitalize()
 
 
-def record_title(name: str, record) -> str:
+def record_title(name: str, record: Any) -> str:
     ft = get(name)
     return ft.record_title(record) if ft else label(name)
 
@@ -213,7 +213,7 @@ def _in_order(slotted) -> list:
     return [item for _position, _key, item in sorted(slotted, key=lambda x: (x[0], x[1]))]
 
 
-def casebook(subject) -> list[tuple[FormType, Log | None, object]]:
+def casebook(subject: Any) -> list[tuple[FormType, Log | None, object]]:
     """The subject's casebook in its one order: (form, None, record) for every record of
     a form, (form, log, None) for each log view, by position; records of forms that share
     a position are merged by their sort key."""
@@ -225,7 +225,7 @@ def casebook(subject) -> list[tuple[FormType, Log | None, object]]:
     return _in_order(slotted)
 
 
-def subject_forms(subject) -> list[tuple[str, object]]:
+def subject_forms(subject: Any) -> list[tuple[str, object]]:
     """Every saved form record of a subject, in casebook order: (form name, record); a
     log's entries one by one at the form's own position (where its first log prints)."""
     return _in_order(

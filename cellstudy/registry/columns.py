@@ -3,7 +3,9 @@ log's labels, help texts and choices are declared once, in that class (issue 12)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Column:
 _KINDS = {"DateField": "date", "BooleanField": "bool", "DecimalField": "number", "SelectField": "choice"}
 
 
-def columns_of_form(form_class, names, widths) -> tuple[Column, ...]:
+def columns_of_form(form_class: type[Any], names: Iterable[str], widths: Iterable[int]) -> tuple[Column, ...]:
     """Columns of a log read off a WTForms class (its unbound fields)."""
     out = []
     for name, width in zip(names, widths, strict=True):

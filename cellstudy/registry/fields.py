@@ -13,6 +13,7 @@ PROTOCOL 4.1). ``female_only`` fields are asked only when sex is F.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 KINDS = frozenset({"date", "number", "int", "bool", "choice", "text", "time"})
@@ -44,7 +45,7 @@ class FieldSpec:
         return tuple(value for value, _ in self.choices or ())
 
 
-def sections(specs) -> list[str]:
+def sections(specs: Iterable[FieldSpec]) -> list[str]:
     """The sections of a form, in the order its fields first name them."""
     out: list[str] = []
     for spec in specs:

@@ -1,8 +1,8 @@
 """Safety listings for investigators (issue 4; PROTOCOL 8): the AE, SAE and DLT listings'
 rows, a page of them for the screen, every one of them for the exports, and their columns.
 
-No Flask request here: every function takes the user's sites (`site_ids`, None = every
-site, as `auth.policy.site_ids()` gives them) and a `Filters` value (filters.py),
+No Flask request here: every function takes the user's sites (`sites`, a list of site ids
+or ALL_SITES, as `auth.policy.user_sites()` gives them) and a `Filters` value (filters.py),
 and returns plain dicts, the same dicts the page shows and the exports write
 (cellstudy.exports.tabular); the SQL is in queries.py, the summaries in
 summaries.py, the SDTM AE source rows in sdtm_source.py.
@@ -30,6 +30,7 @@ from operator import itemgetter
 from sqlalchemy import func
 
 from ..auth.models import Site
+from ..auth.policy import Sites
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..timeutil import as_utc, fmt_utc, utcnow
@@ -176,36 +177,34 @@ class Page:
 
 
 def listing_page(
-    kind: str, filters: Filters, site_ids: list[int] | None, *, per_page: int = PAGE_SIZE, now: datetime | None = None
+    kind: str, filters: Filters, sites: Sites, *, per_page: int = PAGE_SIZE, now: datetime | None = None
 ) -> Page:
     """One page of a listing ("ae", "sae" or "dlt"), ordered and limited by the database;
     the study day is computed for the page's rows only (one query for their subjects'
     first infusions). A page past the end shows the last page."""
-    total = count(kind, filters, site_ids)
+    total = count(kind, filters, sites)
     pages = max(1, -(-total // per_page))
     page = min(max(filters.page, 1), pages)
     stmt = (
-        listing_select(kind, filters, site_ids)
+        listing_select(kind, filters, sites)
         .order_by(*listing_order(filters))
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
     result = db.session.execute(stmt).all()
-    first = first_infusion_dates({r.subject_id for r in result})
+    first = first_infusion_dates({r.subject_id for r in result}, sites)
     now = now or utcnow()
     rows = [_row(r, kind, first, now) for r in result]
     return Page(rows, total, page, pages, per_page, replace(filters, page=page))
 
 
-def iter_listing(
-    kind: str, filters: Filters, site_ids: list[int] | None, *, now: datetime | None = None
-) -> Iterator[dict]:
+def iter_listing(kind: str, filters: Filters, sites: Sites, *, now: datetime | None = None) -> Iterator[dict]:
     """Every row of a listing in the listing's order, streamed from the database
     (YIELD_PER rows at a time, plain columns, never ORM objects): for the exports.
     The first-infusion dates of the sites' subjects are read once, before the rows."""
-    first = first_infusion_dates(None, site_ids)
+    first = first_infusion_dates(None, sites)
     now = now or utcnow()
-    stmt = listing_select(kind, filters, site_ids).order_by(*listing_order(filters))
+    stmt = listing_select(kind, filters, sites).order_by(*listing_order(filters))
     result = stream(stmt)
     try:
         for r in result:
@@ -245,7 +244,7 @@ def listing_columns(kind: str) -> list:
 
 
 def iter_listing_values(
-    kind: str, filters: Filters, site_ids: list[int] | None, *, now: datetime | None = None, for_csv: bool = False
+    kind: str, filters: Filters, sites: Sites, *, now: datetime | None = None, for_csv: bool = False
 ) -> Iterator[tuple]:
     """The rows of `iter_listing` as tuples in the order of `listing_columns(kind)`,
     with the same values (the CSV and XLSX exports read these): streamed the same way.
@@ -262,11 +261,11 @@ def iter_listing_values(
     after the query itself)."""
     if kind == "sae":
         get = itemgetter(*[c.key for c in listing_columns(kind)])
-        yield from map(get, iter_listing(kind, filters, site_ids, now=now))
+        yield from map(get, iter_listing(kind, filters, sites, now=now))
         return
     attribution, outcomes = ATTRIBUTION_LABELS.get, OUTCOME_LABELS.get
-    reference = first_infusion_dates(None, site_ids).get
-    stmt = listing_select(kind, filters, site_ids, columns=_EXPORT_COLUMNS).order_by(*listing_order(filters))
+    reference = first_infusion_dates(None, sites).get
+    stmt = listing_select(kind, filters, sites, columns=_EXPORT_COLUMNS).order_by(*listing_order(filters))
     raw = for_csv and db.session.get_bind().dialect.name == "sqlite"
     dates: dict = {}  # onset as ISO text (SQLite's raw rows) -> date: a few hundred distinct dates
     if raw:

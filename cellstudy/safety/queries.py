@@ -1,7 +1,7 @@
 """The SQL of the safety listings, summaries and SDTM source (issue 4; PROTOCOL 8).
 
-No Flask request here: every function takes the user's sites (`site_ids`, None = every
-site, as `auth.policy.site_ids()` gives them) and, for the listings, a `Filters` value.
+No Flask request here: every function takes the user's sites (`sites`, a list of site ids
+or ALL_SITES, as `auth.policy.user_sites()` gives them) and, for the listings, a `Filters` value.
 
 - Sorting is done by the database on table columns (the study day is computed per row,
   so it is not a sort key); empty values sort last in both directions, the AE id breaks
@@ -14,15 +14,16 @@ site, as `auth.policy.site_ids()` gives them) and, for the listings, a `Filters`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Table, case, false, func, select
+from sqlalchemy import CursorResult, ScalarSelect, Select, Table, case, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.selectable import Join
 
 from ..auth.models import Site
+from ..auth.policy import ALL_SITES, Sites, within
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..infusions.models import Infusion
@@ -47,22 +48,17 @@ def _sqlite_table_hint(table, compiler, **kw):
     return text
 
 
-def scope_to_sites(conditions: list, site_ids: list[int] | None, site_column) -> None:
-    if site_ids is not None:
-        conditions.append(site_column.in_(site_ids) if site_ids else false())
-
-
-def site_id_of(code: str):
+def site_id_of(code: str) -> ScalarSelect[int]:
     return select(Site.id).where(Site.code == code).scalar_subquery()
 
 
-def ae_conditions(filters: Filters, site_ids: list[int] | None, *, grade: bool = True, joined: bool = False) -> list:
+def ae_conditions(filters: Filters, sites: Sites, *, grade: bool = True, joined: bool = False) -> list:
     """WHERE conditions over AdverseEvent. The dose level is the subject's: with the
     subject table `joined` a condition on it, else an IN over the subjects of that level
     (so a count needs no join)."""
     ae = AdverseEvent
     where = [ae.status != "deleted"]
-    scope_to_sites(where, site_ids, ae.site_id)
+    where.append(within(ae.site_id, sites))
     if filters.site:
         where.append(ae.site_id == site_id_of(filters.site))
     if grade and filters.grade_min is not None:
@@ -209,10 +205,10 @@ _SQLITE_SORT_INDEX = {
 }
 
 
-def listing_select(kind: str, filters: Filters, site_ids: list[int] | None, *, columns=None):
+def listing_select(kind: str, filters: Filters, sites: Sites, *, columns: Sequence[Any] | None = None) -> Select:
     if kind not in LISTINGS:
         raise ValueError(f"unknown listing {kind!r}")
-    where = listing_where(kind, filters, site_ids, joined=True)
+    where = listing_where(kind, filters, sites, joined=True)
     if columns is None:
         columns = LISTING_COLUMNS + (_SAE_COLUMNS if kind == "sae" else ())
     if filters.sort == "subject":
@@ -225,8 +221,8 @@ def listing_select(kind: str, filters: Filters, site_ids: list[int] | None, *, c
     return stmt.with_hint(AdverseEvent, f"INDEXED BY {index}", "sqlite") if index else stmt
 
 
-def listing_where(kind: str, filters: Filters, site_ids: list[int] | None, *, joined: bool = False) -> list:
-    where = ae_conditions(filters, site_ids, joined=joined)
+def listing_where(kind: str, filters: Filters, sites: Sites, *, joined: bool = False) -> list:
+    where = ae_conditions(filters, sites, joined=joined)
     if kind == "sae":
         where.append(AdverseEvent.serious.is_(True))
     elif kind == "dlt":
@@ -234,14 +230,14 @@ def listing_where(kind: str, filters: Filters, site_ids: list[int] | None, *, jo
     return where
 
 
-def count(kind: str, filters: Filters, site_ids: list[int] | None) -> int:
+def count(kind: str, filters: Filters, sites: Sites) -> int:
     """The rows of a listing: a count with the same filters, over the AE table alone.
 
     Every column the filters use is in the index LISTING_COUNT_INDEX (migration 0006),
     so the count reads that index, never the table: PostgreSQL plans an index-only
     scan with its statistics; SQLite, which has none, is told to (INDEXED BY): left
     alone it would walk the site or grade index and look each row up in the table."""
-    where = listing_where(kind, filters, site_ids)
+    where = listing_where(kind, filters, sites)
     stmt = (
         select(func.count())
         .select_from(AdverseEvent)
@@ -254,9 +250,7 @@ def count(kind: str, filters: Filters, site_ids: list[int] | None) -> int:
 # --- first infusion ----------------------------------------------------------------------------
 
 
-def first_infusion_dates(
-    subject_ids: Iterable[int] | None = None, site_ids: list[int] | None = None
-) -> dict[int, date]:
+def first_infusion_dates(subject_ids: Iterable[int] | None, sites: Sites) -> dict[int, date]:
     """subject id -> date of the first NK-cell infusion given (Infusion.date: the
     administration date, else the planned date). One query: for the subjects given, or
     for every subject of the sites (an export builds this once)."""
@@ -267,10 +261,8 @@ def first_infusion_dates(
         if not ids:
             return {}
         stmt = stmt.where(Infusion.subject_id.in_(ids))
-    if site_ids is not None:
-        stmt = stmt.join(Subject, Subject.id == Infusion.subject_id).where(
-            Subject.site_id.in_(site_ids) if site_ids else false()
-        )
+    if sites is not ALL_SITES:
+        stmt = stmt.join(Subject, Subject.id == Infusion.subject_id).where(within(Subject.site_id, sites))
     out: dict[int, date] = {}
     for subject_id, administered, planned in db.session.execute(stmt):
         day = date.fromisoformat(administered) if administered else planned
@@ -282,7 +274,7 @@ def first_infusion_dates(
 # --- streaming ---------------------------------------------------------------------------------
 
 
-def raw_rows(cursor) -> Iterator[tuple]:
+def raw_rows(cursor: CursorResult) -> Iterator[tuple]:
     while True:
         batch = cursor.fetchmany(YIELD_PER)
         if not batch:
@@ -290,7 +282,7 @@ def raw_rows(cursor) -> Iterator[tuple]:
         yield from batch
 
 
-def stream(stmt):
+def stream(stmt: Select) -> CursorResult:
     """Rows of a Core select, YIELD_PER at a time (a server-side cursor on PostgreSQL),
     on the session's connection and transaction but past the ORM's result layer: the
     export needs tuples, and the ORM's per-row work would double its time."""

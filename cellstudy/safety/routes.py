@@ -2,7 +2,7 @@
 
 Pages (view_clinical): /safety/ae, /safety/sae, /safety/dlt, /safety/summary,
 /safety/crs-icans. Files (export_safety): /safety/<listing>.<csv|xlsx|pdf> and the SDTM
-AE domain /safety/sdtm/ae.csv. Rows come only from the user's sites (`site_ids()`).
+AE domain /safety/sdtm/ae.csv. Rows come only from the user's sites (`user_sites()`).
 The rows live in listings.py (filters in filters.py, SQL in queries.py),
 the summaries in summaries.py, the SDTM source rows in sdtm_source.py, the file
 formats in cellstudy/exports/.
@@ -34,7 +34,7 @@ from flask import (
 from flask_login import current_user
 from markupsafe import Markup, escape
 
-from ..auth.policy import allowed_sites, can, require, site_ids
+from ..auth.policy import ALL_SITES, allowed_sites, can, require, user_sites
 from ..exports import sdtm, tabular
 from ..records import audit
 from ..records import service as records
@@ -88,7 +88,7 @@ def _page_context(listing: str, filters, errors, sites, levels) -> dict:
 
 def _listing_page(listing: str):
     filters, errors, sites, levels = _filters(listing)
-    page = listings.listing_page(listing, filters, site_ids())
+    page = listings.listing_page(listing, filters, user_sites())
     for row in page.rows:  # times on screen are shown in the site's zone (ARCHITECTURE rule 5)
         row["zone"] = SimpleNamespace(timezone=row["timezone"])
     columns = listings.sae_columns() if listing == "sae" else listings.ae_columns()
@@ -195,7 +195,7 @@ def dlt_listing():
 @require("view_clinical")
 def ae_summary():
     filters, errors, sites, levels = _filters("summary")
-    table = summaries.summary_table(filters, site_ids(), levels)
+    table = summaries.summary_table(filters, user_sites(), levels)
     return render_template(
         "safety/summary.html",
         table=table,
@@ -226,7 +226,7 @@ def summary_cells(rows: list[dict], width: int) -> list[Markup]:
 @require("view_clinical")
 def crs_icans_summary():
     filters, errors, sites, levels = _filters("crs-icans")
-    result = summaries.crs_icans_summary(filters, site_ids(), levels)
+    result = summaries.crs_icans_summary(filters, user_sites(), levels)
     return render_template(
         "safety/crs_icans.html",
         summary=result,
@@ -250,7 +250,7 @@ def _filename(part: str, fmt: str, now) -> str:
 def _audit_export(key: str, fmt: str, filters, rows: int, sites: list[str]) -> None:
     """One audit record per export: who (the user), when (the record's time), what
     (listing, format, filters, the sites it covered) and how many rows."""
-    ids = site_ids()
+    ids = user_sites()
     site_id = None
     if filters.site:
         site_id = next((s.id for s in allowed_sites() if s.code == filters.site), None)
@@ -260,18 +260,18 @@ def _audit_export(key: str, fmt: str, filters, rows: int, sites: list[str]) -> N
         form=f"safety_{key}",
         field=fmt,
         site_id=site_id,
-        new={"filters": filters.active(), "rows": rows, "sites": "all" if ids is None else sorted(sites)},
+        new={"filters": filters.active(), "rows": rows, "sites": "all" if ids is ALL_SITES else sorted(sites)},
     )
 
 
 def _meta(title: str, filters, ignored, sites, now) -> list[tuple[str, str]]:
     study = current_study()
-    ids = site_ids()
+    ids = user_sites()
     return [
         ("Protocol", f"{study.protocol_id} (version {study.version})"),
         ("Listing", title),
         ("Filters", filters.describe(ignored)),
-        ("Sites", "All sites" if ids is None else ", ".join(sorted(sites)) or "None"),
+        ("Sites", "All sites" if ids is ALL_SITES else ", ".join(sorted(sites)) or "None"),
         ("Exported by", f"{current_user.full_name} ({current_user.username})"),
         ("Exported at", fmt_utc(now)),
     ]
@@ -345,7 +345,7 @@ def export_listing(listing, fmt):
         return redirect(url_for(page_endpoint, **request.args.to_dict()))
     title, part, _ = LISTINGS[listing]
     key = listing.replace("-", "_")
-    ids = site_ids()
+    ids = user_sites()
     common = {"filters": filters, "sites": sites, "title": title, "part": part}
     if listing in ("ae", "sae", "dlt"):
         columns = listings.listing_columns(listing)
@@ -370,7 +370,7 @@ def sdtm_ae_domain():
     """The CDISC SDTM AE domain of the user's sites (complete AEs; no filters: a domain
     is delivered whole), as CSV, streamed."""
     study = current_study()
-    ids = site_ids()
+    ids = user_sites()
     sites = [s.code for s in allowed_sites()]
     columns = sdtm.AE_COLUMNS
     total = sdtm_source.count_sdtm(ids)

@@ -8,31 +8,32 @@ from collections.abc import Iterator
 
 from sqlalchemy import func, select
 
+from ..auth.policy import Sites, within
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..adverse_events.fields import CRITERIA_CODES
-from .queries import first_infusion_dates, scope_to_sites, stream
+from .queries import first_infusion_dates, stream
 from ..adverse_events.models import AdverseEvent
 
 
-def _sdtm_where(site_ids: list[int] | None) -> list:
+def _sdtm_where(sites: Sites) -> list:
     where = [AdverseEvent.status == "complete"]
-    scope_to_sites(where, site_ids, AdverseEvent.site_id)
+    where.append(within(AdverseEvent.site_id, sites))
     return where
 
 
-def count_sdtm(site_ids: list[int] | None) -> int:
-    return db.session.execute(select(func.count()).select_from(AdverseEvent).where(*_sdtm_where(site_ids))).scalar_one()
+def count_sdtm(sites: Sites) -> int:
+    return db.session.execute(select(func.count()).select_from(AdverseEvent).where(*_sdtm_where(sites))).scalar_one()
 
 
-def iter_sdtm_source(site_ids: list[int] | None, *, studyid: str) -> Iterator[dict]:
+def iter_sdtm_source(sites: Sites, *, studyid: str) -> Iterator[dict]:
     """The input of `exports.sdtm.ae_domain`: every complete AE of the sites (drafts and
     removed AEs are not data), in the order it asks for (subject, onset date, AE id),
     streamed. USUBJID is "<study id>-<subject number>"; RFSTDTC the first NK-cell
     infusion given."""
-    first = first_infusion_dates(None, site_ids)
+    first = first_infusion_dates(None, sites)
     ae = AdverseEvent
-    where = _sdtm_where(site_ids)
+    where = _sdtm_where(sites)
     subject = func.coalesce(Subject.subject_number, Subject.screening_number)
     stmt = (
         select(

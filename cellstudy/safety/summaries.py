@@ -14,12 +14,13 @@ from collections.abc import Iterable, Mapping
 
 from sqlalchemy import String, and_, case, cast, func, literal, null, or_, select, union_all
 
+from ..auth.policy import Sites, within
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..infusions.models import Infusion
 from ..adverse_events.fields import CRS_TERM, ICANS_TERM, ICANS_VERBATIM
 from .filters import Filters
-from .queries import ae_conditions, first_infusion_dates, scope_to_sites, site_id_of
+from .queries import ae_conditions, first_infusion_dates, site_id_of
 from ..exports.tabular import Column
 from ..adverse_events.models import AdverseEvent
 
@@ -32,12 +33,12 @@ def _infused(subject_column):
     return subject_column.in_(select(Infusion.subject_id).where(Infusion.state == "given"))
 
 
-def safety_population(filters: Filters, site_ids: list[int] | None, dose_levels: Iterable[str] = ()) -> dict[str, int]:
+def safety_population(filters: Filters, sites: Sites, dose_levels: Iterable[str] = ()) -> dict[str, int]:
     """N per dose level (and OVERALL): subjects with at least one NK-cell infusion given,
     of the user's sites, narrowed by the site and dose-level filters. Every dose level of
     `dose_levels` is a key (N may be 0); subjects without a dose level count in OVERALL."""
     where = [_infused(Subject.id)]
-    scope_to_sites(where, site_ids, Subject.site_id)
+    where.append(within(Subject.site_id, sites))
     if filters.site:
         where.append(Subject.site_id == site_id_of(filters.site))
     if filters.dose_level:
@@ -59,13 +60,13 @@ def safety_population(filters: Filters, site_ids: list[int] | None, dose_levels:
 SUMMARY_IGNORES = ("grade_min",)
 
 
-def _summary_ae_where(filters: Filters, site_ids: list[int] | None) -> list:
-    where = ae_conditions(filters, site_ids, grade=False, joined=True)
+def _summary_ae_where(filters: Filters, sites: Sites) -> list:
+    where = ae_conditions(filters, sites, grade=False, joined=True)
     where += [AdverseEvent.term.is_not(None), _infused(AdverseEvent.subject_id)]
     return where
 
 
-def _worst_counts(filters: Filters, site_ids: list[int] | None) -> list:
+def _worst_counts(filters: Filters, sites: Sites) -> list:
     """(level, soc, term, dose level, worst grade, subjects) for the three levels of the
     summary: 0 = any AE, 1 = per SOC, 2 = per SOC and term. One statement, one pass over
     the AEs: the worst grade per subject and term (a CTE, materialised because it is
@@ -83,7 +84,7 @@ def _worst_counts(filters: Filters, site_ids: list[int] | None) -> list:
         )
         .select_from(ae)
         .join(Subject, Subject.id == ae.subject_id)
-        .where(*_summary_ae_where(filters, site_ids))
+        .where(*_summary_ae_where(filters, sites))
         .group_by(ae.subject_id, Subject.dose_level, ae.soc, ae.term)
     ).cte("per_term")
     text_null = cast(null(), String)
@@ -126,7 +127,7 @@ def _add(cells: dict, worst: int | None, n: int) -> None:
             cells["ge3"] += n
 
 
-def summary_table(filters: Filters, site_ids: list[int] | None, dose_levels: Iterable[str]) -> dict:
+def summary_table(filters: Filters, sites: Sites, dose_levels: Iterable[str]) -> dict:
     """Subjects with at least one AE, by SOC and term x worst grade (1-5, any, >= 3), per
     dose level and overall (PROTOCOL 8). A subject counts once per row, at its worst
     grade for that row; an AE without a grade yet (a draft) counts in "Any" only.
@@ -134,7 +135,7 @@ def summary_table(filters: Filters, site_ids: list[int] | None, dose_levels: Ite
     {"groups": [dose levels..., OVERALL], "N": {group: n}, "rows": [{"level": "all"|"soc"|
     "term", "soc", "term", "cells": {group: {1..5, "any", "ge3": n}}}]}: the "Any adverse
     event" row first, then each SOC (alphabetical) followed by its terms (alphabetical)."""
-    population = safety_population(filters, site_ids, dose_levels)
+    population = safety_population(filters, sites, dose_levels)
     groups = [g for g in population if g != OVERALL] + [OVERALL]
 
     def cells_of(counts: Iterable) -> dict:
@@ -146,7 +147,7 @@ def summary_table(filters: Filters, site_ids: list[int] | None, dose_levels: Ite
         return cells
 
     counts: tuple[list, dict, dict] = ([], {}, {})  # any AE; by SOC; by (SOC, term)
-    for level, soc, term, dose_level, worst, n in _worst_counts(filters, site_ids):
+    for level, soc, term, dose_level, worst, n in _worst_counts(filters, sites):
         bucket = counts[level] if level == 0 else counts[level].setdefault(soc if level == 1 else (soc, term), [])
         bucket.append((dose_level, worst, n))
     rows = [{"level": "all", "soc": "Any adverse event", "term": None, "cells": cells_of(counts[0])}]
@@ -193,7 +194,7 @@ def _median_range(values: list[int]) -> dict | None:
     return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def crs_icans_summary(filters: Filters, site_ids: list[int] | None, dose_levels: Iterable[str]) -> dict:
+def crs_icans_summary(filters: Filters, sites: Sites, dose_levels: Iterable[str]) -> dict:
     """CRS and ICANS per dose level and overall (issue 4): subjects with the event n/N,
     subjects by worst grade, time to onset and duration.
 
@@ -208,9 +209,9 @@ def crs_icans_summary(filters: Filters, site_ids: list[int] | None, dose_levels:
     {"groups", "N", "kinds": {"crs"|"icans": {group: {"n", "pct", "grades": {1..5: n},
     "onset": median_range|None, "duration": median_range|None, "ongoing": n, "events": n}}}}
     """
-    population = safety_population(filters, site_ids, dose_levels)
+    population = safety_population(filters, sites, dose_levels)
     groups = [g for g in population if g != OVERALL] + [OVERALL]
-    first = first_infusion_dates(None, site_ids)
+    first = first_infusion_dates(None, sites)
     out = {"groups": groups, "N": population, "kinds": {}, "ignored": SUMMARY_IGNORES}
     kind_of = case((_crs_condition("crs"), "crs"), (_crs_condition("icans"), "icans"))
     stmt = (
@@ -223,7 +224,7 @@ def crs_icans_summary(filters: Filters, site_ids: list[int] | None, dose_levels:
             AdverseEvent.end_date,
         )
         .join(Subject, Subject.id == AdverseEvent.subject_id)
-        .where(*_summary_ae_where(filters, site_ids), or_(_crs_condition("crs"), _crs_condition("icans")))
+        .where(*_summary_ae_where(filters, sites), or_(_crs_condition("crs"), _crs_condition("icans")))
         .order_by(AdverseEvent.subject_id, AdverseEvent.onset_date, AdverseEvent.id)
     )
     # one pass: per (kind, subject) the dose level, worst grade and first onset; per

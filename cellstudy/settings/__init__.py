@@ -29,6 +29,7 @@ import json
 import time
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
 
 from flask import g, has_app_context
 from sqlalchemy import func, select
@@ -37,6 +38,9 @@ from .. import timeutil
 from ..extensions import db
 from ..study import SETTING_LABELS, SETTING_SECTIONS, STUDY, Study, setting_label
 from .models import StudyAmendment
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 SECTIONS = ("eligibility", "regimen", "toxicity_hold", "edit_checks")  # edit_checks: issue 6 (monitoring)
 
@@ -109,7 +113,7 @@ def apply(overrides: dict, base: Study = STUDY, version: str | None = None) -> S
     return dataclasses.replace(study, version=version) if version else study
 
 
-def parse(key: str, raw, kind):
+def parse(key: str, raw: Any, kind: type[int] | type[Decimal]) -> int | Decimal | None:
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         if key in _OPTIONAL:
             return None
@@ -180,14 +184,14 @@ def _study_of(row) -> Study:
     return _amended(row.id, row.label, json.dumps(row.overrides, sort_keys=True)) if row else STUDY
 
 
-def study_in_force(session=None, now: datetime | None = None) -> Study:
+def study_in_force(session: Session | None = None, now: datetime | None = None) -> Study:
     """The definition in force, read in the caller's transaction (no per-process cache):
     what a rule that stores its judgement must use (issue 11)."""
     session = session if session is not None else db.session
     return _study_of(_in_force_row(session, _today(now)))
 
 
-def definition(amendment) -> Study:
+def definition(amendment: StudyAmendment) -> Study:
     """The definition an amendment sets (whatever its status)."""
     return _amended(amendment.id, amendment.label, json.dumps(amendment.overrides, sort_keys=True))
 

@@ -22,6 +22,7 @@ from cellstudy.adverse_events.models import AdverseEvent, CrsAssessment, LabSugg
 from cellstudy.extensions import db
 from cellstudy.records.models import AuditRecord, Query, Signature
 from tests.helpers import subject_by_number
+from tests.helpers import field_errors, flashes
 
 PW = "cellstudy-demo"
 T = date.today()
@@ -36,21 +37,9 @@ def text(response) -> str:
     return html.unescape(response.get_data(as_text=True))
 
 
-def field_errors(page: str, name: str) -> list[str]:
-    for chunk in page.split('<div class="field')[1:]:
-        head = chunk.split('<div class="field')[0]
-        if f'name="{name}"' in head:
-            return re.findall(r'<div class="error" role="alert">(.*?)</div>', head, re.S)
-    raise AssertionError(f"no field {name} on the page")
-
-
 def plain(page: str) -> str:
     """The page's text as a reader sees it: no tags, single spaces."""
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
-
-
-def flashes(page: str) -> list[str]:
-    return re.findall(r'<div class="flash [a-z]+" role="[a-z]+">(.*?)</div>', page, re.S)
 
 
 def sid(app, number: str) -> int:

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from cellstudy.auth.models import Site
+from cellstudy.auth.policy import ALL_SITES
 from cellstudy.extensions import db
 from cellstudy.records.models import AuditRecord
 from tests.adverse_events.test_listings_app import (
@@ -418,9 +419,9 @@ def test_export_values_are_the_listing_rows_in_column_order(app, safety_data, ki
         filters, errors = parse_filters(query, sorts=SAE_SORTS if kind == "sae" else AE_SORTS)
         assert not errors
         keys = [c.key for c in listings.listing_columns(kind)]
-        for sites in (None, [db.session.scalar(select(Site.id).where(Site.code == "NB"))]):
+        for sites in (ALL_SITES, [db.session.scalar(select(Site.id).where(Site.code == "NB"))]):
             rows = [itemgetter(*keys)(r) for r in listings.iter_listing(kind, filters, sites)]
-            assert rows or sites  # the safety data has rows for each case (all sites)
+            assert rows or sites is not ALL_SITES  # the safety data has rows for each case (all sites)
             assert list(listings.iter_listing_values(kind, filters, sites)) == rows
         db.session.rollback()
 
@@ -450,7 +451,7 @@ def test_listing_queries_use_their_indexes_on_sqlite(app, safety_data):
         count = (
             select(func.count())
             .select_from(AdverseEvent)
-            .where(*listing_where("ae", filters, None))
+            .where(*listing_where("ae", filters, ALL_SITES))
             .with_hint(AdverseEvent, f"INDEXED BY {LISTING_COUNT_INDEX}", "sqlite")
         )
         assert "COVERING INDEX ix_adverse_event_listing_count" in plan(count)
@@ -460,7 +461,7 @@ def test_listing_queries_use_their_indexes_on_sqlite(app, safety_data):
             ({"sort": "subject"}, "ix_adverse_event_subject_id"),
         ):
             filters, _ = parse_filters(query)
-            stmt = listing_select("ae", filters, None).order_by(*listing_order(filters)).limit(50)
+            stmt = listing_select("ae", filters, ALL_SITES).order_by(*listing_order(filters)).limit(50)
             shown = plan(stmt)
             assert f"USING INDEX {index}" in shown, shown
             if query.get("sort") == "subject":
@@ -468,5 +469,7 @@ def test_listing_queries_use_their_indexes_on_sqlite(app, safety_data):
                 assert shown.index("SCAN subject") < shown.index("adverse_event"), shown
         # and the count the page shows is the count of the rows
         filters, _ = parse_filters({"site": "HZ", "grade_min": "2"})
-        assert listings.count("ae", filters, None) == sum(1 for _ in listings.iter_listing("ae", filters, None))
+        assert listings.count("ae", filters, ALL_SITES) == sum(
+            1 for _ in listings.iter_listing("ae", filters, ALL_SITES)
+        )
         db.session.rollback()

@@ -23,6 +23,7 @@ from cellstudy.records.transaction import transaction
 from cellstudy.settings import apply
 from cellstudy.timeutil import site_date
 from tests.helpers import screening_post, subject_by_number
+from cellstudy.auth.policy import ALL_SITES
 
 PASSWORD = "cellstudy-demo"
 
@@ -532,7 +533,7 @@ def test_a_locked_subject_is_left_out_of_flagging_without_failing_the_others(app
     with transaction():
         flagged = reconfirm.flag_amendment_impact(tighter, amendment_label="A1", user=inv)
     assert [s.label for s in flagged] == ["NB-001"]
-    assert [r.subject.label for r in reconfirm.open_reviews(None)] == ["NB-001"]
+    assert [r.subject.label for r in reconfirm.open_reviews(ALL_SITES)] == ["NB-001"]
 
 
 def test_open_review_is_idempotent_per_subject_and_cause(app, ctx):

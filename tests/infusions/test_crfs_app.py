@@ -18,9 +18,10 @@ from sqlalchemy import select
 
 from cellstudy.enrollment.models import Exposure, Subject
 from cellstudy.extensions import db
-from cellstudy.infusions.models import Deviation, Infusion, LymphodepletionDay, Visit
-from cellstudy.records.models import AuditRecord, Signature
+from cellstudy.infusions.models import Infusion, LymphodepletionDay, Visit
+from cellstudy.records.models import Signature
 from tests.helpers import subject_by_number
+from tests.helpers import audit, deviations, errors, field_errors, flashes, sid_of
 
 PW = "cellstudy-demo"
 
@@ -34,48 +35,6 @@ def day(n: int) -> date:
 
 def text(response) -> str:
     return html.unescape(response.data.decode())
-
-
-def field_errors(page: str, name: str) -> list[str]:
-    """The messages shown at one field of a form rendered by the `field` macro."""
-    for chunk in page.split('<div class="field')[1:]:
-        if f'name="{name}"' in chunk.split('<div class="field')[0]:
-            return re.findall(r'<div class="error" role="alert">(.*?)</div>', chunk, re.S)
-    raise AssertionError(f"no field {name} on the page")
-
-
-def errors(page: str) -> list[str]:
-    """Every error message on the page, at a field or not."""
-    return re.findall(r'<div class="error" role="alert">(.*?)</div>', page, re.S)
-
-
-def flashes(page: str) -> list[str]:
-    return re.findall(r'<div class="flash [a-z]+" role="[a-z]+">(.*?)</div>', page, re.S)
-
-
-def sid_of(app, number: str) -> int:
-    with app.app_context():
-        return subject_by_number(number).id
-
-
-def audit(app, **where) -> list[dict]:
-    with app.app_context():
-        stmt = select(AuditRecord).order_by(AuditRecord.id)
-        for name, value in where.items():
-            stmt = stmt.where(getattr(AuditRecord, name) == value)
-        return [
-            {
-                "action": r.action,
-                "username": r.username,
-                "form": r.form,
-                "form_id": r.form_id,
-                "field": r.field,
-                "old": r.old_value,
-                "new": r.new_value,
-                "reason": r.reason,
-            }
-            for r in db.session.execute(stmt).scalars()
-        ]
 
 
 def record(app, model, record_id) -> dict:
@@ -98,22 +57,6 @@ def infusion(app, number: str, n: int) -> dict:
 def subject_status(app, sid: int) -> str:
     with app.app_context():
         return db.session.get(Subject, sid).status
-
-
-def deviations(app, sid: int) -> list[dict]:
-    with app.app_context():
-        rows = db.session.execute(select(Deviation).where(Deviation.subject_id == sid).order_by(Deviation.id)).scalars()
-        return [
-            {
-                "kind": d.kind,
-                "reason": d.reason,
-                "description": d.description,
-                "form": d.form,
-                "form_id": d.form_id,
-                "signature_id": d.signature_id,
-            }
-            for d in rows
-        ]
 
 
 def vaccines(app, sid: int) -> list[dict]:

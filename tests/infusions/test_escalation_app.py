@@ -17,8 +17,9 @@ from cellstudy.enrollment.models import Subject
 from cellstudy.extensions import db
 from cellstudy.infusions import dose_levels
 from cellstudy.infusions.models import Deviation, DltAssessment, EscalationReview
-from cellstudy.records.models import AuditRecord, Signature
+from cellstudy.records.models import Signature
 from tests.helpers import subject_by_number
+from tests.helpers import audit, errors, field_errors, sid_of
 
 PW = "cellstudy-demo"
 
@@ -32,42 +33,6 @@ def day(n: int) -> date:
 
 def text(response) -> str:
     return html.unescape(response.data.decode())
-
-
-def field_errors(page: str, name: str) -> list[str]:
-    for chunk in page.split('<div class="field')[1:]:
-        if f'name="{name}"' in chunk:
-            return re.findall(r'<div class="error" role="alert">(.*?)</div>', chunk, re.S)
-    raise AssertionError(f"no field {name} on the page")
-
-
-def errors(page: str) -> list[str]:
-    return re.findall(r'<div class="error" role="alert">(.*?)</div>', page, re.S)
-
-
-def sid_of(app, number: str) -> int:
-    with app.app_context():
-        return subject_by_number(number).id
-
-
-def audit(app, **where) -> list[dict]:
-    with app.app_context():
-        stmt = select(AuditRecord).order_by(AuditRecord.id)
-        for name, value in where.items():
-            stmt = stmt.where(getattr(AuditRecord, name) == value)
-        return [
-            {
-                "action": r.action,
-                "username": r.username,
-                "form": r.form,
-                "form_id": r.form_id,
-                "field": r.field,
-                "old": r.old_value,
-                "new": r.new_value,
-                "reason": r.reason,
-            }
-            for r in db.session.execute(stmt).scalars()
-        ]
 
 
 def dlt_record(app, sid: int) -> dict | None:

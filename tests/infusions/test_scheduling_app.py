@@ -21,9 +21,17 @@ from cellstudy.auth.models import User
 from cellstudy.enrollment.eligibility import add_months
 from cellstudy.extensions import db
 from cellstudy.infusions import proposal, scheduling, worklists
-from cellstudy.infusions.models import Deviation, Infusion, LymphodepletionDay, Visit
-from cellstudy.records.models import AuditRecord, Signature
+from cellstudy.infusions.models import Infusion, LymphodepletionDay, Visit
+from cellstudy.records.models import Signature
 from tests.helpers import subject_by_number
+from cellstudy.auth.policy import ALL_SITES
+from tests.helpers import AUDIT_KEYS, deviations, sid_of
+from tests.helpers import audit as _audit
+
+
+def audit(app, **where) -> list[dict]:
+    return _audit(app, keys=("id", *AUDIT_KEYS, "subject_id"), **where)
+
 
 PW = "cellstudy-demo"
 
@@ -38,11 +46,6 @@ def day(n: int) -> date:
 
 def text(response) -> str:
     return html.unescape(response.data.decode())
-
-
-def sid_of(app, number: str) -> int:
-    with app.app_context():
-        return subject_by_number(number).id
 
 
 def infusion_rows(app, sid: int) -> list[dict]:
@@ -69,44 +72,6 @@ def infusion_rows(app, sid: int) -> list[dict]:
 
 def active(app, sid: int) -> list[dict]:
     return [i for i in infusion_rows(app, sid) if i["state"] != "cancelled"]
-
-
-def audit(app, **where) -> list[dict]:
-    with app.app_context():
-        stmt = select(AuditRecord).order_by(AuditRecord.id)
-        for name, value in where.items():
-            stmt = stmt.where(getattr(AuditRecord, name) == value)
-        return [
-            {
-                "id": r.id,
-                "action": r.action,
-                "username": r.username,
-                "form": r.form,
-                "form_id": r.form_id,
-                "field": r.field,
-                "old": r.old_value,
-                "new": r.new_value,
-                "reason": r.reason,
-                "subject_id": r.subject_id,
-            }
-            for r in db.session.execute(stmt).scalars()
-        ]
-
-
-def deviations(app, sid: int) -> list[dict]:
-    with app.app_context():
-        rows = db.session.execute(select(Deviation).where(Deviation.subject_id == sid).order_by(Deviation.id)).scalars()
-        return [
-            {
-                "kind": d.kind,
-                "reason": d.reason,
-                "description": d.description,
-                "form": d.form,
-                "form_id": d.form_id,
-                "signature_id": d.signature_id,
-            }
-            for d in rows
-        ]
 
 
 def signatures(app, sid: int) -> list[dict]:
@@ -836,9 +801,9 @@ def test_the_calendar_pages_in_date_order_without_a_query_per_row(app):
     from sqlalchemy import event
 
     with app.app_context():
-        first = worklists.calendar(None, date.today(), 28, page=1, per_page=3)
+        first = worklists.calendar(ALL_SITES, date.today(), 28, page=1, per_page=3)
         assert first["total"] >= 4 and first["pages"] == -(-first["total"] // 3) and len(first["items"]) == 3
-        second = worklists.calendar(None, date.today(), 28, page=2, per_page=3)
+        second = worklists.calendar(ALL_SITES, date.today(), 28, page=2, per_page=3)
         dates = [i["date"] for i in first["items"] + second["items"]]
         assert dates == sorted(dates)
         assert not {id(i["record"]) for i in first["items"]} & {id(i["record"]) for i in second["items"]}
@@ -847,7 +812,7 @@ def test_the_calendar_pages_in_date_order_without_a_query_per_row(app):
         event.listen(db.engine, "before_cursor_execute", listener)
         try:
             db.session.expunge_all()
-            worklists.calendar(None, date.today(), 28, page=1, per_page=50)
+            worklists.calendar(ALL_SITES, date.today(), 28, page=1, per_page=50)
         finally:
             event.remove(db.engine, "before_cursor_execute", listener)
         assert len(statements) <= 12, len(statements)

@@ -605,7 +605,9 @@ def test_the_sql_sdv_progress_agrees_with_record_state(app, login, hz):
         f"/subjects/{hz['id']}/verify", data={"target": f"adverse_event:{hz['aes']['Nausea']}", "fields": ["term"]}
     )
     with app.app_context():
-        rows = state.sdv_rows()
+        from cellstudy.auth.policy import ALL_SITES
+
+        rows = state.sdv_rows(ALL_SITES)
         states = state.record_states((form, fid) for form, fid, *_ in rows)
         verdicts = {
             (form, fid): ("verified" if done >= required else "partly verified" if done else "not verified")
@@ -613,7 +615,7 @@ def test_the_sql_sdv_progress_agrees_with_record_state(app, login, hz):
         }
         assert verdicts == {key: st["sdv"] for key, st in states.items()}
         assert {"verified", "partly verified", "not verified"} <= set(verdicts.values())
-        progress = state.sdv_progress()
+        progress = state.sdv_progress(ALL_SITES)
         hz_site = db.session.get(Subject, hz["id"]).site_id
         assert progress[(hz_site, "infusion")] == (1, 1)
 
