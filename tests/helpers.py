@@ -115,3 +115,39 @@ def deviations(app, sid: int) -> list[dict]:
             }
             for d in rows
         ]
+
+
+# --- the facts that lock an infusion out, as site staff enter them ------------------------------------
+
+RELATED_AE = {
+    "version": "0",
+    "term": "Nausea",
+    "ongoing": "yes",
+    "serious": "no",
+    "related_nk": "probable",
+    "related_ld": "unlikely",
+    "expectedness": "expected",
+    "action": "none",
+    "outcome": "recovering",
+    "complete": "1",
+}
+
+
+def post_related_ae(session, sid: int, *, onset: date, grade: int = 3):
+    """A complete, ongoing AE related to the NK cells (grade 3: a toxicity hold)."""
+    return session.post(
+        f"/subjects/{sid}/adverse-events/new", data={**RELATED_AE, "onset_date": onset.isoformat(), "grade": str(grade)}
+    )
+
+
+def post_vaccine_deviation(session, sid: int, *, last_date: date, password: str):
+    """An influenza vaccine inside the no-vaccination window, recorded with a signed deviation."""
+    return session.post(
+        f"/subjects/{sid}/vaccinations",
+        data={
+            "name": "Influenza (inactivated)",
+            "last_date": last_date.isoformat(),
+            "deviation_reason": "Outbreak on the ward",
+            "password": password,
+        },
+    )

@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from cellstudy.enrollment.eligibility import (
+    EXPOSURE_CRITERIA,
     Exposure,
     blocking_washout,
     first_permitted_day,
@@ -38,17 +39,10 @@ from cellstudy.enrollment.fields import EXPOSURE_CATEGORY_LABELS
 from cellstudy.study import STUDY, Study, Washout
 
 # PROTOCOL 5.2: the lockout codes, in the order of its table (the eligibility codes of
-# 4.4 first, then vaccine, min_interval, max_infusions, toxicity_hold).
-WASHOUT_CODES: tuple[str, ...] = (
-    "washout_steroid",
-    "washout_antitumor",
-    "washout_radiotherapy",
-    "washout_dli",
-    "washout_intrathecal",
-    "washout_cell_therapy",
-    "major_surgery",
-)
+# 4.4 first, then vaccine, min_interval, max_infusions, toxicity_hold). The washouts are the
+# exposure criteria of eligibility (one declaration, enrollment/eligibility.py).
 VACCINE = "vaccine"
+WASHOUT_CODES: tuple[str, ...] = tuple(code for code in EXPOSURE_CRITERIA if code != VACCINE)
 LOCKOUT_CODES: tuple[str, ...] = (
     *WASHOUT_CODES,
     VACCINE,

@@ -20,18 +20,7 @@ if TYPE_CHECKING:
     from ..study import Study
 
 # PROTOCOL 5.2: before the first infusion the eligibility codes cannot be overridden.
-ELIGIBILITY_CODES = frozenset(
-    {
-        "washout_steroid",
-        "washout_antitumor",
-        "washout_radiotherapy",
-        "washout_dli",
-        "washout_intrathecal",
-        "washout_cell_therapy",
-        "major_surgery",
-        "vaccine",
-    }
-)
+ELIGIBILITY_CODES = frozenset((*lockouts.WASHOUT_CODES, lockouts.VACCINE))
 
 
 # --- facts about a subject ---------------------------------------------------------------

@@ -25,26 +25,11 @@ from tests.infusions.test_crfs_app import (
     text,
 )
 from tests.infusions.test_scheduling_app import PW, enrol, schedule
+from tests.helpers import post_related_ae, post_vaccine_deviation
 
 
 def related_grade_3(session, sid):
-    response = session.post(
-        f"/subjects/{sid}/adverse-events/new",
-        data={
-            "version": "0",
-            "term": "Nausea",
-            "onset_date": day(-1).isoformat(),
-            "ongoing": "yes",
-            "grade": "3",
-            "serious": "no",
-            "related_nk": "probable",
-            "related_ld": "unlikely",
-            "expectedness": "expected",
-            "action": "none",
-            "outcome": "recovering",
-            "complete": "1",
-        },
-    )
+    response = post_related_ae(session, sid, onset=day(-1))
     assert response.status_code == 302
     return int(response.headers["Location"].rsplit("/", 1)[1])
 
@@ -182,18 +167,7 @@ def test_a_vaccine_logged_after_the_first_infusion_was_scheduled_shows_on_the_su
     with app.app_context():
         inf_id = db.session.execute(select(Infusion.id).where(Infusion.subject_id == sid)).scalar_one()
     assert judgement(app, inf_id) == {"locked": False, "codes": [], "lockouts": []}
-    assert (
-        inv.post(
-            f"/subjects/{sid}/vaccinations",
-            data={
-                "name": "Influenza (inactivated)",
-                "last_date": day(-1).isoformat(),
-                "deviation_reason": "Outbreak on the ward",
-                "password": PW,
-            },
-        ).status_code
-        == 302
-    )
+    assert post_vaccine_deviation(inv, sid, last_date=day(-1), password=PW).status_code == 302
     j = judgement(app, inf_id)
     assert j["locked"] and j["codes"] == ["vaccine"] and j["lockouts"][0]["until"] == day(27).isoformat()
     for path in (f"/subjects/{sid}", f"/subjects/{sid}/infusions", f"/subjects/{sid}/infusions/{inf_id}", "/"):

@@ -17,6 +17,7 @@ from cellstudy.auth.models import User
 from cellstudy.extensions import db
 from cellstudy.infusions.models import Infusion, InfusionJudgement
 from tests.infusions.test_scheduling_app import PW, clock, day, enrol, schedule, sid_of, text  # noqa: F401
+from tests.helpers import post_related_ae
 
 
 def amend(app, values: dict, version: str):
@@ -182,23 +183,7 @@ def test_an_amendment_with_a_future_effective_date_re_judges_when_the_date_arriv
         amendments.approve(proposal.id, user=users["inv-hz"], password=PW)
         db.session.remove()
     # an open related grade 1 AE: held only under the amendment
-    response = login("coord-hz").post(
-        f"/subjects/{hz1['sid']}/adverse-events/new",
-        data={
-            "version": "0",
-            "term": "Nausea",
-            "onset_date": day(-1).isoformat(),
-            "ongoing": "yes",
-            "grade": "1",
-            "serious": "no",
-            "related_nk": "probable",
-            "related_ld": "unlikely",
-            "expectedness": "expected",
-            "action": "none",
-            "outcome": "recovering",
-            "complete": "1",
-        },
-    )
+    response = post_related_ae(login("coord-hz"), hz1["sid"], onset=day(-1), grade=1)
     assert response.status_code == 302
     with app.app_context():
         j = db.session.get(InfusionJudgement, inf2)

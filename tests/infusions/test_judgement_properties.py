@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from cellstudy.extensions import db
 from cellstudy.infusions import lockouts
 from tests.helpers import subject_by_number
+from tests.helpers import post_related_ae
 
 PW = "cellstudy-demo"
 T = date.today()
@@ -422,21 +423,7 @@ def test_the_oracle_sees_a_related_grade_3_ae_that_the_judgement_must_store(app,
     """The property cannot pass vacuously: a related grade 3 AE puts toxicity_hold in both."""
     facts = _start(app, "HZ-001")
     actor = Actor(app, random.Random(0), login("coord-hz"), login("inv-hz"), facts)
-    data = {
-        "version": "0",
-        "term": "Nausea",
-        "onset_date": d(-1).isoformat(),
-        "ongoing": "yes",
-        "grade": "3",
-        "serious": "no",
-        "related_nk": "probable",
-        "related_ld": "unlikely",
-        "expectedness": "expected",
-        "action": "none",
-        "outcome": "recovering",
-        "complete": "1",
-    }
-    response = actor.coord.post(f"/subjects/{facts.subject_id}/adverse-events/new", data=data)
+    response = post_related_ae(actor.coord, facts.subject_id, onset=d(-1))
     assert response.status_code == 302
     facts.aes[int(response.headers["Location"].rsplit("/", 1)[1])] = {
         "term": "Nausea",

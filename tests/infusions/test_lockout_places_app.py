@@ -19,6 +19,7 @@ from cellstudy.extensions import db
 from cellstudy.infusions.lockouts import LOCKOUT_LABELS
 from cellstudy.infusions.models import Infusion, InfusionJudgement
 from tests.infusions.test_scheduling_app import PW, add_exposure, clock, day, enrol, schedule, sid_of  # noqa: F401
+from tests.helpers import post_related_ae, post_vaccine_deviation
 
 FIRST = day(14)
 
@@ -45,38 +46,14 @@ def _exposure(category, last):
 
 def _vaccine(app, login):
     sid = _first_infusion(app, login)
-    response = login("inv-hz").post(
-        f"/subjects/{sid}/vaccinations",
-        data={
-            "name": "Influenza (inactivated)",
-            "last_date": day(-1).isoformat(),
-            "deviation_reason": "Outbreak on the ward",
-            "password": PW,
-        },
-    )
+    response = post_vaccine_deviation(login("inv-hz"), sid, last_date=day(-1), password=PW)
     assert response.status_code == 302
     return sid, 1
 
 
 def _toxicity_hold(app, login):
     sid = sid_of(app, "HZ-001")  # infusion 2 planned on T+1: a related grade 3 AE holds it
-    response = login("coord-hz").post(
-        f"/subjects/{sid}/adverse-events/new",
-        data={
-            "version": "0",
-            "term": "Nausea",
-            "onset_date": day(-1).isoformat(),
-            "ongoing": "yes",
-            "grade": "3",
-            "serious": "no",
-            "related_nk": "probable",
-            "related_ld": "unlikely",
-            "expectedness": "expected",
-            "action": "none",
-            "outcome": "recovering",
-            "complete": "1",
-        },
-    )
+    response = post_related_ae(login("coord-hz"), sid, onset=day(-1))
     assert response.status_code == 302
     return sid, 2
 

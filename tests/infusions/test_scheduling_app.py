@@ -27,6 +27,7 @@ from tests.helpers import subject_by_number
 from cellstudy.auth.policy import ALL_SITES
 from tests.helpers import AUDIT_KEYS, deviations, sid_of
 from tests.helpers import audit as _audit
+from tests.helpers import post_vaccine_deviation
 
 
 def audit(app, **where) -> list[dict]:
@@ -743,15 +744,7 @@ def test_the_calendar_warns_of_a_lockout_on_a_scheduled_infusion(app, login, clo
     sid = sid_of(app, "HZ-001")
     inv = login("inv-hz")
     # a vaccine inside the no-vaccination window (a signed deviation) locks infusion 2 out
-    response = inv.post(
-        f"/subjects/{sid}/vaccinations",
-        data={
-            "name": "Influenza (inactivated)",
-            "last_date": day(-1).isoformat(),
-            "deviation_reason": "Outbreak on the ward",
-            "password": PW,
-        },
-    )
+    response = post_vaccine_deviation(inv, sid, last_date=day(-1), password=PW)
     assert response.status_code == 302
     (row,) = [r for r in calendar_rows(text(login("coord-hz").get("/calendar"))) if "Infusion 2" in r]
     # the label people read (the code itself is on hover), from the one declaration
@@ -780,18 +773,7 @@ def test_the_calendar_still_warns_of_a_lockout_that_arose_after_an_override(app,
     sid = sid_of(app, "HZ-001")
     inv = login("inv-hz")
     assert schedule(inv, sid, day(2), **override(deviation="Earlier dose on medical advice")).status_code == 302
-    assert (
-        inv.post(
-            f"/subjects/{sid}/vaccinations",
-            data={
-                "name": "Influenza (inactivated)",
-                "last_date": day(-1).isoformat(),
-                "deviation_reason": "Outbreak on the ward",
-                "password": PW,
-            },
-        ).status_code
-        == 302
-    )
+    assert post_vaccine_deviation(inv, sid, last_date=day(-1), password=PW).status_code == 302
     (row,) = [r for r in calendar_rows(text(login("coord-hz").get("/calendar"))) if "Infusion 3" in r]
     assert f"{LOCKOUT_LABELS['vaccine']} :" in row and "locked" in row, row
 
