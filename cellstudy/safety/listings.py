@@ -333,53 +333,90 @@ def iter_listing_values(
 # --- export columns (cellstudy.exports.tabular) -----------------------------------------------------
 
 
-def ae_columns() -> list:
+# Every listing column once: key -> (label, kind); a listing picks its columns and widths.
+_COLUMNS: dict[str, tuple[str, str]] = {
+    "subject": ("Subject", "text"),
+    "site": ("Site", "text"),
+    "dose_level": ("Dose level", "text"),
+    "day": ("Study day", "int"),
+    "ae": ("AE", "int"),
+    "term": ("CTCAE term", "text"),
+    "soc": ("System organ class", "text"),
+    "meddra_code": ("MedDRA code", "text"),
+    "verbatim": ("Verbatim term", "text"),
+    "grade": ("Worst grade", "int"),
+    "serious": ("Serious", "bool"),
+    "related_nk": ("Attribution NK cells", "text"),
+    "related_ld": ("Attribution lymphodepletion", "text"),
+    "dlt": ("DLT", "bool"),
+    "onset": ("Onset", "date"),
+    "end": ("End", "date"),
+    "outcome": ("Outcome", "text"),
+    "status": ("Form status", "text"),
+    "criteria": ("Seriousness criteria", "text"),
+    "expectedness": ("Expectedness", "text"),
+    "awareness": ("Site aware (UTC)", "text"),
+    "sae_due": ("SAE report due (UTC)", "text"),
+    "sae_reported": ("SAE report submitted (UTC)", "text"),
+    "sae_state": ("SAE report", "text"),
+    "susar": ("SUSAR", "bool"),
+    "susar_due": ("SUSAR report due (UTC)", "text"),
+    "susar_reported": ("SUSAR report submitted (UTC)", "text"),
+    "susar_state": ("SUSAR report", "text"),
+}
+
+
+def _columns(*picked: tuple[str, int]) -> list[Column]:
+    return [Column(key, _COLUMNS[key][0], width, _COLUMNS[key][1]) for key, width in picked]
+
+
+def ae_columns() -> list[Column]:
     """The AE listing's columns (the DLT listing has the same): keys of the row dicts."""
-    return [
-        Column("subject", "Subject", 11),
-        Column("site", "Site", 6),
-        Column("dose_level", "Dose level", 9),
-        Column("day", "Study day", 8, "int"),
-        Column("ae", "AE", 5, "int"),
-        Column("term", "CTCAE term", 30),
-        Column("soc", "System organ class", 30),
-        Column("meddra_code", "MedDRA code", 11),
-        Column("verbatim", "Verbatim term", 26),
-        Column("grade", "Worst grade", 7, "int"),
-        Column("serious", "Serious", 7, "bool"),
-        Column("related_nk", "Attribution NK cells", 12),
-        Column("related_ld", "Attribution lymphodepletion", 14),
-        Column("dlt", "DLT", 5, "bool"),
-        Column("onset", "Onset", 11, "date"),
-        Column("end", "End", 11, "date"),
-        Column("outcome", "Outcome", 20),
-        Column("status", "Form status", 9),
-    ]
+    return _columns(
+        ("subject", 11),
+        ("site", 6),
+        ("dose_level", 9),
+        ("day", 8),
+        ("ae", 5),
+        ("term", 30),
+        ("soc", 30),
+        ("meddra_code", 11),
+        ("verbatim", 26),
+        ("grade", 7),
+        ("serious", 7),
+        ("related_nk", 12),
+        ("related_ld", 14),
+        ("dlt", 5),
+        ("onset", 11),
+        ("end", 11),
+        ("outcome", 20),
+        ("status", 9),
+    )
 
 
-def sae_columns() -> list:
+def sae_columns() -> list[Column]:
     """The SAE listing's columns; times are UTC ("2026-01-05 10:00 UTC")."""
-    return [
-        Column("subject", "Subject", 11),
-        Column("site", "Site", 6),
-        Column("dose_level", "Dose level", 9),
-        Column("ae", "AE", 5, "int"),
-        Column("term", "CTCAE term", 28),
-        Column("verbatim", "Verbatim term", 24),
-        Column("grade", "Worst grade", 7, "int"),
-        Column("onset", "Onset", 11, "date"),
-        Column("criteria", "Seriousness criteria", 22),
-        Column("related_nk", "Attribution NK cells", 12),
-        Column("related_ld", "Attribution lymphodepletion", 14),
-        Column("expectedness", "Expectedness", 11),
-        Column("outcome", "Outcome", 18),
-        Column("awareness", "Site aware (UTC)", 18),
-        Column("sae_due", "SAE report due (UTC)", 18),
-        Column("sae_reported", "SAE report submitted (UTC)", 18),
-        Column("sae_state", "SAE report", 9),
-        Column("susar", "SUSAR", 6, "bool"),
-        Column("susar_due", "SUSAR report due (UTC)", 18),
-        Column("susar_reported", "SUSAR report submitted (UTC)", 18),
-        Column("susar_state", "SUSAR report", 9),
-        Column("status", "Form status", 9),
-    ]
+    return _columns(
+        ("subject", 11),
+        ("site", 6),
+        ("dose_level", 9),
+        ("ae", 5),
+        ("term", 28),
+        ("verbatim", 24),
+        ("grade", 7),
+        ("onset", 11),
+        ("criteria", 22),
+        ("related_nk", 12),
+        ("related_ld", 14),
+        ("expectedness", 11),
+        ("outcome", 18),
+        ("awareness", 18),
+        ("sae_due", 18),
+        ("sae_reported", 18),
+        ("sae_state", 9),
+        ("susar", 6),
+        ("susar_due", 18),
+        ("susar_reported", 18),
+        ("susar_state", 9),
+        ("status", 9),
+    )
