@@ -26,7 +26,6 @@ import bisect
 import csv
 import functools
 import io
-import math
 import operator
 import re
 from collections.abc import Mapping
@@ -36,6 +35,8 @@ from fractions import Fraction
 from importlib import resources
 from types import MappingProxyType
 from typing import Callable, NamedTuple
+
+from ..enrollment.eligibility import parse_number
 
 CTCAE_FILE = "ctcae_v5.0.csv"
 LAB_GRADING_FILE = "ctcae_v5.0_lab_grading.csv"
@@ -484,22 +485,11 @@ def lab_unit(term: str) -> str | None:
 
 
 def _exact(name: str, x: object, *, allow_none: bool = False) -> Fraction | None:
-    # PROTOCOL 4.1 numbers: int, float (by its shortest repr) or Decimal, compared
-    # exactly; Fraction is exact too. bool, str and non-finite values are bad input.
+    # PROTOCOL 4.1 numbers, read by the one exact parser (int, float by its shortest repr,
+    # Decimal; bool, str and non-finite values are bad input); a Fraction is exact already.
     if x is None and allow_none:
         return None
-    if isinstance(x, bool) or not isinstance(x, (int, float, Decimal, Fraction)):
-        raise ValueError(f"{name} must be a number, got {x!r}")
-    if isinstance(x, float):
-        if not math.isfinite(x):
-            raise ValueError(f"{name} must be a finite number, got {x!r}")
-        v = Fraction(Decimal(float.__repr__(x)))
-    elif isinstance(x, Decimal):
-        if not x.is_finite():
-            raise ValueError(f"{name} must be a finite number, got {x!r}")
-        v = Fraction(x)
-    else:
-        v = Fraction(x)
+    v = x if isinstance(x, Fraction) else parse_number(x, name)
     if v < 0:
         raise ValueError(f"{name} must not be negative, got {x!r}")
     return v
