@@ -151,3 +151,22 @@ def post_vaccine_deviation(session, sid: int, *, last_date: date, password: str)
             "password": password,
         },
     )
+
+
+def amend_study(app, values: dict, version: str, *, password: str) -> None:
+    """A study amendment through the controlled path: proposed by the admin, approved with an
+    investigator's e-signature (amendments.service.amend)."""
+    from cellstudy.amendments import service as amendments
+    from cellstudy.auth.models import User
+
+    with app.app_context():
+        users = {u.username: u for u in db.session.execute(select(User)).scalars()}
+        amendments.amend(
+            values,
+            version=version,
+            reason="DSMB recommendation",
+            user=users["admin"],
+            approver=users["inv-hz"],
+            password=password,
+        )
+        db.session.remove()

@@ -20,6 +20,7 @@ from cellstudy.infusions.models import Deviation, DltAssessment, EscalationRevie
 from cellstudy.records.models import Signature
 from tests.helpers import subject_by_number
 from tests.helpers import audit, errors, field_errors, sid_of
+from tests.infusions.test_crfs_app import VITALS
 
 PW = "cellstudy-demo"
 
@@ -112,13 +113,6 @@ def clock(clock):
 
     set_day(0)
     return set_day
-
-
-VITALS = {
-    f"{p}_{k}": v
-    for p in ("pre", "post")
-    for k, v in (("temp_c", "36.8"), ("hr", "78"), ("sbp", "122"), ("dbp", "76"), ("spo2", "98"))
-}
 
 
 def give_first_infusion(app, login, clock, number: str, on: date) -> None:

@@ -17,23 +17,7 @@ from cellstudy.auth.models import User
 from cellstudy.extensions import db
 from cellstudy.infusions.models import Infusion, InfusionJudgement
 from tests.infusions.test_scheduling_app import PW, clock, day, enrol, schedule, sid_of, text  # noqa: F401
-from tests.helpers import post_related_ae
-
-
-def amend(app, values: dict, version: str):
-    from cellstudy.amendments import service as amendments
-
-    with app.app_context():
-        users = {u.username: u for u in db.session.execute(select(User)).scalars()}
-        amendments.amend(
-            values,
-            version=version,
-            reason="DSMB recommendation",
-            user=users["admin"],
-            approver=users["inv-hz"],
-            password=PW,
-        )
-        db.session.remove()
+from tests.helpers import amend_study, post_related_ae
 
 
 def first_infusion(app, number: str) -> dict:
@@ -62,7 +46,7 @@ def first_infusion(app, number: str) -> dict:
 
 
 def test_reschedule_cannot_move_a_later_subjects_first_infusion_inside_the_stagger(app, login, clock):
-    amend(app, {"regimen.sentinel_stagger_days": "14"}, "1.1 (sentinel stagger)")
+    amend_study(app, {"regimen.sentinel_stagger_days": "14"}, "1.1 (sentinel stagger)", password=PW)
     hz2 = enrol(app, login)  # the third subject of DL1
     coord = login("coord-hz")
     assert schedule(coord, hz2, day(14)).status_code == 302  # 20 days after the sentinel: clear
@@ -93,7 +77,7 @@ def test_an_amendment_of_the_stagger_re_judges_every_planned_first_infusion_at_a
     hz2 = enrol(app, login)
     assert schedule(login("coord-hz"), hz2, day(14)).status_code == 302
     assert first_infusion(app, "NB-001")["codes"] == [] and first_infusion(app, "HZ-002")["codes"] == []
-    amend(app, {"regimen.sentinel_stagger_days": "21"}, "1.1 (sentinel stagger 21 days)")
+    amend_study(app, {"regimen.sentinel_stagger_days": "21"}, "1.1 (sentinel stagger 21 days)", password=PW)
     for number in ("NB-001", "HZ-002"):  # 20 days after the sentinel: now inside the stagger
         inf = first_infusion(app, number)
         assert inf["locked"] and inf["codes"] == ["stagger"], (number, inf)
@@ -137,7 +121,7 @@ def test_an_amendment_lengthening_the_minimum_interval_locks_a_planned_second_in
         ).scalar_one()
         assert inf2.lockouts == []
         inf2_id = inf2.infusion_id
-    amend(app, {"regimen.min_interval_days": "8"}, "1.1 (interval 8 days)")
+    amend_study(app, {"regimen.min_interval_days": "8"}, "1.1 (interval 8 days)", password=PW)
     with app.app_context():
         j = db.session.get(InfusionJudgement, inf2_id)
         assert j.locked and [lo["code"] for lo in j.lockouts] == ["min_interval"]
@@ -149,7 +133,7 @@ def test_an_amendment_lengthening_the_minimum_interval_locks_a_planned_second_in
 @pytest.mark.parametrize("days, held", [(None, False), ("0", False), ("20", False), ("21", True)])
 def test_the_stagger_boundary_is_the_sentinels_plus_n_days(app, login, clock, days, held):
     if days is not None:
-        amend(app, {"regimen.sentinel_stagger_days": days}, f"1.1 (stagger {days})")
+        amend_study(app, {"regimen.sentinel_stagger_days": days}, f"1.1 (stagger {days})", password=PW)
     inf = first_infusion(app, "NB-001")  # T+14 = sentinel T-6 + 20 days
     assert (inf["codes"] == ["stagger"]) is held
     assert inf["planned"] - timedelta(days=20) == day(-6)

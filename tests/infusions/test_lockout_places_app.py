@@ -19,7 +19,7 @@ from cellstudy.extensions import db
 from cellstudy.infusions.lockouts import LOCKOUT_LABELS
 from cellstudy.infusions.models import Infusion, InfusionJudgement
 from tests.infusions.test_scheduling_app import PW, add_exposure, clock, day, enrol, schedule, sid_of  # noqa: F401
-from tests.helpers import post_related_ae, post_vaccine_deviation
+from tests.helpers import amend_study, post_related_ae, post_vaccine_deviation
 
 FIRST = day(14)
 
@@ -58,34 +58,16 @@ def _toxicity_hold(app, login):
     return sid, 2
 
 
-def _amend(app, values: dict, version: str) -> None:
-    """Through the controlled path: proposed by the admin, approved with an investigator's e-signature."""
-    from cellstudy.amendments import service as amendments
-    from cellstudy.auth.models import User
-
-    with app.app_context():
-        users = {u.username: u for u in db.session.execute(select(User)).scalars()}
-        amendments.amend(
-            values,
-            version=version,
-            reason="DSMB recommendation",
-            user=users["admin"],
-            approver=users["inv-hz"],
-            password=PW,
-        )
-        db.session.remove()
-
-
 def _min_interval(app, login):
     """HZ-001: infusion 1 given on T-6, infusion 2 planned on T+1; the interval becomes 8 days."""
-    _amend(app, {"regimen.min_interval_days": "8"}, "1.1 (minimum interval 8 days)")
+    amend_study(app, {"regimen.min_interval_days": "8"}, "1.1 (minimum interval 8 days)", password=PW)
     return sid_of(app, "HZ-001"), 2
 
 
 def _stagger(app, login):
     """HZ-002's first infusion on T+14 is 20 days after the sentinel HZ-001's (T-6); a 21-day stagger."""
     sid = _first_infusion(app, login)
-    _amend(app, {"regimen.sentinel_stagger_days": "21"}, "1.1 (sentinel stagger 21 days)")
+    amend_study(app, {"regimen.sentinel_stagger_days": "21"}, "1.1 (sentinel stagger 21 days)", password=PW)
     return sid, 1
 
 
