@@ -62,6 +62,23 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1
 HEADING = "## Issue 11: planned infusions re-judged"
 BEGIN, END = "<!-- bench/judgement_bench.py: generated, begin -->", "<!-- bench/judgement_bench.py: generated, end -->"
 PASSWORD = "cellstudy-demo"
+# `--extra-pages` (issue 12): page -> the demo user who reads it, and its path
+EXTRA_PAGES = {
+    "screening form": "coord-hz",
+    "queries": "monitor-hz",
+    "monitor dashboard": "monitor-hz",
+    "data-manager dashboard": "dm",
+    "audit trail": "dm",
+    "AE listing": "inv-hz",
+}
+EXTRA_PATHS = {
+    "screening form": "/subjects/{subject}/screening",
+    "queries": "/queries",
+    "monitor dashboard": "/dashboards/monitor",
+    "data-manager dashboard": "/dashboards/data-manager",
+    "audit trail": "/audit",
+    "AE listing": "/safety/ae",
+}
 USER_AGENT = "cellstudy-bench/1"
 
 SAVE_EXTRA_MS = 20.0  # target 1: p50 extra of an AE / exposure save
@@ -747,14 +764,28 @@ def worker_pages(args) -> None:
     if resp.status_code != 302:
         raise SystemExit(f"login as coord-hz: HTTP {resp.status_code}")
     markers = {"calendar": 'id="calendar"', "subject page": "Eligibility decisions"}
+    clients = dict.fromkeys(markers, client)
+    if args.extra_pages:  # issue 12: the pages whose site scoping and queries it rewrote
+        for page, username in EXTRA_PAGES.items():
+            if username not in clients:
+                other = app.test_client()
+                other.environ_base["HTTP_USER_AGENT"] = USER_AGENT
+                resp = other.post("/login", data={"username": username, "password": PASSWORD})
+                if resp.status_code != 302:
+                    raise SystemExit(f"login as {username}: HTTP {resp.status_code}")
+                clients[username] = other
+            clients[page] = clients[username]
+            markers[page] = "</html>"
 
     def path(page: str, i: int) -> str:
+        if page in EXTRA_PATHS:
+            return EXTRA_PATHS[page].format(subject=ids[chosen[i % len(chosen)]])
         return "/calendar" if page == "calendar" else f"/subjects/{ids[chosen[i % len(chosen)]]}"
 
     info = {}
     for page in markers:  # check each page once, and warm up
         for i in range(len(chosen) if page == "subject page" else 3):
-            resp = client.get(path(page, i))
+            resp = clients[page].get(path(page, i))
             body = resp.get_data(as_text=True)
             if resp.status_code != 200 or markers[page] not in body:
                 raise SystemExit(
@@ -778,11 +809,12 @@ def worker_pages(args) -> None:
 
             with app.app_context():
                 event.listen(db.engine, "before_cursor_execute", keep)
-            client.get(path(cmd["page"], 0))
+            clients[cmd["page"]].get(path(cmd["page"], 0))
             with app.app_context():
                 event.remove(db.engine, "before_cursor_execute", keep)
             _profile(
-                lambda cmd=cmd: [client.get(path(cmd["page"], i)).get_data() for i in range(cmd["n"])], cmd["profile"]
+                lambda cmd=cmd: [clients[cmd["page"]].get(path(cmd["page"], i)).get_data() for i in range(cmd["n"])],
+                cmd["profile"],
             )
             with open(cmd["profile"], "a") as f:
                 f.write(f"\n--- the {len(statements)} SQL statements of one GET {path(cmd['page'], 0)} ---\n")
@@ -793,7 +825,7 @@ def worker_pages(args) -> None:
         for i in range(cmd["n"]):
             p = path(cmd["page"], cmd.get("offset", 0) + i)
             n0, c0, t0 = stmts.n, time.process_time(), time.perf_counter()
-            resp = client.get(p)
+            resp = clients[cmd["page"]].get(p)
             resp.get_data()
             wall.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
@@ -931,6 +963,7 @@ def worker_cmd(kind: str, url: str, args) -> list[str]:
         str(args.quiet_wait),
         "--subject-pages",
         str(args.subject_pages),
+        *(["--extra-pages"] if args.extra_pages else []),
     ]
 
 
@@ -1007,7 +1040,10 @@ def run_pages(snapshot: str, url: str, parent: str, parent_url: str, args) -> di
                 "   NOTE: the two datasets' subject-page targets differ: "
                 f"{after.ready['subjects'][:5]}... vs {before.ready['subjects'][:5]}..."
             )
-        for page, n in (("calendar", args.calendar_n), ("subject page", args.subject_n)):
+        pages = [("calendar", args.calendar_n), ("subject page", args.subject_n)]
+        if args.extra_pages:
+            pages += [(page, args.extra_n) for page in EXTRA_PAGES]
+        for page, n in pages:
             rounds, quiet = [], []
             sample = _machine_sample()
             for r in range(args.page_rounds):
@@ -1364,7 +1400,7 @@ def report(results: dict) -> str:
         "### How to reproduce",
         "",
         "`make bench-judgement` (= `.venv/bin/python bench/judgement_bench.py`; options `--db sqlite|postgres|both`, "
-        "`--subjects`, `-n` saves per mode, `--moves`, `--page-rounds`, `--no-pages`, `--parent-rev`, `--parent-tree`, `--no-write`, `--report-from JSON`). "
+        "`--subjects`, `-n` saves per mode, `--moves`, `--page-rounds`, `--no-pages`, `--no-writes`, `--extra-pages` (issue 12: screening form, queries, dashboards, audit trail, AE listing), `--extra-n`, `--parent-rev`, `--parent-tree`, `--no-write`, `--report-from JSON`). "
         "The parent commit is checked out with `git worktree add --detach /tmp/bench-parent-<pid> <rev>` and removed "
         "with `git worktree remove --force` at the end; `--parent-tree DIR` uses an existing checkout instead. "
         "Raw figures: bench/out/judgement/results-*.json; cProfile (bench/out/judgement/profile-*.txt) of one "
@@ -1442,6 +1478,12 @@ def main() -> None:
     parser.add_argument("--subject-n", type=int, default=20, help="subject-page GETs per block (default 20)")
     parser.add_argument("--subject-pages", type=int, default=20)
     parser.add_argument("--no-pages", dest="pages", action="store_false")
+    parser.add_argument(
+        "--extra-pages",
+        action="store_true",
+        help="also the issue 12 pages: screening, queries, dashboards, audit, AE listing",
+    )
+    parser.add_argument("--extra-n", type=int, default=5, help="GETs per block of each extra page (default 5)")
     parser.add_argument("--no-writes", dest="writes", action="store_false", help="only the pages (target 4)")
     parser.add_argument(
         "--quiet-wait",

@@ -30,7 +30,7 @@ from operator import itemgetter
 from sqlalchemy import func
 
 from ..auth.models import Site
-from ..auth.policy import Sites
+from ..auth.policy import ALL_SITES, Sites
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..timeutil import as_utc, fmt_utc, utcnow
@@ -192,7 +192,8 @@ def listing_page(
         .offset((page - 1) * per_page)
     )
     result = db.session.execute(stmt).all()
-    first = first_infusion_dates({r.subject_id for r in result}, sites)
+    # the page's own subjects, already scoped by the listing's query: no second site filter (a join)
+    first = first_infusion_dates({r.subject_id for r in result}, ALL_SITES)
     now = now or utcnow()
     rows = [_row(r, kind, first, now) for r in result]
     return Page(rows, total, page, pages, per_page, replace(filters, page=page))
