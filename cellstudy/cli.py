@@ -25,7 +25,6 @@ ctcae_cli = AppGroup("ctcae", help="The CTCAE v5.0 dictionary.")
 @ctcae_cli.command("load")
 def ctcae_load():
     """Load the shipped CTCAE v5.0 dictionary into the database (idempotent)."""
-
     total, inserted, updated = load()
     click.echo(f"CTCAE v5.0: {total} terms ({inserted} inserted, {updated} updated).")
 
@@ -97,7 +96,6 @@ def sites_create(code, name, timezone):
 @audit_cli.command("verify")
 def audit_verify():
     """Walk the hash chain; exit 1 naming the first record that does not match."""
-
     result = verify()
     if result.ok:
         click.echo(f"Audit trail intact: {result.checked} records verified.")
@@ -113,7 +111,6 @@ def audit_verify():
 @demo_cli.command("load")
 def demo_load():
     """Load the demo study once (sites, users of every role, subjects at several stages)."""
-
     if not current_app.config.get("LOAD_DEMO_ALLOWED"):
         _fail(RuntimeError("the demo study is never loaded in production"))
     if not load_demo():
@@ -131,7 +128,6 @@ study_cli = AppGroup("study", help="The study definition and its amendments.")
 def study_apply_due():
     """Bring approved amendments whose effective date (UTC) has arrived into force (idempotent;
     each app process also does it at start-up and every AMENDMENTS_CHECK_SECONDS)."""
-
     applied = apply_due()
     for amendment in applied:
         click.echo(f"In force: {amendment.label} (effective {amendment.effective_date.isoformat()}).")

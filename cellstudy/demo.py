@@ -174,7 +174,6 @@ def load_demo(today: date | None = None) -> bool:
 def _monitoring(users) -> None:
     """Issue 6: a few queries (open, answered, a missing-data one) and verified forms, so the
     monitoring pages have something to show."""
-
     hz = db.session.execute(select(Subject).where(Subject.subject_number == "HZ-001")).scalar_one()
     nb = db.session.execute(select(Subject).where(Subject.subject_number == "NB-001")).scalar_one()
     monitor, dm = users["monitor-hz"], users["dm"]
@@ -398,7 +397,6 @@ def _enrol(subject, investigator, on: date | None = None) -> None:
 
 def _treat(subject, user, today: date) -> None:
     """Lymphodepletion done, infusion 1 given, D1/D3 visits done, infusion 2 scheduled."""
-
     first = first_infusion_date(subject)
     infusion = schedule_infusion(subject, first, user=user)
     for day in subject.lymphodepletion_days:

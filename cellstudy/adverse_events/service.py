@@ -497,7 +497,6 @@ def save_assessment(
     specs: Sequence[FieldSpec],
 ) -> None:
     """Save a CRS/ICANS assessment, grade it, and feed its event (the AE)."""
-
     errors = {}
     when = values.get("assessment_date")
     if when is None and complete:

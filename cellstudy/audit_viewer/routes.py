@@ -54,7 +54,6 @@ def _sites() -> list[str]:
 
 def _resolve_subject(number: str, errors: dict):
     """A subject named by its number (subject or screening number) at the user's sites."""
-
     number = number.strip().upper()
     if len(number) > 20:
         errors["subject"] = "Subject: at most 20 characters."
@@ -177,7 +176,6 @@ def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: st
 @require("export_audit")
 def audit_export_csv():
     """The filtered view as CSV (every matching record, newest first), streamed."""
-
     filters, errors, _subject, _ = _filters()
     if errors:
         for message in errors.values():

@@ -439,7 +439,6 @@ def export_columns() -> list[Column]:
 
 def users_in_scope(scope: Sites) -> list[str]:
     """Usernames for the user filter: the accounts of the user's sites (data managers: all)."""
-
     from sqlalchemy.orm import selectinload
 
     users = db.session.execute(select(User).options(selectinload(User.sites)).order_by(User.username)).scalars().all()

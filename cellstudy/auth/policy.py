@@ -194,7 +194,6 @@ def get_owned_or_404(model: type[Any], record_id: int, subject: Any) -> Any:
 
 def allowed_sites(user: User | None = None) -> Sequence[Site]:
     """Sites the user may register subjects at / filter by."""
-
     user = user or current_user
     if not can("all_sites", user):
         return list(user.sites) if can("view_clinical", user) else []

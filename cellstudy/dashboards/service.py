@@ -116,7 +116,6 @@ def _sites(sites: Sites):
 
 def build(sites: Sites, *, latest: int = 10) -> Dashboard:
     """The figures of the given sites."""
-
     shown = _sites(sites)
     ids = [s.id for s in shown]
     figures = {s.id: SiteFigures(s) for s in shown}
@@ -195,7 +194,6 @@ def _missing(figures, todays, Subject) -> None:
 def _signatures(figures, forms, study, Subject, ids) -> None:
     """Signed: forms with a valid signature. Signature needed: a form whose signatures
     were all invalidated, or a complete form of a type that must be signed, unsigned."""
-
     signed = defaultdict(set)  # (site, form) -> form ids with a valid signature
     invalid_only = defaultdict(int)
     rows = db.session.execute(
@@ -237,7 +235,6 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
 
 def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
     """Verified and locked, from the monitoring package's tables (SdvMark, DataLock)."""
-
     names = {name for name, _l, _m in forms}
     stmt = _sdv_statement()
     for name, plan, key_fields in study.sdv_plan:

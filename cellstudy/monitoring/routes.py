@@ -558,7 +558,6 @@ def _sign_casebook(subj, form):
 def signature_list():
     """Forms needing the investigator's signature (a change invalidated it, or the form
     type must be signed once complete), and casebooks whose signature was invalidated."""
-
     sites = [s.id for s in _sites()]
     keys, meta = [], {}
     for name, ft in catalog.form_types().items():

@@ -482,7 +482,6 @@ def verify(record: FormRecord, *, user: User, fields: list[str] | None = None) -
 def visit_forms(subject: Subject, visit: Visit) -> list[FormRecord]:
     """The completed forms of a subject's visit: the visit CRF and the forms dated on the
     visit's day (infusion, lymphodepletion day, CRS/ICANS assessments)."""
-
     out = [visit] if visit.status == "complete" else []
     day = (visit.data or {}).get("visit_date")
     if day:

@@ -44,7 +44,6 @@ STATE_KEYS = ("sdv", "verified_fields", "locked", "open_queries", "signatures", 
 
 def sdv_plan(form_name: str, study: Study | None = None) -> tuple[str, tuple[str, ...]]:
     """(plan, required fields) of a form type under the study definition in force."""
-
     study = study or current_study()
     ft = catalog.get(form_name)
     if ft is None:

@@ -39,7 +39,6 @@ NOT_RECORDED = "not recorded"
 
 def site_time(value: datetime | None, site: Site | None) -> str:
     """A UTC time as "2026-11-26 09:30 UTC+8" at the site (plain text for a PDF)."""
-
     value = as_utc(value)
     if value is None:
         return ""
@@ -302,7 +301,6 @@ def field_labels() -> dict[str, str]:
 
 def audit_rows(subject: Subject) -> list[dict]:
     """The subject's audit trail, oldest first, as text (the appendix of the casebook)."""
-
     labels = field_labels()
     site = subject.site
     rows = []
