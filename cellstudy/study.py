@@ -223,14 +223,19 @@ class SafetyReporting:
 
     # PROTOCOL 6: an SAE is reported within 24 hours of site awareness
     sae_report_hours: int = 24
+    # ICH E2A expedited SUSAR reports: 7 calendar days when fatal or life-threatening, else 15
+    susar_fatal_days: int = 7
+    susar_days: int = 15
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.sae_report_hours, bool)
-            or not isinstance(self.sae_report_hours, int)
-            or self.sae_report_hours <= 0
+        for name, what in (
+            ("sae_report_hours", "SAE report hours"),
+            ("susar_fatal_days", "fatal or life-threatening SUSAR report days"),
+            ("susar_days", "SUSAR report days"),
         ):
-            raise ValueError(f"study: SAE report hours must be a positive whole number, got {self.sae_report_hours!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"study: {what} must be a positive whole number, got {value!r}")
 
 
 # What people call each amendable setting, with its unit (issue 11: "raw setting names become

@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..study import STUDY
+from ..study import STUDY, SafetyReporting
 from . import ctcae
 from .fields import (
     AE_REQUIRED,
@@ -451,16 +451,16 @@ def is_susar(serious: bool | None, expectedness: str | None, nk: str | None, ld:
     return serious is True and expectedness == "unexpected" and related(nk, ld) is True
 
 
-def susar_days(criteria: dict, outcome: str | None) -> int:
+def susar_days(criteria: dict, outcome: str | None, reporting: SafetyReporting = STUDY.safety_reporting) -> int:
     """ICH E2A expedited reporting: 7 calendar days for a fatal or life-threatening
-    SUSAR (``sae_death``, outcome fatal or ``sae_life_threatening``), else 15.
-    ``criteria`` may be the whole AE dict."""
+    SUSAR (``sae_death``, outcome fatal or ``sae_life_threatening``), else 15 (the numbers
+    of the study definition, `Study.safety_reporting`). ``criteria`` may be the whole AE dict."""
     if not isinstance(criteria, Mapping):
         raise ValueError(f"criteria: expected a dict, got {type(criteria).__name__}")
     outcome = _choice(outcome, "outcome", _CHOICES["outcome"])
     death = _bool(criteria.get("sae_death"), "sae_death")
     threat = _bool(criteria.get("sae_life_threatening"), "sae_life_threatening")
-    return 7 if death or threat or outcome == "fatal" else 15
+    return reporting.susar_fatal_days if death or threat or outcome == "fatal" else reporting.susar_days
 
 
 def susar_clock(awareness_at: datetime, days: int, reported_at: datetime | None, now: datetime) -> dict:

@@ -180,3 +180,27 @@ def test_ae_changes_hold_the_columns_the_derived_values_and_the_answers():
     assert changes["related"] is True and changes["susar"] is False and changes["susar_due_at"] is None
     assert changes["awareness_date"] == "2026-03-04"  # an answer kept in `data`, as text
     assert changes["sae_due_at"] == datetime(2026, 3, 5, 16, 30, tzinfo=timezone.utc)
+
+
+def test_the_pages_state_the_reporting_timelines_of_the_study(app):
+    """The SAE worklist says the study's hours and days (a new definition changes them),
+    and no page template writes the timelines as literals."""
+    from pathlib import Path
+
+    from flask import render_template
+
+    import cellstudy
+
+    other = dataclasses.replace(
+        STUDY, safety_reporting=SafetyReporting(sae_report_hours=48, susar_fatal_days=5, susar_days=10)
+    )
+    with app.test_request_context("/saes"):
+        page = render_template("adverse_events/saes.html", rows=[], study=other)
+    assert "due 48 hours after site awareness" in page and "5 days (fatal or life-threatening) or 10 days" in page
+    templates = Path(cellstudy.__file__).parent / "templates"
+    literal = [
+        str(p.relative_to(templates))
+        for p in templates.rglob("*.html")
+        if "24 hours after" in p.read_text() or "15 days (ICH" in p.read_text()
+    ]
+    assert not literal, literal

@@ -659,6 +659,17 @@ def test_susar_days_ich_e2a(criteria, outcome, days):
     assert rules.susar_days(criteria, outcome) == days
 
 
+def test_susar_days_are_the_study_definitions():
+    from cellstudy.study import SafetyReporting
+
+    other = SafetyReporting(susar_fatal_days=5, susar_days=10)
+    assert rules.susar_days({"sae_death": True}, None, other) == 5
+    assert rules.susar_days({}, "recovered", other) == 10
+    for bad in (0, -1, True, 7.0):
+        with pytest.raises(ValueError, match="SUSAR report days"):
+            SafetyReporting(susar_days=bad)
+
+
 @pytest.mark.parametrize("days", [7, 15])
 def test_susar_clock_calendar_days(days):
     due = AWARE + timedelta(days=days)
