@@ -151,7 +151,6 @@ def impact(amendment: StudyAmendment) -> list[dict] | None:
 
 
 def criterion_names(amendment: StudyAmendment) -> dict[str, str]:
-
     return dict(criteria(settings.definition(amendment)))
 
 
@@ -195,7 +194,6 @@ def _locked(amendment_id) -> StudyAmendment | None:
 
 
 def _require(user, permission: str, what: str) -> None:
-
     if not can(permission, user):
         raise PermissionError(f"{user.username} ({user.role}) may not {what}")
 

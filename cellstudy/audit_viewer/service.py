@@ -163,7 +163,6 @@ def parse_filters(
 
 
 def _site_map() -> dict:
-
     return {s.id: s for s in db.session.execute(select(Site)).scalars()}
 
 
@@ -298,7 +297,6 @@ def count(filters: Filters, scope: Sites) -> int:
 
 
 def _subject_labels(ids) -> dict[int, str]:
-
     ids = {i for i in ids if i is not None}
     if not ids:
         return {}
@@ -414,7 +412,6 @@ def export_row(row: dict) -> dict:
 
 
 def export_columns() -> list[Column]:
-
     return [
         Column("id", "Record"),
         Column("at_utc", "Time (UTC)"),

@@ -110,7 +110,6 @@ class Dashboard:
 
 
 def _sites(sites: Sites):
-
     return db.session.execute(scoped(select(Site).order_by(Site.code), Site.id, sites)).scalars().all()
 
 
@@ -170,7 +169,6 @@ def _site_join(model, Subject):
 
 
 def _missing(figures, todays, Subject) -> None:
-
     checks = (
         ("visit", Visit, and_(Visit.state == "planned"), Visit.latest),
         ("infusion", Infusion, Infusion.state == "scheduled", Infusion.planned_date),
@@ -297,7 +295,6 @@ def _sdv_statement():
 
 
 def _queries(figures, ids) -> None:
-
     now = utcnow()
     edges = [
         (label, now - timedelta(days=lo), now - timedelta(days=hi + 1) if hi is not None else None)

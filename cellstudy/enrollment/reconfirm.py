@@ -285,7 +285,6 @@ def _open_of(subject: Subject) -> list[EligibilityReview]:
 
 
 def _require_investigator(user) -> None:
-
     if not can("sign_eligibility", user):
         raise ReviewRefused("Only an investigator can re-confirm eligibility or record this deviation.")
 

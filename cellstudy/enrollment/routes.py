@@ -190,7 +190,6 @@ def screening(subject_id, screening_id=None):
 
 
 def _can_enter() -> bool:
-
     return can("enter_data")
 
 
@@ -347,7 +346,6 @@ def exposure_remove(subject_id, exposure_id):
 @bp.route("/<int:subject_id>/enrol", methods=["GET", "POST"])
 @require("sign_eligibility")
 def enrol(subject_id):
-
     subject = get_subject_or_404(subject_id)
     screening = subject.current_screening
     form = EnrolForm()

@@ -149,7 +149,6 @@ def _runner(app) -> _Runner:
 
 
 def submit(kind: str, params: dict[str, Any], user: User, *, site_id: int | None = None) -> Job:
-
     definition = TASKS.get(kind)
     if definition is None:
         raise ValueError(f"no job task of kind {kind!r}")
@@ -301,7 +300,6 @@ def check_interrupted(job: Job) -> Job:
 
 
 def may_download(job: Job, user: User) -> bool:
-
     definition = TASKS.get(job.kind)
     if definition is None or job.created_by_id != user.id or not can(definition.permission, user):
         return False

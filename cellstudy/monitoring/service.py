@@ -200,7 +200,6 @@ def _edit_check_context(record, form: str) -> dict:
 
 
 def _edit_checks(record, form: str, changed: dict, *, user, scope) -> None:
-
     fields = {"weight_kg", "alt", "alt_uln", "qtc_ms", "visit_date"}
     touched = fields & set(changed)
     if not touched:

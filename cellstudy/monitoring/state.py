@@ -64,7 +64,6 @@ def _chunks(items: list, size: int = 400):
 
 
 def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
-
     keys = list(dict.fromkeys((f, int(i)) for f, i in keys if i is not None))
     out: dict[tuple[str, int], dict] = {}
     if not keys:

@@ -52,7 +52,6 @@ def filename(protocol_id: str, subject: str, form: str, when: datetime | None = 
 
 
 def _study():
-
     return current_study()
 
 
