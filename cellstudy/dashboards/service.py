@@ -30,10 +30,9 @@ from sqlalchemy import and_, case, func, select
 from .. import registry
 from ..monitoring import rules
 from ..monitoring.models import DataLock
-from ..auth.policy import Sites, scoped, within
+from ..auth.policy import Sites, sites_of, within
 from ..extensions import db
 from ..timeutil import site_today, utcnow
-from ..auth.models import Site
 from ..enrollment.models import Subject
 from ..settings import current_study
 from ..infusions.models import Infusion, LymphodepletionDay, Visit
@@ -109,13 +108,9 @@ class Dashboard:
         return out
 
 
-def _sites(sites: Sites):
-    return db.session.execute(scoped(select(Site).order_by(Site.code), Site.id, sites)).scalars().all()
-
-
 def build(sites: Sites, *, latest: int = 10) -> Dashboard:
     """The figures of the given sites."""
-    shown = _sites(sites)
+    shown = sites_of(sites)
     ids = [s.id for s in shown]
     figures = {s.id: SiteFigures(s) for s in shown}
     forms = _form_models()

@@ -11,8 +11,7 @@ from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
 
-from ..auth.models import Site
-from ..auth.policy import can, covers, get_subject_or_404, require, scoped, user_sites, within
+from ..auth.policy import can, covers, get_subject_or_404, require, scoped, sites_of, user_sites, within
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records.models import Query
@@ -389,7 +388,7 @@ def query_list():
 
 
 def _sites():
-    return db.session.execute(scoped(select(Site).order_by(Site.code), Site.id, user_sites())).scalars().all()
+    return sites_of(user_sites())
 
 
 @bp.app_template_global("waiting_queries")

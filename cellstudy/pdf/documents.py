@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from ..records.formrecord import FormRecord
 
 UNRESOLVED = ("open", "answered")
-SDV_UNAVAILABLE = "not yet available"
 #: a record written outside the write path (bulk loads) has no study version of its own
 NOT_RECORDED = "not recorded"
 
@@ -124,13 +123,6 @@ def _values(ft: PdfForm, record) -> dict:
     return {spec.name: record.get_field(spec.name) for spec in ft.specs}
 
 
-# --- monitoring state: SDV and locks ---------------------------------------------------------------
-
-
-def _monitoring_states(keys) -> dict | None:
-    return monitoring.record_states([k for k in keys if k[1] is not None])
-
-
 class SubjectContext:
     """The queries, signatures and monitoring states of a subject's forms, read in one
     go; ``doc()`` builds the filled FormDoc of a record from them."""
@@ -154,11 +146,9 @@ class SubjectContext:
         ).scalars():
             self.signatures[(signature.form, signature.form_id)].append(signature)
         keys = [(pdf_forms()[key].form_name, rec.id) for key, rec in records if not pdf_forms()[key].is_log]
-        self.states = _monitoring_states(keys)
+        self.states = monitoring.record_states([k for k in keys if k[1] is not None])  # SDV and locks
 
     def state(self, form_name: str, form_id: int) -> dict:
-        if self.states is None:
-            return {"sdv": SDV_UNAVAILABLE, "verified_fields": [], "locked": None}
         return self.states.get((form_name, form_id)) or {"sdv": "not required", "verified_fields": [], "locked": False}
 
     def doc(self, key: str, record) -> FormDoc:
