@@ -12,7 +12,7 @@ from ..records import crf
 from ..records.service import RecordError, StaleVersion
 from ..records.views import post_action
 from ..timeutil import site_today, utcnow
-from . import reconfirm, service
+from . import reconfirm, render, service
 from ..settings import current_study
 from .eligibility import criteria as criteria_of
 from .eligibility import criterion_texts
@@ -37,6 +37,9 @@ from ..infusions.visits import visit_status
 from ..infusions.dose_levels import proposed_dose_level
 
 bp = Blueprint("enrollment", __name__, url_prefix="/subjects")
+
+
+bp.add_app_template_global(render.criteria_list, "criteria_html")
 
 
 @bp.app_template_filter("criterion_labels")
