@@ -491,7 +491,7 @@ def sdv_progress():
     left.sort(key=lambda x: (subjects[x[2]].label, x[0]))
     left_total, shown = len(left), left[:500]
     states = state.record_states(key for key, _, _ in shown)
-    records = {key: db.session.get(catalog.get(key[0]).model, key[1]) for key, _, _ in shown}
+    records = state.records_of(key for key, _, _ in shown)
     left = [(key, states[key], sid) for key, _, sid in shown]
     return render_template(
         "monitoring/sdv.html",
@@ -594,7 +594,7 @@ def signature_list():
     invalid_casebooks = [sig for sig in latest.values() if not sig.valid]
     subject_ids = {sid for _, sid in needed} | {s.form_id for s in invalid_casebooks}
     subjects = {s.id: s for s in db.session.execute(select(Subject).where(Subject.id.in_(subject_ids))).scalars()}
-    records = {key: db.session.get(catalog.get(key[0]).model, key[1]) for key, _ in needed}
+    records = state.records_of(key for key, _ in needed)
     needed.sort(key=lambda x: (subjects[x[1]].label, x[0]))
     return render_template(
         "monitoring/signatures.html",

@@ -15,6 +15,9 @@ Contract (other packages rely on it; keep it)::
     record_states(keys: Iterable[tuple[str, int]]) -> dict[(form_name, form_id), dict]
         the same for many records in a fixed number of queries (dashboards, lists)
 
+    records_of(keys: Iterable[tuple[str, int]]) -> dict[(form_name, form_id), record]
+        the records themselves, one query per form type (not one per record)
+
 An unknown form name or id gives the state of "nothing recorded": sdv "not required"
 for an unknown type, no queries, no signatures, locked only under a study lock.
 """
@@ -25,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, literal, or_, select, union_all
 
 from ..auth.policy import Sites, scoped
 from ..extensions import db
@@ -58,6 +61,40 @@ def record_state(form_name: str, form_id: int) -> dict:
     return record_states([(form_name, form_id)])[(form_name, form_id)]
 
 
+def records_of(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], object]:
+    """The rows of many (form, id) keys in one query per form type and chunk (issue 14: a
+    list page must not read its rows one by one); a key whose row is gone is left out."""
+    wanted: dict[str, list[int]] = defaultdict(list)
+    for form, form_id in dict.fromkeys(keys):
+        wanted[form].append(int(form_id))
+    out: dict[tuple[str, int], object] = {}
+    for form, ids in wanted.items():
+        model = catalog.get(form).model
+        for chunk in _chunks(ids):
+            for row in db.session.execute(select(model).where(model.id.in_(chunk))).scalars():
+                out[(form, row.id)] = row
+    return out
+
+
+def _key_chunks(by_form: dict[str, list[int]], size: int = 400):
+    """(form, ids) groups of at most `size` ids in all: one statement's worth of keys."""
+    part, n = [], 0
+    for form, ids in by_form.items():
+        for chunk in _chunks(ids, size):
+            if n + len(chunk) > size and part:
+                yield part
+                part, n = [], 0
+            part.append((form, chunk))
+            n += len(chunk)
+    if part:
+        yield part
+
+
+def _keyed(form_col, id_col, part):
+    """(form, id) IN the keys of `part`, as one condition."""
+    return or_(*(and_(form_col == form, id_col.in_(ids)) for form, ids in part))
+
+
 def _chunks(items: list, size: int = 400):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -73,54 +110,52 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
     for form, fid in keys:
         by_form[form].append(fid)
 
-    # records: status (complete?) and subject (for subject locks)
+    # records: status (complete?) and subject (for subject locks): one UNION ALL over the
+    # form types, then one statement per monitoring table for all the keys (issue 14: the
+    # statement count must not grow with the records, nor with the form types they are of)
     info: dict[tuple[str, int], tuple[str | None, int | None]] = {}
-    for form, ids in by_form.items():
-        ft = catalog.get(form)
-        if ft is None:
-            continue
-        model = ft.model
-        for chunk in _chunks(ids):
-            for rid, status, subject_id in db.session.execute(
-                select(model.id, model.status, model.subject_id).where(model.id.in_(chunk))
-            ):
-                info[(form, rid)] = (status, subject_id)
-
     verified: dict[tuple[str, int], set] = defaultdict(set)
     queries: dict[tuple[str, int], list] = defaultdict(list)
     valid: dict[tuple[str, int], list] = defaultdict(list)
     invalidated: dict[tuple[str, int], int] = defaultdict(int)
     form_locks: set[tuple[str, int]] = set()
-    for form, ids in by_form.items():
-        for chunk in _chunks(ids):
-            for fid, field in db.session.execute(
-                select(SdvMark.form_id, SdvMark.field).where(
-                    SdvMark.form == form, SdvMark.form_id.in_(chunk), SdvMark.cleared_at.is_(None)
-                )
-            ):
-                verified[(form, fid)].add(field)
-            for query in db.session.execute(
-                select(Query)
-                .where(Query.form == form, Query.form_id.in_(chunk), Query.state.in_(rules.UNRESOLVED))
-                .order_by(Query.created_at, Query.id)
-            ).scalars():
-                queries[(form, query.form_id)].append(query)
-            for signature in db.session.execute(
-                select(Signature).where(Signature.form == form, Signature.form_id.in_(chunk)).order_by(Signature.id)
-            ).scalars():
-                if signature.valid:
-                    valid[(form, signature.form_id)].append(signature)
-                else:
-                    invalidated[(form, signature.form_id)] += 1
-            for (fid,) in db.session.execute(
-                select(DataLock.form_id).where(
-                    DataLock.scope == "form",
-                    DataLock.form == form,
-                    DataLock.form_id.in_(chunk),
-                    DataLock.unlocked_at.is_(None),
-                )
-            ):
-                form_locks.add((form, fid))
+    for part in _key_chunks(by_form):
+        selects = [
+            select(literal(form).label("form"), model.id, model.status, model.subject_id).where(model.id.in_(ids))
+            for form, ids in part
+            for model in [getattr(catalog.get(form), "model", None)]
+            if model is not None
+        ]
+        if selects:
+            for form, rid, status, subject_id in db.session.execute(union_all(*selects)):
+                info[(form, rid)] = (status, subject_id)
+        for form, fid, field in db.session.execute(
+            select(SdvMark.form, SdvMark.form_id, SdvMark.field).where(
+                _keyed(SdvMark.form, SdvMark.form_id, part), SdvMark.cleared_at.is_(None)
+            )
+        ):
+            verified[(form, fid)].add(field)
+        for query in db.session.execute(
+            select(Query)
+            .where(_keyed(Query.form, Query.form_id, part), Query.state.in_(rules.UNRESOLVED))
+            .order_by(Query.created_at, Query.id)
+        ).scalars():
+            queries[(query.form, query.form_id)].append(query)
+        for signature in db.session.execute(
+            select(Signature).where(_keyed(Signature.form, Signature.form_id, part)).order_by(Signature.id)
+        ).scalars():
+            if signature.valid:
+                valid[(signature.form, signature.form_id)].append(signature)
+            else:
+                invalidated[(signature.form, signature.form_id)] += 1
+        for form, fid in db.session.execute(
+            select(DataLock.form, DataLock.form_id).where(
+                DataLock.scope == "form",
+                _keyed(DataLock.form, DataLock.form_id, part),
+                DataLock.unlocked_at.is_(None),
+            )
+        ):
+            form_locks.add((form, fid))
 
     study_locked = study_lock() is not None
     subject_ids = {sid for _, sid in info.values() if sid is not None}
