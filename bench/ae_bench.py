@@ -640,7 +640,10 @@ def _compare_files(a: str, b: str) -> dict:
     need it (RFC 4180 minimal quoting): the bytes differ, the values must not.)"""
     import csv
 
-    with open(a, newline="", encoding="utf-8") as fa, open(b, newline="", encoding="utf-8") as fb:
+    with (
+        open(a, newline="", encoding="utf-8-sig") as fa,
+        open(b, newline="", encoding="utf-8-sig") as fb,
+    ):  # the app writes a BOM (issue 13)
         ra, rb = list(csv.reader(fa)), list(csv.reader(fb))
     out = {
         "rows_app": len(ra) - 1,

@@ -31,7 +31,6 @@ Run by bench/run.py in a subprocess (one app and engine per database).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -77,6 +76,27 @@ FORM_TABLE = {
     "deviation": "deviation",
     "dlt_assessment": "dlt_assessment",
 }
+
+
+def sync_audit_head() -> None:
+    """The bulk records were inserted past the app's write path: move the chain's head
+    (audit_head, issue 13) to the trail's new end, in the loader's transaction, as the
+    write path does after every commit that adds audit records."""
+    from sqlalchemy import func, select, update
+
+    from cellstudy.extensions import db
+    from cellstudy.records.models import AuditHead, AuditRecord
+    from cellstudy.timeutil import utcnow
+
+    count, last_id = db.session.execute(select(func.count(AuditRecord.id), func.max(AuditRecord.id))).one()
+    last_hash, key_id = db.session.execute(
+        select(AuditRecord.hash, AuditRecord.key_id).where(AuditRecord.id == last_id)
+    ).one()
+    db.session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(record_count=count, last_id=last_id, last_hash=last_hash, key_id=key_id, updated_at=utcnow())
+    )
 
 
 def _own_values(data: dict | None) -> str:
@@ -334,6 +354,8 @@ def load(url: str, subjects: int, real: int) -> dict:
 
         if pg:
             db.session.execute(text("SELECT pg_advisory_xact_lock(7220117)"))
+        keys = audit.hmac_keys()  # the copies come after the demo's anchor: keyed, as the app writes (issue 13)
+        hmac_key, key_id = keys.current, keys.current_id
         prev = db.session.execute(select(AuditRecord.hash).order_by(AuditRecord.id.desc()).limit(1)).scalar()
         base_at = utcnow()
         tick = 0
@@ -391,8 +413,8 @@ def load(url: str, subjects: int, real: int) -> dict:
                     values["new_value"] = number
                 elif row["field"] == "subject_number" and row["new_value"]:
                     values["new_value"] = subject_number
-                digest = audit.chain_hash(prev, values)
-                audits_out.append({**values, "id": next_audit, "prev_hash": prev, "hash": digest})
+                digest = audit.chain_hash(prev, values, hmac_key)
+                audits_out.append({**values, "id": next_audit, "prev_hash": prev, "hash": digest, "key_id": key_id})
                 next_audit += 1
                 prev = digest
             if len(audits_out) >= 20000:
@@ -411,6 +433,7 @@ def load(url: str, subjects: int, real: int) -> dict:
                         f"(SELECT coalesce(max(id), 1) FROM {table}))"
                     )
                 )
+        sync_audit_head()
         db.session.commit()
         out["copy_s"] = time.perf_counter() - t
 
@@ -1191,7 +1214,7 @@ def aes(
             or audit.GENESIS
         )
         base_at = utcnow()
-        hasher = _ChainHasher(base_at, coord, site.id, pg=pg, dialect=db.engine.dialect)
+        hasher = _ChainHasher(base_at, coord, site.id, pg=pg, dialect=db.engine.dialect, keys=audit.hmac_keys())
         tick = 0
         pend = {k: [] for k in tables}
         stats: dict = {}
@@ -1219,6 +1242,7 @@ def aes(
                     None,
                     prev,
                     digest,
+                    hasher.key_id,
                 )
             )
             next_id["audit"] += 1
@@ -1336,6 +1360,7 @@ def aes(
         if broken:
             raise SystemExit(f"bulk rows reference missing rows: {broken}")
         out["fk_check_s"] = time.perf_counter() - t_fk
+        sync_audit_head()
         db.session.commit()
         out["bulk_aes"] = n_bulk
         out["bulk_audit_records"] = stats.get("audit", 0)
@@ -1435,6 +1460,7 @@ AUDIT_COLUMNS = (
     "reason",
     "prev_hash",
     "hash",
+    "key_id",
 )
 
 
@@ -1447,7 +1473,7 @@ class _ChainHasher:
     time against SQLAlchemy's own bind processor) on the first 2,000 records and every 499th
     after; the loader's audit.verify() then walks the whole chain with the app's own code."""
 
-    def __init__(self, base_at: datetime, user, site_id: int, *, pg: bool, dialect):
+    def __init__(self, base_at: datetime, user, site_id: int, *, pg: bool, dialect, keys):
         from cellstudy.records import audit
         from cellstudy.records.models import AuditRecord
 
@@ -1461,6 +1487,10 @@ class _ChainHasher:
         self.at_processor = None if pg else AuditRecord.__table__.c.at.type._cached_bind_processor(dialect)
         self.second, self.second_text = None, ""
         self.checked = 0
+        # keyed (HMAC-SHA256) as the app writes after its anchor (issue 13), with the walk's
+        # own HMAC (the key's pads hashed once)
+        self.key, self.key_id = keys.current, keys.current_id
+        self.mac = audit._hmac_hex(self.key)
 
     @staticmethod
     def _enc(x) -> str:
@@ -1492,7 +1522,7 @@ class _ChainHasher:
                 "-",
             )
         )
-        digest = hashlib.sha256((prev + text).encode()).hexdigest()
+        digest = self.mac((prev + text).encode())
         stored = stamp.replace("T", " ") + ("+00" if self.pg else "")
         if tick <= 2000 or tick % 499 == 0:
             at = self.base_at + timedelta(microseconds=tick)
@@ -1510,7 +1540,7 @@ class _ChainHasher:
                 "new_value": new,
                 "reason": None,
             }
-            if digest != self.audit.chain_hash(prev, values):
+            if digest != self.audit.chain_hash(prev, values, self.key):
                 raise SystemExit(f"bench hasher differs from audit.chain_hash at tick {tick}: {values}")
             if self.at_processor is not None and self.at_processor(at) != stored:
                 raise SystemExit(f"stored time {stored!r} differs from SQLAlchemy's {self.at_processor(at)!r}")

@@ -261,7 +261,13 @@ def take_snapshot() -> tuple[str, str]:
 
 def app_env(**extra: str) -> dict:
     """Environment for every process that imports the app: the snapshot first on the path."""
-    return {**os.environ, "PYTHONPATH": APP_ROOT, "BENCH_APP_ROOT": APP_ROOT, **extra}
+    # the benchmark is one user sending thousands of requests: the rate limits of issue 13
+    # (auth/limits.py) would answer 429, so they are raised for it (not switched off)
+    limits = {f"RATELIMIT_{name}": "10000000/minute" for name in ("LOGIN", "SIGNATURE", "EXPORT")}
+    # the audit trail's HMAC key (issue 13): production refuses to start without one, and the
+    # loader and the servers must share it; a benchmark-only key unless one is set
+    key = {"CELLSTUDY_AUDIT_KEY": os.environ.get("CELLSTUDY_AUDIT_KEY") or "be7c" * 16}
+    return {**os.environ, **limits, **key, "PYTHONPATH": APP_ROOT, "BENCH_APP_ROOT": APP_ROOT, **extra}
 
 
 # --- processes ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -10,7 +11,7 @@ from flask.cli import AppGroup
 
 from .auth import service as auth
 from .adverse_events.loader import load
-from .records.audit import verify
+from .records import audit as audit_trail, audit_keys
 from .amendments.service import apply_due
 from .settings import study_in_force
 from .demo import DEMO_PASSWORD, DEMO_USERS, load_demo
@@ -41,7 +42,7 @@ def _fail(error: Exception):
     "--role", required=True, type=click.Choice(["coordinator", "investigator", "monitor", "data_manager", "admin"])
 )
 @click.option("--site", "sites", multiple=True, help="Site code; repeat for several sites.")
-@click.password_option(help="At least 12 characters.")
+@click.password_option(help="At least 12 characters, not easy to guess (zxcvbn score 3 of 4).")
 def users_create(username, full_name, role, sites, password):
     try:
         auth.create_user(username, full_name, role, password, list(sites))
@@ -84,6 +85,19 @@ def users_disable(username, enable):
     click.echo(f"{username} {'enabled' if enable else 'disabled'}.")
 
 
+@users_cli.command("reset-password")
+@click.argument("username")
+@click.password_option("--password", prompt="Temporary password", help="The policy of `users create` applies.")
+def users_reset_password(username, password):
+    """Set a temporary password that the user must change at the next log-in (audited; their
+    sessions end and a lock is lifted)."""
+    try:
+        auth.reset_password(username, password)
+    except auth.AuthError as error:
+        _fail(error)
+    click.echo(f"{username}: temporary password set; to be changed at the next log-in.")
+
+
 @sites_cli.command("create")
 @click.argument("code")
 @click.argument("name")
@@ -94,18 +108,131 @@ def sites_create(code, name, timezone):
 
 
 @audit_cli.command("verify")
-def audit_verify():
-    """Walk the hash chain; exit 1 naming the first record that does not match."""
-    result = verify()
-    if result.ok:
-        click.echo(f"Audit trail intact: {result.checked} records verified.")
+@click.option("--head", "head_file", type=click.Path(dir_okay=False), help="An exported signed head to check against.")
+@click.option("--public-key", type=click.Path(dir_okay=False), help="The auditor's Ed25519 public key (PEM).")
+@click.option("--replay", is_flag=True, help="Also rebuild the clinical records from the trail and compare.")
+@click.option("--limit", default=50, show_default=True, help="Findings listed (the rest are counted).")
+def audit_verify(head_file, public_key, replay, limit):
+    """Walk the whole chain and name every record that does not match (exit 1 on any finding)."""
+    signed = _signed_head(head_file, public_key) if head_file or public_key else None
+    result = audit_trail.verify(signed_head=signed, limit=limit)
+    replayed = audit_trail.replay(limit=limit) if replay else None
+    for note in result.notes[:limit]:
+        click.echo(f"note: {note}")
+    if result.ok and (replayed is None or replayed.ok):
+        extra = f" and the signed head of {signed['at']}" if signed else ""
+        click.echo(
+            f"Audit trail intact: {result.checked} records verified ({result.keyed} keyed); "
+            f"its end matches audit_head{extra}."
+        )
+        if replayed is not None:
+            click.echo(f"Replay: {replayed.rows} clinical rows match the trail ({replayed.values} values).")
         return
-    click.echo(
-        f"AUDIT TRAIL BROKEN at record {result.first_bad_id}: {result.problem} "
-        f"({result.checked} records before it verified).",
-        err=True,
-    )
+    if not result.ok:
+        click.echo(
+            f"AUDIT TRAIL BROKEN at record {result.first_bad_id}: {result.problem} "
+            f"({result.total} finding(s), {result.checked} records read).",
+            err=True,
+        )
+        for finding in result.findings:
+            where = f"record {finding.record_id}" if finding.record_id is not None else "trail"
+            click.echo(f"  {where} [{finding.kind}]: {finding.message}", err=True)
+        if result.more:
+            click.echo(f"  ... and {result.more} more finding(s)", err=True)
+    if replayed is not None and not replayed.ok:
+        click.echo(
+            f"REPLAY: {replayed.total} stored value(s) differ from the audit trail "
+            f"({replayed.rows} clinical rows compared).",
+            err=True,
+        )
+        for finding in replayed.findings:
+            click.echo(f"  {finding.message}", err=True)
+        if replayed.more:
+            click.echo(f"  ... and {replayed.more} more", err=True)
     sys.exit(1)
+
+
+def _signed_head(head_file, public_key) -> dict:
+    if not (head_file and public_key):
+        _fail(click.UsageError("--head and --public-key go together: the head is checked with the public key"))
+    try:
+        with open(head_file) as f:
+            document = json.load(f)
+        with open(public_key, "rb") as f:
+            pem = f.read()
+        return audit_keys.verify_signed_head(document, pem)
+    except OSError as error:
+        click.echo(f"SIGNED HEAD REFUSED: {error.filename}: {error.strerror}", err=True)
+    except json.JSONDecodeError as error:
+        click.echo(f"SIGNED HEAD REFUSED: {head_file} is not JSON ({error.msg}, line {error.lineno})", err=True)
+    except (audit_keys.BadHead, audit_keys.AuditKeyError) as error:
+        click.echo(f"SIGNED HEAD REFUSED: {head_file}: {error}", err=True)
+    sys.exit(1)
+
+
+@audit_cli.command("checkpoint")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the head (JSON).")
+@click.option(
+    "--signing-key",
+    type=click.Path(dir_okay=False),
+    help="Ed25519 private key (PEM); default: CELLSTUDY_AUDIT_SIGNING_KEY_FILE.",
+)
+def audit_checkpoint(output, signing_key):
+    """Verify the trail, then export its head signed with Ed25519 for the auditor to keep."""
+    path = signing_key or current_app.config.get("AUDIT_SIGNING_KEY_FILE")
+    if not path:
+        _fail(RuntimeError("no signing key: pass --signing-key or set CELLSTUDY_AUDIT_SIGNING_KEY_FILE"))
+    try:
+        private = audit_keys.load_private_key(path)
+    except audit_keys.AuditKeyError as error:
+        _fail(error)
+    result = audit_trail.verify(limit=5)
+    if not result.ok:
+        click.echo(f"Not signed: the audit trail is broken at record {result.first_bad_id}: {result.problem}", err=True)
+        sys.exit(1)
+    document = audit_keys.sign_head(audit_trail.signed_head_payload(), private)
+    with open(output, "w") as f:
+        json.dump(document, f, indent=1, sort_keys=True)
+        f.write("\n")
+    click.echo(
+        f"Signed head written to {output}: {document['count']} records ending at id {document['last_id']} "
+        f"({document['last_hash'][:16]}…), key {document['public_key_fingerprint'][:23]}…"
+    )
+
+
+@audit_cli.command("keygen")
+@click.option(
+    "--out",
+    "folder",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="A folder outside the instance folder (created 0700).",
+)
+def audit_keygen(folder):
+    """Create the HMAC key file (audit.key) and the Ed25519 pair (audit-signing.pem, .pub.pem)."""
+    try:
+        audit_keys.refuse_inside(folder, (current_app.instance_path,), what="key folder")
+        made = audit_keys.keygen(folder)
+    except audit_keys.AuditKeyError as error:
+        _fail(error)
+    click.echo(
+        f"HMAC key (id {made['key_id']}): {made['hmac']}\nSigning key: {made['private']}\n"
+        f"Public key for the auditor: {made['public']} ({made['fingerprint']})\n"
+        f"Set CELLSTUDY_AUDIT_KEY_FILE={made['hmac']} and CELLSTUDY_AUDIT_SIGNING_KEY_FILE={made['private']}; "
+        f"give {made['public']} to the auditor."
+    )
+
+
+@audit_cli.command("rotate-key")
+@click.argument("key_file", type=click.Path(dir_okay=False, exists=True))
+def audit_rotate_key(key_file):
+    """Put a new HMAC key first in KEY_FILE (the old ones stay, to verify what they hashed);
+    the next record written announces it in the chain."""
+    try:
+        kid = audit_keys.rotate_key_file(key_file)
+    except audit_keys.AuditKeyError as error:
+        _fail(error)
+    click.echo(f"New audit key {kid} written first in {key_file}; restart the app to use it.")
 
 
 @demo_cli.command("load")

@@ -1,5 +1,7 @@
 """Extensions, created once and bound to the app in create_app()."""
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -25,3 +27,6 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+# Rate limits (issue 13): declared in auth/limits.py, storage from RATELIMIT_STORAGE_URI
+# (memory unless REDIS_URL is set); the key of each limit is chosen where it is declared.
+limiter = Limiter(key_func=get_remote_address)

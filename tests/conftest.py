@@ -23,6 +23,9 @@ from cellstudy import create_app
 from cellstudy.extensions import db
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
+# Issue 13: production refuses to start without an audit trail key; the tests that build a
+# production app get this one (TestConfig has its own, config.py). Never a real key.
+os.environ.setdefault("CELLSTUDY_AUDIT_KEY", "7e57" * 16)
 _counter = itertools.count()
 
 

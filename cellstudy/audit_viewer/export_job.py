@@ -72,19 +72,25 @@ def _write(job, report_progress):
                 report_progress(done)
 
     with open(path, "w", encoding="utf-8", newline="") as out:
-        for chunk in tabular.csv_stream(service.export_columns(), rows()):
+        # issue 13: the byte-order mark unless the filtered export was asked without it
+        for chunk in tabular.csv_stream(service.export_columns(), rows(), bom=job.params.get("bom", True)):
             out.write(chunk)
     report_progress(done, max(total, done))
     return path, name
 
 
-def start(user: User, scope: Sites, sites: Iterable[str], filters: service.Filters | None = None) -> Job:
-    """Queue the export (the whole trail of the user's sites, or the filtered view) for `user`."""
-    return jobs.submit(
-        KIND,
-        {"sites": "all" if scope is ALL_SITES else sorted(sites), "filters": (filters or service.Filters()).active()},
-        user,
-    )
+def start(
+    user: User, scope: Sites, sites: Iterable[str], filters: service.Filters | None = None, *, bom: bool = True
+) -> Job:
+    """Queue the export (the whole trail of the user's sites, or the filtered view) for
+    `user`; `bom`: the CSV starts with the UTF-8 byte-order mark."""
+    params = {
+        "sites": "all" if scope is ALL_SITES else sorted(sites),
+        "filters": (filters or service.Filters()).active(),
+    }
+    if not bom:
+        params["bom"] = False  # the default is not stored: jobs queued before keep their params
+    return jobs.submit(KIND, params, user)
 
 
 def progress_url(job: Job) -> str:

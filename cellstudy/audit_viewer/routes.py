@@ -175,8 +175,13 @@ def _audit_export(fmt: str, filters: service.Filters, rows: int | None, note: st
 @bp.route("/audit/export.csv", endpoint="export_csv")
 @require("export_audit")
 def audit_export_csv():
-    """The filtered view as CSV (every matching record, newest first), streamed."""
+    """The filtered view as CSV (every matching record, newest first), streamed. Issue 13:
+    the file starts with the UTF-8 byte-order mark unless ``bom=0``."""
     filters, errors, _subject, _ = _filters()
+    try:
+        bom = tabular.bom_argument(request.args.get("bom"))
+    except ValueError as error:
+        errors["bom"], bom = str(error), True
     if errors:
         for message in errors.values():
             flash(message, "error")
@@ -188,7 +193,7 @@ def audit_export_csv():
         # a web worker would be busy for minutes: the same file from the job pool
         with records.transaction():  # the audit record and the job are one write
             _audit_export("csv", filters, total, note="too long to stream: written by a background job")
-            job = export_job.start(current_user, scope, _sites(), filters)
+            job = export_job.start(current_user, scope, _sites(), filters, bom=bom)
         flash(f"{total:,} records: the file is prepared in the background; this page shows its progress.", "info")
         return redirect(export_job.progress_url(job))
     _audit_export("csv", filters, total)
@@ -196,7 +201,7 @@ def audit_export_csv():
     name = f"audit_trail_{now.strftime('%Y%m%dT%H%MZ')}.csv"
     stream = stream_with_context(
         chunk.encode("utf-8")
-        for chunk in tabular.csv_stream(service.export_columns(), service.iter_rows(filters, scope))
+        for chunk in tabular.csv_stream(service.export_columns(), service.iter_rows(filters, scope), bom=bom)
     )
     return Response(stream, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

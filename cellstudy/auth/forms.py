@@ -1,8 +1,9 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, SelectMultipleField, StringField
-from wtforms.validators import DataRequired, InputRequired, Length
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length
 
 from .models import ROLES
+from .passwords import MAX_LENGTH
 
 
 class LoginForm(FlaskForm):
@@ -25,6 +26,25 @@ class UserForm(FlaskForm):
     full_name = StringField("Printed name", validators=[DataRequired(), Length(max=120)])
     role = SelectField("Role", choices=[(r, r.replace("_", " ")) for r in ROLES])
     sites = SelectMultipleField("Sites", choices=[])
+    # the policy (length, guessability) is the service's: auth.service.check_new_password
+    password = PasswordField("Initial password", validators=[DataRequired("Enter an initial password.")])
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired("Enter your current password.")])
+    new_password = PasswordField(
+        "New password", validators=[DataRequired("Enter a new password."), Length(max=MAX_LENGTH)]
+    )
+    confirm_password = PasswordField(
+        "New password again",
+        validators=[DataRequired("Repeat the new password."), EqualTo("new_password", "The two new passwords differ.")],
+    )
+
+
+class ResetPasswordForm(FlaskForm):
+    """An administrator's reset: a temporary password the user must change at the next log-in."""
+
+    username = SelectField("User", choices=[], validate_choice=True)
     password = PasswordField(
-        "Initial password", validators=[DataRequired(), Length(min=12, message="At least 12 characters.")]
+        "Temporary password", validators=[DataRequired("Enter a temporary password."), Length(max=MAX_LENGTH)]
     )

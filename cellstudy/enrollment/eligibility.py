@@ -64,6 +64,9 @@ def parse_date(value: Any, field: str) -> date:
     raise ValueError(f"{field}: expected a date as YYYY-MM-DD, got {value!r}")
 
 
+_MAX_EXPONENT = 400  # beyond any float (1e308) and any measured value
+
+
 def parse_number(value: Any, field: str) -> Fraction:
     """An int, float or Decimal, exactly; a float is taken by its shortest repr."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
@@ -73,8 +76,12 @@ def parse_number(value: Any, field: str) -> Fraction:
             raise ValueError(f"{field}: expected a finite number, got {value!r}")
         # float.__repr__ is the shortest repr, also for subclasses (e.g. numpy.float64)
         return Fraction(Decimal(float.__repr__(value)))
-    if isinstance(value, Decimal) and not value.is_finite():
-        raise ValueError(f"{field}: expected a finite number, got {value!r}")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{field}: expected a finite number, got {value!r}")
+        # 1e999999999 is finite, but as a Fraction it is a billion-digit integer (issue 13)
+        if not -_MAX_EXPONENT <= value.adjusted() <= _MAX_EXPONENT:
+            raise ValueError(f"{field}: expected a number of a measurable size, got {value!r}")
     return Fraction(value)
 
 

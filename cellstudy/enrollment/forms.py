@@ -7,7 +7,6 @@ from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
-    DecimalField,
     HiddenField,
     PasswordField,
     SelectField,
@@ -17,7 +16,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ..auth.forms import SignatureForm
-from ..records.crf import CrfForm, field_for, greater_than_zero, not_in_future
+from ..records.crf import CrfForm, DecimalField, field_for, greater_than_zero, not_in_future
 from .fields import EXPOSURE_CATEGORIES, OTHER_CATEGORY, SCREENING_FIELDS
 
 

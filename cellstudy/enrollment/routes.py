@@ -12,6 +12,7 @@ from ..records import crf
 from ..records.service import RecordError, StaleVersion
 from ..records.views import post_action
 from ..timeutil import site_today, utcnow
+from ..urls import page_number
 from . import reconfirm, render, service
 from ..settings import current_study
 from .eligibility import criteria as criteria_of
@@ -64,7 +65,7 @@ def subject_list():
         )
     if status in SUBJECT_STATUSES:
         stmt = stmt.where(Subject.status == status)
-    page = db.paginate(stmt, per_page=25, error_out=False)
+    page = db.paginate(stmt, page=page_number(request.args.get("page")), per_page=25, error_out=False)
     return render_template(
         "enrollment/subject_list.html",
         page=page,

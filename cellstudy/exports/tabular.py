@@ -22,6 +22,10 @@ bool       ``Y`` / ``N``                ``Y`` / ``N``                ``Y`` / ``N
 ``None`` is always an empty cell; a string in a date, bool or number column is written
 as given (e.g. a partial date "2024-03" or "Unknown").
 
+Issue 13: a CSV starts with the UTF-8 byte-order mark, and a CSV cell that a spreadsheet
+would run as a formula gets a leading apostrophe (`csv_safe`; numbers such as -2.5 are
+left alone). XLSX text cells are typed strings (never a formula), so they stay verbatim.
+
 A missing key in a row raises ``KeyError``: a misspelt column key must fail loudly,
 not export an empty column.
 """
@@ -40,6 +44,8 @@ from datetime import date, datetime
 from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, BinaryIO
+
+from markupsafe import Markup
 
 from ..timeutil import utcnow
 from ..pdf import build
@@ -147,6 +153,66 @@ def _row_maker(
 
 # --- CSV ------------------------------------------------------------------------------
 
+#: Issue 13, CSV formula injection: a spreadsheet program opening the CSV evaluates a cell
+#: that starts with one of these as a formula (=, + and - start an expression, @ a function
+#: in Excel; a leading tab or CR is skipped by some importers, exposing what follows).
+CSV_FORMULA_START = "=+-@\t\r"
+#: "parses as a number": a finite decimal in plain or scientific notation, ASCII digits
+#: only, an optional sign, nothing around it: 12, -2.5, +3, .5, 5., 1e3, -1.5E-4. Not a
+#: number: inf, -Infinity, NaN, 0x1F, 1_000, "-2.5 " (a space), "-2+3", "-", "--1".
+#: Such a cell is written as it is: a spreadsheet reads it as that number, no formula.
+CSV_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: the text a neutralised cell starts with (OWASP's advice: the cell reads as text)
+CSV_FORMULA_GUARD = "'"
+#: the UTF-8 byte-order mark every CSV starts with unless asked not to (``?bom=0``)
+CSV_BOM = "\ufeff"
+#: a field of a fast-path line (no quote, no line break, the commas are the separators)
+#: that starts with a formula character: such lines get a closer look
+_FIELD_FORMULA_START = re.compile(r",[=+\-@\t]")
+
+
+def csv_safe(value: Any) -> Any:
+    """The CSV cell for ``value`` (issue 13): text starting with a formula character
+    (``CSV_FORMULA_START``) gets a leading apostrophe unless the whole text parses as
+    a number (``CSV_NUMBER``), so ``=HYPERLINK(...)``, ``+cmd|' /C calc'!A0``, ``@SUM(A1)``
+    and ``-2+3`` open as text and ``-2.5`` stays the number it is. ``None`` stays
+    ``None`` (an empty cell); other values are judged by their ``str()``, as written."""
+    if value is None:
+        return None
+    text = value if value.__class__ is str else str(value)
+    if text[:1] in CSV_FORMULA_START and text and CSV_NUMBER.fullmatch(text) is None:
+        return CSV_FORMULA_GUARD + text
+    return text
+
+
+def _formula_in(line: str) -> bool:
+    """Does a fast-path line (see csv_stream) hold a field that `csv_safe` would change?
+    csv_stream calls it only for the lines with a field starting with a formula
+    character (a negative number does); each such field is checked whole."""
+    number = CSV_NUMBER.fullmatch
+    if line[:1] in CSV_FORMULA_START:
+        end = line.find(",")
+        if number(line if end < 0 else line[:end]) is None:
+            return True
+    for match in _FIELD_FORMULA_START.finditer(line):
+        start = match.start() + 1
+        end = line.find(",", start)
+        if number(line[start:] if end < 0 else line[start:end]) is None:
+            return True
+    return False
+
+
+def bom_argument(raw: str | None) -> bool:
+    """The ``bom`` query argument of a CSV download: absent or empty -> True (the BOM),
+    1/yes/true/on -> True, 0/no/false/off -> False; anything else is a ValueError whose
+    message names the argument."""
+    text = (raw or "").strip().lower()
+    if text in ("", "1", "yes", "true", "on", "y"):
+        return True
+    if text in ("0", "no", "false", "off", "n"):
+        return False
+    raise ValueError(f"Byte-order mark (bom): “{raw}” is not 1 or 0 (bom=0 leaves the UTF-8 byte-order mark out).")
+
 
 def _csv_line_maker(columns: Sequence[Column], values: bool = False) -> Callable[[Any], str]:
     """A function row dict (with ``values``: the sequence of the columns' values) -> the
@@ -156,8 +222,8 @@ def _csv_line_maker(columns: Sequence[Column], values: bool = False) -> Callable
     Built once per export as one f-string (the source holds only the column
     positions and the kind's expression, never a key or a value): it is about twice
     as fast as the csv module, which matters for a 100,000-row export. Only rows that
-    need no quoting use it; csv_stream checks that and lets the csv module write the
-    others."""
+    need no quoting and no formula guard use it; csv_stream checks that and lets the
+    csv module write the others."""
     get = _getter(columns)
     fields = []
     for i, column in enumerate(columns):
@@ -172,14 +238,20 @@ def _csv_line_maker(columns: Sequence[Column], values: bool = False) -> Callable
     names = ", ".join(f"v{i}" for i in range(len(columns)))
     source = f'def line(row):\n    {names}, = {"row" if values else "_get(row)"}\n    return f"{",".join(fields)}"\n'
     namespace = {"_get": get, "_YN": _YN}
-    exec(compile(source, "<csv line>", "exec"), namespace)  # noqa: S102 (no data in the source)
+    exec(compile(source, "<csv line>", "exec"), namespace)  # noqa: S102 (no data in the source)  # nosec B102
     return namespace["line"]
 
 
 def csv_stream(
-    columns: Sequence[Column], rows: Iterable[dict] | Iterable[Sequence], *, values: bool = False
+    columns: Sequence[Column],
+    rows: Iterable[dict] | Iterable[Sequence],
+    *,
+    values: bool = False,
+    bom: bool = True,
 ) -> Iterator[str]:
-    """The listing as CSV text, yielded in chunks of ``CSV_BATCH_ROWS`` rows.
+    """The listing as CSV text, yielded in chunks of ``CSV_BATCH_ROWS`` rows. Every CSV
+    of the app is written here (the safety listings and summaries, the SDTM AE domain,
+    the audit trail's download and its background job).
 
     ``rows`` are dicts keyed by the columns' keys, or with ``values=True`` sequences of
     the columns' values in column order (what `listings.iter_listing_values` gives:
@@ -187,11 +259,15 @@ def csv_stream(
 
     RFC 4180 (the csv module's "excel" dialect, QUOTE_MINIMAL): comma separated,
     a field quoted when it holds a comma, a double quote or a line break, CRLF line
-    ends; the header row holds the column labels. Encode the chunks as UTF-8. No
-    byte-order mark: the CSV is for statistical software (SAS, R, Python), which
-    would read a BOM as part of the first header; Excel users take the XLSX. Cells
-    starting with "=" are not altered either (no CSV-injection prefix): the file must
-    round-trip the data exactly.
+    ends; the header row holds the column labels. Encode the chunks as UTF-8.
+
+    Issue 13: the first chunk starts with the UTF-8 byte-order mark (``bom=False``
+    leaves it out, for pipelines that would read it as part of the first header), so
+    that a spreadsheet program opens Chinese verbatim terms as written; and every
+    cell, the header's too, goes through `csv_safe`: text that a spreadsheet would run
+    as a formula gets a leading apostrophe (numbers such as -2.5 stay as they are).
+    Statistical software reading the file sees that apostrophe: the XLSX keeps such
+    text verbatim (its cells are typed strings, never formulas).
 
     Streams: at most one batch of rows is held at a time, so the rows may come from
     a server-side cursor of any length."""
@@ -199,10 +275,11 @@ def csv_stream(
     make = _row_maker(columns, _CSV_CONVERTERS, values)
     line_of = _csv_line_maker(columns, values)
     commas = len(columns) - 1
-    quoted = io.StringIO()  # rows that need quoting go through the csv module
+    quoted = io.StringIO()  # rows that need quoting or a guard go through the csv module
     writer = csv.writer(quoted)
-    writer.writerow([c.label for c in columns])
-    yield quoted.getvalue()
+    writer.writerow([csv_safe(c.label) for c in columns])
+    yield (CSV_BOM if bom else "") + quoted.getvalue()
+    field_formula = _FIELD_FORMULA_START.search
     it = iter(rows)
     while True:
         chunk = []
@@ -210,13 +287,21 @@ def csv_stream(
         for row in islice(it, CSV_BATCH_ROWS):
             line = line_of(row)
             # no field needs quoting iff the line has exactly the separators and no
-            # quote or line break (an empty single field must be written as "")
-            if line.count(",") == commas and '"' not in line and "\n" not in line and "\r" not in line and line:
+            # quote or line break (an empty single field must be written as ""); then
+            # the fields are the line's comma-separated parts, checked for a formula
+            if (
+                line.count(",") == commas
+                and '"' not in line
+                and "\n" not in line
+                and "\r" not in line
+                and line
+                and not ((line[:1] in CSV_FORMULA_START or field_formula(line) is not None) and _formula_in(line))
+            ):
                 append(line)
             else:
                 quoted.seek(0)
                 quoted.truncate()
-                writer.writerow(make(row))
+                writer.writerow([csv_safe(v) for v in make(row)])
                 append(quoted.getvalue()[:-2])  # the csv module's line end: added by the join
         if not chunk:
             return
@@ -407,7 +492,7 @@ def _row_writer(columns: Sequence[Column], values: bool) -> Callable[[int, Any],
         "_serial": _serial,
         "_YN": _YN,
     }
-    exec(compile("\n".join(lines) + "\n", "<xlsx row>", "exec"), namespace)  # noqa: S102 (no data in the source)
+    exec(compile("\n".join(lines) + "\n", "<xlsx row>", "exec"), namespace)  # noqa: S102 (no data in the source)  # nosec B102
     return namespace["row_xml"]
 
 
@@ -640,6 +725,111 @@ def _absolute(ref: str) -> str:
 # Issue 5: the PDF is laid out by cellstudy.pdf (cellstudy/pdf/build.py `listing`), with
 # the header, footer and static-only URL fetcher every PDF of the app shares; this module
 # keeps converting the values by column kind, as for CSV and XLSX.
+#
+# Issue 13: no value may break inside itself (a MedDRA code split "1002920 / 5" or a date
+# "2026-12- / 01" invites misreading) and the header words may not run into each other.
+# The table is laid out by its content (CSS table-layout auto: each column at least as
+# wide as its longest word), nothing breaks inside a word, and a column whose every value
+# is one word (codes, dates, identifiers, status words, numbers) never wraps at all. So
+# that such a table fits the page, its font size (and, for the widest, the paper) is
+# chosen here from the content's widths, measured with the metrics of the font the PDFs
+# print in (Liberation Sans, the metrics of Arial): the largest of PDF_FITS that fits.
+
+#: (paper, font size in pt, width of the text area in mm), tried in this order: A4 landscape
+#: down to 6 pt, then A3 landscape (the page margins of pdf.css are 12 mm left and right)
+PDF_FITS = (
+    ("A4", 7.5, 273.0),
+    ("A4", 7.0, 273.0),
+    ("A4", 6.5, 273.0),
+    ("A4", 6.0, 273.0),
+    ("A3", 7.5, 396.0),
+    ("A3", 6.5, 396.0),
+    ("A3", 6.0, 396.0),
+)
+#: a word longer than this (a pasted URL in a verbatim term) may break anywhere: it is
+#: free text, not a code, and would otherwise widen its column past the page
+PDF_LONG_WORD = 40
+#: per cell: 1 mm padding left and right and 0.4 pt borders (pdf.css table.grid); the
+#: metrics leave out kerning, so the estimate errs wide (the SAE listing of the demo:
+#: 297 mm estimated at 7.5 pt, 287 mm as WeasyPrint lays it out)
+_CELL_MM = 2.2
+_FIT_MARGIN = 1.0
+_MM_PER_PT = 25.4 / 72
+#: advance widths (1/1000 em) of U+0020..U+007E in Liberation Sans Regular and Bold
+_ASCII_WIDTHS = {
+    False: (
+        278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556,
+        556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556, 1015, 667, 667, 722, 722, 667,
+        611, 778, 722, 278, 500, 667, 556, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667,
+        667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500,
+        222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584,
+    ),
+    True: (
+        278, 333, 474, 556, 556, 889, 722, 238, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556,
+        556, 556, 556, 556, 556, 556, 556, 333, 333, 584, 584, 584, 611, 975, 722, 722, 722, 722, 667,
+        611, 778, 722, 278, 556, 722, 611, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667,
+        667, 611, 333, 278, 333, 584, 556, 333, 556, 611, 556, 611, 556, 333, 611, 611, 278, 278, 556,
+        278, 889, 611, 611, 611, 611, 389, 556, 333, 611, 556, 778, 556, 556, 500, 389, 280, 389, 584,
+    ),
+}  # fmt: skip
+
+
+def _em_width(text: str, bold: bool = False) -> float:
+    """The width of ``text`` in em: ASCII from the font's metrics, CJK (Noto Sans CJK)
+    one em, any other character 0.7 em (wider than any Latin letter but M and W)."""
+    widths = _ASCII_WIDTHS[bold]
+    total = 0
+    for ch in text:
+        code = ord(ch)
+        if 32 <= code < 127:
+            total += widths[code - 32]
+        elif code >= 0x2E80:
+            total += 1000
+        else:
+            total += 700
+    return total / 1000
+
+
+def _widest_word(text: str, whole: bool, bold: bool = False) -> float:
+    """The widest piece of ``text`` that may not break, in em: the whole text for a
+    column that never wraps, else its longest word (long words may break)."""
+    if whole:
+        return _em_width(text, bold)
+    words = [w for w in text.split() if len(w) <= PDF_LONG_WORD]
+    return max((_em_width(w, bold) for w in words), default=0.0)
+
+
+def _pdf_fit(labels: Sequence[str], body: Sequence[Sequence[str]], keep: Sequence[bool]) -> tuple[str, float]:
+    """(paper, font size) of the listing: the first of PDF_FITS whose text area holds
+    every column at its narrowest (the widest unbreakable piece of its values and of its
+    bold header, plus the cell's padding)."""
+    ems = []
+    for i, label in enumerate(labels):
+        seen: set[str] = set()
+        widest = _widest_word(label, False, bold=True)
+        for row in body:
+            value = row[i]
+            if value not in seen:
+                seen.add(value)
+                widest = max(widest, _widest_word(value, keep[i]))
+        ems.append(widest)
+    for paper, size, area in PDF_FITS:
+        needed = sum(em * size * _MM_PER_PT * _FIT_MARGIN + _CELL_MM for em in ems)
+        if needed <= area:
+            return paper, size
+    paper, size, _ = PDF_FITS[-1]
+    return paper, size
+
+
+def _breakable(text: str) -> str | Markup:
+    """``text`` with its overlong words (free text only: a pasted URL) marked as
+    breakable anywhere; other text unchanged (the template escapes it)."""
+    if len(text) <= PDF_LONG_WORD or all(len(w) <= PDF_LONG_WORD for w in text.split()):
+        return text
+    parts = re.split(r"(\s+)", text)
+    return Markup("").join(
+        Markup('<span class="breakable">{}</span>').format(p) if len(p) > PDF_LONG_WORD else p for p in parts
+    )
 
 
 def pdf_listing(
@@ -651,12 +841,17 @@ def pdf_listing(
     footer: str,
     user: User | None = None,
 ) -> bytes:
-    """The listing as a PDF: A4 landscape, the column header repeated on every page,
+    """The listing as a PDF: landscape, the column header repeated on every page,
     a running header (title; the ``meta`` pairs such as filters and export time),
     the footer bottom left (``footer``, or who exported it when: ``user``) and "Page x
     of y" bottom right. PDF title = ``title``, author = "CellStudy". Values are
     HTML-escaped by the template; only the app's static files are fetched
     (cellstudy.pdf.render).
+
+    Issue 13: column widths follow the content and no value breaks inside a word; a
+    column whose values are all single words (codes, dates, status) does not wrap. The
+    font size and paper are the first of PDF_FITS that holds the table (A4 landscape at
+    7.5 pt for the usual listings).
 
     Unlike CSV and XLSX this holds every row in memory (a PDF is laid out as a
     whole): callers should keep PDF listings to a printable size."""
@@ -664,14 +859,25 @@ def pdf_listing(
     get = _getter(columns)
     converters = [_PDF_CONVERTERS[c.kind] for c in columns]
     body = [[fn(v) for fn, v in zip(converters, get(row), strict=False)] for row in rows]
-    total = sum(c.width for c in columns)
+    # a column "keeps" its values whole when each is one word: an identifier, a code, a
+    # date, a number, a status ("complete") or Y/N; a free-text column wraps between words
+    keep = [
+        all(len(value) <= PDF_LONG_WORD and not any(ch.isspace() for ch in value) for value in values)
+        for values in (zip(*body, strict=True) if body else [()] * len(columns))
+    ]
+    paper, size = _pdf_fit([c.label for c in columns], body, keep)
+    for i, is_kept in enumerate(keep):
+        if not is_kept:
+            for row in body:
+                row[i] = _breakable(row[i])
+    fit = {"paper": paper, "font_pt": f"{size:g}"}
     layout = [
         {
             "label": c.label,
-            "percent": f"{100 * c.width / total:.3f}",
-            "align": "num" if c.kind in ("int", "number") else "text",
+            "align": " ".join(["num" if c.kind in ("int", "number") else "text"] + (["keep"] if is_kept else [])),
+            "fit": fit,  # the same for every column: the table's font size and paper
         }
-        for c in columns
+        for c, is_kept in zip(columns, keep, strict=True)
     ]
 
     return build.listing(

@@ -203,7 +203,7 @@ def _job_folder(job: Job) -> str:
     a restored copy) share the instance folder and number their jobs from 1."""
     import hashlib
 
-    database = hashlib.sha1(str(db.engine.url).encode()).hexdigest()[:8]
+    database = hashlib.sha1(str(db.engine.url).encode(), usedforsecurity=False).hexdigest()[:8]  # a name, not a secret
     return f"{job.id}-{as_utc(job.created_at):%Y%m%dT%H%M%S%f}-{database}"
 
 

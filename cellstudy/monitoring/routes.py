@@ -18,6 +18,7 @@ from ..records.models import Query
 from ..records.service import RecordError
 from ..records.views import lock_notice, post_action
 from ..timeutil import as_utc, utcnow
+from ..urls import local_path, page_number, parse_id
 from . import catalog, rules, service, state
 from .forms import AnswerForm, LockForm, RaiseQueryForm, ResolveForm, SignForm, StudyLockForm, UnlockForm, VerifyForm
 from .models import DataLock
@@ -35,14 +36,12 @@ subject_forms = state.subject_forms  # every saved form of a subject, in caseboo
 
 
 def _target(subject, raw: str | None):
-    """'form:id' of a POST -> (form name, record); 404 for a record of another subject."""
-    try:
-        form, _, rid = (raw or "").partition(":")
-        ft = catalog.get(form)
-        record_id = int(rid)
-    except ValueError:
-        ft = None
-    if ft is None:
+    """'form:id' of a POST -> (form name, record); 404 for a record of another subject, and
+    for an id no database holds (urls.parse_id: 2^63 is an OverflowError on SQLite)."""
+    form, _, rid = (raw or "").partition(":")
+    ft = catalog.get(form)
+    record_id = parse_id(rid)
+    if ft is None or record_id is None:
         abort(404)
     record = db.session.get(ft.model, record_id)
     if record is None or record.subject_id != subject.id:
@@ -51,9 +50,9 @@ def _target(subject, raw: str | None):
 
 
 def _next() -> str | None:
-    """The page a POST returns to (the form's `next`), when it is a path on this site."""
-    nxt = request.form.get("next") or ""
-    return nxt if nxt.startswith("/") and not nxt.startswith(("//", "/\\")) else None
+    """The page a POST returns to (the form's `next`), when it is a path on this site
+    (urls.local_path: the one check of a redirect target)."""
+    return local_path(request.form.get("next"))
 
 
 def _back_url(subject) -> str:
@@ -78,10 +77,8 @@ def _form_errors(form) -> str:
 
 
 def _query_or_404(subject, raw) -> Query:
-    try:
-        query = db.session.get(Query, int(raw))
-    except (TypeError, ValueError):
-        query = None
+    query_id = parse_id(raw)
+    query = db.session.get(Query, query_id) if query_id is not None else None
     if query is None or query.subject_id != subject.id:
         abort(404)
     return query
@@ -120,7 +117,10 @@ def field_badges(record) -> Markup:
             )
     for field in st["verified_fields"]:
         badges[field].append('<span class="badge sdv-ok" title="source data verified">SDV ✓</span>')
-    g.monitoring_badges = {k: Markup(" ".join(v)) for k, v in badges.items()}
+    g.monitoring_badges = {}
+    for k, v in badges.items():
+        html = " ".join(v)
+        g.monitoring_badges[k] = Markup(html)  # the query text is escape()d above  # nosec B704
     return notice
 
 
@@ -155,7 +155,7 @@ def monitoring_panel(record, subject=None) -> Markup:
     raise_form = RaiseQueryForm()
     raise_form.target.data = f"{form}:{record.id}" if saved else f"{form}:new"
     plan, required = state.sdv_plan(form)
-    return Markup(
+    return Markup(  # an autoescaped template  # nosec B704
         render_template(
             "monitoring/_panel.html",
             record=record,
@@ -349,7 +349,7 @@ def query_list():
         site_id=site_id,
         order="age" if order == "age" else "new",
     )
-    page = db.paginate(stmt, per_page=PER_PAGE, error_out=False)
+    page = db.paginate(stmt, page=page_number(request.args.get("page")), per_page=PER_PAGE, error_out=False)
     subjects = (
         {
             s.id: s
@@ -437,10 +437,8 @@ def verify_forms(subject_id):
 
     def do() -> str:
         if form.visit_id.data:
-            try:
-                visit = db.session.get(Visit, int(form.visit_id.data))
-            except ValueError:
-                visit = None
+            visit_id = parse_id(form.visit_id.data)
+            visit = db.session.get(Visit, visit_id) if visit_id is not None else None
             if visit is None or visit.subject_id != subj.id:
                 abort(404)
             count = service.verify_visit(subj, visit, user=current_user)
@@ -658,10 +656,9 @@ def unlock_data():
     chosen = []  # a lock was found: the action returns to the page it came from
 
     def do():
-        try:
-            lock_id = int(form.lock_id.data or "")
-        except ValueError:
-            raise RecordError("choose the lock to lift.") from None
+        lock_id = parse_id(form.lock_id.data)
+        if lock_id is None:
+            raise RecordError("choose the lock to lift.")
         row = db.session.get(DataLock, lock_id)
         if row is None or (row.scope != "study" and not covers(user_sites(), row.site_id)):
             abort(404)
@@ -716,5 +713,4 @@ def locked(error):
     if request.method == "GET":
         return render_template("errors/error.html", code=409, title="Locked", message=str(error)), 409
     flash(str(error), "error")
-    referrer = request.referrer or ""
-    return redirect(referrer if referrer.startswith(request.host_url) else url_for("main.index"))
+    return redirect(local_path(request.referrer, host=request.host) or url_for("main.index"))

@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import wtforms
 from flask_wtf import FlaskForm
-from wtforms import DateField, Field, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
-from wtforms.validators import Length, NumberRange, Optional, ValidationError
+from wtforms import DateField, Field, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.validators import Length, NumberRange, Optional, StopValidation, ValidationError
 
 from ..registry.fields import FieldSpec
 from ..timeutil import utcnow
@@ -29,6 +30,83 @@ def opened_version(raw: Any) -> int:
         return int(raw)
     except (TypeError, ValueError):
         return -1
+
+
+# What a number field takes (issue 13): a number a person measured or counted, written with
+# digits. NaN and infinity are not numbers (Decimal compares them by raising, and a stored
+# "NaN" would reach every rule); 1e999999 would be stored as a million digits. A decimal has
+# at most 12 digits before the point and 6 after: its exact text (sign and point included)
+# then fits the 20 characters a decimal column keeps (exposure.half_life_days), far above any
+# dose, volume or lab value of the protocol. A whole number (a cell count) has at most 15
+# digits: exact in every JSON reader (2^53).
+MAX_INTEGER_DIGITS = 12
+MAX_PLACES = 6
+MAX_WHOLE_DIGITS = 15
+
+
+class _Number:
+    """The checks shared by the number fields: a blank answer is "not answered" (Optional
+    then ends validation); an unreadable one is refused at the field, naming it, and the
+    range checks do not run on it (they would only repeat the refusal)."""
+
+    def _refuse(self, what: str) -> ValueError:
+        self.data = None
+        return ValueError(f"{self.label.text}: {what}")
+
+    def pre_validate(self, form):
+        if self.process_errors:
+            raise StopValidation()
+
+
+class DecimalField(_Number, wtforms.DecimalField):
+    """Every decimal field of every form (field_for, and the hand-written forms use it too):
+    WTForms' own accepts "NaN", "Infinity" and "1e999999". The name stays DecimalField:
+    registry.columns reads a log column's kind from it."""
+
+    def __init__(self, label=None, validators=None, **kwargs):
+        kwargs.setdefault("places", None)
+        super().__init__(label, validators, **kwargs)
+
+    def process_formdata(self, valuelist):
+        if not valuelist:
+            return
+        raw = (valuelist[0] or "").strip()
+        if not raw:
+            self.data = None
+            return
+        try:
+            value = Decimal(raw)
+        except (InvalidOperation, ValueError):
+            value = None
+        if value is None:
+            raise self._refuse("enter a number written with digits, such as 12.5.")
+        if not value.is_finite():
+            raise self._refuse("enter a number written with digits, such as 12.5 (NaN and infinity are not numbers).")
+        if value.adjusted() >= MAX_INTEGER_DIGITS:
+            raise self._refuse(f"enter a number of at most {MAX_INTEGER_DIGITS} digits before the decimal point.")
+        if value.as_tuple().exponent < -MAX_PLACES:
+            raise self._refuse(f"enter at most {MAX_PLACES} decimal places.")
+        self.data = value
+
+
+class IntegerField(_Number, wtforms.IntegerField):
+    """Every whole-number field of the CRFs: at most MAX_WHOLE_DIGITS digits (a larger one
+    would not stay exact in a JSON reader; 5,000 digits would not even parse)."""
+
+    def process_formdata(self, valuelist):
+        if not valuelist:
+            return
+        raw = (valuelist[0] or "").strip()
+        if not raw:
+            self.data = None
+            return
+        sign = raw[0] in "+-"
+        digits = raw[1:] if sign else raw
+        if not (digits.isascii() and digits.isdigit()):
+            raise self._refuse("enter a whole number, such as 12.")
+        if len(digits.lstrip("0")) > MAX_WHOLE_DIGITS:
+            raise self._refuse(f"enter a whole number of at most {MAX_WHOLE_DIGITS} digits.")
+        self.data = int(raw)
 
 
 def greater_than_zero(message: str = "Must be greater than zero.") -> Callable[[FlaskForm, Field], None]:
@@ -86,7 +164,7 @@ def field_for(spec: FieldSpec) -> Any:
             validators.append(greater_than_zero())
         if spec.kind == "int":
             return IntegerField(spec.label, validators=validators, **kwargs)
-        return DecimalField(spec.label, validators=validators, places=None, **kwargs)
+        return DecimalField(spec.label, validators=validators, **kwargs)
     if spec.kind == "bool":
         return YesNoField(spec.label, validators=[Optional()], **kwargs)
     if spec.kind == "choice":

@@ -29,6 +29,9 @@ class AuditRecord(db.Model):
     reason: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # issue 13: None = plain SHA-256 (the records written before the keyed chain), else the
+    # id of the HMAC key that hashed it (records/audit_keys.py)
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_audit_record_subject", "subject_id", "id"),
@@ -41,6 +44,20 @@ class AuditRecord(db.Model):
         Index("ix_audit_record_action", "action", "id"),
         Index("ix_audit_record_at", "at"),
     )
+
+
+class AuditHead(db.Model):
+    """The chain's head, checkpointed outside the audited table in the transaction that
+    appends the records (issue 13): one row, id 1. Triggers (migration 0013) refuse
+    deleting it or moving it backwards."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    record_count: Mapped[int] = mapped_column(Integer)
+    last_id: Mapped[int | None] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Signature(db.Model):

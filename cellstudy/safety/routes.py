@@ -169,7 +169,7 @@ def listing_cells(rows: list[dict], columns) -> list[Markup]:
                 )
             else:
                 cells.append(f"<td>{'' if v is None else escape(v)}</td>")
-        out.append(Markup("\n    ".join(cells)))
+        out.append(Markup("\n    ".join(cells)))  # every value escape()d above  # nosec B704
     return out
 
 
@@ -217,7 +217,9 @@ def summary_cells(rows: list[dict], width: int) -> list[Markup]:
         for zero in (False, True)
     ]
     return [
-        Markup("".join([f'<td class="{classes[2 * i + (not n)]}">{n:d}</td>' for i, n in enumerate(row["values"])]))
+        Markup(
+            "".join([f'<td class="{classes[2 * i + (not n)]}">{n:d}</td>' for i, n in enumerate(row["values"])])
+        )  # integers formatted with :d  # nosec B704
         for row in rows
     ]
 
@@ -291,11 +293,13 @@ def _send(
     title,
     part,
     values: bool = False,
+    bom: bool = True,
 ):
     """Write the rows as `fmt`, audit the export, answer with the file. `count` is the
     row count when it is known before the rows are read (the CSV streams them).
     `values`: the rows are tuples in column order (listings.iter_listing_values), not
-    dicts (the CSV and XLSX writers take either)."""
+    dicts (the CSV and XLSX writers take either). `bom`: the CSV starts with the UTF-8
+    byte-order mark (issue 13; ``?bom=0`` leaves it out)."""
     now = utcnow()
     filename = _filename(part, fmt, now)
     disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -303,7 +307,7 @@ def _send(
     if fmt == "csv":
         _audit_export(key, fmt, filters, count if count is not None else len(rows), sites)
         stream = stream_with_context(
-            chunk.encode("utf-8") for chunk in tabular.csv_stream(columns, rows, values=values)
+            chunk.encode("utf-8") for chunk in tabular.csv_stream(columns, rows, values=values, bom=bom)
         )
         return Response(stream, mimetype="text/csv", headers=disposition)
     if fmt == "xlsx":
@@ -330,6 +334,16 @@ def _send(
     return Response(pdf, mimetype=FORMATS["pdf"], headers=disposition)
 
 
+def _csv_bom(errors: dict[str, str]) -> bool:
+    """The ``bom`` argument of a CSV download (issue 13: the byte-order mark by default);
+    a bad value goes into `errors`, named, like a bad filter."""
+    try:
+        return tabular.bom_argument(request.args.get("bom"))
+    except ValueError as error:
+        errors["bom"] = str(error)
+        return True
+
+
 @bp.route('/<any(ae, sae, dlt, summary, "crs-icans"):listing>.<any(csv, xlsx, pdf):fmt>', endpoint="export")
 @require("export_safety")
 def export_listing(listing, fmt):
@@ -337,6 +351,7 @@ def export_listing(listing, fmt):
     Filters that do not parse are not silently dropped from a file: the user is sent
     back to the page, which says what is wrong."""
     filters, errors, sites, levels = _filters(listing)
+    bom = _csv_bom(errors) if fmt == "csv" else True
     page_endpoint = f".{listing.replace('-', '_')}"
     if errors:
         for message in errors.values():
@@ -346,7 +361,7 @@ def export_listing(listing, fmt):
     title, part, _ = LISTINGS[listing]
     key = listing.replace("-", "_")
     ids = user_sites()
-    common = {"filters": filters, "sites": sites, "title": title, "part": part}
+    common = {"filters": filters, "sites": sites, "title": title, "part": part, "bom": bom}
     if listing in ("ae", "sae", "dlt"):
         columns = listings.listing_columns(listing)
         total = queries.count(listing, filters, ids)
@@ -369,6 +384,13 @@ def export_listing(listing, fmt):
 def sdtm_ae_domain():
     """The CDISC SDTM AE domain of the user's sites (complete AEs; no filters: a domain
     is delivered whole), as CSV, streamed."""
+    errors: dict[str, str] = {}
+    bom = _csv_bom(errors)
+    if errors:
+        for message in errors.values():
+            flash(message, "error")
+        flash("Nothing was exported.", "error")
+        return redirect(url_for(".ae"))
     study = current_study()
     ids = user_sites()
     sites = [s.code for s in allowed_sites()]
@@ -379,7 +401,7 @@ def sdtm_ae_domain():
     source = sdtm_source.iter_sdtm_source(ids, studyid=study.protocol_id)
     stream = stream_with_context(
         chunk.encode("utf-8")
-        for chunk in tabular.csv_stream(columns, sdtm.ae_domain(source, studyid=study.protocol_id))
+        for chunk in tabular.csv_stream(columns, sdtm.ae_domain(source, studyid=study.protocol_id), bom=bom)
     )
     filename = _filename("sdtm_ae", "csv", now)
     return Response(stream, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})

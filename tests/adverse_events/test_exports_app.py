@@ -92,7 +92,9 @@ def csv_row(r) -> list[str]:
 
 
 def read_csv(response) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    data = response.get_data()
+    assert data.startswith(b"\xef\xbb\xbf")  # issue 13: every CSV starts with the UTF-8 BOM
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
 
 
 def exports(app) -> list[AuditRecord]:

@@ -254,7 +254,9 @@ def test_query_link_on_the_field(app, login, q):
 
 
 def _csv(response):
-    return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    data = response.get_data()
+    assert data.startswith(b"\xef\xbb\xbf")  # issue 13: every CSV starts with the UTF-8 BOM
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
 
 
 def test_csv_export_of_the_filtered_view_is_complete_scoped_and_audited(app, login, q):
@@ -304,7 +306,7 @@ def test_study_wide_export_runs_as_a_job(app, login, q):
     assert done == total > 0
     download = dm.get(f"/jobs/{job_id}/download")
     assert download.status_code == 200
-    rows = list(csv.reader(io.StringIO(download.get_data(as_text=True))))
+    rows = _csv(download)
     assert len(rows) - 1 == total
     ids = [int(r[0]) for r in rows[1:]]
     assert ids == sorted(ids, reverse=True) and ids[-1] == q.scalar(select(func.min(AuditRecord.id)))

@@ -41,9 +41,10 @@ def test_five_failures_lock_the_account_for_fifteen_minutes_and_the_lock_is_audi
     for _ in range(4):
         _login(client, "coord-nb", "wrong")
     response = _login(client, "coord-nb", "wrong")
-    assert b"locked for 15 minutes" in response.data
-    response = _login(client, "coord-nb", "cellstudy-demo")
-    assert response.status_code == 200 and b"locked" in response.data
+    # the same answer as any refused log-in (issue 13: no enumeration), which names the lock rule
+    assert b"Unknown user name or wrong password" in response.data and b"locked for 15 minutes" in response.data
+    response = _login(client, "coord-nb", "cellstudy-demo")  # the right password: still locked
+    assert response.status_code == 200 and b"Unknown user name or wrong password" in response.data
     user = _user(app, "coord-nb")
     from cellstudy.timeutil import as_utc
 
@@ -71,24 +72,11 @@ def test_disabled_user_cannot_log_in(app, client):
     result = runner.invoke(args=["users", "disable", "coord-hz"])
     assert result.exit_code == 0, result.output
     response = _login(client, "coord-hz", "cellstudy-demo")
-    assert response.status_code == 200 and b"disabled" in response.data
+    # the one answer of a refused log-in, which says that a disabled account cannot log in
+    assert response.status_code == 200 and b"a locked or disabled account cannot log in" in response.data
 
 
-def test_idle_session_times_out_after_30_minutes(client):
-    assert _login(client, "coord-hz", "cellstudy-demo").status_code == 302
-    assert client.get("/subjects/").status_code == 200
-    with client.session_transaction() as session:
-        session["last_seen"] = (utcnow() - timedelta(minutes=31)).timestamp()
-    response = client.get("/subjects/")
-    assert response.status_code == 302 and "/login" in response.location
-    assert client.get("/subjects/").status_code == 302  # really logged out
-
-
-def test_activity_within_30_minutes_keeps_the_session(client):
-    _login(client, "coord-hz", "cellstudy-demo")
-    with client.session_transaction() as session:
-        session["last_seen"] = (utcnow() - timedelta(minutes=29)).timestamp()
-    assert client.get("/subjects/").status_code == 200
+# the idle timeout (now judged on the server): tests/auth/test_sessions.py
 
 
 def test_passwords_are_hashed_with_argon2id(app):

@@ -293,6 +293,7 @@ def test_aeseq_restarts_at_one_for_each_subject():
 
 def test_domain_as_csv():
     text = "".join(csv_stream(AE_COLUMNS, ae_domain([ae(), ae(ongoing=True)], studyid=STUDYID)))
-    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert text.startswith("\ufeffSTUDYID,")  # issue 13: the UTF-8 byte-order mark
+    rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
     assert list(rows[0]) == list(AE_NAMES)
     assert rows[0]["AESTDY"] == "3" and rows[1]["AESEQ"] == "2" and rows[1]["AEENDY"] == ""

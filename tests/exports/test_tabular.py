@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import subprocess
 from datetime import date, datetime
@@ -80,6 +81,22 @@ TRICKY_ROWS = [
 ]
 
 
+#: issue 13: what a spreadsheet would run as a formula (a number such as -2.5 is not)
+FORMULA_START = "=+-@\t\r"
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def guarded(text: str) -> str:
+    """The CSV's text for a cell `text`: a leading apostrophe on a would-be formula."""
+    return "'" + text if text[:1] in FORMULA_START and text and not NUMBER.fullmatch(text) else text
+
+
+def read_csv_text(text: str) -> list[list[str]]:
+    """The rows of a CSV that must start with the UTF-8 byte-order mark."""
+    assert text.startswith("\ufeff"), text[:40]
+    return list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+
+
 def expected_text(row):
     """The CSV text each value must come back as."""
 
@@ -90,7 +107,7 @@ def expected_text(row):
             return "Y" if value else "N"
         if column.kind == "date" and not isinstance(value, str):
             return value.isoformat()
-        return str(value)
+        return guarded(str(value))
 
     return [text(c, row[c.key]) for c in COLUMNS]
 
@@ -128,34 +145,35 @@ def test_a_missing_key_fails_loudly():
 
 def test_csv_round_trips_header_and_values():
     text = "".join(csv_stream(COLUMNS, TRICKY_ROWS))
-    parsed = list(csv.reader(io.StringIO(text, newline="")))
+    parsed = read_csv_text(text)
     assert parsed[0] == [c.label for c in COLUMNS]
     assert parsed[1:] == [expected_text(row) for row in TRICKY_ROWS]
 
 
-def test_csv_conventions_none_bool_date_and_no_bom():
+def test_csv_conventions_none_bool_date_and_the_bom():
     text = "".join(csv_stream(COLUMNS, TRICKY_ROWS[:3]))
-    assert not text.startswith("\ufeff")
-    lines = text.split("\r\n")
+    assert text.startswith("\ufeffSubject,") and text.count("\ufeff") == 1
+    assert "".join(csv_stream(COLUMNS, TRICKY_ROWS[:3], bom=False)) == text[1:]
+    lines = text[1:].split("\r\n")
     assert lines[0] == "Subject,AE #,Term,Grade,Onset,Serious,Max temp (°C)"
     assert lines[1] == "CARNK-AML-01-HZ-001,1,Fever,1,2024-03-01,N,38.5"
     assert lines[2] == 'CARNK-AML-01-HZ-001,2,"Rash, ""maculo-papular"", itchy",2,2024-03-09,Y,'
 
 
-def test_csv_keeps_a_formula_looking_value_verbatim():
+def test_csv_guards_a_formula_looking_value():
     text = "".join(csv_stream(COLUMNS, TRICKY_ROWS[4:]))
-    assert list(csv.reader(io.StringIO(text, newline="")))[1][2] == '=HYPERLINK("http://x.invalid")'
+    assert read_csv_text(text)[1][2] == '\'=HYPERLINK("http://x.invalid")'
 
 
 def test_csv_of_no_rows_is_the_header():
-    assert list(csv_stream(COLUMNS, [])) == ["Subject,AE #,Term,Grade,Onset,Serious,Max temp (°C)\r\n"]
+    assert list(csv_stream(COLUMNS, [])) == ["\ufeffSubject,AE #,Term,Grade,Onset,Serious,Max temp (°C)\r\n"]
 
 
 def test_csv_with_one_column():
-    assert "".join(csv_stream([Column("a", "A")], [{"a": "x"}, {"a": None}])) == 'A\r\nx\r\n""\r\n'
+    assert "".join(csv_stream([Column("a", "A")], [{"a": "x"}, {"a": None}])) == '\ufeffA\r\nx\r\n""\r\n'
 
 
-_cell_text = st.one_of(st.none(), st.text(alphabet=st.sampled_from(list('ab ,"\r\n=王')), max_size=6))
+_cell_text = st.one_of(st.none(), st.text(alphabet=st.sampled_from(list('ab ,"\r\n=王+-@\t1.e')), max_size=6))
 _any_row = st.fixed_dictionaries(
     {
         "subject": _cell_text,
@@ -181,17 +199,19 @@ def test_csv_fast_path_writes_what_the_csv_module_writes(rows, ncols):
             [
                 None
                 if row[c.key] is None
-                else (
-                    {True: "Y", False: "N"}.get(row[c.key], row[c.key])
-                    if c.kind == "bool"
-                    else row[c.key]
-                    if c.kind != "date" or isinstance(row[c.key], str)
-                    else row[c.key].isoformat()
+                else guarded(
+                    str(
+                        {True: "Y", False: "N"}.get(row[c.key], row[c.key])
+                        if c.kind == "bool"
+                        else row[c.key]
+                        if c.kind != "date" or isinstance(row[c.key], str)
+                        else row[c.key].isoformat()
+                    )
                 )
                 for c in columns
             ]
         )
-    assert "".join(csv_stream(columns, rows)) == reference.getvalue()
+    assert "".join(csv_stream(columns, rows)) == "\ufeff" + reference.getvalue()
 
 
 def test_csv_streams_in_chunks_without_reading_ahead():
@@ -206,10 +226,10 @@ def test_csv_streams_in_chunks_without_reading_ahead():
     stream = csv_stream(COLUMNS, rows())
     first = next(stream)
     assert consumed <= CSV_BATCH_ROWS + 1  # one batch (islice may look at one more)
-    assert first.startswith("Subject,")
+    assert first.startswith("\ufeffSubject,")
     chunks = [first, *stream]
     assert len(chunks) > 1
-    parsed = list(csv.reader(io.StringIO("".join(chunks), newline="")))
+    parsed = read_csv_text("".join(chunks))
     assert len(parsed) == 5001
     assert parsed[-1][0] == "CARNK-AML-01-HZ-4999"
 
@@ -544,3 +564,33 @@ def test_xlsx_sheets_state_their_dimensions_for_read_only_readers(tmp_path):
     assert {len(r) for r in listing} == {len(COLUMNS)} and len(listing) == len(TRICKY_ROWS) + 1
     assert {len(r) for r in about} == {2}
     assert about[0] == ("AE listing", None)
+
+
+# --- PDF: the table fits its paper (issue 13) ------------------------------------------------
+
+
+def _pdf_size(columns, rows):
+    pdf = pdf_listing(columns, rows, title="Wide listing", meta=[], footer="test")
+    box = pypdf.PdfReader(io.BytesIO(pdf)).pages[0].mediabox
+    return round(float(box.width)), round(float(box.height))
+
+
+def test_a_listing_that_fits_stays_a4_landscape_and_a_wider_one_goes_to_a3():
+    narrow = [Column(f"c{i}", f"Column {i}") for i in range(8)]
+    assert _pdf_size(narrow, [{c.key: "2026-12-01" for c in narrow}]) == (842, 595)  # A4 landscape
+    wide = [Column(f"c{i}", f"Attribution{i}") for i in range(30)]
+    assert _pdf_size(wide, [{c.key: "10019211" for c in wide}]) == (1191, 842)  # A3 landscape
+
+
+def test_the_fit_prefers_a_smaller_font_on_a4_to_a3():
+    labels = [f"Column{i}" for i in range(20)]
+    body = [["2026-12-01"] * 20]
+    paper, size = tabular._pdf_fit(labels, body, [True] * 20)
+    assert paper == "A4" and size < 7.5
+
+
+def test_only_an_overlong_free_text_word_is_marked_breakable():
+    assert tabular._breakable("Transient pancytopenia") == "Transient pancytopenia"
+    url = "https://lab.example.invalid/reports/2026/haematology/pancytopenia-1"
+    marked = tabular._breakable(f"see <{url}>")
+    assert str(marked) == f'see <span class="breakable">&lt;{url}&gt;</span>'

@@ -68,20 +68,26 @@ def test_verify_names_the_first_tampered_record(app, tamper, expected):
     assert expected in result.output
 
 
-def test_verify_detects_a_rewritten_chain_suffix_only_from_that_point(app):
-    """Re-hashing a forged record breaks the link of the next one."""
+@pytest.mark.parametrize("keyed", [False, True])
+def test_verify_detects_a_rewritten_record_with_a_recomputed_hash(app, keyed):
+    """Re-hashed with plain SHA-256 (no key): its own keyed hash no longer matches (and the next
+    link). Re-hashed with the app's key: the link of the next record breaks (issue 13)."""
     with app.app_context():
         _drop_guard()
         row = db.session.get(AuditRecord, 20)
         values = {k: getattr(row, k) for k in audit._HASHED}
         values["new_value"] = "forged"
+        key = audit.hmac_keys().current if keyed else None
         db.session.execute(
             sa.text("UPDATE audit_record SET new_value='forged', hash=:h WHERE id=20"),
-            {"h": audit.chain_hash(row.prev_hash, values)},
+            {"h": audit.chain_hash(row.prev_hash, values, key)},
         )
         db.session.commit()
         result = audit.verify()
-        assert not result.ok and result.first_bad_id == 21 and result.checked == 20
+        assert not result.ok
+        assert [(f.record_id, f.kind) for f in result.findings] == (
+            [(21, "link")] if keyed else [(20, "content"), (21, "link")]
+        )
 
 
 def test_each_field_change_is_one_record_with_user_old_new_and_reason(app, login):

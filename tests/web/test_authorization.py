@@ -108,6 +108,8 @@ ENDPOINTS: dict[str, Route] = {
     # Anyone may post to logout; it always ends on the login page.
     "auth.logout": Route({"POST": PUBLIC}),
     "auth.users": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
+    "auth.change_password": Route({"GET": LOGGED_IN, "POST": LOGGED_IN}),
+    "auth.reset_password": Route({"GET": USERS_ADMIN, "POST": USERS_ADMIN}),
     "amendments.study_settings": Route({"GET": PROPOSE, "POST": PROPOSE}),
     # the amendments and their before/after; the actions name the amendment in the POSTed form
     "amendments.index": Route({"GET": READ_AMENDMENTS}),

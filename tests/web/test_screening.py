@@ -60,13 +60,13 @@ def test_draft_with_missing_values_is_saved_and_panel_shows_missing(app, login):
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("ecog", "one", "Not a valid integer value"),
+        ("ecog", "one", "ECOG performance status: enter a whole number"),
         ("ecog", "7", "between 0 and 5"),
         ("nyha_class", "0", "between 1 and 4"),
         ("alt", "-3", "at least 0"),
         ("lvef_percent", "101", "between 0 and 100"),
         ("creatinine_uln", "0", "greater than zero"),
-        ("weight_kg", "sixty", "Not a valid decimal value"),
+        ("weight_kg", "sixty", "Weight: enter a number written with digits"),
         ("screening_date", "2026-02-30", "Not a valid date value"),
         ("icf_signed_date", (date.today() + timedelta(days=3)).isoformat(), "cannot be in the future"),
         ("sex", "X", "Not a valid choice"),
