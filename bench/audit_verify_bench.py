@@ -27,6 +27,8 @@ from datetime import timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from cellstudy.records.audit import _HASHED  # noqa: E402  (the app tree first on the path)
+
 OUT = os.path.join(ROOT, "bench", "out", "audit_verify")
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 PG_DB = os.environ.get("BENCH_AUDIT_VERIFY_PG_DB", "cs_helper_audit_bench")
@@ -89,24 +91,7 @@ def records(n: int, key: bytes, kid: str):
         prev = digest
 
 
-COLUMNS = (
-    "id",
-    "at",
-    "user_id",
-    "username",
-    "action",
-    "site_id",
-    "subject_id",
-    "form",
-    "form_id",
-    "field",
-    "old_value",
-    "new_value",
-    "reason",
-    "prev_hash",
-    "hash",
-    "key_id",
-)
+COLUMNS = ("id", *_HASHED, "prev_hash", "hash", "key_id")  # the audit_record columns the bulk insert writes
 
 
 def load(kind: str, n: int) -> dict:
