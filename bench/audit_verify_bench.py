@@ -13,6 +13,11 @@ sometimes a reason. Then, per database:
 
     .venv/bin/python bench/audit_verify_bench.py --records 1000000
     .venv/bin/python bench/audit_verify_bench.py --db sqlite --records 100000   # a smoke run
+    .venv/bin/python bench/audit_verify_bench.py --dataset --runs 3   # issue 4's dataset
+
+`--dataset` measures the same on issue 4's dataset instead of the synthetic trail:
+`bench/dataset.py load --aes 100000` (2,000 subjects treated, 100,000 AEs, about 2.8 million
+records written by the app's services and copied, keyed with the same benchmark key).
 """
 
 from __future__ import annotations
@@ -137,6 +142,36 @@ def load(kind: str, n: int) -> dict:
     return {"load_s": load_s}
 
 
+def load_dataset(kind: str, aes: int) -> dict:
+    """Issue 4's dataset, loaded by bench/dataset.py in its own process with the benchmark key."""
+    import json
+
+    env = {**os.environ, "CELLSTUDY_AUDIT_KEY": KEY, "PYTHONPATH": ROOT}
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "dataset.py"), "load", "--url", url_of(kind), "--aes", str(aes)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"bench/dataset.py load failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {"load_s": time.perf_counter() - t, "dataset": json.loads(lines[-1]) if lines else {}}
+
+
+def record_count(kind: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url_of(kind))
+    with engine.connect() as conn:
+        n = conn.exec_driver_sql("SELECT count(*) FROM audit_record").scalar_one()
+    engine.dispose()
+    return int(n)
+
+
 def verify_in_process(kind: str) -> tuple[float, object]:
     from cellstudy import create_app
     from cellstudy.extensions import db
@@ -206,6 +241,8 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dataset", action="store_true", help="issue 4's dataset instead of the synthetic trail")
+    parser.add_argument("--aes", type=int, default=100_000, help="with --dataset: the AEs to load")
     parser.add_argument("--keep", action="store_true", help="keep the databases for --reuse")
     parser.add_argument("--reuse", action="store_true", help="measure the databases a --keep run left")
     args = parser.parse_args()
@@ -216,23 +253,25 @@ def main() -> None:
             info = {"load_s": float("nan")}
         else:
             fresh(kind)
-            info = load(kind, args.records)
+            info = load_dataset(kind, args.aes) if args.dataset else load(kind, args.records)
+        records = record_count(kind)
         walk, cli, old, output = [], [], [], ""
         for _ in range(args.runs):
             old.append(old_walk(kind))
             seconds, result = verify_in_process(kind)
-            assert result.ok and result.checked == args.records, result.problem
+            assert result.ok and result.checked == records, result.problem
             walk.append(seconds)
             seconds, output, code = verify_cli(kind)
             assert code == 0, output
             cli.append(seconds)
         if not walk:
-            print(f"{kind}: {args.records:,} records loaded in {info['load_s']:.0f} s (kept for --reuse)")
+            print(f"{kind}: {records:,} records loaded in {info['load_s']:.0f} s (kept for --reuse)")
             continue
-        per_m = 1_000_000 / args.records
+        per_m = 1_000_000 / records
+        what = "issue 4 dataset" if args.dataset else "keyed synthetic"
         w, c, o = statistics.median(walk), statistics.median(cli), statistics.median(old)
         print(
-            f"{kind}: {args.records:,} keyed records loaded in {info['load_s']:.0f} s; "
+            f"{kind}: {records:,} records ({what}) loaded in {info['load_s']:.0f} s; "
             f"verify() walk median {w:.2f} s ({w * per_m:.2f} s per million; runs {', '.join(f'{x:.2f}' for x in walk)}); "
             f"`flask audit verify` wall median {c:.2f} s ({c * per_m:.2f} s per million; "
             f"runs {', '.join(f'{x:.2f}' for x in cli)}); the walk before issue 13 on the same records, "
