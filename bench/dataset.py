@@ -588,6 +588,50 @@ def targets(url: str, min_id: int) -> dict:
     }
 
 
+def pages(url: str, min_id: int, cycle: int) -> dict:
+    """Issue 14: the ids of the record pages `make bench` measures besides the screening form.
+    The infusion and visit CRFs cycle over the scale subjects' given infusions and done visits
+    (one per subject); the AE, CRS and ICANS forms are the demo's HZ-001's (the scale
+    subjects of `load` have no AEs)."""
+    from sqlalchemy import func, select
+
+    from cellstudy.adverse_events.models import AdverseEvent, CrsAssessment, IcansAssessment
+    from cellstudy.enrollment.models import Subject
+    from cellstudy.extensions import db
+    from cellstudy.infusions.models import Infusion, Visit
+
+    app = _app(url)
+    with app.app_context():
+
+        def first_per_subject(model, state: str) -> list[list[int]]:
+            rows = db.session.execute(
+                select(model.subject_id, func.min(model.id))
+                .where(model.subject_id >= min_id, model.state == state)
+                .group_by(model.subject_id)
+                .order_by(model.subject_id)
+                .limit(cycle)
+            ).all()
+            return [[sid, rid] for sid, rid in rows]
+
+        hz1 = db.session.execute(select(Subject.id).where(Subject.subject_number == "HZ-001")).scalar_one()
+
+        def first_of(model) -> int:
+            return db.session.execute(
+                select(func.min(model.id)).where(model.subject_id == hz1, model.status != "deleted")
+            ).scalar_one()
+
+        return {
+            "infusions": first_per_subject(Infusion, "given"),
+            "visits": first_per_subject(Visit, "done"),
+            "demo": {
+                "subject": hz1,
+                "ae": first_of(AdverseEvent),
+                "crs": first_of(CrsAssessment),
+                "icans": first_of(IcansAssessment),
+            },
+        }
+
+
 # --- issue 4: adverse events on the scale subjects ---------------------------------------------
 #
 #     .venv/bin/python bench/dataset.py aes --url URL [--count 100000] [--real-aes 300]
@@ -1686,6 +1730,10 @@ def main() -> None:
         action="store_false",
         help="skip the in-process audit.verify() (the caller runs `flask audit verify`)",
     )
+    g = sub.add_parser("pages", help="issue 14: the ids of the record pages the benchmark measures")
+    g.add_argument("--url", required=True)
+    g.add_argument("--min-id", type=int, required=True)
+    g.add_argument("--cycle", type=int, default=500)
     s = sub.add_parser("saves")
     s.add_argument("--url", required=True)
     s.add_argument("--reason", required=True)
@@ -1700,6 +1748,8 @@ def main() -> None:
         print(json.dumps(out, default=str))
     elif args.cmd == "aes":
         print(json.dumps(aes(args.url, args.count, args.real_aes, args.seed, args.ae_audit, args.verify), default=str))
+    elif args.cmd == "pages":
+        print(json.dumps(pages(args.url, args.min_id, args.cycle)))
     elif args.cmd == "targets":
         print(json.dumps(targets(args.url, args.min_id)))
     else:

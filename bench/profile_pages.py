@@ -47,8 +47,8 @@ def main() -> None:
     from cellstudy.extensions import db
     from cellstudy.records import audit
     from cellstudy.timeutil import site_today
-    from dataset import PER_SUBJECT_FIELDS, PROPOSE_IN_DAYS, _own_values
-    from run import PASSWORD, USERNAME, form_pairs
+    from dataset import PER_SUBJECT_FIELDS, PROPOSE_IN_DAYS, _own_values, pages as page_ids
+    from run import MONITOR, PAGES, PASSWORD, USERNAME, form_pairs
 
     _instrument()
     app = create_app("development", overrides={"SQLALCHEMY_DATABASE_URI": args.url, "WTF_CSRF_ENABLED": False})
@@ -138,6 +138,29 @@ def main() -> None:
             f"/subjects/{scheduling[i % len(scheduling)]}/infusions?proposed={proposed}"
         ),
     }
+    # issue 14: the pages of issues 4-6, with the ids bench/run.py measures them on
+    more = page_ids(args.url, min(ids), args.n)
+    demo = more["demo"]
+    monitor = app.test_client()
+    monitor.environ_base["HTTP_USER_AGENT"] = "cellstudy-bench/1"
+    resp = monitor.post("/login", data={"username": MONITOR, "password": PASSWORD})
+    assert resp.status_code == 302, resp.status_code
+    infusions, visits = more["infusions"], more["visits"]
+    pages.update(
+        {
+            "infusion CRF": lambda i: client.get("/subjects/{}/infusions/{}".format(*infusions[i % len(infusions)])),
+            "visit CRF": lambda i: client.get("/subjects/{}/visits/{}".format(*visits[i % len(visits)])),
+            "AE form": lambda i: client.get(f"/subjects/{demo['subject']}/adverse-events/{demo['ae']}"),
+            "CRS assessment": lambda i: client.get(f"/subjects/{demo['subject']}/crs/{demo['crs']}"),
+            "ICANS assessment": lambda i: client.get(f"/subjects/{demo['subject']}/icans/{demo['icans']}"),
+            "queries list": lambda i: monitor.get("/queries"),
+            "SDV page": lambda i: monitor.get("/sdv"),
+            "signatures": lambda i: monitor.get("/signatures"),
+            "audit viewer": lambda i: monitor.get("/audit"),
+            "monitor dashboard": lambda i: monitor.get("/dashboards/monitor"),
+        }
+    )
+    assert set(pages) == set(PAGES), sorted(set(pages) ^ set(PAGES))
     for name, call in pages.items():
         _measure(name, call, args.n, statements, result, report, expect=200)
 
