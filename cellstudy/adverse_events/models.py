@@ -4,7 +4,7 @@ grade episodes, CRS and ICANS assessments, and dismissed lab-based suggestions."
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..enrollment.models import Subject
@@ -197,4 +197,4 @@ class LabSuggestionDismissal(ClinicalRecord, db.Model):
 # `sort=subject` walks the subjects in this order and reads each one's AEs through
 # ix_adverse_event_subject_id, instead of sorting every AE (migration 0006). Declared
 # here, with the listings it serves, on the enrollment module's table.
-Index("ix_subject_label", func.coalesce(Subject.subject_number, Subject.screening_number))
+Index("ix_subject_label", Subject.label)

@@ -14,8 +14,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     exists,
+    func,
     text,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from ..extensions import db
@@ -63,9 +65,16 @@ class Subject(ClinicalRecord, db.Model):
     deviations = relationship("Deviation", back_populates="subject", order_by="Deviation.id")
     adverse_events = relationship("AdverseEvent", back_populates="subject", order_by="AdverseEvent.number")
 
-    @property
+    @hybrid_property
     def label(self) -> str:
+        """The subject number once enrolled, else the screening number (in SQL: the
+        coalesce that ix_subject_label indexes)."""
         return self.subject_number or self.screening_number
+
+    @label.inplace.expression
+    @classmethod
+    def _label_expression(cls):
+        return func.coalesce(cls.subject_number, cls.screening_number)
 
     def locked_subject_id(self) -> int | None:
         return self.id

@@ -11,7 +11,7 @@ from flask_login import current_user
 from markupsafe import Markup, escape
 from sqlalchemy import func, select
 
-from ..auth.policy import can, covers, get_subject_or_404, require, scoped, sites_of, user_sites, within
+from ..auth.policy import can, covers, get_subject_or_404, require, sites_of, user_sites
 from ..enrollment.models import Subject
 from ..extensions import db
 from ..records.models import Query
@@ -23,8 +23,6 @@ from . import catalog, rules, service, state
 from .forms import AnswerForm, LockForm, RaiseQueryForm, ResolveForm, SignForm, StudyLockForm, UnlockForm, VerifyForm
 from .models import DataLock
 from ..infusions.models import Visit
-from ..records.models import Signature
-from ..settings import current_study
 
 bp = Blueprint("monitoring", __name__)
 PER_PAGE = 50
@@ -471,26 +469,18 @@ def sdv_progress():
         site_id = None
     chosen = [f for f in request.args.getlist("form") if catalog.get(f)]
     site_list = [s.id for s in sites] if site_id is None else [site_id]
-    progress: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-    by_subject: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    left = []
-    for form, form_id, subject_id, sid, done, required in state.sdv_rows(site_list):
-        verified = done >= required
-        for bucket in (progress[(sid, form)], by_subject[subject_id]):
-            bucket[0] += verified
-            bucket[1] += 1
-        if not verified and (not chosen or form in chosen):
-            left.append(((form, form_id), "partly verified" if done else "not verified", subject_id))
-    subjects = (
-        {s.id: s for s in db.session.execute(select(Subject).where(Subject.id.in_(set(by_subject)))).scalars()}
-        if by_subject
-        else {}
+    # counted, grouped and paged in the database: the page's work follows what it shows
+    forms = state.sdv_forms(site_list)  # the statement built once, run three times
+    progress = state.sdv_progress(site_list, forms)
+    subjects_total, subjects_page, by_subject = state.sdv_by_subject(
+        site_list, page=page_number(request.args.get("subjects_page")), per_page=PER_PAGE, u=forms
     )
-    left.sort(key=lambda x: (subjects[x[2]].label, x[0]))
-    left_total, shown = len(left), left[:500]
-    states = state.record_states(key for key, _, _ in shown)
-    records = state.records_of(key for key, _, _ in shown)
-    left = [(key, states[key], sid) for key, _, sid in shown]
+    left_total, left_page, shown = state.sdv_left(
+        site_list, chosen or None, page=page_number(request.args.get("page")), per_page=PER_PAGE, u=forms
+    )
+    keys = [key for key, _ in shown]
+    states = state.record_states(keys)
+    records = state.records_of(keys)
     return render_template(
         "monitoring/sdv.html",
         sites=sites,
@@ -498,9 +488,12 @@ def sdv_progress():
         chosen=chosen,
         progress=progress,
         by_subject=by_subject,
-        left=left,
+        subjects_total=subjects_total,
+        subjects_page=subjects_page,
+        left=[(key, states[key], subj) for key, subj in shown],
         left_total=left_total,
-        subjects=subjects,
+        left_page=left_page,
+        per_page=PER_PAGE,
         records=records,
         catalog=catalog,
         plans={n: state.sdv_plan(n) for n in catalog.form_types()},
@@ -556,53 +549,16 @@ def signature_list():
     """Forms needing the investigator's signature (a change invalidated it, or the form
     type must be signed once complete), and casebooks whose signature was invalidated."""
     sites = [s.id for s in _sites()]
-    keys, meta = [], {}
-    for name, ft in catalog.form_types().items():
-        model = ft.model
-        stmt = select(model.id, model.subject_id).join(Subject, Subject.id == model.subject_id)
-        stmt = scoped(stmt, Subject.site_id, sites)
-        if name not in current_study().signature_forms:
-            stmt = stmt.where(model.id.in_(select(Signature.form_id).where(Signature.form == name)))
-        for rid, subject_id in db.session.execute(stmt):
-            keys.append((name, rid))
-            meta[(name, rid)] = subject_id
-    states = state.record_states(keys)
-    needed = [(key, meta[key]) for key, st in states.items() if st["signature_needed"]]
-    invalidated = {
-        (form, fid)
-        for form, fid in db.session.execute(
-            select(Signature.form, Signature.form_id).where(
-                Signature.valid.is_(False), Signature.form.in_({k[0] for k, _ in needed} or {""})
-            )
-        )
-    }
-    casebooks = (
-        db.session.execute(
-            select(Signature)
-            .join(Subject, Subject.id == Signature.form_id)
-            .where(Signature.form == "casebook", within(Subject.site_id, sites))
-            .order_by(Signature.id.desc())
-        )
-        .scalars()
-        .all()
-    )
-    latest = {}
-    for sig in casebooks:
-        latest.setdefault(sig.form_id, sig)
-    invalid_casebooks = [sig for sig in latest.values() if not sig.valid]
-    subject_ids = {sid for _, sid in needed} | {s.form_id for s in invalid_casebooks}
-    subjects = {s.id: s for s in db.session.execute(select(Subject).where(Subject.id.in_(subject_ids))).scalars()}
-    records = state.records_of(key for key, _ in needed)
-    needed.sort(key=lambda x: (subjects[x[1]].label, x[0]))
+    total, page, needed = state.signatures_needed(sites, page=page_number(request.args.get("page")), per_page=PER_PAGE)
     return render_template(
         "monitoring/signatures.html",
         needed=needed,
-        records=records,
-        subjects=subjects,
-        invalid_casebooks=invalid_casebooks,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PER_PAGE)),
+        records=state.records_of(key for key, _, _ in needed),
+        invalid_casebooks=state.invalidated_casebooks(sites),
         catalog=catalog,
-        states=states,
-        invalidated=invalidated,
     )
 
 

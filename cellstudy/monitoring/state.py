@@ -194,14 +194,15 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
 # --- SDV progress in SQL (lists and dashboards over many records) ---------------------------------
 
 
-def sdv_rows(sites: Sites, forms: Iterable[str] | None = None) -> list[tuple]:
-    """One row per completed form under an SDV plan, computed in SQL (no per-record state):
-    (form, form_id, subject_id, site_id, verified_required_fields, required_count). The form
-    is verified when the two counts are equal."""
-    from sqlalchemy import func
-    from sqlalchemy.sql import literal
+def sdv_forms(sites: Sites, forms: Iterable[str] | None = None):
+    """The completed forms under an SDV plan as one SQL subquery (a UNION ALL over the form
+    types, no per-record state): columns form, form_id, subject_id, site_id, done (required
+    fields with a current mark), required (the plan's count) and verified (1 when done =
+    required). Lists and dashboards count, group and page it in the database; None when no
+    form type has a plan."""
+    from sqlalchemy import case, func
 
-    out = []
+    parts = []
     for name, ft in catalog.form_types().items():
         if forms is not None and name not in forms:
             continue
@@ -215,25 +216,177 @@ def sdv_rows(sites: Sites, forms: Iterable[str] | None = None) -> list[tuple]:
             .subquery()
         )
         model = ft.model
+        done = func.coalesce(marks.c.n, 0)
         stmt = (
-            select(literal(name), model.id, model.subject_id, Subject.site_id, func.coalesce(marks.c.n, 0))
+            select(
+                literal(name).label("form"),
+                model.id.label("form_id"),
+                model.subject_id.label("subject_id"),
+                Subject.site_id.label("site_id"),
+                done.label("done"),
+                literal(len(required)).label("required"),
+                case((done >= len(required), 1), else_=0).label("verified"),
+            )
             .join(Subject, Subject.id == model.subject_id)
             .outerjoin(marks, marks.c.form_id == model.id)
             .where(model.status == "complete")
         )
-        stmt = scoped(stmt, Subject.site_id, sites)
-        out.extend((*row, len(required)) for row in db.session.execute(stmt))
-    return out
+        parts.append(scoped(stmt, Subject.site_id, sites))
+    if not parts:
+        return None
+    return (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("sdv_forms")
 
 
-def sdv_progress(sites: Sites) -> dict[tuple[int, str], tuple[int, int]]:
-    """(site_id, form) -> (completed forms verified, completed forms under the plan)."""
-    totals: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-    for form, _fid, _subject, site_id, done, required in sdv_rows(sites):
-        bucket = totals[(site_id, form)]
-        bucket[0] += done >= required
-        bucket[1] += 1
-    return {k: (v[0], v[1]) for k, v in totals.items()}
+def sdv_rows(sites: Sites, forms: Iterable[str] | None = None) -> list[tuple]:
+    """One row per completed form under an SDV plan, computed in SQL (no per-record state):
+    (form, form_id, subject_id, site_id, verified_required_fields, required_count). The form
+    is verified when the two counts are equal."""
+    u = sdv_forms(sites, forms)
+    if u is None:
+        return []
+    return [
+        tuple(row)
+        for row in db.session.execute(
+            select(u.c.form, u.c.form_id, u.c.subject_id, u.c.site_id, u.c.done, u.c.required)
+        )
+    ]
+
+
+def sdv_progress(sites: Sites, u=None) -> dict[tuple[int, str], tuple[int, int]]:
+    """(site_id, form) -> (completed forms verified, completed forms under the plan), counted
+    in the database (`u`: the `sdv_forms` subquery when the caller built it already)."""
+    from sqlalchemy import func
+
+    u = sdv_forms(sites) if u is None else u
+    if u is None:
+        return {}
+    rows = db.session.execute(
+        select(u.c.site_id, u.c.form, func.sum(u.c.verified), func.count()).group_by(u.c.site_id, u.c.form)
+    )
+    return {(site_id, form): (int(verified or 0), int(total)) for site_id, form, verified, total in rows}
+
+
+def _page_in(total: int, page: int, per_page: int) -> int:
+    """The page asked for, clamped to the pages there are (a page past the last shows the last)."""
+    return min(max(page, 1), max(1, -(-total // per_page)))
+
+
+def sdv_by_subject(sites: Sites, page: int, per_page: int, u=None) -> tuple[int, int, list[tuple]]:
+    """Verified and completed forms per subject, a page at a time in subject-label order:
+    (subjects in all, the page shown, [(subject, verified, total)]) with each subject's site
+    loaded."""
+    from sqlalchemy import func
+    from sqlalchemy.orm import joinedload
+
+    u = sdv_forms(sites) if u is None else u
+    if u is None:
+        return 0, 1, []
+    total = db.session.execute(select(func.count(func.distinct(u.c.subject_id)))).scalar() or 0
+    page = _page_in(total, page, per_page)
+    counts = (
+        select(u.c.subject_id, func.sum(u.c.verified).label("verified"), func.count().label("total"))
+        .group_by(u.c.subject_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Subject, counts.c.verified, counts.c.total)
+        .join(counts, counts.c.subject_id == Subject.id)
+        .options(joinedload(Subject.site))
+        .order_by(Subject.label, Subject.id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return total, page, [(subj, int(v or 0), int(t)) for subj, v, t in rows]
+
+
+def sdv_left(
+    sites: Sites, forms: Iterable[str] | None, page: int, per_page: int, u=None
+) -> tuple[int, int, list[tuple]]:
+    """The completed forms not yet verified (of the given types), a page at a time in subject
+    label, form and id order: (forms in all, the page shown, [((form, form_id), subject)])."""
+    from sqlalchemy import func, true
+    from sqlalchemy.orm import joinedload
+
+    u = sdv_forms(sites) if u is None else u
+    if u is None:
+        return 0, 1, []
+    of_types = u.c.form.in_(list(forms)) if forms is not None else true()
+    total = db.session.execute(select(func.count()).select_from(u).where(u.c.verified == 0, of_types)).scalar() or 0
+    page = _page_in(total, page, per_page)
+    rows = db.session.execute(
+        select(u.c.form, u.c.form_id, Subject)
+        .join(Subject, Subject.id == u.c.subject_id)
+        .options(joinedload(Subject.site))
+        .where(u.c.verified == 0, of_types)
+        .order_by(Subject.label, Subject.id, u.c.form, u.c.form_id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return total, page, [((form, form_id), subj) for form, form_id, subj in rows]
+
+
+# --- signatures needed, in SQL (the signatures list) --------------------------------------------
+
+
+def signatures_needed(sites: Sites, page: int, per_page: int) -> tuple[int, int, list[tuple]]:
+    """The forms that need the investigator's signature (rules.signature_needed, decided in the
+    database: no valid signature, and an invalidated one or a completed form of a type that is
+    signed), a page at a time in subject label, form and id order: (forms in all, the page
+    shown, [((form, form_id), subject, invalidated)])."""
+    from sqlalchemy import case, exists, false, func
+    from sqlalchemy.orm import joinedload
+
+    signed_types = current_study().signature_forms
+    parts = []
+    for name, ft in catalog.form_types().items():
+        model = ft.model
+        of_it = and_(Signature.form == name, Signature.form_id == model.id)
+        valid = exists().where(of_it, Signature.valid.is_(True))
+        invalid = exists().where(of_it, Signature.valid.is_(False))
+        complete = model.status == "complete" if name in signed_types else false()
+        stmt = (
+            select(
+                literal(name).label("form"),
+                model.id.label("form_id"),
+                model.subject_id.label("subject_id"),
+                case((invalid, 1), else_=0).label("invalidated"),
+            )
+            .join(Subject, Subject.id == model.subject_id)
+            .where(~valid, or_(invalid, complete))
+        )
+        parts.append(scoped(stmt, Subject.site_id, sites))
+    u = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("needed")
+    total = db.session.execute(select(func.count()).select_from(u)).scalar() or 0
+    page = _page_in(total, page, per_page)
+    rows = db.session.execute(
+        select(u.c.form, u.c.form_id, u.c.invalidated, Subject)
+        .join(Subject, Subject.id == u.c.subject_id)
+        .options(joinedload(Subject.site))
+        .order_by(Subject.label, Subject.id, u.c.form, u.c.form_id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return total, page, [((form, fid), subj, bool(inv)) for form, fid, inv, subj in rows]
+
+
+def invalidated_casebooks(sites: Sites) -> list[tuple]:
+    """Subjects whose latest casebook signature was invalidated: [(signature, subject)]."""
+    from sqlalchemy import exists
+    from sqlalchemy.orm import aliased, joinedload
+
+    later = aliased(Signature)
+    stmt = (
+        select(Signature, Subject)
+        .join(Subject, Subject.id == Signature.form_id)
+        .options(joinedload(Subject.site))
+        .where(
+            Signature.form == "casebook",
+            Signature.valid.is_(False),
+            ~exists().where(later.form == "casebook", later.form_id == Signature.form_id, later.id > Signature.id),
+        )
+        .order_by(Signature.id.desc())
+    )
+    return [tuple(row) for row in db.session.execute(scoped(stmt, Subject.site_id, sites))]
 
 
 # --- locks --------------------------------------------------------------------------------------------

@@ -646,3 +646,62 @@ def test_the_lock_guard_covers_writes_outside_the_form_save(app, login, hz):
     assert coord.post(f"/subjects/{hz['id']}/lab-suggestions/dismiss", data=data).status_code == 302
     with app.app_context():
         assert db.session.query(LabSuggestionDismissal).count() == 1
+
+
+def test_the_sql_signature_list_agrees_with_record_state(app, login, hz):
+    """signatures_needed (SQL, for the list) and record_states' signature_needed (the rule,
+    per record) name the same forms, with a valid, an invalidated and no signature among them."""
+    from cellstudy.auth.policy import ALL_SITES
+    from cellstudy.monitoring import catalog, state
+
+    inv, coord = login("inv-hz"), login("coord-hz")
+    nausea, febrile = hz["aes"]["Nausea"], hz["aes"]["Febrile neutropenia"]
+    sign = f"/subjects/{hz['id']}/sign"
+    for ae in (nausea, febrile):
+        assert inv.post(sign, data={"target": f"adverse_event:{ae}", "password": PW}).status_code == 302
+    data = ae_form(app, nausea, comments="Antiemetic given", reason="added comment")
+    assert coord.post(f"/subjects/{hz['id']}/adverse-events/{nausea}", data=data).status_code == 302
+    with app.app_context():
+        keys = [
+            (name, rid)
+            for name, ft in catalog.form_types().items()
+            for rid in db.session.execute(select(ft.model.id)).scalars()
+        ]
+        states = state.record_states(keys)
+        total, page, rows = state.signatures_needed(ALL_SITES, page=1, per_page=10_000)
+        needed = {key: invalidated for key, _subject, invalidated in rows}
+        assert set(needed) == {key for key, st in states.items() if st["signature_needed"]}
+        assert total == len(needed) and page == 1
+        assert needed[("adverse_event", nausea)] is True  # invalidated by the change
+        assert ("adverse_event", febrile) not in needed  # validly signed
+        # paged: pages of 2 in order make the whole list; a page past the end shows the last
+        pages = [state.signatures_needed(ALL_SITES, page=p, per_page=2)[2] for p in range(1, -(-total // 2) + 1)]
+        assert [key for chunk in pages for key, _, _ in chunk] == [key for key, _, _ in rows]
+        assert state.signatures_needed(ALL_SITES, page=999, per_page=2)[1:] == (len(pages), pages[-1])
+
+
+def test_the_sdv_page_is_paged_in_the_database(app, login, hz):
+    """The SDV lists are counted and paged in SQL: pages in order make the whole list (subject
+    label order), a page past the end shows the last, and the page links carry the filters."""
+    from cellstudy.auth.policy import ALL_SITES
+    from cellstudy.monitoring import state
+
+    with app.app_context():
+        total, _, everything = state.sdv_left(ALL_SITES, None, page=1, per_page=10_000)
+        assert total == len(everything) > 3
+        labels = [subject.label for _, subject in everything]
+        assert labels == sorted(labels)
+        pages = [state.sdv_left(ALL_SITES, None, page=p, per_page=3)[2] for p in range(1, -(-total // 3) + 1)]
+        assert [key for chunk in pages for key, _ in chunk] == [key for key, _ in everything]
+        assert state.sdv_left(ALL_SITES, None, page=10**6, per_page=3)[1:] == (len(pages), pages[-1])
+        only = state.sdv_left(ALL_SITES, ["screening"], page=1, per_page=10_000)[2]
+        assert only and {key[0] for key, _ in only} == {"screening"}
+        n_subjects, _, per_subject = state.sdv_by_subject(ALL_SITES, page=1, per_page=10_000)
+        rows = state.sdv_rows(ALL_SITES)
+        assert n_subjects == len({r[2] for r in rows})
+        assert {s.id: (v, t) for s, v, t in per_subject} == {
+            sid: (sum(r[4] >= r[5] for r in rows if r[2] == sid), sum(1 for r in rows if r[2] == sid))
+            for sid in {r[2] for r in rows}
+        }
+    left = text(login("monitor-hz").get("/sdv?form=screening&page=abc")).split("Left to verify")[1]
+    assert "Screening" in left and "AE " not in left  # a bad page number is the first page, filtered
