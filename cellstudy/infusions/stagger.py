@@ -98,9 +98,7 @@ def stagger_effects(
         {
             sid: label
             for sid, label in db.session.execute(
-                select(Subject.id, func.coalesce(Subject.subject_number, Subject.screening_number)).where(
-                    Subject.id.in_([sid for _, sid in held])
-                )
+                select(Subject.id, Subject.label).where(Subject.id.in_([sid for _, sid in held]))
             )
         }
         if held

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, literal, or_, select, union_all
+from sqlalchemy import Subquery, and_, literal, or_, select, union_all
 
 from ..auth.policy import Sites, scoped
 from ..extensions import db
@@ -194,7 +194,7 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
 # --- SDV progress in SQL (lists and dashboards over many records) ---------------------------------
 
 
-def sdv_forms(sites: Sites, forms: Iterable[str] | None = None):
+def sdv_forms(sites: Sites, forms: Iterable[str] | None = None) -> Subquery | None:
     """The completed forms under an SDV plan as one SQL subquery (a UNION ALL over the form
     types, no per-record state): columns form, form_id, subject_id, site_id, done (required
     fields with a current mark), required (the plan's count) and verified (1 when done =
@@ -252,7 +252,7 @@ def sdv_rows(sites: Sites, forms: Iterable[str] | None = None) -> list[tuple]:
     ]
 
 
-def sdv_progress(sites: Sites, u=None) -> dict[tuple[int, str], tuple[int, int]]:
+def sdv_progress(sites: Sites, u: Subquery | None = None) -> dict[tuple[int, str], tuple[int, int]]:
     """(site_id, form) -> (completed forms verified, completed forms under the plan), counted
     in the database (`u`: the `sdv_forms` subquery when the caller built it already)."""
     from sqlalchemy import func
@@ -271,7 +271,7 @@ def _page_in(total: int, page: int, per_page: int) -> int:
     return min(max(page, 1), max(1, -(-total // per_page)))
 
 
-def sdv_by_subject(sites: Sites, page: int, per_page: int, u=None) -> tuple[int, int, list[tuple]]:
+def sdv_by_subject(sites: Sites, page: int, per_page: int, u: Subquery | None = None) -> tuple[int, int, list[tuple]]:
     """Verified and completed forms per subject, a page at a time in subject-label order:
     (subjects in all, the page shown, [(subject, verified, total)]) with each subject's site
     loaded."""
@@ -300,7 +300,7 @@ def sdv_by_subject(sites: Sites, page: int, per_page: int, u=None) -> tuple[int,
 
 
 def sdv_left(
-    sites: Sites, forms: Iterable[str] | None, page: int, per_page: int, u=None
+    sites: Sites, forms: Iterable[str] | None, page: int, per_page: int, u: Subquery | None = None
 ) -> tuple[int, int, list[tuple]]:
     """The completed forms not yet verified (of the given types), a page at a time in subject
     label, form and id order: (forms in all, the page shown, [((form, form_id), subject)])."""

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from operator import itemgetter
 
-from sqlalchemy import func
-
 from ..auth.models import Site
 from ..auth.policy import ALL_SITES, Sites
 from ..enrollment.models import Subject
@@ -218,7 +216,7 @@ def iter_listing(kind: str, filters: Filters, sites: Sites, *, now: datetime | N
 #: (ae_columns) and what the study day needs, nothing else
 _EXPORT_COLUMNS = (
     AdverseEvent.subject_id,
-    func.coalesce(Subject.subject_number, Subject.screening_number).label("subject"),
+    Subject.label.label("subject"),
     Site.code.label("site"),
     Subject.dose_level,
     AdverseEvent.number,

@@ -90,7 +90,7 @@ def _ordinal(column, choices) -> Any:
 def _sort_columns(key: str) -> list:
     ae = AdverseEvent
     return {
-        "subject": [func.coalesce(Subject.subject_number, Subject.screening_number), ae.number],
+        "subject": [Subject.label, ae.number],
         "site": [Site.code],
         "dose_level": [Subject.dose_level],
         "ae": [ae.number],
@@ -136,7 +136,7 @@ LISTING_COLUMNS = (
     AdverseEvent.id.label("ae_id"),
     AdverseEvent.subject_id,
     AdverseEvent.number,
-    func.coalesce(Subject.subject_number, Subject.screening_number).label("subject"),
+    Subject.label.label("subject"),
     Site.code.label("site"),
     Site.timezone.label("timezone"),
     Subject.dose_level,

@@ -34,7 +34,7 @@ def iter_sdtm_source(sites: Sites, *, studyid: str) -> Iterator[dict]:
     first = first_infusion_dates(None, sites)
     ae = AdverseEvent
     where = _sdtm_where(sites)
-    subject = func.coalesce(Subject.subject_number, Subject.screening_number)
+    subject = Subject.label
     stmt = (
         select(
             ae.subject_id,
