@@ -106,6 +106,8 @@ def field_badges(record) -> Markup:
         g.monitoring_badges = {}
         return notice
     st = state.record_state(form, record.id)
+    # the panel at the foot of the same page shows this state: read once per page (issue 14)
+    g.monitoring_state = ((form, record.id), st)
     badges: dict[str, list[str]] = defaultdict(list)
     for query in st["open_queries"]:
         if query.field:
@@ -122,6 +124,28 @@ def field_badges(record) -> Markup:
     return notice
 
 
+def _page_state(form: str, form_id: int) -> dict:
+    """The record's monitoring state, as field_badges read it at the top of this page (the
+    same render: nothing was written in between), else read now."""
+    kept = g.get("monitoring_state")
+    if kept is not None and kept[0] == (form, form_id):
+        return kept[1]
+    return state.record_state(form, form_id)
+
+
+def _form_lock(record, form: str):
+    """The form's own lock (the panel's unlock action). The page's lock in force
+    (records/views.py, g.crf_lock for this record) answers it when it is none or the form's;
+    a study or subject lock may hide a form lock, which is then read."""
+    if g.get("crf_record") is record:
+        lock = g.crf_lock
+        if lock is None:
+            return None
+        if lock.scope == "form":
+            return lock
+    return state.form_lock(form, record.id)
+
+
 def monitoring_panel(record, subject=None) -> Markup:
     """The monitoring panel of a CRF page: state, queries with their thread and the
     actions the user's role may take (raise, answer, close, verify, sign, lock)."""
@@ -131,7 +155,7 @@ def monitoring_panel(record, subject=None) -> Markup:
         return Markup("")
     subject = subject or getattr(record, "subject", None) or db.session.get(Subject, record.subject_id)
     saved = getattr(record, "id", None) is not None
-    st = state.record_state(form, record.id) if saved else None
+    st = _page_state(form, record.id) if saved else None
     queries = (
         db.session.execute(
             select(Query).where(Query.form == form, Query.form_id == record.id).order_by(Query.created_at, Query.id)
@@ -172,7 +196,7 @@ def monitoring_panel(record, subject=None) -> Markup:
             unlock_form=UnlockForm(),
             plan=plan,
             required=required,
-            lock=state.form_lock(form, record.id) if saved else None,
+            lock=_form_lock(record, form) if saved else None,
             next_url=request.full_path.rstrip("?"),
             now=utcnow(),
             rules=rules,

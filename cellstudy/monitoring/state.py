@@ -119,6 +119,8 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
     valid: dict[tuple[str, int], list] = defaultdict(list)
     invalidated: dict[tuple[str, int], int] = defaultdict(int)
     form_locks: set[tuple[str, int]] = set()
+    locked_subjects: set[int] = set()
+    study_locked = False
     for part in _key_chunks(by_form):
         selects = [
             select(literal(form).label("form"), model.id, model.status, model.subject_id).where(model.id.in_(ids))
@@ -148,26 +150,25 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
                 valid[(signature.form, signature.form_id)].append(signature)
             else:
                 invalidated[(signature.form, signature.form_id)] += 1
-        for form, fid in db.session.execute(
-            select(DataLock.form, DataLock.form_id).where(
-                DataLock.scope == "form",
-                _keyed(DataLock.form, DataLock.form_id, part),
-                DataLock.unlocked_at.is_(None),
+        # the locks in force on these records: the study's, their subjects', their own (one statement)
+        part_subjects = sorted({info[(form, i)][1] for form, ids in part for i in ids if (form, i) in info} - {None})
+        scopes = [
+            DataLock.scope == "study",
+            and_(DataLock.scope == "form", _keyed(DataLock.form, DataLock.form_id, part)),
+        ]
+        if part_subjects:
+            scopes.append(and_(DataLock.scope == "subject", DataLock.subject_id.in_(part_subjects)))
+        for scope, subject_id, form, fid in db.session.execute(
+            select(DataLock.scope, DataLock.subject_id, DataLock.form, DataLock.form_id).where(
+                DataLock.unlocked_at.is_(None), or_(*scopes)
             )
         ):
-            form_locks.add((form, fid))
-
-    study_locked = study_lock() is not None
-    subject_ids = {sid for _, sid in info.values() if sid is not None}
-    locked_subjects: set[int] = set()
-    for chunk in _chunks(sorted(subject_ids)):
-        locked_subjects.update(
-            db.session.execute(
-                select(DataLock.subject_id).where(
-                    DataLock.scope == "subject", DataLock.subject_id.in_(chunk), DataLock.unlocked_at.is_(None)
-                )
-            ).scalars()
-        )
+            if scope == "study":
+                study_locked = True
+            elif scope == "subject":
+                locked_subjects.add(subject_id)
+            else:
+                form_locks.add((form, fid))
 
     for key in keys:
         form, _fid = key

@@ -80,6 +80,10 @@ class Signature(db.Model):
 
     user = relationship("User")
 
+    #: a form's signatures, valid or not: the lookup of the monitoring state and the
+    #: signatures list (issue 14: without it PostgreSQL scanned the table once per form)
+    __table_args__ = (Index("ix_signature_form", "form", "form_id", "valid"),)
+
 
 class Query(db.Model):
     """A data clarification query on a form or one of its fields (PROTOCOL 7). Issue 4

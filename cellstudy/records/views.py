@@ -136,7 +136,7 @@ def _locked_crf_read_only(sender, template, context, **extra) -> None:
         return
     record = next((context[k] for k in _RECORD_KEYS if context.get(k) is not None), None)
     lock = crf_lock(record, context["subject"])
-    g.crf_lock, g.crf_site = lock, getattr(context["subject"], "site", None)
+    g.crf_lock, g.crf_site, g.crf_record = lock, getattr(context["subject"], "site", None), record
     if lock is not None:
         context["can_edit"] = False
 

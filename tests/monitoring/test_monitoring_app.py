@@ -705,3 +705,32 @@ def test_the_sdv_page_is_paged_in_the_database(app, login, hz):
         }
     left = text(login("monitor-hz").get("/sdv?form=screening&page=abc")).split("Left to verify")[1]
     assert "Screening" in left and "AE " not in left  # a bad page number is the first page, filtered
+
+
+def test_the_panel_offers_the_forms_own_unlock_under_every_lock_in_force(app, login, hz):
+    """The panel reads the form's own lock from the page's lock in force where that answers it
+    (issue 14): under a subject or study lock it still finds the form's lock behind them."""
+    dm = login("dm")
+    nausea = hz["aes"]["Nausea"]
+    url = f"/subjects/{hz['id']}/adverse-events/{nausea}"
+
+    def panel():
+        page = text(dm.get(url))
+        return "Unlock this form" in page, "Lock this form" in page
+
+    assert panel() == (False, True)
+    assert dm.post(f"/subjects/{hz['id']}/lock", data={"target": "subject", "reason": "frozen"}).status_code == 302
+    assert panel() == (False, False)  # locked by the subject: nothing of the form's own to undo
+    assert dm.post("/locks/study", data={"reason": "freeze", "confirm": "y"}).status_code == 302
+    with app.app_context():
+        for row in db.session.scalars(select(DataLock).where(DataLock.unlocked_at.is_(None))).all():
+            assert dm.post("/locks/unlock", data={"lock_id": row.id, "reason": "r"}).status_code == 302
+    assert (
+        dm.post(f"/subjects/{hz['id']}/lock", data={"target": f"adverse_event:{nausea}", "reason": "SAE"}).status_code
+        == 302
+    )
+    assert panel() == (True, False)
+    assert dm.post(f"/subjects/{hz['id']}/lock", data={"target": "subject", "reason": "frozen"}).status_code == 302
+    assert panel() == (True, False)  # the subject's lock is in force; the form's own lock is still offered
+    assert dm.post("/locks/study", data={"reason": "freeze", "confirm": "y"}).status_code == 302
+    assert panel() == (True, False)
