@@ -494,13 +494,18 @@ def sdv_progress():
     chosen = [f for f in request.args.getlist("form") if catalog.get(f)]
     site_list = [s.id for s in sites] if site_id is None else [site_id]
     # counted, grouped and paged in the database: the page's work follows what it shows
-    forms = state.sdv_forms(site_list)  # the statement built once, run three times
+    forms = state.sdv_forms(site_list)  # the statement built once, run four times
     progress = state.sdv_progress(site_list, forms)
     subjects_total, subjects_page, by_subject = state.sdv_by_subject(
         site_list, page=page_number(request.args.get("subjects_page")), per_page=PER_PAGE, u=forms
     )
     left_total, left_page, shown = state.sdv_left(
-        site_list, chosen or None, page=page_number(request.args.get("page")), per_page=PER_PAGE, u=forms
+        site_list,
+        chosen or None,
+        page=page_number(request.args.get("page")),
+        per_page=PER_PAGE,
+        u=forms,
+        progress=progress,
     )
     keys = [key for key, _ in shown]
     states = state.record_states(keys)

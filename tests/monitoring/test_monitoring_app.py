@@ -696,6 +696,12 @@ def test_the_sdv_page_is_paged_in_the_database(app, login, hz):
         assert state.sdv_left(ALL_SITES, None, page=10**6, per_page=3)[1:] == (len(pages), pages[-1])
         only = state.sdv_left(ALL_SITES, ["screening"], page=1, per_page=10_000)[2]
         assert only and {key[0] for key, _ in only} == {"screening"}
+        # the page counts what is left from the progress it already has: the same totals
+        progress = state.sdv_progress(ALL_SITES)
+        for forms in (None, ["screening"], ["screening", "visit"], []):
+            counted = state.sdv_left(ALL_SITES, forms, page=1, per_page=1)[0]
+            assert state.sdv_left(ALL_SITES, forms, page=1, per_page=1, progress=progress)[0] == counted
+        assert counted == 0 and state.sdv_left(ALL_SITES, None, page=1, per_page=1, progress=progress)[0] == total
         n_subjects, _, per_subject = state.sdv_by_subject(ALL_SITES, page=1, per_page=10_000)
         rows = state.sdv_rows(ALL_SITES)
         assert n_subjects == len({r[2] for r in rows})
