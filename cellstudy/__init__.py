@@ -104,6 +104,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .records import views as crf_views
 
     app.register_blueprint(amendments_bp)
+    from .exports.odm.routes import bp as odm_bp  # issue 15: ODM 1.3.2 export
+
+    app.register_blueprint(odm_bp)
     app.jinja_env.globals.update(field_badges=field_badges, monitoring_panel=monitoring_panel)
     crf_views.init_app(app)  # a locked CRF renders read-only, whichever form it is (issue 11)
     register_cli(app)

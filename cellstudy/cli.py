@@ -15,6 +15,7 @@ from .records import audit as audit_trail, audit_keys
 from .amendments.service import apply_due
 from .settings import study_in_force
 from .demo import DEMO_PASSWORD, DEMO_USERS, load_demo
+from .exports.odm.cli import odm_cli
 
 users_cli = AppGroup("users", help="Manage user accounts (audited).")
 audit_cli = AppGroup("audit", help="Audit trail tools.")
@@ -264,5 +265,5 @@ def study_apply_due():
 
 
 def register_cli(app: Flask) -> None:
-    for group in (users_cli, audit_cli, sites_cli, demo_cli, ctcae_cli, study_cli):
+    for group in (users_cli, audit_cli, sites_cli, demo_cli, ctcae_cli, study_cli, odm_cli):
         app.cli.add_command(group)

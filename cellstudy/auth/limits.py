@@ -30,6 +30,8 @@ EXPORT_ENDPOINTS: dict[str, tuple[str, ...] | None] = {
     "audit_viewer.study_export": ("POST",),  # starts the study-wide audit export job
     "pdf.site_casebooks": ("POST",),  # starts a site's casebooks job
     "jobs.download": None,  # a finished job's file
+    "odm.study_export": ("POST",),  # starts the ODM study export job (issue 15)
+    "odm.subject_export": None,  # /subjects/<id>/odm.xml (issue 15)
 }
 
 

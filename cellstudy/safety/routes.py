@@ -1,8 +1,9 @@
 """Safety listings, summaries and their exports (issue 4; PROTOCOL 8).
 
 Pages (view_clinical): /safety/ae, /safety/sae, /safety/dlt, /safety/summary,
-/safety/crs-icans. Files (export_safety): /safety/<listing>.<csv|xlsx|pdf> and the SDTM
-AE domain /safety/sdtm/ae.csv. Rows come only from the user's sites (`user_sites()`).
+/safety/crs-icans. Files (export_safety): /safety/<listing>.<csv|xlsx|pdf> and the
+SDTM domains /safety/sdtm/<ae|dm|ds|ex>.<csv|xpt|json> and /safety/sdtm/define.xml (issue 15).
+Rows come only from the user's sites (`user_sites()`).
 The rows live in listings.py (filters in filters.py, SQL in queries.py),
 the summaries in summaries.py, the SDTM source rows in sdtm_source.py, the file
 formats in cellstudy/exports/.
@@ -35,7 +36,7 @@ from flask_login import current_user
 from markupsafe import Markup, escape
 
 from ..auth.policy import ALL_SITES, allowed_sites, can, require, user_sites
-from ..exports import sdtm, tabular
+from ..exports import sdtm, sdtm_files, tabular
 from ..records import audit
 from ..records import service as records
 from ..settings import current_study
@@ -405,3 +406,66 @@ def sdtm_ae_domain():
     )
     filename = _filename("sdtm_ae", "csv", now)
     return Response(stream, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+#: the files of an SDTM domain (issue 15): CSV, SAS transport v5, Dataset-JSON 1.1
+SDTM_FORMATS = {
+    "csv": "text/csv",
+    "xpt": "application/octet-stream",
+    "json": "application/json",
+}
+
+
+@bp.route("/sdtm/<any(ae, dm, ds, ex):domain>.<any(csv, xpt, json):fmt>", endpoint="sdtm")
+@require("export_safety")
+def sdtm_dataset(domain, fmt):
+    """One SDTM domain of the user's sites (no filters: a domain is delivered whole) as
+    CSV, SAS transport (XPT v5) or Dataset-JSON 1.1; audited like the listings."""
+    if domain == "ae" and fmt == "csv":
+        return sdtm_ae_domain()
+    errors: dict[str, str] = {}
+    bom = _csv_bom(errors) if fmt == "csv" else True
+    if errors:
+        for message in errors.values():
+            flash(message, "error")
+        flash("Nothing was exported.", "error")
+        return redirect(url_for(".ae"))
+    study = current_study()
+    ids = user_sites()
+    sites = [s.code for s in allowed_sites()]
+    now = utcnow()
+    declaration, records = sdtm_source.domain_records(domain, ids, study=study)
+    filename = _filename(f"sdtm_{domain}", fmt, now)
+    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if fmt == "csv":
+        body = "".join(tabular.csv_stream(declaration.columns, records, bom=bom)).encode("utf-8")
+    elif fmt == "json":
+        body = sdtm_files.dataset_json_bytes(declaration, records, sdtm_source.study_meta(study, ids, now=now))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/{domain}.xpt"
+            sdtm_files.write_xpt(declaration, records, path)
+            with open(path, "rb") as handle:
+                body = handle.read()
+    _audit_export(f"sdtm_{domain}", fmt, Filters(), len(records), sites)
+    return Response(body, mimetype=SDTM_FORMATS[fmt], headers=disposition)
+
+
+@bp.route("/sdtm/define.xml", endpoint="sdtm_define")
+@require("export_safety")
+def sdtm_define():
+    """The Define-XML 2.1 of the SDTM domains of the user's sites (the same data as
+    the dataset downloads: its lengths are the data's); audited."""
+    study = current_study()
+    ids = user_sites()
+    sites = [s.code for s in allowed_sites()]
+    now = utcnow()
+    datasets = [sdtm_source.domain_records(domain, ids, study=study) for domain in sdtm_source.DOMAINS]
+    body = sdtm_files.define_xml(
+        datasets, sdtm_source.study_meta(study, ids, now=now), terms=sdtm_source.codelist_terms(study)
+    )
+    _audit_export("sdtm_define", "xml", Filters(), sum(len(records) for _, records in datasets), sites)
+    filename = _filename("sdtm_define", "xml", now)
+    return Response(
+        body, mimetype="application/xml", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

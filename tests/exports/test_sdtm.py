@@ -44,6 +44,7 @@ def ae(**changes):
 
 
 def test_variables_in_dataset_order():
+    # SDTM-IG 3.4 AE: the variables in the standard's order (restricted to what we map)
     assert AE_NAMES == (
         "STUDYID",
         "DOMAIN",
@@ -51,28 +52,47 @@ def test_variables_in_dataset_order():
         "AESEQ",
         "AESPID",
         "AETERM",
+        "AELLT",
+        "AELLTCD",
         "AEDECOD",
         "AEPTCD",
+        "AEHLT",
+        "AEHLTCD",
+        "AEHLGT",
+        "AEHLGTCD",
         "AEBODSYS",
-        "AETOXGR",
+        "AEBDSYCD",
+        "AESOC",
+        "AESOCCD",
         "AESER",
-        "AEREL",
         "AEACN",
+        "AEREL",
         "AEOUT",
+        "AESCONG",
+        "AESDISAB",
+        "AESDTH",
+        "AESHOSP",
+        "AESLIFE",
+        "AESMIE",
+        "AETOXGR",
         "AESTDTC",
         "AEENDTC",
         "AESTDY",
         "AEENDY",
-        "AESDTH",
-        "AESLIFE",
-        "AESHOSP",
-        "AESDISAB",
-        "AESCONG",
-        "AESMIE",
     )
     assert all(len(name) <= 8 and name.isupper() for name in AE_NAMES)  # SDTM variable names
-    assert all(len(label) <= 40 for _, label in AE_VARIABLES)  # SAS V5 label limit
+    assert all(len(v.label) <= 40 for v in AE_VARIABLES)  # SAS V5 label limit
     assert [c.key for c in AE_COLUMNS] == [c.label for c in AE_COLUMNS] == list(AE_NAMES)
+
+
+def test_required_and_expected_variables_of_the_ig_are_present():
+    required = {"STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AETERM", "AEDECOD"}
+    expected = {
+        "AELLT", "AELLTCD", "AEPTCD", "AEHLT", "AEHLTCD", "AEHLGT", "AEHLGTCD", "AEBODSYS", "AEBDSYCD",
+        "AESOC", "AESOCCD", "AESER", "AEACN", "AEREL", "AESTDTC", "AEENDTC",
+    }  # fmt: skip
+    assert {v.name for v in AE_VARIABLES if v.core == "Req"} == required
+    assert {v.name for v in AE_VARIABLES if v.core == "Exp"} == expected
 
 
 def test_every_variable_present_in_order():
@@ -88,28 +108,37 @@ def test_a_non_serious_related_fever():
         "AESEQ": 1,
         "AESPID": "7",
         "AETERM": "Fever",
+        "AELLT": "Fever",
+        "AELLTCD": 10016558,  # CTCAE's MedDRA code is an LLT code
         "AEDECOD": "Fever",
-        "AEPTCD": "10016558",
+        "AEPTCD": None,  # CTCAE v5.0 supplies no PT, HLT or HLGT
+        "AEHLT": "",
+        "AEHLTCD": None,
+        "AEHLGT": "",
+        "AEHLGTCD": None,
         "AEBODSYS": "General disorders and administration site conditions",
-        "AETOXGR": "2",
+        "AEBDSYCD": 10018065,  # the code of the SOC's "Other, specify" row
+        "AESOC": "General disorders and administration site conditions",
+        "AESOCCD": 10018065,
         "AESER": "N",
-        "AEREL": "RELATED",
         "AEACN": "DOSE NOT CHANGED",
+        "AEREL": "RELATED",
         "AEOUT": "RECOVERED/RESOLVED",
+        "AESCONG": "N",
+        "AESDISAB": "N",
+        "AESDTH": "N",
+        "AESHOSP": "N",
+        "AESLIFE": "N",
+        "AESMIE": "N",
+        "AETOXGR": "2",
         "AESTDTC": "2024-03-06",
         "AEENDTC": "2024-03-08",
         "AESTDY": 3,
         "AEENDY": 5,
-        "AESDTH": "N",
-        "AESLIFE": "N",
-        "AESHOSP": "N",
-        "AESDISAB": "N",
-        "AESCONG": "N",
-        "AESMIE": "N",
     }
 
 
-def test_verbatim_is_the_reported_term_and_decodes_an_other_specify_term():
+def test_verbatim_is_the_reported_term_and_an_other_specify_term_decodes_to_the_placeholder():
     record = ae_record(ae(verbatim="high fever after infusion"), studyid=STUDYID, seq=1)
     assert record["AETERM"] == "high fever after infusion" and record["AEDECOD"] == "Fever"
     icans = ae(
@@ -119,9 +148,49 @@ def test_verbatim_is_the_reported_term_and_decodes_an_other_specify_term():
         meddra_code="10029205",
     )
     record = ae_record(icans, studyid=STUDYID, seq=1)
-    assert record["AETERM"] == record["AEDECOD"] == "Immune effector cell-associated neurotoxicity syndrome (ICANS)"
-    assert record["AEPTCD"] == ""  # the placeholder's code is the SOC's, not a PT
-    assert record["AEBODSYS"] == "Nervous system disorders"
+    assert record["AETERM"] == "Immune effector cell-associated neurotoxicity syndrome (ICANS)"
+    # AEDECOD is a dictionary term, never free text: the CTCAE placeholder itself
+    assert record["AEDECOD"] == "Nervous system disorders - Other, specify"
+    # the placeholder is no LLT: its code is the SOC's
+    assert (record["AELLT"], record["AELLTCD"], record["AEPTCD"]) == ("", None, None)
+    assert record["AEBODSYS"] == record["AESOC"] == "Nervous system disorders"
+    assert record["AESOCCD"] == record["AEBDSYCD"] == 10029205
+
+
+def test_every_soc_has_its_code_from_its_other_specify_row():
+    from cellstudy.adverse_events import ctcae
+
+    for term in ctcae.terms():
+        record = ae_record(ae(term=term.term, verbatim="x" if term.requires_verbatim else None), studyid=STUDYID, seq=1)
+        other = next(t for t in ctcae.terms() if t.soc == term.soc and t.requires_verbatim)
+        assert record["AESOCCD"] == int(other.meddra_code), term.term
+        assert record["AEDECOD"] == term.term
+        assert record["AELLTCD"] == (None if term.requires_verbatim else int(term.meddra_code))
+
+
+def test_a_term_outside_ctcae_is_refused():
+    with pytest.raises(ValueError, match="not a CTCAE v5.0 term"):
+        ae_record(ae(term="Feeling blue"), studyid=STUDYID, seq=1)
+
+
+@pytest.mark.parametrize(
+    "verbatim, expected",
+    [
+        ("fever\nafter\r\ninfusion", "fever after infusion"),
+        ("tab\there", "tab here"),
+        ("bell\x07 and nul\x00 gone", "bell and nul gone"),
+        ("line\u2028separator", "line separator"),
+        ("发热 (输注后)", "发热 (输注后)"),
+        ("  padded  ", "padded"),
+    ],
+)
+def test_control_characters_and_line_breaks_are_removed(verbatim, expected):
+    assert ae_record(ae(verbatim=verbatim), studyid=STUDYID, seq=1)["AETERM"] == expected
+
+
+def test_very_long_text_is_cut_at_200_bytes_on_a_character_boundary():
+    record = ae_record(ae(verbatim="发" * 150), studyid=STUDYID, seq=1)
+    assert len(record["AETERM"].encode("utf-8")) <= 200 and record["AETERM"] == "发" * 66
 
 
 def test_serious_event_and_its_criteria():
@@ -289,6 +358,13 @@ def test_aeseq_restarts_at_one_for_each_subject():
         ("SH-001", 3, "6"),
     ]
     assert all(r["STUDYID"] == STUDYID and r["DOMAIN"] == "AE" for r in records)
+
+
+def test_aeseq_is_unique_per_usubjid():
+    aes = [ae(usubjid=f"S-{n % 3}", ae_number=n) for n in range(20)]
+    records = list(ae_domain(aes, studyid=STUDYID))
+    keys = [(r["USUBJID"], r["AESEQ"]) for r in records]
+    assert len(set(keys)) == len(keys) == 20
 
 
 def test_domain_as_csv():

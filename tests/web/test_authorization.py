@@ -180,12 +180,17 @@ ENDPOINTS: dict[str, Route] = {
     "safety.crs_icans": Route({"GET": VIEW}),
     "safety.export": Route({"GET": EXPORT}),
     "safety.sdtm_ae": Route({"GET": EXPORT}),
+    "safety.sdtm": Route({"GET": EXPORT}),
+    "safety.sdtm_define": Route({"GET": EXPORT}),
     # The audit trail viewer (issue 6): every clinical role reads the trail of its sites (the
     # content is site-filtered; /subjects/<id>/audit is audit_viewer.subject_audit above); files and
     # the study-wide background export for investigators, monitors and data managers.
     "audit_viewer.trail": Route({"GET": AUDIT}),
     "audit_viewer.export_csv": Route({"GET": AUDIT_EXPORT}),
     "audit_viewer.study_export": Route({"POST": AUDIT_EXPORT}),
+    # CDISC ODM 1.3.2 (issue 15): the audit export's roles (the file carries the audit trail)
+    "odm.study_export": Route({"POST": AUDIT_EXPORT}),
+    "odm.subject_export": Route({"GET": AUDIT_EXPORT}, site_scoped=True),
     # Dashboards (issue 6): the monitor's (own sites) and the data manager's (every site).
     "dashboards.monitor": Route({"GET": DASHBOARDS}),
     "dashboards.data_manager": Route({"GET": EVERY_SITE}),
@@ -229,7 +234,15 @@ ENDPOINTS: dict[str, Route] = {
 }
 
 #: URL arguments that are neither a subject nor a nested record: a fixed test value
-FIXED_ARGS = {"kind": "sae", "listing": "sae", "fmt": "csv", "form": "infusion", "log": "vaccination", "job_id": 10**7}
+FIXED_ARGS = {
+    "domain": "dm",
+    "kind": "sae",
+    "listing": "sae",
+    "fmt": "csv",
+    "form": "infusion",
+    "log": "vaccination",
+    "job_id": 10**7,
+}
 
 #: Allowed requests that answer with a redirect rather than a page:
 #: (endpoint, method, who) -> path of the Location; who is a username, "*" (anyone)
