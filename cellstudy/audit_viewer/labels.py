@@ -101,6 +101,7 @@ ACTIONS: dict[str, str] = {
     "sign": "Signed",
     "unsign": "Signature invalidated",
     "sign_refused": "Signature refused",
+    "sign_imported": "Historical signature imported (ODM)",
     "query_open": "Query opened",
     "query_answer": "Query answered",
     "query_close": "Query closed",

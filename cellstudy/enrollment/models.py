@@ -162,6 +162,8 @@ class EligibilityDecision(ClinicalRecord, db.Model):
     decided_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     note: Mapped[str | None] = mapped_column(Text)
+    # issue 15: a historical decision brought in by an ODM import (the FileOID), not re-taken
+    imported_from: Mapped[str | None] = mapped_column(String(120))
 
     subject: Mapped[Subject] = relationship(back_populates="decisions")
     signature = relationship("Signature")

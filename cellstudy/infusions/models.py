@@ -34,6 +34,8 @@ class Infusion(DataFormRecord, db.Model):
     # later (another AE, a new exposure) is not covered and locks the infusion again
     override_lockouts: Mapped[list | None] = mapped_column(JSON)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # issue 15: an infusion already given, brought in by an ODM import (the FileOID)
+    imported_from: Mapped[str | None] = mapped_column(String(120))
 
     subject = relationship("Subject", back_populates="infusions")
     # loaded with the infusions, in the same statement (a page's infusions need no query of their own)

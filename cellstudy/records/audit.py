@@ -30,9 +30,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import contextvars
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -145,6 +147,22 @@ def _load_keys(app) -> audit_keys.HmacKeys:
     return audit_keys.read_key_file(dev_file)
 
 
+#: issue 15: the provenance every record appended inside ``provenance()`` carries in its reason
+_PROVENANCE: contextvars.ContextVar[str | None] = contextvars.ContextVar("cellstudy_audit_provenance", default=None)
+
+
+@contextmanager
+def provenance(text: str) -> Iterator[None]:
+    """Every record appended inside carries `text` in its reason (after the record's own
+    reason, if it has one): the ODM import's "imported from ODM file <name>, FileOID <oid>",
+    written by the same services as the screens."""
+    token = _PROVENANCE.set(text)
+    try:
+        yield
+    finally:
+        _PROVENANCE.reset(token)
+
+
 def append(
     action: str,
     *,
@@ -160,6 +178,9 @@ def append(
     reason: str | None = None,
 ) -> dict[str, Any]:
     """Queue one record; it is written, chained, with the transaction's commit."""
+    context = _PROVENANCE.get()
+    if context:
+        reason = f"{reason}; {context}" if reason else context
     values = {
         "at": utcnow(),
         "user_id": user.id if user is not None else None,

@@ -77,6 +77,8 @@ class Signature(db.Model):
     valid: Mapped[bool] = mapped_column(Boolean, default=True)
     invalidated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     invalidated_reason: Mapped[str | None] = mapped_column(Text)
+    # issue 15: a historical signature brought in by an ODM import (the FileOID), never re-signed
+    imported_from: Mapped[str | None] = mapped_column(String(120))
 
     user = relationship("User")
 

@@ -11,9 +11,11 @@ from flask.cli import AppGroup
 from ...auth.policy import ALL_SITES
 from ...records import service as records
 from .routes import audit_export
+from .import_cli import odm_import
 from .writer import GRANULARITIES, MODES, OdmError, write_odm
 
-odm_cli = AppGroup("odm", help="CDISC ODM 1.3.2 export.")
+odm_cli = AppGroup("odm", help="CDISC ODM 1.3.2 export and import.")
+odm_cli.add_command(odm_import)
 
 
 @odm_cli.command("export")
