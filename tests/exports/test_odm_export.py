@@ -27,7 +27,7 @@ from cellstudy.exports.odm.writer import CS_NS, ODM_NS, VALUE_ACTIONS, OdmError,
 from cellstudy.extensions import db
 from cellstudy.jobs.models import Job
 from cellstudy.records import service as records
-from cellstudy.records.models import AuditRecord
+from cellstudy.records.models import AuditRecord, Signature
 from tests.helpers import sid_of
 
 HERE = os.path.dirname(__file__)
@@ -44,6 +44,10 @@ GRANULARITIES = (
 # CJK, the XML specials, C0 controls XML 1.0 forbids, and a line break and tab it keeps (no NUL:
 # PostgreSQL text cannot hold one, so no clinical value can carry it)
 AWKWARD = '发热 中性粒细胞减少 & <b>"quoted"</b> \x01\x07\x0b\x0c\x1f\ufffe tab\there\nline'
+
+
+def _o(tag: str) -> str:
+    return f"{{{ODM_NS}}}{tag}"
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +166,45 @@ def test_admin_data_and_signatures(app, schemas, tmp_path):
         assert sig.find("odm:UserRef", NS).get("UserOID") in users
         assert sig.find("odm:SignatureRef", NS).get("SignatureOID") in defs
         assert sig.findtext("odm:DateTimeStamp", namespaces=NS)
+
+
+def test_signature_ids_snapshot_from_what_is_signed_transactional_row_ids(app, schemas, tmp_path):
+    """Snapshot: ``SIG.<SubjectKey>.<StudyEventOID>.<FormOID>[.<repeat key>]``, the same in any
+    instance that holds the same study (a round trip keeps them); unique in the file (xs:ID).
+    Transactional: ``SIG.<row id>``, like the IDs and SourceIDs of the rest of an audit extract."""
+    snapshot = check(export(app)[0], schemas, tmp_path)
+    ids = snapshot.xpath("//odm:Signature/@ID", namespaces=NS)
+    assert ids and len(ids) == len(set(ids))
+    hz = snapshot.find(".//odm:SubjectData[@SubjectKey='HZ-001']", NS)
+    assert hz.find(".//odm:FormData[@FormOID='F.SCREENING']/odm:Signature", NS).get("ID") == (
+        "SIG.HZ-001.SE.SCREENING.F.SCREENING.1"
+    )
+    for sig in snapshot.iterfind(".//odm:Signature", NS):
+        subject = next(a for a in sig.iterancestors(_o("SubjectData")))
+        assert sig.get("ID").startswith(f"SIG.{subject.get('SubjectKey')}.")
+    transactional = check(export(app, mode="transactional")[0], schemas, tmp_path)
+    with app.app_context():
+        rows = {f"SIG.{i}" for i in db.session.execute(select(Signature.id)).scalars()}
+    found = transactional.xpath("//odm:Signature/@ID", namespaces=NS)
+    assert found and set(found) <= rows
+
+
+def test_locations_carry_their_time_zone_and_infusions_their_plan(app, schemas, tmp_path):
+    root = check(export(app)[0], schemas, tmp_path)
+    zones = {
+        loc.get("OID"): [z.get("Name") for z in loc.findall("cs:TimeZone", NS)]
+        for loc in root.findall("odm:AdminData/odm:Location", NS)
+    }
+    assert zones == {"L.STUDY": [], "L.HZ": ["Asia/Shanghai"], "L.NB": ["Asia/Shanghai"]}
+    with app.app_context():
+        subject = db.session.execute(select(Subject).where(Subject.subject_number == "HZ-001")).scalar_one()
+        plans = [(str(i.number), i.planned_date.isoformat(), i.state) for i in subject.infusions]
+    hz = root.find(".//odm:SubjectData[@SubjectKey='HZ-001']", NS)
+    statuses = hz.findall(".//odm:FormData[@FormOID='F.INFUSION']/cs:Status", NS)
+    assert [(s.get("Number"), s.get("PlannedDate"), s.get("State")) for s in statuses] == plans
+    assert [p[2] for p in plans] == ["given", "scheduled"]
+    # only infusions carry a plan
+    assert not root.xpath("//odm:FormData[@FormOID!='F.INFUSION']/cs:Status[@PlannedDate]", namespaces=NS)
 
 
 def _awkward_data(app) -> tuple[str, str]:

@@ -5,11 +5,16 @@ imported with --create-users into an EMPTY instance (a fresh database with the m
 no demo), exported again and compared; a dry run writes nothing; a bad value, an unknown site
 or an unknown user refuses the whole file with a message naming subject, form, item and value.
 
-The round trip is equal apart from FileOID and CreationDateTime and the KNOWN DIFFERENCES
-below, each asserted explicitly (docs/odm_import.md lists them and why)."""
+The round trip (the demo study, and a larger one generated through the services:
+odm_generated.py) is equal apart from FileOID and CreationDateTime and the two differences by
+design, which `drop_differences_by_design` asserts and removes (the created users' Active, the
+import's own account); any other difference fails (docs/odm_import.md)."""
 
 from __future__ import annotations
 
+import copy
+import difflib
+import glob
 import os
 import shutil
 
@@ -19,7 +24,7 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from cellstudy import create_app
-from cellstudy.auth.models import User
+from cellstudy.auth.models import Site, User
 from cellstudy.auth.policy import ALL_SITES
 from cellstudy.enrollment.models import EligibilityDecision, Subject
 from cellstudy.exports.odm.import_cli import odm_import
@@ -30,6 +35,8 @@ from cellstudy.infusions.models import Infusion
 from cellstudy.records import audit
 from cellstudy.records import service as records
 from cellstudy.records.models import AuditRecord, Signature
+from tests.exports import odm_generated
+from tests.exports.test_odm_export import OFFICIAL, OURS, check
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")
 NS = {"odm": ODM_NS, "cs": CS_NS}
@@ -109,14 +116,47 @@ def canonical(root: etree._Element) -> str:
     return etree.tostring(root, method="c14n2").decode()
 
 
-def signature_ids(root) -> list[str]:
-    """KNOWN DIFFERENCE 4: ODM ``Signature/@ID`` is ``SIG.<row id>`` even in Snapshot files
-    (odmlib requires an ID), and the importing instance numbers its rows itself. Removed for
-    the comparison; returns the IDs removed."""
-    out = []
-    for sig in root.iter(_o("Signature")):
-        out.append(sig.attrib.pop("ID"))
-    return out
+def created_users(output: str) -> list[str]:
+    """The login names the import's report says it created (--create-users)."""
+    line = next((x for x in output.splitlines() if x.startswith(CREATED)), "")
+    return [name.strip() for name in line.removeprefix(CREATED).split(",") if name.strip()]
+
+
+CREATED = "Users created (disabled until an admin sets their password): "
+
+
+def drop_differences_by_design(first: etree._Element, second: etree._Element, created: list[str]) -> None:
+    """The round trip's two differences by design (docs/odm_import.md), asserted, then removed
+    from both documents; nothing else is: every other difference fails the comparison.
+
+    1. Users created by --create-users are disabled until an admin sets their password: their
+       ``cs:Role Active`` is "false" in `second`; the attribute is dropped on both sides for
+       those users only (a user disabled in the source is compared as any other).
+    2. The import writes as its own account: `second` lists ``U.odm-import``, `first` does not;
+       that one User is dropped."""
+    assert created
+    for login in created:
+        theirs = first.find(f"odm:AdminData/odm:User[odm:LoginName='{login}']/cs:Role", NS)
+        ours = second.find(f"odm:AdminData/odm:User[odm:LoginName='{login}']/cs:Role", NS)
+        assert theirs is not None and ours is not None, login
+        assert ours.get("Active") == "false", login
+        theirs.attrib.pop("Active", None)
+        del ours.attrib["Active"]
+    oid = f"U.{IMPORT_ACCOUNT}"
+    assert first.find(f"odm:AdminData/odm:User[@OID='{oid}']", NS) is None
+    account = second.find(f"odm:AdminData/odm:User[@OID='{oid}']", NS)
+    assert account is not None
+    account.getparent().remove(account)
+
+
+def assert_round_trip_equal(source: str, again: str, output: str) -> None:
+    """Equal apart from FileOID, CreationDateTime and the differences by design."""
+    first, second = etree.parse(source).getroot(), etree.parse(again).getroot()
+    drop_differences_by_design(first, second, created_users(output))
+    a, b = canonical(first), canonical(second)
+    if a != b:
+        diff = difflib.unified_diff(a.splitlines(), b.splitlines(), "source", "again", lineterm="", n=2)
+        raise AssertionError("the round trip differs:\n" + "\n".join(list(diff)[:80]))
 
 
 def edited(path: str, out: str, edit) -> str:
@@ -146,41 +186,56 @@ def test_round_trip_of_the_demo_study_is_equal_apart_from_the_known_differences(
     assert "Imported 12 subjects" in result.output
     again = tmp_path / "again.xml"
     export(empty_app, again)
-    first, second = etree.parse(snapshot).getroot(), etree.parse(str(again)).getroot()
-
-    # KNOWN DIFFERENCE 1: users created by --create-users are disabled until an admin sets
-    # their password (issue 15), so their cs:Role says Active="false".
-    roles = second.findall("odm:AdminData/odm:User/cs:Role", NS)
-    created = [r for r in roles if r.getparent().get("OID") not in ("U.SYSTEM",)]
-    assert created and all(r.get("Active") == "false" for r in created)
-    for role in created:
-        role.set("Active", "true")
-    # KNOWN DIFFERENCE 2: the import writes as its own disabled account, which AdminData lists.
-    account = second.find(f"odm:AdminData/odm:User[@OID='U.{IMPORT_ACCOUNT}']", NS)
-    assert account is not None
-    account.getparent().remove(account)
-    # KNOWN DIFFERENCE 3: a scheduled infusion after the first cannot be scheduled again: the
-    # export carries no planned date (docs/odm.md: planned dates are not exported). HZ-001's
-    # infusion 2 (scheduled) is reported as not imported.
-    assert "Not imported: HZ-001: scheduled infusion 2" in result.output
-    hz = subject_el(first, "HZ-001")
-    scheduled = [
-        fd
-        for fd in hz.findall(".//odm:FormData[@FormOID='F.INFUSION']", NS)
-        if fd.find("cs:Status", NS).get("State") == "scheduled" and fd.get("FormRepeatKey") != "1"
-    ]
-    assert (
-        len(scheduled) == 1
-        and subject_el(second, "HZ-001").find(".//odm:FormData[@FormOID='F.INFUSION'][@FormRepeatKey='2']", NS) is None
+    assert "Not imported" not in result.output
+    # the scheduled infusion 2 of HZ-001 is scheduled again, on its date, and judged here
+    root = etree.parse(str(again)).getroot()
+    planned = subject_el(root, "HZ-001").find(
+        ".//odm:FormData[@FormOID='F.INFUSION'][@FormRepeatKey='2']/cs:Status", NS
     )
-    scheduled[0].getparent().remove(scheduled[0])
-
-    ids = signature_ids(first), signature_ids(second)
-    assert len(ids[0]) == len(ids[1]) > 0  # the same signatures; their row ids may differ
-
+    assert planned is not None and planned.get("State") == "scheduled" and planned.get("Number") == "2"
+    assert planned.get("PlannedDate") == subject_el(etree.parse(snapshot).getroot(), "HZ-001").find(
+        ".//odm:FormData[@FormOID='F.INFUSION'][@FormRepeatKey='2']/cs:Status", NS
+    ).get("PlannedDate")
+    # the sites keep their time zones
+    zones = root.xpath("odm:AdminData/odm:Location/cs:TimeZone/@Name", namespaces=NS)
+    assert zones == ["Asia/Shanghai", "Asia/Shanghai"]
     # everything else is equal: metadata, admin data, every subject, form, value, status, SDV,
-    # query, e-signature (apart from FileOID and CreationDateTime)
-    assert canonical(first) == canonical(second)
+    # query, e-signature and its ID (apart from FileOID, CreationDateTime and the differences by
+    # design: the created users' Active and the import's account)
+    assert_round_trip_equal(snapshot, str(again), result.output)
+
+
+def test_every_other_difference_fails_the_comparison(app, empty_app, tmp_path):
+    """The comparison drops only what is by design: an edited value, a user's Active in the
+    source, or a second extra user each fail it."""
+    snapshot = str(tmp_path / "demo.xml")
+    export(app, snapshot)
+    result = run(empty_app, snapshot, "--create-users")
+    assert result.exit_code == 0, result.output
+    again = str(tmp_path / "again.xml")
+    export(empty_app, again)
+    assert_round_trip_equal(snapshot, again, result.output)
+
+    def value(root):
+        _set_value(root, "HZ-001", "I.INFUSION.PRODUCT_LOT", "NK-OTHER")
+
+    def extra_user(root):
+        admin = root.find("odm:AdminData", NS)
+        user = copy.deepcopy(admin.find("odm:User[@OID='U.dm']", NS))
+        user.set("OID", "U.dm2")
+        user.find("odm:LoginName", NS).text = "dm2"
+        admin.insert(list(admin).index(admin.find("odm:User[@OID='U.dm']", NS)) + 1, user)
+
+    def not_created_active(root):  # the system user's Role has no Active; a created one's does
+        root.find("odm:AdminData/odm:User[@OID='U.SYSTEM']/cs:Role", NS).set("Active", "false")
+
+    def signature_id(root):
+        root.find(".//odm:Signature", NS).set("ID", "SIG.other")
+
+    for n, edit in enumerate((value, extra_user, not_created_active, signature_id)):
+        changed = edited(again, str(tmp_path / f"changed-{n}.xml"), edit)
+        with pytest.raises(AssertionError):
+            assert_round_trip_equal(snapshot, changed, result.output)
 
 
 def test_the_import_goes_through_the_write_path_and_is_audited(empty_app, demo_file):
@@ -314,6 +369,28 @@ def test_users_are_matched_by_login_name(app, empty_app, demo_file, tmp_path):
     assert counts(empty_app)["Subject"] == 0
 
 
+def test_a_site_time_zone_that_is_not_one_refuses_the_file(empty_app, demo_file, tmp_path):
+    def zone(root):
+        root.find("odm:AdminData/odm:Location[@OID='L.NB']/cs:TimeZone", NS).set("Name", "Mars/Olympus")
+
+    bad = edited(demo_file, str(tmp_path / "bad.xml"), zone)
+    before = counts(empty_app)
+    result = run(empty_app, bad, "--create-users")
+    assert result.exit_code == 2
+    assert "item Location L.NB cs:TimeZone, value 'Mars/Olympus'" in result.output
+    assert counts(empty_app) == before
+
+
+def test_created_sites_take_the_files_time_zone(empty_app, demo_file, tmp_path):
+    def zone(root):
+        root.find("odm:AdminData/odm:Location[@OID='L.NB']/cs:TimeZone", NS).set("Name", "Europe/Berlin")
+
+    assert run(empty_app, edited(demo_file, str(tmp_path / "tz.xml"), zone), "--create-users").exit_code == 0
+    with empty_app.app_context():
+        zones = dict(db.session.execute(select(Site.code, Site.timezone)).tuples().all())
+    assert zones == {"HZ": "Asia/Shanghai", "NB": "Europe/Berlin"}
+
+
 def test_a_file_that_is_not_odm_is_refused(empty_app, tmp_path):
     path = tmp_path / "not.xml"
     path.write_text("<hello/>")
@@ -352,10 +429,68 @@ def test_a_signed_dlt_assessment_comes_in_completed_as_historical(app, empty_app
     def dlt(path):
         el = subject_el(etree.parse(path).getroot(), "HZ-001").find(".//odm:FormData[@FormOID='F.DLT_ASSESSMENT']", NS)
         assert el is not None
-        assert len(signature_ids(el)) == 1  # KNOWN DIFFERENCE 4: its ID is a row id
+        (sig,) = el.findall("odm:Signature", NS)
+        assert sig.get("ID") == "SIG.HZ-001.SE.DLT_ASSESSMENT.F.DLT_ASSESSMENT"  # from what it signs
         return canonical(el)
 
     assert dlt(source) == dlt(again)  # values, status, the investigator's signature (not re-signed)
     with empty_app.app_context():
         signature = db.session.execute(select(Signature).where(Signature.form == "dlt_assessment")).scalar_one()
         assert signature.imported_from == file_oid(source) and signature.user.username == "inv-hz"
+
+
+# --- a larger generated study -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def odm_schemas(tmp_path_factory):
+    """(our extension schema, the official ODM 1.3.2 schema), as test_odm_export compiles them."""
+    folder = tmp_path_factory.mktemp("odm-schemas")
+    for path in glob.glob(os.path.join(OFFICIAL, "*.xsd")) + glob.glob(os.path.join(OURS, "*.xsd")):
+        shutil.copy(path, folder)
+    return (
+        etree.XMLSchema(etree.parse(str(folder / "cellstudy-ODM1-3-2.xsd"))),
+        etree.XMLSchema(etree.parse(str(folder / "ODM1-3-2.xsd"))),
+    )
+
+
+def test_round_trip_of_a_larger_generated_study(empty_template, tmp_path, odm_schemas):
+    """issue 15's second round trip: a study generated through the real services (odm_generated:
+    32 subjects at two sites, every stage, awkward text), Snapshot -> import --create-users into
+    an empty instance -> Snapshot: equal but for the differences by design."""
+    source_db, target_db = str(tmp_path / "generated.db"), str(tmp_path / "target.db")
+    shutil.copyfile(empty_template, source_db)
+    shutil.copyfile(empty_template, target_db)
+    apps = [create_app("test", {"SQLALCHEMY_DATABASE_URI": "sqlite:///" + p}) for p in (source_db, target_db)]
+    try:
+        with apps[0].app_context():
+            odm_generated.build()
+            db.session.remove()
+        source = str(tmp_path / "generated.xml")
+        export(apps[0], source)
+        check(open(source, "rb").read(), odm_schemas, tmp_path)  # valid, odmlib reads it
+        root = etree.parse(source).getroot()
+        assert len(root.findall(".//odm:SubjectData", NS)) == odm_generated.SUBJECTS
+        assert {s.get("LocationOID") for s in root.iterfind(".//odm:SiteRef", NS)} == {"L.HZ", "L.NB"}
+        states = [s.get("State") for s in root.iterfind(".//odm:FormData[@FormOID='F.INFUSION']/cs:Status", NS)]
+        assert states.count("given") >= 4 and states.count("scheduled") >= 10 and states.count("cancelled") >= 4
+        assert root.findall(".//odm:FormData[@FormOID='F.DLT_ASSESSMENT']/odm:Signature", NS)
+        assert root.findall(".//odm:FormData[@FormOID='F.CRS_ASSESSMENT']", NS)
+        assert {q.get("State") for q in root.iterfind(".//cs:Query", NS)} >= {"open", "answered", "closed", "cancelled"}
+        assert root.xpath(f"//odm:ItemData[contains(@Value, '{odm_generated.LONG[:40]}')]", namespaces=NS)
+
+        result = run(apps[1], source, "--create-users")
+        assert result.exit_code == 0, result.output
+        assert f"Imported {odm_generated.SUBJECTS} subjects" in result.output
+        assert "Not imported" not in result.output
+        again = str(tmp_path / "again.xml")
+        export(apps[1], again)
+        assert [z for z in etree.parse(again).getroot().xpath("//cs:TimeZone/@Name", namespaces=NS)] == [
+            tz for _code, _name, tz in odm_generated.SITES
+        ]
+        assert_round_trip_equal(source, again, result.output)
+    finally:
+        for app in apps:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()

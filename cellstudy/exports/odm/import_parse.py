@@ -101,7 +101,10 @@ class Record:
     status: str | None = None
     state: str | None = None
     reason: str | None = None
-    planned: str | None = None  # cs:Status PlannedDate (an infusion's plan), where the file has it
+    #: an infusion's plan (cs:Status Number, PlannedDate, DeviationReason), where the file has it
+    planned: str | None = None
+    number: str | None = None
+    deviation_reason: str | None = None
     removed: bool = False
     signatures: list[SignatureIn] = field(default_factory=list)
     #: our extension: the item OIDs verified against source, the queries, a lock
@@ -166,6 +169,8 @@ def _annotate(record: Record, container: etree._Element) -> None:
         record.state = status.get("State")
         record.reason = status.get("Reason")
         record.planned = status.get("PlannedDate")
+        record.number = status.get("Number")
+        record.deviation_reason = status.get("DeviationReason")
     record.signatures = _signatures(container)
     sdv = container.find(_c("SDV"))
     if sdv is not None:
@@ -265,8 +270,12 @@ def admin_of(el: etree._Element) -> Admin:
             tuple(ref.get("LocationOID", "") for ref in user.findall(_o("LocationRef"))),
         )
     for loc in el.findall(_o("Location")):
+        zone = loc.find(_c("TimeZone"))
         admin.locations[loc.get("OID", "")] = LocationIn(
-            loc.get("OID", ""), loc.get("Name", ""), loc.get("LocationType"), loc.get(_c("TimeZone"))
+            loc.get("OID", ""),
+            loc.get("Name", ""),
+            loc.get("LocationType"),
+            zone.get("Name") if zone is not None else None,
         )
     for sd in el.findall(_o("SignatureDef")):
         admin.meanings[sd.get("OID", "")] = _text(sd.find(_o("Meaning"))) or ""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 
@@ -179,6 +180,21 @@ def parse_value(item: md.Item, text: str | None) -> Any:
     return text
 
 
+def _timezone(location: str, name: str | None) -> str:
+    """A created site's time zone: the Location's cs:TimeZone (an IANA name), UTC without one."""
+    if not name:
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ImportRefused(
+            "not a time zone (an IANA name such as Asia/Shanghai)",
+            item=f"Location {location} cs:TimeZone",
+            value=name,
+        ) from None
+    return name
+
+
 def _stamp(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -221,7 +237,7 @@ class _Import:
                     raise ImportRefused(
                         f"unknown site {code!r} ({loc.name}): create it first, or import with --create-users"
                     )
-                site = auth.create_site(code, loc.name, loc.timezone or "UTC")
+                site = auth.create_site(code, loc.name, _timezone(loc.oid, loc.timezone))
                 self.report.sites_created.append(code)
             self.sites[loc.oid] = site
         for user_in in admin.users.values():
@@ -621,20 +637,40 @@ class _Import:
 
     def _infusion(self, s: SubjectIn, subject: Subject, form: md.Form, record: Record) -> Any:
         values = self._values(s, form, record.values)
-        n = int(record.repeat_key or 1)
-        if record.state == "scheduled":
+        try:
+            n = int(record.number or record.repeat_key or 1)
             planned = date.fromisoformat(record.planned) if record.planned else None
+        except ValueError:
+            raise ImportRefused(
+                "not an infusion number and planned date",
+                subject=s.key,
+                form=form.oid,
+                item="cs:Status/@PlannedDate",
+                value=f"{record.number} {record.planned}",
+            ) from None
+        if record.state == "scheduled":
             if planned is None and n == 1:
-                planned = first_infusion_date(subject)  # the date the screening form plans
+                planned = first_infusion_date(subject)  # a file without the plan: the screening form's
             if planned is None:
                 self.report.not_imported.append(
                     f"{s.key}: scheduled infusion {n} (the file carries no planned date for it: cs:Status PlannedDate)"
                 )
                 return None
             try:  # judged by the write-path hooks as the scheduling page's save is (issues 7, 11)
-                return schedule_infusion(subject, planned, user=self._account())
+                infusion = schedule_infusion(
+                    subject, planned, user=self._account(), deviation_reason=record.deviation_reason
+                )
             except RecordError as error:
                 raise self._refused(error, s, form, record.values) from None
+            if infusion.number != n:
+                raise ImportRefused(
+                    f"scheduled here as infusion {infusion.number}: the infusions before it are not in the file",
+                    subject=s.key,
+                    form=form.oid,
+                    item="cs:Status/@Number",
+                    value=str(n),
+                )
+            return infusion
         if record.state == "given":
             given = values.get("administration_date")
             if given is None:
@@ -644,7 +680,8 @@ class _Import:
             infusion = Infusion(
                 subject_id=subject.id,
                 number=n,
-                planned_date=given,
+                planned_date=planned or given,
+                target_deviation_reason=record.deviation_reason,
                 state="given",
                 dose_level=subject.dose_level,
                 status="complete",
@@ -660,6 +697,31 @@ class _Import:
                 reason="historical: an infusion already given, not re-judged",
             )
             self.report.historical["infusions given"] += 1  # the subject's status: as in the file, at the end
+            return infusion
+        if record.state == "cancelled" and planned is not None:
+            # historical: it was judged (and cancelled) there; judging its date again here could
+            # only refuse it, and a cancelled infusion holds nothing (PROTOCOL 5.2)
+            infusion = Infusion(
+                subject_id=subject.id,
+                number=n,
+                planned_date=planned,
+                target_deviation_reason=record.deviation_reason,
+                state="cancelled",
+                cancel_reason=record.reason,
+                dose_level=subject.dose_level,
+                status=record.status or "draft",
+                data={k: _stored(form, k, v) for k, v in values.items()},
+                created_at=utcnow(),
+                updated_at=utcnow(),
+                imported_from=self.file_oid,
+            )
+            records.create(
+                infusion,
+                user=self._account(),
+                fields={"number": n, "planned_date": planned, "state": "cancelled", "cancel_reason": record.reason},
+                reason="historical: a cancelled infusion, not re-judged",
+            )
+            self.report.historical["infusions cancelled"] += 1
             return infusion
         self.report.not_imported.append(f"{s.key}: infusion {n} in state {record.state!r}")
         return None

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from ...adverse_events import ctcae
 from ...adverse_events.models import GradeEpisode
 from ...auth.models import Site, User
-from ...auth.policy import ALL_SITES, Sites, scoped, sites_of
+from ...auth.policy import ALL_SITES, Sites, scoped, sites_of, within
 from ...enrollment.models import Subject
 from ...extensions import db
 from ...monitoring.models import DataLock
@@ -46,7 +46,7 @@ MODES = ("snapshot", "transactional")
 GRANULARITIES = ("Metadata", "AllClinicalData", "SingleSite", "SingleSubject")
 FILE_TYPES = {"snapshot": "Snapshot", "transactional": "Transactional"}
 #: subjects per chunk: one statement per table for each
-CHUNK = 25
+CHUNK = 10
 SYSTEM_USER = "U.SYSTEM"
 STUDY_LOCATION = "L.STUDY"
 LEGAL_REASON = "Electronic signature under 21 CFR Part 11: the signer re-entered their password (PROTOCOL 7)"
@@ -54,6 +54,8 @@ LEGAL_REASON = "Electronic signature under 21 CFR Part 11: the signer re-entered
 VALUE_ACTIONS = frozenset({"set", "update", "assign"})
 
 _FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: what an xs:ID (an NCName) may not hold: a Signature ID's parts are cleaned of it
+_NOT_NCNAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class OdmError(ValueError):
@@ -107,6 +109,13 @@ def user_oid(username: str | None) -> str:
 
 def location_oid(code: str | None) -> str:
     return f"L.{code}" if code else STUDY_LOCATION
+
+
+def signature_id(*parts: str | int | None) -> str:
+    """A Snapshot file's ``Signature/@ID`` (an xs:ID, unique in the file): from what the
+    signature signs (subject key, study event, form, repeat key), so the same study gives the
+    same IDs whichever instance exports it (docs/odm.md)."""
+    return "SIG." + ".".join(_NOT_NCNAME.sub("_", str(p)) for p in parts if p is not None and p != "")
 
 
 def signature_def_oid(meaning: str) -> str:
@@ -270,7 +279,7 @@ def admin_element(study: Study, sites: Sites, mdvs: list[tuple[str, date]]) -> e
             select(Signature.user_id)
             .distinct()
             .join(Subject, Subject.id == Signature.subject_id)
-            .where(Subject.site_id.in_(site_ids or [-1])),
+            .where(within(Subject.site_id, sorted(site_ids))),
         ):
             named.update(uid for uid in db.session.execute(stmt).scalars() if uid is not None)
     root = _el(None, _o("AdminData"), {"StudyOID": study.protocol_id})
@@ -289,10 +298,10 @@ def admin_element(study: Study, sites: Sites, mdvs: list[tuple[str, date]]) -> e
         for site in mine:
             _el(el, _o("LocationRef"), {"LocationOID": location_oid(site.code)})
         _el(el, _c("Role"), {"Name": user.role, "Active": "true" if user.active else "false"})
-    locations = [(STUDY_LOCATION, study.protocol_id, "Sponsor")] + [
-        (location_oid(s.code), s.name, "Site") for s in in_scope
+    locations = [(STUDY_LOCATION, study.protocol_id, "Sponsor", None)] + [
+        (location_oid(s.code), s.name, "Site", s.timezone) for s in in_scope
     ]
-    for oid, name, kind in locations:
+    for oid, name, kind, timezone in locations:
         loc = _el(root, _o("Location"), {"OID": oid, "Name": name, "LocationType": kind})
         for mdv_oid, effective in mdvs:
             _el(
@@ -300,6 +309,8 @@ def admin_element(study: Study, sites: Sites, mdvs: list[tuple[str, date]]) -> e
                 _o("MetaDataVersionRef"),
                 {"StudyOID": study.protocol_id, "MetaDataVersionOID": mdv_oid, "EffectiveDate": effective.isoformat()},
             )
+        if timezone:
+            _el(loc, _c("TimeZone"), {"Name": timezone})
     for meaning in db.session.execute(select(Signature.meaning).distinct().order_by(Signature.meaning)).scalars():
         sd = _el(root, _o("SignatureDef"), {"OID": signature_def_oid(meaning), "Methodology": "Electronic"})
         _el(sd, _o("Meaning"), text=meaning)
@@ -404,22 +415,41 @@ class _Writer:
         self.forms = md.forms()
         self.counts = {"subjects": 0, "forms": 0, "item_data": 0, "audit_records": 0, "signatures": 0, "queries": 0}
         self.study_locked = study_lock() is not None
+        #: where the writer is (subject key, study event OID): a Snapshot Signature ID's path
+        self._where: tuple[str, str | None] = ("", None)
+        self._ids: set[str] = set()  # the Signature IDs of the subject being written
 
     def _uoid(self, user_id: int | None) -> str:
         return user_oid(self.usernames.get(user_id)) if user_id else SYSTEM_USER
 
     # ODM's one Signature per element: the latest valid one
-    def _odm_signature(self, parent, signatures: list[Signature], site_code: str) -> None:
+    def _odm_signature(self, parent, signatures: list[Signature], site_code: str, *path: str | int | None) -> None:
+        """`path`: the signed record's place under its study event (form OID, repeat key)."""
         valid = [s for s in signatures if s.valid]
         if not valid:
             return
         s = valid[-1]
-        sig = _el(parent, _o("Signature"), {"ID": f"SIG.{s.id}"})  # odmlib requires an ID
+        sig = _el(parent, _o("Signature"), {"ID": self._signature_id(s, path)})  # odmlib requires an ID
         _el(sig, _o("UserRef"), {"UserOID": self._uoid(s.user_id)})
         _el(sig, _o("LocationRef"), {"LocationOID": location_oid(site_code)})
         _el(sig, _o("SignatureRef"), {"SignatureOID": signature_def_oid(s.meaning)})
         _el(sig, _o("DateTimeStamp"), text=stamp(s.signed_at))
         self.counts["signatures"] += 1
+
+    def _signature_id(self, s: Signature, path: tuple) -> str:
+        """Transactional: ``SIG.<row id>``, the source's row like every ID and SourceID of an
+        audit extract. Snapshot: from what it signs (``signature_id``), stable across a round
+        trip; a repeat of the same path (none today) gets ``.2``, ``.3``."""
+        if self.transactional:
+            return f"SIG.{s.id}"
+        key, event = self._where
+        base = signature_id(key, event, *path)
+        found, n = base, 1
+        while found in self._ids:
+            n += 1
+            found = f"{base}.{n}"
+        self._ids.add(found)
+        return found
 
     def _cs_signatures(self, parent, signatures: list[Signature]) -> None:
         for s in signatures:
@@ -477,6 +507,7 @@ class _Writer:
                 "Value": record.status,
                 "State": getattr(record, "state", None),
                 "Reason": reason,
+                **(self._plan(record) if form.name == "infusion" else {}),
                 "MetaDataVersionOID": getattr(record, "study_version", None) or self.version,
             },
         )
@@ -509,6 +540,16 @@ class _Writer:
             for row in chunk.audit.get(key, ()):
                 if not self._is_value_change(form, row):
                     self._audit_event(container, row, site_code)
+
+    @staticmethod
+    def _plan(infusion) -> dict[str, Any]:
+        """An infusion's plan, which the import needs to schedule it again: its number, planned
+        date and the reason for a date outside the target window."""
+        return {
+            "Number": infusion.number,
+            "PlannedDate": infusion.planned_date.isoformat() if infusion.planned_date else None,
+            "DeviationReason": infusion.target_deviation_reason,
+        }
 
     @staticmethod
     def _is_value_change(form: md.Form, row) -> bool:
@@ -595,6 +636,7 @@ class _Writer:
         if self.transactional:
             attrs["TransactionType"] = "Context"
         sd = _el(None, _o("SubjectData"), attrs)
+        self._where, self._ids = (subject.label, None), set()
         subject_signatures = chunk.subject_signatures.get(subject.id, [])
         self._odm_signature(sd, [s for s in subject_signatures if s.form == "casebook"], site_code)
         _el(sd, _o("SiteRef"), {"LocationOID": location_oid(site_code)})
@@ -633,6 +675,7 @@ class _Writer:
         attrs = {"StudyEventOID": oid}
         if self.transactional:
             attrs["TransactionType"] = "Context"
+        self._where = (self._where[0], oid)
         return _el(parent, _o("StudyEventData"), attrs)
 
     def _form(self, parent, form: md.Form, records: list, chunk: _Chunk, site_code: str) -> None:
@@ -643,7 +686,7 @@ class _Writer:
                     ig = self._groups_transactional(fd, form, record, chunk, site_code, n)
                 else:
                     ig = self._groups_snapshot(fd, form, record, form.groups, chunk, n)
-                self._odm_signature(ig, chunk.signatures.get((form.name, record.id), []), site_code)
+                self._odm_signature(ig, chunk.signatures.get((form.name, record.id), []), site_code, form.oid, n)
                 self._annotate(ig, form, record, chunk, site_code)
                 self._fix_signature_position(ig)
                 removal = self._removal(form, record, chunk) if self.transactional else None
@@ -658,7 +701,7 @@ class _Writer:
         for n, record in enumerate(records, 1):
             key = n if form.repeating else None
             fd = self._form_data(parent, form, key)
-            self._odm_signature(fd, chunk.signatures.get((form.name, record.id), []), site_code)
+            self._odm_signature(fd, chunk.signatures.get((form.name, record.id), []), site_code, form.oid, key)
             if self.transactional:
                 self._groups_transactional(fd, form, record, chunk, site_code, None)
             else:
