@@ -434,19 +434,23 @@ def sdtm_dataset(domain, fmt):
     ids = user_sites()
     sites = [s.code for s in allowed_sites()]
     now = utcnow()
-    declaration, records = sdtm_source.domain_records(domain, ids, study=study)
     filename = _filename(f"sdtm_{domain}", fmt, now)
     disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    if fmt == "csv":
-        body = "".join(tabular.csv_stream(declaration.columns, records, bom=bom)).encode("utf-8")
-    elif fmt == "json":
-        body = sdtm_files.dataset_json_bytes(declaration, records, sdtm_source.study_meta(study, ids, now=now))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = f"{tmp}/{domain}.xpt"
-            sdtm_files.write_xpt(declaration, records, path)
-            with open(path, "rb") as handle:
-                body = handle.read()
+    try:  # a value the mapping cannot code (e.g. an AE term outside CTCAE v5.0) is named, never a 500
+        declaration, records = sdtm_source.domain_records(domain, ids, study=study)
+        if fmt == "csv":
+            body = "".join(tabular.csv_stream(declaration.columns, records, bom=bom)).encode("utf-8")
+        elif fmt == "json":
+            body = sdtm_files.dataset_json_bytes(declaration, records, sdtm_source.study_meta(study, ids, now=now))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = f"{tmp}/{domain}.xpt"
+                sdtm_files.write_xpt(declaration, records, path)
+                with open(path, "rb") as handle:
+                    body = handle.read()
+    except ValueError as error:
+        flash(f"Nothing was exported: the SDTM {domain.upper()} domain cannot be written: {error}", "error")
+        return redirect(url_for(".ae"))
     _audit_export(f"sdtm_{domain}", fmt, Filters(), len(records), sites)
     return Response(body, mimetype=SDTM_FORMATS[fmt], headers=disposition)
 

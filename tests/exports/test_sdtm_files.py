@@ -298,3 +298,26 @@ def test_the_ae_page_links_the_sdtm_files(app, login, safety_data):
     page = login("dm").get("/safety/ae").get_data(as_text=True)
     for url in ("/safety/sdtm/dm.xpt", "/safety/sdtm/ae.json", "/safety/sdtm/ex.csv", "/safety/sdtm/define.xml"):
         assert f'href="{url}"' in page, url
+
+
+def test_a_term_outside_ctcae_is_named_not_a_500(app, login, safety_data):
+    """An AE whose term is not in CTCAE v5.0 (written past the form, straight into the table)
+    stops the AE files with a message naming it, and nothing is exported or audited."""
+    from sqlalchemy import select, update
+
+    from cellstudy.adverse_events.models import AdverseEvent
+    from cellstudy.extensions import db
+
+    with app.app_context():
+        ae_id = db.session.scalars(select(AdverseEvent.id).where(AdverseEvent.status == "complete")).first()
+        db.session.execute(update(AdverseEvent).where(AdverseEvent.id == ae_id).values(term="Not a CTCAE term"))
+        db.session.commit()
+    session = login("dm")
+    before = len(exports(app))
+    for fmt in ("xpt", "json"):
+        response = session.get(f"/safety/sdtm/ae.{fmt}")
+        assert response.status_code == 302, fmt
+        page = session.get(response.headers["Location"]).get_data(as_text=True)
+        assert "Nothing was exported: the SDTM AE domain cannot be written" in page and "Not a CTCAE term" in page
+    assert len(exports(app)) == before
+    assert session.get("/safety/sdtm/dm.xpt").status_code == 200  # the other domains still go out
