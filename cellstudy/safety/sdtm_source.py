@@ -19,7 +19,7 @@ from ..enrollment.models import EligibilityDecision, Screening, Subject
 from ..infusions.models import Infusion, LymphodepletionDay
 from ..exports import sdtm, sdtm_dm, sdtm_ds, sdtm_ex
 from ..exports.sdtm_files import StudyMeta
-from ..exports.sdtm_model import Domain
+from ..exports.sdtm_model import Domain, as_date
 from ..records.models import AuditRecord
 from ..study import Study
 from ..extensions import db
@@ -106,16 +106,6 @@ def iter_sdtm_source(sites: Sites, *, studyid: str) -> Iterator[dict]:
 # handful of queries per export, each scoped by `within` on the subject's site.
 
 
-def _date(value) -> date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
-
-
 def iter_subject_facts(sites: Sites, *, studyid: str) -> list[dict]:
     """One dict per subject of the sites (sorted by subject), as `exports.sdtm_dm.dm_domain`
     and `exports.sdtm_ds.ds_domain` take it: the screening answers (latest attempt), the
@@ -143,7 +133,7 @@ def iter_subject_facts(sites: Sites, *, studyid: str) -> list[dict]:
         .join(Subject, Subject.id == Infusion.subject_id)
         .where(scope, Infusion.state == "given")
     ):
-        day = _date((data or {}).get("administration_date")) or planned
+        day = as_date((data or {}).get("administration_date")) or planned
         given.setdefault(subject_id, []).append((day, level))
     failed: dict[int, tuple[date, list]] = {}
     for subject_id, decided_at, criteria in db.session.execute(
@@ -152,7 +142,7 @@ def iter_subject_facts(sites: Sites, *, studyid: str) -> list[dict]:
         .where(scope, EligibilityDecision.outcome == "screen_failed")
         .order_by(EligibilityDecision.id)
     ):
-        failed[subject_id] = (_date(decided_at), list(criteria or ()))
+        failed[subject_id] = (as_date(decided_at), list(criteria or ()))
     changes: dict[tuple[int, str], tuple[date, str | None]] = {}
     for subject_id, new, at, reason in db.session.execute(
         select(AuditRecord.subject_id, AuditRecord.new_value, AuditRecord.at, AuditRecord.reason)
@@ -160,7 +150,7 @@ def iter_subject_facts(sites: Sites, *, studyid: str) -> list[dict]:
         .where(scope, AuditRecord.action == "status", AuditRecord.form == "subject", AuditRecord.field == "status")
         .order_by(AuditRecord.id)
     ):
-        changes[(subject_id, new)] = (_date(at), reason)  # the latest change to that status
+        changes[(subject_id, new)] = (as_date(at), reason)  # the latest change to that status
     deaths: dict[int, date] = {}
     for subject_id, onset, end in db.session.execute(
         select(AdverseEvent.subject_id, AdverseEvent.onset_date, AdverseEvent.end_date).where(
@@ -228,7 +218,7 @@ def iter_ex_source(sites: Sites, *, studyid: str) -> list[dict]:
                 "usubjid": f"{studyid}-{label}",
                 "kind": "infusion",
                 "number": number,
-                "date": _date(data.get("administration_date")) or planned,
+                "date": as_date(data.get("administration_date")) or planned,
                 "start_time": data.get("start_time"),
                 "stop_time": data.get("stop_time"),
                 "actual_cells": data.get("actual_cells"),
@@ -253,7 +243,7 @@ def iter_ex_source(sites: Sites, *, studyid: str) -> list[dict]:
                 "usubjid": f"{studyid}-{label}",
                 "kind": "lymphodepletion",
                 "day": day,
-                "date": _date(data.get("administration_date")) or planned,
+                "date": as_date(data.get("administration_date")) or planned,
                 "start_time": data.get("start_time"),
                 "stop_time": data.get("stop_time"),
                 "doses": {k.removesuffix("_mg_m2"): v for k, v in data.items() if k.endswith("_mg_m2")},

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import glob
 import os
 import shutil
 
@@ -36,7 +35,7 @@ from cellstudy.records import audit
 from cellstudy.records import service as records
 from cellstudy.records.models import AuditRecord, Signature
 from tests.exports import odm_generated
-from tests.exports.test_odm_export import OFFICIAL, OURS, check
+from tests.exports.test_odm_export import check, schemas  # noqa: F401  (schemas: a fixture)
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "..", "migrations")
 NS = {"odm": ODM_NS, "cs": CS_NS}
@@ -442,19 +441,7 @@ def test_a_signed_dlt_assessment_comes_in_completed_as_historical(app, empty_app
 # --- a larger generated study -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def odm_schemas(tmp_path_factory):
-    """(our extension schema, the official ODM 1.3.2 schema), as test_odm_export compiles them."""
-    folder = tmp_path_factory.mktemp("odm-schemas")
-    for path in glob.glob(os.path.join(OFFICIAL, "*.xsd")) + glob.glob(os.path.join(OURS, "*.xsd")):
-        shutil.copy(path, folder)
-    return (
-        etree.XMLSchema(etree.parse(str(folder / "cellstudy-ODM1-3-2.xsd"))),
-        etree.XMLSchema(etree.parse(str(folder / "ODM1-3-2.xsd"))),
-    )
-
-
-def test_round_trip_of_a_larger_generated_study(empty_template, tmp_path, odm_schemas):
+def test_round_trip_of_a_larger_generated_study(empty_template, tmp_path, schemas):
     """issue 15's second round trip: a study generated through the real services (odm_generated:
     32 subjects at two sites, every stage, awkward text), Snapshot -> import --create-users into
     an empty instance -> Snapshot: equal but for the differences by design."""
@@ -468,7 +455,7 @@ def test_round_trip_of_a_larger_generated_study(empty_template, tmp_path, odm_sc
             db.session.remove()
         source = str(tmp_path / "generated.xml")
         export(apps[0], source)
-        check(open(source, "rb").read(), odm_schemas, tmp_path)  # valid, odmlib reads it
+        check(open(source, "rb").read(), schemas, tmp_path)  # valid, odmlib reads it
         root = etree.parse(source).getroot()
         assert len(root.findall(".//odm:SubjectData", NS)) == odm_generated.SUBJECTS
         assert {s.get("LocationOID") for s in root.iterfind(".//odm:SiteRef", NS)} == {"L.HZ", "L.NB"}
