@@ -335,6 +335,15 @@ def _send(
     return Response(pdf, mimetype=FORMATS["pdf"], headers=disposition)
 
 
+def _refuse_export(errors: dict[str, str], why: str, back: str) -> Response:
+    """An export refused before anything was written: each named error, then "Nothing was
+    exported" (with why), and back to the page."""
+    for message in errors.values():
+        flash(message, "error")
+    flash(f"Nothing was exported: {why}" if why else "Nothing was exported.", "error")
+    return redirect(back)
+
+
 def _csv_bom(errors: dict[str, str]) -> bool:
     """The ``bom`` argument of a CSV download (issue 13: the byte-order mark by default);
     a bad value goes into `errors`, named, like a bad filter."""
@@ -355,10 +364,7 @@ def export_listing(listing, fmt):
     bom = _csv_bom(errors) if fmt == "csv" else True
     page_endpoint = f".{listing.replace('-', '_')}"
     if errors:
-        for message in errors.values():
-            flash(message, "error")
-        flash("Nothing was exported: correct the filters first.", "error")
-        return redirect(url_for(page_endpoint, **request.args.to_dict()))
+        return _refuse_export(errors, "correct the filters first.", url_for(page_endpoint, **request.args.to_dict()))
     title, part, _ = LISTINGS[listing]
     key = listing.replace("-", "_")
     ids = user_sites()
@@ -388,10 +394,7 @@ def sdtm_ae_domain():
     errors: dict[str, str] = {}
     bom = _csv_bom(errors)
     if errors:
-        for message in errors.values():
-            flash(message, "error")
-        flash("Nothing was exported.", "error")
-        return redirect(url_for(".ae"))
+        return _refuse_export(errors, "", url_for(".ae"))
     study = current_study()
     ids = user_sites()
     sites = [s.code for s in allowed_sites()]
@@ -426,10 +429,7 @@ def sdtm_dataset(domain, fmt):
     errors: dict[str, str] = {}
     bom = _csv_bom(errors) if fmt == "csv" else True
     if errors:
-        for message in errors.values():
-            flash(message, "error")
-        flash("Nothing was exported.", "error")
-        return redirect(url_for(".ae"))
+        return _refuse_export(errors, "", url_for(".ae"))
     study = current_study()
     ids = user_sites()
     sites = [s.code for s in allowed_sites()]
@@ -449,8 +449,7 @@ def sdtm_dataset(domain, fmt):
                 with open(path, "rb") as handle:
                     body = handle.read()
     except ValueError as error:
-        flash(f"Nothing was exported: the SDTM {domain.upper()} domain cannot be written: {error}", "error")
-        return redirect(url_for(".ae"))
+        return _refuse_export({}, f"the SDTM {domain.upper()} domain cannot be written: {error}", url_for(".ae"))
     _audit_export(f"sdtm_{domain}", fmt, Filters(), len(records), sites)
     return Response(body, mimetype=SDTM_FORMATS[fmt], headers=disposition)
 
