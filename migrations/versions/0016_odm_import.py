@@ -30,6 +30,8 @@ def upgrade():
 
 
 def downgrade():
+    # Not in batch mode (as 0012): on SQLite a batch drop copies the table, and the copy cannot
+    # drop a table other rows refer to (foreign keys are on); ALTER TABLE ... DROP COLUMN
+    # (SQLite 3.35+) drops a plain column in place.
     for table in reversed(TABLES):
-        with op.batch_alter_table(table) as batch_op:
-            batch_op.drop_column("imported_from")
+        op.drop_column(table, "imported_from")
