@@ -22,5 +22,5 @@ from .infusions.models import (
 )
 from .settings.models import StudyAmendment
 from .jobs.models import Job
-from .monitoring.models import DataLock, QueryMessage, SdvMark
+from .monitoring.models import DataLock, QueryMessage, SdvMark, SdvStatus
 from .dashboards import models as dashboard_indexes  # the dashboards' indexes on adverse_event and the CRFs

@@ -3,7 +3,7 @@ data locks. None of them is clinical data; every change to them is audited."""
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -32,6 +32,26 @@ class SdvMark(db.Model):
     cleared_reason: Mapped[str | None] = mapped_column(Text)
 
     verified_by = relationship("User")
+
+
+class SdvStatus(db.Model):
+    """The stored SDV status of one completed form under an SDV plan (issue 14): how many of
+    the fields the plan requires carry a current mark, and whether that is all of them.
+    Judged again in the transaction that writes any fact it depends on (the form, its
+    subject's site, its marks, the study in force: monitoring/sdv_status.py); the SDV page
+    and the dashboards read it instead of counting marks per request. Derived data, not an
+    audited record: `flask rejudge-sdv` rebuilds it from the facts."""
+
+    __tablename__ = "sdv_status"
+    __table_args__ = (Index("ix_sdv_status_site_form", "site_id", "form", "verified"),)
+    form: Mapped[str] = mapped_column(String(40), primary_key=True)
+    form_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    done: Mapped[int] = mapped_column(Integer)  # required fields with a current mark
+    required: Mapped[int] = mapped_column(Integer)  # fields the plan requires
+    verified: Mapped[bool] = mapped_column(Boolean)  # done >= required
+    study_version: Mapped[str] = mapped_column(String(60))  # the definition it was judged under
 
 
 class DataLock(db.Model):
