@@ -100,6 +100,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .cli import register_cli
     from .enrollment import reconfirm
     from .infusions import judgement
+    from .monitoring import sdv_status
     from .monitoring.routes import field_badges, monitoring_panel
     from .records import views as crf_views
 
@@ -113,6 +114,8 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     judgement.init_app(app)  # planned infusions re-judged when their facts change (issue 11)
     reconfirm.init_app(app)  # screening changes after enrolment open an eligibility review (issue 11)
     amendments.init_app(app)  # amendments whose effective date arrived come into force (issue 11)
+    sdv_status.init_app(app)  # completed forms' SDV status re-judged when their facts change (issue 14; the last
+    # commit hook, so that a form written by an earlier one is judged too)
     from .auth import limits  # the factory's part: the limits name endpoints of every blueprint
 
     limits.init_app(app)  # rate limits on log-in, e-signatures and exports (issue 13)
