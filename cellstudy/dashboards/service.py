@@ -6,8 +6,9 @@ so a dashboard costs the same few queries at 12 subjects and at 2,000:
 - subjects by status;
 - per form type: forms in the database, complete, incomplete (draft), missing (expected
   by now and not entered: a visit past its window still planned, an infusion scheduled
-  in the past, a lymphodepletion day in the past still in draft), verified (SDV marks of
-  the monitoring package: every field the SDV plan requires), signed (a valid
+  in the past, a lymphodepletion day in the past still in draft), verified (complete
+  forms whose every field the SDV plan requires carries a mark: their stored SDV status,
+  monitoring/sdv_status.py), signed (a valid
   e-signature), signature needed (a signature invalidated and not renewed, or a
   complete form of a type that must be signed) and locked;
 - unresolved queries (open / answered) by age: 0-7, 8-14, 15-30, > 30 days;
@@ -20,7 +21,6 @@ Dates that decide "missing" are the site's today (a Hangzhou morning is yesterda
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,7 +28,6 @@ from datetime import timedelta
 from sqlalchemy import and_, case, func, select
 
 from .. import registry
-from ..monitoring import rules
 from ..monitoring.models import DataLock
 from ..auth.policy import Sites, sites_of, within
 from ..extensions import db
@@ -41,7 +40,7 @@ from ..records.models import Query
 from ..adverse_events.models import AdverseEvent as AE
 from ..adverse_events.service import clocks
 from ..infusions.models import Deviation
-from ..monitoring.models import SdvMark
+from ..monitoring.models import SdvStatus
 
 AGE_BUCKETS = (("0-7", 0, 7), ("8-14", 8, 14), ("15-30", 15, 30), ("> 30", 31, None))
 FORM_COLUMNS = ("total", "complete", "incomplete", "missing", "verified", "signed", "signature_needed", "locked")
@@ -227,21 +226,17 @@ def _signatures(figures, forms, study, Subject, ids) -> None:
 
 
 def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
-    """Verified and locked, from the monitoring package's tables (SdvMark, DataLock)."""
+    """Verified and locked, from the monitoring package's tables (SdvStatus, DataLock)."""
     names = {name for name, _l, _m in forms}
-    stmt = _sdv_statement()
-    for name, plan, key_fields in study.sdv_plan:
-        if name not in names or plan == "none":
-            continue
-        ft = registry.get(name)
-        required = sorted(set(rules.required_fields(plan, key_fields, ft.field_names if ft else ())))
-        if not required:
-            continue
-        for site_id, n in db.session.execute(
-            stmt, {"form": name, "fields": required, "n": len(required), "sites": ids}
-        ):
-            if site_id in figures:
-                figures[site_id].forms[name]["verified"] = n
+    # verified: completed forms whose every required field carries a current mark, from their
+    # stored SDV status (issue 14: one grouped count, kept judged by the writing transaction)
+    for site_id, name, n in db.session.execute(
+        select(SdvStatus.site_id, SdvStatus.form, func.count())
+        .where(SdvStatus.verified.is_(True), within(SdvStatus.site_id, ids))
+        .group_by(SdvStatus.site_id, SdvStatus.form)
+    ):
+        if site_id in figures and name in names:
+            figures[site_id].forms[name]["verified"] = n
     active = DataLock.unlocked_at.is_(None)
     board.study_lock = db.session.execute(
         select(DataLock).where(DataLock.scope == "study", active).order_by(DataLock.id).limit(1)
@@ -265,28 +260,6 @@ def _monitoring(board, figures, forms, study, Subject, ids) -> bool:
             for cols in fig.forms.values():
                 cols["locked"] = cols["total"]
     return True
-
-
-@functools.cache
-def _sdv_statement():
-    """Forms of one type whose every required field carries a current SDV mark, per site.
-    Built once, with bound parameters (the form type, its required fields, their number,
-    the sites), so a dashboard does not rebuild nine statements with long IN lists."""
-    from sqlalchemy import bindparam
-
-    per_form = (
-        select(SdvMark.site_id.label("site_id"), SdvMark.form_id.label("form_id"))
-        .where(
-            SdvMark.form == bindparam("form"),
-            SdvMark.cleared_at.is_(None),
-            SdvMark.field.in_(bindparam("fields", expanding=True)),
-            within(SdvMark.site_id, bindparam("sites", expanding=True)),
-        )
-        .group_by(SdvMark.site_id, SdvMark.form_id)
-        .having(func.count(func.distinct(SdvMark.field)) >= bindparam("n"))
-        .subquery()
-    )
-    return select(per_form.c.site_id, func.count()).group_by(per_form.c.site_id)
 
 
 def _queries(figures, ids) -> None:

@@ -28,14 +28,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Subquery, and_, literal, or_, select, union_all
+from sqlalchemy import Subquery, and_, case, func, literal, or_, select, union_all
 
 from ..auth.policy import Sites, scoped
 from ..extensions import db
 from ..records.models import Query, Signature
 from .. import registry
 from . import catalog, rules
-from .models import DataLock, SdvMark
+from .models import DataLock, SdvMark, SdvStatus
 from ..settings import current_study
 from ..enrollment.models import Subject
 
@@ -196,46 +196,32 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
 
 
 def sdv_forms(sites: Sites, forms: Iterable[str] | None = None) -> Subquery | None:
-    """The completed forms under an SDV plan as one SQL subquery (a UNION ALL over the form
-    types, no per-record state): columns form, form_id, subject_id, site_id, done (required
-    fields with a current mark), required (the plan's count) and verified (1 when done =
+    """The completed forms under an SDV plan as one SQL subquery over their stored status
+    (issue 14: `SdvStatus`, kept judged by the writing transaction, monitoring/sdv_status.py;
+    no marks counted per request): columns form, form_id, subject_id, site_id, done (required
+    fields with a current mark), required (the plan's count) and verified (true when done =
     required). Lists and dashboards count, group and page it in the database; None when no
     form type has a plan."""
-    from sqlalchemy import case, func
-
-    parts = []
-    for name, ft in catalog.form_types().items():
-        if forms is not None and name not in forms:
-            continue
-        plan, required = sdv_plan(name)
-        if plan == "none" or not required:
-            continue
-        marks = (
-            select(SdvMark.form_id, func.count(func.distinct(SdvMark.field)).label("n"))
-            .where(SdvMark.form == name, SdvMark.cleared_at.is_(None), SdvMark.field.in_(required))
-            .group_by(SdvMark.form_id)
-            .subquery()
-        )
-        model = ft.model
-        done = func.coalesce(marks.c.n, 0)
-        stmt = (
-            select(
-                literal(name).label("form"),
-                model.id.label("form_id"),
-                model.subject_id.label("subject_id"),
-                Subject.site_id.label("site_id"),
-                done.label("done"),
-                literal(len(required)).label("required"),
-                case((done >= len(required), 1), else_=0).label("verified"),
-            )
-            .join(Subject, Subject.id == model.subject_id)
-            .outerjoin(marks, marks.c.form_id == model.id)
-            .where(model.status == "complete")
-        )
-        parts.append(scoped(stmt, Subject.site_id, sites))
-    if not parts:
+    study = current_study()
+    if not any(sdv_plan(name, study)[1] for name in catalog.form_types()):
         return None
-    return (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("sdv_forms")
+    stmt = select(
+        SdvStatus.form,
+        SdvStatus.form_id,
+        SdvStatus.subject_id,
+        SdvStatus.site_id,
+        SdvStatus.done,
+        SdvStatus.required,
+        SdvStatus.verified,
+    )
+    if forms is not None:
+        stmt = stmt.where(SdvStatus.form.in_(list(forms)))
+    return scoped(stmt, SdvStatus.site_id, sites).subquery("sdv_forms")
+
+
+def _verified_count(u: Subquery):
+    """How many of the subquery's forms are verified (a sum of 0/1: a boolean column)."""
+    return func.sum(case((u.c.verified.is_(True), 1), else_=0))
 
 
 def sdv_rows(sites: Sites, forms: Iterable[str] | None = None) -> list[tuple]:
@@ -262,7 +248,7 @@ def sdv_progress(sites: Sites, u: Subquery | None = None) -> dict[tuple[int, str
     if u is None:
         return {}
     rows = db.session.execute(
-        select(u.c.site_id, u.c.form, func.sum(u.c.verified), func.count()).group_by(u.c.site_id, u.c.form)
+        select(u.c.site_id, u.c.form, _verified_count(u), func.count()).group_by(u.c.site_id, u.c.form)
     )
     return {(site_id, form): (int(verified or 0), int(total)) for site_id, form, verified, total in rows}
 
@@ -285,7 +271,7 @@ def sdv_by_subject(sites: Sites, page: int, per_page: int, u: Subquery | None = 
     total = db.session.execute(select(func.count(func.distinct(u.c.subject_id)))).scalar() or 0
     page = _page_in(total, page, per_page)
     counts = (
-        select(u.c.subject_id, func.sum(u.c.verified).label("verified"), func.count().label("total"))
+        select(u.c.subject_id, _verified_count(u).label("verified"), func.count().label("total"))
         .group_by(u.c.subject_id)
         .subquery()
     )
@@ -323,13 +309,16 @@ def sdv_left(
     if progress is not None:
         total = sum(n - done for (_site, form), (done, n) in progress.items() if forms is None or form in forms)
     else:
-        total = db.session.execute(select(func.count()).select_from(u).where(u.c.verified == 0, of_types)).scalar() or 0
+        total = (
+            db.session.execute(select(func.count()).select_from(u).where(u.c.verified.is_(False), of_types)).scalar()
+            or 0
+        )
     page = _page_in(total, page, per_page)
     rows = db.session.execute(
         select(u.c.form, u.c.form_id, Subject)
         .join(Subject, Subject.id == u.c.subject_id)
         .options(joinedload(Subject.site))
-        .where(u.c.verified == 0, of_types)
+        .where(u.c.verified.is_(False), of_types)
         .order_by(Subject.label, Subject.id, u.c.form, u.c.form_id)
         .limit(per_page)
         .offset((page - 1) * per_page)
