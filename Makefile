@@ -34,6 +34,7 @@ run: install
 	$(BIN)/flask ctcae load
 	$(BIN)/flask demo load
 	$(BIN)/flask rejudge-infusions
+	$(BIN)/flask rejudge-sdv
 	@echo "Serving on http://127.0.0.1:5000  (Ctrl-C to stop)"
 	$(BIN)/flask run --host 127.0.0.1 --port 5000
 

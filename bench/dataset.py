@@ -253,6 +253,7 @@ def load(url: str, subjects: int, real: int) -> dict:
     from cellstudy.enrollment.models import Screening, Subject
     from cellstudy.extensions import db
     from cellstudy.infusions.models import Infusion, LymphodepletionDay, Visit
+    from cellstudy.monitoring import sdv_status
     from cellstudy.records import audit
     from cellstudy.records.models import AuditRecord
     from cellstudy.settings import current_study
@@ -436,6 +437,11 @@ def load(url: str, subjects: int, real: int) -> dict:
         sync_audit_head()
         db.session.commit()
         out["copy_s"] = time.perf_counter() - t
+        # the copies' forms and SDV marks were inserted past the write path: their stored SDV
+        # status (issue 14) is judged here, as `flask rejudge-sdv` does after a bulk import
+        t = time.perf_counter()
+        out["sdv_judged"] = sdv_status.rejudge_everything(db.session)
+        out["sdv_rejudge_s"] = time.perf_counter() - t
 
         # --- 3. check: counts, and the chain as the CLI will walk it ---------------------------
         db.session.execute(text("ANALYZE"))  # fresh statistics, as a long-running database would have
@@ -1117,6 +1123,7 @@ def aes(
     from cellstudy.auth.models import Site, User
     from cellstudy.enrollment.models import Subject
     from cellstudy.extensions import db
+    from cellstudy.monitoring import sdv_status
     from cellstudy.records import audit
     from cellstudy.records.models import AuditRecord
     from cellstudy.timeutil import site_today, utcnow
@@ -1406,6 +1413,8 @@ def aes(
         out["fk_check_s"] = time.perf_counter() - t_fk
         sync_audit_head()
         db.session.commit()
+        # the bulk AEs and CRS/ICANS assessments bypassed the write path: judge their SDV status (issue 14)
+        out["sdv_judged"] = sdv_status.rejudge_everything(db.session)
         out["bulk_aes"] = n_bulk
         out["bulk_audit_records"] = stats.get("audit", 0)
         out["bulk_s"] = time.perf_counter() - t
