@@ -28,7 +28,9 @@ Hooks around the end of an action:
 from __future__ import annotations
 
 import contextvars
+import fcntl
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,6 +109,7 @@ def transaction() -> Iterator[None]:
             session.info[_DEPTH] = level
         return
     _end_read(session)
+    queue = _writers_queue(session)
     token = _mode.set("write")
     session.info[_DEPTH] = 1
     try:
@@ -114,6 +117,8 @@ def transaction() -> Iterator[None]:
         _commit(session)
     except BaseException:
         session.rollback()
+        _leave(queue)
+        queue = None
         audit.discard_pending(session)  # queued before any statement: no rollback event saw them
         _mode.reset(token)
         token = None
@@ -122,6 +127,7 @@ def transaction() -> Iterator[None]:
         _run_after_rollback(session)
         raise
     finally:
+        _leave(queue)
         session.info[_DEPTH] = 0
         session.info.pop(_SAVING, None)
         session.info.pop(_BUMPED, None)
@@ -184,6 +190,53 @@ def _run_after_rollback(session) -> None:
     for fn in pending:
         with transaction():
             fn()
+
+
+# --- SQLite: the queue of the requests' writers ---------------------------------------------------
+#
+# SQLite has one write lock. A writer that finds it taken waits in SQLite's busy handler, which
+# sleeps and retries (1, 2, 5, ... then 100 ms between tries) and serves nobody in order: a writer
+# that just committed and begins again finds the lock free while the others sleep, so under load
+# some saves wait a second or more (issue 14: the save's p99 was 1.4 s at 8 connections while its
+# p50 was 160 ms). The requests' write transactions therefore first queue on an exclusive
+# flock(2) of a file beside the database: the kernel wakes a waiter the moment the lock is
+# released, and BEGIN IMMEDIATE then finds the write lock free. bench/RESULTS.md ("Issue 14",
+# the writers' queue) has the figures. Only requests queue: their transactions are short by design;
+# a background job or a command (which may hold a transaction for long) keeps SQLite's own wait,
+# bounded by busy_timeout, and a request behind it waits there as before. The lock is released
+# when the transaction ends (and by the kernel if the process dies).
+
+BUSY_TIMEOUT_MS = 10_000  # SQLite's own wait for its locks (PRAGMA busy_timeout, cellstudy/__init__.py)
+
+
+def _queue_path(session) -> str | None:
+    url = session.get_bind().url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or "mode=memory" in str(url):
+        return None
+    return url.database + "-writers"
+
+
+def _writers_queue(session) -> int | None:
+    """Wait for this request's turn to write (SQLite, a file database); the lock's descriptor."""
+    from flask import has_request_context  # the records layer runs outside Flask too (commands)
+
+    if not has_request_context():
+        return None
+    path = _queue_path(session)
+    if path is None:
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _leave(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 # --- SQLite: how a transaction begins, and the guard against upgrading a read ----------------

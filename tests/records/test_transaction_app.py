@@ -173,3 +173,62 @@ def test_a_write_transaction_takes_the_write_lock_when_it_begins(app):
             finally:
                 other.close()
         db.session.execute(text("SELECT 1"))
+
+
+def _hold_the_write_lock(app, site_id: int, holding: threading.Event, release: threading.Event) -> None:
+    with app.test_request_context("/"):
+        with transaction():
+            db.session.get(Site, site_id).name = "first writer"
+            db.session.flush()  # BEGIN IMMEDIATE ran: this request holds SQLite's write lock
+            holding.set()
+            release.wait(10)
+        db.session.remove()
+
+
+def test_requests_queue_for_the_write_lock_and_are_served_past_sqlites_busy_timeout(app, monkeypatch):
+    """Issue 14: SQLite's busy handler sleeps and retries and serves nobody in order, so a save
+    under load could wait for seconds; requests queue on a flock beside the database instead.
+    The attack: SQLite's wait is cut to 50 ms and a writer holds the lock for 400 ms. A
+    command, which waits in SQLite's handler, is refused "database is locked" (the set-up is
+    real); a request waits its turn in the queue and writes after the first one committed."""
+    from cellstudy.records import transaction as tx
+
+    with app.app_context():
+        _sqlite_only(app)
+        site_id = db.session.scalar(select(Site.id).order_by(Site.id))
+        db.session.remove()
+        db.engine.dispose()  # new connections take the shorter busy timeout
+    monkeypatch.setattr(tx, "BUSY_TIMEOUT_MS", 50)
+
+    def run_second(in_request: bool, outcome: list) -> None:
+        with app.app_context():
+            try:
+                if in_request:
+                    with app.test_request_context("/"):
+                        with transaction():
+                            db.session.get(Site, site_id).name = "second writer"
+                        outcome.append(_site_name(site_id))
+                else:
+                    with transaction():
+                        db.session.get(Site, site_id).name = "a command"
+                    outcome.append("written")
+            except Exception as error:  # the refusal is the outcome looked at
+                outcome.append(str(error))
+            finally:
+                db.session.remove()
+
+    for in_request in (False, True):
+        holding, release, outcome = threading.Event(), threading.Event(), []
+        first = threading.Thread(target=_hold_the_write_lock, args=(app, site_id, holding, release))
+        first.start()
+        assert holding.wait(10)
+        second = threading.Thread(target=run_second, args=(in_request, outcome))
+        second.start()
+        second.join(timeout=0.4)  # the first writer keeps the lock for 400 ms, 8x SQLite's wait
+        release.set()
+        first.join(timeout=10)
+        second.join(timeout=10)
+        if in_request:
+            assert outcome == ["second writer"], outcome
+        else:
+            assert len(outcome) == 1 and "locked" in outcome[0], outcome
