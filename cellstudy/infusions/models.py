@@ -20,7 +20,9 @@ class Infusion(DataFormRecord, db.Model):
 
     __tablename__ = "infusion"
     FORM_NAME = "infusion"
-    __table_args__ = (Index("ix_infusion_state_planned_date", "state", "planned_date"),)  # the calendar
+    # the calendar: covering (the subject is joined for its site), so the count and the page
+    # of a 4-week window read the index alone (issue 14)
+    __table_args__ = (Index("ix_infusion_calendar", "state", "planned_date", "subject_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -97,8 +99,8 @@ class Visit(DataFormRecord, db.Model):
     FORM_NAME = "visit"
     __table_args__ = (
         UniqueConstraint("subject_id", "code"),
-        Index("ix_visit_state_target_date", "state", "target_date"),
-    )  # the calendar
+        Index("ix_visit_calendar", "state", "target_date", "latest", "subject_id"),
+    )  # the calendar, covering as the infusions' (issue 14)
     id: Mapped[int] = mapped_column(primary_key=True)
     subject_id: Mapped[int] = mapped_column(ForeignKey("subject.id"), index=True)
     code: Mapped[str] = mapped_column(String(10))

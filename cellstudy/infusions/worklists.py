@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sqlalchemy import case, func, literal, select, union_all
+from sqlalchemy import case, literal, select, union_all
 from sqlalchemy.orm import contains_eager, joinedload
 
 from ..auth.policy import Sites, scoped
 from ..enrollment.models import Subject
 from ..extensions import db
+from ..pagination import paged_with_total
 from .models import Infusion, Visit
 
 CALENDAR_PAGE = 50
@@ -32,17 +33,12 @@ def calendar(sites: Sites, start: date, days: int = 28, page: int = 1, per_page:
     )
     infusions, visits = (scoped(s, Subject.site_id, sites) for s in (infusions, visits))
     both = union_all(infusions, visits).subquery()
-    total = db.session.execute(select(func.count()).select_from(both)).scalar()
+    total, page, rows = paged_with_total(
+        select(both.c.id, both.c.day, both.c.kind).order_by(both.c.day, both.c.kind, both.c.id), page, per_page
+    )
     pages = max(1, -(-total // per_page))
-    page = min(max(page, 1), pages)
-    rows = db.session.execute(
-        select(both.c.id, both.c.day, both.c.kind)
-        .order_by(both.c.day, both.c.kind, both.c.id)
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    ).all()
-    inf_ids = [r.id for r in rows if r.kind == 0]
-    visit_ids = [r.id for r in rows if r.kind == 1]
+    inf_ids = [row_id for row_id, _day, kind in rows if kind == 0]
+    visit_ids = [row_id for row_id, _day, kind in rows if kind == 1]
     # one query per kind, the subjects with what the lockouts need: no query per row
     loaded_infusions = (
         {
@@ -67,9 +63,9 @@ def calendar(sites: Sites, start: date, days: int = 28, page: int = 1, per_page:
         else {}
     )
     items = []
-    for row in rows:
-        if row.kind == 0:
-            infusion = loaded_infusions[row.id]
+    for row_id, _day, kind in rows:
+        if kind == 0:
+            infusion = loaded_infusions[row_id]
             judgement = infusion.judgement  # stored, kept current (judgement.py): never recomputed per row
             items.append(
                 {
@@ -85,7 +81,7 @@ def calendar(sites: Sites, start: date, days: int = 28, page: int = 1, per_page:
                 }
             )
         else:
-            visit = loaded_visits[row.id]
+            visit = loaded_visits[row_id]
             items.append(
                 {
                     "date": max(visit.target_date, start),

@@ -798,3 +798,12 @@ def test_the_calendar_pages_in_date_order_without_a_query_per_row(app):
         finally:
             event.remove(db.engine, "before_cursor_execute", listener)
         assert len(statements) <= 12, len(statements)
+        # a page past the last shows the last one, with the same count (issue 14: the count
+        # rides on the page's statement; past the end it is counted apart)
+        last = worklists.calendar(ALL_SITES, date.today(), 28, page=first["pages"], per_page=3)
+        past = worklists.calendar(ALL_SITES, date.today(), 28, page=first["pages"] + 5, per_page=3)
+        assert past["page"] == last["page"] == first["pages"] and past["total"] == first["total"]
+        assert [i["record"].id for i in past["items"]] == [i["record"].id for i in last["items"]]
+        assert 1 <= len(last["items"]) <= 3
+        none = worklists.calendar(ALL_SITES, date.today() + timedelta(days=3000), 28, page=4, per_page=3)
+        assert (none["total"], none["page"], none["pages"], none["items"]) == (0, 1, 1, [])
