@@ -17,6 +17,7 @@ NOT_CLINICAL = {
     "Signature": "signing a locked casebook is how a lock's review ends",
     "DataLock": "the lock itself",
     "SdvMark": "verification of locked data is allowed",
+    "SdvStatus": "derived from the forms and their SDV marks (issue 14); re-judged after any change, also under a lock",
 }
 
 
