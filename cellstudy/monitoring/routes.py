@@ -105,7 +105,10 @@ def field_badges(record) -> Markup:
     if not catalog.get(form) or getattr(record, "id", None) is None:
         g.monitoring_badges = {}
         return notice
-    st = state.record_state(form, record.id)
+    if g.get("crf_record") is record:  # the page's record, whose lock in force is known
+        st = state.page_state(record, g.crf_lock)
+    else:
+        st = state.record_state(form, record.id)
     # the panel at the foot of the same page shows this state: read once per page (issue 14)
     g.monitoring_state = ((form, record.id), st)
     badges: dict[str, list[str]] = defaultdict(list)
@@ -156,24 +159,29 @@ def monitoring_panel(record, subject=None) -> Markup:
     subject = subject or getattr(record, "subject", None) or db.session.get(Subject, record.subject_id)
     saved = getattr(record, "id", None) is not None
     st = _page_state(form, record.id) if saved else None
-    queries = (
-        db.session.execute(
-            select(Query).where(Query.form == form, Query.form_id == record.id).order_by(Query.created_at, Query.id)
-        )
-        .scalars()
-        .all()
-        if saved
-        else db.session.execute(
-            select(Query).where(
-                Query.form == form,
-                Query.form_id.is_(None),
-                Query.subject_id == subject.id,
-                Query.state.in_(rules.UNRESOLVED),
+    if st is not None and "queries" in st:  # page_state read them all, resolved ones too
+        queries = st["queries"]
+    elif saved:
+        queries = (
+            db.session.execute(
+                select(Query).where(Query.form == form, Query.form_id == record.id).order_by(Query.created_at, Query.id)
             )
+            .scalars()
+            .all()
         )
-        .scalars()
-        .all()
-    )
+    else:
+        queries = (
+            db.session.execute(
+                select(Query).where(
+                    Query.form == form,
+                    Query.form_id.is_(None),
+                    Query.subject_id == subject.id,
+                    Query.state.in_(rules.UNRESOLVED),
+                )
+            )
+            .scalars()
+            .all()
+        )
     raise_form = RaiseQueryForm()
     raise_form.target.data = f"{form}:{record.id}" if saved else f"{form}:new"
     plan, required = state.sdv_plan(form)

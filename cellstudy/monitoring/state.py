@@ -15,6 +15,10 @@ Contract (other packages rely on it; keep it)::
     record_states(keys: Iterable[tuple[str, int]]) -> dict[(form_name, form_id), dict]
         the same for many records in a fixed number of queries (dashboards, lists)
 
+    page_state(record, lock) -> dict
+        the same for the one record a CRF page shows, from the record and its lock in
+        force, plus ``queries`` (all of the record's, resolved too)
+
     records_of(keys: Iterable[tuple[str, int]]) -> dict[(form_name, form_id), record]
         the records themselves, one query per form type (not one per record)
 
@@ -101,11 +105,33 @@ def _chunks(items: list, size: int = 400):
         yield items[i : i + size]
 
 
-def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+def page_state(record: object, lock: DataLock | None) -> dict:
+    """The state of the one record a CRF page shows, from what the page holds already: the
+    record itself (its status and subject) and the lock in force on it (records/views.py
+    found it); plus ``queries``: every query of the record, resolved ones too, oldest first
+    (the page's monitoring panel lists them). Three statements fewer than record_state and
+    the panel's own read of the queries (issue 14)."""
+    key = (record.FORM_NAME, int(record.id))
+    return record_states([key], known={key: record}, locks={key: lock}, all_queries=True)[key]
+
+
+def record_states(
+    keys: Iterable[tuple[str, int]],
+    *,
+    known: dict[tuple[str, int], object] | None = None,
+    locks: dict[tuple[str, int], DataLock | None] | None = None,
+    all_queries: bool = False,
+) -> dict[tuple[str, int], dict]:
+    """See the module's contract. `known`: rows the caller holds (their status and subject
+    are not read again); `locks`: the lock in force on a key, when the caller found it (the
+    locks are then not read); `all_queries`: also ``queries``, every query of each record
+    (resolved ones too), oldest first."""
     keys = list(dict.fromkeys((f, int(i)) for f, i in keys if i is not None))
     out: dict[tuple[str, int], dict] = {}
     if not keys:
         return out
+    known = known or {}
+    locks = locks if locks is not None and all(k in locks for k in keys) else None
     study = current_study()
     by_form: dict[str, list[int]] = defaultdict(list)
     for form, fid in keys:
@@ -117,17 +143,23 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
     info: dict[tuple[str, int], tuple[str | None, int | None]] = {}
     verified: dict[tuple[str, int], set] = defaultdict(set)
     queries: dict[tuple[str, int], list] = defaultdict(list)
+    every_query: dict[tuple[str, int], list] = defaultdict(list)
     valid: dict[tuple[str, int], list] = defaultdict(list)
     invalidated: dict[tuple[str, int], int] = defaultdict(int)
     form_locks: set[tuple[str, int]] = set()
     locked_subjects: set[int] = set()
     study_locked = False
     for part in _key_chunks(by_form):
+        for form, ids in part:
+            for i in ids:
+                if (form, i) in known:
+                    info[(form, i)] = (known[(form, i)].status, known[(form, i)].subject_id)
         selects = [
-            select(literal(form).label("form"), model.id, model.status, model.subject_id).where(model.id.in_(ids))
+            select(literal(form).label("form"), model.id, model.status, model.subject_id).where(model.id.in_(unknown))
             for form, ids in part
             for model in [getattr(catalog.get(form), "model", None)]
-            if model is not None
+            for unknown in [[i for i in ids if (form, i) not in known]]
+            if model is not None and unknown
         ]
         if selects:
             for form, rid, status, subject_id in db.session.execute(union_all(*selects)):
@@ -138,12 +170,13 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
             )
         ):
             verified[(form, fid)].add(field)
-        for query in db.session.execute(
-            select(Query)
-            .where(_keyed(Query.form, Query.form_id, part), Query.state.in_(rules.UNRESOLVED))
-            .order_by(Query.created_at, Query.id)
-        ).scalars():
-            queries[(query.form, query.form_id)].append(query)
+        of_part = select(Query).where(_keyed(Query.form, Query.form_id, part))
+        if not all_queries:
+            of_part = of_part.where(Query.state.in_(rules.UNRESOLVED))
+        for query in db.session.execute(of_part.order_by(Query.created_at, Query.id)).scalars():
+            every_query[(query.form, query.form_id)].append(query)
+            if query.state in rules.UNRESOLVED:
+                queries[(query.form, query.form_id)].append(query)
         for signature in db.session.execute(
             select(Signature).where(_keyed(Signature.form, Signature.form_id, part)).order_by(Signature.id)
         ).scalars():
@@ -151,6 +184,8 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
                 valid[(signature.form, signature.form_id)].append(signature)
             else:
                 invalidated[(signature.form, signature.form_id)] += 1
+        if locks is not None:
+            continue  # the caller found the locks in force
         # the locks in force on these records: the study's, their subjects', their own (one statement)
         part_subjects = sorted({info[(form, i)][1] for form, ids in part for i in ids if (form, i) in info} - {None})
         scopes = [
@@ -176,10 +211,14 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
         status, subject_id = info.get(key, (None, None))
         plan, required = sdv_plan(form, study)
         done = verified.get(key, set())
+        if locks is not None:
+            locked = locks[key] is not None
+        else:
+            locked = bool(study_locked or key in form_locks or (subject_id in locked_subjects))
         out[key] = {
             "sdv": rules.sdv_status(plan, required, done),
             "verified_fields": sorted(done),
-            "locked": bool(study_locked or key in form_locks or (subject_id in locked_subjects)),
+            "locked": locked,
             "open_queries": queries.get(key, []),
             "signatures": valid.get(key, []),
             "signature_needed": rules.signature_needed(
@@ -190,6 +229,8 @@ def record_states(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict
                 signature_forms=study.signature_forms,
             ),
         }
+        if all_queries:
+            out[key]["queries"] = every_query.get(key, [])
     return out
 
 
@@ -460,6 +501,7 @@ def subject_queries(subject_id: int, unresolved_only: bool = True) -> list[Query
 __all__ = [
     "record_state",
     "record_states",
+    "page_state",
     "sdv_plan",
     "sdv_rows",
     "sdv_progress",
