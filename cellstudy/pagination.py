@@ -11,6 +11,7 @@ from sqlalchemy import Select, func
 from .extensions import db
 
 _TOTAL = "_list_total"
+_MAX_OFFSET = 2**31 - 1  # the databases' 32-bit integers
 
 
 def page_in(total: int, page: int, per_page: int) -> int:
@@ -22,7 +23,9 @@ def paged_with_total(stmt: Select, page: int, per_page: int) -> tuple[int, int, 
     """(rows in the whole list, the page shown, the page's rows) of an ordered select; each row
     as the select gives it (without the count). A page past the last shows the last one: the
     count is then only known from the first page, so that case costs a second statement."""
-    page = max(page, 1)
+    # a page number beyond any list (a hand-typed 2**63) must not overflow the OFFSET: it is
+    # past the end, which shows the last page
+    page = min(max(page, 1), _MAX_OFFSET // max(per_page, 1))
     counted = stmt.add_columns(func.count().over().label(_TOTAL))
     rows = db.session.execute(counted.limit(per_page).offset((page - 1) * per_page)).all()
     if rows:
