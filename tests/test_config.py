@@ -37,3 +37,28 @@ def test_development_uses_sqlite_in_the_instance_folder(monkeypatch):
     app = create_app("development")
     assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
     assert app.instance_path in app.config["SQLALCHEMY_DATABASE_URI"]
+
+
+def test_the_gunicorn_entry_point_freezes_what_start_up_made(tmp_path):
+    """Issue 14: full collections walked every start-up object again (70-85 ms, a pause for every
+    request queued in the worker); wsgi.py moves them to the permanent generation. Run as
+    gunicorn imports it, in a process of its own."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "CELLSTUDY_CONFIG": "production",
+        "SECRET_KEY": "s" * 32,
+        "CELLSTUDY_AUDIT_KEY": "7e57" * 16,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+        "PYTHONPATH": str(root),
+    }
+    probe = "import gc, wsgi; print(gc.get_freeze_count(), sum(gc.get_count()))"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    frozen, pending = (int(n) for n in out.stdout.split())
+    assert frozen > 100_000 and pending < 1_000, (frozen, pending)
