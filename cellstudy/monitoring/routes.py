@@ -516,8 +516,8 @@ def sdv_progress():
         progress=progress,
     )
     keys = [key for key, _ in shown]
-    states = state.record_states(keys)
     records = state.records_of(keys)
+    states = state.record_states(keys, known=records)  # their status and subject: the rows just read
     return render_template(
         "monitoring/sdv.html",
         sites=sites,
