@@ -14,9 +14,14 @@ _TOTAL = "_list_total"
 _MAX_OFFSET = 2**31 - 1  # the databases' 32-bit integers
 
 
+def page_count(total: int, per_page: int) -> int:
+    """How many pages a list of `total` rows fills (an empty list still shows one)."""
+    return max(1, -(-total // per_page))
+
+
 def page_in(total: int, page: int, per_page: int) -> int:
     """The page asked for, clamped to the pages there are (a page past the last shows the last)."""
-    return min(max(page, 1), max(1, -(-total // per_page)))
+    return min(max(page, 1), page_count(total, per_page))
 
 
 def paged_with_total(stmt: Select, page: int, per_page: int) -> tuple[int, int, list]:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import contains_eager, joinedload
 from ..auth.policy import Sites, scoped
 from ..enrollment.models import Subject
 from ..extensions import db
-from ..pagination import paged_with_total
+from ..pagination import page_count, paged_with_total
 from .models import Infusion, Visit
 
 CALENDAR_PAGE = 50
@@ -36,7 +36,7 @@ def calendar(sites: Sites, start: date, days: int = 28, page: int = 1, per_page:
     total, page, rows = paged_with_total(
         select(both.c.id, both.c.day, both.c.kind).order_by(both.c.day, both.c.kind, both.c.id), page, per_page
     )
-    pages = max(1, -(-total // per_page))
+    pages = page_count(total, per_page)
     inf_ids = [row_id for row_id, _day, kind in rows if kind == 0]
     visit_ids = [row_id for row_id, _day, kind in rows if kind == 1]
     # one query per kind, the subjects with what the lockouts need: no query per row

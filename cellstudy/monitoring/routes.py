@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from ..auth.policy import can, covers, get_subject_or_404, require, sites_of, user_sites
 from ..enrollment.models import Subject
 from ..extensions import db
+from ..pagination import page_count
 from ..records.models import Query
 from ..records.service import RecordError
 from ..records.views import lock_notice, post_action
@@ -592,7 +593,7 @@ def signature_list():
         needed=needed,
         total=total,
         page=page,
-        pages=max(1, -(-total // PER_PAGE)),
+        pages=page_count(total, PER_PAGE),
         records=state.records_of(key for key, _, _ in needed),
         invalid_casebooks=state.invalidated_casebooks(sites),
         catalog=catalog,

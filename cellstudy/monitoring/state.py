@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Subquery, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import Subquery, and_, case, exists, func, literal, or_, select, union_all
 
 from ..auth.policy import Sites, scoped
 from ..extensions import db
@@ -390,8 +390,6 @@ _NEEDED_SQL: dict[tuple, Subquery] = {}
 
 
 def _signatures_needed_sql(sites: Sites, signed_types: tuple[str, ...]) -> Subquery:
-    from sqlalchemy import exists
-
     key = (tuple(sites) if isinstance(sites, list) else "all", signed_types, registry.generation())
     cached = _NEEDED_SQL.get(key)
     if cached is not None:
@@ -428,7 +426,6 @@ def _signatures_needed_sql(sites: Sites, signed_types: tuple[str, ...]) -> Subqu
 
 def invalidated_casebooks(sites: Sites) -> list[tuple]:
     """Subjects whose latest casebook signature was invalidated: [(signature, subject)]."""
-    from sqlalchemy import exists
     from sqlalchemy.orm import aliased, joinedload
 
     later = aliased(Signature)

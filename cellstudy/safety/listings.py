@@ -31,6 +31,7 @@ from ..auth.models import Site
 from ..auth.policy import ALL_SITES, Sites
 from ..enrollment.models import Subject
 from ..extensions import db
+from ..pagination import page_count, page_in
 from ..timeutil import as_utc, fmt_utc, utcnow
 from ..adverse_events.fields import ACTIONS, ATTRIBUTIONS, CRITERIA_CODES, OUTCOMES
 from ..exports.tabular import Column
@@ -181,8 +182,8 @@ def listing_page(
     the study day is computed for the page's rows only (one query for their subjects'
     first infusions). A page past the end shows the last page."""
     total = count(kind, filters, sites)
-    pages = max(1, -(-total // per_page))
-    page = min(max(filters.page, 1), pages)
+    pages = page_count(total, per_page)
+    page = page_in(total, filters.page, per_page)
     stmt = (
         listing_select(kind, filters, sites)
         .order_by(*listing_order(filters))
